@@ -1,0 +1,156 @@
+//! Records shared by the kernel programs (`collector-ebpf`) and the daemon (`collector`).
+//!
+//! Every type here is `#[repr(C)]` with explicit padding so both sides agree on the byte layout
+//! and map keys hash the same whatever the stack held before.
+#![no_std]
+
+/// Number of log2 latency buckets. Bucket `i` counts requests whose latency in microseconds
+/// falls in `[2^i, 2^(i+1))`; bucket 0 also holds everything under 1 µs, the last bucket
+/// everything from `2^31` µs (~36 minutes) on.
+pub const LATENCY_BUCKETS: usize = 32;
+
+/// Request classes, decoded from the tracepoint's `rwbs` string.
+pub mod op {
+    pub const READ: usize = 0;
+    pub const WRITE: usize = 1;
+    pub const DISCARD: usize = 2;
+    /// A pure cache flush (`REQ_OP_FLUSH`, rwbs "F"). A write carrying a pre-flush ("FWS") is
+    /// a write here and is also counted in [`super::BlockDevStats::flushes`].
+    pub const FLUSH: usize = 3;
+    pub const OTHER: usize = 4;
+    pub const COUNT: usize = 5;
+    pub const NAMES: [&str; COUNT] = ["read", "write", "discard", "flush", "other"];
+}
+
+/// Per block device counters, one copy per CPU (`BPF_MAP_TYPE_PERCPU_HASH` keyed by the
+/// kernel's `dev_t`, `major << 20 | minor`). The daemon sums the CPUs and takes deltas.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct BlockDevStats {
+    /// Requests issued to the driver, by [`op`] class.
+    pub ops: [u64; op::COUNT],
+    /// Bytes of those requests, by [`op`] class.
+    pub bytes: [u64; op::COUNT],
+    /// Requests that flush the device cache: pure flushes and pre-flushes on writes.
+    pub flushes: u64,
+    /// Issued requests whose start time we recorded (the in-flight table had room).
+    pub tracked_issued: u64,
+    /// Completions matched to a recorded issue; `tracked_issued - completed` is in flight.
+    pub completed: u64,
+    /// Completions with a non-zero error (`blk_status_t` turned errno, e.g. -EIO).
+    pub errors: u64,
+    /// Sum of issue → complete latencies of matched completions, nanoseconds.
+    pub latency_sum_ns: u64,
+    /// log2 histogram of issue → complete latency in microseconds (see [`LATENCY_BUCKETS`]).
+    pub latency_hist: [u64; LATENCY_BUCKETS],
+}
+
+impl BlockDevStats {
+    pub const ZERO: Self = Self {
+        ops: [0; op::COUNT],
+        bytes: [0; op::COUNT],
+        flushes: 0,
+        tracked_issued: 0,
+        completed: 0,
+        errors: 0,
+        latency_sum_ns: 0,
+        latency_hist: [0; LATENCY_BUCKETS],
+    };
+}
+
+/// Key of the in-flight table: a request is known by its device and start sector between
+/// issue and completion (tracepoints do not expose the `struct request` pointer).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct InflightKey {
+    pub dev: u32,
+    pub _pad: u32,
+    pub sector: u64,
+}
+
+/// A request slower than the configured threshold, sent to user space through the ring buffer.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlowIoEvent {
+    pub dev: u32,
+    /// [`op`] class.
+    pub op: u32,
+    pub sector: u64,
+    pub latency_ns: u64,
+    pub bytes: u32,
+    /// Negative errno from the completion, 0 on success.
+    pub error: i32,
+}
+
+/// Field offsets inside the block tracepoints' records, read by the daemon from tracefs
+/// `events/block/<name>/format` at start-up and written into the program before load: the
+/// layout changes between kernels (`rwbs` grew from 8 to 10 bytes in 6.x) and we cannot use
+/// CO-RE relocations.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct BlockTracepointLayout {
+    pub issue_dev: u32,
+    pub issue_sector: u32,
+    pub issue_bytes: u32,
+    pub issue_rwbs: u32,
+    pub complete_dev: u32,
+    pub complete_sector: u32,
+    pub complete_nr_sector: u32,
+    pub complete_error: u32,
+    pub complete_rwbs: u32,
+    pub _pad: u32,
+}
+
+impl BlockTracepointLayout {
+    /// The layout of Linux 6.x (`rwbs[10]`), used only as the compiled-in default; the daemon
+    /// always overwrites it with what the running kernel reports.
+    pub const LINUX_6: Self = Self {
+        issue_dev: 8,
+        issue_sector: 16,
+        issue_bytes: 28,
+        issue_rwbs: 34,
+        complete_dev: 8,
+        complete_sector: 16,
+        complete_nr_sector: 24,
+        complete_error: 28,
+        complete_rwbs: 34,
+        _pad: 0,
+    };
+}
+
+/// Indices into the `COUNTERS` per-CPU array: the kernel side's own bookkeeping.
+pub mod counter {
+    /// Completions at or over the slow-I/O threshold (events we tried to send).
+    pub const SLOW_IO_PRODUCED: u32 = 0;
+    /// Of those, events the ring buffer had no room for.
+    pub const SLOW_IO_LOST: u32 = 1;
+    /// Issues not tracked because the in-flight table could not take them.
+    pub const INFLIGHT_TABLE_FULL: u32 = 2;
+    /// Completions with no recorded issue (issued before we attached, or evicted).
+    pub const COMPLETE_UNMATCHED: u32 = 3;
+    /// Devices not counted because the per-device table was full.
+    pub const DEVICE_TABLE_FULL: u32 = 4;
+    pub const COUNT: u32 = 5;
+}
+
+/// Map and program names, shared so a rename on one side breaks the build, not the daemon.
+pub mod names {
+    pub const BLOCK_RQ_ISSUE: &str = "block_rq_issue";
+    pub const BLOCK_RQ_COMPLETE: &str = "block_rq_complete";
+    pub const BLOCK_DEV_STATS: &str = "BLOCK_DEV_STATS";
+    pub const INFLIGHT: &str = "INFLIGHT";
+    pub const SLOW_IO_EVENTS: &str = "SLOW_IO_EVENTS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const BLOCK_LAYOUT: &str = "BLOCK_LAYOUT";
+    pub const SLOW_IO_THRESHOLD_NS: &str = "SLOW_IO_THRESHOLD_NS";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], Copy, made only of integers, with explicit padding
+    // fields, so every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::BlockDevStats {}
+    unsafe impl aya::Pod for super::InflightKey {}
+    unsafe impl aya::Pod for super::SlowIoEvent {}
+    unsafe impl aya::Pod for super::BlockTracepointLayout {}
+}

@@ -1,0 +1,153 @@
+//! Command-line interface of the `collector` binary.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::kernel::KernelConfig;
+
+/// nodestate collector: tells, per node and per time window, whether the machine is healthy or
+/// degraded, from eBPF programs on the kernel's own tracepoints.
+///
+/// Needs root (or CAP_BPF + CAP_PERFMON) to load its kernel programs.
+#[derive(Debug, Parser)]
+#[command(name = "collector", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log level: error, warn, info, debug or trace (or a tracing filter such as
+    /// "collector=debug").
+    #[arg(long, global = true, env = "NODESTATE_LOG", default_value = "info")]
+    pub log_level: String,
+
+    /// Log format: human-readable text, or one JSON object per line for log shippers.
+    #[arg(long, global = true, env = "NODESTATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon on this node: load the kernel programs, cut time into windows and log a
+    /// one-line summary per window, until SIGTERM or SIGINT.
+    Run(RunArgs),
+    /// Collect windows for a fixed time and write them to a file (JSON Lines, one window per
+    /// line) for `model train`.
+    Record(RecordArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub collect: CollectArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// File to write the windows to (created or truncated).
+    #[arg(long, short)]
+    pub out: PathBuf,
+
+    /// How long to record, e.g. "10m", "90s". Rounded up to whole windows.
+    #[arg(long, short, value_parser = parse_duration)]
+    pub duration: Duration,
+
+    #[command(flatten)]
+    pub collect: CollectArgs,
+}
+
+/// Options shared by everything that collects.
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// Length of a window, from 1s to 1h, e.g. "5s", "1s", "30s".
+    #[arg(long, env = "NODESTATE_WINDOW", default_value = "5s", value_parser = parse_window)]
+    pub window: Duration,
+
+    /// Block requests at least this slow (issue → complete) are sent to user space one by one
+    /// and counted as slow I/O, e.g. "10ms", "500us". "0s" sends every request (testing only).
+    #[arg(long, env = "NODESTATE_SLOW_IO_THRESHOLD", default_value = "10ms", value_parser = parse_duration)]
+    pub slow_io_threshold: Duration,
+
+    /// Size in bytes of the kernel → daemon ring buffer for slow-I/O events: a power of two,
+    /// at least one page. Events that do not fit are counted as lost, never dropped silently.
+    #[arg(long, env = "NODESTATE_RINGBUF_BYTES", default_value_t = 256 * 1024)]
+    pub ringbuf_bytes: u32,
+}
+
+impl CollectArgs {
+    pub fn kernel_config(&self) -> KernelConfig {
+        KernelConfig {
+            slow_io_threshold_ns: u64::try_from(self.slow_io_threshold.as_nanos())
+                .unwrap_or(u64::MAX),
+            ringbuf_bytes: self.ringbuf_bytes,
+        }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|err| format!("`{text}` is not a duration ({err}); write e.g. 5s, 250ms, 2m"))
+}
+
+fn parse_window(text: &str) -> Result<Duration, String> {
+    let window = parse_duration(text)?;
+    if window < Duration::from_secs(1) || window > Duration::from_secs(3600) {
+        return Err(format!("window {text} is out of range: use 1s to 1h"));
+    }
+    Ok(window)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn windows_out_of_range_and_bad_durations_are_refused() {
+        assert!(parse_window("500ms").unwrap_err().contains("1s to 1h"));
+        assert!(parse_window("2h").is_err());
+        assert_eq!(parse_window("1s").unwrap(), Duration::from_secs(1));
+        assert!(
+            parse_duration("fast")
+                .unwrap_err()
+                .contains("not a duration")
+        );
+    }
+
+    #[test]
+    fn record_needs_out_and_duration() {
+        let err = Cli::try_parse_from(["collector", "record", "--out", "w.jsonl"]).unwrap_err();
+        assert!(err.to_string().contains("--duration"), "{err}");
+        let cli = Cli::try_parse_from([
+            "collector",
+            "record",
+            "-o",
+            "w.jsonl",
+            "-d",
+            "1m",
+            "--window",
+            "2s",
+        ])
+        .unwrap();
+        let Command::Record(args) = cli.command else {
+            panic!("expected record")
+        };
+        assert_eq!(args.duration, Duration::from_secs(60));
+        assert_eq!(args.collect.window, Duration::from_secs(2));
+        assert_eq!(
+            args.collect.kernel_config().slow_io_threshold_ns,
+            10_000_000
+        );
+    }
+}

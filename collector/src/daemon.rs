@@ -1,0 +1,326 @@
+//! The daemon's loop: drain the ring buffer as events arrive, and every window turn the kernel's
+//! counters into one [`WindowRecord`].
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    io::Write,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::Context as _;
+use aya::maps::{MapData, RingBuf};
+use collector_common::{BlockDevStats, SlowIoEvent, counter};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+use tracing::{debug, info, warn};
+
+use crate::{
+    devices::{DeviceNames, split_kernel_dev},
+    kernel::{KernelCollector, KernelConfig, KernelLogger},
+    record::{WindowInputs, WindowRecord},
+    window::{DeviceWindow, counter_delta},
+};
+
+/// What the collection loop needs.
+#[derive(Debug, Clone)]
+pub struct CollectOptions {
+    pub window: Duration,
+    pub kernel: KernelConfig,
+    pub node: String,
+}
+
+/// Slow-I/O events received from the ring buffer since the last window.
+#[derive(Debug, Default, Clone)]
+pub struct SlowIoTally {
+    pub received: u64,
+    pub per_device: HashMap<u32, u64>,
+}
+
+impl SlowIoTally {
+    pub fn add(&mut self, event: &SlowIoEvent) {
+        self.received += 1;
+        *self.per_device.entry(event.dev).or_default() += 1;
+    }
+}
+
+/// Reads one [`SlowIoEvent`] out of a ring-buffer item, `None` if it is too short (a kernel and
+/// daemon built from different sources).
+pub fn parse_slow_io_event(bytes: &[u8]) -> Option<SlowIoEvent> {
+    if bytes.len() < size_of::<SlowIoEvent>() {
+        return None;
+    }
+    // SAFETY: the length is checked above and SlowIoEvent is plain integers (every bit pattern
+    // is valid); read_unaligned because ring-buffer items are only 8-byte aligned by contract.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<SlowIoEvent>()) })
+}
+
+/// Turns successive snapshots of the kernel's cumulative counters into window records.
+pub struct WindowMaker {
+    node: String,
+    names: DeviceNames,
+    previous: BTreeMap<u32, BlockDevStats>,
+    previous_counters: [u64; counter::COUNT as usize],
+    previous_at: Instant,
+}
+
+impl WindowMaker {
+    /// Starts the first window now, from the counters as they are.
+    pub fn start(kernel: &KernelCollector, node: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            node: node.to_string(),
+            names: DeviceNames::default(),
+            previous: kernel.block_snapshot()?,
+            previous_counters: kernel.counters()?,
+            previous_at: Instant::now(),
+        })
+    }
+
+    /// Closes the current window and starts the next one.
+    pub fn close_window(
+        &mut self,
+        kernel: &KernelCollector,
+        slow: SlowIoTally,
+    ) -> anyhow::Result<WindowRecord> {
+        let now = Instant::now();
+        let current = kernel.block_snapshot()?;
+        let counters = kernel.counters()?;
+        let window_s = now.duration_since(self.previous_at).as_secs_f64();
+
+        let mut devices = Vec::new();
+        for (&dev, stats) in &current {
+            let previous = self.previous.get(&dev).unwrap_or(&BlockDevStats::ZERO);
+            let window = DeviceWindow::between(previous, stats);
+            let slow_here = slow.per_device.get(&dev).copied().unwrap_or(0);
+            // Devices idle in this window and with nothing in flight add only noise.
+            if window.total_ops() == 0 && window.completed == 0 && window.inflight == 0 {
+                continue;
+            }
+            let (major, minor) = split_kernel_dev(dev);
+            devices.push((self.names.name(dev), major, minor, window, slow_here));
+        }
+        let lost = counter_delta(
+            self.previous_counters[counter::SLOW_IO_LOST as usize],
+            counters[counter::SLOW_IO_LOST as usize],
+        );
+        for (index, what) in [
+            (
+                counter::INFLIGHT_TABLE_FULL,
+                "requests not latency-tracked (in-flight table full)",
+            ),
+            (
+                counter::DEVICE_TABLE_FULL,
+                "requests not counted (device table full)",
+            ),
+        ] {
+            let delta = counter_delta(
+                self.previous_counters[index as usize],
+                counters[index as usize],
+            );
+            if delta > 0 {
+                warn!("{delta} {what} in this window");
+            }
+        }
+        let record = WindowRecord::build(WindowInputs {
+            timestamp: SystemTime::now(),
+            window_s,
+            node: &self.node,
+            devices,
+            slow_io_events: slow.received,
+            events_lost: lost,
+        });
+        self.previous = current;
+        self.previous_counters = counters;
+        self.previous_at = now;
+        Ok(record)
+    }
+}
+
+/// Where finished windows go besides the log.
+pub enum WindowSink {
+    None,
+    JsonLines { path: PathBuf, file: std::fs::File },
+}
+
+impl WindowSink {
+    pub fn json_lines(path: PathBuf) -> anyhow::Result<Self> {
+        let file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self::JsonLines { path, file })
+    }
+
+    fn write(&mut self, record: &WindowRecord) -> anyhow::Result<()> {
+        if let Self::JsonLines { path, file } = self {
+            let mut line = serde_json::to_vec(record)?;
+            line.push(b'\n');
+            // One write per line and no buffering: a killed recorder leaves whole lines only.
+            file.write_all(&line)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Drains the ring buffer into `tally` whenever the kernel signals data.
+async fn read_slow_io_events(ring: RingBuf<MapData>, tally: Arc<Mutex<SlowIoTally>>) {
+    // SAFETY: the RingBuf owns its map's file descriptor, which stays open and unchanged until
+    // the RingBuf (and so the AsyncFd) is dropped.
+    let mut ring = match unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) } {
+        Ok(ring) => ring,
+        Err(err) => {
+            warn!("cannot poll the slow-I/O ring buffer, slow-I/O events disabled: {err}");
+            return;
+        }
+    };
+    let mut names = DeviceNames::default();
+    loop {
+        let mut guard = match ring.readable_mut().await {
+            Ok(guard) => guard,
+            Err(err) => {
+                warn!("slow-I/O ring buffer poll failed, events disabled: {err}");
+                return;
+            }
+        };
+        let ring = guard.get_inner_mut();
+        while let Some(item) = ring.next() {
+            match parse_slow_io_event(&item) {
+                Some(event) => {
+                    debug!(
+                        device = %names.name(event.dev),
+                        latency_us = event.latency_ns / 1000,
+                        op = collector_common::op::NAMES
+                            .get(event.op as usize)
+                            .copied()
+                            .unwrap_or("?"),
+                        bytes = event.bytes,
+                        error = event.error,
+                        "slow I/O"
+                    );
+                    tally.lock().expect("tally lock").add(&event);
+                }
+                None => warn!("short slow-I/O event of {} bytes ignored", item.len()),
+            }
+        }
+        guard.clear_ready();
+    }
+}
+
+/// Forwards aya-log records from the kernel programs to our log.
+async fn forward_kernel_logs(logger: KernelLogger) {
+    // SAFETY: as for the ring buffer above, the logger owns its map's file descriptor.
+    let Ok(mut logger) = (unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) })
+    else {
+        return;
+    };
+    loop {
+        let Ok(mut guard) = logger.readable_mut().await else {
+            return;
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}
+
+/// How long to run.
+#[derive(Debug, Clone, Copy)]
+pub enum RunFor {
+    UntilSignalled,
+    Windows(u64),
+}
+
+/// Loads the programs and produces windows until a signal (or `run_for`) ends it.
+pub async fn run(
+    options: CollectOptions,
+    mut sink: WindowSink,
+    run_for: RunFor,
+) -> anyhow::Result<()> {
+    let mut kernel = KernelCollector::load(&options.kernel)?;
+    kernel.log_attach_table();
+    let tally = Arc::new(Mutex::new(SlowIoTally::default()));
+    if let Some(ring) = kernel.take_slow_io_events() {
+        tokio::spawn(read_slow_io_events(ring, tally.clone()));
+    }
+    if let Some(logger) = kernel.take_logger() {
+        tokio::spawn(forward_kernel_logs(logger));
+    }
+
+    let mut windows = WindowMaker::start(&kernel, &options.node)?;
+    let mut ticker =
+        tokio::time::interval_at(tokio::time::Instant::now() + options.window, options.window);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sigterm = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    info!(
+        window_s = options.window.as_secs_f64(),
+        node = %options.node,
+        "collecting"
+    );
+    let mut produced = 0u64;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                let slow = std::mem::take(&mut *tally.lock().expect("tally lock"));
+                let record = windows.close_window(&kernel, slow)?;
+                info!("{}", record.summary());
+                sink.write(&record)?;
+                produced += 1;
+                if let RunFor::Windows(limit) = run_for
+                    && produced >= limit
+                {
+                    break;
+                }
+            }
+            _ = sigterm.recv() => { info!("SIGTERM: detaching and exiting"); break; }
+            _ = sigint.recv() => { info!("SIGINT: detaching and exiting"); break; }
+        }
+    }
+    kernel.detach();
+    Ok(())
+}
+
+/// The node's name: `NODE_NAME` (the DaemonSet sets it from the downward API), else the
+/// hostname.
+pub fn node_name() -> String {
+    if let Ok(name) = std::env::var("NODE_NAME")
+        && !name.trim().is_empty()
+    {
+        return name.trim().to_string();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_io_events_parse_and_short_items_are_refused() {
+        let event = SlowIoEvent {
+            dev: 7 << 20,
+            op: 1,
+            sector: 42,
+            latency_ns: 12_000_000,
+            bytes: 4096,
+            error: -5,
+        };
+        // SAFETY: viewing a plain-integer struct as bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&event as *const SlowIoEvent).cast::<u8>(),
+                size_of::<SlowIoEvent>(),
+            )
+        };
+        assert_eq!(parse_slow_io_event(bytes), Some(event));
+        assert_eq!(parse_slow_io_event(&bytes[..bytes.len() - 1]), None);
+        let mut tally = SlowIoTally::default();
+        tally.add(&event);
+        tally.add(&event);
+        assert_eq!(tally.received, 2);
+        assert_eq!(tally.per_device[&(7 << 20)], 2);
+    }
+}

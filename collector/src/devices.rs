@@ -1,0 +1,82 @@
+//! Block device names from the kernel's device numbers.
+
+use std::{collections::HashMap, fs, path::PathBuf};
+
+/// The kernel's internal `dev_t` (as block tracepoints report it) packs the minor number in the
+/// low 20 bits (`MINORBITS`), unlike the userspace `dev_t` that `stat` returns.
+pub fn split_kernel_dev(dev: u32) -> (u32, u32) {
+    (dev >> 20, dev & ((1 << 20) - 1))
+}
+
+pub fn kernel_dev(major: u32, minor: u32) -> u32 {
+    (major << 20) | (minor & ((1 << 20) - 1))
+}
+
+/// Resolves `major:minor` to the name under /dev (`vda`, `loop3`, `nvme0n1p1`) through sysfs,
+/// caching the answers. Devices that sysfs does not know keep their numbers as a name.
+#[derive(Debug)]
+pub struct DeviceNames {
+    sysfs_dev_block: PathBuf,
+    cache: HashMap<u32, String>,
+}
+
+impl Default for DeviceNames {
+    fn default() -> Self {
+        Self::new("/sys/dev/block")
+    }
+}
+
+impl DeviceNames {
+    pub fn new(sysfs_dev_block: impl Into<PathBuf>) -> Self {
+        Self {
+            sysfs_dev_block: sysfs_dev_block.into(),
+            cache: HashMap::new(),
+        }
+    }
+
+    pub fn name(&mut self, dev: u32) -> String {
+        if let Some(name) = self.cache.get(&dev) {
+            return name.clone();
+        }
+        let (major, minor) = split_kernel_dev(dev);
+        let uevent = self.sysfs_dev_block.join(format!("{major}:{minor}/uevent"));
+        let found = fs::read_to_string(uevent).ok().and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("DEVNAME=").map(str::to_string))
+        });
+        match found {
+            Some(name) => {
+                self.cache.insert(dev, name.clone());
+                name
+            }
+            // Not cached: the device may appear in sysfs a moment later (a new loop device).
+            None => format!("{major}:{minor}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_dev_round_trips() {
+        assert_eq!(split_kernel_dev(kernel_dev(254, 0)), (254, 0));
+        assert_eq!(split_kernel_dev(kernel_dev(7, 1_048_575)), (7, 1_048_575));
+        assert_eq!(kernel_dev(8, 1), (8 << 20) | 1);
+    }
+
+    #[test]
+    fn names_come_from_uevent_and_unknown_devices_keep_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("7:3")).unwrap();
+        fs::write(
+            dir.path().join("7:3/uevent"),
+            "MAJOR=7\nMINOR=3\nDEVNAME=loop3\nDEVTYPE=disk\n",
+        )
+        .unwrap();
+        let mut names = DeviceNames::new(dir.path());
+        assert_eq!(names.name(kernel_dev(7, 3)), "loop3");
+        assert_eq!(names.name(kernel_dev(9, 9)), "9:9");
+    }
+}

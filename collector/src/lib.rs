@@ -1,0 +1,13 @@
+//! nodestate's node daemon, as a library so that tests and tools call what `main` calls.
+//!
+//! Data flows one way: kernel maps ([`kernel`]) → windows ([`window`], [`daemon`]) →
+//! records ([`record`]).
+
+pub mod cli;
+pub mod daemon;
+pub mod devices;
+pub mod kernel;
+pub mod privileges;
+pub mod record;
+pub mod tracefs;
+pub mod window;

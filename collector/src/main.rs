@@ -1,0 +1,50 @@
+use anyhow::Context as _;
+use clap::Parser as _;
+use collector::{
+    cli::{Cli, Command, LogFormat},
+    daemon::{self, CollectOptions, RunFor, WindowSink},
+};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(level)
+        .with_context(|| format!("--log-level `{level}` is not a level or tracing filter"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level, cli.log_format)?;
+    match cli.command {
+        Command::Run(args) => {
+            let options = CollectOptions {
+                window: args.collect.window,
+                kernel: args.collect.kernel_config(),
+                node: daemon::node_name(),
+            };
+            daemon::run(options, WindowSink::None, RunFor::UntilSignalled).await
+        }
+        Command::Record(args) => {
+            let windows = args
+                .duration
+                .as_secs_f64()
+                .div_euclid(args.collect.window.as_secs_f64())
+                .max(1.0) as u64;
+            let options = CollectOptions {
+                window: args.collect.window,
+                kernel: args.collect.kernel_config(),
+                node: daemon::node_name(),
+            };
+            let sink = WindowSink::json_lines(args.out)?;
+            daemon::run(options, sink, RunFor::Windows(windows)).await
+        }
+    }
+}
