@@ -22,7 +22,8 @@ static BLOCK_LAYOUT: BlockTracepointLayout = BlockTracepointLayout::LINUX_6;
 static SLOW_IO_THRESHOLD_NS: u64 = 10_000_000;
 
 #[map]
-static BLOCK_DEV_STATS: PerCpuHashMap<u32, BlockDevStats> = PerCpuHashMap::with_max_entries(1024, 0);
+static BLOCK_DEV_STATS: PerCpuHashMap<u32, BlockDevStats> =
+    PerCpuHashMap::with_max_entries(1024, 0);
 
 /// Issue timestamps of requests in flight. LRU so that a completion we never see (a requeued
 /// request) cannot leak an entry for ever and fill the table.
@@ -80,6 +81,17 @@ fn classify(rwbs: [u8; 2]) -> (usize, bool) {
     }
 }
 
+/// Flush requests carry no sector (issued at 0, completed at -1 on 6.x): key them all on one
+/// sentinel so issue and completion meet, and so they never collide with a write at sector 0.
+#[inline(always)]
+fn inflight_key(dev: u32, sector: u64, class: usize) -> InflightKey {
+    InflightKey {
+        dev,
+        _pad: 0,
+        sector: if class == op::FLUSH { u64::MAX } else { sector },
+    }
+}
+
 #[inline(always)]
 fn device_stats(dev: u32) -> Option<*mut BlockDevStats> {
     if let Some(stats) = BLOCK_DEV_STATS.get_ptr_mut(dev) {
@@ -88,7 +100,9 @@ fn device_stats(dev: u32) -> Option<*mut BlockDevStats> {
     let zero = ZERO_STATS.get(0)?;
     // BPF_NOEXIST: another CPU may have inserted the same device meanwhile; that is fine, each
     // CPU has its own copy of the value.
-    if BLOCK_DEV_STATS.insert(dev, zero, BPF_NOEXIST as u64).is_err()
+    if BLOCK_DEV_STATS
+        .insert(dev, zero, BPF_NOEXIST as u64)
+        .is_err()
         && BLOCK_DEV_STATS.get_ptr_mut(dev).is_none()
     {
         return None;
@@ -129,13 +143,12 @@ fn try_block_rq_issue(ctx: &TracePointContext) -> Result<(), i32> {
     };
     let (class, flush) = classify(rwbs);
 
-    let key = InflightKey {
-        dev,
-        _pad: 0,
-        sector,
-    };
+    let key = inflight_key(dev, sector, class);
+    // SAFETY: only tests for presence.
+    let replaces = unsafe { INFLIGHT.get(key).is_some() };
+    // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let tracked = INFLIGHT.insert(&key, &now, 0).is_ok();
+    let tracked = INFLIGHT.insert(key, now, 0).is_ok();
     if !tracked && bump(counter::INFLIGHT_TABLE_FULL) == 1 {
         warn!(ctx, "in-flight table full: request latency not tracked");
     }
@@ -159,7 +172,9 @@ fn try_block_rq_issue(ctx: &TracePointContext) -> Result<(), i32> {
         if flush {
             stats.flushes += 1;
         }
-        if tracked {
+        // An issue that overwrites a same-key entry leaves one completion to match, not two:
+        // counting it would show a request in flight for ever.
+        if tracked && !replaces {
             stats.tracked_issued += 1;
         }
     }
@@ -184,13 +199,15 @@ fn try_block_rq_complete(ctx: &TracePointContext) -> Result<(), i32> {
             ctx.read_at::<[u8; 2]>(layout.complete_rwbs as usize)?,
         )
     };
-    let key = InflightKey {
-        dev,
-        _pad: 0,
-        sector,
-    };
+    let class = classify(rwbs).0;
+    // The flush machinery completes a request that carried a flush a second time, with no
+    // sectors left, after its post-flush: the data completion already counted it.
+    if nr_sector == 0 && class != op::FLUSH {
+        return Ok(());
+    }
+    let key = inflight_key(dev, sector, class);
     // SAFETY: the value is a plain u64 read once, before the remove below.
-    let started = unsafe { INFLIGHT.get(&key).copied() };
+    let started = unsafe { INFLIGHT.get(key).copied() };
     let Some(started) = started else {
         bump(counter::COMPLETE_UNMATCHED);
         if error != 0
@@ -201,7 +218,7 @@ fn try_block_rq_complete(ctx: &TracePointContext) -> Result<(), i32> {
         }
         return Ok(());
     };
-    let _ = INFLIGHT.remove(&key);
+    let _ = INFLIGHT.remove(key);
     let latency_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(started);
 
     let Some(stats) = device_stats(dev) else {
@@ -235,7 +252,7 @@ fn try_block_rq_complete(ctx: &TracePointContext) -> Result<(), i32> {
             Some(mut entry) => {
                 entry.write(SlowIoEvent {
                     dev,
-                    op: classify(rwbs).0 as u32,
+                    op: class as u32,
                     sector,
                     latency_ns,
                     bytes: nr_sector.saturating_mul(512),

@@ -76,7 +76,7 @@ pub struct CollectArgs {
 
     /// Size in bytes of the kernel → daemon ring buffer for slow-I/O events: a power of two,
     /// at least one page. Events that do not fit are counted as lost, never dropped silently.
-    #[arg(long, env = "NODESTATE_RINGBUF_BYTES", default_value_t = 256 * 1024)]
+    #[arg(long, env = "NODESTATE_RINGBUF_BYTES", default_value_t = 256 * 1024, value_parser = parse_ringbuf_bytes)]
     pub ringbuf_bytes: u32,
 }
 
@@ -93,6 +93,14 @@ impl CollectArgs {
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|err| format!("`{text}` is not a duration ({err}); write e.g. 5s, 250ms, 2m"))
+}
+
+fn parse_ringbuf_bytes(text: &str) -> Result<u32, String> {
+    let bytes: u32 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size in bytes"))?;
+    crate::kernel::validate_ringbuf_bytes(bytes).map_err(|err| err.to_string())?;
+    Ok(bytes)
 }
 
 fn parse_window(text: &str) -> Result<Duration, String> {

@@ -145,11 +145,27 @@ pub enum WindowSink {
     JsonLines { path: PathBuf, file: std::fs::File },
 }
 
+/// Where windows should go; opened only once the programs are loaded, so a daemon that fails
+/// to start leaves no empty file behind.
+#[derive(Debug, Clone)]
+pub enum SinkSpec {
+    LogOnly,
+    JsonLines(PathBuf),
+}
+
 impl WindowSink {
-    pub fn json_lines(path: PathBuf) -> anyhow::Result<Self> {
-        let file =
-            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self::JsonLines { path, file })
+    pub fn open(spec: &SinkSpec) -> anyhow::Result<Self> {
+        match spec {
+            SinkSpec::LogOnly => Ok(Self::None),
+            SinkSpec::JsonLines(path) => {
+                let file = std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                Ok(Self::JsonLines {
+                    path: path.clone(),
+                    file,
+                })
+            }
+        }
     }
 
     fn write(&mut self, record: &WindowRecord) -> anyhow::Result<()> {
@@ -232,13 +248,10 @@ pub enum RunFor {
 }
 
 /// Loads the programs and produces windows until a signal (or `run_for`) ends it.
-pub async fn run(
-    options: CollectOptions,
-    mut sink: WindowSink,
-    run_for: RunFor,
-) -> anyhow::Result<()> {
+pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> anyhow::Result<()> {
     let mut kernel = KernelCollector::load(&options.kernel)?;
     kernel.log_attach_table();
+    let mut sink = WindowSink::open(&sink)?;
     let tally = Arc::new(Mutex::new(SlowIoTally::default()));
     if let Some(ring) = kernel.take_slow_io_events() {
         tokio::spawn(read_slow_io_events(ring, tally.clone()));

@@ -16,7 +16,8 @@ use crate::{privileges, tracefs::Tracefs};
 
 /// The compiled kernel programs, built by build.rs (aya-build) and embedded so the daemon is one
 /// file to ship.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector"));
+static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector-ebpf"));
 
 /// Forwards aya-log records from the kernel programs to the `log` facade (and so to tracing).
 pub type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;

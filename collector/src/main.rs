@@ -2,7 +2,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use collector::{
     cli::{Cli, Command, LogFormat},
-    daemon::{self, CollectOptions, RunFor, WindowSink},
+    daemon::{self, CollectOptions, RunFor, SinkSpec},
 };
 use tracing_subscriber::EnvFilter;
 
@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
                 kernel: args.collect.kernel_config(),
                 node: daemon::node_name(),
             };
-            daemon::run(options, WindowSink::None, RunFor::UntilSignalled).await
+            daemon::run(options, SinkSpec::LogOnly, RunFor::UntilSignalled).await
         }
         Command::Record(args) => {
             let windows = args
@@ -43,8 +43,12 @@ async fn main() -> anyhow::Result<()> {
                 kernel: args.collect.kernel_config(),
                 node: daemon::node_name(),
             };
-            let sink = WindowSink::json_lines(args.out)?;
-            daemon::run(options, sink, RunFor::Windows(windows)).await
+            daemon::run(
+                options,
+                SinkSpec::JsonLines(args.out),
+                RunFor::Windows(windows),
+            )
+            .await
         }
     }
 }

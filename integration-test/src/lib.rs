@@ -1,0 +1,173 @@
+//! Helpers for tests that touch the real kernel: privilege gating that skips loudly, loop
+//! devices over temporary files, and direct I/O with aligned buffers.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::Write as _,
+    os::unix::fs::{FileExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+/// Set by `cargo xtask test` when it runs as root (see xtask/src/test.rs).
+pub const REQUIRE_PRIVILEGED_TESTS: &str = "NODESTATE_REQUIRE_PRIVILEGED_TESTS";
+
+/// True if this test may load eBPF programs. Otherwise says so on the terminal (not through
+/// the captured test output) and returns false, or panics when the run demands privileged
+/// tests, so a CI run as root can never pass by skipping them.
+pub fn privileged(test: &str) -> bool {
+    match collector::privileges::check_can_load_programs() {
+        Ok(()) => true,
+        Err(err) => {
+            if std::env::var_os(REQUIRE_PRIVILEGED_TESTS).is_some() {
+                panic!("{test}: privileged tests are required in this run but: {err}");
+            }
+            // Straight to stderr: libtest captures only print!/eprint!.
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPING {test}: needs root or CAP_BPF+CAP_PERFMON ({err})"
+            );
+            false
+        }
+    }
+}
+
+/// A loop device over a temporary file, detached and deleted on drop.
+pub struct LoopDevice {
+    pub path: PathBuf,
+    _backing: tempfile::NamedTempFile,
+}
+
+impl LoopDevice {
+    pub fn new(size_bytes: u64) -> Self {
+        let backing = tempfile::NamedTempFile::new().expect("creating the backing file");
+        backing
+            .as_file()
+            .set_len(size_bytes)
+            .expect("sizing the backing file");
+        let output = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(backing.path())
+            .output()
+            .expect("running losetup (util-linux)");
+        assert!(
+            output.status.success(),
+            "losetup failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        Self {
+            path,
+            _backing: backing,
+        }
+    }
+
+    /// Major and minor number of the device.
+    pub fn dev(&self) -> (u32, u32) {
+        use std::os::unix::fs::MetadataExt as _;
+        let rdev = std::fs::metadata(&self.path)
+            .expect("stat on the loop device")
+            .rdev();
+        (libc::major(rdev), libc::minor(rdev))
+    }
+
+    /// The kernel-internal `dev_t` the block tracepoints report for this device.
+    pub fn kernel_dev(&self) -> u32 {
+        let (major, minor) = self.dev();
+        collector::devices::kernel_dev(major, minor)
+    }
+
+    pub fn name(&self) -> String {
+        self.path
+            .file_name()
+            .expect("device has a file name")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Opens the device for direct I/O, bypassing the page cache so every call is a request.
+    pub fn open_direct(&self) -> File {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_SYNC)
+            .open(&self.path)
+            .expect("opening the loop device with O_DIRECT")
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+    }
+}
+
+/// A buffer aligned for O_DIRECT (4 KiB covers every logical block size we meet).
+pub struct AlignedBuffer {
+    pointer: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedBuffer {
+    pub fn new(len: usize, fill: u8) -> Self {
+        let layout = std::alloc::Layout::from_size_align(len, 4096).expect("layout");
+        // SAFETY: the layout has a non-zero size (callers ask for whole blocks).
+        let pointer = unsafe { std::alloc::alloc(layout) };
+        assert!(!pointer.is_null(), "allocation failed");
+        // SAFETY: `pointer` is valid for `len` bytes.
+        unsafe { std::ptr::write_bytes(pointer, fill, len) };
+        Self { pointer, layout }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: allocated and initialised for layout.size() bytes in `new`.
+        unsafe { std::slice::from_raw_parts(self.pointer, self.layout.size()) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and we hold the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.pointer, self.layout.size()) }
+    }
+}
+
+impl Drop for AlignedBuffer {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout in `new`.
+        unsafe { std::alloc::dealloc(self.pointer, self.layout) };
+    }
+}
+
+/// Writes `count` blocks of `block` bytes at consecutive offsets, one synchronous request each.
+pub fn direct_writes(file: &File, block: usize, count: u64) {
+    let buffer = AlignedBuffer::new(block, 0xA5);
+    for index in 0..count {
+        file.write_all_at(buffer.as_slice(), index * block as u64)
+            .expect("direct write");
+    }
+}
+
+/// Reads `count` blocks of `block` bytes at consecutive offsets, one synchronous request each.
+pub fn direct_reads(file: &File, block: usize, count: u64) {
+    let mut buffer = AlignedBuffer::new(block, 0);
+    for index in 0..count {
+        file.read_exact_at(buffer.as_mut_slice(), index * block as u64)
+            .expect("direct read");
+    }
+}
+
+/// Path of a binary of this workspace, next to the test executable's `deps/` directory
+/// (`cargo xtask test` builds the binaries first).
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let binary = profile_dir.join(name);
+    assert!(
+        binary.exists(),
+        "{} not built: run `cargo xtask test` (or `cargo build --release --bins`) first",
+        binary.display()
+    );
+    binary
+}

@@ -1,0 +1,51 @@
+//! `cargo xtask bench`: each benchmark measures against a baseline run side by side in the same
+//! run and rewrites its own section of BENCHMARKS.md (between `<!-- bench:NAME -->` markers).
+
+mod block;
+
+use std::fs;
+
+use anyhow::{Context as _, bail};
+
+use crate::util::{is_root, workspace_root};
+
+/// A benchmark: its name (the section it owns) and the function producing that section's text.
+type Benchmark = (&'static str, fn() -> anyhow::Result<String>);
+
+const BENCHMARKS: &[Benchmark] = &[("block", block::run)];
+
+pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
+    if !is_root() {
+        bail!("the benchmarks load kernel programs and make loop devices: run as root");
+    }
+    let selected: Vec<_> = BENCHMARKS
+        .iter()
+        .filter(|(name, _)| filter.is_none_or(|filter| name.contains(filter)))
+        .collect();
+    if selected.is_empty() {
+        bail!("no benchmark matches {filter:?}");
+    }
+    for (name, benchmark) in selected {
+        eprintln!("xtask bench: running {name}");
+        let section = benchmark().with_context(|| format!("benchmark {name}"))?;
+        write_section(name, &section)?;
+    }
+    Ok(())
+}
+
+/// Replaces the text between this benchmark's markers in BENCHMARKS.md (appending the section
+/// if it is new), leaving the other sections as they are.
+fn write_section(name: &str, body: &str) -> anyhow::Result<()> {
+    let path = workspace_root().join("BENCHMARKS.md");
+    let text = fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n".to_string());
+    let begin = format!("<!-- bench:{name} -->");
+    let end = format!("<!-- /bench:{name} -->");
+    let section = format!("{begin}\n{}\n{end}", body.trim_end());
+    let updated = match (text.find(&begin), text.find(&end)) {
+        (Some(start), Some(stop)) if stop > start => {
+            format!("{}{section}{}", &text[..start], &text[stop + end.len()..])
+        }
+        _ => format!("{}\n{section}\n", text.trim_end()),
+    };
+    fs::write(&path, updated).with_context(|| format!("writing {}", path.display()))
+}

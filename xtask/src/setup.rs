@@ -1,0 +1,130 @@
+//! `cargo xtask setup`: everything a fresh machine of ours needs, installed by the project.
+
+use std::{fs, path::PathBuf, process::Command};
+
+use anyhow::{Context as _, bail};
+
+use crate::util::{is_root, output, run};
+
+/// Debian packages the tests and benchmarks use, with what for.
+pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("fio", "block I/O benchmark (BENCHMARKS.md)"),
+    (
+        "util-linux",
+        "losetup for the loop devices the block tests make",
+    ),
+    (
+        "iproute2",
+        "network namespaces and veth pairs for network tests",
+    ),
+];
+
+pub fn setup() -> anyhow::Result<()> {
+    debian_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    Ok(())
+}
+
+fn is_installed(package: &str) -> bool {
+    output(Command::new("dpkg-query").args(["-W", "-f=${Status}", package]))
+        .is_some_and(|status| status.contains("install ok installed"))
+}
+
+fn debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .map(|(package, _)| *package)
+        .filter(|package| !is_installed(package))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages {missing:?}; run `cargo xtask setup` as root (it installs \
+             them with apt-get)"
+        );
+    }
+    eprintln!("xtask setup: installing {missing:?}");
+    run(Command::new("apt-get")
+        .args(["update", "-qq"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    Ok(())
+}
+
+fn nightly_sysroot() -> Option<PathBuf> {
+    output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .map(|sysroot| PathBuf::from(sysroot.trim()))
+}
+
+/// The eBPF crate is built with nightly's `-Z build-std=core`, which needs rust-src.
+fn nightly_rust_src() -> anyhow::Result<()> {
+    let has_src = nightly_sysroot()
+        .is_some_and(|sysroot| sysroot.join("lib/rustlib/src/rust/library/core").is_dir());
+    if has_src {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing the nightly toolchain's rust-src");
+    run(Command::new("rustup").args([
+        "toolchain",
+        "install",
+        "nightly",
+        "--profile",
+        "minimal",
+        "--component",
+        "rust-src",
+    ]))
+}
+
+fn bpf_linker_works() -> bool {
+    // Run on its own (not through rustup) so a binary that only finds its LLVM under rustup
+    // counts as broken.
+    output(Command::new("bpf-linker").arg("--version")).is_some()
+}
+
+/// bpf-linker against the LLVM that ships with nightly (the system's LLVM is too old), with an
+/// rpath to that LLVM so the binary runs on its own.
+fn bpf_linker() -> anyhow::Result<()> {
+    if bpf_linker_works() {
+        return Ok(());
+    }
+    let sysroot = nightly_sysroot().context("nightly toolchain missing after set-up")?;
+    let lib = sysroot.join("lib");
+    let llvm = fs::read_dir(&lib)
+        .with_context(|| format!("reading {}", lib.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .find(|name| name.starts_with("libLLVM.so.") && name.contains("-rust-"))
+        .with_context(|| format!("no libLLVM.so.*-rust-* in {}", lib.display()))?;
+    // "libLLVM.so.22.1-rust-1.97.0-nightly" → 22
+    let major = llvm
+        .trim_start_matches("libLLVM.so.")
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let prefix = std::env::temp_dir().join(format!("nodestate-llvm-{major}"));
+    fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib/libLLVM.so");
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(lib.join(&llvm), &link)
+        .with_context(|| format!("linking {}", link.display()))?;
+    eprintln!("xtask setup: installing bpf-linker against nightly's LLVM {major} (~1-2 min)");
+    run(Command::new("cargo")
+        .args(["install", "bpf-linker", "--locked", "--no-default-features"])
+        .args(["--features", &format!("llvm-{major}")])
+        .env("LLVM_PREFIX", &prefix)
+        .env(
+            "RUSTFLAGS",
+            format!("-C link-arg=-Wl,-rpath,{}", lib.display()),
+        ))?;
+    if !bpf_linker_works() {
+        bail!("bpf-linker was installed but does not run; is ~/.cargo/bin on PATH?");
+    }
+    Ok(())
+}
