@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::{
     devices::{DeviceNames, split_kernel_dev},
     kernel::{KernelCollector, KernelConfig, KernelLogger},
+    pressure::{PsiReader, ThrottlingReader},
     record::{WindowInputs, WindowRecord},
     window::{DeviceWindow, counter_delta},
 };
@@ -65,6 +66,8 @@ pub struct WindowMaker {
     previous: BTreeMap<u32, BlockDevStats>,
     previous_counters: [u64; counter::COUNT as usize],
     previous_at: Instant,
+    psi: PsiReader,
+    throttling: ThrottlingReader,
 }
 
 impl WindowMaker {
@@ -76,6 +79,8 @@ impl WindowMaker {
             previous: kernel.block_snapshot()?,
             previous_counters: kernel.counters()?,
             previous_at: Instant::now(),
+            psi: PsiReader::default(),
+            throttling: ThrottlingReader::new(std::path::Path::new("/sys/fs/cgroup")),
         })
     }
 
@@ -131,6 +136,8 @@ impl WindowMaker {
             devices,
             slow_io_events: slow.received,
             events_lost: lost,
+            psi: self.psi.window(window_s),
+            throttling: self.throttling.window(),
         });
         self.previous = current;
         self.previous_counters = counters;

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod daemon;
 pub mod devices;
 pub mod kernel;
+pub mod pressure;
 pub mod privileges;
 pub mod record;
 pub mod tracefs;

@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use collector_common::op;
 use serde::{Deserialize, Serialize};
 
-use crate::window::{DeviceWindow, histogram_quantile_us, rate};
+use crate::{
+    pressure::{PsiWindow, ThrottlingWindow},
+    window::{DeviceWindow, histogram_quantile_us, rate},
+};
 
 /// Version of the record's schema; bumped when a field changes meaning or is removed.
 pub const RECORD_SCHEMA_VERSION: u32 = 1;
@@ -39,6 +42,20 @@ pub struct WindowRecord {
     pub block_slow_io_events: u64,
     /// Ring-buffer events the kernel could not hand over this window (buffer full).
     pub events_lost: u64,
+
+    /// Share of the window some task waited for a CPU (PSI), %.
+    pub psi_cpu_some_pct: f64,
+    pub psi_io_some_pct: f64,
+    /// Share of the window all non-idle tasks were stalled on I/O at once, %.
+    pub psi_io_full_pct: f64,
+    pub psi_memory_some_pct: f64,
+    pub psi_memory_full_pct: f64,
+    /// CFS bandwidth periods in which some cgroup was throttled, per second (all cgroups).
+    pub cpu_throttled_periods_per_s: f64,
+    /// Time cgroups spent throttled, ms per second of window (can exceed 1000 with many).
+    pub cpu_throttled_ms_per_s: f64,
+    /// Cgroups throttled at least once in the window.
+    pub cpu_throttled_cgroups: u64,
 
     pub block_devices: BTreeMap<String, DeviceRecord>,
 }
@@ -101,6 +118,8 @@ pub struct WindowInputs<'a> {
     pub devices: Vec<(String, u32, u32, DeviceWindow, u64)>,
     pub slow_io_events: u64,
     pub events_lost: u64,
+    pub psi: PsiWindow,
+    pub throttling: ThrottlingWindow,
 }
 
 impl WindowRecord {
@@ -112,6 +131,8 @@ impl WindowRecord {
             devices,
             slow_io_events,
             events_lost,
+            psi,
+            throttling,
         } = inputs;
         let mut ops = [0u64; op::COUNT];
         let mut bytes = [0u64; op::COUNT];
@@ -160,6 +181,18 @@ impl WindowRecord {
             block_latency_p99_us: quantile(0.99),
             block_slow_io_events: slow_io_events,
             events_lost,
+            psi_cpu_some_pct: psi.cpu_some_pct,
+            psi_io_some_pct: psi.io_some_pct,
+            psi_io_full_pct: psi.io_full_pct,
+            psi_memory_some_pct: psi.memory_some_pct,
+            psi_memory_full_pct: psi.memory_full_pct,
+            cpu_throttled_periods_per_s: rate(throttling.throttled_periods, window_s),
+            cpu_throttled_ms_per_s: if window_s > 0.0 {
+                throttling.throttled_ns as f64 / 1e6 / window_s
+            } else {
+                0.0
+            },
+            cpu_throttled_cgroups: throttling.throttled_cgroups,
             block_devices: devices
                 .into_iter()
                 .map(|(name, major, minor, window, slow)| {
@@ -173,7 +206,8 @@ impl WindowRecord {
     pub fn summary(&self) -> String {
         format!(
             "block: {:.0} r/s {:.0} w/s, {:.1} MB/s read {:.1} MB/s write, p50 {:.0} µs p99 {:.0} µs, \
-             in flight {}, errors {:.1}/s, slow {}, lost {}",
+             in flight {}, errors {:.1}/s, slow {}, lost {}; psi cpu {:.1}% io {:.1}% mem {:.1}%, \
+             throttled {:.1} ms/s in {} cgroups",
             self.block_read_ops_per_s,
             self.block_write_ops_per_s,
             self.block_read_bytes_per_s / 1e6,
@@ -184,6 +218,11 @@ impl WindowRecord {
             self.block_errors_per_s,
             self.block_slow_io_events,
             self.events_lost,
+            self.psi_cpu_some_pct,
+            self.psi_io_some_pct,
+            self.psi_memory_some_pct,
+            self.cpu_throttled_ms_per_s,
+            self.cpu_throttled_cgroups,
         )
     }
 }
@@ -218,7 +257,15 @@ mod tests {
             ],
             slow_io_events: 1,
             events_lost: 0,
+            psi: PsiWindow::default(),
+            throttling: ThrottlingWindow {
+                throttled_periods: 10,
+                throttled_ns: 500_000_000,
+                throttled_cgroups: 2,
+            },
         });
+        assert_eq!(record.cpu_throttled_periods_per_s, 5.0);
+        assert_eq!(record.cpu_throttled_ms_per_s, 250.0);
         assert_eq!(record.timestamp, "2023-11-14T22:13:20.123Z");
         assert_eq!(record.unix_ms, 1_700_000_000_123);
         assert_eq!(record.block_read_ops_per_s, 20.0);
@@ -242,6 +289,8 @@ mod tests {
             devices: vec![],
             slow_io_events: 0,
             events_lost: 0,
+            psi: PsiWindow::default(),
+            throttling: ThrottlingWindow::default(),
         });
         let json = serde_json::to_string(&record).unwrap();
         assert!(!json.contains("NaN") && !json.contains("null"), "{json}");
