@@ -133,6 +133,138 @@ pub mod counter {
     pub const COUNT: u32 = 5;
 }
 
+/// Indices into the `EVENTS` per-CPU array: node-wide event counts of the system programs.
+pub mod event {
+    pub const CONTEXT_SWITCHES: u32 = 0;
+    /// Processes and threads created (`sched:sched_process_fork`).
+    pub const FORKS: u32 = 1;
+    /// Processes whose last thread exited (`sched:sched_process_exit`, group_dead).
+    pub const EXITS: u32 = 2;
+    /// `exit_group` with a non-zero status: the crash-loop signal of a failing service.
+    pub const EXITS_NONZERO: u32 = 3;
+    /// Fault signals generated (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGSYS).
+    pub const FATAL_SIGNALS: u32 = 4;
+    pub const OOM_KILLS: u32 = 5;
+    /// Direct and memcg reclaim episodes, and the time tasks spent stalled in them.
+    pub const RECLAIMS: u32 = 6;
+    pub const RECLAIM_NS: u32 = 7;
+    pub const SYSCALLS: u32 = 8;
+    pub const SYSCALL_ERRORS: u32 = 9;
+    pub const OPENS: u32 = 10;
+    pub const OPEN_ERRORS: u32 = 11;
+    pub const FSYNCS: u32 = 12;
+    pub const FSYNC_NS: u32 = 13;
+    pub const RX_PACKETS: u32 = 14;
+    pub const RX_BYTES: u32 = 15;
+    pub const TX_PACKETS: u32 = 16;
+    pub const TX_BYTES: u32 = 17;
+    pub const TX_ERRORS: u32 = 18;
+    pub const SKB_DROPS: u32 = 19;
+    pub const TCP_RETRANSMITS: u32 = 20;
+    /// Active opens that reached ESTABLISHED, and those that failed from SYN_SENT.
+    pub const TCP_CONNECTS: u32 = 21;
+    pub const TCP_CONNECT_FAILURES: u32 = 22;
+    /// Passive opens (SYN_RECV → ESTABLISHED).
+    pub const TCP_ACCEPTS: u32 = 23;
+    pub const TCP_RESETS_RECEIVED: u32 = 24;
+    pub const TCP_RESETS_SENT: u32 = 25;
+    /// Wake-ups whose latency could not be tracked (table full) and exits of threads whose
+    /// start we never saw are not errors; these count what the tables could not hold.
+    pub const LATENCY_TABLE_FULL: u32 = 26;
+    pub const COUNT: u32 = 27;
+}
+
+/// Errno values are counted in a per-CPU array of this many slots (errno 1..=255).
+pub const ERRNO_SLOTS: u32 = 256;
+/// `enum skb_drop_reason` values are counted in a per-CPU array of this many slots.
+pub const DROP_REASON_SLOTS: u32 = 256;
+
+/// A log2 latency histogram in microseconds (see [`LATENCY_BUCKETS`]).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Histogram {
+    pub buckets: [u64; LATENCY_BUCKETS],
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: [0; LATENCY_BUCKETS],
+        }
+    }
+}
+
+/// Indices into the `HISTOGRAMS` per-CPU array.
+pub mod hist {
+    /// Wake-up (or preemption) → running again: time spent waiting on a run queue.
+    pub const RUNQUEUE: u32 = 0;
+    pub const FSYNC: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// Run-time switches in the `HOOK_CONFIG` array, written by the daemon after it has attached
+/// its programs, so that a signal with two possible hooks is counted by exactly one.
+pub mod hook_config {
+    /// 1: the raw syscall exit program counts opens (the `do_sys_openat2` kprobe is missing).
+    pub const OPENS_FROM_SYSCALL_EXIT: u32 = 0;
+    pub const COUNT: u32 = 1;
+}
+
+/// Field offsets in the system tracepoints' records, read from tracefs at start-up (see
+/// [`BlockTracepointLayout`]). [`ABSENT`] marks a field this kernel does not have.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SystemTracepointLayout {
+    pub switch_prev_pid: u32,
+    pub switch_prev_state: u32,
+    pub switch_next_pid: u32,
+    pub wakeup_pid: u32,
+    pub process_exit_group_dead: u32,
+    pub exit_group_error_code: u32,
+    pub signal_sig: u32,
+    pub sys_exit_id: u32,
+    pub sys_exit_ret: u32,
+    pub kfree_skb_reason: u32,
+    pub set_state_oldstate: u32,
+    pub set_state_newstate: u32,
+    pub set_state_protocol: u32,
+    pub rx_len: u32,
+    pub tx_len: u32,
+    pub tx_rc: u32,
+}
+
+/// Marks a tracepoint field missing on this kernel.
+pub const ABSENT: u32 = u32::MAX;
+
+impl SystemTracepointLayout {
+    /// Linux 6.x offsets; only a compiled-in default, overwritten at start-up.
+    pub const LINUX_6: Self = Self {
+        switch_prev_pid: 24,
+        switch_prev_state: 32,
+        switch_next_pid: 56,
+        wakeup_pid: 24,
+        process_exit_group_dead: 32,
+        exit_group_error_code: 16,
+        signal_sig: 8,
+        sys_exit_id: 8,
+        sys_exit_ret: 16,
+        kfree_skb_reason: 36,
+        set_state_oldstate: 16,
+        set_state_newstate: 20,
+        set_state_protocol: 30,
+        rx_len: 16,
+        tx_len: 16,
+        tx_rc: 20,
+    };
+}
+
+/// Syscall numbers of the open family on this architecture (-1: none), set before load.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct OpenSyscalls {
+    pub numbers: [i64; 4],
+}
+
 /// Map and program names, shared so a rename on one side breaks the build, not the daemon.
 pub mod names {
     pub const BLOCK_RQ_ISSUE: &str = "block_rq_issue";
@@ -143,6 +275,13 @@ pub mod names {
     pub const COUNTERS: &str = "COUNTERS";
     pub const BLOCK_LAYOUT: &str = "BLOCK_LAYOUT";
     pub const SLOW_IO_THRESHOLD_NS: &str = "SLOW_IO_THRESHOLD_NS";
+    pub const EVENTS: &str = "EVENTS";
+    pub const ERRNOS: &str = "ERRNOS";
+    pub const DROP_REASONS: &str = "DROP_REASONS";
+    pub const HISTOGRAMS: &str = "HISTOGRAMS";
+    pub const HOOK_CONFIG: &str = "HOOK_CONFIG";
+    pub const SYSTEM_LAYOUT: &str = "SYSTEM_LAYOUT";
+    pub const OPEN_SYSCALLS: &str = "OPEN_SYSCALLS";
 }
 
 #[cfg(feature = "user")]
@@ -153,4 +292,7 @@ mod pod {
     unsafe impl aya::Pod for super::InflightKey {}
     unsafe impl aya::Pod for super::SlowIoEvent {}
     unsafe impl aya::Pod for super::BlockTracepointLayout {}
+    unsafe impl aya::Pod for super::Histogram {}
+    unsafe impl aya::Pod for super::SystemTracepointLayout {}
+    unsafe impl aya::Pod for super::OpenSyscalls {}
 }

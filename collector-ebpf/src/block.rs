@@ -10,8 +10,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::warn;
 use collector_common::{
-    BlockDevStats, BlockTracepointLayout, InflightKey, LATENCY_BUCKETS, SlowIoEvent, counter, op,
+    BlockDevStats, BlockTracepointLayout, InflightKey, SlowIoEvent, counter, op,
 };
+
+use crate::util::{add, latency_bucket};
 
 /// Tracepoint field offsets; the daemon writes the running kernel's values before load.
 #[unsafe(no_mangle)]
@@ -52,16 +54,7 @@ fn layout() -> BlockTracepointLayout {
 /// Adds one to a kernel-side counter and returns the new per-CPU value.
 #[inline(always)]
 fn bump(index: u32) -> u64 {
-    match COUNTERS.get_ptr_mut(index) {
-        Some(slot) => {
-            // SAFETY: per-CPU slot, and tracepoint programs do not nest on one CPU.
-            unsafe {
-                *slot += 1;
-                *slot
-            }
-        }
-        None => 0,
-    }
+    add(&COUNTERS, index, 1)
 }
 
 /// Decodes `rwbs` ("R", "WS", "FWS", "F", "D", "N", …) into an [`op`] class and whether the
@@ -108,20 +101,6 @@ fn device_stats(dev: u32) -> Option<*mut BlockDevStats> {
         return None;
     }
     BLOCK_DEV_STATS.get_ptr_mut(dev)
-}
-
-/// log2 of `value`, `0` for 0 and 1; unrolled because the verifier bounds loops and this is
-/// cheaper than a bounded loop anyway.
-#[inline(always)]
-fn log2(mut value: u64) -> usize {
-    let mut result = 0;
-    for shift in [32u32, 16, 8, 4, 2, 1] {
-        if value >= 1u64 << shift {
-            value >>= shift;
-            result += shift as usize;
-        }
-    }
-    result
 }
 
 #[tracepoint]
@@ -225,12 +204,7 @@ fn try_block_rq_complete(ctx: &TracePointContext) -> Result<(), i32> {
         bump(counter::DEVICE_TABLE_FULL);
         return Ok(());
     };
-    let bucket = log2(latency_ns / 1000);
-    let bucket = if bucket < LATENCY_BUCKETS {
-        bucket
-    } else {
-        LATENCY_BUCKETS - 1
-    };
+    let bucket = latency_bucket(latency_ns);
     // SAFETY: per-CPU value, as above; `get_mut` keeps the bucket index provably in bounds.
     unsafe {
         let stats = &mut *stats;

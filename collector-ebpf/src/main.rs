@@ -6,6 +6,8 @@
 #![no_main]
 
 mod block;
+mod system;
+mod util;
 
 #[cfg(not(test))]
 #[panic_handler]

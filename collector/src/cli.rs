@@ -86,6 +86,7 @@ impl CollectArgs {
             slow_io_threshold_ns: u64::try_from(self.slow_io_threshold.as_nanos())
                 .unwrap_or(u64::MAX),
             ringbuf_bytes: self.ringbuf_bytes,
+            signals: None,
         }
     }
 }

@@ -20,9 +20,10 @@ use tracing::{debug, info, warn};
 
 use crate::{
     devices::{DeviceNames, split_kernel_dev},
-    kernel::{KernelCollector, KernelConfig, KernelLogger},
+    kernel::{KernelCollector, KernelConfig, KernelLogger, ProgramStats},
     pressure::{PsiReader, ThrottlingReader},
-    record::{WindowInputs, WindowRecord},
+    record::{ProgramWindow, WindowInputs, WindowRecord},
+    system::{SystemSnapshot, parse_symbolic_names, system_features},
     window::{DeviceWindow, counter_delta},
 };
 
@@ -68,6 +69,9 @@ pub struct WindowMaker {
     previous_at: Instant,
     psi: PsiReader,
     throttling: ThrottlingReader,
+    previous_system: SystemSnapshot,
+    previous_programs: BTreeMap<String, ProgramStats>,
+    drop_reason_names: BTreeMap<usize, String>,
 }
 
 impl WindowMaker {
@@ -81,6 +85,15 @@ impl WindowMaker {
             previous_at: Instant::now(),
             psi: PsiReader::default(),
             throttling: ThrottlingReader::new(std::path::Path::new("/sys/fs/cgroup")),
+            previous_system: SystemSnapshot::read(kernel)?,
+            previous_programs: program_stats_by_name(kernel),
+            drop_reason_names: crate::tracefs::Tracefs::find_or_mount()
+                .ok()
+                .and_then(|tracefs| {
+                    std::fs::read_to_string(tracefs.root().join("events/skb/kfree_skb/format")).ok()
+                })
+                .map(|format| parse_symbolic_names(&format))
+                .unwrap_or_default(),
         })
     }
 
@@ -93,6 +106,8 @@ impl WindowMaker {
         let now = Instant::now();
         let current = kernel.block_snapshot()?;
         let counters = kernel.counters()?;
+        let system = SystemSnapshot::read(kernel)?;
+        let programs = program_stats_by_name(kernel);
         let window_s = now.duration_since(self.previous_at).as_secs_f64();
 
         let mut devices = Vec::new();
@@ -138,12 +153,54 @@ impl WindowMaker {
             events_lost: lost,
             psi: self.psi.window(window_s),
             throttling: self.throttling.window(),
+            system: system_features(
+                &self.previous_system,
+                &system,
+                window_s,
+                &self.drop_reason_names,
+            ),
+            programs: program_windows(&self.previous_programs, &programs),
         });
+        self.previous_system = system;
+        self.previous_programs = programs;
         self.previous = current;
         self.previous_counters = counters;
         self.previous_at = now;
         Ok(record)
     }
+}
+
+fn program_stats_by_name(kernel: &KernelCollector) -> BTreeMap<String, ProgramStats> {
+    kernel
+        .program_stats()
+        .into_iter()
+        .map(|stats| (stats.name.clone(), stats))
+        .collect()
+}
+
+/// Per-program runs and run time within the window; programs that never ran are left out.
+fn program_windows(
+    previous: &BTreeMap<String, ProgramStats>,
+    current: &BTreeMap<String, ProgramStats>,
+) -> BTreeMap<String, ProgramWindow> {
+    current
+        .iter()
+        .filter_map(|(name, now)| {
+            let before = previous.get(name);
+            let runs = counter_delta(before.map_or(0, |b| b.runs), now.runs);
+            let run_time_ns = counter_delta(before.map_or(0, |b| b.run_time_ns), now.run_time_ns);
+            (runs > 0).then(|| {
+                (
+                    name.clone(),
+                    ProgramWindow {
+                        runs,
+                        run_time_ns,
+                        ns_per_run: run_time_ns as f64 / runs as f64,
+                    },
+                )
+            })
+        })
+        .collect()
 }
 
 /// Where finished windows go besides the log.

@@ -6,13 +6,19 @@ use std::{collections::BTreeMap, fmt};
 use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::TracePoint,
+    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
-use collector_common::{BlockDevStats, BlockTracepointLayout, counter, names};
+use collector_common::{
+    ABSENT, BlockDevStats, BlockTracepointLayout, DROP_REASON_SLOTS, ERRNO_SLOTS, Histogram,
+    OpenSyscalls, SystemTracepointLayout, counter, event, hist, hook_config, names,
+};
 use tracing::{info, warn};
 
-use crate::{privileges, tracefs::Tracefs};
+use crate::{
+    privileges,
+    probes::{Attacher, SIGNALS},
+    tracefs::Tracefs,
+};
 
 /// The compiled kernel programs, built by build.rs (aya-build) and embedded so the daemon is one
 /// file to ship.
@@ -29,6 +35,9 @@ pub struct KernelConfig {
     pub slow_io_threshold_ns: u64,
     /// Size of the slow-I/O ring buffer: a power of two, a multiple of the page size.
     pub ringbuf_bytes: u32,
+    /// Attach only these signals (by their name in `probes::SIGNALS`); all when `None`.
+    /// Benchmarks use it to measure one hook's cost.
+    pub signals: Option<&'static [&'static str]>,
 }
 
 impl Default for KernelConfig {
@@ -36,6 +45,7 @@ impl Default for KernelConfig {
         Self {
             slow_io_threshold_ns: 10_000_000,
             ringbuf_bytes: 256 * 1024,
+            signals: None,
         }
     }
 }
@@ -55,8 +65,11 @@ pub struct AttachReport {
     pub program: &'static str,
     /// e.g. "tracepoint block:block_rq_issue".
     pub hook: String,
+    /// "kprobe", "tracepoint", or "none" when nothing could be attached.
     pub kind: &'static str,
     pub outcome: HookOutcome,
+    /// Better hooks tried first, and why each was not used.
+    pub tried: Vec<String>,
 }
 
 impl fmt::Display for HookOutcome {
@@ -76,8 +89,14 @@ pub struct KernelCollector {
     block_dev_stats: PerCpuHashMap<MapData, u32, BlockDevStats>,
     counters: PerCpuArray<MapData, u64>,
     slow_io_events: Option<RingBuf<MapData>>,
+    events: PerCpuArray<MapData, u64>,
+    errnos: PerCpuArray<MapData, u64>,
+    drop_reasons: PerCpuArray<MapData, u64>,
+    histograms: PerCpuArray<MapData, Histogram>,
     logger: Option<KernelLogger>,
     attached: Vec<AttachReport>,
+    /// Keeps BPF run-time statistics on while we live (the kernel counts per program).
+    _stats: Option<std::os::fd::OwnedFd>,
 }
 
 /// The tracepoint record layout of the block events on the running kernel.
@@ -117,8 +136,16 @@ impl KernelCollector {
         };
         let layout_value = layout.unwrap_or(BlockTracepointLayout::LINUX_6);
 
+        let (system_layout, absent_fields) = system_layout(&tracefs);
+        for field in &absent_fields {
+            warn!("tracepoint field {field} missing on this kernel: the features it feeds read 0");
+        }
+        let open_syscalls = open_syscalls();
+
         let mut ebpf = EbpfLoader::new()
             .override_global(names::BLOCK_LAYOUT, &layout_value, true)
+            .override_global(names::SYSTEM_LAYOUT, &system_layout, true)
+            .override_global(names::OPEN_SYSCALLS, &open_syscalls, true)
             .override_global(
                 names::SLOW_IO_THRESHOLD_NS,
                 &config.slow_io_threshold_ns,
@@ -135,50 +162,64 @@ impl KernelCollector {
                 None
             }
         };
+        // Per-program run counts and run time cost the kernel a little per run; they are how
+        // the daemon's own overhead is seen, so we pay it.
+        let stats = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+            Ok(fd) => Some(fd),
+            Err(err) => {
+                warn!("BPF run-time statistics unavailable: {err}");
+                None
+            }
+        };
 
-        let mut attached = Vec::new();
-        for (signal, program, category, name) in [
-            (
-                "block I/O issue",
-                names::BLOCK_RQ_ISSUE,
-                "block",
-                "block_rq_issue",
-            ),
-            (
-                "block I/O completion",
-                names::BLOCK_RQ_COMPLETE,
-                "block",
-                "block_rq_complete",
-            ),
-        ] {
-            let outcome = if layout.is_none() || !tracefs.has_event(category, name) {
-                HookOutcome::Missing
-            } else {
-                match attach_tracepoint(&mut ebpf, program, category, name) {
-                    Ok(()) => HookOutcome::Attached,
-                    Err(err) => HookOutcome::Failed(format!("{err:#}")),
-                }
-            };
-            attached.push(AttachReport {
-                signal,
-                program,
-                hook: format!("tracepoint {category}:{name}"),
-                kind: "tracepoint",
-                outcome,
-            });
+        let mut attacher = Attacher::new(&mut ebpf, &tracefs);
+        if layout.is_none() {
+            attacher.disable(names::BLOCK_RQ_ISSUE);
+            attacher.disable(names::BLOCK_RQ_COMPLETE);
         }
+        let attached: Vec<AttachReport> = SIGNALS
+            .iter()
+            .filter(|plan| {
+                config
+                    .signals
+                    .is_none_or(|only| only.contains(&plan.signal))
+            })
+            .map(|plan| attacher.attach(plan))
+            .collect();
+        let opens_from_syscall_exit = attached.iter().any(|report| {
+            report.outcome == HookOutcome::Attached
+                && report.program == "sys_exit"
+                && report.signal == "file opens"
+        });
+
+        let mut hook_config: Array<MapData, u32> =
+            Array::try_from(take_map(&mut ebpf, names::HOOK_CONFIG)?)?;
+        hook_config.set(
+            hook_config::OPENS_FROM_SYSCALL_EXIT,
+            u32::from(opens_from_syscall_exit),
+            0,
+        )?;
 
         let block_dev_stats =
             PerCpuHashMap::try_from(take_map(&mut ebpf, names::BLOCK_DEV_STATS)?)?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, names::COUNTERS)?)?;
         let slow_io_events = RingBuf::try_from(take_map(&mut ebpf, names::SLOW_IO_EVENTS)?)?;
+        let events = PerCpuArray::try_from(take_map(&mut ebpf, names::EVENTS)?)?;
+        let errnos = PerCpuArray::try_from(take_map(&mut ebpf, names::ERRNOS)?)?;
+        let drop_reasons = PerCpuArray::try_from(take_map(&mut ebpf, names::DROP_REASONS)?)?;
+        let histograms = PerCpuArray::try_from(take_map(&mut ebpf, names::HISTOGRAMS)?)?;
         Ok(Self {
             ebpf: Some(ebpf),
             block_dev_stats,
             counters,
             slow_io_events: Some(slow_io_events),
+            events,
+            errnos,
+            drop_reasons,
+            histograms,
             logger,
             attached,
+            _stats: stats,
         })
     }
 
@@ -204,6 +245,12 @@ impl KernelCollector {
                     report.program,
                     report.outcome
                 ),
+            }
+            for attempt in &report.tried {
+                info!(
+                    signal = report.signal,
+                    "  fallback taken; tried first: {attempt}"
+                );
             }
         }
     }
@@ -231,6 +278,58 @@ impl KernelCollector {
         Ok(totals)
     }
 
+    /// Node-wide event counts (see `collector_common::event`), summed over CPUs.
+    pub fn events(&self) -> anyhow::Result<Vec<u64>> {
+        sum_array(&self.events, event::COUNT)
+    }
+
+    /// Failed syscalls by errno (index = errno), summed over CPUs.
+    pub fn errnos(&self) -> anyhow::Result<Vec<u64>> {
+        sum_array(&self.errnos, ERRNO_SLOTS)
+    }
+
+    /// Freed-and-dropped packets by `enum skb_drop_reason`, summed over CPUs.
+    pub fn drop_reasons(&self) -> anyhow::Result<Vec<u64>> {
+        sum_array(&self.drop_reasons, DROP_REASON_SLOTS)
+    }
+
+    /// Latency histograms (see `collector_common::hist`), summed over CPUs.
+    pub fn histograms(&self) -> anyhow::Result<Vec<Histogram>> {
+        (0..hist::COUNT)
+            .map(|index| {
+                let per_cpu = self
+                    .histograms
+                    .get(&index, 0)
+                    .context("reading the latency histograms")?;
+                let mut total = Histogram::default();
+                for histogram in per_cpu.iter() {
+                    for (sum, count) in total.buckets.iter_mut().zip(&histogram.buckets) {
+                        *sum += count;
+                    }
+                }
+                Ok(total)
+            })
+            .collect()
+    }
+
+    /// Run count and total run time (ns) of every loaded program, by name. Zero when the
+    /// kernel's run-time statistics could not be enabled.
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        let Some(ebpf) = &self.ebpf else {
+            return Vec::new();
+        };
+        ebpf.programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some(ProgramStats {
+                    name: name.to_string(),
+                    runs: info.run_count(),
+                    run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+                })
+            })
+            .collect()
+    }
+
     /// The slow-I/O ring buffer, to be drained by one reader.
     pub fn take_slow_io_events(&mut self) -> Option<RingBuf<MapData>> {
         self.slow_io_events.take()
@@ -246,28 +345,86 @@ impl KernelCollector {
     }
 }
 
+/// Sums each slot of a per-CPU array over CPUs.
+fn sum_array(array: &PerCpuArray<MapData, u64>, slots: u32) -> anyhow::Result<Vec<u64>> {
+    (0..slots)
+        .map(|index| {
+            array
+                .get(&index, 0)
+                .map(|per_cpu| per_cpu.iter().sum())
+                .context("reading a per-CPU counter array")
+        })
+        .collect()
+}
+
+/// A loaded program's cost so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub name: String,
+    pub runs: u64,
+    pub run_time_ns: u64,
+}
+
+/// Offsets of every field the system programs read; fields this kernel lacks are `ABSENT`,
+/// listed in the second value as "category:event field".
+pub fn system_layout(tracefs: &Tracefs) -> (SystemTracepointLayout, Vec<String>) {
+    let mut absent = Vec::new();
+    let mut offset = |category: &str, name: &str, field: &str, size: u32| -> u32 {
+        match tracefs
+            .event_format(category, name)
+            .and_then(|format| format.offset(field, size))
+        {
+            Ok(offset) => offset,
+            Err(_) => {
+                // A missing tracepoint is reported by the attach table; only note fields of
+                // tracepoints that exist.
+                if tracefs.has_event(category, name) {
+                    absent.push(format!("{category}:{name} {field}"));
+                }
+                ABSENT
+            }
+        }
+    };
+    let layout = SystemTracepointLayout {
+        switch_prev_pid: offset("sched", "sched_switch", "prev_pid", 4),
+        switch_prev_state: offset("sched", "sched_switch", "prev_state", 8),
+        switch_next_pid: offset("sched", "sched_switch", "next_pid", 4),
+        wakeup_pid: offset("sched", "sched_wakeup", "pid", 4),
+        process_exit_group_dead: offset("sched", "sched_process_exit", "group_dead", 1),
+        exit_group_error_code: offset("syscalls", "sys_enter_exit_group", "error_code", 8),
+        signal_sig: offset("signal", "signal_generate", "sig", 4),
+        sys_exit_id: offset("raw_syscalls", "sys_exit", "id", 8),
+        sys_exit_ret: offset("raw_syscalls", "sys_exit", "ret", 8),
+        kfree_skb_reason: offset("skb", "kfree_skb", "reason", 4),
+        set_state_oldstate: offset("sock", "inet_sock_set_state", "oldstate", 4),
+        set_state_newstate: offset("sock", "inet_sock_set_state", "newstate", 4),
+        set_state_protocol: offset("sock", "inet_sock_set_state", "protocol", 2),
+        rx_len: offset("net", "netif_receive_skb", "len", 4),
+        tx_len: offset("net", "net_dev_xmit", "len", 4),
+        tx_rc: offset("net", "net_dev_xmit", "rc", 4),
+    };
+    // Older kernels have no `group_dead`: the program then counts every thread's exit.
+    absent.retain(|field| !field.ends_with("group_dead"));
+    (layout, absent)
+}
+
+/// This architecture's open-family syscall numbers.
+fn open_syscalls() -> OpenSyscalls {
+    #[cfg(target_arch = "x86_64")]
+    let numbers = [
+        libc::SYS_open,
+        libc::SYS_openat,
+        libc::SYS_openat2,
+        libc::SYS_creat,
+    ];
+    #[cfg(not(target_arch = "x86_64"))]
+    let numbers = [libc::SYS_openat, libc::SYS_openat2, -1, -1];
+    OpenSyscalls { numbers }
+}
+
 fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
     ebpf.take_map(name)
         .with_context(|| format!("map {name} missing from the eBPF object"))
-}
-
-fn attach_tracepoint(
-    ebpf: &mut Ebpf,
-    program: &str,
-    category: &str,
-    name: &str,
-) -> anyhow::Result<()> {
-    let tracepoint: &mut TracePoint = ebpf
-        .program_mut(program)
-        .with_context(|| format!("program {program} missing from the eBPF object"))?
-        .try_into()?;
-    tracepoint
-        .load()
-        .with_context(|| format!("verifier rejected {program}"))?;
-    tracepoint
-        .attach(category, name)
-        .with_context(|| format!("attaching {program} to {category}:{name}"))?;
-    Ok(())
 }
 
 /// The kernel wants a ring buffer of a power-of-two number of pages.

@@ -9,6 +9,8 @@ pub mod devices;
 pub mod kernel;
 pub mod pressure;
 pub mod privileges;
+pub mod probes;
 pub mod record;
+pub mod system;
 pub mod tracefs;
 pub mod window;

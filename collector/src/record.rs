@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     pressure::{PsiWindow, ThrottlingWindow},
+    system::SystemFeatures,
     window::{DeviceWindow, histogram_quantile_us, rate},
 };
 
@@ -57,7 +58,24 @@ pub struct WindowRecord {
     /// Cgroups throttled at least once in the window.
     pub cpu_throttled_cgroups: u64,
 
+    /// Scheduler, process, memory, syscall, file and network features.
+    #[serde(flatten)]
+    pub system: SystemFeatures,
+
     pub block_devices: BTreeMap<String, DeviceRecord>,
+
+    /// What our own kernel programs cost in this window, by program name.
+    #[serde(default)]
+    pub programs: BTreeMap<String, ProgramWindow>,
+}
+
+/// One program's runs and run time within one window (kernel BPF run-time statistics).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProgramWindow {
+    pub runs: u64,
+    pub run_time_ns: u64,
+    /// Mean cost of one run, ns (0 when it did not run).
+    pub ns_per_run: f64,
 }
 
 /// One block device in one window: counts (not rates) so sums over windows stay exact.
@@ -120,6 +138,8 @@ pub struct WindowInputs<'a> {
     pub events_lost: u64,
     pub psi: PsiWindow,
     pub throttling: ThrottlingWindow,
+    pub system: SystemFeatures,
+    pub programs: BTreeMap<String, ProgramWindow>,
 }
 
 impl WindowRecord {
@@ -133,6 +153,8 @@ impl WindowRecord {
             events_lost,
             psi,
             throttling,
+            system,
+            programs,
         } = inputs;
         let mut ops = [0u64; op::COUNT];
         let mut bytes = [0u64; op::COUNT];
@@ -193,6 +215,8 @@ impl WindowRecord {
                 0.0
             },
             cpu_throttled_cgroups: throttling.throttled_cgroups,
+            system,
+            programs,
             block_devices: devices
                 .into_iter()
                 .map(|(name, major, minor, window, slow)| {
@@ -207,7 +231,9 @@ impl WindowRecord {
         format!(
             "block: {:.0} r/s {:.0} w/s, {:.1} MB/s read {:.1} MB/s write, p50 {:.0} µs p99 {:.0} µs, \
              in flight {}, errors {:.1}/s, slow {}, lost {}; psi cpu {:.1}% io {:.1}% mem {:.1}%, \
-             throttled {:.1} ms/s in {} cgroups",
+             throttled {:.1} ms/s in {} cgroups; {:.0} cs/s, {:.0} syscalls/s ({:.0} failed), \
+             exits {:.1}/s ({:.1} non-zero), OOM {}, rx {:.0} tx {:.0} pkt/s, drops {:.0}/s, \
+             retrans {:.1}/s",
             self.block_read_ops_per_s,
             self.block_write_ops_per_s,
             self.block_read_bytes_per_s / 1e6,
@@ -223,6 +249,16 @@ impl WindowRecord {
             self.psi_memory_some_pct,
             self.cpu_throttled_ms_per_s,
             self.cpu_throttled_cgroups,
+            self.system.sched_context_switches_per_s,
+            self.system.syscalls_per_s,
+            self.system.syscall_errors_per_s,
+            self.system.proc_exits_per_s,
+            self.system.proc_exits_nonzero_per_s,
+            self.system.mem_oom_kills,
+            self.system.net_rx_packets_per_s,
+            self.system.net_tx_packets_per_s,
+            self.system.net_drops_per_s,
+            self.system.tcp_retransmits_per_s,
         )
     }
 }
@@ -258,6 +294,8 @@ mod tests {
             slow_io_events: 1,
             events_lost: 0,
             psi: PsiWindow::default(),
+            system: SystemFeatures::default(),
+            programs: BTreeMap::new(),
             throttling: ThrottlingWindow {
                 throttled_periods: 10,
                 throttled_ns: 500_000_000,
@@ -291,6 +329,8 @@ mod tests {
             events_lost: 0,
             psi: PsiWindow::default(),
             throttling: ThrottlingWindow::default(),
+            system: SystemFeatures::default(),
+            programs: BTreeMap::new(),
         });
         let json = serde_json::to_string(&record).unwrap();
         assert!(!json.contains("NaN") && !json.contains("null"), "{json}");

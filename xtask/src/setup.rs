@@ -17,6 +17,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "iproute2",
         "network namespaces and veth pairs for network tests",
     ),
+    (
+        "nftables",
+        "random packet loss (numgen) in network tests; the drop-set baseline",
+    ),
 ];
 
 pub fn setup() -> anyhow::Result<()> {

@@ -1,0 +1,369 @@
+//! Node-wide signals: scheduler, processes, memory reclaim, syscalls, files and network.
+//!
+//! Every program only adds to per-CPU arrays; the daemon sums and differences them per window.
+//! Where a signal has a kprobe and a tracepoint (opens, fsync), the daemon attaches one of the
+//! two, so nothing is counted twice.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{kprobe, kretprobe, map, tracepoint},
+    maps::{Array, LruHashMap, PerCpuArray},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
+};
+use collector_common::{
+    ABSENT, DROP_REASON_SLOTS, ERRNO_SLOTS, Histogram, OpenSyscalls, SystemTracepointLayout, event,
+    hist, hook_config,
+};
+
+use crate::util::{add, record_latency};
+
+#[unsafe(no_mangle)]
+static SYSTEM_LAYOUT: SystemTracepointLayout = SystemTracepointLayout::LINUX_6;
+
+/// x86_64 open(2), openat(2), openat2(2), creat(2); the daemon writes this architecture's.
+#[unsafe(no_mangle)]
+static OPEN_SYSCALLS: OpenSyscalls = OpenSyscalls {
+    numbers: [2, 257, 437, 85],
+};
+
+#[map]
+static EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(event::COUNT, 0);
+
+#[map]
+static ERRNOS: PerCpuArray<u64> = PerCpuArray::with_max_entries(ERRNO_SLOTS, 0);
+
+#[map]
+static DROP_REASONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASON_SLOTS, 0);
+
+#[map]
+static HISTOGRAMS: PerCpuArray<Histogram> = PerCpuArray::with_max_entries(hist::COUNT, 0);
+
+#[map]
+static HOOK_CONFIG: Array<u32> = Array::with_max_entries(hook_config::COUNT, 0);
+
+/// When each runnable task started waiting for a CPU, by pid.
+#[map]
+static RUNQUEUE_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
+
+/// When each task entered reclaim, by pid_tgid.
+#[map]
+static RECLAIM_START: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
+/// When each task entered fsync, by pid_tgid.
+#[map]
+static FSYNC_START: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
+
+#[inline(always)]
+fn layout() -> SystemTracepointLayout {
+    // SAFETY: a plain read of a static; volatile because the loader rewrites it in .rodata.
+    unsafe { core::ptr::read_volatile(&SYSTEM_LAYOUT) }
+}
+
+#[inline(always)]
+fn count(index: u32) {
+    add(&EVENTS, index, 1);
+}
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    // SAFETY: no preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Reads a field of the tracepoint record at `offset` (from the kernel's format file).
+#[inline(always)]
+fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i32> {
+    // SAFETY: the offset is the running kernel's, for this tracepoint; the helper checks bounds.
+    unsafe { ctx.read_at::<T>(offset as usize) }
+}
+
+// --- scheduler -------------------------------------------------------------------------------
+
+/// `prev_state` of a task switched out while still runnable: 0, or TASK_REPORT_MAX (0x100)
+/// when it was preempted (kernels since 4.14 report preemption that way).
+const TASK_RUNNING_OR_PREEMPTED: i64 = 0x100;
+
+#[tracepoint]
+pub fn sched_switch(ctx: TracePointContext) -> u32 {
+    let _ = try_sched_switch(&ctx);
+    0
+}
+
+fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i32> {
+    count(event::CONTEXT_SWITCHES);
+    let layout = layout();
+    let prev_pid: u32 = field(ctx, layout.switch_prev_pid)?;
+    let prev_state: i64 = field(ctx, layout.switch_prev_state)?;
+    let next_pid: u32 = field(ctx, layout.switch_next_pid)?;
+    let now = now_ns();
+    // A task switched out while runnable goes straight back onto a run queue.
+    if prev_pid != 0
+        && (prev_state == 0 || prev_state & TASK_RUNNING_OR_PREEMPTED != 0)
+        && RUNQUEUE_START.insert(prev_pid, now, 0).is_err()
+    {
+        count(event::LATENCY_TABLE_FULL);
+    }
+    if next_pid == 0 {
+        return Ok(());
+    }
+    // SAFETY: plain u64 read once.
+    if let Some(started) = unsafe { RUNQUEUE_START.get(next_pid).copied() } {
+        let _ = RUNQUEUE_START.remove(next_pid);
+        record_latency(&HISTOGRAMS, hist::RUNQUEUE, now.saturating_sub(started));
+    }
+    Ok(())
+}
+
+/// Attached to both `sched_wakeup` and `sched_wakeup_new`.
+#[tracepoint]
+pub fn sched_wakeup(ctx: TracePointContext) -> u32 {
+    if let Ok(pid) = field::<u32>(&ctx, layout().wakeup_pid)
+        && pid != 0
+        && RUNQUEUE_START.insert(pid, now_ns(), 0).is_err()
+    {
+        count(event::LATENCY_TABLE_FULL);
+    }
+    0
+}
+
+// --- processes -------------------------------------------------------------------------------
+
+#[tracepoint]
+pub fn sched_process_fork(_ctx: TracePointContext) -> u32 {
+    count(event::FORKS);
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let offset = layout().process_exit_group_dead;
+    // Without `group_dead` (older kernels) every thread exit counts.
+    let process_gone = offset == ABSENT || field::<u8>(&ctx, offset).is_ok_and(|dead| dead != 0);
+    if process_gone {
+        count(event::EXITS);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
+    if field::<i64>(&ctx, layout().exit_group_error_code).is_ok_and(|code| code != 0) {
+        count(event::EXITS_NONZERO);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn signal_generate(ctx: TracePointContext) -> u32 {
+    // SIGILL 4, SIGABRT 6, SIGBUS 7, SIGFPE 8, SIGSEGV 11, SIGSYS 31: a program crashing.
+    if let Ok(4 | 6 | 7 | 8 | 11 | 31) = field::<i32>(&ctx, layout().signal_sig) {
+        count(event::FATAL_SIGNALS);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn oom_mark_victim(_ctx: TracePointContext) -> u32 {
+    count(event::OOM_KILLS);
+    0
+}
+
+// --- memory ----------------------------------------------------------------------------------
+
+/// Attached to `mm_vmscan_direct_reclaim_begin` and `mm_vmscan_memcg_reclaim_begin`.
+#[tracepoint]
+pub fn reclaim_begin(_ctx: TracePointContext) -> u32 {
+    let _ = RECLAIM_START.insert(bpf_get_current_pid_tgid(), now_ns(), 0);
+    0
+}
+
+/// Attached to the matching `_end` tracepoints.
+#[tracepoint]
+pub fn reclaim_end(_ctx: TracePointContext) -> u32 {
+    let task = bpf_get_current_pid_tgid();
+    // SAFETY: plain u64 read once.
+    if let Some(started) = unsafe { RECLAIM_START.get(task).copied() } {
+        let _ = RECLAIM_START.remove(task);
+        count(event::RECLAIMS);
+        add(&EVENTS, event::RECLAIM_NS, now_ns().saturating_sub(started));
+    }
+    0
+}
+
+// --- syscalls and files ----------------------------------------------------------------------
+
+/// Every syscall return: the rate, failures by errno, and opens when no kprobe counts them.
+#[tracepoint]
+pub fn sys_exit(ctx: TracePointContext) -> u32 {
+    let _ = try_sys_exit(&ctx);
+    0
+}
+
+fn try_sys_exit(ctx: &TracePointContext) -> Result<(), i32> {
+    count(event::SYSCALLS);
+    let layout = layout();
+    let ret: i64 = field(ctx, layout.sys_exit_ret)?;
+    // Only -4095..=-1 are errors; other negative values are legitimate results (lseek, mmap).
+    let failed = (-4095..0).contains(&ret);
+    if failed {
+        count(event::SYSCALL_ERRORS);
+        let errno = (-ret) as u32;
+        if errno < ERRNO_SLOTS {
+            add(&ERRNOS, errno, 1);
+        }
+    }
+    let opens_here = HOOK_CONFIG
+        .get(hook_config::OPENS_FROM_SYSCALL_EXIT)
+        .is_some_and(|enabled| *enabled != 0);
+    if opens_here {
+        let id: i64 = field(ctx, layout.sys_exit_id)?;
+        // SAFETY: plain read of a static rewritten by the loader.
+        let opens = unsafe { core::ptr::read_volatile(&OPEN_SYSCALLS) };
+        if opens.numbers.contains(&id) {
+            count(event::OPENS);
+            if failed {
+                count(event::OPEN_ERRORS);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Opens through the kprobe: `do_sys_openat2` serves open, openat, openat2 and creat.
+#[kretprobe]
+pub fn do_sys_openat2_return(ctx: RetProbeContext) -> u32 {
+    count(event::OPENS);
+    let fd: i64 = ctx.ret();
+    if fd < 0 {
+        count(event::OPEN_ERRORS);
+    }
+    0
+}
+
+#[inline(always)]
+fn fsync_begin() {
+    let _ = FSYNC_START.insert(bpf_get_current_pid_tgid(), now_ns(), 0);
+}
+
+#[inline(always)]
+fn fsync_end() {
+    let task = bpf_get_current_pid_tgid();
+    // SAFETY: plain u64 read once.
+    if let Some(started) = unsafe { FSYNC_START.get(task).copied() } {
+        let _ = FSYNC_START.remove(task);
+        let latency_ns = now_ns().saturating_sub(started);
+        count(event::FSYNCS);
+        add(&EVENTS, event::FSYNC_NS, latency_ns);
+        record_latency(&HISTOGRAMS, hist::FSYNC, latency_ns);
+    }
+}
+
+/// fsync latency through the kprobe pair on `vfs_fsync_range` (fsync, fdatasync, msync,
+/// sync_file_range all end there).
+#[kprobe]
+pub fn vfs_fsync_range(_ctx: ProbeContext) -> u32 {
+    fsync_begin();
+    0
+}
+
+#[kretprobe]
+pub fn vfs_fsync_range_return(_ctx: RetProbeContext) -> u32 {
+    fsync_end();
+    0
+}
+
+/// The tracepoint fallback: `sys_enter_fsync` and `sys_enter_fdatasync`.
+#[tracepoint]
+pub fn fsync_enter(_ctx: TracePointContext) -> u32 {
+    fsync_begin();
+    0
+}
+
+/// `sys_exit_fsync` and `sys_exit_fdatasync`.
+#[tracepoint]
+pub fn fsync_exit(_ctx: TracePointContext) -> u32 {
+    fsync_end();
+    0
+}
+
+// --- network ---------------------------------------------------------------------------------
+
+#[tracepoint]
+pub fn netif_receive_skb(ctx: TracePointContext) -> u32 {
+    count(event::RX_PACKETS);
+    if let Ok(len) = field::<u32>(&ctx, layout().rx_len) {
+        add(&EVENTS, event::RX_BYTES, u64::from(len));
+    }
+    0
+}
+
+#[tracepoint]
+pub fn net_dev_xmit(ctx: TracePointContext) -> u32 {
+    let layout = layout();
+    count(event::TX_PACKETS);
+    if let Ok(len) = field::<u32>(&ctx, layout.tx_len) {
+        add(&EVENTS, event::TX_BYTES, u64::from(len));
+    }
+    if field::<i32>(&ctx, layout.tx_rc).is_ok_and(|rc| rc != 0) {
+        count(event::TX_ERRORS);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn kfree_skb(ctx: TracePointContext) -> u32 {
+    count(event::SKB_DROPS);
+    if let Ok(reason) = field::<u32>(&ctx, layout().kfree_skb_reason)
+        && reason < DROP_REASON_SLOTS
+    {
+        add(&DROP_REASONS, reason, 1);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn tcp_retransmit_skb(_ctx: TracePointContext) -> u32 {
+    count(event::TCP_RETRANSMITS);
+    0
+}
+
+// TCP states from include/net/tcp_states.h.
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_SYN_RECV: i32 = 3;
+const TCP_CLOSE: i32 = 7;
+const IPPROTO_TCP: u16 = 6;
+
+#[tracepoint]
+pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
+    let _ = try_inet_sock_set_state(&ctx);
+    0
+}
+
+fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
+    let layout = layout();
+    if field::<u16>(ctx, layout.set_state_protocol)? != IPPROTO_TCP {
+        return Ok(());
+    }
+    let old: i32 = field(ctx, layout.set_state_oldstate)?;
+    let new: i32 = field(ctx, layout.set_state_newstate)?;
+    match (old, new) {
+        (TCP_SYN_SENT, TCP_ESTABLISHED) => count(event::TCP_CONNECTS),
+        (TCP_SYN_SENT, TCP_CLOSE) => count(event::TCP_CONNECT_FAILURES),
+        (TCP_SYN_RECV, TCP_ESTABLISHED) => count(event::TCP_ACCEPTS),
+        _ => {}
+    }
+    Ok(())
+}
+
+#[tracepoint]
+pub fn tcp_receive_reset(_ctx: TracePointContext) -> u32 {
+    count(event::TCP_RESETS_RECEIVED);
+    0
+}
+
+#[tracepoint]
+pub fn tcp_send_reset(_ctx: TracePointContext) -> u32 {
+    count(event::TCP_RESETS_SENT);
+    0
+}

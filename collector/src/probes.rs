@@ -1,0 +1,358 @@
+//! Which hook each signal uses: the best one this kernel offers, tried in order, with the
+//! result of every attempt kept for the start-up table and the metrics.
+
+use std::collections::HashSet;
+
+use anyhow::Context as _;
+use aya::{
+    Ebpf,
+    programs::{KProbe, TracePoint},
+};
+
+use crate::{
+    kernel::{AttachReport, HookOutcome},
+    tracefs::Tracefs,
+};
+
+/// One place a program can be attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Tracepoint(&'static str, &'static str),
+    /// A kprobe (or kretprobe: the program's type decides) on a kernel function.
+    Kprobe(&'static str),
+    /// No program of its own: counted by the raw syscall exit program (see `hook_config`).
+    SyscallExit,
+}
+
+impl Hook {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Tracepoint(..) | Self::SyscallExit => "tracepoint",
+            Self::Kprobe(_) => "kprobe",
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Tracepoint(category, name) => format!("tracepoint {category}:{name}"),
+            Self::Kprobe(function) => format!("kprobe {function}"),
+            Self::SyscallExit => "tracepoint raw_syscalls:sys_exit (open syscalls)".into(),
+        }
+    }
+}
+
+/// One way to get a signal: every (program, hook) pair must attach for it to count.
+pub type Alternative = &'static [(&'static str, Hook)];
+
+/// A signal and its alternatives, best first.
+pub struct SignalPlan {
+    pub signal: &'static str,
+    pub alternatives: &'static [Alternative],
+}
+
+use Hook::{Kprobe, SyscallExit, Tracepoint};
+
+/// Every signal the collector knows, in the order of the start-up table.
+pub const SIGNALS: &[SignalPlan] = &[
+    SignalPlan {
+        signal: "block I/O issue",
+        alternatives: &[&[("block_rq_issue", Tracepoint("block", "block_rq_issue"))]],
+    },
+    SignalPlan {
+        signal: "block I/O completion",
+        alternatives: &[&[(
+            "block_rq_complete",
+            Tracepoint("block", "block_rq_complete"),
+        )]],
+    },
+    SignalPlan {
+        signal: "context switches, run-queue latency",
+        alternatives: &[&[
+            ("sched_switch", Tracepoint("sched", "sched_switch")),
+            ("sched_wakeup", Tracepoint("sched", "sched_wakeup")),
+            ("sched_wakeup", Tracepoint("sched", "sched_wakeup_new")),
+        ]],
+    },
+    SignalPlan {
+        signal: "process creation",
+        alternatives: &[&[(
+            "sched_process_fork",
+            Tracepoint("sched", "sched_process_fork"),
+        )]],
+    },
+    SignalPlan {
+        signal: "process exits",
+        alternatives: &[&[(
+            "sched_process_exit",
+            Tracepoint("sched", "sched_process_exit"),
+        )]],
+    },
+    SignalPlan {
+        signal: "non-zero exit codes",
+        alternatives: &[&[(
+            "sys_enter_exit_group",
+            Tracepoint("syscalls", "sys_enter_exit_group"),
+        )]],
+    },
+    SignalPlan {
+        signal: "fatal signals (crashes)",
+        alternatives: &[&[("signal_generate", Tracepoint("signal", "signal_generate"))]],
+    },
+    SignalPlan {
+        signal: "OOM kills",
+        alternatives: &[&[("oom_mark_victim", Tracepoint("oom", "mark_victim"))]],
+    },
+    SignalPlan {
+        signal: "memory reclaim stalls",
+        alternatives: &[
+            &[
+                (
+                    "reclaim_begin",
+                    Tracepoint("vmscan", "mm_vmscan_direct_reclaim_begin"),
+                ),
+                (
+                    "reclaim_end",
+                    Tracepoint("vmscan", "mm_vmscan_direct_reclaim_end"),
+                ),
+                (
+                    "reclaim_begin",
+                    Tracepoint("vmscan", "mm_vmscan_memcg_reclaim_begin"),
+                ),
+                (
+                    "reclaim_end",
+                    Tracepoint("vmscan", "mm_vmscan_memcg_reclaim_end"),
+                ),
+            ],
+            &[
+                (
+                    "reclaim_begin",
+                    Tracepoint("vmscan", "mm_vmscan_direct_reclaim_begin"),
+                ),
+                (
+                    "reclaim_end",
+                    Tracepoint("vmscan", "mm_vmscan_direct_reclaim_end"),
+                ),
+            ],
+        ],
+    },
+    SignalPlan {
+        signal: "syscalls and errors by errno",
+        alternatives: &[&[("sys_exit", Tracepoint("raw_syscalls", "sys_exit"))]],
+    },
+    SignalPlan {
+        signal: "file opens",
+        alternatives: &[
+            &[("do_sys_openat2_return", Kprobe("do_sys_openat2"))],
+            &[("sys_exit", SyscallExit)],
+        ],
+    },
+    SignalPlan {
+        signal: "fsync latency",
+        alternatives: &[
+            &[
+                ("vfs_fsync_range", Kprobe("vfs_fsync_range")),
+                ("vfs_fsync_range_return", Kprobe("vfs_fsync_range")),
+            ],
+            &[
+                ("fsync_enter", Tracepoint("syscalls", "sys_enter_fsync")),
+                ("fsync_exit", Tracepoint("syscalls", "sys_exit_fsync")),
+                ("fsync_enter", Tracepoint("syscalls", "sys_enter_fdatasync")),
+                ("fsync_exit", Tracepoint("syscalls", "sys_exit_fdatasync")),
+            ],
+        ],
+    },
+    SignalPlan {
+        signal: "packets received",
+        alternatives: &[&[("netif_receive_skb", Tracepoint("net", "netif_receive_skb"))]],
+    },
+    SignalPlan {
+        signal: "packets sent",
+        alternatives: &[&[("net_dev_xmit", Tracepoint("net", "net_dev_xmit"))]],
+    },
+    SignalPlan {
+        signal: "packet drops by reason",
+        alternatives: &[&[("kfree_skb", Tracepoint("skb", "kfree_skb"))]],
+    },
+    SignalPlan {
+        signal: "TCP retransmits",
+        alternatives: &[&[(
+            "tcp_retransmit_skb",
+            Tracepoint("tcp", "tcp_retransmit_skb"),
+        )]],
+    },
+    SignalPlan {
+        signal: "TCP connects, accepts, failures",
+        alternatives: &[&[(
+            "inet_sock_set_state",
+            Tracepoint("sock", "inet_sock_set_state"),
+        )]],
+    },
+    SignalPlan {
+        signal: "TCP resets",
+        alternatives: &[&[
+            ("tcp_receive_reset", Tracepoint("tcp", "tcp_receive_reset")),
+            ("tcp_send_reset", Tracepoint("tcp", "tcp_send_reset")),
+        ]],
+    },
+];
+
+/// Attaches programs, loading each at most once (one program may serve several hooks).
+pub struct Attacher<'a> {
+    ebpf: &'a mut Ebpf,
+    tracefs: &'a Tracefs,
+    loaded: HashSet<&'static str>,
+    /// Signals to skip whatever the kernel offers (their record layout could not be read).
+    disabled_programs: HashSet<&'static str>,
+    /// Whether the raw syscall exit program is attached (the opens fallback needs it).
+    pub sys_exit_attached: bool,
+}
+
+impl<'a> Attacher<'a> {
+    pub fn new(ebpf: &'a mut Ebpf, tracefs: &'a Tracefs) -> Self {
+        Self {
+            ebpf,
+            tracefs,
+            loaded: HashSet::new(),
+            disabled_programs: HashSet::new(),
+            sys_exit_attached: false,
+        }
+    }
+
+    /// Never attach `program` (its tracepoint's record layout is unusable here).
+    pub fn disable(&mut self, program: &'static str) {
+        self.disabled_programs.insert(program);
+    }
+
+    /// Tries each alternative of `plan` in order and reports what it got.
+    pub fn attach(&mut self, plan: &SignalPlan) -> AttachReport {
+        let mut tried = Vec::new();
+        for alternative in plan.alternatives {
+            match self.attach_alternative(alternative) {
+                Ok(()) => {
+                    let (program, hook) = alternative[0];
+                    return AttachReport {
+                        signal: plan.signal,
+                        program,
+                        hook: hook.describe(),
+                        kind: hook.kind(),
+                        outcome: HookOutcome::Attached,
+                        tried,
+                    };
+                }
+                Err(outcome) => {
+                    let (_, hook) = alternative[0];
+                    tried.push(format!("{}: {outcome}", hook.describe()));
+                }
+            }
+        }
+        let (program, hook) = plan.alternatives[0][0];
+        let outcome = if tried.iter().all(|attempt| attempt.contains("missing")) {
+            HookOutcome::Missing
+        } else {
+            HookOutcome::Failed(tried.join("; "))
+        };
+        AttachReport {
+            signal: plan.signal,
+            program,
+            hook: hook.describe(),
+            kind: "none",
+            outcome,
+            tried,
+        }
+    }
+
+    fn attach_alternative(&mut self, alternative: Alternative) -> Result<(), HookOutcome> {
+        // Check every hook before attaching any, so a half-attached alternative never counts.
+        for &(program, hook) in alternative {
+            if self.disabled_programs.contains(program) {
+                return Err(HookOutcome::Missing);
+            }
+            match hook {
+                Tracepoint(category, name) if !self.tracefs.has_event(category, name) => {
+                    return Err(HookOutcome::Missing);
+                }
+                SyscallExit if !self.sys_exit_attached => return Err(HookOutcome::Missing),
+                _ => {}
+            }
+        }
+        let mut links = Vec::new();
+        for &(program, hook) in alternative {
+            match self.attach_one(program, hook) {
+                Ok(link) => links.push((program, link)),
+                Err(err) => {
+                    for (program, link) in links {
+                        self.detach(program, link);
+                    }
+                    return Err(HookOutcome::Failed(format!("{err:#}")));
+                }
+            }
+        }
+        if alternative
+            .iter()
+            .any(|(program, hook)| *program == "sys_exit" && matches!(hook, Tracepoint(..)))
+        {
+            self.sys_exit_attached = true;
+        }
+        Ok(())
+    }
+
+    fn attach_one(&mut self, program: &'static str, hook: Hook) -> anyhow::Result<Link> {
+        let first_load = self.loaded.insert(program);
+        let prog = self
+            .ebpf
+            .program_mut(program)
+            .with_context(|| format!("program {program} missing from the eBPF object"))?;
+        match hook {
+            Tracepoint(category, name) => {
+                let tracepoint: &mut TracePoint = prog.try_into()?;
+                if first_load {
+                    tracepoint
+                        .load()
+                        .with_context(|| format!("verifier rejected {program}"))?;
+                }
+                let link = tracepoint
+                    .attach(category, name)
+                    .with_context(|| format!("attaching {program} to {category}:{name}"))?;
+                Ok(Link::Tracepoint(link))
+            }
+            Kprobe(function) => {
+                let kprobe: &mut KProbe = prog.try_into()?;
+                if first_load {
+                    kprobe
+                        .load()
+                        .with_context(|| format!("verifier rejected {program}"))?;
+                }
+                let link = kprobe
+                    .attach(function, 0)
+                    .with_context(|| format!("attaching {program} to {function}"))?;
+                Ok(Link::Kprobe(link))
+            }
+            SyscallExit => Ok(Link::None),
+        }
+    }
+
+    fn detach(&mut self, program: &str, link: Link) {
+        let Some(prog) = self.ebpf.program_mut(program) else {
+            return;
+        };
+        match link {
+            Link::Tracepoint(link) => {
+                if let Ok(tracepoint) = <&mut TracePoint>::try_from(prog) {
+                    let _ = tracepoint.detach(link);
+                }
+            }
+            Link::Kprobe(link) => {
+                if let Ok(kprobe) = <&mut KProbe>::try_from(prog) {
+                    let _ = kprobe.detach(link);
+                }
+            }
+            Link::None => {}
+        }
+    }
+}
+
+enum Link {
+    Tracepoint(aya::programs::trace_point::TracePointLinkId),
+    Kprobe(aya::programs::kprobe::KProbeLinkId),
+    None,
+}

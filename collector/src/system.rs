@@ -1,0 +1,362 @@
+//! Node-wide signals, from the system programs' counters and a few files the kernel keeps:
+//! cumulative snapshots in, one window of flat features out.
+
+use std::{collections::BTreeMap, fs, path::Path};
+
+use collector_common::{Histogram, event, hist};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    kernel::KernelCollector,
+    window::{counter_delta, histogram_quantile_us, rate},
+};
+
+/// Everything cumulative the system features are made from, at one instant.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SystemSnapshot {
+    pub events: Vec<u64>,
+    pub errnos: Vec<u64>,
+    pub drop_reasons: Vec<u64>,
+    pub histograms: Vec<Histogram>,
+    /// `pgmajfault` from /proc/vmstat.
+    pub major_faults: u64,
+    /// Conntrack table fill: (entries, maximum), when the module is loaded.
+    pub conntrack: Option<(u64, u64)>,
+}
+
+impl SystemSnapshot {
+    pub fn read(kernel: &KernelCollector) -> anyhow::Result<Self> {
+        Ok(Self {
+            events: kernel.events()?,
+            errnos: kernel.errnos()?,
+            drop_reasons: kernel.drop_reasons()?,
+            histograms: kernel.histograms()?,
+            major_faults: read_vmstat_field(Path::new("/proc/vmstat"), "pgmajfault").unwrap_or(0),
+            conntrack: read_conntrack(Path::new("/proc/sys/net/netfilter")),
+        })
+    }
+}
+
+/// A `name value` field of /proc/vmstat.
+pub fn read_vmstat_field(path: &Path, name: &str) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok())?
+    })
+}
+
+/// Entries and limit of the conntrack table; `None` when nf_conntrack is not loaded.
+pub fn read_conntrack(dir: &Path) -> Option<(u64, u64)> {
+    let read = |name: &str| -> Option<u64> {
+        fs::read_to_string(dir.join(name)).ok()?.trim().parse().ok()
+    };
+    Some((read("nf_conntrack_count")?, read("nf_conntrack_max")?))
+}
+
+/// Errno names for the counts a window reports by name (others appear as "E<number>").
+const ERRNO_NAMES: &[(i32, &str)] = &[
+    (libc::EPERM, "EPERM"),
+    (libc::ENOENT, "ENOENT"),
+    (libc::ESRCH, "ESRCH"),
+    (libc::EINTR, "EINTR"),
+    (libc::EIO, "EIO"),
+    (libc::ENXIO, "ENXIO"),
+    (libc::E2BIG, "E2BIG"),
+    (libc::EBADF, "EBADF"),
+    (libc::ECHILD, "ECHILD"),
+    (libc::EAGAIN, "EAGAIN"),
+    (libc::ENOMEM, "ENOMEM"),
+    (libc::EACCES, "EACCES"),
+    (libc::EFAULT, "EFAULT"),
+    (libc::EBUSY, "EBUSY"),
+    (libc::EEXIST, "EEXIST"),
+    (libc::ENODEV, "ENODEV"),
+    (libc::ENOTDIR, "ENOTDIR"),
+    (libc::EISDIR, "EISDIR"),
+    (libc::EINVAL, "EINVAL"),
+    (libc::ENFILE, "ENFILE"),
+    (libc::EMFILE, "EMFILE"),
+    (libc::ENOTTY, "ENOTTY"),
+    (libc::EFBIG, "EFBIG"),
+    (libc::ENOSPC, "ENOSPC"),
+    (libc::ESPIPE, "ESPIPE"),
+    (libc::EROFS, "EROFS"),
+    (libc::EPIPE, "EPIPE"),
+    (libc::ERANGE, "ERANGE"),
+    (libc::EDEADLK, "EDEADLK"),
+    (libc::ENOSYS, "ENOSYS"),
+    (libc::ENOTEMPTY, "ENOTEMPTY"),
+    (libc::ENODATA, "ENODATA"),
+    (libc::ETIME, "ETIME"),
+    (libc::EOVERFLOW, "EOVERFLOW"),
+    (libc::ENOTSOCK, "ENOTSOCK"),
+    (libc::EMSGSIZE, "EMSGSIZE"),
+    (libc::EOPNOTSUPP, "EOPNOTSUPP"),
+    (libc::EADDRINUSE, "EADDRINUSE"),
+    (libc::EADDRNOTAVAIL, "EADDRNOTAVAIL"),
+    (libc::ENETDOWN, "ENETDOWN"),
+    (libc::ENETUNREACH, "ENETUNREACH"),
+    (libc::ECONNABORTED, "ECONNABORTED"),
+    (libc::ECONNRESET, "ECONNRESET"),
+    (libc::ENOBUFS, "ENOBUFS"),
+    (libc::ENOTCONN, "ENOTCONN"),
+    (libc::ETIMEDOUT, "ETIMEDOUT"),
+    (libc::ECONNREFUSED, "ECONNREFUSED"),
+    (libc::EHOSTUNREACH, "EHOSTUNREACH"),
+    (libc::EALREADY, "EALREADY"),
+    (libc::EINPROGRESS, "EINPROGRESS"),
+    (libc::EDQUOT, "EDQUOT"),
+    (libc::ECANCELED, "ECANCELED"),
+];
+
+pub fn errno_name(errno: usize) -> String {
+    ERRNO_NAMES
+        .iter()
+        .find(|(number, _)| *number as usize == errno)
+        .map_or_else(|| format!("E{errno}"), |(_, name)| (*name).to_string())
+}
+
+/// `enum skb_drop_reason` names, parsed from the `__print_symbolic` list in the kfree_skb
+/// format file (the values change between kernels; the names do not).
+pub fn parse_symbolic_names(format: &str) -> BTreeMap<usize, String> {
+    let mut names = BTreeMap::new();
+    let mut rest = format;
+    while let Some(open) = rest.find("{ ") {
+        rest = &rest[open + 2..];
+        let Some(close) = rest.find(" }") else { break };
+        let entry = &rest[..close];
+        if let Some((number, name)) = entry.split_once(", ")
+            && let Ok(number) = number.trim().parse::<usize>()
+            && name.starts_with('"')
+        {
+            names.insert(number, name.trim_matches('"').to_string());
+        }
+        rest = &rest[close..];
+    }
+    names
+}
+
+/// Flat per-window features of the system signals (the window record flattens them in).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SystemFeatures {
+    pub sched_context_switches_per_s: f64,
+    pub sched_runqueue_latency_p50_us: f64,
+    pub sched_runqueue_latency_p99_us: f64,
+    pub proc_forks_per_s: f64,
+    pub proc_exits_per_s: f64,
+    pub proc_exits_nonzero_per_s: f64,
+    pub proc_fatal_signals_per_s: f64,
+    /// OOM kills in the window (a count: one is already news).
+    pub mem_oom_kills: u64,
+    pub mem_reclaims_per_s: f64,
+    pub mem_reclaim_stall_ms_per_s: f64,
+    pub mem_major_faults_per_s: f64,
+    pub syscalls_per_s: f64,
+    pub syscall_errors_per_s: f64,
+    pub syscall_enospc_per_s: f64,
+    /// EMFILE (process) and ENFILE (system) together: out of file descriptors.
+    pub syscall_emfile_per_s: f64,
+    pub syscall_eagain_per_s: f64,
+    pub syscall_etimedout_per_s: f64,
+    pub syscall_econnrefused_per_s: f64,
+    pub syscall_eio_per_s: f64,
+    pub syscall_eaddrnotavail_per_s: f64,
+    pub file_opens_per_s: f64,
+    pub file_open_errors_per_s: f64,
+    pub fsyncs_per_s: f64,
+    pub fsync_latency_p99_us: f64,
+    pub net_rx_packets_per_s: f64,
+    pub net_rx_bytes_per_s: f64,
+    pub net_tx_packets_per_s: f64,
+    pub net_tx_bytes_per_s: f64,
+    pub net_tx_errors_per_s: f64,
+    pub net_drops_per_s: f64,
+    pub tcp_retransmits_per_s: f64,
+    pub tcp_connects_per_s: f64,
+    pub tcp_connect_failures_per_s: f64,
+    pub tcp_accepts_per_s: f64,
+    pub tcp_resets_per_s: f64,
+    /// Conntrack entries over the table's limit, % (0 without nf_conntrack).
+    pub conntrack_fill_pct: f64,
+    /// Failed syscalls in the window by errno name (only errnos seen).
+    pub syscall_errors_by_errno: BTreeMap<String, u64>,
+    /// Dropped packets in the window by kernel drop reason (only reasons seen).
+    pub net_drops_by_reason: BTreeMap<String, u64>,
+}
+
+/// Differences two snapshots into one window's features.
+pub fn system_features(
+    previous: &SystemSnapshot,
+    current: &SystemSnapshot,
+    window_s: f64,
+    drop_reason_names: &BTreeMap<usize, String>,
+) -> SystemFeatures {
+    let delta = |index: u32| {
+        let index = index as usize;
+        counter_delta(
+            previous.events.get(index).copied().unwrap_or(0),
+            current.events.get(index).copied().unwrap_or(0),
+        )
+    };
+    let per_s = |index: u32| rate(delta(index), window_s);
+    let errno_delta = |errno: i32| {
+        let errno = errno as usize;
+        counter_delta(
+            previous.errnos.get(errno).copied().unwrap_or(0),
+            current.errnos.get(errno).copied().unwrap_or(0),
+        )
+    };
+    let errno_per_s = |errno: i32| rate(errno_delta(errno), window_s);
+    let histogram = |index: u32| -> Vec<u64> {
+        let index = index as usize;
+        let empty = Histogram::default();
+        let before = previous.histograms.get(index).unwrap_or(&empty);
+        let after = current.histograms.get(index).unwrap_or(&empty);
+        before
+            .buckets
+            .iter()
+            .zip(&after.buckets)
+            .map(|(b, a)| counter_delta(*b, *a))
+            .collect()
+    };
+    let runqueue = histogram(hist::RUNQUEUE);
+    let fsync = histogram(hist::FSYNC);
+    let by_index = |before: &[u64], after: &[u64], name: &dyn Fn(usize) -> String| {
+        after
+            .iter()
+            .enumerate()
+            .filter_map(|(index, &now)| {
+                let count = counter_delta(before.get(index).copied().unwrap_or(0), now);
+                (count > 0).then(|| (name(index), count))
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    SystemFeatures {
+        sched_context_switches_per_s: per_s(event::CONTEXT_SWITCHES),
+        sched_runqueue_latency_p50_us: histogram_quantile_us(&runqueue, 0.5).unwrap_or(0.0),
+        sched_runqueue_latency_p99_us: histogram_quantile_us(&runqueue, 0.99).unwrap_or(0.0),
+        proc_forks_per_s: per_s(event::FORKS),
+        proc_exits_per_s: per_s(event::EXITS),
+        proc_exits_nonzero_per_s: per_s(event::EXITS_NONZERO),
+        proc_fatal_signals_per_s: per_s(event::FATAL_SIGNALS),
+        mem_oom_kills: delta(event::OOM_KILLS),
+        mem_reclaims_per_s: per_s(event::RECLAIMS),
+        mem_reclaim_stall_ms_per_s: rate(delta(event::RECLAIM_NS), window_s) / 1e6,
+        mem_major_faults_per_s: rate(
+            counter_delta(previous.major_faults, current.major_faults),
+            window_s,
+        ),
+        syscalls_per_s: per_s(event::SYSCALLS),
+        syscall_errors_per_s: per_s(event::SYSCALL_ERRORS),
+        syscall_enospc_per_s: errno_per_s(libc::ENOSPC),
+        syscall_emfile_per_s: errno_per_s(libc::EMFILE) + errno_per_s(libc::ENFILE),
+        syscall_eagain_per_s: errno_per_s(libc::EAGAIN),
+        syscall_etimedout_per_s: errno_per_s(libc::ETIMEDOUT),
+        syscall_econnrefused_per_s: errno_per_s(libc::ECONNREFUSED),
+        syscall_eio_per_s: errno_per_s(libc::EIO),
+        syscall_eaddrnotavail_per_s: errno_per_s(libc::EADDRNOTAVAIL),
+        file_opens_per_s: per_s(event::OPENS),
+        file_open_errors_per_s: per_s(event::OPEN_ERRORS),
+        fsyncs_per_s: per_s(event::FSYNCS),
+        fsync_latency_p99_us: histogram_quantile_us(&fsync, 0.99).unwrap_or(0.0),
+        net_rx_packets_per_s: per_s(event::RX_PACKETS),
+        net_rx_bytes_per_s: per_s(event::RX_BYTES),
+        net_tx_packets_per_s: per_s(event::TX_PACKETS),
+        net_tx_bytes_per_s: per_s(event::TX_BYTES),
+        net_tx_errors_per_s: per_s(event::TX_ERRORS),
+        net_drops_per_s: per_s(event::SKB_DROPS),
+        tcp_retransmits_per_s: per_s(event::TCP_RETRANSMITS),
+        tcp_connects_per_s: per_s(event::TCP_CONNECTS),
+        tcp_connect_failures_per_s: per_s(event::TCP_CONNECT_FAILURES),
+        tcp_accepts_per_s: per_s(event::TCP_ACCEPTS),
+        tcp_resets_per_s: per_s(event::TCP_RESETS_RECEIVED) + per_s(event::TCP_RESETS_SENT),
+        conntrack_fill_pct: match current.conntrack {
+            Some((count, max)) if max > 0 => count as f64 / max as f64 * 100.0,
+            _ => 0.0,
+        },
+        syscall_errors_by_errno: by_index(&previous.errnos, &current.errnos, &errno_name),
+        net_drops_by_reason: by_index(&previous.drop_reasons, &current.drop_reasons, &|reason| {
+            drop_reason_names
+                .get(&reason)
+                .cloned()
+                .unwrap_or_else(|| format!("reason_{reason}"))
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> SystemSnapshot {
+        SystemSnapshot {
+            events: vec![0; event::COUNT as usize],
+            errnos: vec![0; 256],
+            drop_reasons: vec![0; 256],
+            histograms: vec![Histogram::default(); hist::COUNT as usize],
+            major_faults: 0,
+            conntrack: None,
+        }
+    }
+
+    #[test]
+    fn features_are_rates_of_deltas_with_named_breakdowns() {
+        let previous = snapshot();
+        let mut current = snapshot();
+        current.events[event::CONTEXT_SWITCHES as usize] = 5000;
+        current.events[event::EXITS_NONZERO as usize] = 10;
+        current.events[event::OOM_KILLS as usize] = 1;
+        current.events[event::RECLAIM_NS as usize] = 300_000_000;
+        current.errnos[libc::EMFILE as usize] = 40;
+        current.errnos[libc::ENFILE as usize] = 10;
+        current.errnos[libc::ENOENT as usize] = 7;
+        current.drop_reasons[3] = 4;
+        current.histograms[hist::RUNQUEUE as usize].buckets[4] = 100;
+        current.major_faults = 50;
+        current.conntrack = Some((512, 2048));
+        let names = BTreeMap::from([(3, "NO_SOCKET".to_string())]);
+        let features = system_features(&previous, &current, 5.0, &names);
+        assert_eq!(features.sched_context_switches_per_s, 1000.0);
+        assert_eq!(features.proc_exits_nonzero_per_s, 2.0);
+        assert_eq!(features.mem_oom_kills, 1);
+        assert_eq!(features.mem_reclaim_stall_ms_per_s, 60.0);
+        assert_eq!(features.syscall_emfile_per_s, 10.0);
+        assert_eq!(features.mem_major_faults_per_s, 10.0);
+        assert_eq!(features.conntrack_fill_pct, 25.0);
+        assert!((16.0..=32.0).contains(&features.sched_runqueue_latency_p50_us));
+        assert_eq!(features.syscall_errors_by_errno["EMFILE"], 40);
+        assert_eq!(features.syscall_errors_by_errno["ENOENT"], 7);
+        assert_eq!(features.net_drops_by_reason["NO_SOCKET"], 4);
+        assert_eq!(features.syscall_errors_by_errno.len(), 3);
+    }
+
+    #[test]
+    fn drop_reason_names_come_from_the_format_file() {
+        let format = r#"print fmt: "skbaddr=%p reason: %s", REC->skbaddr, __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 3, "NO_SOCKET" }, { 77, "MAX" })"#;
+        let names = parse_symbolic_names(format);
+        assert_eq!(names[&2], "NOT_SPECIFIED");
+        assert_eq!(names[&3], "NO_SOCKET");
+        assert_eq!(names.len(), 3);
+    }
+
+    #[test]
+    fn errno_names_and_unknown_numbers() {
+        assert_eq!(errno_name(libc::ENOSPC as usize), "ENOSPC");
+        assert_eq!(errno_name(250), "E250");
+    }
+
+    #[test]
+    fn vmstat_and_conntrack_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("vmstat"), "pgfault 10\npgmajfault 42\n").unwrap();
+        assert_eq!(
+            read_vmstat_field(&dir.path().join("vmstat"), "pgmajfault"),
+            Some(42)
+        );
+        assert_eq!(read_conntrack(dir.path()), None);
+        fs::write(dir.path().join("nf_conntrack_count"), "10\n").unwrap();
+        fs::write(dir.path().join("nf_conntrack_max"), "100\n").unwrap();
+        assert_eq!(read_conntrack(dir.path()), Some((10, 100)));
+    }
+}
