@@ -40,6 +40,27 @@ pub enum Command {
     /// Collect windows for a fixed time and write them to a file (JSON Lines, one window per
     /// line) for `model train`.
     Record(RecordArgs),
+    /// Show which hook each signal gets on this kernel (kprobe, tracepoint fallback, or
+    /// missing) and why, then exit. `--exercise` also causes file opens and fsyncs and reports
+    /// how many the programs counted.
+    Probes(ProbesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ProbesArgs {
+    /// Cause 200 failing opens and 20 fsyncs and report what was counted.
+    #[arg(long)]
+    pub exercise: bool,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Args)]

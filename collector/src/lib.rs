@@ -9,6 +9,7 @@ pub mod devices;
 pub mod kernel;
 pub mod pressure;
 pub mod privileges;
+pub mod probe_report;
 pub mod probes;
 pub mod record;
 pub mod system;

@@ -1,7 +1,7 @@
 use anyhow::Context as _;
 use clap::Parser as _;
 use collector::{
-    cli::{Cli, Command, LogFormat},
+    cli::{Cli, Command, LogFormat, OutputFormat},
     daemon::{self, CollectOptions, RunFor, SinkSpec},
 };
 use tracing_subscriber::EnvFilter;
@@ -31,6 +31,14 @@ async fn main() -> anyhow::Result<()> {
                 node: daemon::node_name(),
             };
             daemon::run(options, SinkSpec::LogOnly, RunFor::UntilSignalled).await
+        }
+        Command::Probes(args) => {
+            let report = collector::probe_report::probe_report(args.exercise)?;
+            match args.output {
+                OutputFormat::Table => print!("{report}"),
+                OutputFormat::Json => println!("{}", serde_json::to_string(&report)?),
+            }
+            Ok(())
         }
         Command::Record(args) => {
             let windows = args

@@ -5,6 +5,7 @@ mod build;
 mod setup;
 mod test;
 mod util;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -34,6 +35,9 @@ enum Command {
     /// Set up, build, and run every test: unit tests, then the kernel-facing integration tests
     /// (which need root and fail, not skip, when run as root and something is missing).
     Test,
+    /// Set up, build, and boot Debian's stock kernel under qemu (no KVM) to prove that the
+    /// kprobe programs attach and count where kprobes exist. Part of `test`.
+    VmTest,
     /// Set up, build and run the benchmarks, writing their sections of BENCHMARKS.md.
     Bench {
         /// Run only the benchmarks whose name contains this.
@@ -58,6 +62,11 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             build::build_release()?;
             test::test_all()
+        }
+        Command::VmTest => {
+            setup::setup()?;
+            build::build_release()?;
+            vm::vm_test()
         }
         Command::Bench { filter } => {
             setup::setup()?;

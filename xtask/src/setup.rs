@@ -21,6 +21,11 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "nftables",
         "random packet loss (numgen) in network tests; the drop-set baseline",
     ),
+    (
+        "qemu-system-x86",
+        "vm-test: a stock Debian kernel (with kprobes) under emulation",
+    ),
+    ("busybox-static", "vm-test: the guest's shell and tools"),
 ];
 
 pub fn setup() -> anyhow::Result<()> {

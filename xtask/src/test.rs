@@ -33,5 +33,10 @@ pub fn test_all() -> anyhow::Result<()> {
              run `cargo xtask test` as root to run them"
         );
     }
-    run(&mut integration).context("integration tests failed")
+    run(&mut integration).context("integration tests failed")?;
+
+    // The kprobe path, in a VM whose kernel has kprobes (ours has none).
+    crate::vm::vm_test().context("vm-test failed")?;
+    println!("xtask test: unit, integration and vm tests passed");
+    Ok(())
 }
