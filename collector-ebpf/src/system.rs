@@ -5,10 +5,10 @@
 //! two, so nothing is counted twice.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
-    macros::{kprobe, kretprobe, map, tracepoint},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{kprobe, kretprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray},
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
 };
 use collector_common::{
     ABSENT, DROP_REASON_SLOTS, ERRNO_SLOTS, Histogram, OpenSyscalls, SystemTracepointLayout, event,
@@ -192,17 +192,44 @@ pub fn reclaim_end(_ctx: TracePointContext) -> u32 {
 
 // --- syscalls and files ----------------------------------------------------------------------
 
+/// Offset of the syscall number in `struct pt_regs` (x86_64 `orig_ax`), for the raw
+/// tracepoint which gets the registers, not a record. The daemon writes its architecture's.
+#[unsafe(no_mangle)]
+static PT_REGS_SYSCALL_NR_OFFSET: u32 = 120;
+
 /// Every syscall return: the rate, failures by errno, and opens when no kprobe counts them.
-#[tracepoint]
-pub fn sys_exit(ctx: TracePointContext) -> u32 {
-    let _ = try_sys_exit(&ctx);
+/// The raw tracepoint is the cheap hook: the kernel builds no trace record for it.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn sys_exit_raw(ctx: RawTracePointContext) -> i32 {
+    // TP_PROTO(struct pt_regs *regs, long ret)
+    let ret: i64 = ctx.arg(1);
+    let regs: *const u8 = ctx.arg(0);
+    let _ = count_syscall_exit(ret, || {
+        // SAFETY: a plain read of a static the loader rewrites.
+        let offset = unsafe { core::ptr::read_volatile(&PT_REGS_SYSCALL_NR_OFFSET) };
+        if offset == ABSENT {
+            return Err(0);
+        }
+        // SAFETY: the helper checks the read; the offset is the architecture's pt_regs layout.
+        unsafe { bpf_probe_read_kernel(regs.wrapping_add(offset as usize).cast::<i64>()) }
+            .map_err(|err| err as i32)
+    });
     0
 }
 
-fn try_sys_exit(ctx: &TracePointContext) -> Result<(), i32> {
-    count(event::SYSCALLS);
+/// The classic tracepoint, for kernels that refuse the raw one.
+#[tracepoint]
+pub fn sys_exit(ctx: TracePointContext) -> u32 {
     let layout = layout();
-    let ret: i64 = field(ctx, layout.sys_exit_ret)?;
+    if let Ok(ret) = field::<i64>(&ctx, layout.sys_exit_ret) {
+        let _ = count_syscall_exit(ret, || field(&ctx, layout.sys_exit_id));
+    }
+    0
+}
+
+#[inline(always)]
+fn count_syscall_exit(ret: i64, syscall_nr: impl FnOnce() -> Result<i64, i32>) -> Result<(), i32> {
+    count(event::SYSCALLS);
     // Only -4095..=-1 are errors; other negative values are legitimate results (lseek, mmap).
     let failed = (-4095..0).contains(&ret);
     if failed {
@@ -216,7 +243,7 @@ fn try_sys_exit(ctx: &TracePointContext) -> Result<(), i32> {
         .get(hook_config::OPENS_FROM_SYSCALL_EXIT)
         .is_some_and(|enabled| *enabled != 0);
     if opens_here {
-        let id: i64 = field(ctx, layout.sys_exit_id)?;
+        let id = syscall_nr()?;
         // SAFETY: plain read of a static rewritten by the loader.
         let opens = unsafe { core::ptr::read_volatile(&OPEN_SYSCALLS) };
         if opens.numbers.contains(&id) {

@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::kernel::KernelConfig;
+use crate::kernel::{KernelConfig, ProgramStatsMode};
 
 /// nodestate collector: tells, per node and per time window, whether the machine is healthy or
 /// degraded, from eBPF programs on the kernel's own tracepoints.
@@ -99,6 +99,22 @@ pub struct CollectArgs {
     /// at least one page. Events that do not fit are counted as lost, never dropped silently.
     #[arg(long, env = "NODESTATE_RINGBUF_BYTES", default_value_t = 256 * 1024, value_parser = parse_ringbuf_bytes)]
     pub ringbuf_bytes: u32,
+
+    /// Attach only these signals (comma-separated ids; `collector probes` lists them), e.g.
+    /// "block-issue,block-complete,oom". Default: all.
+    #[arg(long, env = "NODESTATE_SIGNALS", value_delimiter = ',')]
+    pub signals: Option<Vec<String>>,
+
+    /// Never attach these signals (comma-separated ids), e.g. "syscalls,sched" on a node where
+    /// hooking every syscall or context switch costs too much.
+    #[arg(long, env = "NODESTATE_DISABLE_SIGNALS", value_delimiter = ',')]
+    pub disable_signals: Vec<String>,
+
+    /// Per-program run counts and run time (the daemon's own cost, in each window's
+    /// `programs`). They cost every program run ~90 ns, so "sampled" keeps them on for one
+    /// window in 12; "always" for every window; "off" never.
+    #[arg(long, env = "NODESTATE_PROGRAM_STATS", value_enum, default_value_t = ProgramStatsMode::Sampled)]
+    pub program_stats: ProgramStatsMode,
 }
 
 impl CollectArgs {
@@ -107,8 +123,18 @@ impl CollectArgs {
             slow_io_threshold_ns: u64::try_from(self.slow_io_threshold.as_nanos())
                 .unwrap_or(u64::MAX),
             ringbuf_bytes: self.ringbuf_bytes,
-            signals: None,
+            signals: self.signals.clone(),
+            disabled_signals: self.disable_signals.clone(),
+            program_stats: self.program_stats,
         }
+    }
+
+    /// Checks what clap cannot: that every signal id named exists.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(only) = &self.signals {
+            crate::probes::validate_signal_ids(only)?;
+        }
+        crate::probes::validate_signal_ids(&self.disable_signals)
     }
 }
 

@@ -72,6 +72,8 @@ pub struct WindowMaker {
     previous_system: SystemSnapshot,
     previous_programs: BTreeMap<String, ProgramStats>,
     drop_reason_names: BTreeMap<usize, String>,
+    /// Windows closed so far; decides when program statistics are sampled.
+    closed: u64,
 }
 
 impl WindowMaker {
@@ -94,15 +96,17 @@ impl WindowMaker {
                 })
                 .map(|format| parse_symbolic_names(&format))
                 .unwrap_or_default(),
+            closed: 0,
         })
     }
 
     /// Closes the current window and starts the next one.
     pub fn close_window(
         &mut self,
-        kernel: &KernelCollector,
+        kernel: &mut KernelCollector,
         slow: SlowIoTally,
     ) -> anyhow::Result<WindowRecord> {
+        let stats_were_on = kernel.program_stats_on();
         let now = Instant::now();
         let current = kernel.block_snapshot()?;
         let counters = kernel.counters()?;
@@ -159,8 +163,14 @@ impl WindowMaker {
                 window_s,
                 &self.drop_reason_names,
             ),
-            programs: program_windows(&self.previous_programs, &programs),
+            programs: if stats_were_on {
+                program_windows(&self.previous_programs, &programs)
+            } else {
+                BTreeMap::new()
+            },
         });
+        self.closed += 1;
+        kernel.set_program_stats(kernel.program_stats_mode().on_in_window(self.closed));
         self.previous_system = system;
         self.previous_programs = programs;
         self.previous = current;
@@ -340,7 +350,7 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
         tokio::select! {
             _ = ticker.tick() => {
                 let slow = std::mem::take(&mut *tally.lock().expect("tally lock"));
-                let record = windows.close_window(&kernel, slow)?;
+                let record = windows.close_window(&mut kernel, slow)?;
                 info!("{}", record.summary());
                 sink.write(&record)?;
                 produced += 1;

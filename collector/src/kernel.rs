@@ -35,9 +35,37 @@ pub struct KernelConfig {
     pub slow_io_threshold_ns: u64,
     /// Size of the slow-I/O ring buffer: a power of two, a multiple of the page size.
     pub ringbuf_bytes: u32,
-    /// Attach only these signals (by their name in `probes::SIGNALS`); all when `None`.
-    /// Benchmarks use it to measure one hook's cost.
-    pub signals: Option<&'static [&'static str]>,
+    /// Attach only these signals (ids from `probes::SIGNALS`); all when `None`.
+    pub signals: Option<Vec<String>>,
+    /// Never attach these signals (ids), e.g. to shed a hook too costly for a node.
+    pub disabled_signals: Vec<String>,
+    /// When the kernel keeps per-program run counts and run time.
+    pub program_stats: ProgramStatsMode,
+}
+
+/// Per-program run-time statistics cost every program run two clock reads (~90 ns per run
+/// measured on our VMs), so by default they are on for one window in
+/// [`ProgramStatsMode::SAMPLE_EVERY`]: enough to see what each hook costs, at a twelfth of
+/// the price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ProgramStatsMode {
+    Always,
+    #[default]
+    Sampled,
+    Off,
+}
+
+impl ProgramStatsMode {
+    pub const SAMPLE_EVERY: u64 = 12;
+
+    /// Whether statistics should be on during window number `index` (0-based).
+    pub fn on_in_window(self, index: u64) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Sampled => index % Self::SAMPLE_EVERY == 0,
+            Self::Off => false,
+        }
+    }
 }
 
 impl Default for KernelConfig {
@@ -46,6 +74,8 @@ impl Default for KernelConfig {
             slow_io_threshold_ns: 10_000_000,
             ringbuf_bytes: 256 * 1024,
             signals: None,
+            disabled_signals: Vec::new(),
+            program_stats: ProgramStatsMode::default(),
         }
     }
 }
@@ -54,6 +84,8 @@ impl Default for KernelConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HookOutcome {
     Attached,
+    /// Turned off by configuration (`--signals`, `--disable-signals`).
+    Disabled,
     /// The hook does not exist on this kernel; the signal is skipped.
     Missing,
     Failed(String),
@@ -76,8 +108,23 @@ impl fmt::Display for HookOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Attached => f.write_str("attached"),
+            Self::Disabled => f.write_str("disabled by configuration"),
             Self::Missing => f.write_str("missing on this kernel, skipped"),
             Self::Failed(err) => write!(f, "failed: {err}"),
+        }
+    }
+}
+
+impl AttachReport {
+    fn disabled(plan: &crate::probes::SignalPlan) -> Self {
+        let (program, hook) = plan.alternatives[0][0];
+        Self {
+            signal: plan.signal,
+            program,
+            hook: hook.describe(),
+            kind: "none",
+            outcome: HookOutcome::Disabled,
+            tried: Vec::new(),
         }
     }
 }
@@ -95,8 +142,9 @@ pub struct KernelCollector {
     histograms: PerCpuArray<MapData, Histogram>,
     logger: Option<KernelLogger>,
     attached: Vec<AttachReport>,
-    /// Keeps BPF run-time statistics on while we live (the kernel counts per program).
-    _stats: Option<std::os::fd::OwnedFd>,
+    /// Holding it keeps the kernel's per-program run-time statistics on.
+    stats: Option<std::os::fd::OwnedFd>,
+    program_stats: ProgramStatsMode,
 }
 
 /// The tracepoint record layout of the block events on the running kernel.
@@ -147,6 +195,11 @@ impl KernelCollector {
             .override_global(names::SYSTEM_LAYOUT, &system_layout, true)
             .override_global(names::OPEN_SYSCALLS, &open_syscalls, true)
             .override_global(
+                "PT_REGS_SYSCALL_NR_OFFSET",
+                &PT_REGS_SYSCALL_NR_OFFSET,
+                true,
+            )
+            .override_global(
                 names::SLOW_IO_THRESHOLD_NS,
                 &config.slow_io_threshold_ns,
                 true,
@@ -162,15 +215,6 @@ impl KernelCollector {
                 None
             }
         };
-        // Per-program run counts and run time cost the kernel a little per run; they are how
-        // the daemon's own overhead is seen, so we pay it.
-        let stats = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
-            Ok(fd) => Some(fd),
-            Err(err) => {
-                warn!("BPF run-time statistics unavailable: {err}");
-                None
-            }
-        };
 
         let mut attacher = Attacher::new(&mut ebpf, &tracefs);
         if layout.is_none() {
@@ -179,17 +223,22 @@ impl KernelCollector {
         }
         let attached: Vec<AttachReport> = SIGNALS
             .iter()
-            .filter(|plan| {
-                config
+            .map(|plan| {
+                let wanted = config
                     .signals
-                    .is_none_or(|only| only.contains(&plan.signal))
+                    .as_ref()
+                    .is_none_or(|only| only.iter().any(|id| id == plan.id))
+                    && !config.disabled_signals.iter().any(|id| id == plan.id);
+                if wanted {
+                    attacher.attach(plan)
+                } else {
+                    AttachReport::disabled(plan)
+                }
             })
-            .map(|plan| attacher.attach(plan))
             .collect();
         let opens_from_syscall_exit = attached.iter().any(|report| {
             report.outcome == HookOutcome::Attached
-                && report.program == "sys_exit"
-                && report.signal == "file opens"
+                && report.program == crate::probes::SYSCALL_EXIT_COUNTS
         });
 
         let mut hook_config: Array<MapData, u32> =
@@ -208,7 +257,7 @@ impl KernelCollector {
         let errnos = PerCpuArray::try_from(take_map(&mut ebpf, names::ERRNOS)?)?;
         let drop_reasons = PerCpuArray::try_from(take_map(&mut ebpf, names::DROP_REASONS)?)?;
         let histograms = PerCpuArray::try_from(take_map(&mut ebpf, names::HISTOGRAMS)?)?;
-        Ok(Self {
+        let mut collector = Self {
             ebpf: Some(ebpf),
             block_dev_stats,
             counters,
@@ -219,8 +268,32 @@ impl KernelCollector {
             histograms,
             logger,
             attached,
-            _stats: stats,
-        })
+            stats: None,
+            program_stats: config.program_stats,
+        };
+        collector.set_program_stats(config.program_stats.on_in_window(0));
+        Ok(collector)
+    }
+
+    /// Turns the kernel's per-program run-time statistics on or off (they stay on while any
+    /// process holds the file descriptor `BPF_ENABLE_STATS` returned).
+    pub fn set_program_stats(&mut self, on: bool) {
+        if on && self.stats.is_none() {
+            match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+                Ok(fd) => self.stats = Some(fd),
+                Err(err) => warn!("BPF run-time statistics unavailable: {err}"),
+            }
+        } else if !on {
+            self.stats = None;
+        }
+    }
+
+    pub fn program_stats_mode(&self) -> ProgramStatsMode {
+        self.program_stats
+    }
+
+    pub fn program_stats_on(&self) -> bool {
+        self.stats.is_some()
     }
 
     pub fn attach_reports(&self) -> &[AttachReport] {
@@ -312,8 +385,8 @@ impl KernelCollector {
             .collect()
     }
 
-    /// Run count and total run time (ns) of every loaded program, by name. Zero when the
-    /// kernel's run-time statistics could not be enabled.
+    /// Run count and total run time (ns) of every loaded program, by name, as far as the
+    /// kernel counted them (only while statistics were on).
     pub fn program_stats(&self) -> Vec<ProgramStats> {
         let Some(ebpf) = &self.ebpf else {
             return Vec::new();
@@ -408,6 +481,13 @@ pub fn system_layout(tracefs: &Tracefs) -> (SystemTracepointLayout, Vec<String>)
     (layout, absent)
 }
 
+/// Where `struct pt_regs` keeps the syscall number (x86_64 `orig_ax`, a stable uapi layout);
+/// `ABSENT` elsewhere, so the raw syscall exit program never miscounts opens.
+#[cfg(target_arch = "x86_64")]
+const PT_REGS_SYSCALL_NR_OFFSET: u32 = 15 * 8;
+#[cfg(not(target_arch = "x86_64"))]
+const PT_REGS_SYSCALL_NR_OFFSET: u32 = ABSENT;
+
 /// This architecture's open-family syscall numbers.
 fn open_syscalls() -> OpenSyscalls {
     #[cfg(target_arch = "x86_64")]
@@ -438,4 +518,27 @@ pub fn validate_ringbuf_bytes(bytes: u32) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn program_statistics_are_sampled_one_window_in_twelve() {
+        let on: Vec<u64> = (0..36)
+            .filter(|&index| ProgramStatsMode::Sampled.on_in_window(index))
+            .collect();
+        assert_eq!(on, vec![0, 12, 24]);
+        assert!((0..36).all(|index| ProgramStatsMode::Always.on_in_window(index)));
+        assert!(!(0..36).any(|index| ProgramStatsMode::Off.on_in_window(index)));
+    }
+
+    #[test]
+    fn ring_buffer_sizes_must_be_whole_power_of_two_pages() {
+        assert!(validate_ringbuf_bytes(4096).is_ok());
+        assert!(validate_ringbuf_bytes(256 * 1024).is_ok());
+        assert!(validate_ringbuf_bytes(5000).is_err());
+        assert!(validate_ringbuf_bytes(2048).is_err());
+    }
 }

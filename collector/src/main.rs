@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
     init_logging(&cli.log_level, cli.log_format)?;
     match cli.command {
         Command::Run(args) => {
+            args.collect.validate().map_err(anyhow::Error::msg)?;
             let options = CollectOptions {
                 window: args.collect.window,
                 kernel: args.collect.kernel_config(),
@@ -41,6 +42,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Record(args) => {
+            args.collect.validate().map_err(anyhow::Error::msg)?;
             let windows = args
                 .duration
                 .as_secs_f64()

@@ -9,6 +9,7 @@ use crate::kernel::{HookOutcome, KernelCollector, KernelConfig};
 
 #[derive(Debug, Serialize)]
 pub struct ProbeLine {
+    pub id: String,
     pub signal: String,
     pub program: String,
     pub hook: String,
@@ -42,7 +43,9 @@ pub fn probe_report(exercise: bool) -> anyhow::Result<ProbeReport> {
     let probes = kernel
         .attach_reports()
         .iter()
-        .map(|report| ProbeLine {
+        .zip(crate::probes::SIGNALS)
+        .map(|(report, plan)| ProbeLine {
+            id: plan.id.to_string(),
             signal: report.signal.to_string(),
             program: report.program.to_string(),
             hook: report.hook.clone(),
@@ -99,15 +102,19 @@ fn run_exercise(kernel: &KernelCollector) -> anyhow::Result<Exercise> {
 impl std::fmt::Display for ProbeReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "kernel {}", self.kernel)?;
-        writeln!(f, "{:<38} {:<11} {:<52} result", "signal", "kind", "hook")?;
+        writeln!(
+            f,
+            "{:<16} {:<36} {:<11} {:<52} result",
+            "id", "signal", "kind", "hook"
+        )?;
         for probe in &self.probes {
             writeln!(
                 f,
-                "{:<38} {:<11} {:<52} {}",
-                probe.signal, probe.kind, probe.hook, probe.outcome
+                "{:<16} {:<36} {:<11} {:<52} {}",
+                probe.id, probe.signal, probe.kind, probe.hook, probe.outcome
             )?;
             for attempt in &probe.tried {
-                writeln!(f, "{:<38} tried first: {attempt}", "")?;
+                writeln!(f, "{:<53} tried first: {attempt}", "")?;
             }
         }
         if let Some(exercise) = &self.exercise {

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    programs::{KProbe, TracePoint},
+    programs::{KProbe, RawTracePoint, TracePoint},
 };
 
 use crate::{
@@ -18,6 +18,8 @@ use crate::{
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hook {
     Tracepoint(&'static str, &'static str),
+    /// A raw tracepoint: the program gets the tracepoint's arguments, no record is built.
+    RawTracepoint(&'static str),
     /// A kprobe (or kretprobe: the program's type decides) on a kernel function.
     Kprobe(&'static str),
     /// No program of its own: counted by the raw syscall exit program (see `hook_config`).
@@ -28,6 +30,7 @@ impl Hook {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Tracepoint(..) | Self::SyscallExit => "tracepoint",
+            Self::RawTracepoint(_) => "raw_tracepoint",
             Self::Kprobe(_) => "kprobe",
         }
     }
@@ -35,30 +38,39 @@ impl Hook {
     pub fn describe(&self) -> String {
         match self {
             Self::Tracepoint(category, name) => format!("tracepoint {category}:{name}"),
+            Self::RawTracepoint(name) => format!("raw tracepoint {name}"),
             Self::Kprobe(function) => format!("kprobe {function}"),
             Self::SyscallExit => "tracepoint raw_syscalls:sys_exit (open syscalls)".into(),
         }
     }
 }
 
+/// The "program" of the opens fallback: no program of its own, the syscall exit program
+/// counts open-family syscalls once the daemon switches it on.
+pub const SYSCALL_EXIT_COUNTS: &str = "syscall exit program";
+
 /// One way to get a signal: every (program, hook) pair must attach for it to count.
 pub type Alternative = &'static [(&'static str, Hook)];
 
 /// A signal and its alternatives, best first.
 pub struct SignalPlan {
+    /// Short name for `--signals` / `--disable-signals`.
+    pub id: &'static str,
     pub signal: &'static str,
     pub alternatives: &'static [Alternative],
 }
 
-use Hook::{Kprobe, SyscallExit, Tracepoint};
+use Hook::{Kprobe, RawTracepoint, SyscallExit, Tracepoint};
 
 /// Every signal the collector knows, in the order of the start-up table.
 pub const SIGNALS: &[SignalPlan] = &[
     SignalPlan {
+        id: "block-issue",
         signal: "block I/O issue",
         alternatives: &[&[("block_rq_issue", Tracepoint("block", "block_rq_issue"))]],
     },
     SignalPlan {
+        id: "block-complete",
         signal: "block I/O completion",
         alternatives: &[&[(
             "block_rq_complete",
@@ -66,6 +78,7 @@ pub const SIGNALS: &[SignalPlan] = &[
         )]],
     },
     SignalPlan {
+        id: "sched",
         signal: "context switches, run-queue latency",
         alternatives: &[&[
             ("sched_switch", Tracepoint("sched", "sched_switch")),
@@ -74,6 +87,7 @@ pub const SIGNALS: &[SignalPlan] = &[
         ]],
     },
     SignalPlan {
+        id: "fork",
         signal: "process creation",
         alternatives: &[&[(
             "sched_process_fork",
@@ -81,6 +95,7 @@ pub const SIGNALS: &[SignalPlan] = &[
         )]],
     },
     SignalPlan {
+        id: "exit",
         signal: "process exits",
         alternatives: &[&[(
             "sched_process_exit",
@@ -88,6 +103,7 @@ pub const SIGNALS: &[SignalPlan] = &[
         )]],
     },
     SignalPlan {
+        id: "exit-code",
         signal: "non-zero exit codes",
         alternatives: &[&[(
             "sys_enter_exit_group",
@@ -95,14 +111,17 @@ pub const SIGNALS: &[SignalPlan] = &[
         )]],
     },
     SignalPlan {
+        id: "fatal-signal",
         signal: "fatal signals (crashes)",
         alternatives: &[&[("signal_generate", Tracepoint("signal", "signal_generate"))]],
     },
     SignalPlan {
+        id: "oom",
         signal: "OOM kills",
         alternatives: &[&[("oom_mark_victim", Tracepoint("oom", "mark_victim"))]],
     },
     SignalPlan {
+        id: "reclaim",
         signal: "memory reclaim stalls",
         alternatives: &[
             &[
@@ -136,17 +155,23 @@ pub const SIGNALS: &[SignalPlan] = &[
         ],
     },
     SignalPlan {
+        id: "syscalls",
         signal: "syscalls and errors by errno",
-        alternatives: &[&[("sys_exit", Tracepoint("raw_syscalls", "sys_exit"))]],
-    },
-    SignalPlan {
-        signal: "file opens",
         alternatives: &[
-            &[("do_sys_openat2_return", Kprobe("do_sys_openat2"))],
-            &[("sys_exit", SyscallExit)],
+            &[("sys_exit_raw", RawTracepoint("sys_exit"))],
+            &[("sys_exit", Tracepoint("raw_syscalls", "sys_exit"))],
         ],
     },
     SignalPlan {
+        id: "opens",
+        signal: "file opens",
+        alternatives: &[
+            &[("do_sys_openat2_return", Kprobe("do_sys_openat2"))],
+            &[(SYSCALL_EXIT_COUNTS, SyscallExit)],
+        ],
+    },
+    SignalPlan {
+        id: "fsync",
         signal: "fsync latency",
         alternatives: &[
             &[
@@ -162,18 +187,22 @@ pub const SIGNALS: &[SignalPlan] = &[
         ],
     },
     SignalPlan {
+        id: "net-rx",
         signal: "packets received",
         alternatives: &[&[("netif_receive_skb", Tracepoint("net", "netif_receive_skb"))]],
     },
     SignalPlan {
+        id: "net-tx",
         signal: "packets sent",
         alternatives: &[&[("net_dev_xmit", Tracepoint("net", "net_dev_xmit"))]],
     },
     SignalPlan {
+        id: "net-drops",
         signal: "packet drops by reason",
         alternatives: &[&[("kfree_skb", Tracepoint("skb", "kfree_skb"))]],
     },
     SignalPlan {
+        id: "tcp-retransmits",
         signal: "TCP retransmits",
         alternatives: &[&[(
             "tcp_retransmit_skb",
@@ -181,6 +210,7 @@ pub const SIGNALS: &[SignalPlan] = &[
         )]],
     },
     SignalPlan {
+        id: "tcp-states",
         signal: "TCP connects, accepts, failures",
         alternatives: &[&[(
             "inet_sock_set_state",
@@ -188,6 +218,7 @@ pub const SIGNALS: &[SignalPlan] = &[
         )]],
     },
     SignalPlan {
+        id: "tcp-resets",
         signal: "TCP resets",
         alternatives: &[&[
             ("tcp_receive_reset", Tracepoint("tcp", "tcp_receive_reset")),
@@ -195,6 +226,25 @@ pub const SIGNALS: &[SignalPlan] = &[
         ]],
     },
 ];
+
+/// Checks a list of signal ids against the table, naming the unknown ones.
+pub fn validate_signal_ids(ids: &[String]) -> Result<(), String> {
+    let unknown: Vec<&str> = ids
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !SIGNALS.iter().any(|plan| plan.id == *id))
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        let known: Vec<&str> = SIGNALS.iter().map(|plan| plan.id).collect();
+        Err(format!(
+            "unknown signal(s) {}; known: {}",
+            unknown.join(", "),
+            known.join(", ")
+        ))
+    }
+}
 
 /// Attaches programs, loading each at most once (one program may serve several hooks).
 pub struct Attacher<'a> {
@@ -289,7 +339,7 @@ impl<'a> Attacher<'a> {
         }
         if alternative
             .iter()
-            .any(|(program, hook)| *program == "sys_exit" && matches!(hook, Tracepoint(..)))
+            .any(|(program, _)| *program == "sys_exit" || *program == "sys_exit_raw")
         {
             self.sys_exit_attached = true;
         }
@@ -297,6 +347,9 @@ impl<'a> Attacher<'a> {
     }
 
     fn attach_one(&mut self, program: &'static str, hook: Hook) -> anyhow::Result<Link> {
+        if hook == SyscallExit {
+            return Ok(Link::None);
+        }
         let first_load = self.loaded.insert(program);
         let prog = self
             .ebpf
@@ -327,6 +380,17 @@ impl<'a> Attacher<'a> {
                     .with_context(|| format!("attaching {program} to {function}"))?;
                 Ok(Link::Kprobe(link))
             }
+            RawTracepoint(name) => {
+                let raw: &mut RawTracePoint = prog.try_into()?;
+                if first_load {
+                    raw.load()
+                        .with_context(|| format!("verifier rejected {program}"))?;
+                }
+                let link = raw
+                    .attach(name)
+                    .with_context(|| format!("attaching {program} to raw tracepoint {name}"))?;
+                Ok(Link::RawTracepoint(link))
+            }
             SyscallExit => Ok(Link::None),
         }
     }
@@ -346,12 +410,18 @@ impl<'a> Attacher<'a> {
                     let _ = kprobe.detach(link);
                 }
             }
+            Link::RawTracepoint(link) => {
+                if let Ok(raw) = <&mut RawTracePoint>::try_from(prog) {
+                    let _ = raw.detach(link);
+                }
+            }
             Link::None => {}
         }
     }
 }
 
 enum Link {
+    RawTracepoint(aya::programs::raw_trace_point::RawTracePointLinkId),
     Tracepoint(aya::programs::trace_point::TracePointLinkId),
     Kprobe(aya::programs::kprobe::KProbeLinkId),
     None,

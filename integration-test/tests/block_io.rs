@@ -107,7 +107,7 @@ fn slow_io_events_lost_to_a_full_ring_buffer_are_counted() {
     let config = KernelConfig {
         slow_io_threshold_ns: 0,
         ringbuf_bytes: 4096,
-        signals: None,
+        ..KernelConfig::default()
     };
     let mut kernel = KernelCollector::load(&config).expect("loading programs");
     let mut ring = kernel.take_slow_io_events().expect("ring buffer");

@@ -41,6 +41,14 @@ fn record_writes_one_json_line_per_window_with_the_io_we_made() {
         assert!(window["block_write_ops_per_s"].is_number());
         assert_eq!(window["schema"], 1);
     }
+    // Program statistics are sampled: on in the first window of every twelve, off otherwise.
+    let programs = windows[0]["programs"].as_object().expect("programs object");
+    assert!(
+        programs.values().any(|p| p["runs"].as_u64() > Some(0)),
+        "first window has no program statistics: {}",
+        windows[0]
+    );
+    assert!(windows[1]["programs"].as_object().unwrap().is_empty());
     let ours: u64 = windows
         .iter()
         .filter_map(|window| window["block_devices"][device.name()]["writes"].as_u64())

@@ -16,13 +16,13 @@ const SECONDS_PER_RUN: u32 = 6;
 
 /// A loop device over a temporary file: fast (the backing file sits in the page cache), so the
 /// per-request cost of our programs is as visible as it can be.
-struct LoopDevice {
-    path: String,
+pub(super) struct LoopDevice {
+    pub(super) path: String,
     backing: std::path::PathBuf,
 }
 
 impl LoopDevice {
-    fn new() -> anyhow::Result<Self> {
+    pub(super) fn new() -> anyhow::Result<Self> {
         let backing =
             std::env::temp_dir().join(format!("nodestate-bench-{}.img", std::process::id()));
         std::fs::File::create(&backing)?.set_len(256 << 20)?;
@@ -45,7 +45,7 @@ impl Drop for LoopDevice {
     }
 }
 
-fn fio_iops(device: &str) -> anyhow::Result<f64> {
+pub(super) fn fio_iops(device: &str) -> anyhow::Result<f64> {
     let json = output(Command::new("fio").args([
         "--name=nodestate-block",
         &format!("--filename={device}"),
@@ -70,10 +70,11 @@ fn fio_iops(device: &str) -> anyhow::Result<f64> {
     Ok(iops)
 }
 
-/// Starts `collector run` and waits until it says it is collecting (programs attached).
-fn start_collector() -> anyhow::Result<Child> {
+/// Starts the collector with `args` and waits until it says it is collecting (programs
+/// attached).
+pub(super) fn start_collector(args: &[&str]) -> anyhow::Result<Child> {
     let mut child = Command::new(workspace_root().join("target/release/collector"))
-        .args(["run", "--window", "1s"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -92,7 +93,7 @@ fn start_collector() -> anyhow::Result<Child> {
     Ok(child)
 }
 
-fn stop(mut child: Child) -> anyhow::Result<()> {
+pub(super) fn stop(mut child: Child) -> anyhow::Result<()> {
     let pid = child.id().to_string();
     let _ = Command::new("kill").args(["-TERM", &pid]).status();
     let status = child.wait()?;
@@ -102,7 +103,7 @@ fn stop(mut child: Child) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn median(values: &[f64]) -> f64 {
+pub(super) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     sorted[sorted.len() / 2]
@@ -115,7 +116,7 @@ pub fn run() -> anyhow::Result<String> {
     let (mut without, mut with) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         without.push(fio_iops(&device.path)?);
-        let collector = start_collector()?;
+        let collector = start_collector(&["run", "--window", "1s"])?;
         std::thread::sleep(Duration::from_millis(200));
         let iops = fio_iops(&device.path);
         stop(collector)?;

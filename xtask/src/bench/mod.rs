@@ -2,6 +2,7 @@
 //! run and rewrites its own section of BENCHMARKS.md (between `<!-- bench:NAME -->` markers).
 
 mod block;
+mod overhead;
 
 use std::fs;
 
@@ -12,7 +13,7 @@ use crate::util::{is_root, workspace_root};
 /// A benchmark: its name (the section it owns) and the function producing that section's text.
 type Benchmark = (&'static str, fn() -> anyhow::Result<String>);
 
-const BENCHMARKS: &[Benchmark] = &[("block", block::run)];
+const BENCHMARKS: &[Benchmark] = &[("block", block::run), ("overhead", overhead::run)];
 
 pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
     if !is_root() {
