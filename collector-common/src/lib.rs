@@ -207,7 +207,10 @@ pub mod hist {
 pub mod hook_config {
     /// 1: the raw syscall exit program counts opens (the `do_sys_openat2` kprobe is missing).
     pub const OPENS_FROM_SYSCALL_EXIT: u32 = 0;
-    pub const COUNT: u32 = 1;
+    /// 1: the process-exit program reads exit codes from `task_struct` (offset from BTF), so
+    /// the per-syscall `exit_group` tracepoint is not needed.
+    pub const EXIT_CODE_FROM_TASK: u32 = 1;
+    pub const COUNT: u32 = 2;
 }
 
 /// Field offsets in the system tracepoints' records, read from tracefs at start-up (see
@@ -258,6 +261,15 @@ impl SystemTracepointLayout {
     };
 }
 
+/// Where the kernel keeps an exiting process's status: `task_struct.signal` and
+/// `signal_struct.group_exit_code` byte offsets from BTF, [`ABSENT`] when unknown.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ExitCodeOffsets {
+    pub task_signal: u32,
+    pub signal_group_exit_code: u32,
+}
+
 /// Syscall numbers of the open family on this architecture (-1: none), set before load.
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -295,4 +307,5 @@ mod pod {
     unsafe impl aya::Pod for super::Histogram {}
     unsafe impl aya::Pod for super::SystemTracepointLayout {}
     unsafe impl aya::Pod for super::OpenSyscalls {}
+    unsafe impl aya::Pod for super::ExitCodeOffsets {}
 }

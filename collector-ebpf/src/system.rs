@@ -5,14 +5,16 @@
 //! two, so nothing is counted twice.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
     macros::{kprobe, kretprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray},
     programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
 };
 use collector_common::{
-    ABSENT, DROP_REASON_SLOTS, ERRNO_SLOTS, Histogram, OpenSyscalls, SystemTracepointLayout, event,
-    hist, hook_config,
+    ABSENT, DROP_REASON_SLOTS, ERRNO_SLOTS, ExitCodeOffsets, Histogram, OpenSyscalls,
+    SystemTracepointLayout, event, hist, hook_config,
 };
 
 use crate::util::{add, record_latency};
@@ -134,15 +136,55 @@ pub fn sched_process_fork(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Offsets of `signal` in `struct task_struct` and of `group_exit_code` in
+/// `struct signal_struct`, from the kernel's BTF; set before load.
+#[unsafe(no_mangle)]
+static EXIT_CODE_OFFSETS: ExitCodeOffsets = ExitCodeOffsets {
+    task_signal: ABSENT,
+    signal_group_exit_code: ABSENT,
+};
+
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let offset = layout().process_exit_group_dead;
     // Without `group_dead` (older kernels) every thread exit counts.
     let process_gone = offset == ABSENT || field::<u8>(&ctx, offset).is_ok_and(|dead| dead != 0);
-    if process_gone {
-        count(event::EXITS);
+    if !process_gone {
+        return 0;
+    }
+    count(event::EXITS);
+    let from_task = HOOK_CONFIG
+        .get(hook_config::EXIT_CODE_FROM_TASK)
+        .is_some_and(|enabled| *enabled != 0);
+    // SAFETY: a plain read of a static the loader rewrites.
+    let offsets = unsafe { core::ptr::read_volatile(&EXIT_CODE_OFFSETS) };
+    if from_task
+        && offsets.task_signal != ABSENT
+        && offsets.signal_group_exit_code != ABSENT
+        && group_exit_status(offsets).is_ok_and(|status| (status >> 8) & 0xff != 0)
+    {
+        count(event::EXITS_NONZERO);
     }
     0
+}
+
+/// The exiting process's wait status: exit code in bits 8..16, or the killing signal in the
+/// low bits. do_group_exit (or do_exit for the last thread) stores it in the shared
+/// signal_struct before this tracepoint; `task_struct.exit_code` is written later on 6.x.
+#[inline(always)]
+fn group_exit_status(offsets: ExitCodeOffsets) -> Result<i32, i32> {
+    // The exiting task is current.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    // SAFETY: the helper checks each read; the offsets are the running kernel's (BTF).
+    let signal: *const u8 =
+        unsafe { bpf_probe_read_kernel(task.wrapping_add(offsets.task_signal as usize).cast()) }?;
+    unsafe {
+        bpf_probe_read_kernel(
+            signal
+                .wrapping_add(offsets.signal_group_exit_code as usize)
+                .cast::<i32>(),
+        )
+    }
 }
 
 #[tracepoint]
@@ -212,7 +254,6 @@ pub fn sys_exit_raw(ctx: RawTracePointContext) -> i32 {
         }
         // SAFETY: the helper checks the read; the offset is the architecture's pt_regs layout.
         unsafe { bpf_probe_read_kernel(regs.wrapping_add(offset as usize).cast::<i64>()) }
-            .map_err(|err| err as i32)
     });
     0
 }
@@ -299,14 +340,15 @@ pub fn vfs_fsync_range_return(_ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// The tracepoint fallback: `sys_enter_fsync` and `sys_enter_fdatasync`.
+/// The tracepoint fallbacks: `ext4:ext4_sync_file_enter`, or `sys_enter_fsync` and
+/// `sys_enter_fdatasync`.
 #[tracepoint]
 pub fn fsync_enter(_ctx: TracePointContext) -> u32 {
     fsync_begin();
     0
 }
 
-/// `sys_exit_fsync` and `sys_exit_fdatasync`.
+/// `ext4:ext4_sync_file_exit`, or `sys_exit_fsync` and `sys_exit_fdatasync`.
 #[tracepoint]
 pub fn fsync_exit(_ctx: TracePointContext) -> u32 {
     fsync_end();

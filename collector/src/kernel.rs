@@ -9,8 +9,8 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use collector_common::{
-    ABSENT, BlockDevStats, BlockTracepointLayout, DROP_REASON_SLOTS, ERRNO_SLOTS, Histogram,
-    OpenSyscalls, SystemTracepointLayout, counter, event, hist, hook_config, names,
+    ABSENT, BlockDevStats, BlockTracepointLayout, DROP_REASON_SLOTS, ERRNO_SLOTS, ExitCodeOffsets,
+    Histogram, OpenSyscalls, SystemTracepointLayout, counter, event, hist, hook_config, names,
 };
 use tracing::{info, warn};
 
@@ -189,11 +189,31 @@ impl KernelCollector {
             warn!("tracepoint field {field} missing on this kernel: the features it feeds read 0");
         }
         let open_syscalls = open_syscalls();
+        let exit_code_offsets = match crate::btf::Btf::from_kernel().and_then(|btf| {
+            Ok(ExitCodeOffsets {
+                task_signal: btf.member_offset("task_struct", "signal")?,
+                signal_group_exit_code: btf.member_offset("signal_struct", "group_exit_code")?,
+            })
+        }) {
+            Ok(offsets) => Some(offsets),
+            Err(err) => {
+                warn!(
+                    "exit-code offsets not in the kernel's BTF ({err:#}): exit codes need the \
+                     per-syscall exit_group tracepoint"
+                );
+                None
+            }
+        };
+        let exit_code_offsets_value = exit_code_offsets.unwrap_or(ExitCodeOffsets {
+            task_signal: ABSENT,
+            signal_group_exit_code: ABSENT,
+        });
 
         let mut ebpf = EbpfLoader::new()
             .override_global(names::BLOCK_LAYOUT, &layout_value, true)
             .override_global(names::SYSTEM_LAYOUT, &system_layout, true)
             .override_global(names::OPEN_SYSCALLS, &open_syscalls, true)
+            .override_global("EXIT_CODE_OFFSETS", &exit_code_offsets_value, true)
             .override_global(
                 "PT_REGS_SYSCALL_NR_OFFSET",
                 &PT_REGS_SYSCALL_NR_OFFSET,
@@ -216,7 +236,7 @@ impl KernelCollector {
             }
         };
 
-        let mut attacher = Attacher::new(&mut ebpf, &tracefs);
+        let mut attacher = Attacher::new(&mut ebpf, &tracefs, exit_code_offsets.is_some());
         if layout.is_none() {
             attacher.disable(names::BLOCK_RQ_ISSUE);
             attacher.disable(names::BLOCK_RQ_COMPLETE);
@@ -236,16 +256,24 @@ impl KernelCollector {
                 }
             })
             .collect();
-        let opens_from_syscall_exit = attached.iter().any(|report| {
-            report.outcome == HookOutcome::Attached
-                && report.program == crate::probes::SYSCALL_EXIT_COUNTS
-        });
+        let uses = |program: &str| {
+            attached
+                .iter()
+                .any(|report| report.outcome == HookOutcome::Attached && report.program == program)
+        };
+        let opens_from_syscall_exit = uses(crate::probes::SYSCALL_EXIT_COUNTS);
+        let exit_code_from_task = uses(crate::probes::PROCESS_EXIT_COUNTS);
 
         let mut hook_config: Array<MapData, u32> =
             Array::try_from(take_map(&mut ebpf, names::HOOK_CONFIG)?)?;
         hook_config.set(
             hook_config::OPENS_FROM_SYSCALL_EXIT,
             u32::from(opens_from_syscall_exit),
+            0,
+        )?;
+        hook_config.set(
+            hook_config::EXIT_CODE_FROM_TASK,
+            u32::from(exit_code_from_task),
             0,
         )?;
 

@@ -3,6 +3,7 @@
 //! Data flows one way: kernel maps ([`kernel`]) → windows ([`window`], [`daemon`]) →
 //! records ([`record`]).
 
+pub mod btf;
 pub mod cli;
 pub mod daemon;
 pub mod devices;
