@@ -62,7 +62,7 @@ impl ProgramStatsMode {
     pub fn on_in_window(self, index: u64) -> bool {
         match self {
             Self::Always => true,
-            Self::Sampled => index % Self::SAMPLE_EVERY == 0,
+            Self::Sampled => index.is_multiple_of(Self::SAMPLE_EVERY),
             Self::Off => false,
         }
     }
