@@ -65,6 +65,10 @@ pub enum OutputFormat {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Address for /metrics (OpenMetrics), /healthz, /readyz and /state.
+    #[arg(long, env = "NODESTATE_LISTEN", default_value = "0.0.0.0:9464")]
+    pub listen: std::net::SocketAddr,
+
     #[command(flatten)]
     pub collect: CollectArgs,
 }

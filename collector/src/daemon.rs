@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use collector_common::{BlockDevStats, SlowIoEvent, counter};
+use collector_common::{BlockDevStats, LATENCY_BUCKETS, SlowIoEvent, counter};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     devices::{DeviceNames, split_kernel_dev},
+    exporter::{ExporterState, SharedState},
     kernel::{KernelCollector, KernelConfig, KernelLogger, ProgramStats},
     pressure::{PsiReader, ThrottlingReader},
     record::{ProgramWindow, WindowInputs, WindowRecord},
@@ -33,6 +34,8 @@ pub struct CollectOptions {
     pub window: Duration,
     pub kernel: KernelConfig,
     pub node: String,
+    /// Where to serve /metrics, /healthz, /readyz and /state; `None` serves nothing.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Slow-I/O events received from the ring buffer since the last window.
@@ -58,6 +61,13 @@ pub fn parse_slow_io_event(bytes: &[u8]) -> Option<SlowIoEvent> {
     // SAFETY: the length is checked above and SlowIoEvent is plain integers (every bit pattern
     // is valid); read_unaligned because ring-buffer items are only 8-byte aligned by contract.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<SlowIoEvent>()) })
+}
+
+/// A finished window: its record, and the per-device latency histograms the exporter
+/// accumulates (the record keeps only percentiles).
+pub struct ClosedWindow {
+    pub record: WindowRecord,
+    pub device_latency: Vec<(String, [u64; LATENCY_BUCKETS], u64)>,
 }
 
 /// Turns successive snapshots of the kernel's cumulative counters into window records.
@@ -105,7 +115,7 @@ impl WindowMaker {
         &mut self,
         kernel: &mut KernelCollector,
         slow: SlowIoTally,
-    ) -> anyhow::Result<WindowRecord> {
+    ) -> anyhow::Result<ClosedWindow> {
         let stats_were_on = kernel.program_stats_on();
         let now = Instant::now();
         let current = kernel.block_snapshot()?;
@@ -148,6 +158,12 @@ impl WindowMaker {
                 warn!("{delta} {what} in this window");
             }
         }
+        let device_latency = devices
+            .iter()
+            .map(|(name, _, _, window, _)| {
+                (name.clone(), window.latency_hist, window.latency_sum_ns)
+            })
+            .collect();
         let record = WindowRecord::build(WindowInputs {
             timestamp: SystemTime::now(),
             window_s,
@@ -176,7 +192,10 @@ impl WindowMaker {
         self.previous = current;
         self.previous_counters = counters;
         self.previous_at = now;
-        Ok(record)
+        Ok(ClosedWindow {
+            record,
+            device_latency,
+        })
     }
 }
 
@@ -334,6 +353,24 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
         tokio::spawn(forward_kernel_logs(logger));
     }
 
+    let shared: SharedState = Arc::new(std::sync::RwLock::new(ExporterState::new(
+        options.node.clone(),
+    )));
+    shared
+        .write()
+        .expect("exporter state lock")
+        .set_probes(kernel.attach_reports());
+    if let Some(listen) = options.listen {
+        let registry = crate::exporter::registry(shared.clone(), Vec::new());
+        let (bound, server) = crate::http::bind(listen, shared.clone(), registry).await?;
+        info!(%bound, "serving /metrics, /healthz, /readyz, /state");
+        tokio::spawn(async move {
+            if let Err(err) = server.await {
+                warn!("HTTP server stopped: {err}");
+            }
+        });
+    }
+
     let mut windows = WindowMaker::start(&kernel, &options.node)?;
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + options.window, options.window);
@@ -350,9 +387,14 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
         tokio::select! {
             _ = ticker.tick() => {
                 let slow = std::mem::take(&mut *tally.lock().expect("tally lock"));
-                let record = windows.close_window(&mut kernel, slow)?;
+                let closed = windows.close_window(&mut kernel, slow)?;
+                let record = closed.record;
                 info!("{}", record.summary());
                 sink.write(&record)?;
+                shared
+                    .write()
+                    .expect("exporter state lock")
+                    .add_window(&record, &closed.device_latency);
                 produced += 1;
                 if let RunFor::Windows(limit) = run_for
                     && produced >= limit

@@ -7,6 +7,8 @@ pub mod btf;
 pub mod cli;
 pub mod daemon;
 pub mod devices;
+pub mod exporter;
+pub mod http;
 pub mod kernel;
 pub mod pressure;
 pub mod privileges;

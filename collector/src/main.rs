@@ -30,6 +30,7 @@ async fn main() -> anyhow::Result<()> {
                 window: args.collect.window,
                 kernel: args.collect.kernel_config(),
                 node: daemon::node_name(),
+                listen: Some(args.listen),
             };
             daemon::run(options, SinkSpec::LogOnly, RunFor::UntilSignalled).await
         }
@@ -52,6 +53,7 @@ async fn main() -> anyhow::Result<()> {
                 window: args.collect.window,
                 kernel: args.collect.kernel_config(),
                 node: daemon::node_name(),
+                listen: None,
             };
             daemon::run(
                 options,

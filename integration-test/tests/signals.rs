@@ -88,7 +88,13 @@ fn forks_and_non_zero_exits_are_counted() {
             assert_eq!(status.code(), Some(3));
         }
         for _ in 0..SUCCEEDING {
-            assert!(Command::new("sh").args(["-c", "exit 0"]).status().unwrap().success());
+            assert!(
+                Command::new("sh")
+                    .args(["-c", "exit 0"])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
         }
     }) else {
         return;

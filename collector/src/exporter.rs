@@ -1,0 +1,510 @@
+//! What the daemon shows the world: one shared snapshot, updated once per window, and a
+//! Prometheus collector that encodes it on every scrape (OpenMetrics text, prometheus-client).
+//!
+//! Label sets are bounded: `state` has three values, `feature` the window record's fixed field
+//! names, `device` the node's block devices, `program` and `signal` the object's fixed lists,
+//! `rank` 1..=3.
+
+use std::{
+    borrow::Cow,
+    collections::{BTreeMap, VecDeque},
+    sync::{Arc, RwLock},
+    time::{Instant, SystemTime},
+};
+
+use collector_common::LATENCY_BUCKETS;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::{Registry, Unit},
+};
+use serde::Serialize;
+
+use crate::{
+    kernel::{AttachReport, HookOutcome},
+    record::WindowRecord,
+};
+
+/// How many recent windows `/state` returns.
+pub const RECENT_WINDOWS: usize = 12;
+
+/// The node's health as the daemon last judged it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Health {
+    /// "learning" (no model or baseline yet), "healthy" or "degraded".
+    pub state: &'static str,
+    pub score: f64,
+    pub threshold: f64,
+    /// Cluster of the last window, when the model has one.
+    pub cluster: Option<usize>,
+    /// Top features pushing the window away from healthy: (feature, z-distance).
+    pub explanation: Vec<(String, f64)>,
+    /// When the state last changed (RFC 3339).
+    pub since: String,
+    #[serde(skip)]
+    pub since_instant: Instant,
+    pub transitions: u64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            state: "learning",
+            score: 0.0,
+            threshold: 0.0,
+            cluster: None,
+            explanation: Vec::new(),
+            since: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            since_instant: Instant::now(),
+            transitions: 0,
+        }
+    }
+}
+
+/// What the model in use is, for `nodestate_model_info`.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct ModelInfo {
+    /// "baseline" (learned on this node) or "file".
+    pub source: String,
+    pub version: String,
+    pub trained_at: String,
+    pub k: usize,
+}
+
+/// Everything the exporter shows, updated by the daemon once per window.
+#[derive(Debug)]
+pub struct ExporterState {
+    pub node: String,
+    pub started: Instant,
+    pub health: Health,
+    pub model: Option<ModelInfo>,
+    /// Ready once the programs are attached and a model or baseline is in place.
+    pub programs_attached: bool,
+    pub recent: VecDeque<WindowRecord>,
+    pub windows_total: u64,
+    pub events_lost_total: u64,
+    pub slow_io_events_total: u64,
+    /// Cumulative runs and run time (ns) per program, from sampled windows.
+    pub program_totals: BTreeMap<String, (u64, u64)>,
+    /// Cumulative block latency histogram per device: buckets and sum in seconds.
+    pub block_latency: BTreeMap<String, ([u64; LATENCY_BUCKETS], f64)>,
+    /// (signal id, signal, kind, outcome) of every signal at start-up.
+    pub probes: Vec<(String, String, String, String)>,
+}
+
+impl ExporterState {
+    pub fn new(node: String) -> Self {
+        Self {
+            node,
+            started: Instant::now(),
+            health: Health::default(),
+            model: None,
+            programs_attached: false,
+            recent: VecDeque::with_capacity(RECENT_WINDOWS),
+            windows_total: 0,
+            events_lost_total: 0,
+            slow_io_events_total: 0,
+            program_totals: BTreeMap::new(),
+            block_latency: BTreeMap::new(),
+            probes: Vec::new(),
+        }
+    }
+
+    pub fn set_probes(&mut self, reports: &[AttachReport]) {
+        self.probes = reports
+            .iter()
+            .zip(crate::probes::SIGNALS)
+            .map(|(report, plan)| {
+                let outcome = match &report.outcome {
+                    HookOutcome::Attached => "attached",
+                    HookOutcome::Disabled => "disabled",
+                    HookOutcome::Missing => "missing",
+                    HookOutcome::Failed(_) => "failed",
+                };
+                (
+                    plan.id.to_string(),
+                    report.signal.to_string(),
+                    report.kind.to_string(),
+                    outcome.to_string(),
+                )
+            })
+            .collect();
+        self.programs_attached = reports
+            .iter()
+            .any(|report| report.outcome == HookOutcome::Attached);
+    }
+
+    /// Folds one finished window in.
+    pub fn add_window(
+        &mut self,
+        record: &WindowRecord,
+        device_histograms: &[(String, [u64; LATENCY_BUCKETS], u64)],
+    ) {
+        self.windows_total += 1;
+        self.events_lost_total += record.events_lost;
+        self.slow_io_events_total += record.block_slow_io_events;
+        for (name, program) in &record.programs {
+            let total = self.program_totals.entry(name.clone()).or_default();
+            total.0 += program.runs;
+            total.1 += program.run_time_ns;
+        }
+        for (device, buckets, sum_ns) in device_histograms {
+            let (total, sum_s) = self
+                .block_latency
+                .entry(device.clone())
+                .or_insert(([0; LATENCY_BUCKETS], 0.0));
+            for (t, b) in total.iter_mut().zip(buckets) {
+                *t += b;
+            }
+            *sum_s += *sum_ns as f64 / 1e9;
+        }
+        if self.recent.len() == RECENT_WINDOWS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(record.clone());
+    }
+
+    /// Records a new judgement; counts a transition when the state changes.
+    pub fn set_health(
+        &mut self,
+        state: &'static str,
+        score: f64,
+        threshold: f64,
+        cluster: Option<usize>,
+        explanation: Vec<(String, f64)>,
+    ) {
+        if state != self.health.state {
+            self.health.transitions += 1;
+            self.health.since = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+            self.health.since_instant = Instant::now();
+        }
+        self.health.state = state;
+        self.health.score = score;
+        self.health.threshold = threshold;
+        self.health.cluster = cluster;
+        self.health.explanation = explanation;
+    }
+
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if !self.programs_attached {
+            Err("kernel programs not attached")
+        } else if self.model.is_none() {
+            Err("no model yet: still learning this node's baseline")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+pub type SharedState = Arc<RwLock<ExporterState>>;
+
+/// Encodes [`ExporterState`] on each scrape.
+#[derive(Debug)]
+pub struct NodestateMetrics {
+    state: SharedState,
+}
+
+/// The registry `/metrics` serves: our collector, then any extra sources (the XDP blocklist),
+/// with a `node` label on every series.
+pub fn registry(state: SharedState, extra: Vec<Box<dyn Collector>>) -> Registry {
+    let node = state.read().expect("exporter state lock").node.clone();
+    let mut registry =
+        Registry::with_labels([(Cow::Borrowed("node"), Cow::Owned(node))].into_iter());
+    registry.register_collector(Box::new(NodestateMetrics { state }));
+    for collector in extra {
+        registry.register_collector(collector);
+    }
+    registry
+}
+
+const STATES: [&str; 3] = ["healthy", "degraded", "learning"];
+
+/// Daemon CPU seconds (user + system) and resident bytes, from /proc/self.
+fn process_usage() -> (f64, f64) {
+    let cpu = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may hold spaces) start after ") ".
+            let rest = stat.rsplit_once(") ")?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            // SAFETY: sysconf has no preconditions.
+            let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+            Some((utime + stime) / ticks)
+        })
+        .unwrap_or(0.0);
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+            let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024.0)
+        })
+        .unwrap_or(0.0);
+    (cpu, rss)
+}
+
+/// One gauge family: (labels, value) pairs under one descriptor.
+fn gauges(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    series: &[(Vec<(&str, String)>, f64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    for (labels, value) in series {
+        let family = metric.encode_family(labels)?;
+        ConstGauge::new(*value).encode(family)?;
+    }
+    Ok(())
+}
+
+fn counters(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    series: &[(Vec<(&str, String)>, f64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Counter)?;
+    for (labels, value) in series {
+        let family = metric.encode_family(labels)?;
+        ConstCounter::new(*value).encode(family)?;
+    }
+    Ok(())
+}
+
+impl Collector for NodestateMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let state = self.state.read().map_err(|_| std::fmt::Error)?;
+        let health = &state.health;
+        let none: Vec<(&str, String)> = Vec::new();
+
+        let states: Vec<_> = STATES
+            .iter()
+            .map(|s| {
+                (
+                    vec![("state", (*s).to_string())],
+                    f64::from(u8::from(health.state == *s)),
+                )
+            })
+            .collect();
+        gauges(
+            &mut encoder,
+            "nodestate_state",
+            "1 for the node's current health state, 0 for the others",
+            None,
+            &states,
+        )?;
+        gauges(
+            &mut encoder,
+            "nodestate_anomaly_score",
+            "Distance of the last window from the nearest healthy centroid (scaled units)",
+            None,
+            &[(none.clone(), health.score)],
+        )?;
+        gauges(
+            &mut encoder,
+            "nodestate_anomaly_threshold",
+            "Score above which a window counts as anomalous",
+            None,
+            &[(none.clone(), health.threshold)],
+        )?;
+        counters(
+            &mut encoder,
+            "nodestate_state_transitions",
+            "Changes of the health state since the daemon started",
+            None,
+            &[(none.clone(), health.transitions as f64)],
+        )?;
+        gauges(
+            &mut encoder,
+            "nodestate_state_since",
+            "Seconds since the health state last changed",
+            Some(&Unit::Seconds),
+            &[(none.clone(), health.since_instant.elapsed().as_secs_f64())],
+        )?;
+        gauges(
+            &mut encoder,
+            "nodestate_cluster",
+            "Model cluster of the last window (-1 when there is none)",
+            None,
+            &[(none.clone(), health.cluster.map_or(-1.0, |c| c as f64))],
+        )?;
+        let explanation: Vec<_> = health
+            .explanation
+            .iter()
+            .enumerate()
+            .map(|(rank, (feature, z))| {
+                (
+                    vec![
+                        ("rank", (rank + 1).to_string()),
+                        ("feature", feature.clone()),
+                    ],
+                    *z,
+                )
+            })
+            .collect();
+        gauges(
+            &mut encoder,
+            "nodestate_explanation_z",
+            "Top features pushing the last window away from healthy, by rank, as z-distance",
+            None,
+            &explanation,
+        )?;
+        if let Some(model) = &state.model {
+            gauges(
+                &mut encoder,
+                "nodestate_model_info",
+                "The model in use",
+                None,
+                &[(
+                    vec![
+                        ("source", model.source.clone()),
+                        ("version", model.version.clone()),
+                        ("trained_at", model.trained_at.clone()),
+                        ("k", model.k.to_string()),
+                    ],
+                    1.0,
+                )],
+            )?;
+        }
+
+        if let Some(latest) = state.recent.back() {
+            let value = serde_json::to_value(latest).map_err(|_| std::fmt::Error)?;
+            let features: Vec<_> = value
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| !matches!(name.as_str(), "unix_ms" | "schema"))
+                .filter_map(|(name, v)| Some((vec![("feature", name.clone())], v.as_f64()?)))
+                .collect();
+            gauges(
+                &mut encoder,
+                "nodestate_feature",
+                "The last window's features (see docs/window-record.md for names and units)",
+                None,
+                &features,
+            )?;
+        }
+
+        // Block latency histograms, cumulative since start, in the kernel's log2 buckets.
+        let mut metric = encoder.encode_descriptor(
+            "nodestate_block_io_latency",
+            "Block request latency, issue to completion, per device",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (device, (buckets, sum_s)) in &state.block_latency {
+            let mut cumulative = 0u64;
+            let bounds: Vec<(f64, u64)> = buckets
+                .iter()
+                .enumerate()
+                .map(|(index, count)| {
+                    cumulative += count;
+                    // The last log2 bucket is open-ended: Prometheus calls that +Inf.
+                    let upper = if index + 1 == LATENCY_BUCKETS {
+                        f64::INFINITY
+                    } else {
+                        crate::window::bucket_bounds_us(index).1 / 1e6
+                    };
+                    (upper, *count)
+                })
+                .collect();
+            let labels = vec![("device", device.clone())];
+            let mut family = metric.encode_family(&labels)?;
+            family.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                *sum_s, cumulative, &bounds, None,
+            )?;
+        }
+
+        counters(
+            &mut encoder,
+            "nodestate_windows",
+            "Windows processed",
+            None,
+            &[(none.clone(), state.windows_total as f64)],
+        )?;
+        counters(
+            &mut encoder,
+            "nodestate_events_lost",
+            "Events the kernel could not hand over because a ring buffer was full",
+            None,
+            &[(
+                vec![("ring", "slow_io".to_string())],
+                state.events_lost_total as f64,
+            )],
+        )?;
+        counters(
+            &mut encoder,
+            "nodestate_slow_io_events",
+            "Block requests over the slow-I/O threshold received",
+            None,
+            &[(none.clone(), state.slow_io_events_total as f64)],
+        )?;
+        let runs: Vec<_> = state
+            .program_totals
+            .iter()
+            .map(|(name, (runs, _))| (vec![("program", name.clone())], *runs as f64))
+            .collect();
+        counters(
+            &mut encoder,
+            "nodestate_program_runs",
+            "Runs of each kernel program while run-time statistics were on (see --program-stats)",
+            None,
+            &runs,
+        )?;
+        let run_time: Vec<_> = state
+            .program_totals
+            .iter()
+            .map(|(name, (_, ns))| (vec![("program", name.clone())], *ns as f64 / 1e9))
+            .collect();
+        counters(
+            &mut encoder,
+            "nodestate_program_run",
+            "Run time of each kernel program while run-time statistics were on",
+            Some(&Unit::Seconds),
+            &run_time,
+        )?;
+        let probes: Vec<_> = state
+            .probes
+            .iter()
+            .map(|(id, _, kind, outcome)| {
+                (
+                    vec![
+                        ("signal", id.clone()),
+                        ("kind", kind.clone()),
+                        ("outcome", outcome.clone()),
+                    ],
+                    1.0,
+                )
+            })
+            .collect();
+        gauges(
+            &mut encoder,
+            "nodestate_probe",
+            "Each signal's hook on this kernel: kind (kprobe, tracepoint, raw_tracepoint, none) and outcome",
+            None,
+            &probes,
+        )?;
+        let (cpu, rss) = process_usage();
+        counters(
+            &mut encoder,
+            "nodestate_process_cpu",
+            "CPU time used by the daemon (user + system)",
+            Some(&Unit::Seconds),
+            &[(none.clone(), cpu)],
+        )?;
+        gauges(
+            &mut encoder,
+            "nodestate_process_resident_memory",
+            "Resident memory of the daemon",
+            Some(&Unit::Bytes),
+            &[(none, rss)],
+        )?;
+        Ok(())
+    }
+}

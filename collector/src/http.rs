@@ -1,0 +1,115 @@
+//! The daemon's HTTP endpoints: `/metrics` (OpenMetrics), `/healthz`, `/readyz`, `/state`.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context as _;
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+
+use crate::{
+    exporter::{Health, ModelInfo, SharedState},
+    record::WindowRecord,
+};
+
+#[derive(Clone)]
+struct AppState {
+    shared: SharedState,
+    registry: Arc<Registry>,
+}
+
+/// Binds `listen` (failing with a clear error if the address is taken) and returns the server
+/// future and the address actually bound (port 0 picks a free one).
+pub async fn bind(
+    listen: SocketAddr,
+    shared: SharedState,
+    registry: Registry,
+) -> anyhow::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {listen} (is another exporter using it? set --listen)")
+        })?;
+    let bound = listener.local_addr()?;
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/state", get(state))
+        .with_state(AppState {
+            shared,
+            registry: Arc::new(registry),
+        });
+    Ok((bound, async move { axum::serve(listener, app).await }))
+}
+
+async fn metrics(State(app): State<AppState>) -> Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &app.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding metrics failed\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(app): State<AppState>) -> Response {
+    let ready = app
+        .shared
+        .read()
+        .map(|state| state.ready().map_err(str::to_string));
+    match ready {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n".to_string()).into_response(),
+        Ok(Err(reason)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "state lock poisoned\n".to_string(),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct StateView {
+    node: String,
+    #[serde(flatten)]
+    health: Health,
+    model: Option<ModelInfo>,
+    windows: Vec<WindowRecord>,
+}
+
+async fn state(State(app): State<AppState>) -> Response {
+    let Ok(state) = app.shared.read() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned\n").into_response();
+    };
+    Json(StateView {
+        node: state.node.clone(),
+        health: state.health.clone(),
+        model: state.model.clone(),
+        windows: state.recent.iter().cloned().collect(),
+    })
+    .into_response()
+}
