@@ -309,3 +309,70 @@ mod pod {
     unsafe impl aya::Pod for super::OpenSyscalls {}
     unsafe impl aya::Pod for super::ExitCodeOffsets {}
 }
+
+/// The XDP drop list: source-address rules in LPM tries, hit counters in per-CPU maps.
+pub mod xdp {
+    /// Rules per address family and per set. The per-rule hit table holds twice this (both
+    /// sets of both families can be live for the instant of an atomic replace).
+    pub const MAX_RULES: u32 = 131_072;
+    /// Bytes of free text kept with a rule (`--comment`), NUL-padded, cut at a char boundary.
+    pub const COMMENT_BYTES: usize = 64;
+
+    /// A rule as stored in the tries (the LPM key holds the prefix). The program reads only
+    /// `id`; the rest is for the CLI and the daemon's TTL sweep, kept in the map so the list is
+    /// whole in bpffs and needs no side file.
+    #[repr(C)]
+    #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+    pub struct Rule {
+        /// Key of the rule's counters in the hits table; unique among live rules.
+        pub id: u32,
+        pub _pad: u32,
+        /// Unix seconds when the rule was added.
+        pub added_unix_s: u64,
+        /// Unix seconds after which the daemon removes the rule; 0: never.
+        pub expires_unix_s: u64,
+        pub comment: [u8; COMMENT_BYTES],
+    }
+
+    /// Packets and bytes a rule dropped, one copy per CPU.
+    #[repr(C)]
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+    pub struct RuleHits {
+        pub packets: u64,
+        pub bytes: u64,
+    }
+
+    /// Indices into the `BLOCKLIST_TOTALS` per-CPU array.
+    pub mod total {
+        /// Every packet the program returned `XDP_PASS` for (malformed and non-IP included).
+        pub const PASSED: u32 = 0;
+        pub const DROPPED: u32 = 1;
+        /// Truncated or inconsistent Ethernet/VLAN/IP headers: passed untouched.
+        pub const MALFORMED: u32 = 2;
+        /// Neither IPv4 nor IPv6 (ARP, LLDP, two VLAN tags, …): passed.
+        pub const NON_IP: u32 = 3;
+        pub const COUNT: u32 = 4;
+        pub const NAMES: [&str; COUNT as usize] = ["passed", "dropped", "malformed", "non_ip"];
+    }
+
+    /// Map and program names; also the file names of the pins.
+    pub mod names {
+        pub const PROGRAM: &str = "xdp_blocklist";
+        /// Two tries per family, A (0) and B (1); `ACTIVE` says which pair the program reads,
+        /// so a whole list is replaced by filling the other pair and flipping one word.
+        pub const V4: [&str; 2] = ["BLOCKLIST_V4_A", "BLOCKLIST_V4_B"];
+        pub const V6: [&str; 2] = ["BLOCKLIST_V6_A", "BLOCKLIST_V6_B"];
+        pub const ACTIVE: &str = "BLOCKLIST_ACTIVE";
+        pub const HITS: &str = "BLOCKLIST_HITS";
+        pub const TOTALS: &str = "BLOCKLIST_TOTALS";
+        pub const ALL_MAPS: [&str; 7] = [V4[0], V4[1], V6[0], V6[1], ACTIVE, HITS, TOTALS];
+    }
+
+    #[cfg(feature = "user")]
+    mod pod {
+        // SAFETY: #[repr(C)], Copy, integers and byte arrays only, explicit padding: every bit
+        // pattern is a valid value.
+        unsafe impl aya::Pod for super::Rule {}
+        unsafe impl aya::Pod for super::RuleHits {}
+    }
+}

@@ -8,6 +8,7 @@
 mod block;
 mod system;
 mod util;
+mod xdp;
 
 #[cfg(not(test))]
 #[panic_handler]

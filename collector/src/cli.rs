@@ -44,6 +44,9 @@ pub enum Command {
     /// missing) and why, then exit. `--exercise` also causes file opens and fsyncs and reports
     /// how many the programs counted.
     Probes(ProbesArgs),
+    /// Edit the XDP drop list (source addresses and CIDRs dropped on `--xdp-iface`
+    /// interfaces), pinned under bpffs; works whether or not the daemon runs. Root only.
+    Blocklist(crate::blocklist::cli::BlocklistArgs),
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +71,27 @@ pub struct RunArgs {
     /// Address for /metrics (OpenMetrics), /healthz, /readyz and /state.
     #[arg(long, env = "NODESTATE_LISTEN", default_value = "0.0.0.0:9464")]
     pub listen: std::net::SocketAddr,
+
+    /// A model trained with `model train` on windows from `collector record`. Without one the
+    /// daemon learns this node's own baseline first (see --learn-for). SIGHUP reloads it.
+    #[arg(long, env = "NODESTATE_MODEL")]
+    pub model: Option<PathBuf>,
+
+    /// Without --model: how long to learn the node's baseline before judging, e.g. "3m".
+    #[arg(long, env = "NODESTATE_LEARN_FOR", default_value = "3m", value_parser = parse_duration)]
+    pub learn_for: Duration,
+
+    /// Without --model: how often the baseline is retrained from windows judged healthy.
+    #[arg(long, env = "NODESTATE_REFRESH_EVERY", default_value = "30m", value_parser = parse_duration)]
+    pub refresh_every: Duration,
+
+    /// Consecutive anomalous windows before the node is reported degraded.
+    #[arg(long, env = "NODESTATE_ENTER_AFTER", default_value_t = model::hysteresis::DEFAULT_ENTER_AFTER, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub enter_after: u32,
+
+    /// Consecutive normal windows before a degraded node is reported healthy again.
+    #[arg(long, env = "NODESTATE_LEAVE_AFTER", default_value_t = model::hysteresis::DEFAULT_LEAVE_AFTER, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub leave_after: u32,
 
     #[command(flatten)]
     pub collect: CollectArgs,
@@ -119,9 +143,46 @@ pub struct CollectArgs {
     /// window in 12; "always" for every window; "off" never.
     #[arg(long, env = "NODESTATE_PROGRAM_STATS", value_enum, default_value_t = ProgramStatsMode::Sampled)]
     pub program_stats: ProgramStatsMode,
+
+    /// Attach the XDP drop list (`collector blocklist`) to this interface; repeat or
+    /// comma-separate for several. Native mode, generic where the driver lacks XDP. None by
+    /// default.
+    #[arg(long, env = "NODESTATE_XDP_IFACE", value_delimiter = ',')]
+    pub xdp_iface: Vec<String>,
+
+    /// bpffs directory of the drop list's pinned maps (see `collector blocklist`).
+    #[arg(long, env = "NODESTATE_PIN_DIR", default_value = crate::blocklist::DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+}
+
+impl RunArgs {
+    /// How the daemon judges windows, from the flags.
+    pub fn assessor_options(&self) -> crate::assessor::AssessorOptions {
+        let windows = |span: Duration| {
+            (span.as_secs_f64() / self.collect.window.as_secs_f64()).ceil() as usize
+        };
+        crate::assessor::AssessorOptions {
+            model_file: self.model.clone(),
+            baseline: model::BaselineOptions {
+                // A baseline from fewer than 10 windows would be noise.
+                learn_windows: windows(self.learn_for).max(10),
+                refresh_every: windows(self.refresh_every).max(10),
+                ..model::BaselineOptions::default()
+            },
+            enter_after: self.enter_after,
+            leave_after: self.leave_after,
+        }
+    }
 }
 
 impl CollectArgs {
+    pub fn xdp_options(&self) -> crate::blocklist::XdpOptions {
+        crate::blocklist::XdpOptions {
+            interfaces: self.xdp_iface.clone(),
+            pin_dir: self.pin_dir.clone(),
+        }
+    }
+
     pub fn kernel_config(&self) -> KernelConfig {
         KernelConfig {
             slow_io_threshold_ns: u64::try_from(self.slow_io_threshold.as_nanos())

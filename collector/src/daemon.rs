@@ -36,6 +36,10 @@ pub struct CollectOptions {
     pub node: String,
     /// Where to serve /metrics, /healthz, /readyz and /state; `None` serves nothing.
     pub listen: Option<std::net::SocketAddr>,
+    /// How windows are judged; `None` only records them.
+    pub assessor: Option<crate::assessor::AssessorOptions>,
+    /// The XDP drop list: where to attach it, where its maps are pinned.
+    pub xdp: crate::blocklist::XdpOptions,
 }
 
 /// Slow-I/O events received from the ring buffer since the last window.
@@ -344,6 +348,7 @@ pub enum RunFor {
 pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> anyhow::Result<()> {
     let mut kernel = KernelCollector::load(&options.kernel)?;
     kernel.log_attach_table();
+    let mut xdp = crate::blocklist::attach::start(&options.xdp)?;
     let mut sink = WindowSink::open(&sink)?;
     let tally = Arc::new(Mutex::new(SlowIoTally::default()));
     if let Some(ring) = kernel.take_slow_io_events() {
@@ -371,6 +376,13 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
         });
     }
 
+    let mut assessor = options
+        .assessor
+        .as_ref()
+        .map(crate::assessor::Assessor::new)
+        .transpose()?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+
     let mut windows = WindowMaker::start(&kernel, &options.node)?;
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + options.window, options.window);
@@ -386,15 +398,35 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
     loop {
         tokio::select! {
             _ = ticker.tick() => {
+                // Rules past their TTL go at the next window turn: a TTL is minutes or hours,
+                // a window seconds.
+                if let Some(xdp) = xdp.as_mut() {
+                    xdp.sweep();
+                }
                 let slow = std::mem::take(&mut *tally.lock().expect("tally lock"));
                 let closed = windows.close_window(&mut kernel, slow)?;
                 let record = closed.record;
                 info!("{}", record.summary());
                 sink.write(&record)?;
-                shared
-                    .write()
-                    .expect("exporter state lock")
-                    .add_window(&record, &closed.device_latency);
+                let verdict = assessor.as_mut().map(|assessor| (assessor.judge(&record), assessor.model_info()));
+                {
+                    let mut state = shared.write().expect("exporter state lock");
+                    state.add_window(&record, &closed.device_latency);
+                    if let Some((verdict, model)) = &verdict {
+                        state.set_health(
+                            verdict.state,
+                            verdict.score,
+                            verdict.threshold,
+                            verdict.cluster,
+                            verdict.explanation.clone(),
+                        );
+                        state.model = model.clone();
+                    }
+                }
+                if let Some((verdict, _)) = &verdict {
+                    let top = verdict.explanation.first().map(|(f, z)| format!("{f} z={z:+.1}")).unwrap_or_default();
+                    info!(state = verdict.state, score = verdict.score, threshold = verdict.threshold, anomalous = verdict.anomalous, "health {top}");
+                }
                 produced += 1;
                 if let RunFor::Windows(limit) = run_for
                     && produced >= limit
@@ -402,9 +434,19 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                     break;
                 }
             }
+            _ = sighup.recv() => {
+                if let Some(assessor) = assessor.as_mut() {
+                    assessor.reload();
+                    shared.write().expect("exporter state lock").model = assessor.model_info();
+                }
+            }
             _ = sigterm.recv() => { info!("SIGTERM: detaching and exiting"); break; }
             _ = sigint.recv() => { info!("SIGINT: detaching and exiting"); break; }
         }
+    }
+    if let Some(mut xdp) = xdp.take() {
+        xdp.detach_all();
+        info!("XDP drop list detached (its rules stay pinned)");
     }
     kernel.detach();
     Ok(())

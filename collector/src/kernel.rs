@@ -22,7 +22,7 @@ use crate::{
 
 /// The compiled kernel programs, built by build.rs (aya-build) and embedded so the daemon is one
 /// file to ship.
-static EBPF_OBJECT: &[u8] =
+pub(crate) static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector-ebpf"));
 
 /// Forwards aya-log records from the kernel programs to the `log` facade (and so to tracing).

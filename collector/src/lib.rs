@@ -3,6 +3,8 @@
 //! Data flows one way: kernel maps ([`kernel`]) → windows ([`window`], [`daemon`]) →
 //! records ([`record`]).
 
+pub mod assessor;
+pub mod blocklist;
 pub mod btf;
 pub mod cli;
 pub mod daemon;

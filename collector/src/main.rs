@@ -29,11 +29,14 @@ async fn main() -> anyhow::Result<()> {
             let options = CollectOptions {
                 window: args.collect.window,
                 kernel: args.collect.kernel_config(),
+                xdp: args.collect.xdp_options(),
                 node: daemon::node_name(),
                 listen: Some(args.listen),
+                assessor: Some(args.assessor_options()),
             };
             daemon::run(options, SinkSpec::LogOnly, RunFor::UntilSignalled).await
         }
+        Command::Blocklist(args) => collector::blocklist::cli::run(args),
         Command::Probes(args) => {
             let report = collector::probe_report::probe_report(args.exercise)?;
             match args.output {
@@ -52,8 +55,10 @@ async fn main() -> anyhow::Result<()> {
             let options = CollectOptions {
                 window: args.collect.window,
                 kernel: args.collect.kernel_config(),
+                xdp: args.collect.xdp_options(),
                 node: daemon::node_name(),
                 listen: None,
+                assessor: None,
             };
             daemon::run(
                 options,

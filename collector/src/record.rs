@@ -226,6 +226,22 @@ impl WindowRecord {
         }
     }
 
+    /// A window with nothing in it: the schema, for checking what a model expects.
+    pub fn empty() -> Self {
+        Self::build(WindowInputs {
+            timestamp: std::time::UNIX_EPOCH,
+            window_s: 1.0,
+            node: "",
+            devices: Vec::new(),
+            slow_io_events: 0,
+            events_lost: 0,
+            psi: PsiWindow::default(),
+            throttling: ThrottlingWindow::default(),
+            system: SystemFeatures::default(),
+            programs: BTreeMap::new(),
+        })
+    }
+
     /// The one-line summary logged per window.
     pub fn summary(&self) -> String {
         format!(

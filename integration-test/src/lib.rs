@@ -1,6 +1,10 @@
 //! Helpers for tests that touch the real kernel: privilege gating that skips loudly, loop
 //! devices over temporary files, and direct I/O with aligned buffers.
 
+pub mod netns;
+
+pub mod http;
+
 use std::{
     fs::{File, OpenOptions},
     io::Write as _,

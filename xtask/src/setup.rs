@@ -26,6 +26,18 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "vm-test: a stock Debian kernel (with kprobes) under emulation",
     ),
     ("busybox-static", "vm-test: the guest's shell and tools"),
+    (
+        "prometheus",
+        "a real Prometheus server that scrapes the daemon in the exporter test",
+    ),
+    (
+        "iputils-ping",
+        "ping through the XDP drop list in the veth test",
+    ),
+    (
+        "netsniff-ng",
+        "trafgen: the packet flood of the XDP benchmark",
+    ),
 ];
 
 pub fn setup() -> anyhow::Result<()> {

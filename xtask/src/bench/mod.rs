@@ -3,6 +3,7 @@
 
 mod block;
 mod overhead;
+mod xdp;
 
 use std::fs;
 
@@ -13,7 +14,11 @@ use crate::util::{is_root, workspace_root};
 /// A benchmark: its name (the section it owns) and the function producing that section's text.
 type Benchmark = (&'static str, fn() -> anyhow::Result<String>);
 
-const BENCHMARKS: &[Benchmark] = &[("block", block::run), ("overhead", overhead::run)];
+const BENCHMARKS: &[Benchmark] = &[
+    ("block", block::run),
+    ("overhead", overhead::run),
+    ("xdp", xdp::run),
+];
 
 pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
     if !is_root() {

@@ -1,0 +1,180 @@
+//! The drop list: an XDP program that drops packets whose IPv4 or IPv6 source address falls in a
+//! listed prefix (longest-prefix-match tries), and passes everything else, including frames it
+//! cannot parse, untouched.
+
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, xdp_action},
+    macros::{map, xdp},
+    maps::{
+        Array, PerCpuArray, PerCpuHashMap,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::XdpContext,
+};
+use collector_common::xdp::{MAX_RULES, Rule, RuleHits, total};
+
+use crate::util::add;
+
+const ETH_HEADER: usize = 14;
+const VLAN_HEADER: usize = 4;
+const IPV4_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+
+// The user-space side pins these under bpffs and fills them; see collector/src/blocklist.
+#[map]
+static BLOCKLIST_V4_A: LpmTrie<[u8; 4], Rule> = LpmTrie::with_max_entries(MAX_RULES, 0);
+#[map]
+static BLOCKLIST_V4_B: LpmTrie<[u8; 4], Rule> = LpmTrie::with_max_entries(MAX_RULES, 0);
+#[map]
+static BLOCKLIST_V6_A: LpmTrie<[u8; 16], Rule> = LpmTrie::with_max_entries(MAX_RULES, 0);
+#[map]
+static BLOCKLIST_V6_B: LpmTrie<[u8; 16], Rule> = LpmTrie::with_max_entries(MAX_RULES, 0);
+
+/// Slot 0: which pair of tries is live (0: A, 1: B).
+#[map]
+static BLOCKLIST_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Per-rule hits by rule id. Not preallocated: a preallocated per-CPU table this size would
+/// cost MAX_RULES × 2 × 16 bytes per CPU whether or not any rule exists.
+#[map]
+static BLOCKLIST_HITS: PerCpuHashMap<u32, RuleHits> =
+    PerCpuHashMap::with_max_entries(2 * MAX_RULES, BPF_F_NO_PREALLOC);
+
+#[map]
+static BLOCKLIST_TOTALS: PerCpuArray<u64> = PerCpuArray::with_max_entries(total::COUNT, 0);
+
+/// Why a frame is passed without a lookup.
+enum Skip {
+    Malformed,
+    NotIp,
+}
+
+#[xdp]
+pub fn xdp_blocklist(ctx: XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    match decide(&ctx) {
+        Ok(Some(rule_id)) => {
+            count_hit(rule_id, len);
+            add(&BLOCKLIST_TOTALS, total::DROPPED, 1);
+            xdp_action::XDP_DROP
+        }
+        Ok(None) => {
+            add(&BLOCKLIST_TOTALS, total::PASSED, 1);
+            xdp_action::XDP_PASS
+        }
+        Err(skip) => {
+            add(
+                &BLOCKLIST_TOTALS,
+                match skip {
+                    Skip::Malformed => total::MALFORMED,
+                    Skip::NotIp => total::NON_IP,
+                },
+                1,
+            );
+            add(&BLOCKLIST_TOTALS, total::PASSED, 1);
+            xdp_action::XDP_PASS
+        }
+    }
+}
+
+/// Reads `T` at `offset`, or `None` when the frame ends before it (the check the verifier
+/// wants before every packet access).
+#[inline(always)]
+fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
+    let start = ctx.data();
+    if start + offset + size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    // SAFETY: bounds checked against data_end just above; unaligned because IP headers sit
+    // at offset 14 (or 18).
+    Some(unsafe { core::ptr::read_unaligned((start + offset) as *const T) })
+}
+
+/// The id of the rule matching the source address, `None` to pass.
+#[inline(always)]
+fn decide(ctx: &XdpContext) -> Result<Option<u32>, Skip> {
+    let available = ctx.data_end() - ctx.data();
+    let mut ethertype = u16::from_be(read::<u16>(ctx, 12).ok_or(Skip::Malformed)?);
+    let mut l3 = ETH_HEADER;
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        ethertype = u16::from_be(read::<u16>(ctx, 16).ok_or(Skip::Malformed)?);
+        l3 += VLAN_HEADER;
+    }
+    let active = BLOCKLIST_ACTIVE.get(0).copied().unwrap_or(0);
+    match ethertype {
+        ETH_P_IP => {
+            let first = read::<u8>(ctx, l3).ok_or(Skip::Malformed)?;
+            let header = usize::from(first & 0x0f) * 4;
+            let total_len = usize::from(u16::from_be(
+                read::<u16>(ctx, l3 + 2).ok_or(Skip::Malformed)?,
+            ));
+            // Ethernet may pad a short datagram, so the frame can be longer than total_len,
+            // never shorter; a header that ends past total_len or the frame is a lie.
+            if first >> 4 != 4
+                || header < IPV4_HEADER
+                || total_len < header
+                || l3 + total_len > available
+            {
+                return Err(Skip::Malformed);
+            }
+            let source = read::<[u8; 4]>(ctx, l3 + 12).ok_or(Skip::Malformed)?;
+            let key = Key::new(32, source);
+            let rule = if active == 0 {
+                BLOCKLIST_V4_A.get(&key)
+            } else {
+                BLOCKLIST_V4_B.get(&key)
+            };
+            Ok(rule.map(|rule| rule.id))
+        }
+        ETH_P_IPV6 => {
+            let first = read::<u8>(ctx, l3).ok_or(Skip::Malformed)?;
+            let payload_len = usize::from(u16::from_be(
+                read::<u16>(ctx, l3 + 4).ok_or(Skip::Malformed)?,
+            ));
+            // Jumbograms (payload length 0 plus a hop-by-hop option) never reach an XDP
+            // program at Ethernet MTUs, so a zero length with a payload is only padding.
+            if first >> 4 != 6 || l3 + IPV6_HEADER + payload_len > available {
+                return Err(Skip::Malformed);
+            }
+            let source = read::<[u8; 16]>(ctx, l3 + 8).ok_or(Skip::Malformed)?;
+            let key = Key::new(128, source);
+            let rule = if active == 0 {
+                BLOCKLIST_V6_A.get(&key)
+            } else {
+                BLOCKLIST_V6_B.get(&key)
+            };
+            Ok(rule.map(|rule| rule.id))
+        }
+        _ => Err(Skip::NotIp),
+    }
+}
+
+#[inline(always)]
+fn count_hit(rule_id: u32, bytes: u64) {
+    if let Some(hits) = BLOCKLIST_HITS.get_ptr_mut(rule_id) {
+        // SAFETY: per-CPU value, and XDP runs do not nest on one CPU.
+        unsafe {
+            (*hits).packets += 1;
+            (*hits).bytes += bytes;
+        }
+        return;
+    }
+    // First hit of this rule on any CPU. An update from a program sets this CPU's copy and
+    // zeroes the others; if another CPU won the race, add to the entry it made.
+    let first = RuleHits { packets: 1, bytes };
+    if BLOCKLIST_HITS
+        .insert(rule_id, first, BPF_NOEXIST as u64)
+        .is_err()
+        && let Some(hits) = BLOCKLIST_HITS.get_ptr_mut(rule_id)
+    {
+        // SAFETY: as above.
+        unsafe {
+            (*hits).packets += 1;
+            (*hits).bytes += bytes;
+        }
+    }
+}

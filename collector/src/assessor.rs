@@ -1,0 +1,177 @@
+//! Turning each window into the node's health: the model (a file, or the baseline this node
+//! learns by itself), then hysteresis. The daemon calls [`Assessor::judge`] once per window.
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use model::{BaselineLearner, BaselineOptions, HealthState, Hysteresis, Model};
+use tracing::{info, warn};
+
+use crate::{exporter::ModelInfo, record::WindowRecord};
+
+/// How the daemon judges windows.
+#[derive(Debug, Clone)]
+pub struct AssessorOptions {
+    /// A trained model file; `None` learns this node's baseline.
+    pub model_file: Option<PathBuf>,
+    pub baseline: BaselineOptions,
+    pub enter_after: u32,
+    pub leave_after: u32,
+}
+
+enum Judge {
+    File { path: PathBuf, model: Model },
+    Baseline(BaselineLearner),
+}
+
+/// One window's verdict, ready for the exporter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// "learning", "healthy" or "degraded" (after hysteresis).
+    pub state: &'static str,
+    pub score: f64,
+    pub threshold: f64,
+    pub cluster: Option<usize>,
+    pub explanation: Vec<(String, f64)>,
+    /// This window alone was anomalous (before hysteresis).
+    pub anomalous: bool,
+}
+
+pub struct Assessor {
+    judge: Judge,
+    hysteresis: Hysteresis,
+}
+
+/// The record's numeric top-level fields: exactly what `model` reads from a JSON Lines file.
+pub fn window_values(record: &WindowRecord) -> BTreeMap<String, f64> {
+    let value = serde_json::to_value(record).unwrap_or_default();
+    model::input::Row::from_json(&value, 0)
+        .map(|row| row.values)
+        .unwrap_or_default()
+}
+
+/// Refuses a model that wants features this collector does not produce.
+fn check_model(model: &Model, path: &std::path::Path) -> anyhow::Result<()> {
+    let produced = window_values(&WindowRecord::empty());
+    let missing: Vec<&str> = model
+        .features
+        .iter()
+        .filter(|feature| !produced.contains_key(*feature))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "{}: the model expects features this collector does not produce: {} (train it on \
+             windows from `collector record`)",
+            path.display(),
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn load_model(path: &std::path::Path) -> anyhow::Result<Model> {
+    let model = Model::load(path)?;
+    check_model(&model, path)?;
+    Ok(model)
+}
+
+impl Assessor {
+    pub fn new(options: &AssessorOptions) -> anyhow::Result<Self> {
+        let judge = match &options.model_file {
+            Some(path) => {
+                let model = load_model(path)?;
+                info!(model = %path.display(), features = model.features.len(), k = model.centroids.len(), "model loaded");
+                Judge::File {
+                    path: path.clone(),
+                    model,
+                }
+            }
+            None => {
+                info!(
+                    windows = options.baseline.learn_windows,
+                    "no model file: learning this node's baseline first"
+                );
+                Judge::Baseline(BaselineLearner::new(options.baseline.clone()))
+            }
+        };
+        Ok(Self {
+            judge,
+            hysteresis: Hysteresis::new(options.enter_after, options.leave_after),
+        })
+    }
+
+    /// What model is in use, once there is one.
+    pub fn model_info(&self) -> Option<ModelInfo> {
+        let (source, model) = match &self.judge {
+            Judge::File { model, .. } => ("file", model),
+            Judge::Baseline(learner) => ("baseline", learner.model()?),
+        };
+        Some(ModelInfo {
+            source: source.into(),
+            version: model.version.to_string(),
+            trained_at: model.trained_at.clone(),
+            k: model.centroids.len(),
+        })
+    }
+
+    /// SIGHUP: reload the model file; a bad file is refused and the old model kept.
+    pub fn reload(&mut self) {
+        let Judge::File { path, model } = &mut self.judge else {
+            info!("SIGHUP: no model file to reload (learning the baseline)");
+            return;
+        };
+        match load_model(path) {
+            Ok(new) => {
+                *model = new;
+                info!(model = %path.display(), "SIGHUP: model reloaded");
+            }
+            Err(err) => warn!("SIGHUP: keeping the old model, the new file is refused: {err:#}"),
+        }
+    }
+
+    pub fn judge(&mut self, record: &WindowRecord) -> Verdict {
+        let values = window_values(record);
+        let assessment = match &mut self.judge {
+            Judge::File { model, .. } => model.assess(&values).map(Some),
+            Judge::Baseline(learner) => learner.observe(values),
+        };
+        let assessment = match assessment {
+            Ok(Some(assessment)) => assessment,
+            Ok(None) => {
+                return Verdict {
+                    state: "learning",
+                    score: 0.0,
+                    threshold: 0.0,
+                    cluster: None,
+                    explanation: Vec::new(),
+                    anomalous: false,
+                };
+            }
+            Err(err) => {
+                warn!("window not judged: {err}");
+                return Verdict {
+                    state: self.hysteresis.state().as_str(),
+                    score: 0.0,
+                    threshold: 0.0,
+                    cluster: None,
+                    explanation: Vec::new(),
+                    anomalous: false,
+                };
+            }
+        };
+        let anomalous = assessment.state == HealthState::Degraded;
+        let state = self.hysteresis.update(anomalous);
+        Verdict {
+            state: state.as_str(),
+            score: assessment.score,
+            threshold: assessment.threshold,
+            cluster: Some(assessment.cluster),
+            explanation: assessment
+                .explanation
+                .into_iter()
+                .map(|c| (c.feature, c.z))
+                .collect(),
+            anomalous,
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The XDP drop list: source-address rules (addresses or CIDRs) in LPM tries pinned under
+//! bpffs, edited by `collector blocklist …` whether or not the daemon runs, and enforced by the
+//! `xdp_blocklist` program the daemon attaches to `--xdp-iface` interfaces.
+//!
+//! See docs/blocklist.md for the layout of the pinned maps and how `import --replace` is atomic.
+
+pub mod attach;
+pub mod cli;
+pub mod pins;
+pub mod rules;
+pub mod store;
+
+pub use ipnet::IpNet;
+
+pub use attach::{AttachedInterface, XdpBlocklist, XdpModeUsed, XdpOptions};
+pub use pins::{DEFAULT_PIN_DIR, PIN_DIR_ENV};
+pub use store::{Blocklist, DropMetrics, ListedRule, Totals};
+
+use rules::BadLine;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BlocklistError {
+    #[error(
+        "the drop list in {pin_dir} is readable and writable only by root (or holders of \
+         CAP_BPF): {detail}. Run the command as root (sudo collector blocklist …)"
+    )]
+    PermissionDenied { pin_dir: String, detail: String },
+    #[error(
+        "bpffs is not mounted at /sys/fs/bpf and mounting it failed ({0}); mount it with \
+         `mount -t bpf bpf /sys/fs/bpf` (in a container, bind-mount the host's /sys/fs/bpf)"
+    )]
+    BpffsNotMounted(std::io::Error),
+    #[error("{0} is not on a bpffs mount: pinned maps can only live in bpffs")]
+    NotBpffs(String),
+    #[error("{}", join_bad("bad line", "line", .0))]
+    BadRules(Vec<BadLine>),
+    #[error("{}", join_bad("bad argument", "argument", .0))]
+    BadArguments(Vec<BadLine>),
+    #[error("{0} is already listed; nothing was changed")]
+    Duplicate(String),
+    #[error("{0} is not listed; nothing was changed")]
+    NotListed(String),
+    #[error(
+        "the drop list is full: {family} can hold {max} rules, it has {have} and {adding} more \
+         were asked; nothing was changed"
+    )]
+    Full {
+        family: &'static str,
+        max: u32,
+        have: usize,
+        adding: usize,
+    },
+    #[error("comment is {0} bytes long; at most {max} fit", max = collector_common::xdp::COMMENT_BYTES)]
+    CommentTooLong(usize),
+    #[error(
+        "pinned map {path} does not have the layout this collector expects ({detail}); it was \
+         left by an incompatible version: save the list with `collector blocklist list`, remove \
+         the directory and import it again"
+    )]
+    Incompatible { path: String, detail: String },
+    #[error("{what}: {source}")]
+    Map {
+        what: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("XDP program: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+}
+
+fn join_bad(what: &str, place: &str, bad: &[BadLine]) -> String {
+    let lines: Vec<String> = bad
+        .iter()
+        .map(|b| format!("  {place} {}: {}", b.line, b.message))
+        .collect();
+    format!(
+        "{} {what}{}; nothing was changed:\n{}",
+        bad.len(),
+        if bad.len() == 1 { "" } else { "s" },
+        lines.join("\n")
+    )
+}
+
+impl BlocklistError {
+    pub(crate) fn map(what: impl Into<String>) -> impl FnOnce(aya::maps::MapError) -> Self {
+        let what = what.into();
+        move |source| Self::Map { what, source }
+    }
+}

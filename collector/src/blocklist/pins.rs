@@ -1,0 +1,142 @@
+//! Where the drop list lives: a root-only directory on bpffs, and the lock that serialises
+//! edits by the CLI and the daemon's TTL sweep.
+
+use std::{
+    fs::{self, File},
+    io,
+    os::{
+        fd::AsRawFd as _,
+        unix::fs::{DirBuilderExt as _, PermissionsExt as _},
+    },
+    path::{Path, PathBuf},
+};
+
+use super::BlocklistError;
+
+/// The documented home of the pinned maps.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/nodestate";
+/// Overrides the pin directory (tests use their own so they never touch the real list).
+pub const PIN_DIR_ENV: &str = "NODESTATE_PIN_DIR";
+
+const BPFFS_ROOT: &str = "/sys/fs/bpf";
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// The pin directory, created 0700 on bpffs (mounting bpffs at /sys/fs/bpf if needed).
+#[derive(Debug, Clone)]
+pub struct PinDir {
+    pub path: PathBuf,
+}
+
+/// An exclusive flock on the pin directory, released on drop: every read-modify-write of the
+/// list (CLI edits, the daemon's TTL sweep) holds one, so two editors never interleave.
+pub struct EditLock {
+    _dir: File,
+}
+
+impl PinDir {
+    pub fn open(path: &Path) -> Result<Self, BlocklistError> {
+        check_rights(path)?;
+        if path.starts_with(BPFFS_ROOT) && !is_bpffs(Path::new(BPFFS_ROOT)) {
+            mount_bpffs().map_err(BlocklistError::BpffsNotMounted)?;
+        }
+        if !path.is_dir() {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(|source| io_error(path, "creating", source))?;
+        }
+        if !is_bpffs(path) {
+            return Err(BlocklistError::NotBpffs(path.display().to_string()));
+        }
+        // Whatever the umask or an older version left: only root may list or edit the rules.
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+            .map_err(|source| io_error(path, "setting the mode of", source))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn lock(&self) -> Result<EditLock, BlocklistError> {
+        let path = &self.path;
+        let dir = File::open(path).map_err(|source| io_error(path, "opening", source))?;
+        // SAFETY: flock on a descriptor we own; blocks until the other editor is done.
+        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io_error(path, "locking", io::Error::last_os_error()));
+        }
+        Ok(EditLock { _dir: dir })
+    }
+
+    pub fn pin(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+fn io_error(path: &Path, what: &str, source: io::Error) -> BlocklistError {
+    if matches!(source.kind(), io::ErrorKind::PermissionDenied)
+        || source.raw_os_error() == Some(libc::EPERM)
+    {
+        return BlocklistError::PermissionDenied {
+            pin_dir: path.display().to_string(),
+            detail: format!("{what} it: {source}"),
+        };
+    }
+    BlocklistError::Io {
+        what: format!("{what} {}", path.display()),
+        source,
+    }
+}
+
+/// Refuses early, with the message an operator needs, rather than on the first EPERM.
+fn check_rights(path: &Path) -> Result<(), BlocklistError> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_BPF: u32 = 39;
+    let caps = fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status
+                .lines()
+                .find(|l| l.starts_with("CapEff:"))?
+                .to_string();
+            u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+        })
+        .unwrap_or(0);
+    if caps & (1 << CAP_SYS_ADMIN) != 0 || caps & (1 << CAP_BPF) != 0 {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    Err(BlocklistError::PermissionDenied {
+        pin_dir: path.display().to_string(),
+        detail: format!("this process has uid {euid} and effective capabilities {caps:#x}"),
+    })
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs fills the zeroed struct we pass; the path is NUL-terminated.
+    unsafe {
+        let mut stat: libc::statfs = std::mem::zeroed();
+        libc::statfs(c_path.as_ptr(), &mut stat) == 0 && stat.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+fn mount_bpffs() -> io::Result<()> {
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            c"/sys/fs/bpf".as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

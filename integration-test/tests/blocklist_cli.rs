@@ -1,0 +1,227 @@
+//! `collector blocklist …` end to end: every bad input fails with a clear message and a
+//! non-zero exit, and leaves the pinned list exactly as it was.
+
+use std::{path::Path, process::Command};
+
+use integration_test::{netns::TestPinDir, privileged, workspace_binary};
+
+fn blocklist(pins: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(workspace_binary("collector"))
+        .arg("blocklist")
+        .arg("--pin-dir")
+        .arg(pins)
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .expect("running collector blocklist")
+}
+
+/// The rules (without ages, which tick) as `list --output json` shows them.
+fn rules(pins: &Path) -> Vec<serde_json::Value> {
+    let output = blocklist(pins, &["list", "--output", "json"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    listed["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rule| {
+            serde_json::json!({
+                "rule": rule["rule"],
+                "comment": rule["comment"],
+                "expires": rule["expires_unix_s"].is_u64(),
+            })
+        })
+        .collect()
+}
+
+fn ok(pins: &Path, args: &[&str]) {
+    let output = blocklist(pins, args);
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn blocklist_cli_edits_and_lists_rules() {
+    if !privileged("blocklist_cli_edits_and_lists_rules") {
+        return;
+    }
+    let pins = TestPinDir::new("cli-edit");
+    ok(
+        &pins.path,
+        &[
+            "add",
+            "10.200.0.0/16",
+            "fd00:200::5",
+            "--comment",
+            "scanner",
+            "--ttl",
+            "1h",
+        ],
+    );
+    ok(&pins.path, &["add", "192.0.2.1"]);
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&pins.path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "pin directory mode {mode:o}");
+    assert_eq!(
+        rules(&pins.path),
+        vec![
+            serde_json::json!({"rule": "10.200.0.0/16", "comment": "scanner", "expires": true}),
+            serde_json::json!({"rule": "192.0.2.1/32", "comment": "", "expires": false}),
+            serde_json::json!({"rule": "fd00:200::5/128", "comment": "scanner", "expires": true}),
+        ]
+    );
+    let table = blocklist(&pins.path, &["list"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("RULE") && table.contains("10.200.0.0/16"),
+        "{table}"
+    );
+    ok(&pins.path, &["del", "192.0.2.1/32", "10.200.0.0/16"]);
+    assert_eq!(rules(&pins.path).len(), 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("list.txt");
+    std::fs::write(
+        &file,
+        "# hostile ranges\n198.51.100.0/24\n\n2001:db8::/32 # v6\n",
+    )
+    .unwrap();
+    ok(&pins.path, &["import", file.to_str().unwrap()]);
+    assert_eq!(rules(&pins.path).len(), 3);
+    std::fs::write(&file, "203.0.113.0/24\n").unwrap();
+    ok(&pins.path, &["import", "--replace", file.to_str().unwrap()]);
+    let now: Vec<_> = rules(&pins.path)
+        .iter()
+        .map(|r| r["rule"].clone())
+        .collect();
+    assert_eq!(now, vec![serde_json::json!("203.0.113.0/24")]);
+    ok(&pins.path, &["flush"]);
+    assert!(rules(&pins.path).is_empty());
+}
+
+#[test]
+fn blocklist_cli_bad_input_changes_nothing() {
+    if !privileged("blocklist_cli_bad_input_changes_nothing") {
+        return;
+    }
+    let pins = TestPinDir::new("cli-bad");
+    ok(
+        &pins.path,
+        &["add", "10.200.0.0/16", "fd00:200::/64", "--comment", "keep"],
+    );
+    let before = rules(&pins.path);
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let bad_lines = file(
+        "bad.txt",
+        "192.0.2.0/24\n# fine\nnot-an-ip\n10.0.0.1/8\n192.0.2.0/24\n",
+    );
+    let duplicate_listed = file("dup.txt", "192.0.2.0/24\n10.200.0.0/16\n");
+    let too_many: String = (0..=collector_common::xdp::MAX_RULES)
+        .map(|n| format!("{}\n", std::net::Ipv4Addr::from(0x0a00_0000 + n)))
+        .collect();
+    let too_many = file("full.txt", &too_many);
+    let long_comment = "x".repeat(65);
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (
+            vec!["add", "10.200.1.1/16"],
+            vec!["host bits", "10.200.0.0/16"],
+        ),
+        (vec!["add", "10.200.300.1"], vec!["not an address"]),
+        (vec!["add", "fd00:200::/129"], vec!["not an address"]),
+        (vec!["add", "10.200.0.0/16"], vec!["already listed"]),
+        (vec!["add", "192.0.2.1", "192.0.2.1"], vec!["twice"]),
+        (vec!["add", "192.0.2.1", "nope"], vec!["argument 2", "nope"]),
+        (
+            vec!["add", "192.0.2.1", "--comment", &long_comment],
+            vec!["65 bytes"],
+        ),
+        (
+            vec!["add", "192.0.2.1", "--ttl", "soon"],
+            vec!["not a duration"],
+        ),
+        (vec!["del", "192.0.2.1"], vec!["not listed"]),
+        (
+            vec!["del", "10.200.0.0/16", "10.9.0.0/16"],
+            vec!["10.9.0.0/16 is not listed"],
+        ),
+        (
+            vec!["import", &bad_lines],
+            vec![
+                "3 bad lines",
+                "line 3",
+                "not-an-ip",
+                "line 4",
+                "host bits",
+                "line 5",
+                "twice",
+            ],
+        ),
+        (vec!["import", "--replace", &bad_lines], vec!["line 3"]),
+        (
+            vec!["import", &duplicate_listed],
+            vec!["10.200.0.0/16 is already listed"],
+        ),
+        (vec!["import", &too_many], vec!["full", "131072"]),
+        (vec!["import", "--replace", &too_many], vec!["full"]),
+        (
+            vec!["import", "/nonexistent/list"],
+            vec!["/nonexistent/list"],
+        ),
+    ];
+    for (args, expected) in &cases {
+        let output = blocklist(&pins.path, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        for text in expected {
+            assert!(stderr.contains(text), "{args:?}: `{text}` not in: {stderr}");
+        }
+        assert_eq!(rules(&pins.path), before, "{args:?} changed the list");
+    }
+}
+
+#[test]
+fn blocklist_cli_without_rights_says_so() {
+    if !privileged("blocklist_cli_without_rights_says_so") {
+        return;
+    }
+    let pins = TestPinDir::new("cli-rights");
+    ok(&pins.path, &["add", "10.200.0.0/16"]);
+    for args in [vec!["list"], vec!["add", "192.0.2.1"], vec!["flush"]] {
+        let output = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--bounding-set=-all",
+            ])
+            .arg(workspace_binary("collector"))
+            .arg("blocklist")
+            .arg("--pin-dir")
+            .arg(&pins.path)
+            .args(&args)
+            .output()
+            .expect("running setpriv");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} allowed without rights");
+        assert!(
+            stderr.contains("only by root") && stderr.contains("CAP_BPF"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(rules(&pins.path).len(), 1);
+}

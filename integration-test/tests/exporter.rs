@@ -1,0 +1,343 @@
+//! The daemon as users and the benchmark's agents see it: a real Prometheus server scrapes it,
+//! and its HTTP endpoints, signals and configuration errors behave.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use collector::assessor::window_values;
+use integration_test::{
+    http::{encode, free_port, get},
+    privileged, workspace_binary,
+};
+
+/// A child process killed (and reaped) on drop, whose stderr goes to a file we can show.
+struct Daemon {
+    child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Daemon {
+    fn start(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let child = Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap_or_else(|err| panic!("starting {}: {err}", program.display()));
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 250 ms until it returns Some, or panics after `limit` with `what`.
+fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The value of an instant PromQL query's first series, with its labels.
+fn query(prometheus: &str, promql: &str) -> Option<(serde_json::Value, f64)> {
+    let (status, body) = get(
+        prometheus,
+        &format!("/api/v1/query?query={}", encode(promql)),
+    )?;
+    if status != 200 {
+        return None;
+    }
+    let body: serde_json::Value = serde_json::from_str(&body).ok()?;
+    let series = body["data"]["result"].as_array()?.first()?.clone();
+    let value = series["value"][1].as_str()?.parse().ok()?;
+    Some((series["metric"].clone(), value))
+}
+
+/// Failing child processes, for at most `limit`: the crash-loop a service in trouble makes.
+fn crash_loop(limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        for _ in 0..20 {
+            let _ = Command::new("sh").args(["-c", "exit 1"]).status();
+        }
+    }
+}
+
+#[test]
+fn prometheus_scrapes_the_state_and_sees_a_fault_the_test_causes() {
+    if !privileged("prometheus_scrapes_the_state_and_sees_a_fault_the_test_causes") {
+        return;
+    }
+    let prometheus_binary = Path::new("/usr/bin/prometheus");
+    assert!(
+        prometheus_binary.exists(),
+        "Debian's prometheus package is missing: run `cargo xtask setup`"
+    );
+    let daemon_address = format!("127.0.0.1:{}", free_port());
+    let daemon = Daemon::start(
+        &workspace_binary("collector"),
+        &[
+            "run",
+            "--window",
+            "1s",
+            "--learn-for",
+            "12s",
+            "--listen",
+            &daemon_address,
+        ],
+        &[("NODE_NAME", "nodestate-test-node")],
+    );
+    // The daemon answers /healthz at once and /readyz only once it has a baseline.
+    wait_for(Duration::from_secs(20), "/healthz", || {
+        get(&daemon_address, "/healthz").filter(|(status, _)| *status == 200)
+    });
+    let (status, body) = get(&daemon_address, "/readyz").unwrap();
+    assert_eq!(status, 503, "ready while still learning: {body}");
+    assert!(body.contains("learning"), "{body}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: nodestate\n    static_configs:\n      - targets: ['{daemon_address}']\n"
+        ),
+    )
+    .unwrap();
+    let prometheus_address = format!("127.0.0.1:{}", free_port());
+    let prometheus = Daemon::start(
+        prometheus_binary,
+        &[
+            &format!("--config.file={}", config.display()),
+            &format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+            &format!("--web.listen-address={prometheus_address}"),
+            "--log.level=warn",
+        ],
+        &[],
+    );
+
+    // Learning (12 windows), then healthy, as Prometheus sees it.
+    let (labels, _) = wait_for(Duration::from_secs(60), "healthy in Prometheus", || {
+        query(
+            &prometheus_address,
+            "nodestate_state{state=\"healthy\"} == 1",
+        )
+    });
+    assert_eq!(labels["node"], "nodestate-test-node", "{labels}");
+    assert_eq!(labels["job"], "nodestate", "{labels}");
+    let (_, score) = query(&prometheus_address, "nodestate_anomaly_score").expect("score scraped");
+    assert!(score.is_finite() && score >= 0.0, "score {score}");
+    let (_, threshold) = query(&prometheus_address, "nodestate_anomaly_threshold").unwrap();
+    assert!(threshold > 0.0, "threshold {threshold}");
+    let (status, _) = get(&daemon_address, "/readyz").unwrap();
+    assert_eq!(status, 200, "not ready after learning:\n{}", daemon.log());
+
+    // A crash loop: the daemon must call it degraded, and Prometheus must see that.
+    let fault_started = Instant::now();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let degraded = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed)
+                && fault_started.elapsed() < Duration::from_secs(30)
+            {
+                crash_loop(Duration::from_millis(500));
+            }
+        });
+        let seen = wait_for(Duration::from_secs(40), "degraded in Prometheus", || {
+            query(
+                &prometheus_address,
+                "nodestate_state{state=\"degraded\"} == 1",
+            )
+        });
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        seen
+    });
+    assert_eq!(degraded.0["node"], "nodestate-test-node");
+    let (_, transitions) = query(&prometheus_address, "nodestate_state_transitions_total").unwrap();
+    assert!(
+        transitions >= 2.0,
+        "learning → healthy → degraded is two transitions"
+    );
+
+    // /state explains it.
+    let (status, body) = get(&daemon_address, "/state").unwrap();
+    assert_eq!(status, 200);
+    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(state["node"], "nodestate-test-node");
+    assert!(!state["windows"].as_array().unwrap().is_empty());
+    assert_eq!(state["model"]["source"], "baseline");
+    drop(prometheus);
+}
+
+/// A model file trained on synthetic windows with exactly the collector's features.
+fn write_model(path: &Path) {
+    let features = window_values(&collector::record::WindowRecord::empty());
+    let rows: Vec<model::input::Row> = (0..40)
+        .map(|index| model::input::Row {
+            values: features
+                .keys()
+                .map(|name| (name.clone(), (index % 7) as f64))
+                .collect(),
+            timestamp_s: None,
+            label: None,
+            line: index,
+        })
+        .collect();
+    model::Model::train(
+        &rows,
+        &model::TrainOptions {
+            k: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .save(path)
+    .unwrap();
+}
+
+#[test]
+fn sighup_reloads_the_model_and_refuses_a_bad_one() {
+    if !privileged("sighup_reloads_the_model_and_refuses_a_bad_one") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model_path = dir.path().join("model.json");
+    write_model(&model_path);
+    let address = format!("127.0.0.1:{}", free_port());
+    let daemon = Daemon::start(
+        &workspace_binary("collector"),
+        &[
+            "run",
+            "--window",
+            "1s",
+            "--listen",
+            &address,
+            "--model",
+            model_path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    // With a model file the daemon is ready as soon as a window is judged.
+    wait_for(Duration::from_secs(20), "ready with a model file", || {
+        get(&address, "/readyz").filter(|(status, _)| *status == 200)
+    });
+    let model_source = || {
+        let (_, body) = get(&address, "/state").unwrap();
+        let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+        state["model"]["source"].as_str().map(str::to_string)
+    };
+    assert_eq!(model_source().as_deref(), Some("file"));
+
+    std::fs::write(&model_path, "{ this is not a model").unwrap();
+    daemon.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(10), "the refusal in the log", || {
+        daemon.log().contains("keeping the old model").then_some(())
+    });
+    assert!(daemon.log().contains("model.json"), "{}", daemon.log());
+    // Still serving, still ready, still the old model.
+    assert_eq!(get(&address, "/readyz").unwrap().0, 200);
+    assert_eq!(model_source().as_deref(), Some("file"));
+
+    write_model(&model_path);
+    daemon.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(10), "the reload in the log", || {
+        daemon.log().contains("model reloaded").then_some(())
+    });
+}
+
+#[test]
+fn sigterm_detaches_and_exits_within_two_seconds() {
+    if !privileged("sigterm_detaches_and_exits_within_two_seconds") {
+        return;
+    }
+    let address = format!("127.0.0.1:{}", free_port());
+    let mut daemon = Daemon::start(
+        &workspace_binary("collector"),
+        &["run", "--window", "1s", "--listen", &address],
+        &[],
+    );
+    wait_for(Duration::from_secs(20), "/healthz", || {
+        get(&address, "/healthz").filter(|(status, _)| *status == 200)
+    });
+    let sent = Instant::now();
+    daemon.signal(libc::SIGTERM);
+    let status = wait_for(Duration::from_secs(5), "exit after SIGTERM", || {
+        daemon.child.try_wait().unwrap()
+    });
+    let took = sent.elapsed();
+    assert!(status.success(), "exit status {status}: {}", daemon.log());
+    assert!(took < Duration::from_secs(2), "took {took:?} to exit");
+    assert!(daemon.log().contains("SIGTERM"), "{}", daemon.log());
+}
+
+#[test]
+fn bad_configuration_fails_at_start_naming_what_is_wrong() {
+    let collector = workspace_binary("collector");
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, "not a model").unwrap();
+    let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let occupied_address = occupied.local_addr().unwrap().to_string();
+    let mut cases = vec![
+        (
+            vec!["run", "--enter-after", "0"],
+            "--enter-after".to_string(),
+        ),
+        (vec!["run", "--listen", "nowhere"], "--listen".to_string()),
+        (
+            vec!["run", "--learn-for", "soon"],
+            "not a duration".to_string(),
+        ),
+        (
+            vec!["run", "--disable-signals", "sched,bogus"],
+            "bogus".to_string(),
+        ),
+    ];
+    if collector::privileges::check_can_load_programs().is_ok() {
+        cases.push((
+            vec!["run", "--model", garbage.to_str().unwrap()],
+            "garbage.json".to_string(),
+        ));
+        cases.push((
+            vec!["run", "--listen", &occupied_address],
+            format!("cannot listen on {occupied_address}"),
+        ));
+    }
+    for (args, expected) in cases {
+        let output = Command::new(&collector)
+            .args(&args)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(&expected), "{args:?}: {stderr}");
+    }
+}
