@@ -402,6 +402,18 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 // a window seconds.
                 if let Some(xdp) = xdp.as_mut() {
                     xdp.sweep();
+                    match xdp.blocklist.drop_metrics(crate::exporter::XDP_TOP_RULES) {
+                        Ok(metrics) => {
+                            let mut state = shared.write().expect("exporter state lock");
+                            state.xdp = Some(metrics);
+                            state.xdp_interfaces = xdp
+                                .attached
+                                .iter()
+                                .map(|a| (a.interface.clone(), a.mode.to_string()))
+                                .collect();
+                        }
+                        Err(err) => warn!("reading the XDP drop counters: {err}"),
+                    }
                 }
                 let slow = std::mem::take(&mut *tally.lock().expect("tally lock"));
                 let closed = windows.close_window(&mut kernel, slow)?;

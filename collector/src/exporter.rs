@@ -91,7 +91,14 @@ pub struct ExporterState {
     pub block_latency: BTreeMap<String, ([u64; LATENCY_BUCKETS], f64)>,
     /// (signal id, signal, kind, outcome) of every signal at start-up.
     pub probes: Vec<(String, String, String, String)>,
+    /// The XDP drop list's counters, when it is attached somewhere.
+    pub xdp: Option<crate::blocklist::store::DropMetrics>,
+    /// (interface, mode) the XDP program is attached to.
+    pub xdp_interfaces: Vec<(String, String)>,
 }
+
+/// Rules shown by name in the XDP drop metrics; the rest are summed as `rule="other"`.
+pub const XDP_TOP_RULES: usize = 10;
 
 impl ExporterState {
     pub fn new(node: String) -> Self {
@@ -108,6 +115,8 @@ impl ExporterState {
             program_totals: BTreeMap::new(),
             block_latency: BTreeMap::new(),
             probes: Vec::new(),
+            xdp: None,
+            xdp_interfaces: Vec::new(),
         }
     }
 
@@ -490,6 +499,71 @@ impl Collector for NodestateMetrics {
             None,
             &probes,
         )?;
+        if let Some(xdp) = &state.xdp {
+            let totals = [
+                ("passed", xdp.totals.passed),
+                ("dropped", xdp.totals.dropped),
+                ("malformed", xdp.totals.malformed),
+                ("non_ip", xdp.totals.non_ip),
+            ];
+            let series: Vec<_> = totals
+                .iter()
+                .map(|(verdict, count)| (vec![("verdict", (*verdict).to_string())], *count as f64))
+                .collect();
+            counters(
+                &mut encoder,
+                "nodestate_xdp_packets",
+                "Packets seen by the XDP drop list, by verdict (malformed and non-IP pass)",
+                None,
+                &series,
+            )?;
+            let mut packets: Vec<_> = xdp
+                .top
+                .iter()
+                .map(|(rule, packets, _)| (vec![("rule", rule.clone())], *packets as f64))
+                .collect();
+            packets.push((
+                vec![("rule", "other".to_string())],
+                xdp.other_packets as f64,
+            ));
+            counters(
+                &mut encoder,
+                "nodestate_xdp_rule_dropped_packets",
+                "Packets dropped per rule: the top rules by name, the rest as rule=\"other\"",
+                None,
+                &packets,
+            )?;
+            let mut bytes: Vec<_> = xdp
+                .top
+                .iter()
+                .map(|(rule, _, bytes)| (vec![("rule", rule.clone())], *bytes as f64))
+                .collect();
+            bytes.push((vec![("rule", "other".to_string())], xdp.other_bytes as f64));
+            counters(
+                &mut encoder,
+                "nodestate_xdp_rule_dropped",
+                "Bytes dropped per rule, like nodestate_xdp_rule_dropped_packets",
+                Some(&Unit::Bytes),
+                &bytes,
+            )?;
+            let interfaces: Vec<_> = state
+                .xdp_interfaces
+                .iter()
+                .map(|(interface, mode)| {
+                    (
+                        vec![("interface", interface.clone()), ("mode", mode.clone())],
+                        1.0,
+                    )
+                })
+                .collect();
+            gauges(
+                &mut encoder,
+                "nodestate_xdp_attached",
+                "Interfaces the XDP drop list is attached to, and in which mode",
+                None,
+                &interfaces,
+            )?;
+        }
         let (cpu, rss) = process_usage();
         counters(
             &mut encoder,
@@ -506,5 +580,86 @@ impl Collector for NodestateMetrics {
             &[(none, rss)],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blocklist::store::{DropMetrics, Totals};
+
+    fn scrape(state: ExporterState) -> String {
+        let registry = registry(Arc::new(RwLock::new(state)), Vec::new());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn state_enum_explanation_histogram_and_xdp_series() {
+        let mut state = ExporterState::new("node-a".into());
+        state.set_health(
+            "degraded",
+            12.5,
+            4.0,
+            Some(2),
+            vec![("proc_exits_nonzero_per_s".into(), 56.7)],
+        );
+        let mut buckets = [0u64; LATENCY_BUCKETS];
+        buckets[3] = 5;
+        buckets[LATENCY_BUCKETS - 1] = 1;
+        state.block_latency.insert("vda".into(), (buckets, 0.25));
+        state.xdp = Some(DropMetrics {
+            top: vec![("10.0.0.0/8".into(), 40, 4000)],
+            other_packets: 2,
+            other_bytes: 200,
+            totals: Totals {
+                passed: 100,
+                dropped: 42,
+                malformed: 1,
+                non_ip: 3,
+            },
+        });
+        state.xdp_interfaces = vec![("eth0".into(), "native".into())];
+        let text = scrape(state);
+        for expected in [
+            r#"nodestate_state{node="node-a",state="degraded"} 1"#,
+            r#"nodestate_state{node="node-a",state="healthy"} 0"#,
+            r#"nodestate_state_transitions_total{node="node-a"} 1"#,
+            r#"nodestate_anomaly_score{node="node-a"} 12.5"#,
+            r#"nodestate_cluster{node="node-a"} 2"#,
+            r#"nodestate_explanation_z{node="node-a",rank="1",feature="proc_exits_nonzero_per_s"} 56.7"#,
+            r#"nodestate_block_io_latency_seconds_count{node="node-a",device="vda"} 6"#,
+            r#"nodestate_block_io_latency_seconds_bucket{node="node-a",le="+Inf",device="vda"} 6"#,
+            r#"nodestate_xdp_packets_total{node="node-a",verdict="dropped"} 42"#,
+            r#"nodestate_xdp_rule_dropped_packets_total{node="node-a",rule="10.0.0.0/8"} 40"#,
+            r#"nodestate_xdp_rule_dropped_packets_total{node="node-a",rule="other"} 2"#,
+            r#"nodestate_xdp_attached{node="node-a",interface="eth0",mode="native"} 1"#,
+        ] {
+            assert!(text.contains(expected), "missing {expected} in:\n{text}");
+        }
+        // The bucket under 16 µs holds the 5 fast requests, cumulatively.
+        assert!(
+            text.contains(r#"le="1.6e-5",device="vda"} 5"#)
+                || text.contains(r#"le="0.000016",device="vda"} 5"#),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("# EOF\n"),
+            "OpenMetrics text ends with # EOF"
+        );
+    }
+
+    #[test]
+    fn readiness_needs_programs_and_a_model() {
+        let mut state = ExporterState::new("n".into());
+        assert!(state.ready().is_err());
+        state.programs_attached = true;
+        assert_eq!(
+            state.ready(),
+            Err("no model yet: still learning this node's baseline")
+        );
+        state.model = Some(ModelInfo::default());
+        assert_eq!(state.ready(), Ok(()));
     }
 }
