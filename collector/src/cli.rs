@@ -68,6 +68,11 @@ pub enum OutputFormat {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Read options from this TOML file (keys are the long option names, `window = "1s"`).
+    /// Flags and environment variables win over the file.
+    #[arg(long, env = "NODESTATE_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// Address for /metrics (OpenMetrics), /healthz, /readyz and /state.
     #[arg(long, env = "NODESTATE_LISTEN", default_value = "0.0.0.0:9464")]
     pub listen: std::net::SocketAddr,

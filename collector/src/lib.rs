@@ -7,6 +7,7 @@ pub mod assessor;
 pub mod blocklist;
 pub mod btf;
 pub mod cli;
+pub mod config;
 pub mod daemon;
 pub mod devices;
 pub mod exporter;

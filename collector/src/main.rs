@@ -21,7 +21,8 @@ fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let args = collector::config::merge_config_file(std::env::args_os().collect())?;
+    let cli = Cli::parse_from(args);
     init_logging(&cli.log_level, cli.log_format)?;
     match cli.command {
         Command::Run(args) => {

@@ -305,7 +305,27 @@ fn bad_configuration_fails_at_start_naming_what_is_wrong() {
     std::fs::write(&garbage, "not a model").unwrap();
     let occupied = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let occupied_address = occupied.local_addr().unwrap().to_string();
+    let config = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let unknown_key = config("unknown.toml", "windw = \"2s\"\n");
+    let bad_value = config("bad.toml", "window = \"200ms\"\n");
+    let bad_syntax = config("syntax.toml", "window = \n");
     let mut cases = vec![
+        (
+            vec!["run", "--config", &unknown_key],
+            "unknown.toml: unknown key `windw`".to_string(),
+        ),
+        (
+            vec!["run", "--config", &bad_value],
+            "bad.toml: key `window`".to_string(),
+        ),
+        (
+            vec!["run", "--config", &bad_syntax],
+            "syntax.toml".to_string(),
+        ),
         (
             vec!["run", "--enter-after", "0"],
             "--enter-after".to_string(),
@@ -340,4 +360,48 @@ fn bad_configuration_fails_at_start_naming_what_is_wrong() {
         assert!(!output.status.success(), "{args:?} was accepted");
         assert!(stderr.contains(&expected), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn a_config_file_sets_options_and_flags_win_over_it() {
+    if !privileged("a_config_file_sets_options_and_flags_win_over_it") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let from_file = format!("127.0.0.1:{}", free_port());
+    let from_flag = format!("127.0.0.1:{}", free_port());
+    let config = dir.path().join("nodestate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"{from_file}\"\nwindow = \"1s\"\ndisable_signals = [\"tcp-resets\"]\nenter_after = 4\n"
+        ),
+    )
+    .unwrap();
+    // The file's listen address is overridden by the flag; its other settings apply.
+    let daemon = Daemon::start(
+        &workspace_binary("collector"),
+        &[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            &from_flag,
+        ],
+        &[],
+    );
+    let (_, metrics) = wait_for(
+        Duration::from_secs(20),
+        "/metrics on the flag's address",
+        || get(&from_flag, "/metrics").filter(|(status, _)| *status == 200),
+    );
+    assert!(
+        metrics.contains(r#"signal="tcp-resets",kind="none",outcome="disabled""#),
+        "{metrics}"
+    );
+    assert!(
+        get(&from_file, "/metrics").is_none(),
+        "also listening on the file's address"
+    );
+    drop(daemon);
 }
