@@ -13,6 +13,18 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where cargo puts build output: `CARGO_TARGET_DIR` when set, else `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// A release binary of this workspace.
+pub fn release_binary(name: &str) -> PathBuf {
+    target_dir().join("release").join(name)
+}
+
 /// Runs `command`, failing with its command line if it does not succeed.
 pub fn run(command: &mut Command) -> anyhow::Result<()> {
     let status = command

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::util::{output, run, workspace_root};
+use crate::util::{output, run};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 const RESULT_MARKER: &str = "NODESTATE-VM-RESULT ";
@@ -22,7 +22,7 @@ const RESULT_MARKER: &str = "NODESTATE-VM-RESULT ";
 const KPROBE_SIGNALS: [&str; 2] = ["file opens", "fsync latency"];
 
 pub fn vm_test() -> anyhow::Result<()> {
-    let dir = workspace_root().join("target/vm");
+    let dir = crate::util::target_dir().join("vm");
     fs::create_dir_all(&dir)?;
     let kernel = guest_kernel(&dir)?;
     let initramfs = dir.join("initramfs.cpio");
@@ -109,7 +109,7 @@ $bb poweroff -f
 /// An uncompressed newc initramfs: /init, busybox, the collector and the shared libraries it
 /// links, and /dev/console so init has a console before devtmpfs is mounted.
 fn build_initramfs(path: &Path) -> anyhow::Result<()> {
-    let collector = workspace_root().join("target/release/collector");
+    let collector = crate::util::release_binary("collector");
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .map(PathBuf::from)

@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::util::{output, workspace_root};
+use crate::util::output;
 
 const ROUNDS: usize = 3;
 const SECONDS_PER_RUN: u32 = 6;
@@ -73,7 +73,7 @@ pub(super) fn fio_iops(device: &str) -> anyhow::Result<f64> {
 /// Starts the collector with `args` and waits until it says it is collecting (programs
 /// attached).
 pub(super) fn start_collector(args: &[&str]) -> anyhow::Result<Child> {
-    let mut child = Command::new(workspace_root().join("target/release/collector"))
+    let mut child = Command::new(crate::util::release_binary("collector"))
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

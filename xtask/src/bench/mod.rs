@@ -2,6 +2,7 @@
 //! run and rewrites its own section of BENCHMARKS.md (between `<!-- bench:NAME -->` markers).
 
 mod block;
+mod http;
 mod overhead;
 mod xdp;
 
@@ -17,6 +18,7 @@ type Benchmark = (&'static str, fn() -> anyhow::Result<String>);
 const BENCHMARKS: &[Benchmark] = &[
     ("block", block::run),
     ("overhead", overhead::run),
+    ("http", http::run),
     ("xdp", xdp::run),
 ];
 
