@@ -1,45 +1,93 @@
-//! The embedded default: with no model file, learn this node's own baseline from its first
-//! windows, then judge; refresh the baseline from windows judged healthy, in bounded memory.
+//! The embedded default: started without a model file, the daemon learns its node's own
+//! baseline from the first windows, then judges; it refreshes the baseline from windows
+//! judged healthy, in bounded memory.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::{collections::VecDeque, path::PathBuf, time::Duration};
 
 use crate::{
-    input::Row,
+    error::{ModelError, Result},
+    input::{Table, WindowFields},
     model::{Assessment, HealthState, Model, TrainOptions},
 };
 
-#[derive(Debug, Clone)]
+/// Settings of a [`BaselineLearner`], in windows.
+#[derive(Debug, Clone, PartialEq)]
 pub struct BaselineOptions {
-    /// Windows to learn from before judging (default: 3 minutes of 5 s windows).
+    /// Windows to learn from before the first judgement.
     pub learn_windows: usize,
-    /// Retrain every this many windows from the healthy ones kept (default: 30 minutes).
+    /// Retrain every this many judged windows, from the healthy windows kept.
     pub refresh_every: usize,
-    /// At most this many healthy windows are kept for refreshing (default: 6 hours of 5 s
-    /// windows is too many for a node daemon; 720 windows is one hour).
+    /// At most this many windows are kept (the oldest go first): the memory bound, about
+    /// `max_kept × fields × 8` bytes.
     pub max_kept: usize,
-    pub k: usize,
-    pub seed: u64,
+    /// k-means settings of every (re)training. `k` is lowered to a tenth of the windows
+    /// available, so a short baseline is not cut into clusters of one window.
+    pub train: TrainOptions,
 }
+
+/// 5 minutes of 5 s windows: long enough to see a node's usual short cycles (cron, scrapes,
+/// GC) and short enough that a new node is judged soon.
+pub const DEFAULT_LEARN_WINDOWS: usize = 60;
+/// 30 minutes of 5 s windows.
+pub const DEFAULT_REFRESH_EVERY: usize = 360;
+/// 2 hours of 5 s windows; with 60 fields, about 700 KB.
+pub const DEFAULT_MAX_KEPT: usize = 1440;
 
 impl Default for BaselineOptions {
     fn default() -> Self {
         Self {
-            learn_windows: 36,
-            refresh_every: 360,
-            max_kept: 720,
-            k: 3,
-            seed: 42,
+            learn_windows: DEFAULT_LEARN_WINDOWS,
+            refresh_every: DEFAULT_REFRESH_EVERY,
+            max_kept: DEFAULT_MAX_KEPT,
+            train: TrainOptions {
+                k: 3,
+                n_runs: 5,
+                ..TrainOptions::default()
+            },
         }
     }
 }
 
-/// Learns, then judges, then refreshes.
+impl BaselineOptions {
+    /// The options for windows of length `window`: learn for `learn`, refresh every
+    /// `refresh`, keep at most `keep` of windows. Each count is at least 1 (learning: 10).
+    pub fn for_durations(
+        window: Duration,
+        learn: Duration,
+        refresh: Duration,
+        keep: Duration,
+    ) -> Self {
+        let windows =
+            |span: Duration| (span.as_secs_f64() / window.as_secs_f64().max(1e-3)).round() as usize;
+        let learn_windows = windows(learn).max(10);
+        Self {
+            learn_windows,
+            refresh_every: windows(refresh).max(1),
+            max_kept: windows(keep).max(learn_windows),
+            ..Self::default()
+        }
+    }
+}
+
+/// Learns, then judges, then refreshes. Feed it every window with [`BaselineLearner::observe`].
 #[derive(Debug)]
 pub struct BaselineLearner {
     options: BaselineOptions,
-    kept: VecDeque<Row>,
-    model: Option<Model>,
-    since_refresh: usize,
+    /// The numeric fields of the first window: the baseline's columns for good.
+    columns: Option<Vec<String>>,
+    kept: VecDeque<Vec<f64>>,
+    model: Option<LearnedModel>,
+    /// Windows since the last (attempted) training.
+    since_training: usize,
+    trainings: usize,
+    last_error: Option<String>,
+}
+
+#[derive(Debug)]
+struct LearnedModel {
+    model: Model,
+    /// Position in `columns` of each of the model's required fields.
+    positions: Vec<usize>,
 }
 
 impl BaselineLearner {
@@ -47,66 +95,137 @@ impl BaselineLearner {
         Self {
             kept: VecDeque::with_capacity(options.max_kept.min(4096)),
             options,
+            columns: None,
             model: None,
-            since_refresh: 0,
+            since_training: 0,
+            trainings: 0,
+            last_error: None,
         }
     }
 
+    /// The current model, once learned (save it with [`Model::save`] to reuse it).
     pub fn model(&self) -> Option<&Model> {
-        self.model.as_ref()
+        self.model.as_ref().map(|learned| &learned.model)
     }
 
-    /// Windows still needed before the first judgement.
+    /// Windows still needed before the first judgement (0 once judging).
     pub fn windows_to_go(&self) -> usize {
-        self.options.learn_windows.saturating_sub(self.kept.len())
+        if self.model.is_some() {
+            0
+        } else {
+            self.learn_windows().saturating_sub(self.kept.len())
+        }
     }
 
-    fn keep(&mut self, values: BTreeMap<String, f64>) {
-        if self.kept.len() == self.options.max_kept {
+    /// Learning can last no longer than memory holds windows.
+    fn learn_windows(&self) -> usize {
+        self.options
+            .learn_windows
+            .min(self.options.max_kept.max(1))
+            .max(1)
+    }
+
+    /// Windows held for the next refresh (never more than `max_kept`).
+    pub fn kept(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// Trainings done so far (the first one and the refreshes).
+    pub fn trainings(&self) -> usize {
+        self.trainings
+    }
+
+    /// Why the last training failed, if it did (the learner then keeps its previous model).
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+
+    fn gather(&mut self, record: &impl WindowFields) -> Result<Vec<f64>> {
+        let columns = self.columns.get_or_insert_with(|| record.feature_fields());
+        if columns.is_empty() {
+            // Nothing to learn from: do not fix the columns on a record without numbers.
+            self.columns = None;
+            return Err(ModelError::InvalidRecord(
+                "no numeric fields (a window record is a JSON object of numbers)".into(),
+            ));
+        }
+        columns
+            .iter()
+            .map(|column| match record.field(column) {
+                Some(value) if value.is_finite() => Ok(value),
+                _ => Err(ModelError::InvalidRecord(format!(
+                    "field `{column}`, present in the baseline's first window, is missing or \
+                     not a finite number"
+                ))),
+            })
+            .collect()
+    }
+
+    fn keep(&mut self, row: Vec<f64>) {
+        if self.kept.len() >= self.options.max_kept.max(1) {
             self.kept.pop_front();
         }
-        self.kept.push_back(Row {
-            values,
-            timestamp_s: None,
-            label: None,
-            line: 0,
-        });
+        self.kept.push_back(row);
     }
 
-    fn fit(&mut self) -> Result<(), String> {
-        let rows: Vec<Row> = self.kept.iter().cloned().collect();
-        let options = TrainOptions {
-            k: self.options.k.min(rows.len() / 10).max(1),
-            seed: self.options.seed,
-            ..TrainOptions::default()
+    fn train(&mut self) {
+        self.since_training = 0;
+        let columns = self.columns.clone().unwrap_or_default();
+        let table = Table {
+            values: self.kept.iter().flatten().copied().collect(),
+            lines: (1..=self.kept.len()).collect(),
+            timestamps: vec![None; self.kept.len()],
+            files: vec![(PathBuf::from("<baseline>"), 0..self.kept.len())],
+            columns,
+            labels: None,
         };
-        let mut model = Model::train(&rows, &options).map_err(|err| err.to_string())?;
-        // Everything the baseline learned from was (judged) healthy: no outlier clusters.
-        for state in &mut model.cluster_states {
-            *state = HealthState::Healthy;
+        let options = TrainOptions {
+            k: self.options.train.k.min(self.kept.len() / 10).max(1),
+            ..self.options.train.clone()
+        };
+        match Model::train(&table, &options) {
+            Ok(model) => {
+                let positions = model
+                    .required_fields()
+                    .iter()
+                    .map(|f| table.columns.iter().position(|c| c == f).unwrap_or(0))
+                    .collect();
+                self.model = Some(LearnedModel { model, positions });
+                self.trainings += 1;
+                self.last_error = None;
+            }
+            Err(err) => self.last_error = Some(err.to_string()),
         }
-        self.model = Some(model);
-        self.since_refresh = 0;
-        Ok(())
     }
 
-    /// Feeds one window. `None` while learning; otherwise the model's judgement. Errors
-    /// (a training failure) leave the learner as it was and are returned as text.
-    pub fn observe(&mut self, values: BTreeMap<String, f64>) -> Result<Option<Assessment>, String> {
-        let Some(model) = &self.model else {
-            self.keep(values);
-            if self.kept.len() >= self.options.learn_windows {
-                self.fit()?;
+    /// Feeds one window: a JSON window record (`&serde_json::Value`) or its named values
+    /// (`BTreeMap<String, f64>`). `Ok(None)` while learning; otherwise the judgement of the
+    /// current model. The first window fixes the baseline's fields; a later one without them
+    /// is an error (and is not kept). Training happens inside this call, every
+    /// `refresh_every` windows: milliseconds for the default sizes.
+    pub fn observe(&mut self, record: impl WindowFields) -> Result<Option<Assessment>> {
+        let row = self.gather(&record)?;
+        self.since_training += 1;
+        let Some(learned) = &self.model else {
+            self.keep(row);
+            let retry_after = (self.learn_windows() / 4).max(1);
+            if self.kept.len() >= self.learn_windows()
+                && (self.trainings == 0 && self.last_error.is_none()
+                    || self.since_training >= retry_after)
+            {
+                self.train();
             }
             return Ok(None);
         };
-        let assessment = model.assess(&values)?;
+        let inputs: Vec<f64> = learned.positions.iter().map(|&p| row[p]).collect();
+        let assessment = learned.model.score_inputs(&inputs)?;
+        // Only windows judged healthy feed the refresh, so an incident does not become the
+        // new normal. (A slow drift still can: the refresh is meant to follow it.)
         if assessment.state == HealthState::Healthy {
-            self.keep(values);
+            self.keep(row);
         }
-        self.since_refresh += 1;
-        if self.since_refresh >= self.options.refresh_every {
-            self.fit()?;
+        if self.since_training >= self.options.refresh_every.max(1) {
+            self.train();
         }
         Ok(Some(assessment))
     }

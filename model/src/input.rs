@@ -1,18 +1,148 @@
-//! Reading windows: the daemon's JSON Lines, or any CSV of numeric columns with a header.
+//! Reading windows: the daemon's JSON Lines, or any CSV of numeric columns with a header row.
+//!
+//! Both become a [`Table`]: named numeric columns, one row per window, with the line each row
+//! came from (for messages), its timestamp when there is one and its label when there is one.
 
 use std::{
+    borrow::Cow,
     collections::BTreeMap,
+    ops::Range,
     path::{Path, PathBuf},
 };
 
 use crate::error::{ModelError, Result};
 
-/// Fields of a window record that are not features.
-const NOT_FEATURES: [&str; 5] = ["timestamp", "unix_ms", "window_s", "schema", "label"];
+/// Top-level fields of a window record that are bookkeeping, not features.
+pub const NOT_FEATURES: [&str; 5] = ["timestamp", "unix_ms", "window_s", "schema", "label"];
 
-/// One input row: named numeric values, its timestamp (seconds since the epoch) when known,
-/// and its 0/1 label when the input carries one.
-#[derive(Debug, Clone, PartialEq)]
+/// Rows of named numeric columns, read from one or more files.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Table {
+    /// Column names, in file order (CSV) or name order (JSON objects).
+    pub columns: Vec<String>,
+    /// Row-major values, `columns.len()` per row; all finite.
+    pub values: Vec<f64>,
+    /// Per row: the line of its file (1-based, counting the header).
+    pub lines: Vec<usize>,
+    /// Per row: seconds since the epoch, when the row has a `timestamp`.
+    pub timestamps: Vec<Option<f64>>,
+    /// Per row: a `label` column's value (nonzero = fault), when the input has one.
+    pub labels: Option<Vec<bool>>,
+    /// The files the rows came from: (path, rows from that file).
+    pub files: Vec<(PathBuf, Range<usize>)>,
+}
+
+impl Table {
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    pub fn row(&self, index: usize) -> &[f64] {
+        let width = self.columns.len();
+        &self.values[index * width..(index + 1) * width]
+    }
+
+    /// The file and line a row came from.
+    pub fn origin(&self, row: usize) -> (&Path, usize) {
+        let path = self
+            .files
+            .iter()
+            .find(|(_, rows)| rows.contains(&row))
+            .map_or(Path::new("<memory>"), |(path, _)| path.as_path());
+        (path, self.lines.get(row).copied().unwrap_or(0))
+    }
+
+    /// The first file, for messages about the table as a whole.
+    pub fn path(&self) -> &Path {
+        self.files
+            .first()
+            .map_or(Path::new("<memory>"), |(path, _)| path.as_path())
+    }
+
+    /// A table of window records held in memory (the daemon's own, or tests'). Columns are
+    /// the numeric top-level fields of the first record; every record must have them.
+    pub fn from_records(records: &[serde_json::Value]) -> Result<Self> {
+        let origin = PathBuf::from("<records>");
+        let mut builder = JsonBuilder::default();
+        for (index, record) in records.iter().enumerate() {
+            builder
+                .push(record, index + 1)
+                .map_err(|message| input_error(&origin, index + 1, message))?;
+        }
+        builder.finish(origin)
+    }
+
+    /// Keeps only `columns` (in that order); used when files of one training set differ.
+    fn select(&self, columns: &[String]) -> Self {
+        let positions: Vec<usize> = columns
+            .iter()
+            .map(|c| self.columns.iter().position(|own| own == c).unwrap_or(0))
+            .collect();
+        let mut values = Vec::with_capacity(self.len() * columns.len());
+        for row in 0..self.len() {
+            let row = self.row(row);
+            values.extend(positions.iter().map(|&p| row[p]));
+        }
+        Self {
+            columns: columns.to_vec(),
+            values,
+            ..self.clone()
+        }
+    }
+
+    /// Appends tables read from several files. Only the columns all of them have are kept;
+    /// the others are returned so the caller can say which were dropped.
+    pub fn concat(tables: Vec<Self>) -> (Self, Vec<String>) {
+        let Some(first) = tables.first() else {
+            return (Self::default(), Vec::new());
+        };
+        let common: Vec<String> = first
+            .columns
+            .iter()
+            .filter(|c| tables.iter().all(|t| t.columns.contains(c)))
+            .cloned()
+            .collect();
+        let mut dropped: Vec<String> = tables
+            .iter()
+            .flat_map(|t| t.columns.iter())
+            .filter(|c| !common.contains(c))
+            .cloned()
+            .collect();
+        dropped.sort();
+        dropped.dedup();
+        let all_labelled = tables.iter().all(|t| t.labels.is_some());
+        let mut joined = Self {
+            columns: common.clone(),
+            labels: all_labelled.then(Vec::new),
+            ..Self::default()
+        };
+        for table in tables {
+            let table = table.select(&common);
+            let offset = joined.len();
+            joined.values.extend(&table.values);
+            joined.lines.extend(&table.lines);
+            joined.timestamps.extend(&table.timestamps);
+            if let (Some(all), Some(own)) = (&mut joined.labels, &table.labels) {
+                all.extend(own);
+            }
+            joined.files.extend(
+                table
+                    .files
+                    .into_iter()
+                    .map(|(path, rows)| (path, rows.start + offset..rows.end + offset)),
+            );
+        }
+        (joined, dropped)
+    }
+}
+
+/// One window as named numbers (the collector's and older callers' form; files are read into a
+/// [`Table`]). A slice of rows converts to a table for [`crate::Model::train`].
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Row {
     pub values: BTreeMap<String, f64>,
     pub timestamp_s: Option<f64>,
@@ -22,8 +152,8 @@ pub struct Row {
 }
 
 impl Row {
-    /// The numeric top-level fields of a window record; nested objects, strings and the
-    /// bookkeeping fields are not features.
+    /// The numeric top-level fields of a window record (not the bookkeeping ones, strings or
+    /// nested objects), its timestamp and its label.
     pub fn from_json(value: &serde_json::Value, line: usize) -> std::result::Result<Self, String> {
         let object = value.as_object().ok_or("not a JSON object")?;
         let mut values = BTreeMap::new();
@@ -33,7 +163,7 @@ impl Row {
             }
             if let Some(number) = field.as_f64() {
                 if !number.is_finite() {
-                    return Err(format!("field {name} is not finite ({number})"));
+                    return Err(format!("field `{name}` is {number}, not finite"));
                 }
                 values.insert(name.clone(), number);
             }
@@ -45,8 +175,8 @@ impl Row {
         };
         let label = object
             .get("label")
-            .and_then(|label| label.as_f64())
-            .map(|l| l != 0.0);
+            .and_then(serde_json::Value::as_f64)
+            .map(|label| label != 0.0);
         Ok(Self {
             values,
             timestamp_s,
@@ -56,18 +186,140 @@ impl Row {
     }
 }
 
-/// RFC 3339 or plain seconds since the epoch.
+/// Anything that holds training windows: a [`Table`], or rows of named values.
+pub trait TrainingData {
+    /// The windows as a table. Rows become columns of the fields every row has (sorted by
+    /// name); labels are kept when every row has one.
+    fn to_table(&self) -> Cow<'_, Table>;
+}
+
+impl TrainingData for Table {
+    fn to_table(&self) -> Cow<'_, Table> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl TrainingData for [Row] {
+    fn to_table(&self) -> Cow<'_, Table> {
+        let columns: Vec<String> = self.first().map_or_else(Vec::new, |first| {
+            first
+                .values
+                .keys()
+                .filter(|name| self.iter().all(|row| row.values.contains_key(*name)))
+                .cloned()
+                .collect()
+        });
+        let mut table = Table {
+            values: Vec::with_capacity(self.len() * columns.len()),
+            lines: self.iter().map(|row| row.line).collect(),
+            timestamps: self.iter().map(|row| row.timestamp_s).collect(),
+            labels: self.iter().map(|row| row.label).collect(),
+            files: vec![(PathBuf::from("<rows>"), 0..self.len())],
+            columns,
+        };
+        for row in self {
+            table
+                .values
+                .extend(table.columns.iter().map(|c| row.values[c]));
+        }
+        Cow::Owned(table)
+    }
+}
+
+impl TrainingData for Vec<Row> {
+    fn to_table(&self) -> Cow<'_, Table> {
+        self.as_slice().to_table()
+    }
+}
+
+/// Anything a window's named numbers can be read from: a JSON window record, or named values.
+pub trait WindowFields {
+    /// The field's value when it is there and a number.
+    fn field(&self, name: &str) -> Option<f64>;
+    /// The numeric fields that are features (not `timestamp`, `unix_ms`, …), in name order.
+    fn feature_fields(&self) -> Vec<String>;
+}
+
+impl WindowFields for serde_json::Value {
+    fn field(&self, name: &str) -> Option<f64> {
+        self.get(name).and_then(serde_json::Value::as_f64)
+    }
+
+    fn feature_fields(&self) -> Vec<String> {
+        self.as_object().map_or_else(Vec::new, |object| {
+            object
+                .iter()
+                .filter(|(name, value)| value.is_number() && !NOT_FEATURES.contains(&name.as_str()))
+                .map(|(name, _)| name.clone())
+                .collect()
+        })
+    }
+}
+
+impl WindowFields for BTreeMap<String, f64> {
+    fn field(&self, name: &str) -> Option<f64> {
+        self.get(name).copied()
+    }
+
+    fn feature_fields(&self) -> Vec<String> {
+        self.keys()
+            .filter(|name| !NOT_FEATURES.contains(&name.as_str()))
+            .cloned()
+            .collect()
+    }
+}
+
+impl WindowFields for [(String, f64)] {
+    fn field(&self, name: &str) -> Option<f64> {
+        self.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+
+    fn feature_fields(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .iter()
+            .map(|(name, _)| name.clone())
+            .filter(|name| !NOT_FEATURES.contains(&name.as_str()))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+impl WindowFields for Vec<(String, f64)> {
+    fn field(&self, name: &str) -> Option<f64> {
+        self.as_slice().field(name)
+    }
+
+    fn feature_fields(&self) -> Vec<String> {
+        self.as_slice().feature_fields()
+    }
+}
+
+impl<T: WindowFields + ?Sized> WindowFields for &T {
+    fn field(&self, name: &str) -> Option<f64> {
+        (**self).field(name)
+    }
+
+    fn feature_fields(&self) -> Vec<String> {
+        (**self).feature_fields()
+    }
+}
+
+/// RFC 3339 (`2026-11-25T08:00:05.123Z`) or plain seconds since the epoch.
 pub fn parse_timestamp(text: &str) -> std::result::Result<f64, String> {
-    if let Ok(seconds) = text.trim().parse::<f64>() {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>()
+        && seconds.is_finite()
+    {
         return Ok(seconds);
     }
-    humantime::parse_rfc3339_weak(text.trim())
-        .map_err(|err| format!("timestamp `{text}`: {err}"))
-        .and_then(|time| {
-            time.duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .map_err(|_| format!("timestamp `{text}` before 1970"))
-        })
+    let time = humantime::parse_rfc3339_weak(text)
+        .map_err(|err| format!("timestamp `{text}` is neither RFC 3339 nor seconds: {err}"))?;
+    Ok(match time.duration_since(std::time::UNIX_EPOCH) {
+        Ok(after) => after.as_secs_f64(),
+        Err(before) => -before.duration().as_secs_f64(),
+    })
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -77,7 +329,7 @@ fn read_text(path: &Path) -> Result<String> {
     })
 }
 
-fn input_error(path: &Path, line: usize, message: impl Into<String>) -> ModelError {
+pub(crate) fn input_error(path: &Path, line: usize, message: impl Into<String>) -> ModelError {
     ModelError::Input {
         path: path.to_path_buf(),
         line,
@@ -85,126 +337,316 @@ fn input_error(path: &Path, line: usize, message: impl Into<String>) -> ModelErr
     }
 }
 
-/// Reads rows from a `.csv` file (by extension) or JSON Lines (anything else).
-pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
-    let is_csv = path
+/// Reads a window file: JSON Lines (`.jsonl`, `.ndjson`, `.json`, or any file whose first
+/// non-blank character is `{`) or CSV (anything else).
+pub fn read_table(path: &Path) -> Result<Table> {
+    let text = read_text(path)?;
+    let extension = path
         .extension()
-        .is_some_and(|extension| extension.eq_ignore_ascii_case("csv"));
-    if is_csv {
-        read_csv(path)
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    let is_json = match extension.as_deref() {
+        Some("jsonl" | "ndjson" | "json") => true,
+        Some("csv") => false,
+        _ => text.trim_start().starts_with('{'),
+    };
+    let table = if is_json {
+        read_json_lines(path, &text)?
     } else {
-        read_json_lines(path)
+        read_csv(path, &text)?
+    };
+    if table.is_empty() {
+        return Err(ModelError::Empty {
+            path: path.to_path_buf(),
+            what: "no data rows".into(),
+        });
+    }
+    if table.columns.is_empty() {
+        return Err(ModelError::Empty {
+            path: path.to_path_buf(),
+            what: "no numeric columns".into(),
+        });
+    }
+    Ok(table)
+}
+
+/// Reads several files into one table (see [`Table::concat`]).
+pub fn read_tables(paths: &[PathBuf]) -> Result<(Table, Vec<String>)> {
+    let tables = paths
+        .iter()
+        .map(|p| read_table(p))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Table::concat(tables))
+}
+
+#[derive(Default)]
+struct JsonBuilder {
+    table: Table,
+    first_line: usize,
+    labelled: bool,
+}
+
+impl JsonBuilder {
+    fn push(&mut self, value: &serde_json::Value, line: usize) -> std::result::Result<(), String> {
+        let object = value
+            .as_object()
+            .ok_or("not a JSON object (one window record per line)")?;
+        if self.table.lines.is_empty() {
+            // serde_json's map is ordered by name: the columns are in name order.
+            self.table.columns = object
+                .iter()
+                .filter(|(name, value)| value.is_number() && !NOT_FEATURES.contains(&name.as_str()))
+                .map(|(name, _)| name.clone())
+                .collect();
+            self.first_line = line;
+            self.labelled = object.contains_key("label");
+            if self.labelled {
+                self.table.labels = Some(Vec::new());
+            }
+        }
+        for column in &self.table.columns {
+            let value = object.get(column).ok_or_else(|| {
+                format!(
+                    "field `{column}` (present on line {}) is missing: every record needs the \
+                     same numeric fields",
+                    self.first_line
+                )
+            })?;
+            let number = value
+                .as_f64()
+                .ok_or_else(|| format!("field `{column}` is {value}, not a number"))?;
+            self.table.values.push(number);
+        }
+        let timestamp = match object.get("timestamp") {
+            Some(serde_json::Value::String(text)) => Some(parse_timestamp(text)?),
+            Some(value) => Some(
+                value
+                    .as_f64()
+                    .ok_or_else(|| format!("timestamp {value} is not a time"))?,
+            ),
+            None => object
+                .get("unix_ms")
+                .and_then(serde_json::Value::as_f64)
+                .map(|ms| ms / 1000.0),
+        };
+        self.table.timestamps.push(timestamp);
+        if let Some(labels) = &mut self.table.labels {
+            let label = object
+                .get("label")
+                .and_then(serde_json::Value::as_f64)
+                .ok_or("`label` must be 0 or 1 on every record when the first has one")?;
+            labels.push(label != 0.0);
+        }
+        self.table.lines.push(line);
+        Ok(())
+    }
+
+    fn finish(mut self, path: PathBuf) -> Result<Table> {
+        let rows = self.table.len();
+        self.table.files = vec![(path, 0..rows)];
+        Ok(self.table)
     }
 }
 
-fn read_json_lines(path: &Path) -> Result<Vec<Row>> {
-    let text = read_text(path)?;
-    let mut rows = Vec::new();
+fn read_json_lines(path: &Path, text: &str) -> Result<Table> {
+    let mut builder = JsonBuilder::default();
     for (index, line) in text.lines().enumerate() {
         let number = index + 1;
         if line.trim().is_empty() {
             continue;
         }
         let value: serde_json::Value = serde_json::from_str(line)
-            .map_err(|err| input_error(path, number, format!("not JSON: {err}")))?;
-        rows.push(
-            Row::from_json(&value, number).map_err(|message| input_error(path, number, message))?,
-        );
+            .map_err(|err| input_error(path, number, format!("not a JSON record: {err}")))?;
+        builder
+            .push(&value, number)
+            .map_err(|message| input_error(path, number, message))?;
     }
-    Ok(rows)
+    builder.finish(path.to_path_buf())
 }
 
-fn read_csv(path: &Path) -> Result<Vec<Row>> {
-    let text = read_text(path)?;
+/// A CSV cell as a finite number; NaN and infinities are an error of their own.
+fn parse_cell(path: &Path, line: usize, column: &str, cell: &str) -> Result<f64> {
+    let value: f64 = cell.parse().map_err(|_| {
+        input_error(
+            path,
+            line,
+            format!("column `{column}`: `{cell}` is not a number"),
+        )
+    })?;
+    if value.is_finite() {
+        Ok(value)
+    } else {
+        Err(ModelError::NonFinite {
+            path: path.to_path_buf(),
+            line,
+            column: column.to_string(),
+            value: cell.to_string(),
+        })
+    }
+}
+
+/// Whether every cell of a CSV record reads as a number (a data row, not a header).
+fn all_numeric(record: &csv::StringRecord) -> bool {
+    record.iter().all(|cell| cell.parse::<f64>().is_ok())
+}
+
+fn read_csv(path: &Path, text: &str) -> Result<Table> {
     let mut reader = csv::ReaderBuilder::new()
-        .flexible(false)
+        // The header is read as a record: a file whose first row is all numbers has none.
+        .has_headers(false)
+        // Ragged rows are checked below, to report them as `Ragged` with both counts.
+        .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
-    let headers: Vec<String> = reader
-        .headers()
-        .map_err(|err| input_error(path, 1, format!("bad header: {err}")))?
+    let mut records = reader.records().peekable();
+    let first = match records.peek() {
+        Some(Ok(record)) => record.clone(),
+        Some(Err(err)) => return Err(input_error(path, 1, format!("bad first row: {err}"))),
+        None => {
+            return Err(ModelError::Empty {
+                path: path.to_path_buf(),
+                what: "no header and no data rows".into(),
+            });
+        }
+    };
+    // Public server-metric sets often ship headerless numeric files: their columns are then
+    // named by position, `0`, `1`, … (as those sets number them).
+    let headerless = all_numeric(&first);
+    let headers: Vec<String> = if headerless {
+        (0..first.len()).map(|i| i.to_string()).collect()
+    } else {
+        records.next();
+        first.iter().map(str::to_string).collect()
+    };
+    // `timestamp_(min)` and the like (public sets name their time column so) are times, not
+    // features: a feature that only grows would make every later window an anomaly.
+    let role = |name: &str| {
+        if name.to_ascii_lowercase().starts_with("timestamp") {
+            Role::Timestamp
+        } else if name == "label" {
+            Role::Label
+        } else {
+            Role::Value
+        }
+    };
+    let mut table = Table {
+        columns: headers
+            .iter()
+            .filter(|h| role(h) == Role::Value)
+            .cloned()
+            .collect(),
+        labels: headers.iter().any(|h| h == "label").then(Vec::new),
+        ..Table::default()
+    };
+    if let Some((_, duplicate)) = table
+        .columns
         .iter()
-        .map(str::to_string)
-        .collect();
-    let mut rows = Vec::new();
-    for record in reader.records() {
+        .enumerate()
+        .find(|(i, c)| table.columns[..*i].contains(c))
+    {
+        return Err(input_error(
+            path,
+            1,
+            format!("column `{duplicate}` appears twice in the header"),
+        ));
+    }
+    for record in records {
         let record = record.map_err(|err| {
             let line = err.position().map_or(0, |p| p.line() as usize);
-            input_error(
-                path,
-                line,
-                format!("{err} (every row needs {} columns)", headers.len()),
-            )
+            input_error(path, line, err.to_string())
         })?;
         let line = record.position().map_or(0, |p| p.line() as usize);
-        let mut row = Row {
-            values: BTreeMap::new(),
-            timestamp_s: None,
-            label: None,
-            line,
-        };
+        if record.len() == 1 && record[0].is_empty() {
+            continue;
+        }
+        if record.len() != headers.len() {
+            return Err(ModelError::Ragged {
+                path: path.to_path_buf(),
+                line,
+                expected: headers.len(),
+                found: record.len(),
+            });
+        }
+        let mut timestamp = None;
         for (name, cell) in headers.iter().zip(record.iter()) {
-            match name.as_str() {
-                "timestamp" => {
-                    row.timestamp_s = Some(
-                        parse_timestamp(cell)
-                            .map_err(|message| input_error(path, line, message))?,
-                    );
+            match role(name) {
+                Role::Timestamp => {
+                    timestamp =
+                        Some(parse_timestamp(cell).map_err(|m| input_error(path, line, m))?);
                 }
-                "label" => {
-                    let value: f64 = cell.parse().map_err(|_| {
-                        input_error(path, line, format!("label `{cell}` is not 0 or 1"))
-                    })?;
-                    row.label = Some(value != 0.0);
-                }
-                _ => {
-                    let value: f64 = cell.parse().map_err(|_| {
-                        input_error(
-                            path,
-                            line,
-                            format!("column {name}: `{cell}` is not a number"),
-                        )
-                    })?;
-                    if !value.is_finite() {
-                        return Err(input_error(
-                            path,
-                            line,
-                            format!("column {name}: {cell} is not finite"),
-                        ));
+                Role::Label => {
+                    let value = parse_cell(path, line, name, cell)?;
+                    if let Some(labels) = &mut table.labels {
+                        labels.push(value != 0.0);
                     }
-                    row.values.insert(name.clone(), value);
                 }
+                Role::Value => table.values.push(parse_cell(path, line, name, cell)?),
             }
         }
-        rows.push(row);
+        table.timestamps.push(timestamp);
+        table.lines.push(line);
     }
-    Ok(rows)
+    let rows = table.len();
+    table.files = vec![(path.to_path_buf(), 0..rows)];
+    Ok(table)
 }
 
-/// Labels for evaluation or training: one 0/1 `label` per input row, or fault segments
-/// (`start`,`end` timestamps) that mark every row inside as 1.
+#[derive(PartialEq)]
+enum Role {
+    Timestamp,
+    Label,
+    Value,
+}
+
+/// Labels for evaluation or training.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Labels {
+    /// One 0/1 `label` per input row (nonzero = fault).
     PerRow(Vec<bool>),
+    /// Fault segments, `start`,`end` timestamps (inclusive): rows inside are faults.
     Segments(Vec<(f64, f64)>),
 }
 
 impl Labels {
+    /// Reads a CSV with a `label` column (other columns ignored), `start`,`end` columns, or
+    /// no header and a single column of 0/1 (as public sets ship their test labels).
     pub fn read(path: &Path) -> Result<Self> {
         let text = read_text(path)?;
         let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
             .trim(csv::Trim::All)
             .from_reader(text.as_bytes());
-        let headers: Vec<String> = reader
-            .headers()
-            .map_err(|err| input_error(path, 1, format!("bad header: {err}")))?
-            .iter()
-            .map(str::to_string)
-            .collect();
+        let mut records = reader.records().peekable();
+        let first = match records.peek() {
+            Some(Ok(record)) => record.clone(),
+            Some(Err(err)) => return Err(input_error(path, 1, err.to_string())),
+            None => {
+                return Err(ModelError::Labels {
+                    path: path.to_path_buf(),
+                    message: "empty labels file".into(),
+                });
+            }
+        };
+        let headerless = first.len() == 1 && all_numeric(&first);
+        let headers: Vec<String> = if headerless {
+            vec!["label".into()]
+        } else {
+            records.next();
+            first.iter().map(str::to_string).collect()
+        };
         let column = |name: &str| headers.iter().position(|h| h == name);
+        let segment_columns = column("start").zip(column("end"));
+        let label_column = column("label");
+        if segment_columns.is_none() && label_column.is_none() {
+            return Err(input_error(
+                path,
+                1,
+                "labels need a `label` column (one 0/1 per input row), `start`,`end` columns \
+                 (fault segments), or one headerless column of 0/1",
+            ));
+        }
         let mut per_row = Vec::new();
         let mut segments = Vec::new();
-        for record in reader.records() {
+        for record in records {
             let record = record.map_err(|err| {
                 input_error(
                     path,
@@ -213,59 +655,57 @@ impl Labels {
                 )
             })?;
             let line = record.position().map_or(0, |p| p.line() as usize);
-            if let (Some(start), Some(end)) = (column("start"), column("end")) {
+            let cell = |index: usize| -> Result<&str> {
+                record.get(index).ok_or(ModelError::Ragged {
+                    path: path.to_path_buf(),
+                    line,
+                    expected: headers.len(),
+                    found: record.len(),
+                })
+            };
+            if let Some((start, end)) = segment_columns {
                 let start =
-                    parse_timestamp(&record[start]).map_err(|m| input_error(path, line, m))?;
-                let end = parse_timestamp(&record[end]).map_err(|m| input_error(path, line, m))?;
+                    parse_timestamp(cell(start)?).map_err(|m| input_error(path, line, m))?;
+                let end = parse_timestamp(cell(end)?).map_err(|m| input_error(path, line, m))?;
                 if end < start {
                     return Err(input_error(path, line, "segment ends before it starts"));
                 }
                 segments.push((start, end));
-            } else if let Some(label) = column("label") {
-                let value: f64 = record[label].parse().map_err(|_| {
-                    input_error(
-                        path,
-                        line,
-                        format!("label `{}` is not 0 or 1", &record[label]),
-                    )
-                })?;
-                per_row.push(value != 0.0);
-            } else {
-                return Err(input_error(
-                    path,
-                    1,
-                    "labels need a `label` column or `start`,`end` columns",
-                ));
+            } else if let Some(label) = label_column {
+                per_row.push(parse_cell(path, line, "label", cell(label)?)? != 0.0);
             }
         }
-        if !segments.is_empty() {
+        if segment_columns.is_some() {
             Ok(Self::Segments(segments))
         } else {
             Ok(Self::PerRow(per_row))
         }
     }
 
-    /// The label of each row; segment labels need every row to have a timestamp.
-    pub fn per_row(&self, rows: &[Row], rows_path: &Path) -> Result<Vec<bool>> {
+    /// The label of each row of `table` (read from `labels_path`).
+    pub fn per_row(&self, table: &Table, labels_path: &Path) -> Result<Vec<bool>> {
         match self {
             Self::PerRow(labels) => {
-                if labels.len() != rows.len() {
-                    return Err(ModelError::Input {
-                        path: rows_path.to_path_buf(),
-                        line: 0,
-                        message: format!("{} rows but {} labels", rows.len(), labels.len()),
+                if labels.len() != table.len() {
+                    return Err(ModelError::Labels {
+                        path: labels_path.to_path_buf(),
+                        message: format!(
+                            "{} labels for {} input rows (one label per row is needed)",
+                            labels.len(),
+                            table.len()
+                        ),
                     });
                 }
                 Ok(labels.clone())
             }
-            Self::Segments(segments) => rows
-                .iter()
+            Self::Segments(segments) => (0..table.len())
                 .map(|row| {
-                    let time = row.timestamp_s.ok_or_else(|| {
+                    let time = table.timestamps[row].ok_or_else(|| {
+                        let (path, line) = table.origin(row);
                         input_error(
-                            rows_path,
-                            row.line,
-                            "fault segments need a timestamp on every row",
+                            path,
+                            line,
+                            "fault segments need a timestamp on every input row",
                         )
                     })?;
                     Ok(segments
@@ -275,8 +715,4 @@ impl Labels {
                 .collect(),
         }
     }
-}
-
-pub fn path_buf(path: &Path) -> PathBuf {
-    path.to_path_buf()
 }

@@ -3,17 +3,27 @@
 //! training windows get a state each, and a window's anomaly score is its distance to the
 //! nearest healthy centroid, against a threshold calibrated on the training windows.
 //!
-//! The model never depends on the collector: it reads JSON Lines or CSV and exposes [`Model`],
-//! [`Hysteresis`] and [`BaselineLearner`] for the daemon.
+//! The daemon uses:
+//! - [`Model::load`] and [`Model::score`] (a window record in, an [`Assessment`] out),
+//! - [`Hysteresis`] to turn per-window judgements into the node's state,
+//! - [`BaselineLearner`] when it has no model file: it learns the node's own baseline.
+//!
+//! The model never depends on the collector: it reads JSON Lines or CSV ([`input`]).
 
 pub mod baseline;
+pub mod bench;
 pub mod error;
 pub mod eval;
+pub mod features;
 pub mod hysteresis;
 pub mod input;
 pub mod model;
+pub mod report;
+pub mod synthetic;
 
 pub use baseline::{BaselineLearner, BaselineOptions};
 pub use error::{ModelError, Result};
-pub use hysteresis::Hysteresis;
-pub use model::{Assessment, Contribution, HealthState, Model, TrainOptions};
+pub use features::{Feature, FeatureSchema, Source, Transform};
+pub use hysteresis::{Hysteresis, Step, Transition};
+pub use input::{Labels, Row, Table, TrainingData, WindowFields, read_table, read_tables};
+pub use model::{Assessment, Contribution, HealthState, MODEL_FORMAT_VERSION, Model, TrainOptions};

@@ -1,18 +1,26 @@
-use std::{io::Write as _, path::PathBuf, time::Duration};
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use model::{
-    Model, TrainOptions,
-    eval::evaluate,
-    input::{Labels, Row, read_rows},
+    Labels, Model, TrainOptions,
+    bench::{BenchOptions, BenchReport},
+    hysteresis::{DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER},
+    model::{DEFAULT_MIN_HEALTHY_SHARE, DEFAULT_THRESHOLD_MARGIN, DEFAULT_THRESHOLD_PERCENTILE},
+    read_table, read_tables,
+    report::{self, ScoreFormat},
 };
 
 /// nodestate's model: train k-means health states on recorded windows, score windows, and
 /// evaluate detection against labels.
 ///
-/// Inputs are the daemon's JSON Lines (`collector record`) or CSV with a header row of numeric
-/// columns (an optional `timestamp` and `label` column are recognised).
+/// Inputs are the daemon's JSON Lines (`collector record`; `.jsonl`, `.json`, `.ndjson`, or
+/// any file starting with `{`) or CSV with a header row of numeric columns (a first row of
+/// numbers means no header: columns are then named 0, 1, …); a `timestamp` column (RFC 3339
+/// or epoch seconds) and a `label` column (0/1) are recognised and are not features.
 #[derive(Debug, Parser)]
 #[command(name = "model", version, about, long_about)]
 struct Cli {
@@ -22,28 +30,40 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Fit a model on windows and write it (JSON, versioned).
+    /// Fit a model on windows and write it (versioned JSON).
     Train {
-        /// Window files (JSON Lines or .csv); all must have the same numeric columns.
+        /// Window files (JSON Lines or .csv). With several, the columns all have are used.
         #[arg(long, short, required = true, num_args = 1..)]
         input: Vec<PathBuf>,
+        /// The model file to write.
         #[arg(long, short)]
         out: PathBuf,
         /// Number of clusters.
         #[arg(long, default_value_t = 4)]
         k: usize,
-        /// 0/1 labels (a `label` column, one row per input row) or fault segments (`start`,
-        /// `end`): clusters then take their majority's state.
+        /// Labels for the training rows: a CSV with a 0/1 `label` column (one row per input
+        /// row) or `start`,`end` fault segments. Clusters then take their majority's state.
         #[arg(long)]
         labels: Option<PathBuf>,
-        /// Seed of k-means++ initialisation: the same seed and data give the same model.
+        /// Seed of the k-means++ initialisations: the same data and seed give the same model.
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        /// Independent k-means runs; the best is kept.
+        /// Independent k-means++ initialisations; the lowest inertia wins.
         #[arg(long, default_value_t = 10)]
         runs: usize,
+        #[arg(long, default_value_t = 300)]
+        max_iterations: u64,
+        /// Percentile of the healthy training windows' scores that sets the threshold.
+        #[arg(long, default_value_t = DEFAULT_THRESHOLD_PERCENTILE)]
+        threshold_percentile: f64,
+        /// Factor over that percentile.
+        #[arg(long, default_value_t = DEFAULT_THRESHOLD_MARGIN)]
+        threshold_margin: f64,
+        /// Without labels, clusters with less than this share of the windows are degraded.
+        #[arg(long, default_value_t = DEFAULT_MIN_HEALTHY_SHARE)]
+        min_healthy_share: f64,
     },
-    /// Score windows: one row per input row with score, cluster, state and explanation.
+    /// Score windows: one output row per input row (score, cluster, state, explanation).
     Score {
         #[arg(long, short)]
         model: PathBuf,
@@ -55,18 +75,63 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Csv)]
         format: Format,
     },
-    /// Compare the model's verdicts with labels: precision, recall, F1, point-adjusted F1 and
-    /// time to detect per fault segment.
+    /// Compare the model's verdicts with labels: precision, recall, F1, point-adjusted F1,
+    /// time to detect per fault segment, and a hysteresis sweep.
     Eval {
         #[arg(long, short)]
         model: PathBuf,
         #[arg(long, short)]
         input: PathBuf,
+        /// A CSV with a 0/1 `label` column (one row per input row) or `start`,`end` fault
+        /// segments (timestamps; the input rows then need a timestamp).
         #[arg(long, short)]
         labels: PathBuf,
+        /// Hysteresis for the node-state line: enter degraded after N anomalous windows.
+        #[arg(long, default_value_t = DEFAULT_ENTER_AFTER)]
+        enter_after: u32,
+        /// …and leave after M normal ones.
+        #[arg(long, default_value_t = DEFAULT_LEAVE_AFTER)]
+        leave_after: u32,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show what a model holds.
-    Inspect { model: PathBuf },
+    Inspect {
+        model: PathBuf,
+        /// Print the model file's JSON (normalized) instead.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the synthetic server-metric data set (train.csv, test.csv, test_labels.csv,
+    /// test_segments.csv) used by the tests and the README's examples.
+    Synth {
+        #[arg(long, short)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Training time against scikit-learn and per-window inference time.
+    #[command(hide = true)]
+    Bench {
+        #[arg(long, default_value_t = 20_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 16)]
+        dims: usize,
+        #[arg(long, default_value_t = 8)]
+        k: usize,
+        #[arg(long, default_value_t = 10)]
+        n_init: usize,
+        #[arg(long, default_value_t = 300)]
+        max_iterations: u64,
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Skip the scikit-learn side.
+        #[arg(long)]
+        no_sklearn: bool,
+        #[arg(long, default_value = "python3")]
+        python: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -75,45 +140,41 @@ enum Format {
     Jsonl,
 }
 
-fn read_all(inputs: &[PathBuf]) -> anyhow::Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    for path in inputs {
-        let more = read_rows(path)?;
-        if more.is_empty() {
-            bail!("{}: no rows", path.display());
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // `model score … | head` closes the pipe early: not an error worth a message.
+        Err(err)
+            if err
+                .chain()
+                .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+                .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            std::process::ExitCode::SUCCESS
         }
-        rows.extend(more);
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
-    Ok(rows)
 }
 
-fn summary(model: &Model) -> String {
-    let mut text = format!(
-        "{} windows, {} features, threshold {:.3} (p{} x margin), trained {}\n\
-         cluster  size  state     top features (centroid z)\n",
-        model.training_windows,
-        model.features.len(),
-        model.threshold,
-        model.threshold_percentile,
-        model.trained_at
-    );
-    for cluster in 0..model.centroids.len() {
-        let top: Vec<String> = model
-            .cluster_top_features(cluster, 3)
-            .into_iter()
-            .map(|(feature, z)| format!("{feature} {z:+.2}"))
-            .collect();
-        text += &format!(
-            "{cluster:>7}  {:>4}  {:<8}  {}\n",
-            model.cluster_sizes[cluster],
-            model.cluster_states[cluster].as_str(),
-            top.join(", ")
-        );
-    }
-    text
+/// Prints to standard output, returning (not panicking on) a closed pipe.
+fn emit(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
 }
 
-fn main() -> anyhow::Result<()> {
+fn run() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
     match Cli::parse().command {
         Command::Train {
             input,
@@ -122,32 +183,49 @@ fn main() -> anyhow::Result<()> {
             labels,
             seed,
             runs,
+            max_iterations,
+            threshold_percentile,
+            threshold_margin,
+            min_healthy_share,
         } => {
-            let rows = read_all(&input)?;
+            let (table, dropped) = read_tables(&input)?;
+            if !dropped.is_empty() {
+                tracing::warn!(
+                    "columns not in every input file, left out: {}",
+                    dropped.join(", ")
+                );
+            }
             let labels = match &labels {
-                Some(path) => Some(Labels::read(path)?.per_row(&rows, &input[0])?),
-                None => None,
+                Some(path) => Some(Labels::read(path)?.per_row(&table, path)?),
+                None => table.labels.clone(),
             };
-            let progress = indicatif::ProgressBar::new_spinner().with_message(format!(
-                "fitting k-means: {} windows, k={k}, {runs} runs",
-                rows.len()
-            ));
-            progress.enable_steady_tick(Duration::from_millis(120));
-            let trained = Model::train(
-                &rows,
-                &TrainOptions {
-                    k,
-                    seed,
-                    n_runs: runs,
-                    labels,
-                    ..TrainOptions::default()
-                },
+            let options = TrainOptions {
+                k,
+                seed,
+                n_runs: runs,
+                max_iterations,
+                threshold_percentile,
+                threshold_margin,
+                min_healthy_share,
+                labels,
+                ..TrainOptions::default()
+            };
+            let bar = indicatif::ProgressBar::new(runs as u64).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "k-means++ runs {bar:30} {pos}/{len} ({elapsed})",
+                )
+                .expect("a valid template"),
             );
-            progress.finish_and_clear();
-            let model = trained?;
+            // Short fits finish before a bar would help; indicatif hides it when stderr is
+            // not a terminal.
+            let model = Model::train_with_progress(&table, &options, |done, _| {
+                bar.set_position(done as u64)
+            });
+            bar.finish_and_clear();
+            let model = model?;
             model.save(&out)?;
-            print!("{}", summary(&model));
-            println!("model written to {}", out.display());
+            emit(&report::summary(&model))?;
+            emit(&format!("model written to {}\n", out.display()))?;
         }
         Command::Score {
             model,
@@ -156,80 +234,174 @@ fn main() -> anyhow::Result<()> {
             format,
         } => {
             let model = Model::load(&model)?;
-            let rows = read_rows(&input)?;
-            model.check_features(&rows, &input)?;
-            let mut writer: Box<dyn std::io::Write> = match &out {
-                Some(path) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(path)
-                        .with_context(|| format!("creating {}", path.display()))?,
-                )),
-                None => Box::new(std::io::stdout().lock()),
+            let table = read_table(&input)?;
+            let assessments = model.score_table(&table)?;
+            let format = match format {
+                Format::Csv => ScoreFormat::Csv,
+                Format::Jsonl => ScoreFormat::JsonLines,
             };
-            if let Format::Csv = format {
-                writeln!(writer, "score,cluster,state,explanation")?;
-            }
-            for row in &rows {
-                let assessment = model.assess(&row.values).map_err(|missing| {
-                    anyhow::anyhow!(
-                        "{}:{}: missing feature {missing}",
-                        input.display(),
-                        row.line
-                    )
-                })?;
-                match format {
-                    Format::Csv => {
-                        let explanation: Vec<String> = assessment
-                            .explanation
-                            .iter()
-                            .map(|c| format!("{}={:+.2}", c.feature, c.z))
-                            .collect();
-                        writeln!(
-                            writer,
-                            "{:.6},{},{},{}",
-                            assessment.score,
-                            assessment.cluster,
-                            assessment.state.as_str(),
-                            explanation.join(" ")
-                        )?;
-                    }
-                    Format::Jsonl => writeln!(writer, "{}", serde_json::to_string(&assessment)?)?,
+            match &out {
+                Some(path) => {
+                    let file = std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    report::write_scores(&assessments, format, &mut std::io::BufWriter::new(file))
+                        .with_context(|| format!("writing {}", path.display()))?;
                 }
+                None => report::write_scores(
+                    &assessments,
+                    format,
+                    &mut std::io::BufWriter::new(std::io::stdout().lock()),
+                )
+                .context("writing standard output")?,
             }
-            writer.flush()?;
         }
         Command::Eval {
             model,
             input,
             labels,
+            enter_after,
+            leave_after,
+            json,
         } => {
             let model = Model::load(&model)?;
-            let rows = read_rows(&input)?;
-            model.check_features(&rows, &input)?;
-            let truth = Labels::read(&labels)?.per_row(&rows, &input)?;
-            let predicted: Vec<bool> = rows
-                .iter()
-                .map(|row| {
-                    model
-                        .assess(&row.values)
-                        .map(|a| a.state == model::HealthState::Degraded)
-                        .map_err(|missing| {
-                            anyhow::anyhow!(
-                                "{}:{}: missing feature {missing}",
-                                input.display(),
-                                row.line
-                            )
-                        })
-                })
-                .collect::<anyhow::Result<_>>()?;
-            let times: Vec<Option<f64>> = rows.iter().map(|row| row.timestamp_s).collect();
-            let evaluation = evaluate(&predicted, &truth, &times);
-            println!("{}", serde_json::to_string_pretty(&evaluation)?);
+            let table = read_table(&input)?;
+            let truth = Labels::read(&labels)?.per_row(&table, &labels)?;
+            let assessments = model.score_table(&table)?;
+            let report = report::eval_report(
+                &assessments,
+                &truth,
+                &table.timestamps,
+                (enter_after, leave_after),
+            );
+            if json {
+                emit(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+            } else {
+                emit(&report.to_string())?;
+            }
         }
-        Command::Inspect { model } => {
+        Command::Inspect { model, json } => {
             let model = Model::load(&model)?;
-            print!("{}", summary(&model));
-            println!("features: {}", model.features.join(", "));
+            if json {
+                emit(&model.to_json())?;
+            } else {
+                emit(&report::inspect(&model))?;
+            }
+        }
+        Command::Synth { out, seed } => write_synthetic(&out, seed)?,
+        Command::Bench {
+            rows,
+            dims,
+            k,
+            n_init,
+            max_iterations,
+            repeats,
+            no_sklearn,
+            python,
+        } => {
+            let defaults = BenchOptions::default();
+            let options = BenchOptions {
+                rows,
+                dims,
+                k,
+                n_init,
+                max_iterations,
+                repeats,
+                python,
+                sklearn_script: if no_sklearn {
+                    None
+                } else {
+                    defaults.sklearn_script.clone()
+                },
+                ..defaults
+            };
+            let report = model::bench::run(&options)?;
+            emit(&bench_text(&report))?;
         }
     }
     Ok(())
+}
+
+fn write_synthetic(out: &Path, seed: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let data = model::synthetic::server_metrics(seed);
+    for (name, text) in [
+        ("train.csv", &data.train_csv),
+        ("test.csv", &data.test_csv),
+        ("test_labels.csv", &data.test_labels_csv),
+        ("test_segments.csv", &data.test_segments_csv),
+    ] {
+        let path = out.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    emit(&format!(
+        "wrote train.csv, test.csv, test_labels.csv, test_segments.csv to {}\n",
+        out.display()
+    ))?;
+    Ok(())
+}
+
+fn bench_text(report: &BenchReport) -> String {
+    use std::fmt::Write as _;
+    let best = |s: &[f64]| s.iter().copied().fold(f64::INFINITY, f64::min);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "training: {} rows x {} features, k = {}, n_init = {}, max_iter = {}",
+        report.rows, report.dims, report.k, report.n_init, report.max_iterations
+    );
+    let _ = writeln!(
+        out,
+        "  model train (linfa):     best {:.3} s of {:?}, inertia {:.4}",
+        best(&report.rust_seconds),
+        report
+            .rust_seconds
+            .iter()
+            .map(|s| format!("{s:.3}"))
+            .collect::<Vec<_>>(),
+        report.rust_inertia
+    );
+    match (&report.sklearn, report.speedup) {
+        (Some(sklearn), Some(speedup)) => {
+            let _ = writeln!(
+                out,
+                "  scikit-learn {} KMeans: best {:.3} s of {:?}, inertia {:.4}, threads {}",
+                sklearn.sklearn_version,
+                best(&sklearn.seconds),
+                sklearn
+                    .seconds
+                    .iter()
+                    .map(|s| format!("{s:.3}"))
+                    .collect::<Vec<_>>(),
+                sklearn.inertia,
+                sklearn.threads.map_or("?".into(), |t| t.to_string())
+            );
+            let _ = writeln!(
+                out,
+                "  ratio sklearn / model train: {speedup:.2} ({})",
+                if speedup > 1.0 {
+                    "model train is faster"
+                } else {
+                    "scikit-learn is faster"
+                }
+            );
+        }
+        _ => {
+            let _ = writeln!(out, "  scikit-learn: skipped");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "inference: {} fields per window; {:.2} µs per window (parsed record), {:.2} µs with \
+         JSON parsing",
+        report.inference_fields,
+        report.inference_us_per_window,
+        report.parse_and_score_us_per_window
+    );
+    let _ = writeln!(
+        out,
+        "baseline refresh: {:.1} ms to retrain on {} windows (default baseline options)",
+        report.baseline_refresh_ms,
+        model::baseline::DEFAULT_MAX_KEPT
+    );
+    out
 }

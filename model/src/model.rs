@@ -1,37 +1,33 @@
-//! The model: named features, a scaler, k-means centroids with a state each, and an anomaly
-//! threshold calibrated on the training windows.
+//! The model: a feature schema, a scaler, k-means clusters with a state each, and an anomaly
+//! threshold calibrated on the training windows. Its serde form is the model file.
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use linfa::prelude::*;
 use linfa_clustering::{KMeans, KMeansInit};
-use ndarray::{Array1, Array2, ArrayView1, Axis};
+use linfa_nn::distance::Distance;
+use ndarray::{Array2, ArrayView, Dimension};
 use rand_xoshiro::{Xoshiro256Plus, rand_core::SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{ModelError, Result},
-    input::Row,
+    features::{CompiledSchema, FeatureSchema, std_floor},
+    input::{Table, TrainingData, WindowFields},
 };
 
-/// Version of the model file format; bumped on any change a reader must know about.
+/// What the `format` field of every model file says.
+pub const MODEL_FORMAT: &str = "nodestate-model";
+/// Version of the model file format: bumped on any change an older reader would misread.
 pub const MODEL_FORMAT_VERSION: u32 = 1;
-const FORMAT_NAME: &str = "nodestate-model";
+/// Number of features named in an [`Assessment`]'s explanation.
+pub const EXPLANATION_LENGTH: usize = 3;
 
-/// Standard deviations are floored at this (in transformed units), so a feature that never
-/// moved during training (OOM kills: always 0) makes a clear z-distance the first time it
-/// does, instead of an infinite or zero one.
-pub const STD_FLOOR: f64 = 0.1;
-/// The threshold is this percentile of the training windows' scores…
-pub const THRESHOLD_PERCENTILE: f64 = 99.5;
-/// …times this margin, so that the busiest healthy minute seen in training does not sit right
-/// on the line.
-pub const THRESHOLD_MARGIN: f64 = 1.25;
-/// Without labels, a cluster holding less than this share of the training windows is taken
-/// for an outlier cluster (degraded); the bulk is healthy.
-pub const MIN_HEALTHY_CLUSTER_SHARE: f64 = 0.05;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A window's state, or the node's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthState {
     Healthy,
@@ -47,64 +43,77 @@ impl HealthState {
     }
 }
 
-/// How a raw value becomes a model input before scaling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transform {
-    /// `ln(1 + max(x, 0))`: rates, counts, latencies and bytes are heavy-tailed and
-    /// non-negative; the log keeps one burst from dominating the distance.
-    Log1p,
-    /// Shares in percent (`*_pct`) are bounded: kept as they are.
-    Linear,
-}
-
-impl Transform {
-    pub fn for_feature(name: &str) -> Self {
-        if name.ends_with("_pct") {
-            Self::Linear
-        } else {
-            Self::Log1p
-        }
-    }
-
-    pub fn apply(self, value: f64) -> f64 {
-        match self {
-            Self::Log1p => value.max(0.0).ln_1p(),
-            Self::Linear => value,
-        }
+impl std::fmt::Display for HealthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
-/// One feature's contribution to a window's distance from healthy.
+/// One feature's part in a window's distance from healthy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Contribution {
     pub feature: String,
-    /// Signed distance from the nearest healthy centroid, in training standard deviations.
+    /// Signed distance from the nearest healthy centroid along this feature, in training
+    /// standard deviations (positive: higher than healthy).
     pub z: f64,
 }
 
 /// The model's judgement of one window.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assessment {
+    /// Euclidean distance to the nearest healthy centroid, in standardized feature space.
     pub score: f64,
+    /// The calibrated threshold the score is compared with.
     pub threshold: f64,
-    /// Nearest centroid of any state.
+    /// The nearest centroid of any state.
     pub cluster: usize,
+    /// `Degraded` when the score is above the threshold or the nearest cluster is degraded.
     pub state: HealthState,
-    /// Top three features by |z|.
+    /// The features that push the window furthest from the nearest healthy centroid, largest
+    /// |z| first (three of them, fewer if the model has fewer features).
     pub explanation: Vec<Contribution>,
 }
 
-/// Options of `Model::train`.
-#[derive(Debug, Clone)]
+impl Assessment {
+    pub fn is_anomalous(&self) -> bool {
+        self.state == HealthState::Degraded
+    }
+}
+
+/// Settings of [`Model::train`]. The defaults are the CLI's.
+#[derive(Debug, Clone, PartialEq)]
 pub struct TrainOptions {
+    /// Number of clusters.
     pub k: usize,
+    /// Seed of the k-means++ initialisations: the same data, options and seed give the same
+    /// model.
     pub seed: u64,
+    /// Independent k-means++ initialisations; the run with the lowest inertia is kept.
     pub n_runs: usize,
     pub max_iterations: u64,
-    /// Per-row labels (true = fault); clusters then take the state of their majority.
+    /// A run stops when the centroids move less than this in one iteration (Euclidean norm
+    /// over all centroids, in standard deviations). The default, 0.01, is scikit-learn's
+    /// default stopping rule (`tol=1e-4` times the mean feature variance, on the squared
+    /// norm) on standardized data; finer centroids would change no verdict.
+    pub tolerance: f64,
+    /// The threshold is this percentile of the healthy training windows' scores…
+    pub threshold_percentile: f64,
+    /// …times this margin.
+    pub threshold_margin: f64,
+    /// Without labels, a cluster with less than this share of the training windows is taken
+    /// for a cluster of outliers, i.e. degraded.
+    pub min_healthy_share: f64,
+    /// Per training row: is it a fault? Clusters then take the state of their majority, and
+    /// the threshold is calibrated on the rows labelled healthy only.
     pub labels: Option<Vec<bool>>,
 }
+
+/// Default percentile of the calibration (see [`TrainOptions::threshold_percentile`]).
+pub const DEFAULT_THRESHOLD_PERCENTILE: f64 = 99.0;
+/// Default margin over it (see [`TrainOptions::threshold_margin`]).
+pub const DEFAULT_THRESHOLD_MARGIN: f64 = 1.2;
+/// Default outlier-cluster share (see [`TrainOptions::min_healthy_share`]).
+pub const DEFAULT_MIN_HEALTHY_SHARE: f64 = 0.05;
 
 impl Default for TrainOptions {
     fn default() -> Self {
@@ -113,84 +122,214 @@ impl Default for TrainOptions {
             seed: 42,
             n_runs: 10,
             max_iterations: 300,
+            tolerance: 1e-2,
+            threshold_percentile: DEFAULT_THRESHOLD_PERCENTILE,
+            threshold_margin: DEFAULT_THRESHOLD_MARGIN,
+            min_healthy_share: DEFAULT_MIN_HEALTHY_SHARE,
             labels: None,
         }
     }
 }
 
-/// A trained model. Its serialized form is the model file.
+/// Per-feature standardization fitted on the training windows (after the transforms).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scaler {
+    pub mean: Vec<f64>,
+    /// Floored (see `features::std_floor`), so always positive.
+    pub std: Vec<f64>,
+}
+
+/// One k-means cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    /// In standardized feature space, one value per feature.
+    pub centroid: Vec<f64>,
+    pub state: HealthState,
+    /// Training windows nearest to it.
+    pub size: usize,
+    /// Of those, the ones labelled faulty (when trained with labels).
+    pub labelled_faults: Option<usize>,
+}
+
+/// The anomaly threshold and how it was found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Threshold {
+    pub value: f64,
+    pub percentile: f64,
+    pub margin: f64,
+    /// Training windows the percentile was taken over.
+    pub calibration_windows: usize,
+}
+
+/// How the model was trained, for `model inspect`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingInfo {
+    pub windows: usize,
+    pub k: usize,
+    pub seed: u64,
+    pub n_runs: usize,
+    pub max_iterations: u64,
+    /// Mean squared distance of the training windows to their centroid (best run).
+    pub inertia: f64,
+    pub labelled: bool,
+}
+
+/// A trained model. Scoring needs only `&self`; see [`Model::score`].
+///
+/// The fields are public for reading (`inspect`, the daemon's status page). Scoring uses
+/// tables precomputed from them at training or loading, so a changed model must go through
+/// [`Model::from_bytes`] (`to_json` and back) to take effect.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Model {
     pub format: String,
     pub version: u32,
     /// RFC 3339.
     pub trained_at: String,
-    /// Feature names, in the order of every vector below.
+    /// The features, in the order of every per-feature vector in the file.
+    pub schema: FeatureSchema,
+    pub scaler: Scaler,
+    pub clusters: Vec<Cluster>,
+    pub threshold: Threshold,
+    pub training: TrainingInfo,
+    /// The record fields the model reads ([`Model::required_fields`]): a window record must
+    /// have each. Filled when the model is trained or loaded; not stored in the file.
+    #[serde(skip)]
     pub features: Vec<String>,
-    pub transforms: Vec<Transform>,
-    pub mean: Vec<f64>,
-    pub std: Vec<f64>,
-    /// k centroids in scaled space, each `features.len()` long.
+    /// The cluster centroids (standardized), as in `clusters`; filled like `features`.
+    #[serde(skip)]
     pub centroids: Vec<Vec<f64>>,
-    pub cluster_states: Vec<HealthState>,
-    pub cluster_sizes: Vec<usize>,
-    pub threshold: f64,
-    pub threshold_percentile: f64,
-    pub seed: u64,
-    pub training_windows: usize,
+    /// Everything scoring can compute once, built when the model is trained or loaded.
+    #[serde(skip)]
+    prepared: Prepared,
 }
 
+#[derive(Debug, Clone, PartialEq, Default)]
+struct Prepared {
+    schema: CompiledSchema,
+    inverse_std: Vec<f64>,
+    /// Indices of the healthy clusters.
+    healthy: Vec<usize>,
+}
+
+/// Linear-interpolated percentile of sorted values.
 fn percentile(sorted: &[f64], percent: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
-    let rank = (percent / 100.0 * (sorted.len() - 1) as f64).clamp(0.0, (sorted.len() - 1) as f64);
+    let last = (sorted.len() - 1) as f64;
+    let rank = (percent / 100.0 * last).clamp(0.0, last);
     let (low, high) = (rank.floor() as usize, rank.ceil() as usize);
     sorted[low] + (sorted[high] - sorted[low]) * (rank - low as f64)
 }
 
+#[inline]
+fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
+    squared_distance_unrolled(a, b)
+}
+
 impl Model {
-    /// The features of a training set: every numeric column present in all rows, sorted.
-    pub fn feature_names(rows: &[Row]) -> Vec<String> {
-        let Some(first) = rows.first() else {
-            return Vec::new();
-        };
-        first
-            .values
-            .keys()
-            .filter(|name| rows.iter().all(|row| row.values.contains_key(*name)))
-            .cloned()
-            .collect()
+    /// Fits the scaler and k-means on the training windows (a [`Table`], or a slice of
+    /// [`crate::input::Row`]) and calibrates the threshold.
+    pub fn train<T: TrainingData + ?Sized>(data: &T, options: &TrainOptions) -> Result<Self> {
+        Self::train_with_progress(data, options, |_, _| {})
     }
 
-    /// Fits the scaler and k-means on `rows` and calibrates the threshold.
-    pub fn train(rows: &[Row], options: &TrainOptions) -> Result<Self> {
-        let features = Self::feature_names(rows);
-        if rows.is_empty() || features.is_empty() {
-            return Err(ModelError::Training("no rows with numeric features".into()));
+    /// [`Model::train`], calling `progress(runs_done, runs)` after each k-means run.
+    pub fn train_with_progress<T: TrainingData + ?Sized>(
+        data: &T,
+        options: &TrainOptions,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Self> {
+        let table = data.to_table();
+        let table: &Table = &table;
+        let options = &TrainOptions {
+            // Labels given with the options win; otherwise the input's own `label` column.
+            labels: options.labels.clone().or_else(|| table.labels.clone()),
+            ..options.clone()
+        };
+        let rows = table.len();
+        if rows == 0 || table.columns.is_empty() {
+            return Err(ModelError::Empty {
+                path: table.path().to_path_buf(),
+                what: "no rows with numeric features to train on".into(),
+            });
         }
-        let transforms: Vec<Transform> =
-            features.iter().map(|f| Transform::for_feature(f)).collect();
-        let raw = Array2::from_shape_fn((rows.len(), features.len()), |(r, c)| {
-            transforms[c].apply(rows[r].values[&features[c]])
-        });
-        let mean = raw.mean_axis(Axis(0)).expect("rows is not empty");
-        let std = raw.std_axis(Axis(0), 0.0).mapv(|s| s.max(STD_FLOOR));
-        let scaled = (&raw - &mean) / &std;
+        if options.k == 0 || options.k > rows {
+            return Err(ModelError::Training(format!(
+                "k = {} needs between 1 and {rows} (the number of training windows)",
+                options.k
+            )));
+        }
+        if let Some(labels) = &options.labels
+            && labels.len() != rows
+        {
+            return Err(ModelError::Training(format!(
+                "{} labels for {rows} training windows",
+                labels.len()
+            )));
+        }
+        let schema = FeatureSchema::decide(&table.columns, &table.values);
+        let compiled = schema.compile();
+        let width = compiled.len();
+        let positions: Vec<usize> = compiled
+            .inputs
+            .iter()
+            .map(|input| table.columns.iter().position(|c| c == input).unwrap_or(0))
+            .collect();
+        let mut transformed = Array2::<f64>::zeros((rows, width));
+        let mut gathered = vec![0.0; positions.len()];
+        for (row, mut out) in transformed.outer_iter_mut().enumerate() {
+            let values = table.row(row);
+            for (slot, &position) in gathered.iter_mut().zip(&positions) {
+                *slot = values[position];
+            }
+            compiled.extract(&gathered, out.as_slice_mut().expect("rows are contiguous"));
+        }
 
-        let k = options.k.clamp(1, rows.len());
-        let rng = Xoshiro256Plus::seed_from_u64(options.seed);
-        let dataset = DatasetBase::from(scaled.clone());
-        let kmeans = KMeans::params_with_rng(k, rng)
-            .n_runs(options.n_runs.max(1))
-            .max_n_iterations(options.max_iterations)
-            .tolerance(1e-6)
-            .init_method(KMeansInit::KMeansPlusPlus)
-            .fit(&dataset)
-            .map_err(|err| ModelError::Training(err.to_string()))?;
-        let centroids = kmeans.centroids().clone();
-        let assignment = kmeans.predict(&scaled);
+        let mut mean = Vec::with_capacity(width);
+        let mut std = Vec::with_capacity(width);
+        for (feature, column) in schema.features.iter().zip(transformed.columns()) {
+            let column = column.to_vec();
+            let m = column.iter().sum::<f64>() / rows as f64;
+            let variance = column.iter().map(|v| (v - m).powi(2)).sum::<f64>() / rows as f64;
+            mean.push(m);
+            std.push(variance.sqrt().max(std_floor(feature, &column)));
+        }
+        if let Some(index) = (0..width).find(|&i| !(mean[i].is_finite() && std[i].is_finite())) {
+            return Err(ModelError::Training(format!(
+                "feature `{}` has values too large to average (beyond ±1e300?)",
+                schema.features[index].name
+            )));
+        }
+        let mut scaled = transformed;
+        for mut row in scaled.outer_iter_mut() {
+            for ((value, m), s) in row.iter_mut().zip(&mean).zip(&std) {
+                *value = (*value - m) / s;
+            }
+        }
 
+        // k-means++ cannot place more centroids than there are distinct windows (an idle
+        // node's windows can all be equal): ask for no more. Collecting up to k distinct rows
+        // usually stops within the first few.
+        let distinct = {
+            let mut seen: Vec<&[f64]> = Vec::with_capacity(options.k);
+            for row in scaled.outer_iter() {
+                let row = row.to_slice().expect("rows are contiguous");
+                if !seen.contains(&row) {
+                    seen.push(row);
+                    if seen.len() == options.k {
+                        break;
+                    }
+                }
+            }
+            seen.len()
+        };
+        let k = options.k.min(distinct);
+        let (centroids, inertia) = fit_kmeans(&scaled, k, options, &mut progress)?;
+        let assignment: Vec<usize> = scaled
+            .outer_iter()
+            .map(|x| nearest(&centroids, x.as_slice().expect("contiguous")).0)
+            .collect();
         let mut sizes = vec![0usize; k];
         let mut faults = vec![0usize; k];
         for (row, &cluster) in assignment.iter().enumerate() {
@@ -203,7 +342,7 @@ impl Model {
             .map(|cluster| {
                 let degraded = match &options.labels {
                     Some(_) => faults[cluster] * 2 > sizes[cluster],
-                    None => (sizes[cluster] as f64) < MIN_HEALTHY_CLUSTER_SHARE * rows.len() as f64,
+                    None => (sizes[cluster] as f64) < options.min_healthy_share * rows as f64,
                 };
                 if degraded {
                     HealthState::Degraded
@@ -212,222 +351,585 @@ impl Model {
                 }
             })
             .collect();
-        // A model needs somewhere healthy to measure from: the largest cluster at least.
+        // Scores are distances to healthy: there must be one. The largest cluster is the
+        // best guess at normal.
         if !states.contains(&HealthState::Healthy) {
             let largest = (0..k).max_by_key(|&c| sizes[c]).unwrap_or(0);
             states[largest] = HealthState::Healthy;
         }
 
         let mut model = Self {
-            format: FORMAT_NAME.into(),
+            format: MODEL_FORMAT.into(),
             version: MODEL_FORMAT_VERSION,
             trained_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            features,
-            transforms,
-            mean: mean.to_vec(),
-            std: std.to_vec(),
-            centroids: centroids.outer_iter().map(|c| c.to_vec()).collect(),
-            cluster_states: states,
-            cluster_sizes: sizes,
-            threshold: 0.0,
-            threshold_percentile: THRESHOLD_PERCENTILE,
-            seed: options.seed,
-            training_windows: rows.len(),
+            schema,
+            scaler: Scaler { mean, std },
+            clusters: (0..k)
+                .map(|c| Cluster {
+                    centroid: centroids.row(c).to_vec(),
+                    state: states[c],
+                    size: sizes[c],
+                    labelled_faults: options.labels.as_ref().map(|_| faults[c]),
+                })
+                .collect(),
+            threshold: Threshold {
+                value: 0.0,
+                percentile: options.threshold_percentile,
+                margin: options.threshold_margin,
+                calibration_windows: 0,
+            },
+            training: TrainingInfo {
+                windows: rows,
+                k,
+                seed: options.seed,
+                n_runs: options.n_runs.max(1),
+                max_iterations: options.max_iterations,
+                inertia,
+                labelled: options.labels.is_some(),
+            },
+            features: Vec::new(),
+            centroids: Vec::new(),
+            prepared: Prepared::default(),
         };
-        // Calibrate on the healthy training windows (by label when there are labels).
-        let mut scores: Vec<f64> = scaled
-            .outer_iter()
-            .enumerate()
-            .filter(|(row, _)| !options.labels.as_ref().is_some_and(|labels| labels[*row]))
-            .map(|(_, x)| model.nearest_healthy(x).1)
+        model.prepare();
+
+        // Calibrate on the windows that are healthy by every account we have: not labelled
+        // faulty, and nearest to a healthy cluster. An outlier cluster's windows would
+        // otherwise set the bar as high as the outliers.
+        let is_calibration_row = |row: usize| {
+            !options.labels.as_ref().is_some_and(|labels| labels[row])
+                && states[assignment[row]] == HealthState::Healthy
+        };
+        let mut scores: Vec<f64> = (0..rows)
+            .filter(|&row| is_calibration_row(row))
+            .map(|row| {
+                model
+                    .nearest_healthy(scaled.row(row).as_slice().expect("contiguous"))
+                    .1
+            })
             .collect();
         scores.sort_by(f64::total_cmp);
-        model.threshold = (percentile(&scores, THRESHOLD_PERCENTILE) * THRESHOLD_MARGIN).max(1e-9);
+        let value = percentile(&scores, options.threshold_percentile) * options.threshold_margin;
+        // A threshold of 0 (all training windows identical) would flag any change at all; the
+        // smallest one worth reporting is a tenth of a standard deviation.
+        model.threshold.value = value.max(0.1);
+        model.threshold.calibration_windows = scores.len();
         Ok(model)
     }
 
-    fn distance(a: ArrayView1<f64>, b: &[f64]) -> f64 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).powi(2))
-            .sum::<f64>()
-            .sqrt()
+    /// Builds what scoring precomputes.
+    fn prepare(&mut self) {
+        self.centroids = self.clusters.iter().map(|c| c.centroid.clone()).collect();
+        self.prepared = Prepared {
+            schema: self.schema.compile(),
+            inverse_std: self.scaler.std.iter().map(|s| 1.0 / s).collect(),
+            healthy: (0..self.clusters.len())
+                .filter(|&c| self.clusters[c].state == HealthState::Healthy)
+                .collect(),
+        };
+        self.features = self.prepared.schema.inputs.clone();
+    }
+
+    /// Feature names, in model order.
+    pub fn feature_names(&self) -> impl Iterator<Item = &str> {
+        self.schema.names()
+    }
+
+    /// The raw fields a window record must have (top-level numbers, or CSV columns).
+    pub fn required_fields(&self) -> &[String] {
+        &self.prepared.schema.inputs
+    }
+
+    /// Of the fields the model needs, those `present` does not have.
+    pub fn missing_fields<'a>(&'a self, present: &[String]) -> Vec<&'a str> {
+        self.required_fields()
+            .iter()
+            .filter(|f| !present.contains(f))
+            .map(String::as_str)
+            .collect()
     }
 
     /// (index, distance) of the nearest healthy centroid.
-    fn nearest_healthy(&self, x: ArrayView1<f64>) -> (usize, f64) {
-        self.centroids
-            .iter()
-            .enumerate()
-            .filter(|(c, _)| self.cluster_states[*c] == HealthState::Healthy)
-            .map(|(c, centroid)| (c, Self::distance(x, centroid)))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .unwrap_or((0, f64::INFINITY))
-    }
-
-    /// The scaled vector of a row; `None` names a feature the row lacks.
-    pub fn scale(
-        &self,
-        values: &BTreeMap<String, f64>,
-    ) -> std::result::Result<Array1<f64>, String> {
-        let mut x = Array1::zeros(self.features.len());
-        for (index, name) in self.features.iter().enumerate() {
-            let value = values.get(name).ok_or_else(|| name.clone())?;
-            x[index] = (self.transforms[index].apply(*value) - self.mean[index]) / self.std[index];
+    fn nearest_healthy(&self, x: &[f64]) -> (usize, f64) {
+        let mut best = (self.prepared.healthy[0], f64::INFINITY);
+        for &c in &self.prepared.healthy {
+            let d = squared_distance(x, &self.clusters[c].centroid);
+            if d < best.1 {
+                best = (c, d);
+            }
         }
-        Ok(x)
+        (best.0, best.1.sqrt())
     }
 
-    /// Judges one window (its named values). A missing feature is an error naming it.
-    pub fn assess(
-        &self,
-        values: &BTreeMap<String, f64>,
-    ) -> std::result::Result<Assessment, String> {
-        let x = self.scale(values)?;
-        let (healthy, score) = self.nearest_healthy(x.view());
-        let cluster = self
-            .centroids
+    /// Judges one window record (a JSON object whose top-level numbers are the fields).
+    /// Every field of [`Model::required_fields`] must be there: a missing one is an error,
+    /// never a silent 0, which would read as an idle (or a broken) node.
+    pub fn score(&self, record: &serde_json::Value) -> Result<Assessment> {
+        let object = record
+            .as_object()
+            .ok_or_else(|| ModelError::InvalidRecord("not a JSON object".into()))?;
+        let mut inputs = vec![0.0; self.prepared.schema.inputs.len()];
+        let mut missing = Vec::new();
+        self.prepared
+            .schema
+            .gather_json(object, &mut inputs, &mut missing)
+            .map_err(ModelError::InvalidRecord)?;
+        self.check_missing(&missing)?;
+        Ok(self.score_checked(&inputs))
+    }
+
+    /// A window record's feature vector, standardized, in [`Model::feature_names`] order
+    /// (what the score is computed from; for export or debugging).
+    pub fn feature_vector(&self, record: &serde_json::Value) -> Result<Vec<f64>> {
+        let object = record
+            .as_object()
+            .ok_or_else(|| ModelError::InvalidRecord("not a JSON object".into()))?;
+        let mut inputs = vec![0.0; self.prepared.schema.inputs.len()];
+        let mut missing = Vec::new();
+        self.prepared
+            .schema
+            .gather_json(object, &mut inputs, &mut missing)
+            .map_err(ModelError::InvalidRecord)?;
+        self.check_missing(&missing)?;
+        Ok(self.standardize(&inputs))
+    }
+
+    fn standardize(&self, inputs: &[f64]) -> Vec<f64> {
+        let mut x = vec![0.0; self.scaler.mean.len()];
+        self.prepared.schema.extract(inputs, &mut x);
+        for ((value, mean), inverse_std) in x
+            .iter_mut()
+            .zip(&self.scaler.mean)
+            .zip(&self.prepared.inverse_std)
+        {
+            *value = (*value - mean) * inverse_std;
+        }
+        x
+    }
+
+    /// Judges a window given as anything with named fields ([`WindowFields`]: a JSON record,
+    /// a `BTreeMap<String, f64>`, a `[(String, f64)]`).
+    pub fn score_fields(&self, record: &impl WindowFields) -> Result<Assessment> {
+        let names = &self.prepared.schema.inputs;
+        let mut inputs = Vec::with_capacity(names.len());
+        let mut missing = Vec::new();
+        for name in names {
+            match record.field(name) {
+                Some(value) if value.is_finite() => inputs.push(value),
+                Some(value) => {
+                    return Err(ModelError::InvalidRecord(format!(
+                        "field `{name}` is {value}, not finite"
+                    )));
+                }
+                None => {
+                    missing.push(inputs.len());
+                    inputs.push(0.0);
+                }
+            }
+        }
+        self.check_missing(&missing)?;
+        Ok(self.score_checked(&inputs))
+    }
+
+    /// [`Model::score_map`] by its older name.
+    pub fn assess(&self, values: &BTreeMap<String, f64>) -> Result<Assessment> {
+        self.score_map(values)
+    }
+
+    /// [`Model::score`] for named values.
+    pub fn score_map(&self, values: &BTreeMap<String, f64>) -> Result<Assessment> {
+        let mut inputs = vec![0.0; self.prepared.schema.inputs.len()];
+        let mut missing = Vec::new();
+        self.prepared
+            .schema
+            .gather_map(values, &mut inputs, &mut missing)
+            .map_err(ModelError::InvalidRecord)?;
+        self.check_missing(&missing)?;
+        Ok(self.score_checked(&inputs))
+    }
+
+    fn check_missing(&self, missing: &[usize]) -> Result<()> {
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = missing
             .iter()
-            .enumerate()
-            .map(|(c, centroid)| (c, Self::distance(x.view(), centroid)))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .map_or(0, |(c, _)| c);
+            .map(|&i| self.prepared.schema.inputs[i].as_str())
+            .collect();
+        Err(ModelError::InvalidRecord(format!(
+            "missing or non-numeric field(s) the model needs: {}",
+            names.join(", ")
+        )))
+    }
+
+    /// Judges one window given its raw fields in [`Model::required_fields`] order: the
+    /// cheapest way in, for a caller that gathers fields itself.
+    pub fn score_inputs(&self, inputs: &[f64]) -> Result<Assessment> {
+        let expected = self.prepared.schema.inputs.len();
+        if inputs.len() != expected {
+            return Err(ModelError::InvalidRecord(format!(
+                "{} values given, the model needs {expected}",
+                inputs.len()
+            )));
+        }
+        if let Some(index) = inputs.iter().position(|v| !v.is_finite()) {
+            return Err(ModelError::InvalidRecord(format!(
+                "field `{}` is {}, not finite",
+                self.prepared.schema.inputs[index], inputs[index]
+            )));
+        }
+        Ok(self.score_checked(inputs))
+    }
+
+    /// Scores inputs known to be complete and finite.
+    fn score_checked(&self, inputs: &[f64]) -> Assessment {
+        self.assess_scaled(&self.standardize(inputs))
+    }
+
+    fn assess_scaled(&self, x: &[f64]) -> Assessment {
+        let (healthy, score) = self.nearest_healthy(x);
+        let (cluster, _) = nearest_of(&self.clusters, x);
         let anomalous =
-            score > self.threshold || self.cluster_states[cluster] == HealthState::Degraded;
-        let mut contributions: Vec<Contribution> = self
-            .features
+            score > self.threshold.value || self.clusters[cluster].state == HealthState::Degraded;
+        // Top |z| by a small insertion sort: no allocation beyond the three names.
+        let centroid = &self.clusters[healthy].centroid;
+        let mut top: [(usize, f64); EXPLANATION_LENGTH] = [(usize::MAX, 0.0); EXPLANATION_LENGTH];
+        for (index, (value, center)) in x.iter().zip(centroid).enumerate() {
+            let z = value - center;
+            if top[EXPLANATION_LENGTH - 1].0 != usize::MAX
+                && z.abs() <= top[EXPLANATION_LENGTH - 1].1.abs()
+            {
+                continue;
+            }
+            let mut slot = EXPLANATION_LENGTH - 1;
+            top[slot] = (index, z);
+            while slot > 0 && (top[slot - 1].0 == usize::MAX || z.abs() > top[slot - 1].1.abs()) {
+                top.swap(slot, slot - 1);
+                slot -= 1;
+            }
+        }
+        let explanation = top
             .iter()
-            .enumerate()
-            .map(|(index, feature)| Contribution {
-                feature: feature.clone(),
-                z: x[index] - self.centroids[healthy][index],
+            .filter(|(index, _)| *index != usize::MAX)
+            .map(|&(index, z)| Contribution {
+                feature: self.schema.features[index].name.clone(),
+                z,
             })
             .collect();
-        contributions.sort_by(|a, b| b.z.abs().total_cmp(&a.z.abs()));
-        contributions.truncate(3);
-        Ok(Assessment {
+        Assessment {
             score,
-            threshold: self.threshold,
+            threshold: self.threshold.value,
             cluster,
             state: if anomalous {
                 HealthState::Degraded
             } else {
                 HealthState::Healthy
             },
-            explanation: contributions,
-        })
+            explanation,
+        }
     }
 
-    /// Checks that `rows` carry every feature of the model.
-    pub fn check_features(&self, rows: &[Row], path: &Path) -> Result<()> {
-        let Some(first) = rows.first() else {
-            return Err(ModelError::Empty {
-                path: path.to_path_buf(),
-                purpose: "score",
+    /// Scores every row of a table read from a file. A model whose fields the file lacks is a
+    /// [`ModelError::FeatureMismatch`] naming the file.
+    pub fn score_table(&self, table: &Table) -> Result<Vec<Assessment>> {
+        let missing = self.missing_fields(&table.columns);
+        if !missing.is_empty() {
+            return Err(ModelError::FeatureMismatch {
+                path: table.path().to_path_buf(),
+                line: 1,
+                missing: missing.into_iter().map(str::to_string).collect(),
             });
-        };
-        let missing: Vec<&str> = self
-            .features
+        }
+        let positions: Vec<usize> = self
+            .required_fields()
             .iter()
-            .filter(|name| !first.values.contains_key(*name))
-            .map(String::as_str)
+            .map(|f| table.columns.iter().position(|c| c == f).unwrap_or(0))
             .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(ModelError::FeatureMismatch {
-                path: path.to_path_buf(),
-                missing: missing.join(", "),
+        let mut inputs = vec![0.0; positions.len()];
+        Ok((0..table.len())
+            .map(|row| {
+                let values = table.row(row);
+                for (slot, &position) in inputs.iter_mut().zip(&positions) {
+                    *slot = values[position];
+                }
+                self.score_checked(&inputs)
             })
-        }
+            .collect())
     }
 
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a model always serializes")
-    }
-
-    pub fn save(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.to_json() + "\n").map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
-    }
-
-    /// Parses and validates a model file: format, version, shapes and finite numbers.
-    pub fn from_json(text: &str, path: &Path) -> Result<Self> {
-        let bad = |message: String| ModelError::BadModel {
-            path: path.to_path_buf(),
-            message,
-        };
-        let model: Self = serde_json::from_str(text).map_err(|err| {
-            bad(format!(
-                "line {} column {}: {err}",
-                err.line(),
-                err.column()
-            ))
-        })?;
-        if model.format != FORMAT_NAME {
-            return Err(bad(format!(
-                "format is `{}`, expected `{FORMAT_NAME}`",
-                model.format
-            )));
-        }
-        if model.version != MODEL_FORMAT_VERSION {
-            return Err(bad(format!(
-                "format version {} (this build reads {MODEL_FORMAT_VERSION})",
-                model.version
-            )));
-        }
-        let n = model.features.len();
-        let k = model.centroids.len();
-        if n == 0 || k == 0 {
-            return Err(bad("no features or no centroids".into()));
-        }
-        if model.transforms.len() != n
-            || model.mean.len() != n
-            || model.std.len() != n
-            || model.centroids.iter().any(|c| c.len() != n)
-            || model.cluster_states.len() != k
-            || model.cluster_sizes.len() != k
-        {
-            return Err(bad(
-                "vectors of different lengths (truncated or edited file?)".into(),
-            ));
-        }
-        let numbers = model
-            .mean
-            .iter()
-            .chain(&model.std)
-            .chain(model.centroids.iter().flatten())
-            .chain(std::iter::once(&model.threshold));
-        if numbers.clone().any(|v| !v.is_finite()) || model.std.iter().any(|s| *s <= 0.0) {
-            return Err(bad("non-finite numbers or non-positive deviations".into()));
-        }
-        if !model.cluster_states.contains(&HealthState::Healthy) {
-            return Err(bad("no healthy cluster".into()));
-        }
-        Ok(model)
-    }
-
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_json(&text, path)
-    }
-
-    /// The features that set each cluster apart from the overall mean (the training set's,
-    /// 0 in scaled space), for the summary table.
-    pub fn cluster_top_features(&self, cluster: usize, count: usize) -> Vec<(String, f64)> {
-        let mut features: Vec<(String, f64)> = self
+    /// Cluster centroids back in feature units (the transforms undone), for people.
+    pub fn centroid_values(&self, cluster: usize) -> Vec<(String, f64)> {
+        self.schema
             .features
             .iter()
-            .cloned()
-            .zip(self.centroids[cluster].iter().copied())
+            .enumerate()
+            .map(|(i, feature)| {
+                let transformed =
+                    self.clusters[cluster].centroid[i] * self.scaler.std[i] + self.scaler.mean[i];
+                let value = match feature.transform {
+                    crate::features::Transform::Log1p => transformed.exp_m1(),
+                    crate::features::Transform::Linear => transformed,
+                };
+                (feature.name.clone(), value)
+            })
+            .collect()
+    }
+
+    /// The features that set a cluster apart: from the nearest other healthy cluster for a
+    /// degraded one, from the training mean for a healthy one. (name, z), largest |z| first.
+    pub fn cluster_top_features(&self, cluster: usize, count: usize) -> Vec<(String, f64)> {
+        let own = &self.clusters[cluster].centroid;
+        let reference: Vec<f64> = if self.clusters[cluster].state == HealthState::Degraded {
+            self.clusters[self.nearest_healthy(own).0].centroid.clone()
+        } else {
+            vec![0.0; own.len()]
+        };
+        let mut features: Vec<(String, f64)> = self
+            .schema
+            .names()
+            .map(str::to_string)
+            .zip(own.iter().zip(&reference).map(|(a, b)| a - b))
             .collect();
         features.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         features.truncate(count);
         features
+    }
+
+    /// The model file's text (pretty JSON).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a model always serializes") + "\n"
+    }
+
+    /// Writes the model file; through a temporary file and a rename, so a reader (the
+    /// daemon) never sees half a model.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let io = |source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(".tmp");
+        let temporary = PathBuf::from(temporary);
+        std::fs::write(&temporary, self.to_json()).map_err(io)?;
+        std::fs::rename(&temporary, path).map_err(io)
+    }
+
+    /// Reads and checks a model file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses and checks a model file's bytes; `origin` names it in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &Path) -> Result<Self> {
+        let corrupt = |line: usize, message: String| ModelError::CorruptModel {
+            path: origin.to_path_buf(),
+            line,
+            message,
+        };
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|err| {
+            let what = if err.is_eof() {
+                "the file ends early (truncated?)".to_string()
+            } else {
+                format!("not JSON: {err}")
+            };
+            corrupt(err.line(), what)
+        })?;
+        match value.get("format").and_then(|f| f.as_str()) {
+            Some(MODEL_FORMAT) => {}
+            other => {
+                return Err(corrupt(
+                    1,
+                    format!("`format` is {other:?}, expected \"{MODEL_FORMAT}\""),
+                ));
+            }
+        }
+        let version = value
+            .get("version")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| corrupt(1, "no `version`".into()))?;
+        if version != u64::from(MODEL_FORMAT_VERSION) {
+            return Err(ModelError::UnsupportedVersion {
+                path: origin.to_path_buf(),
+                found: version,
+                supported: MODEL_FORMAT_VERSION,
+            });
+        }
+        let mut model: Self =
+            serde_json::from_value(value).map_err(|err| corrupt(1, err.to_string()))?;
+        model.validate().map_err(|message| corrupt(1, message))?;
+        model.prepare();
+        Ok(model)
+    }
+
+    /// The consistency a hand-edited or damaged (but still parseable) file may lack.
+    fn validate(&self) -> std::result::Result<(), String> {
+        let width = self.schema.features.len();
+        if width == 0 || self.clusters.is_empty() {
+            return Err("no features or no clusters".into());
+        }
+        let mut names: Vec<&str> = self.schema.names().collect();
+        names.sort_unstable();
+        if names.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err("two features have the same name".into());
+        }
+        if self.scaler.mean.len() != width
+            || self.scaler.std.len() != width
+            || self.clusters.iter().any(|c| c.centroid.len() != width)
+        {
+            return Err(format!(
+                "{width} features, but the scaler or a centroid has another length"
+            ));
+        }
+        let numbers = self
+            .scaler
+            .mean
+            .iter()
+            .chain(&self.scaler.std)
+            .chain(self.clusters.iter().flat_map(|c| &c.centroid));
+        if numbers.clone().any(|v| !v.is_finite()) {
+            return Err("non-finite number in the scaler or a centroid".into());
+        }
+        if self.scaler.std.iter().any(|s| *s <= 0.0) {
+            return Err("a standard deviation is not positive".into());
+        }
+        if !(self.threshold.value.is_finite() && self.threshold.value > 0.0) {
+            return Err("the threshold is not a positive number".into());
+        }
+        if !self
+            .clusters
+            .iter()
+            .any(|c| c.state == HealthState::Healthy)
+        {
+            return Err("no healthy cluster to measure from".into());
+        }
+        Ok(())
+    }
+}
+
+fn nearest(centroids: &Array2<f64>, x: &[f64]) -> (usize, f64) {
+    centroids
+        .outer_iter()
+        .enumerate()
+        .map(|(c, centroid)| {
+            (
+                c,
+                squared_distance(x, centroid.as_slice().expect("contiguous")),
+            )
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((0, f64::INFINITY))
+}
+
+fn nearest_of(clusters: &[Cluster], x: &[f64]) -> (usize, f64) {
+    let mut best = (0, f64::INFINITY);
+    for (c, cluster) in clusters.iter().enumerate() {
+        let d = squared_distance(x, &cluster.centroid);
+        if d < best.1 {
+            best = (c, d);
+        }
+    }
+    best
+}
+
+/// Euclidean distance for linfa's k-means, the same metric as its `L2Dist`. linfa measures
+/// every (window, centroid) pair through this trait; `L2Dist` goes through ndarray-stats'
+/// shape-checked generic iteration, while rows of a standard-layout matrix are plain slices that
+/// a tight loop with independent sums (which the compiler vectorizes) walks several times
+/// faster. That pair loop is nearly all of a fit's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RowEuclidean;
+
+impl Distance<f64> for RowEuclidean {
+    #[inline]
+    fn distance<D: Dimension>(&self, a: ArrayView<f64, D>, b: ArrayView<f64, D>) -> f64 {
+        self.rdistance(a, b).sqrt()
+    }
+
+    #[inline]
+    fn rdistance<D: Dimension>(&self, a: ArrayView<f64, D>, b: ArrayView<f64, D>) -> f64 {
+        match (a.as_slice(), b.as_slice()) {
+            (Some(a), Some(b)) => squared_distance_unrolled(a, b),
+            _ => a.iter().zip(b.iter()).map(|(x, y)| (x - y) * (x - y)).sum(),
+        }
+    }
+
+    #[inline]
+    fn rdist_to_dist(&self, rdist: f64) -> f64 {
+        rdist.sqrt()
+    }
+
+    #[inline]
+    fn dist_to_rdist(&self, dist: f64) -> f64 {
+        dist * dist
+    }
+}
+
+/// Squared Euclidean distance with four independent running sums, so the additions need not
+/// wait for each other (floating-point order rules forbid the compiler from doing this itself).
+#[inline]
+fn squared_distance_unrolled(a: &[f64], b: &[f64]) -> f64 {
+    let mut sums = [0.0f64; 4];
+    let (a_chunks, b_chunks) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for lane in 0..4 {
+            let d = x[lane] - y[lane];
+            sums[lane] += d * d;
+        }
+    }
+    let mut total = (sums[0] + sums[1]) + (sums[2] + sums[3]);
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        total += (x - y) * (x - y);
+    }
+    total
+}
+
+/// k-means++ with `n_runs` initialisations, best inertia kept. Run `i` draws from the seeded
+/// generator jumped `i` times (2^128 draws apart), so runs are independent and the result
+/// depends only on the seed; running them one by one lets the caller show progress.
+fn fit_kmeans(
+    scaled: &Array2<f64>,
+    k: usize,
+    options: &TrainOptions,
+    progress: &mut impl FnMut(usize, usize),
+) -> Result<(Array2<f64>, f64)> {
+    let runs = options.n_runs.max(1);
+    let dataset = DatasetBase::from(scaled.view());
+    let mut rng = Xoshiro256Plus::seed_from_u64(options.seed);
+    let mut best: Option<(Array2<f64>, f64)> = None;
+    for run in 0..runs {
+        let fitted = KMeans::params_with(k, rng.clone(), RowEuclidean)
+            .n_runs(1)
+            .max_n_iterations(options.max_iterations.max(1))
+            .tolerance(options.tolerance)
+            .init_method(KMeansInit::KMeansPlusPlus)
+            .fit(&dataset)
+            .map_err(|err| ModelError::Training(err.to_string()))?;
+        let inertia = fitted.inertia();
+        if best.as_ref().is_none_or(|(_, b)| inertia < *b) {
+            best = Some((fitted.centroids().clone(), inertia));
+        }
+        rng.jump();
+        progress(run + 1, runs);
+    }
+    best.ok_or_else(|| ModelError::Training("no k-means run finished".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentile_interpolates() {
+        let sorted = [1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(percentile(&sorted, 0.0), 1.0);
+        assert_eq!(percentile(&sorted, 50.0), 3.0);
+        assert_eq!(percentile(&sorted, 100.0), 5.0);
+        assert!((percentile(&sorted, 90.0) - 4.6).abs() < 1e-12);
+        assert_eq!(percentile(&[], 50.0), 0.0);
     }
 }
