@@ -3,6 +3,7 @@
 
 mod block;
 mod http;
+mod model;
 mod overhead;
 mod xdp;
 
@@ -19,6 +20,7 @@ const BENCHMARKS: &[Benchmark] = &[
     ("block", block::run),
     ("overhead", overhead::run),
     ("http", http::run),
+    ("model", model::run_bench),
     ("xdp", xdp::run),
 ];
 
