@@ -20,7 +20,8 @@ pub struct AssessorOptions {
 
 enum Judge {
     File { path: PathBuf, model: Model },
-    Baseline(BaselineLearner),
+    // Boxed: the learner keeps up to an hour of windows inline and is much larger.
+    Baseline(Box<BaselineLearner>),
 }
 
 /// One window's verdict, ready for the exporter.
@@ -91,7 +92,7 @@ impl Assessor {
                     windows = options.baseline.learn_windows,
                     "no model file: learning this node's baseline first"
                 );
-                Judge::Baseline(BaselineLearner::new(options.baseline.clone()))
+                Judge::Baseline(Box::new(BaselineLearner::new(options.baseline.clone())))
             }
         };
         Ok(Self {
