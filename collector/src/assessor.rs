@@ -19,8 +19,8 @@ pub struct AssessorOptions {
 }
 
 enum Judge {
-    File { path: PathBuf, model: Model },
-    // Boxed: the learner keeps up to an hour of windows inline and is much larger.
+    File { path: PathBuf, model: Box<Model> },
+    // Both boxed: a model and a learner are hundreds of bytes; the enum stays small.
     Baseline(Box<BaselineLearner>),
 }
 
@@ -84,7 +84,7 @@ impl Assessor {
                 info!(model = %path.display(), features = model.features.len(), k = model.centroids.len(), "model loaded");
                 Judge::File {
                     path: path.clone(),
-                    model,
+                    model: Box::new(model),
                 }
             }
             None => {
@@ -104,7 +104,7 @@ impl Assessor {
     /// What model is in use, once there is one.
     pub fn model_info(&self) -> Option<ModelInfo> {
         let (source, model) = match &self.judge {
-            Judge::File { model, .. } => ("file", model),
+            Judge::File { model, .. } => ("file", model.as_ref()),
             Judge::Baseline(learner) => ("baseline", learner.model()?),
         };
         Some(ModelInfo {
@@ -123,7 +123,7 @@ impl Assessor {
         };
         match load_model(path) {
             Ok(new) => {
-                *model = new;
+                **model = new;
                 info!(model = %path.display(), "SIGHUP: model reloaded");
             }
             Err(err) => warn!("SIGHUP: keeping the old model, the new file is refused: {err:#}"),

@@ -278,6 +278,8 @@ pub struct Attacher<'a> {
     /// Whether the process-exit program is attached and BTF gave `task_struct.exit_code`.
     process_exit_attached: bool,
     task_exit_code_known: bool,
+    /// Every link made, so the daemon can detach them all at once on exit.
+    links: Vec<(&'static str, Link)>,
 }
 
 impl<'a> Attacher<'a> {
@@ -290,7 +292,37 @@ impl<'a> Attacher<'a> {
             sys_exit_attached: false,
             process_exit_attached: false,
             task_exit_code_known,
+            links: Vec::new(),
         }
+    }
+
+    /// The links made, as owned values: dropping one detaches it.
+    pub fn into_owned_links(self) -> Vec<OwnedLink> {
+        let Self { ebpf, links, .. } = self;
+        links
+            .into_iter()
+            .filter_map(|(program, link)| {
+                let prog = ebpf.program_mut(program)?;
+                match link {
+                    Link::Tracepoint(id) => <&mut TracePoint>::try_from(prog)
+                        .ok()?
+                        .take_link(id)
+                        .ok()
+                        .map(OwnedLink::Tracepoint),
+                    Link::Kprobe(id) => <&mut KProbe>::try_from(prog)
+                        .ok()?
+                        .take_link(id)
+                        .ok()
+                        .map(OwnedLink::Kprobe),
+                    Link::RawTracepoint(id) => <&mut RawTracePoint>::try_from(prog)
+                        .ok()?
+                        .take_link(id)
+                        .ok()
+                        .map(OwnedLink::RawTracepoint),
+                    Link::None => None,
+                }
+            })
+            .collect()
     }
 
     /// Never attach `program` (its tracepoint's record layout is unusable here).
@@ -365,6 +397,7 @@ impl<'a> Attacher<'a> {
                 }
             }
         }
+        self.links.extend(links);
         if alternative
             .iter()
             .any(|(program, _)| *program == "sys_exit" || *program == "sys_exit_raw")
@@ -452,6 +485,13 @@ impl<'a> Attacher<'a> {
             Link::None => {}
         }
     }
+}
+
+/// An attachment taken out of its program: dropping it detaches, on any thread.
+pub enum OwnedLink {
+    Tracepoint(aya::programs::trace_point::TracePointLink),
+    Kprobe(aya::programs::kprobe::KProbeLink),
+    RawTracepoint(aya::programs::raw_trace_point::RawTracePointLink),
 }
 
 enum Link {
