@@ -102,10 +102,12 @@ fn forks_and_non_zero_exits_are_counted() {
     let children = (FAILING + SUCCEEDING) as f64;
     assert!(features.proc_forks_per_s >= children, "{features:?}");
     assert!(features.proc_exits_per_s >= children, "{features:?}");
-    // The failing ones, and not the successful ones (a little slack for the rest of the node).
+    // The failing ones, and not the successful ones: were those counted too, there would be
+    // at least FAILING + SUCCEEDING. The gap tolerates other processes of the node failing
+    // meanwhile.
     let nonzero = features.proc_exits_nonzero_per_s;
     assert!(
-        (FAILING as f64..=FAILING as f64 + 5.0).contains(&nonzero),
+        (FAILING as f64..children).contains(&nonzero),
         "{nonzero} non-zero exits for {FAILING} failing and {SUCCEEDING} successful children"
     );
 }
