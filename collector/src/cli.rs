@@ -47,6 +47,34 @@ pub enum Command {
     /// Edit the XDP drop list (source addresses and CIDRs dropped on `--xdp-iface`
     /// interfaces), pinned under bpffs; works whether or not the daemon runs. Root only.
     Blocklist(crate::blocklist::cli::BlocklistArgs),
+    /// Answer a fault-detection oracle: print "Yes" if the node (or, with --prometheus, any
+    /// node of the cluster) is degraded, else "No"; --submit POSTs the answer to the
+    /// benchmark's conductor as {"solution": "Yes"|"No"}.
+    Detect(DetectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DetectArgs {
+    /// A node's daemon, e.g. http://127.0.0.1:9464 (its /state is read).
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:9464",
+        conflicts_with = "prometheus"
+    )]
+    pub node: String,
+
+    /// A Prometheus that scrapes every node's daemon: the answer is Yes if any node was
+    /// degraded within --range.
+    #[arg(long)]
+    pub prometheus: Option<String>,
+
+    /// How far back to look in Prometheus (a PromQL duration).
+    #[arg(long, default_value = "5m")]
+    pub range: String,
+
+    /// The conductor's submit endpoint, e.g. http://conductor:8000/submit.
+    #[arg(long)]
+    pub submit: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ pub mod btf;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod detect;
 pub mod devices;
 pub mod exporter;
 pub mod http;

@@ -48,6 +48,20 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Detect(args) => {
+            let answer = match &args.prometheus {
+                Some(prometheus) => collector::detect::cluster_answer(prometheus, &args.range)?,
+                None => collector::detect::answer_from_state(&collector::detect::node_state(
+                    &args.node,
+                )?)?,
+            };
+            println!("{answer}");
+            if let Some(url) = &args.submit {
+                let reply = collector::detect::submit(url, answer)?;
+                eprintln!("submitted {answer} to {url}: {}", reply.trim());
+            }
+            Ok(())
+        }
         Command::Record(args) => {
             args.collect.validate().map_err(anyhow::Error::msg)?;
             let windows = args
