@@ -255,7 +255,26 @@ fn process_usage() -> (f64, f64) {
     (cpu, rss)
 }
 
-/// One gauge family: (labels, value) pairs under one descriptor.
+/// One metric family: (labels, value) pairs under one descriptor, as gauges or counters.
+fn family(
+    encoder: &mut DescriptorEncoder,
+    metric_type: MetricType,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    series: &[(Vec<(&str, String)>, f64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, unit, metric_type)?;
+    for (labels, value) in series {
+        let encoder = metric.encode_family(labels)?;
+        match metric_type {
+            MetricType::Counter => ConstCounter::new(*value).encode(encoder)?,
+            _ => ConstGauge::new(*value).encode(encoder)?,
+        }
+    }
+    Ok(())
+}
+
 fn gauges(
     encoder: &mut DescriptorEncoder,
     name: &str,
@@ -263,12 +282,7 @@ fn gauges(
     unit: Option<&Unit>,
     series: &[(Vec<(&str, String)>, f64)],
 ) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
-    for (labels, value) in series {
-        let family = metric.encode_family(labels)?;
-        ConstGauge::new(*value).encode(family)?;
-    }
-    Ok(())
+    family(encoder, MetricType::Gauge, name, help, unit, series)
 }
 
 fn counters(
@@ -278,12 +292,7 @@ fn counters(
     unit: Option<&Unit>,
     series: &[(Vec<(&str, String)>, f64)],
 ) -> Result<(), std::fmt::Error> {
-    let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Counter)?;
-    for (labels, value) in series {
-        let family = metric.encode_family(labels)?;
-        ConstCounter::new(*value).encode(family)?;
-    }
-    Ok(())
+    family(encoder, MetricType::Counter, name, help, unit, series)
 }
 
 impl Collector for NodestateMetrics {

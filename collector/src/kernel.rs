@@ -372,15 +372,10 @@ impl KernelCollector {
 
     /// The kernel side's own counters (see `collector_common::counter`), summed over CPUs.
     pub fn counters(&self) -> anyhow::Result<[u64; counter::COUNT as usize]> {
-        let mut totals = [0u64; counter::COUNT as usize];
-        for (index, total) in totals.iter_mut().enumerate() {
-            let per_cpu = self
-                .counters
-                .get(&(index as u32), 0)
-                .context("reading the kernel counters")?;
-            *total = per_cpu.iter().sum();
-        }
-        Ok(totals)
+        let totals = sum_array(&self.counters, counter::COUNT)?;
+        Ok(totals
+            .try_into()
+            .expect("sum_array returns one total per slot"))
     }
 
     /// Node-wide event counts (see `collector_common::event`), summed over CPUs.
