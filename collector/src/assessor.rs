@@ -70,8 +70,24 @@ fn check_model(model: &Model, path: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--model builtin`: the model `cargo xtask evaluate` trained on the recorded scenarios'
+/// healthy windows (datasets/), compiled into the daemon.
+pub const BUILTIN_MODEL: &str = "builtin";
+const BUILTIN_MODEL_JSON: &[u8] = include_bytes!("../../datasets/default-model.json");
+
+fn is_builtin(path: &std::path::Path) -> bool {
+    path.as_os_str() == BUILTIN_MODEL
+}
+
 fn load_model(path: &std::path::Path) -> anyhow::Result<Model> {
-    let model = Model::load(path)?;
+    let model = if is_builtin(path) {
+        Model::from_bytes(
+            BUILTIN_MODEL_JSON,
+            std::path::Path::new("builtin model (datasets/default-model.json)"),
+        )?
+    } else {
+        Model::load(path)?
+    };
     check_model(&model, path)?;
     Ok(model)
 }
@@ -104,6 +120,7 @@ impl Assessor {
     /// What model is in use, once there is one.
     pub fn model_info(&self) -> Option<ModelInfo> {
         let (source, model) = match &self.judge {
+            Judge::File { path, model } if is_builtin(path) => ("builtin", model.as_ref()),
             Judge::File { model, .. } => ("file", model.as_ref()),
             Judge::Baseline(learner) => ("baseline", learner.model()?),
         };

@@ -105,8 +105,10 @@ pub struct RunArgs {
     #[arg(long, env = "NODESTATE_LISTEN", default_value = "0.0.0.0:9464")]
     pub listen: std::net::SocketAddr,
 
-    /// A model trained with `model train` on windows from `collector record`. Without one the
-    /// daemon learns this node's own baseline first (see --learn-for). SIGHUP reloads it.
+    /// A model trained with `model train` on windows from `collector record`, or "builtin"
+    /// for the one trained on the recorded fault scenarios' healthy windows (datasets/,
+    /// 2 s windows). Without one the daemon learns this node's own baseline first (see
+    /// --learn-for). SIGHUP reloads a file.
     #[arg(long, env = "NODESTATE_MODEL")]
     pub model: Option<PathBuf>,
 

@@ -2,6 +2,8 @@
 
 mod bench;
 mod build;
+mod evaluate;
+mod scenario;
 mod setup;
 mod test;
 mod util;
@@ -38,6 +40,30 @@ enum Command {
     /// Set up, build, and boot Debian's stock kernel under qemu (no KVM) to prove that the
     /// kprobe programs attach and count where kprobes exist. Part of `test`.
     VmTest,
+    /// Set up, build, and run one fault scenario (as root): healthy period, fault, recovery,
+    /// recorded by `collector record` into datasets/NAME.{jsonl.gz,labels.csv,json}.
+    Scenario {
+        /// The scenario (`cargo xtask scenario --list` shows them).
+        #[arg(required_unless_present = "list")]
+        name: Option<String>,
+        /// List the scenarios and exit.
+        #[arg(long)]
+        list: bool,
+        /// Short phases (16 s healthy, 12 s fault, 6 s recovery) instead of 30/24/12 s.
+        #[arg(long)]
+        short: bool,
+    },
+    /// Set up, build, and run every scenario (about 20 minutes), rewriting datasets/.
+    Scenarios {
+        #[arg(long)]
+        short: bool,
+    },
+    /// Train on the recorded datasets' healthy windows, replay every scenario as the daemon
+    /// would judge it, write EVALUATION.md and the default model datasets/default-model.json.
+    Evaluate,
+    /// A scenario's helper workload (used by the scenarios themselves).
+    #[command(hide = true, subcommand)]
+    ScenarioWorker(scenario::worker::Worker),
     /// Set up, build and run the benchmarks, writing their sections of BENCHMARKS.md.
     Bench {
         /// Run only the benchmarks whose name contains this.
@@ -68,10 +94,41 @@ fn main() -> anyhow::Result<()> {
             build::build_release()?;
             vm::vm_test()
         }
+        Command::Scenario { name, list, short } => {
+            if list {
+                for s in scenario::SCENARIOS {
+                    println!("{:22} {}", s.name, s.what);
+                }
+                return Ok(());
+            }
+            setup::setup()?;
+            build::build_release()?;
+            let name = name.expect("clap requires a name without --list");
+            scenario::run_named(&[name.as_str()], timing(short))
+        }
+        Command::Scenarios { short } => {
+            setup::setup()?;
+            build::build_release()?;
+            let names: Vec<&str> = scenario::SCENARIOS.iter().map(|s| s.name).collect();
+            scenario::run_named(&names, timing(short))
+        }
+        Command::Evaluate => {
+            build::build_release()?;
+            evaluate::evaluate()
+        }
+        Command::ScenarioWorker(worker) => scenario::worker::run(worker),
         Command::Bench { filter } => {
             setup::setup()?;
             build::build_release()?;
             bench::run(filter.as_deref())
         }
+    }
+}
+
+fn timing(short: bool) -> scenario::Timing {
+    if short {
+        scenario::Timing::SHORT
+    } else {
+        scenario::Timing::FULL
     }
 }

@@ -38,6 +38,11 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "netsniff-ng",
         "trafgen: the packet flood of the XDP benchmark",
     ),
+    (
+        "stress-ng",
+        "CPU, memory and crash load of the fault scenarios",
+    ),
+    ("iperf3", "TCP traffic through the network fault scenarios"),
 ];
 
 pub fn setup() -> anyhow::Result<()> {

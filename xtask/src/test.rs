@@ -35,6 +35,14 @@ pub fn test_all() -> anyhow::Result<()> {
     }
     run(&mut integration).context("integration tests failed")?;
 
+    // Two short fault scenarios end to end: a real fault must be answered "Yes", a benign
+    // burst "No".
+    if is_root() {
+        crate::evaluate::ci_check().context("scenario check failed")?;
+    } else {
+        eprintln!("xtask test: NOT ROOT: skipping the scenario check (it needs root)");
+    }
+
     // The kprobe path, in a VM whose kernel has kprobes (ours has none).
     crate::vm::vm_test().context("vm-test failed")?;
     println!("xtask test: unit, integration and vm tests passed");

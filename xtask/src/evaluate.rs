@@ -1,0 +1,611 @@
+//! `cargo xtask evaluate`: replay the recorded scenarios through `model train` / `model score`
+//! as the daemon would judge them, the way the benchmark's detection oracle grades answers,
+//! and write EVALUATION.md plus the default model.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    io::Read as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::UNIX_EPOCH,
+};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use crate::{
+    scenario::{self, Kind, SCENARIOS, Scenario},
+    util::{release_binary, workspace_root},
+};
+
+/// The daemon's default hysteresis (model::hysteresis): enter after 2 anomalous windows,
+/// leave after 3 normal ones.
+pub const ENTER_AFTER: usize = 2;
+pub const LEAVE_AFTER: usize = 3;
+
+/// One recorded window, as far as the evaluation cares.
+struct Window {
+    line: String,
+    start_s: f64,
+    end_s: f64,
+}
+
+/// A recorded scenario with its ground truth.
+pub struct Recorded {
+    pub scenario: &'static Scenario,
+    windows: Vec<Window>,
+    /// The fault's (or the benign burst's) start and end, seconds since the epoch.
+    start_s: f64,
+    end_s: f64,
+}
+
+impl Recorded {
+    /// Windows at least half inside the fault: the ones that should be flagged.
+    fn truth(&self) -> Vec<bool> {
+        self.windows
+            .iter()
+            .map(|w| {
+                let overlap = (w.end_s.min(self.end_s) - w.start_s.max(self.start_s)).max(0.0);
+                self.scenario.kind == Kind::Fault && overlap >= 0.5 * (w.end_s - w.start_s)
+            })
+            .collect()
+    }
+
+    /// Windows wholly before the fault or burst: the healthy part of the run.
+    fn before(&self) -> impl Iterator<Item = &Window> {
+        self.windows.iter().filter(|w| w.end_s <= self.start_s)
+    }
+}
+
+fn seconds(rfc3339: &str) -> anyhow::Result<f64> {
+    let time =
+        humantime::parse_rfc3339(rfc3339).with_context(|| format!("bad timestamp {rfc3339:?}"))?;
+    Ok(time.duration_since(UNIX_EPOCH)?.as_secs_f64())
+}
+
+pub fn load(dir: &Path, scenario: &'static Scenario) -> anyhow::Result<Option<Recorded>> {
+    let files = scenario::dataset_files(dir, scenario.name);
+    if !files.windows.exists() {
+        return Ok(None);
+    }
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(fs::File::open(&files.windows)?)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {}", files.windows.display()))?;
+    let meta: Value = serde_json::from_str(&fs::read_to_string(&files.meta)?)
+        .with_context(|| format!("reading {}", files.meta.display()))?;
+    let field = |name: &str| -> anyhow::Result<f64> {
+        seconds(
+            meta[name]
+                .as_str()
+                .with_context(|| format!("{name} missing in meta"))?,
+        )
+    };
+    let mut windows = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let record: Value = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}", files.windows.display(), number + 1))?;
+        let end_s = record["unix_ms"].as_f64().context("unix_ms")? / 1000.0;
+        let length = record["window_s"].as_f64().context("window_s")?;
+        windows.push(Window {
+            line: line.to_string(),
+            start_s: end_s - length,
+            end_s,
+        });
+    }
+    Ok(Some(Recorded {
+        scenario,
+        windows,
+        start_s: field("start")?,
+        end_s: field("end")?,
+    }))
+}
+
+fn model(args: &[&str]) -> anyhow::Result<String> {
+    let binary = release_binary("model");
+    let out = Command::new(&binary)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {} (run `cargo xtask build`)", binary.display()))?;
+    if !out.status.success() {
+        bail!(
+            "model {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn write_lines<'a>(path: &Path, lines: impl Iterator<Item = &'a str>) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    fs::write(path, text)?;
+    Ok(())
+}
+
+/// Per window of one scenario: anomalous (after the model's threshold) and the top feature.
+struct Scored {
+    flags: Vec<bool>,
+    top: Vec<String>,
+}
+
+fn score(model_file: &Path, recorded: &Recorded, work: &Path) -> anyhow::Result<Scored> {
+    let input = work.join(format!("{}.jsonl", recorded.scenario.name));
+    write_lines(&input, recorded.windows.iter().map(|w| w.line.as_str()))?;
+    let output = model(&[
+        "score",
+        "--model",
+        model_file.to_str().context("path")?,
+        "--input",
+        input.to_str().context("path")?,
+        "--format",
+        "jsonl",
+    ])?;
+    let mut scored = Scored {
+        flags: Vec::new(),
+        top: Vec::new(),
+    };
+    for line in output.lines() {
+        let row: Value = serde_json::from_str(line)?;
+        scored.flags.push(row["state"] == "degraded");
+        let top = &row["explanation"][0];
+        scored.top.push(format!(
+            "{} {:+.1}",
+            top["feature"].as_str().unwrap_or("?"),
+            top["z"].as_f64().unwrap_or(0.0)
+        ));
+    }
+    if scored.flags.len() != recorded.windows.len() {
+        bail!(
+            "model score returned {} rows for {} windows",
+            scored.flags.len(),
+            recorded.windows.len()
+        );
+    }
+    Ok(scored)
+}
+
+/// The node state the daemon reports after each window, with its hysteresis.
+pub fn node_state(flags: &[bool], enter_after: usize, leave_after: usize) -> Vec<bool> {
+    let (mut degraded, mut run) = (false, 0);
+    flags
+        .iter()
+        .map(|&anomalous| {
+            if anomalous != degraded {
+                run += 1;
+                let needed = if degraded { leave_after } else { enter_after };
+                if run >= needed {
+                    degraded = anomalous;
+                    run = 0;
+                }
+            } else {
+                run = 0;
+            }
+            degraded
+        })
+        .collect()
+}
+
+/// What the oracle would see for one scenario.
+struct Verdict {
+    /// "Yes"/"No" for the fault (or burst) period, and for the healthy period before it.
+    during: &'static str,
+    before: &'static str,
+    /// Seconds from fault start to the end of the window that turned the node degraded.
+    detect_s: Option<f64>,
+    precision: f64,
+    recall: f64,
+    f1: f64,
+    top: String,
+}
+
+fn yes(any: bool) -> &'static str {
+    if any { "Yes" } else { "No" }
+}
+
+fn verdict(
+    recorded: &Recorded,
+    scored: &Scored,
+    enter_after: usize,
+    leave_after: usize,
+) -> Verdict {
+    let state = node_state(&scored.flags, enter_after, leave_after);
+    let truth = recorded.truth();
+    // Any window overlapping the fault period: the daemon is asked while the fault runs.
+    let during: Vec<usize> = (0..recorded.windows.len())
+        .filter(|&i| {
+            let w = &recorded.windows[i];
+            w.end_s > recorded.start_s && w.start_s < recorded.end_s
+        })
+        .collect();
+    let detected = during.iter().copied().find(|&i| state[i]);
+    let before = recorded
+        .windows
+        .iter()
+        .zip(&state)
+        .any(|(w, &s)| s && w.end_s <= recorded.start_s);
+    let (mut tp, mut fp, mut fn_) = (0.0, 0.0, 0.0);
+    for (&flag, &fault) in scored.flags.iter().zip(&truth) {
+        match (flag, fault) {
+            (true, true) => tp += 1.0,
+            (true, false) => fp += 1.0,
+            (false, true) => fn_ += 1.0,
+            _ => {}
+        }
+    }
+    let precision = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
+    let recall = if tp + fn_ > 0.0 { tp / (tp + fn_) } else { 0.0 };
+    let f1 = if precision + recall > 0.0 {
+        2.0 * precision * recall / (precision + recall)
+    } else {
+        0.0
+    };
+    // The explanation most often given for flagged windows during the fault.
+    let mut tops: Vec<(&String, usize)> = Vec::new();
+    for &i in &during {
+        if scored.flags[i] {
+            let name = &scored.top[i];
+            let feature = name.split(' ').next().unwrap_or("");
+            match tops
+                .iter_mut()
+                .find(|(n, _)| n.split(' ').next() == Some(feature))
+            {
+                Some(entry) => entry.1 += 1,
+                None => tops.push((name, 1)),
+            }
+        }
+    }
+    tops.sort_by_key(|entry| std::cmp::Reverse(entry.1));
+    Verdict {
+        during: yes(detected.is_some()),
+        before: yes(before),
+        detect_s: detected.map(|i| (recorded.windows[i].end_s - recorded.start_s).max(0.0)),
+        precision,
+        recall,
+        f1,
+        top: tops
+            .first()
+            .map(|(n, _)| n.to_string())
+            .unwrap_or_else(|| "–".into()),
+    }
+}
+
+pub fn evaluate() -> anyhow::Result<()> {
+    let dir = workspace_root().join("datasets");
+    let mut recorded = Vec::new();
+    let mut missing = Vec::new();
+    for scenario in SCENARIOS {
+        match load(&dir, scenario)? {
+            Some(r) => recorded.push(r),
+            None => missing.push(scenario.name),
+        }
+    }
+    if recorded.is_empty() {
+        bail!("no recorded scenarios in datasets/: run `cargo xtask scenarios` (as root) first");
+    }
+    let work = std::env::temp_dir().join(format!("nodestate-evaluate-{}", std::process::id()));
+    fs::create_dir_all(&work)?;
+    let result = evaluate_in(&dir, &work, &recorded, &missing);
+    let _ = fs::remove_dir_all(&work);
+    result
+}
+
+fn evaluate_in(
+    dir: &Path,
+    work: &Path,
+    recorded: &[Recorded],
+    missing: &[&str],
+) -> anyhow::Result<()> {
+    // 1. The healthy-only model: every run's windows before its fault or burst, no labels.
+    let train = work.join("healthy.jsonl");
+    write_lines(
+        &train,
+        recorded
+            .iter()
+            .flat_map(|r| r.before().map(|w| w.line.as_str())),
+    )?;
+    let healthy_windows = recorded.iter().map(|r| r.before().count()).sum::<usize>();
+    let default_model = dir.join("default-model.json");
+    let summary = model(&[
+        "train",
+        "--input",
+        train.to_str().context("path")?,
+        "--out",
+        default_model.to_str().context("path")?,
+    ])?;
+    let mut md = String::new();
+    writeln!(
+        md,
+        "# Evaluation\n\n`cargo xtask evaluate` on the runs in `datasets/` (recorded with `cargo xtask \
+         scenarios`, as root, on a 2-CPU VM; see datasets/README.md). Each run: a healthy period \
+         under the same background workload (CPU, small random I/O with syncs, a 20 Mbit/s TCP \
+         stream, a scraper, process churn), then the fault (or, in a no-fault run, a benign burst), \
+         then recovery; {}-second windows.\n\n\
+         Answers are graded like the benchmark's detection oracle: the daemon's node state (with \
+         its default hysteresis: degraded after {ENTER_AFTER} anomalous windows, healthy again \
+         after {LEAVE_AFTER} normal ones) read at any moment of the fault gives the answer for the \
+         fault period; read at any moment of the healthy period before it, the answer for a \
+         no-fault period. Time to detect: from fault start to the end of the window that turned \
+         the node degraded. Point-wise precision/recall/F1 are per window, before hysteresis, \
+         against windows at least half inside the fault.",
+        scenario::WINDOW_S
+    )?;
+    if !missing.is_empty() {
+        writeln!(md, "\nNot recorded (no dataset): {}.", missing.join(", "))?;
+    }
+    writeln!(
+        md,
+        "\n## Trained on healthy windows only (no labels)\n\n`model train` on the {healthy_windows} \
+         windows before each run's fault or burst (this is `datasets/default-model.json`), \
+         threshold from those windows alone; every run scored with it.\n"
+    )?;
+    let table = |md: &mut String, verdicts: &[(&Recorded, Verdict)]| -> anyhow::Result<()> {
+        writeln!(
+            md,
+            "| scenario | kind | answer during fault/burst | answer before it | time to detect | precision | recall | F1 | top feature when flagged (z) |\n|---|---|---|---|---|---|---|---|---|"
+        )?;
+        for (r, v) in verdicts {
+            let fault = r.scenario.kind == Kind::Fault;
+            let mark = |answer: &str, expected: &str| {
+                if answer == expected {
+                    answer.to_string()
+                } else {
+                    format!("**{answer}** ✗")
+                }
+            };
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.scenario.name,
+                if fault { "fault" } else { "no fault" },
+                mark(v.during, if fault { "Yes" } else { "No" }),
+                mark(v.before, "No"),
+                match (fault, v.detect_s) {
+                    (true, Some(s)) =>
+                        format!("{s:.1} s ({:.1} windows)", s / scenario::WINDOW_S as f64),
+                    (true, None) => "not detected".into(),
+                    (false, _) => "–".into(),
+                },
+                if fault {
+                    format!("{:.2}", v.precision)
+                } else {
+                    "–".into()
+                },
+                if fault {
+                    format!("{:.2}", v.recall)
+                } else {
+                    "–".into()
+                },
+                if fault {
+                    format!("{:.2}", v.f1)
+                } else {
+                    "–".into()
+                },
+                v.top,
+            )?;
+        }
+        let faults: Vec<_> = verdicts
+            .iter()
+            .filter(|(r, _)| r.scenario.kind == Kind::Fault)
+            .collect();
+        let detected = faults.iter().filter(|(_, v)| v.during == "Yes").count();
+        let within = faults
+            .iter()
+            .filter(|(_, v)| {
+                v.detect_s
+                    .is_some_and(|s| s <= 2.0 * scenario::WINDOW_S as f64 + 0.5)
+            })
+            .count();
+        let false_yes_runs = verdicts
+            .iter()
+            .filter(|(r, v)| r.scenario.kind == Kind::NoFault && v.during == "Yes")
+            .count();
+        let no_fault_runs = verdicts.len() - faults.len();
+        let false_yes_periods = verdicts.iter().filter(|(_, v)| v.before == "Yes").count();
+        writeln!(
+            md,
+            "\nFaults detected: **{detected} of {}** ({within} within 2 windows). False \"Yes\" on \
+             no-fault runs: **{false_yes_runs} of {no_fault_runs}**; on the healthy periods before \
+             a fault: **{false_yes_periods} of {}**.",
+            faults.len(),
+            verdicts.len()
+        )?;
+        Ok(())
+    };
+    let mut verdicts = Vec::new();
+    let mut scores = Vec::new();
+    for r in recorded {
+        let scored = score(&default_model, r, work)?;
+        verdicts.push((r, verdict(r, &scored, ENTER_AFTER, LEAVE_AFTER)));
+        scores.push(scored);
+    }
+    table(&mut md, &verdicts)?;
+    writeln!(
+        md,
+        "\nThe model (`model train` summary):\n\n```\n{}```",
+        summary
+    )?;
+
+    // Hysteresis: what other settings would have answered.
+    writeln!(
+        md,
+        "\n### Hysteresis settings\n\n| enter after | leave after | faults detected | false Yes (no-fault runs + healthy periods) | mean time to detect |\n|---|---|---|---|---|"
+    )?;
+    for enter in 1..=3 {
+        for leave in [1, 3] {
+            let vs: Vec<Verdict> = recorded
+                .iter()
+                .zip(&scores)
+                .map(|(r, s)| verdict(r, s, enter, leave))
+                .collect();
+            let faults: Vec<&Verdict> = recorded
+                .iter()
+                .zip(&vs)
+                .filter(|(r, _)| r.scenario.kind == Kind::Fault)
+                .map(|(_, v)| v)
+                .collect();
+            let detected: Vec<f64> = faults.iter().filter_map(|v| v.detect_s).collect();
+            let false_yes = recorded
+                .iter()
+                .zip(&vs)
+                .filter(|(r, v)| r.scenario.kind == Kind::NoFault && v.during == "Yes")
+                .count()
+                + vs.iter().filter(|v| v.before == "Yes").count();
+            writeln!(
+                md,
+                "| {enter} | {leave} | {} of {} | {false_yes} | {} |",
+                detected.len(),
+                faults.len(),
+                if detected.is_empty() {
+                    "–".into()
+                } else {
+                    format!(
+                        "{:.1} s",
+                        detected.iter().sum::<f64>() / detected.len() as f64
+                    )
+                }
+            )?;
+        }
+    }
+
+    // 2. Leave one scenario out, with labels.
+    writeln!(
+        md,
+        "\n## Leave one scenario out, with labels\n\nFor each run: `model train --labels` on every \
+         other run's windows (labelled by their fault periods, so clusters of fault windows are \
+         degraded), then that run scored with it.\n"
+    )?;
+    let mut loso = Vec::new();
+    for (held_out, r) in recorded.iter().enumerate() {
+        let input = work.join("loso.jsonl");
+        let labels = work.join("loso-labels.csv");
+        let others = || {
+            recorded
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != held_out)
+                .map(|(_, o)| o)
+        };
+        write_lines(
+            &input,
+            others().flat_map(|o| o.windows.iter().map(|w| w.line.as_str())),
+        )?;
+        let mut label_text = String::from("label\n");
+        for o in others() {
+            for fault in o.truth() {
+                label_text.push_str(if fault { "1\n" } else { "0\n" });
+            }
+        }
+        fs::write(&labels, label_text)?;
+        let model_file = work.join("loso-model.json");
+        model(&[
+            "train",
+            "--input",
+            input.to_str().context("path")?,
+            "--labels",
+            labels.to_str().context("path")?,
+            "--out",
+            model_file.to_str().context("path")?,
+        ])?;
+        let scored = score(&model_file, r, work)?;
+        loso.push((r, verdict(r, &scored, ENTER_AFTER, LEAVE_AFTER)));
+    }
+    table(&mut md, &loso)?;
+    writeln!(
+        md,
+        "\nReproduce: `cargo xtask scenarios` (as root, ~20 min; rewrites datasets/), then \
+         `cargo xtask evaluate`."
+    )?;
+    let path: PathBuf = workspace_root().join("EVALUATION.md");
+    fs::write(&path, md)?;
+    write_datasets_table(dir, recorded)?;
+    println!("evaluate: wrote EVALUATION.md and datasets/default-model.json");
+    Ok(())
+}
+
+/// The CI check (`cargo xtask test`): one fault and one no-fault scenario, short, end to end
+/// (recorded for real, then judged by the built-in model with the daemon's hysteresis). The
+/// fault must be answered "Yes", the no-fault run "No" throughout.
+pub fn ci_check() -> anyhow::Result<()> {
+    let work =
+        std::env::temp_dir().join(format!("nodestate-scenario-check-{}", std::process::id()));
+    fs::create_dir_all(&work)?;
+    let result = ci_check_in(&work);
+    scenario::remove_worker_exe();
+    let _ = fs::remove_dir_all(&work);
+    result
+}
+
+fn ci_check_in(work: &Path) -> anyhow::Result<()> {
+    let model_file = workspace_root().join("datasets/default-model.json");
+    let mut failures = Vec::new();
+    for name in ["crash-loop", "no-fault-backup"] {
+        let scenario = scenario::find(name)?;
+        scenario::run(scenario, scenario::Timing::SHORT, work)?;
+        let recorded = load(work, scenario)?.context("the run wrote no dataset")?;
+        let scored = score(&model_file, &recorded, work)?;
+        let v = verdict(&recorded, &scored, ENTER_AFTER, LEAVE_AFTER);
+        let expected = if scenario.kind == Kind::Fault {
+            "Yes"
+        } else {
+            "No"
+        };
+        println!(
+            "scenario check {name}: answer during the {} {} (expected {expected}), before it {} \
+             (expected No){}",
+            if scenario.kind == Kind::Fault {
+                "fault"
+            } else {
+                "benign burst"
+            },
+            v.during,
+            v.before,
+            v.detect_s
+                .map(|s| format!(", detected after {s:.1} s"))
+                .unwrap_or_default()
+        );
+        if v.during != expected || v.before != "No" {
+            failures.push(name);
+        }
+    }
+    if !failures.is_empty() {
+        bail!("scenario check failed for {failures:?}");
+    }
+    Ok(())
+}
+
+/// The scenario table of datasets/README.md, between its markers.
+fn write_datasets_table(dir: &Path, recorded: &[Recorded]) -> anyhow::Result<()> {
+    const BEGIN: &str = "<!-- scenarios -->";
+    const END: &str = "<!-- /scenarios -->";
+    let readme = dir.join("README.md");
+    let text = fs::read_to_string(&readme)?;
+    let (Some(begin), Some(end)) = (text.find(BEGIN), text.find(END)) else {
+        bail!("{} lacks the {BEGIN} … {END} markers", readme.display());
+    };
+    let mut table = String::from(
+        "\n| scenario | kind | what happens (fault or burst) | fields it should move | windows |\n|---|---|---|---|---|\n",
+    );
+    for r in recorded {
+        writeln!(
+            table,
+            "| `{}` | {} | {} | {} | {} |",
+            r.scenario.name,
+            if r.scenario.kind == Kind::Fault {
+                "fault"
+            } else {
+                "no fault"
+            },
+            r.scenario.what,
+            r.scenario.moves,
+            r.windows.len()
+        )?;
+    }
+    let updated = format!("{}{BEGIN}{table}{}", &text[..begin], &text[end..]);
+    fs::write(&readme, updated)?;
+    Ok(())
+}
