@@ -2,15 +2,17 @@
 //! from the stable `block:block_rq_issue` / `block:block_rq_complete` tracepoints.
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::BPF_NOEXIST,
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{map, tracepoint},
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::TracePointContext,
 };
 use aya_log_ebpf::warn;
 use collector_common::{
-    BlockDevStats, BlockTracepointLayout, InflightKey, SlowIoEvent, counter, op,
+    BlockDevStats, BlockTracepointLayout, INFLIGHT_SLOTS, InflightKey, InflightSlot,
+    RECORD_HEAD_BYTES, SlowIoEvent, counter, op,
 };
 
 use crate::util::{add, latency_bucket};
@@ -27,10 +29,17 @@ static SLOW_IO_THRESHOLD_NS: u64 = 10_000_000;
 static BLOCK_DEV_STATS: PerCpuHashMap<u32, BlockDevStats> =
     PerCpuHashMap::with_max_entries(1024, 0);
 
-/// Issue timestamps of requests in flight. LRU so that a completion we never see (a requeued
-/// request) cannot leak an entry for ever and fill the table.
+/// Issue timestamps of requests in flight, in an array indexed by a hash of the request's key:
+/// array slots are plain loads and stores, where a hash map costs a locked helper call to
+/// insert and another to delete, per request. A request takes one of two neighbouring slots.
 #[map]
-static INFLIGHT: LruHashMap<InflightKey, u64> = LruHashMap::with_max_entries(16384, 0);
+static INFLIGHT: Array<InflightSlot> = Array::with_max_entries(INFLIGHT_SLOTS, 0);
+
+/// A pending entry older than this is taken to belong to a request whose completion we never
+/// saw (the kernel's own request timeouts are 30 s), and its slot is reused: so a lost
+/// completion cannot hold a slot for ever. That request then stays counted as in flight, as a
+/// lost completion always does.
+const INFLIGHT_STALE_NS: u64 = 120_000_000_000;
 
 /// Size is a default: the daemon sets it from `--ringbuf-bytes` before load.
 #[map]
@@ -85,6 +94,103 @@ fn inflight_key(dev: u32, sector: u64, class: usize) -> InflightKey {
     }
 }
 
+/// The first [`RECORD_HEAD_BYTES`] of a tracepoint's record, read with one helper call: the
+/// fields we need all sit there (the daemon checks), and each is then a load from the stack at
+/// an offset the verifier knows (read-only data), where reading each field on its own would
+/// cost a `bpf_probe_read_kernel` call apiece.
+struct RecordHead([u8; RECORD_HEAD_BYTES]);
+
+impl RecordHead {
+    #[inline(always)]
+    fn read(ctx: &TracePointContext) -> Result<Self, i32> {
+        // SAFETY: the helper checks the read; the record of a block tracepoint is at least
+        // this long and sits in the kernel's per-CPU trace buffer.
+        unsafe { bpf_probe_read_kernel(ctx.as_ptr().cast::<[u8; RECORD_HEAD_BYTES]>()) }.map(Self)
+    }
+
+    #[inline(always)]
+    fn at<T: Copy>(&self, offset: u32) -> Result<T, i32> {
+        let offset = offset as usize;
+        if offset + core::mem::size_of::<T>() > RECORD_HEAD_BYTES {
+            return Err(0);
+        }
+        // SAFETY: in bounds (checked above); the fields are plain integers.
+        Ok(unsafe { core::ptr::read_unaligned(self.0.as_ptr().add(offset).cast::<T>()) })
+    }
+}
+
+/// The two in-flight slots a key may use.
+#[inline(always)]
+fn inflight_slots(key: &InflightKey) -> (u32, u32) {
+    let hash = (key.sector ^ (u64::from(key.dev) << 40)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let first = ((hash >> 32) as u32) & (INFLIGHT_SLOTS - 1);
+    (first, first ^ 1)
+}
+
+#[inline(always)]
+fn holds(slot: *const InflightSlot, key: &InflightKey) -> bool {
+    // SAFETY: a valid array slot.
+    unsafe {
+        core::ptr::read_volatile(&(*slot).started_ns) != 0
+            && (*slot).key.sector == key.sector
+            && (*slot).key.dev == key.dev
+    }
+}
+
+enum Issue {
+    /// Tracked; `true` when it replaced a pending entry of the same key.
+    Tracked(bool),
+    /// Both slots hold other requests in flight: this one's latency is not measured.
+    Full,
+}
+
+/// Records that `key` was issued at `now`.
+#[inline(always)]
+fn track_issue(key: &InflightKey, now: u64) -> Issue {
+    let (first, second) = inflight_slots(key);
+    let (Some(first), Some(second)) = (INFLIGHT.get_ptr_mut(first), INFLIGHT.get_ptr_mut(second))
+    else {
+        return Issue::Full;
+    };
+    // SAFETY (all blocks below): valid array slots. A slot is written key first, start time
+    // last, and the start time is what marks it taken; a completion comes after its issue.
+    for slot in [first, second] {
+        if holds(slot, key) {
+            unsafe { core::ptr::write_volatile(&mut (*slot).started_ns, now) };
+            return Issue::Tracked(true);
+        }
+    }
+    for slot in [first, second] {
+        let started = unsafe { core::ptr::read_volatile(&(*slot).started_ns) };
+        if started == 0 || now.saturating_sub(started) > INFLIGHT_STALE_NS {
+            unsafe {
+                (*slot).key = *key;
+                core::ptr::write_volatile(&mut (*slot).started_ns, now);
+            }
+            return Issue::Tracked(false);
+        }
+    }
+    Issue::Full
+}
+
+/// Takes `key` out of the in-flight table; its issue time if it was there.
+#[inline(always)]
+fn track_complete(key: &InflightKey) -> Option<u64> {
+    let (first, second) = inflight_slots(key);
+    for index in [first, second] {
+        let slot = INFLIGHT.get_ptr_mut(index)?;
+        if holds(slot, key) {
+            // SAFETY: a valid array slot.
+            unsafe {
+                let started = core::ptr::read_volatile(&(*slot).started_ns);
+                core::ptr::write_volatile(&mut (*slot).started_ns, 0);
+                return Some(started);
+            }
+        }
+    }
+    None
+}
+
 #[inline(always)]
 fn device_stats(dev: u32) -> Option<*mut BlockDevStats> {
     if let Some(stats) = BLOCK_DEV_STATS.get_ptr_mut(dev) {
@@ -111,27 +217,24 @@ pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
 
 fn try_block_rq_issue(ctx: &TracePointContext) -> Result<(), i32> {
     let layout = layout();
-    // SAFETY: offsets come from the running kernel's format file for this tracepoint.
-    let (dev, sector, bytes, rwbs) = unsafe {
-        (
-            ctx.read_at::<u32>(layout.issue_dev as usize)?,
-            ctx.read_at::<u64>(layout.issue_sector as usize)?,
-            ctx.read_at::<u32>(layout.issue_bytes as usize)?,
-            ctx.read_at::<[u8; 2]>(layout.issue_rwbs as usize)?,
-        )
-    };
-    let (class, flush) = classify(rwbs);
+    let head = RecordHead::read(ctx)?;
+    let dev: u32 = head.at(layout.issue_dev)?;
+    let sector: u64 = head.at(layout.issue_sector)?;
+    let bytes: u32 = head.at(layout.issue_bytes)?;
+    let (class, flush) = classify(head.at(layout.issue_rwbs)?);
 
     let key = inflight_key(dev, sector, class);
-    // SAFETY: only tests for presence.
-    let replaces = unsafe { INFLIGHT.get(key).is_some() };
     // SAFETY: bpf_ktime_get_ns has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let tracked = INFLIGHT.insert(key, now, 0).is_ok();
-    if !tracked && bump(counter::INFLIGHT_TABLE_FULL) == 1 {
-        warn!(ctx, "in-flight table full: request latency not tracked");
-    }
-
+    let (tracked, replaces) = match track_issue(&key, now) {
+        Issue::Tracked(replaces) => (true, replaces),
+        Issue::Full => {
+            if bump(counter::INFLIGHT_TABLE_FULL) == 1 {
+                warn!(ctx, "in-flight table full: request latency not tracked");
+            }
+            (false, false)
+        }
+    };
     let Some(stats) = device_stats(dev) else {
         if bump(counter::DEVICE_TABLE_FULL) == 1 {
             warn!(ctx, "block device table full: device {} not counted", dev);
@@ -168,26 +271,19 @@ pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
 
 fn try_block_rq_complete(ctx: &TracePointContext) -> Result<(), i32> {
     let layout = layout();
-    // SAFETY: offsets come from the running kernel's format file for this tracepoint.
-    let (dev, sector, nr_sector, error, rwbs) = unsafe {
-        (
-            ctx.read_at::<u32>(layout.complete_dev as usize)?,
-            ctx.read_at::<u64>(layout.complete_sector as usize)?,
-            ctx.read_at::<u32>(layout.complete_nr_sector as usize)?,
-            ctx.read_at::<i32>(layout.complete_error as usize)?,
-            ctx.read_at::<[u8; 2]>(layout.complete_rwbs as usize)?,
-        )
-    };
-    let class = classify(rwbs).0;
+    let head = RecordHead::read(ctx)?;
+    let dev: u32 = head.at(layout.complete_dev)?;
+    let sector: u64 = head.at(layout.complete_sector)?;
+    let nr_sector: u32 = head.at(layout.complete_nr_sector)?;
+    let error: i32 = head.at(layout.complete_error)?;
+    let class = classify(head.at(layout.complete_rwbs)?).0;
     // The flush machinery completes a request that carried a flush a second time, with no
     // sectors left, after its post-flush: the data completion already counted it.
     if nr_sector == 0 && class != op::FLUSH {
         return Ok(());
     }
     let key = inflight_key(dev, sector, class);
-    // SAFETY: the value is a plain u64 read once, before the remove below.
-    let started = unsafe { INFLIGHT.get(key).copied() };
-    let Some(started) = started else {
+    let Some(started) = track_complete(&key) else {
         bump(counter::COMPLETE_UNMATCHED);
         if error != 0
             && let Some(stats) = device_stats(dev)
@@ -197,7 +293,6 @@ fn try_block_rq_complete(ctx: &TracePointContext) -> Result<(), i32> {
         }
         return Ok(());
     };
-    let _ = INFLIGHT.remove(key);
     let latency_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(started);
 
     let Some(stats) = device_stats(dev) else {

@@ -8,13 +8,16 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
-    macros::{kprobe, kretprobe, map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, kprobe, kretprobe, map, raw_tracepoint, tracepoint},
     maps::{Array, LruHashMap, PerCpuArray},
-    programs::{ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
+    programs::{
+        BtfTracePointContext, ProbeContext, RawTracePointContext, RetProbeContext,
+        TracePointContext,
+    },
 };
 use collector_common::{
     ABSENT, DROP_REASON_SLOTS, ERRNO_SLOTS, ExitCodeOffsets, Histogram, OpenSyscalls,
-    SystemTracepointLayout, event, hist, hook_config,
+    RUNQUEUE_SLOTS, SystemTracepointLayout, event, hist, hook_config,
 };
 
 use crate::util::{add, record_latency};
@@ -42,10 +45,6 @@ static HISTOGRAMS: PerCpuArray<Histogram> = PerCpuArray::with_max_entries(hist::
 
 #[map]
 static HOOK_CONFIG: Array<u32> = Array::with_max_entries(hook_config::COUNT, 0);
-
-/// When each runnable task started waiting for a CPU, by pid.
-#[map]
-static RUNQUEUE_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16384, 0);
 
 /// When each task entered reclaim, by pid_tgid.
 #[map]
@@ -81,51 +80,165 @@ fn field<T>(ctx: &TracePointContext, offset: u32) -> Result<T, i32> {
 
 // --- scheduler -------------------------------------------------------------------------------
 
+/// Byte offset of `pid` in `struct task_struct`, from the kernel's BTF; set before load. The
+/// verifier sees the value as a constant (read-only data), so the BTF programs read the field
+/// with one plain load.
+#[unsafe(no_mangle)]
+static TASK_PID_OFFSET: u32 = ABSENT;
+
+/// When each runnable task started waiting for a CPU: one word per slot, slot = pid modulo
+/// [`RUNQUEUE_SLOTS`]. An array costs two inlined loads and a store per event where the hash
+/// map it replaces cost a hashed lookup, an update and a delete, each a locked helper call.
+#[map]
+static RUNQUEUE_START: Array<u64> = Array::with_max_entries(RUNQUEUE_SLOTS, 0);
+
+/// A slot's word: bit 63 set while a wait is pending, bits 56..63 the pid's bits above the
+/// slot index (the tag), bits 0..56 the start time in ns (wraps after 2.2 years; the
+/// difference is taken modulo 2^56). One aligned word, so a reader on another CPU never sees
+/// half an update.
+const RQ_PENDING: u64 = 1 << 63;
+const RQ_TIME_BITS: u32 = 56;
+const RQ_TIME_MASK: u64 = (1 << RQ_TIME_BITS) - 1;
+const RQ_TAG_MASK: u64 = 0x7f << RQ_TIME_BITS;
+
+#[inline(always)]
+fn runqueue_tag(pid: u32) -> u64 {
+    RQ_PENDING | ((u64::from(pid / RUNQUEUE_SLOTS) << RQ_TIME_BITS) & RQ_TAG_MASK)
+}
+
+/// `pid` became runnable at `now`.
+#[inline(always)]
+fn runqueue_enter(pid: u32, now: u64) {
+    let Some(slot) = RUNQUEUE_START.get_ptr_mut(pid % RUNQUEUE_SLOTS) else {
+        return;
+    };
+    let word = runqueue_tag(pid) | (now & RQ_TIME_MASK);
+    // SAFETY: a valid, aligned array slot; volatile so each is one load and one store.
+    unsafe {
+        let old = core::ptr::read_volatile(slot);
+        // Another pid's wait is still pending in this slot: its sample is lost, and counted.
+        if old & RQ_PENDING != 0 && (old ^ word) & RQ_TAG_MASK != 0 {
+            count(event::LATENCY_TABLE_FULL);
+        }
+        core::ptr::write_volatile(slot, word);
+    }
+}
+
+/// `pid` got a CPU at `now`: records its wait, if we saw it start.
+#[inline(always)]
+fn runqueue_leave(pid: u32, now: u64) {
+    let Some(slot) = RUNQUEUE_START.get_ptr_mut(pid % RUNQUEUE_SLOTS) else {
+        return;
+    };
+    // SAFETY: as above.
+    let old = unsafe { core::ptr::read_volatile(slot) };
+    if old & (RQ_PENDING | RQ_TAG_MASK) != runqueue_tag(pid) {
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(slot, 0) };
+    record_latency(
+        &HISTOGRAMS,
+        hist::RUNQUEUE,
+        now.wrapping_sub(old) & RQ_TIME_MASK,
+    );
+}
+
+/// One context switch: `prev` goes back on a run queue if it is still runnable, `next` ends
+/// its wait. Pid 0 is a CPU's idle task, which never waits.
+#[inline(always)]
+fn context_switch(prev_pid: u32, prev_runnable: bool, next_pid: u32) {
+    count(event::CONTEXT_SWITCHES);
+    let now = now_ns();
+    if prev_pid != 0 && prev_runnable {
+        runqueue_enter(prev_pid, now);
+    }
+    if next_pid != 0 {
+        runqueue_leave(next_pid, now);
+    }
+}
+
 /// `prev_state` of a task switched out while still runnable: 0, or TASK_REPORT_MAX (0x100)
 /// when it was preempted (kernels since 4.14 report preemption that way).
 const TASK_RUNNING_OR_PREEMPTED: i64 = 0x100;
 
+/// The classic tracepoint, for kernels without BTF tracepoints (or without the `prev_state`
+/// argument, before 5.18): the kernel builds a record for it, which costs more.
 #[tracepoint]
 pub fn sched_switch(ctx: TracePointContext) -> u32 {
-    let _ = try_sched_switch(&ctx);
+    let layout = layout();
+    if let (Ok(prev_pid), Ok(prev_state), Ok(next_pid)) = (
+        field::<u32>(&ctx, layout.switch_prev_pid),
+        field::<i64>(&ctx, layout.switch_prev_state),
+        field::<u32>(&ctx, layout.switch_next_pid),
+    ) {
+        // A task switched out while runnable goes straight back onto a run queue.
+        let runnable = prev_state == 0 || prev_state & TASK_RUNNING_OR_PREEMPTED != 0;
+        context_switch(prev_pid, runnable, next_pid);
+    } else {
+        count(event::CONTEXT_SWITCHES);
+    }
     0
 }
 
-fn try_sched_switch(ctx: &TracePointContext) -> Result<(), i32> {
-    count(event::CONTEXT_SWITCHES);
-    let layout = layout();
-    let prev_pid: u32 = field(ctx, layout.switch_prev_pid)?;
-    let prev_state: i64 = field(ctx, layout.switch_prev_state)?;
-    let next_pid: u32 = field(ctx, layout.switch_next_pid)?;
-    let now = now_ns();
-    // A task switched out while runnable goes straight back onto a run queue.
-    if prev_pid != 0
-        && (prev_state == 0 || prev_state & TASK_RUNNING_OR_PREEMPTED != 0)
-        && RUNQUEUE_START.insert(prev_pid, now, 0).is_err()
-    {
-        count(event::LATENCY_TABLE_FULL);
-    }
-    if next_pid == 0 {
-        return Ok(());
-    }
-    // SAFETY: plain u64 read once.
-    if let Some(started) = unsafe { RUNQUEUE_START.get(next_pid).copied() } {
-        let _ = RUNQUEUE_START.remove(next_pid);
-        record_latency(&HISTOGRAMS, hist::RUNQUEUE, now.saturating_sub(started));
-    }
-    Ok(())
-}
-
-/// Attached to both `sched_wakeup` and `sched_wakeup_new`.
+/// Attached to both `sched_wakeup` and `sched_wakeup_new` (classic tracepoints).
 #[tracepoint]
 pub fn sched_wakeup(ctx: TracePointContext) -> u32 {
     if let Ok(pid) = field::<u32>(&ctx, layout().wakeup_pid)
         && pid != 0
-        && RUNQUEUE_START.insert(pid, now_ns(), 0).is_err()
     {
-        count(event::LATENCY_TABLE_FULL);
+        runqueue_enter(pid, now_ns());
     }
     0
+}
+
+/// `task->pid` through the task pointer a BTF tracepoint hands over: one load the verifier
+/// checks against the kernel's BTF (no helper call).
+#[inline(always)]
+fn task_pid(task: *const u8) -> u32 {
+    // SAFETY: a plain read of a static the loader rewrites.
+    let offset = unsafe { core::ptr::read_volatile(&TASK_PID_OFFSET) };
+    // SAFETY: `task` is a `struct task_struct *` argument of the tracepoint and the offset is
+    // `pid`'s in the running kernel (BTF); the verifier checks the access.
+    unsafe { core::ptr::read_volatile(task.wrapping_add(offset as usize).cast::<i32>()) as u32 }
+}
+
+/// `sched_switch` as a BTF tracepoint: TP_PROTO(bool preempt, struct task_struct *prev,
+/// struct task_struct *next, unsigned int prev_state) (5.18+). No trace record is built and
+/// arguments are plain loads, so this costs a fraction of the classic tracepoint.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn sched_switch_btf(ctx: BtfTracePointContext) -> i32 {
+    let preempt: u64 = ctx.arg(0);
+    let prev: *const u8 = ctx.arg(1);
+    let next: *const u8 = ctx.arg(2);
+    let prev_state: u64 = ctx.arg(3);
+    // The same test as the record's prev_state: preempted, or TASK_RUNNING (0).
+    let runnable = preempt & 0xff != 0 || prev_state & 0xffff_ffff == 0;
+    context_switch(task_pid(prev), runnable, task_pid(next));
+    0
+}
+
+/// `sched_wakeup` as a BTF tracepoint: TP_PROTO(struct task_struct *p). A BTF program is
+/// loaded for one tracepoint, hence two programs with the same body.
+#[btf_tracepoint(function = "sched_wakeup")]
+pub fn sched_wakeup_btf(ctx: BtfTracePointContext) -> i32 {
+    wakeup_btf(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "sched_wakeup_new")]
+pub fn sched_wakeup_new_btf(ctx: BtfTracePointContext) -> i32 {
+    wakeup_btf(&ctx);
+    0
+}
+
+#[inline(always)]
+fn wakeup_btf(ctx: &BtfTracePointContext) {
+    let task: *const u8 = ctx.arg(0);
+    let pid = task_pid(task);
+    if pid != 0 {
+        runqueue_enter(pid, now_ns());
+    }
 }
 
 // --- processes -------------------------------------------------------------------------------
@@ -254,6 +367,26 @@ pub fn sys_exit_raw(ctx: RawTracePointContext) -> i32 {
         }
         // SAFETY: the helper checks the read; the offset is the architecture's pt_regs layout.
         unsafe { bpf_probe_read_kernel(regs.wrapping_add(offset as usize).cast::<i64>()) }
+    });
+    0
+}
+
+/// The same as a BTF tracepoint, the first choice: TP_PROTO(struct pt_regs *regs, long ret).
+/// The kernel dispatches both the same way, but here `regs` is a BTF pointer, so the syscall
+/// number is one plain load instead of a `bpf_probe_read_kernel` call.
+#[btf_tracepoint(function = "sys_exit")]
+pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
+    let ret: i64 = ctx.arg(1);
+    let regs: *const u8 = ctx.arg(0);
+    let _ = count_syscall_exit(ret, || {
+        // SAFETY: a plain read of a static the loader rewrites.
+        let offset = unsafe { core::ptr::read_volatile(&PT_REGS_SYSCALL_NR_OFFSET) };
+        if offset == ABSENT {
+            return Err(0);
+        }
+        // SAFETY: `regs` is the tracepoint's `struct pt_regs *` and the offset this
+        // architecture's syscall number slot in it; the verifier checks the access.
+        Ok(unsafe { core::ptr::read_volatile(regs.wrapping_add(offset as usize).cast::<i64>()) })
     });
     0
 }

@@ -10,7 +10,8 @@ use aya::{
 };
 use collector_common::{
     ABSENT, BlockDevStats, BlockTracepointLayout, DROP_REASON_SLOTS, ERRNO_SLOTS, ExitCodeOffsets,
-    Histogram, OpenSyscalls, SystemTracepointLayout, counter, event, hist, hook_config, names,
+    Histogram, OpenSyscalls, RECORD_HEAD_BYTES, SystemTracepointLayout, counter, event, hist,
+    hook_config, names,
 };
 use tracing::{info, warn};
 
@@ -153,7 +154,7 @@ pub struct KernelCollector {
 pub fn block_layout(tracefs: &Tracefs) -> anyhow::Result<BlockTracepointLayout> {
     let issue = tracefs.event_format("block", "block_rq_issue")?;
     let complete = tracefs.event_format("block", "block_rq_complete")?;
-    Ok(BlockTracepointLayout {
+    let layout = BlockTracepointLayout {
         issue_dev: issue.offset("dev", 4)?,
         issue_sector: issue.offset("sector", 8)?,
         issue_bytes: issue.offset("bytes", 4)?,
@@ -164,7 +165,29 @@ pub fn block_layout(tracefs: &Tracefs) -> anyhow::Result<BlockTracepointLayout> 
         complete_error: complete.offset("error", 4)?,
         complete_rwbs: complete.offset("rwbs", 2)?,
         _pad: 0,
-    })
+    };
+    // The programs copy the first RECORD_HEAD_BYTES of a record and read fields from the copy.
+    let ends = [
+        (layout.issue_dev, 4),
+        (layout.issue_sector, 8),
+        (layout.issue_bytes, 4),
+        (layout.issue_rwbs, 2),
+        (layout.complete_dev, 4),
+        (layout.complete_sector, 8),
+        (layout.complete_nr_sector, 4),
+        (layout.complete_error, 4),
+        (layout.complete_rwbs, 2),
+    ];
+    if let Some((offset, size)) = ends
+        .iter()
+        .find(|(offset, size)| *offset as usize + size > RECORD_HEAD_BYTES)
+    {
+        anyhow::bail!(
+            "a block tracepoint field at byte {offset} (size {size}) lies beyond the \
+             {RECORD_HEAD_BYTES} bytes the programs read"
+        );
+    }
+    Ok(layout)
 }
 
 impl KernelCollector {
@@ -191,17 +214,37 @@ impl KernelCollector {
             warn!("tracepoint field {field} missing on this kernel: the features it feeds read 0");
         }
         let open_syscalls = open_syscalls();
-        let exit_code_offsets = match crate::btf::Btf::from_kernel().and_then(|btf| {
-            Ok(ExitCodeOffsets {
-                task_signal: btf.member_offset("task_struct", "signal")?,
-                signal_group_exit_code: btf.member_offset("signal_struct", "group_exit_code")?,
-            })
-        }) {
+        let kernel_btf = crate::btf::Btf::from_kernel();
+        let exit_code_offsets = match kernel_btf
+            .as_ref()
+            .map_err(|err| anyhow::anyhow!("{err:#}"))
+            .and_then(|btf| {
+                Ok(ExitCodeOffsets {
+                    task_signal: btf.member_offset("task_struct", "signal")?,
+                    signal_group_exit_code: btf
+                        .member_offset("signal_struct", "group_exit_code")?,
+                })
+            }) {
             Ok(offsets) => Some(offsets),
             Err(err) => {
                 warn!(
                     "exit-code offsets not in the kernel's BTF ({err:#}): exit codes need the \
                      per-syscall exit_group tracepoint"
+                );
+                None
+            }
+        };
+        // For the BTF tracepoints, which read `pid` through the task pointers they get.
+        let task_pid_offset = match kernel_btf
+            .as_ref()
+            .map_err(|err| anyhow::anyhow!("{err:#}"))
+            .and_then(|btf| Ok(btf.member_offset("task_struct", "pid")?))
+        {
+            Ok(offset) => Some(offset),
+            Err(err) => {
+                warn!(
+                    "task_struct.pid not in the kernel's BTF ({err:#}): the scheduler programs \
+                     use the classic tracepoints"
                 );
                 None
             }
@@ -216,6 +259,11 @@ impl KernelCollector {
             .override_global(names::SYSTEM_LAYOUT, &system_layout, true)
             .override_global(names::OPEN_SYSCALLS, &open_syscalls, true)
             .override_global("EXIT_CODE_OFFSETS", &exit_code_offsets_value, true)
+            .override_global(
+                names::TASK_PID_OFFSET,
+                &task_pid_offset.unwrap_or(ABSENT),
+                true,
+            )
             .override_global(
                 "PT_REGS_SYSCALL_NR_OFFSET",
                 &PT_REGS_SYSCALL_NR_OFFSET,
@@ -239,6 +287,9 @@ impl KernelCollector {
         };
 
         let mut attacher = Attacher::new(&mut ebpf, &tracefs, exit_code_offsets.is_some());
+        if task_pid_offset.is_none() {
+            attacher.disable(crate::probes::SCHED_SWITCH_BTF);
+        }
         if layout.is_none() {
             attacher.disable(names::BLOCK_RQ_ISSUE);
             attacher.disable(names::BLOCK_RQ_COMPLETE);

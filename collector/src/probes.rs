@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use anyhow::Context as _;
 use aya::{
     Ebpf,
-    programs::{KProbe, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, KProbe, RawTracePoint, TracePoint},
 };
 
 use crate::{
@@ -20,6 +20,9 @@ pub enum Hook {
     Tracepoint(&'static str, &'static str),
     /// A raw tracepoint: the program gets the tracepoint's arguments, no record is built.
     RawTracepoint(&'static str),
+    /// A BTF tracepoint (`tp_btf`): a raw tracepoint whose pointer arguments the verifier
+    /// types from the kernel's BTF, so the program reads through them with plain loads.
+    BtfTracepoint(&'static str),
     /// A kprobe (or kretprobe: the program's type decides) on a kernel function.
     Kprobe(&'static str),
     /// No program of its own: counted by the raw syscall exit program (see `hook_config`).
@@ -33,6 +36,7 @@ impl Hook {
         match self {
             Self::Tracepoint(..) | Self::SyscallExit | Self::ProcessExitTask => "tracepoint",
             Self::RawTracepoint(_) => "raw_tracepoint",
+            Self::BtfTracepoint(_) => "btf_tracepoint",
             Self::Kprobe(_) => "kprobe",
         }
     }
@@ -41,6 +45,7 @@ impl Hook {
         match self {
             Self::Tracepoint(category, name) => format!("tracepoint {category}:{name}"),
             Self::RawTracepoint(name) => format!("raw tracepoint {name}"),
+            Self::BtfTracepoint(name) => format!("BTF tracepoint {name}"),
             Self::Kprobe(function) => format!("kprobe {function}"),
             Self::SyscallExit => "tracepoint raw_syscalls:sys_exit (open syscalls)".into(),
             Self::ProcessExitTask => {
@@ -68,7 +73,10 @@ pub struct SignalPlan {
     pub alternatives: &'static [Alternative],
 }
 
-use Hook::{Kprobe, ProcessExitTask, RawTracepoint, SyscallExit, Tracepoint};
+use Hook::{BtfTracepoint, Kprobe, ProcessExitTask, RawTracepoint, SyscallExit, Tracepoint};
+
+/// The BTF scheduler programs, which need `task_struct.pid`'s offset from BTF.
+pub const SCHED_SWITCH_BTF: &str = "sched_switch_btf";
 
 /// Every signal the collector knows, in the order of the start-up table.
 pub const SIGNALS: &[SignalPlan] = &[
@@ -88,11 +96,20 @@ pub const SIGNALS: &[SignalPlan] = &[
     SignalPlan {
         id: "sched",
         signal: "context switches, run-queue latency",
-        alternatives: &[&[
-            ("sched_switch", Tracepoint("sched", "sched_switch")),
-            ("sched_wakeup", Tracepoint("sched", "sched_wakeup")),
-            ("sched_wakeup", Tracepoint("sched", "sched_wakeup_new")),
-        ]],
+        // BTF tracepoints first: the kernel builds no trace record for them (two task names
+        // copied per switch) and they read `pid` with a plain load.
+        alternatives: &[
+            &[
+                (SCHED_SWITCH_BTF, BtfTracepoint("sched_switch")),
+                ("sched_wakeup_btf", BtfTracepoint("sched_wakeup")),
+                ("sched_wakeup_new_btf", BtfTracepoint("sched_wakeup_new")),
+            ],
+            &[
+                ("sched_switch", Tracepoint("sched", "sched_switch")),
+                ("sched_wakeup", Tracepoint("sched", "sched_wakeup")),
+                ("sched_wakeup", Tracepoint("sched", "sched_wakeup_new")),
+            ],
+        ],
     },
     SignalPlan {
         id: "fork",
@@ -171,6 +188,7 @@ pub const SIGNALS: &[SignalPlan] = &[
         id: "syscalls",
         signal: "syscalls and errors by errno",
         alternatives: &[
+            &[("sys_exit_btf", BtfTracepoint("sys_exit"))],
             &[("sys_exit_raw", RawTracepoint("sys_exit"))],
             &[("sys_exit", Tracepoint("raw_syscalls", "sys_exit"))],
         ],
@@ -280,6 +298,8 @@ pub struct Attacher<'a> {
     task_exit_code_known: bool,
     /// Every link made, so the daemon can detach them all at once on exit.
     links: Vec<(&'static str, Link)>,
+    /// The kernel's BTF for the BTF tracepoints, read on first use.
+    btf: Option<Result<aya::Btf, String>>,
 }
 
 impl<'a> Attacher<'a> {
@@ -293,6 +313,7 @@ impl<'a> Attacher<'a> {
             process_exit_attached: false,
             task_exit_code_known,
             links: Vec::new(),
+            btf: None,
         }
     }
 
@@ -319,6 +340,11 @@ impl<'a> Attacher<'a> {
                         .take_link(id)
                         .ok()
                         .map(OwnedLink::RawTracepoint),
+                    Link::BtfTracepoint(id) => <&mut BtfTracePoint>::try_from(prog)
+                        .ok()?
+                        .take_link(id)
+                        .ok()
+                        .map(OwnedLink::BtfTracepoint),
                     Link::None => None,
                 }
             })
@@ -400,7 +426,7 @@ impl<'a> Attacher<'a> {
         self.links.extend(links);
         if alternative
             .iter()
-            .any(|(program, _)| *program == "sys_exit" || *program == "sys_exit_raw")
+            .any(|(program, _)| matches!(*program, "sys_exit" | "sys_exit_raw" | "sys_exit_btf"))
         {
             self.sys_exit_attached = true;
         }
@@ -416,6 +442,9 @@ impl<'a> Attacher<'a> {
     fn attach_one(&mut self, program: &'static str, hook: Hook) -> anyhow::Result<Link> {
         if matches!(hook, SyscallExit | ProcessExitTask) {
             return Ok(Link::None);
+        }
+        if matches!(hook, BtfTracepoint(_)) && self.btf.is_none() {
+            self.btf = Some(aya::Btf::from_sys_fs().map_err(|err| format!("kernel BTF: {err}")));
         }
         let first_load = self.loaded.insert(program);
         let prog = self
@@ -458,6 +487,23 @@ impl<'a> Attacher<'a> {
                     .with_context(|| format!("attaching {program} to raw tracepoint {name}"))?;
                 Ok(Link::RawTracepoint(link))
             }
+            BtfTracepoint(name) => {
+                let btf = match &self.btf {
+                    Some(Ok(btf)) => btf,
+                    Some(Err(err)) => anyhow::bail!("{err}"),
+                    None => anyhow::bail!("kernel BTF not read"),
+                };
+                let tracepoint: &mut BtfTracePoint = prog.try_into()?;
+                if first_load {
+                    tracepoint
+                        .load(name, btf)
+                        .with_context(|| format!("verifier rejected {program}"))?;
+                }
+                let link = tracepoint
+                    .attach()
+                    .with_context(|| format!("attaching {program} to BTF tracepoint {name}"))?;
+                Ok(Link::BtfTracepoint(link))
+            }
             SyscallExit | ProcessExitTask => Ok(Link::None),
         }
     }
@@ -482,6 +528,11 @@ impl<'a> Attacher<'a> {
                     let _ = raw.detach(link);
                 }
             }
+            Link::BtfTracepoint(link) => {
+                if let Ok(tracepoint) = <&mut BtfTracePoint>::try_from(prog) {
+                    let _ = tracepoint.detach(link);
+                }
+            }
             Link::None => {}
         }
     }
@@ -492,10 +543,12 @@ pub enum OwnedLink {
     Tracepoint(aya::programs::trace_point::TracePointLink),
     Kprobe(aya::programs::kprobe::KProbeLink),
     RawTracepoint(aya::programs::raw_trace_point::RawTracePointLink),
+    BtfTracepoint(aya::programs::tp_btf::BtfTracePointLink),
 }
 
 enum Link {
     RawTracepoint(aya::programs::raw_trace_point::RawTracePointLinkId),
+    BtfTracepoint(aya::programs::tp_btf::BtfTracePointLinkId),
     Tracepoint(aya::programs::trace_point::TracePointLinkId),
     Kprobe(aya::programs::kprobe::KProbeLinkId),
     None,
