@@ -9,6 +9,11 @@
 //! (in veth_poll, before GRO) and nftables (netdev ingress and ip raw prerouting, both inside
 //! netif_receive_skb under the same poll) then run in that one thread, and its run time over
 //! the packets dropped is the receiver's cost per dropped packet.
+//!
+//! trafgen does not send into that pair directly but through a router namespace (IP
+//! forwarding, on trafgen's CPU): the router's IP input orphans each skb, so the receiver does
+//! not pay for the sender's socket (the packet socket's destructor and the wake-ups of
+//! trafgen it does), just as frames from a wire carry no local socket.
 
 use std::{
     fmt::Write as _,
@@ -26,64 +31,103 @@ const ROUNDS: usize = 3;
 const RULE_COUNTS: [usize; 3] = [1, 1_000, 100_000];
 const PIN_DIR: &str = "/sys/fs/bpf/nodestate-bench-xdp";
 const TX_NS: &str = "nodestate-bench-tx";
+const GW_NS: &str = "nodestate-bench-gw";
 const RX_NS: &str = "nodestate-bench-rx";
 /// Device names of our own, so the NAPI kthread (`napi/<dev>-<id>`) cannot be another's.
+/// trafgen sends on GEN_DEV to GW_IN (router), which forwards out of TX_DEV to RX_DEV.
+const GEN_DEV: &str = "nsbgen";
+const GW_IN: &str = "nsbgwin";
 const TX_DEV: &str = "nsbtx";
 const RX_DEV: &str = "nsbrx";
 /// trafgen's CPU and the receiving NAPI kthread's CPU.
 const TX_CPU: &str = "0";
 const RX_CPU: &str = "1";
-/// The receiving kthread runs SCHED_FIFO at this priority, so that other work on its CPU (the
-/// machine may be shared) does not preempt it in the middle of a batch. It is busy well under
-/// half of the time, so it starves nothing.
+/// The receiving kthread and trafgen run SCHED_FIFO, so that other work on their CPUs (the
+/// machine may be shared) neither preempts the receiver in the middle of a batch nor makes
+/// trafgen's rate, and with it the batch sizes, differ from one run to the next. Bounded: one
+/// flood at a time, SECONDS_PER_RUN each, and the kernel's RT throttling leaves 5% of a CPU.
 const RX_PRIORITY: &str = "50";
+const TX_PRIORITY: &str = "40";
 /// Receive coalescing, as a NIC's interrupt moderation: after a poll the NAPI is re-armed by a
-/// 1 ms timer instead of a wake-up per packet sent. Without it the kthread's wake-ups are a
+/// 500 µs timer instead of a wake-up per packet sent. Without it the kthread's wake-ups are a
 /// large, configuration-independent share of every packet's cost, and that share depends on
-/// how fast trafgen happens to send. 1 ms fill veth's 256-slot ring at 256,000 packets/s,
+/// how fast trafgen happens to send. 500 µs fill veth's 256-slot ring at 512,000 packets/s,
 /// more than one trafgen process sends here.
-const GRO_FLUSH_TIMEOUT_NS: &str = "1000000";
+const GRO_FLUSH_TIMEOUT_NS: &str = "500000";
 const NAPI_DEFER_HARD_IRQS: &str = "1000";
 /// The flood's source: listed in every drop configuration.
 const LISTED: &str = "10.200.0.1";
 /// A source in no rule, for the XDP_PASS cost.
 const UNLISTED: &str = "10.200.0.3";
 
-/// The two namespaces and the veth pair between them; removed on drop (the pair, its NAPI
-/// kthread and any nftables table go with the namespaces).
+/// The three namespaces (trafgen, router, receiver) and the veth pairs between them; removed on
+/// drop (the pairs, the NAPI kthread and any nftables table go with the namespaces).
 struct Testbed {
-    rx_mac: String,
-    tx_mac: String,
+    /// The router's MAC on trafgen's side, and trafgen's own.
+    gw_mac: String,
+    gen_mac: String,
 }
 
 impl Testbed {
     fn new() -> anyhow::Result<Self> {
-        for ns in [TX_NS, RX_NS] {
+        for ns in [TX_NS, GW_NS, RX_NS] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
             run_command(Command::new("ip").args(["netns", "add", ns]))?;
         }
         // Built before the first fallible step so a failure still removes the namespaces.
         let mut testbed = Self {
-            rx_mac: String::new(),
-            tx_mac: String::new(),
+            gw_mac: String::new(),
+            gen_mac: String::new(),
         };
-        in_ns(
-            TX_NS,
-            &[
-                "ip", "link", "add", TX_DEV, "type", "veth", "peer", "name", RX_DEV, "netns", RX_NS,
-            ],
-        )?;
+        let veth = |ns: &str, dev: &str, peer: &str, peer_ns: &str| {
+            in_ns(
+                ns,
+                &[
+                    "ip", "link", "add", dev, "type", "veth", "peer", "name", peer, "netns",
+                    peer_ns,
+                ],
+            )
+        };
+        veth(TX_NS, GEN_DEV, GW_IN, GW_NS)?;
+        veth(GW_NS, TX_DEV, RX_DEV, RX_NS)?;
         // veth queues a sent skb for the peer's NAPI only if the sender has no TSO (attaching
         // XDP turns it off by itself); without this the no-XDP rows would take the backlog path.
-        in_ns(TX_NS, &["ethtool", "-K", TX_DEV, "tso", "off"])?;
+        in_ns(GW_NS, &["ethtool", "-K", TX_DEV, "tso", "off"])?;
         // GRO gives the receiving veth a NAPI instance with or without an XDP program.
         in_ns(RX_NS, &["ethtool", "-K", RX_DEV, "gro", "on"])?;
-        in_ns(TX_NS, &["ip", "link", "set", TX_DEV, "up"])?;
-        in_ns(RX_NS, &["ip", "link", "set", RX_DEV, "up"])?;
-        in_ns(RX_NS, &["ip", "link", "set", "lo", "up"])?;
+        for (ns, dev) in [
+            (TX_NS, GEN_DEV),
+            (GW_NS, GW_IN),
+            (GW_NS, TX_DEV),
+            (RX_NS, RX_DEV),
+            (RX_NS, "lo"),
+        ] {
+            in_ns(ns, &["ip", "link", "set", dev, "up"])?;
+        }
+        in_ns(
+            GW_NS,
+            &["ip", "addr", "add", "10.199.0.254/24", "dev", GW_IN],
+        )?;
+        in_ns(
+            GW_NS,
+            &["ip", "addr", "add", "10.200.0.254/24", "dev", TX_DEV],
+        )?;
         in_ns(
             RX_NS,
             &["ip", "addr", "add", "10.200.0.2/24", "dev", RX_DEV],
+        )?;
+        // The router forwards whatever source comes in (the flood's sources sit on the far
+        // side, which strict reverse-path filtering would refuse).
+        in_ns(
+            GW_NS,
+            &[
+                "sysctl",
+                "-qw",
+                "net.ipv4.ip_forward=1",
+                "net.ipv4.conf.all.rp_filter=0",
+                "net.ipv4.conf.default.rp_filter=0",
+                &format!("net.ipv4.conf.{GW_IN}.rp_filter=0"),
+            ],
         )?;
         // The NAPI exists once both ends are up; then it can get its kthread.
         for (file, value) in [
@@ -115,15 +159,31 @@ impl Testbed {
             .map(|mac| mac.trim().to_string())
             .context("reading a MAC address")
         };
-        testbed.rx_mac = mac(RX_NS, RX_DEV)?;
-        testbed.tx_mac = mac(TX_NS, TX_DEV)?;
+        let rx_mac = mac(RX_NS, RX_DEV)?;
+        in_ns(
+            GW_NS,
+            &[
+                "ip",
+                "neigh",
+                "replace",
+                "10.200.0.2",
+                "lladdr",
+                &rx_mac,
+                "dev",
+                TX_DEV,
+                "nud",
+                "permanent",
+            ],
+        )?;
+        testbed.gw_mac = mac(GW_NS, GW_IN)?;
+        testbed.gen_mac = mac(TX_NS, GEN_DEV)?;
         Ok(testbed)
     }
 }
 
 impl Drop for Testbed {
     fn drop(&mut self) {
-        for ns in [TX_NS, RX_NS] {
+        for ns in [TX_NS, GW_NS, RX_NS] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
         let _ = std::fs::remove_dir_all(PIN_DIR);
@@ -206,11 +266,15 @@ fn load_average() -> String {
 /// One measured flood.
 #[derive(Clone, Copy)]
 struct Measurement {
+    sent: u64,
     sent_per_s: f64,
     /// Packets the configuration's own counter saw (dropped, or passed for the pass rows).
     counted_per_s: f64,
-    /// Packets veth refused because the receiver's ring was full.
+    /// Packets sent that the configuration's counter did not see: refused by a full queue on
+    /// the way (the router's backlog, veth's ring).
     lost: u64,
+    /// Of those, the ones veth refused because the receiver's ring was full.
+    ring_full: u64,
     /// The receiving NAPI kthread's run time per counted packet.
     rx_ns_per_packet: f64,
     /// The share of the run the receiving kthread was on its CPU.
@@ -230,7 +294,7 @@ fn flood(
         format!(
             "{{ eth(da={}, sa={}, type=0x0800), ipv4(saddr={source}, daddr=10.200.0.2, ttl=64), \
              udp(sp=4000, dp=9), fill(0x41, 18) }}\n",
-            testbed.rx_mac, testbed.tx_mac
+            testbed.gw_mac, testbed.gen_mac
         ),
     )?;
     // Found again each time: a kthread exists as long as the NAPI does.
@@ -247,8 +311,8 @@ fn flood(
         )?;
         run_command(Command::new("chrt").args(["-f", "-p", RX_PRIORITY, &pid]))?;
     }
-    let sent_before = sysfs_counter(TX_NS, TX_DEV, "tx_packets");
-    let lost_before = sysfs_counter(TX_NS, TX_DEV, "tx_dropped");
+    let sent_before = sysfs_counter(TX_NS, GEN_DEV, "tx_packets");
+    let ring_full_before = sysfs_counter(GW_NS, TX_DEV, "tx_dropped");
     let counted_before = counter()?;
     let rx_before = run_time_ns(&threads)?;
     let started = Instant::now();
@@ -258,9 +322,9 @@ fn flood(
     let status = Command::new("ip")
         .args(["netns", "exec", TX_NS, "timeout", "-s", "INT"])
         .arg(SECONDS_PER_RUN.to_string())
-        .args(["taskset", "-c", TX_CPU])
+        .args(["taskset", "-c", TX_CPU, "chrt", "-f", TX_PRIORITY])
         .args(["trafgen", "-q", "-Q", "-C", "-P", "1", "-S", "64KiB"])
-        .args(["-o", TX_DEV, "-i"])
+        .args(["-o", GEN_DEV, "-i"])
         .arg(&conf)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -272,16 +336,18 @@ fn flood(
     if !matches!(status.code(), Some(0 | 124)) {
         bail!("trafgen failed: {status}");
     }
-    let sent = sysfs_counter(TX_NS, TX_DEV, "tx_packets") - sent_before;
-    let lost = sysfs_counter(TX_NS, TX_DEV, "tx_dropped") - lost_before;
+    let sent = sysfs_counter(TX_NS, GEN_DEV, "tx_packets") - sent_before;
+    let ring_full = sysfs_counter(GW_NS, TX_DEV, "tx_dropped") - ring_full_before;
     let counted = counter()? - counted_before;
     if counted == 0 {
         bail!("no packet reached the configuration under test ({sent} sent)");
     }
     Ok(Measurement {
+        sent,
         sent_per_s: sent as f64 / elapsed,
         counted_per_s: counted as f64 / elapsed,
-        lost,
+        lost: sent.saturating_sub(counted),
+        ring_full,
         rx_ns_per_packet: rx_ns as f64 / counted as f64,
         rx_busy: rx_ns as f64 / 1e9 / elapsed,
     })
@@ -559,10 +625,16 @@ fn row(table: &mut String, name: &str, list: &[Measurement]) {
     let (busy, _, _) = spread(list, |m| m.rx_busy);
     let (sent, _, _) = spread(list, |m| m.sent_per_s);
     let (counted, _, _) = spread(list, |m| m.counted_per_s);
-    let lost: u64 = list.iter().map(|m| m.lost).sum();
+    let share = |of: fn(&Measurement) -> u64| {
+        let total: u64 = list.iter().map(|m| m.sent).sum();
+        list.iter().map(of).sum::<u64>() as f64 / total.max(1) as f64 * 100.0
+    };
     let _ = writeln!(
         table,
-        "| {name} | {sent:.0} | {counted:.0} | {lost} | {:.0}% | **{ns:.0}** ({ns_min:.0}–{ns_max:.0}) |",
+        "| {name} | {sent:.0} | {counted:.0} | {:.1}% ({:.1}%) | {:.0}% | **{ns:.0}** \
+         ({ns_min:.0}–{ns_max:.0}) |",
+        share(|m| m.lost),
+        share(|m| m.ring_full),
         busy * 100.0
     );
 }
@@ -590,7 +662,7 @@ pub fn run() -> anyhow::Result<String> {
     let load_after = load_average();
 
     let mut table = String::from(
-        "| configuration | sent (pps) | dropped (pps) | lost in veth | receiver CPU busy | \
+        "| configuration | sent (pps) | dropped (pps) | lost on the way (at the receiver's ring) | receiver CPU busy | \
          receiver CPU per dropped packet, ns: median (min–max) |\n|---|---|---|---|---|---|\n",
     );
     let mut all = Vec::new();
@@ -610,7 +682,7 @@ pub fn run() -> anyhow::Result<String> {
         );
     }
     let mut pass_table = String::from(
-        "| configuration | sent (pps) | passed (pps) | lost in veth | receiver CPU busy | \
+        "| configuration | sent (pps) | passed (pps) | lost on the way (at the receiver's ring) | receiver CPU busy | \
          receiver CPU per packet, ns: median (min–max) |\n|---|---|---|---|---|---|\n",
     );
     for name in [NO_PROGRAM.to_string(), xdp_pass_name()] {
@@ -669,55 +741,70 @@ pub fn run() -> anyhow::Result<String> {
     );
     let pass_cost = ns(&xdp_pass_name(), median_of) - ns(NO_PROGRAM, median_of);
 
-    // The generator was the limit when the receiver had time to spare and veth refused nothing.
+    // The generator was the limit when the receiver had time to spare and nothing was lost.
     let mut receiver_limited = Vec::new();
     let mut busiest: f64 = 0.0;
     for name in &all {
         let list = results.get(name).unwrap_or(&[]);
         let busy = spread(list, |m| m.rx_busy).0;
         busiest = busiest.max(busy);
-        if busy > 0.9 || list.iter().any(|m| m.lost > 0) {
+        let sent: u64 = list.iter().map(|m| m.sent).sum();
+        let ring_full: u64 = list.iter().map(|m| m.ring_full).sum();
+        if busy > 0.9 || ring_full * 1000 > sent {
             receiver_limited.push(name.as_str());
         }
     }
     let limit = if receiver_limited.is_empty() {
         format!(
-            "**trafgen was the limit** in every drop configuration: every packet sent was \
-             dropped by the configuration's own counter, veth refused none, and the receiving \
-             kthread was busy at most {:.0}% of the time (the rest it slept, with the \
-             coalescing timer armed). So the drop rates are what one trafgen process on one \
-             CPU sends, not what the filters can take; the CPU per dropped packet is the \
-             comparison.",
-            busiest * 100.0
+            "**trafgen was the limit** in every drop configuration: the receiver's ring refused \
+             under 0.1% of the packets, and the receiving kthread was busy at most {:.0}% of the \
+             time (the rest it slept, with the coalescing timer armed). The other packets lost \
+             were lost before the receiver's ring, on trafgen's CPU (the router's side). So the drop rates are what one trafgen process and the \
+             router on one CPU send, not what the filters can take: at the medians above, one \
+             CPU would drop about {:.0} (XDP) and {:.0} (best nftables) packets/s with \
+             {} rules. The CPU per dropped packet is the comparison.",
+            busiest * 100.0,
+            1e9 / ns(&xdp_name(RULE_COUNTS[RULE_COUNTS.len() - 1]), median_of),
+            1e9 / [Hook::Ingress, Hook::Prerouting]
+                .into_iter()
+                .map(|hook| ns(
+                    &nft_name(hook, RULE_COUNTS[RULE_COUNTS.len() - 1]),
+                    median_of
+                ))
+                .fold(f64::INFINITY, f64::min),
+            RULE_COUNTS[RULE_COUNTS.len() - 1]
         )
     } else {
         format!(
-            "The receiver, not trafgen, was the limit in: {} (its CPU over 90% busy, or veth \
-             refused packets). Elsewhere trafgen was the limit.",
+            "The receiver, not trafgen, was the limit in: {} (its CPU over 90% busy, or its ring \
+             refusing over 0.1% of the packets). Elsewhere trafgen was the limit.",
             receiver_limited.join("; ")
         )
     };
 
     Ok(format!(
         "## XDP drop list vs nftables drop sets\n\n\
-         `cargo xtask bench xdp`: one veth pair between two namespaces and one trafgen process \
-         (netsniff-ng, 64-byte UDP frames) flooding from the sending end for \
-         {SECONDS_PER_RUN} s per run, all configurations in one run, {ROUNDS} rounds (each \
-         round runs every configuration; the order of XDP, nftables and no program rotates \
-         between rounds), medians with the min–max over the rounds.\n\n\
+         `cargo xtask bench xdp`: one trafgen process (netsniff-ng, 64-byte UDP frames) \
+         floods for {SECONDS_PER_RUN} s per run through a router namespace (IP forwarding) \
+         into a veth pair whose far end holds the filter under test; all configurations in \
+         one run, {ROUNDS} rounds (each round runs every configuration; the order of XDP, \
+         nftables and no program rotates between rounds), medians with the min–max over the \
+         rounds.\n\n\
          What is measured is the **receiver's** CPU time only: the receiving veth runs its NAPI \
-         in a kthread (`threaded`; GRO on, which veth needs for NAPI without XDP; the sending \
-         end's TSO off so that veth hands every frame to that NAPI) pinned to CPU {RX_CPU}, \
-         and trafgen runs on CPU {TX_CPU}. XDP runs in that NAPI poll before any GRO, and both \
-         nftables hooks run inside the same poll (netif_receive_skb), so everything the \
-         receiver does for a packet is that one thread's run time (/proc/PID/schedstat), \
-         divided by the packets the configuration's own counter dropped (XDP's `dropped` total, \
-         the nftables rule's counter). The sender's cost is on the other CPU and in no row, \
-         except freeing its skbs (the packet socket's destructor), which the receiver does in \
-         every row. The kthread runs SCHED_FIFO so that other work on its CPU cannot preempt \
-         it in the middle of a batch. \
-         Receive coalescing as on a NIC: gro_flush_timeout {} µs with napi_defer_hard_irqs, so \
-         the kthread is woken by a timer, not once per packet.\n\n\
+         in a kthread (`threaded`; GRO on, which veth needs for NAPI without XDP; the router's \
+         end has TSO off so that veth hands every frame to that NAPI) pinned to CPU {RX_CPU}, \
+         while trafgen and the router's forwarding run on CPU {TX_CPU}. XDP runs in that NAPI \
+         poll before GRO, and both nftables hooks run inside the same poll \
+         (netif_receive_skb), so everything the receiver does for a packet is that one \
+         thread's run time (/proc/PID/schedstat), divided by the packets the configuration's \
+         own counter dropped (XDP's `dropped` total, the nftables rule's counter). The sender's \
+         cost is on the other CPU and in no row; the router's IP input orphans every skb, so \
+         the receiver does not pay for trafgen's socket either, as frames from a wire carry no \
+         local socket. Receive coalescing as on a NIC: gro_flush_timeout {} µs with \
+         napi_defer_hard_irqs, so the kthread is woken by a timer, not once per packet. The \
+         kthread and trafgen run SCHED_FIFO, so that other work on the machine neither \
+         preempts the receiver in the middle of a batch nor changes trafgen's rate (and with \
+         it the batch sizes) between runs.\n\n\
          XDP: `collector run --xdp-iface` on the receiving end (native mode on veth; only the \
          `oom` signal attached and program statistics off, so nothing else runs per packet). \
          nftables: the same rules in an interval set, `ip saddr @blocked counter drop` in a \
@@ -727,8 +814,9 @@ pub fn run() -> anyhow::Result<String> {
          The cost of XDP_PASS for unlisted traffic (the packets go on through the stack to a \
          UDP port nobody listens on, the same in both rows):\n\n\
          {pass_table}\nXDP_PASS through {} rules costs **{pass_cost:.0} ns** per packet more \
-         than no program. On veth that includes copying each frame: a frame sent from a socket \
-         arrives as an skb without the 256 bytes of headroom XDP needs, so veth copies it into \
+         than no program. On veth that includes copying each frame: a frame that reaches veth as an skb \
+         (here: from the router) has neither the 256 bytes of headroom XDP needs nor a linear \
+         buffer, so veth copies it into \
          a page of its own before the program runs and builds a new skb after XDP_PASS \
          (drops pay the copy too). A NIC driver with native XDP runs the program on its receive \
          buffer before any skb exists, so neither the copy nor the second skb is part of XDP's \
