@@ -129,18 +129,13 @@ impl FeatureSchema {
             }
             compiled.extract(&gathered, out);
         }
+        let columns = columns_of(&values, compiled.len());
         let features = untransformed
             .features
             .into_iter()
-            .enumerate()
-            .map(|(index, mut feature)| {
-                let column: Vec<f64> = values
-                    .iter()
-                    .skip(index)
-                    .step_by(compiled.len())
-                    .copied()
-                    .collect();
-                feature.transform = choose_transform(&feature, &column);
+            .zip(&columns)
+            .map(|(mut feature, column)| {
+                feature.transform = choose_transform(&feature, column);
                 feature
             })
             .collect();
@@ -267,6 +262,19 @@ fn derived_sources(columns: &[String]) -> Vec<(String, Source)> {
     // A derived name that collides with an input column would make two features of one name.
     derived.retain(|(name, _)| !has(name));
     derived
+}
+
+/// The columns of a row-major matrix `width` values wide, in one pass over it (a pass per
+/// column would read the whole matrix once per column).
+pub(crate) fn columns_of(values: &[f64], width: usize) -> Vec<Vec<f64>> {
+    let count = values.len() / width.max(1);
+    let mut columns = vec![Vec::with_capacity(count); width];
+    for row in values.chunks_exact(width.max(1)) {
+        for (column, &value) in columns.iter_mut().zip(row) {
+            column.push(value);
+        }
+    }
+    columns
 }
 
 fn choose_transform(feature: &Feature, values: &[f64]) -> Transform {

@@ -17,6 +17,7 @@ pub mod eval;
 pub mod features;
 pub mod hysteresis;
 pub mod input;
+mod kmeans;
 pub mod model;
 pub mod report;
 pub mod synthetic;

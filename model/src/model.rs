@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{ModelError, Result},
-    features::{CompiledSchema, FeatureSchema, std_floor},
+    features::{CompiledSchema, FeatureSchema, columns_of, std_floor},
     input::{Table, TrainingData, WindowFields},
 };
 
@@ -91,11 +91,15 @@ pub struct TrainOptions {
     /// Independent k-means++ initialisations; the run with the lowest inertia is kept.
     pub n_runs: usize,
     pub max_iterations: u64,
-    /// A run stops when the centroids move less than this in one iteration (Euclidean norm
-    /// over all centroids, in standard deviations). The default, 0.01, is scikit-learn's
-    /// default stopping rule (`tol=1e-4` times the mean feature variance, on the squared
-    /// norm) on standardized data; finer centroids would change no verdict.
+    /// A run stops when the centroids move at most this far in one iteration (Euclidean norm
+    /// over all centroids, in standard deviations; precisely: the squared norm at most this
+    /// squared times the mean variance of the standardized features, which is 1 unless a
+    /// deviation was floored). That is scikit-learn's rule with `tol` = this squared: the
+    /// default, 0.01, is its default `tol=1e-4`. Finer centroids would change no verdict.
     pub tolerance: f64,
+    /// Threads the k-means runs are spread over; 0 (the default) = the machine's available
+    /// parallelism. The model does not depend on it.
+    pub threads: usize,
     /// The threshold is this percentile of the healthy training windows' scores…
     pub threshold_percentile: f64,
     /// …times this margin.
@@ -123,6 +127,7 @@ impl Default for TrainOptions {
             n_runs: 10,
             max_iterations: 300,
             tolerance: 1e-2,
+            threads: 0,
             threshold_percentile: DEFAULT_THRESHOLD_PERCENTILE,
             threshold_margin: DEFAULT_THRESHOLD_MARGIN,
             min_healthy_share: DEFAULT_MIN_HEALTHY_SHARE,
@@ -288,13 +293,21 @@ impl Model {
 
         let mut mean = Vec::with_capacity(width);
         let mut std = Vec::with_capacity(width);
-        for (feature, column) in schema.features.iter().zip(transformed.columns()) {
-            let column = column.to_vec();
+        // Variance of each standardized feature: 1, or less where the deviation was floored.
+        let mut scaled_variance = 0.0;
+        let columns = columns_of(
+            transformed.as_slice().expect("a new array is contiguous"),
+            width,
+        );
+        for (feature, column) in schema.features.iter().zip(&columns) {
             let m = column.iter().sum::<f64>() / rows as f64;
             let variance = column.iter().map(|v| (v - m).powi(2)).sum::<f64>() / rows as f64;
+            let s = variance.sqrt().max(std_floor(feature, column));
             mean.push(m);
-            std.push(variance.sqrt().max(std_floor(feature, &column)));
+            std.push(s);
+            scaled_variance += variance / (s * s) / width as f64;
         }
+        drop(columns);
         if let Some(index) = (0..width).find(|&i| !(mean[i].is_finite() && std[i].is_finite())) {
             return Err(ModelError::Training(format!(
                 "feature `{}` has values too large to average (beyond ±1e300?)",
@@ -325,7 +338,7 @@ impl Model {
             seen.len()
         };
         let k = options.k.min(distinct);
-        let (centroids, inertia) = fit_kmeans(&scaled, k, options, &mut progress)?;
+        let (centroids, inertia) = fit_kmeans(&scaled, k, scaled_variance, options, &mut progress)?;
         let assignment: Vec<usize> = scaled
             .outer_iter()
             .map(|x| nearest(&centroids, x.as_slice().expect("contiguous")).0)
@@ -888,35 +901,49 @@ fn squared_distance_unrolled(a: &[f64], b: &[f64]) -> f64 {
     total
 }
 
-/// k-means++ with `n_runs` initialisations, best inertia kept. Run `i` draws from the seeded
-/// generator jumped `i` times (2^128 draws apart), so runs are independent and the result
-/// depends only on the seed; running them one by one lets the caller show progress.
+/// k-means with `n_runs` initialisations, best inertia kept. Each run (greedy k-means++
+/// seeding, then Lloyd iterations with Hamerly's bounds, see [`crate::kmeans`]) draws from the
+/// seeded generator jumped as many times as its index, and runs go to as many threads as the
+/// options allow, so the result depends only on data, options and seed. linfa-clustering's
+/// `KMeans` then fits from the best run's centroids (a precomputed initialisation) with the same
+/// stopping rule, for what is left of that run's iteration budget (at least one iteration): its
+/// centroids and inertia are the model's.
 fn fit_kmeans(
     scaled: &Array2<f64>,
     k: usize,
+    mean_variance: f64,
     options: &TrainOptions,
     progress: &mut impl FnMut(usize, usize),
 ) -> Result<(Array2<f64>, f64)> {
-    let runs = options.n_runs.max(1);
-    let dataset = DatasetBase::from(scaled.view());
-    let mut rng = Xoshiro256Plus::seed_from_u64(options.seed);
-    let mut best: Option<(Array2<f64>, f64)> = None;
-    for run in 0..runs {
-        let fitted = KMeans::params_with(k, rng.clone(), RowEuclidean)
-            .n_runs(1)
-            .max_n_iterations(options.max_iterations.max(1))
-            .tolerance(options.tolerance)
-            .init_method(KMeansInit::KMeansPlusPlus)
-            .fit(&dataset)
-            .map_err(|err| ModelError::Training(err.to_string()))?;
-        let inertia = fitted.inertia();
-        if best.as_ref().is_none_or(|(_, b)| inertia < *b) {
-            best = Some((fitted.centroids().clone(), inertia));
-        }
-        rng.jump();
-        progress(run + 1, runs);
-    }
-    best.ok_or_else(|| ModelError::Training("no k-means run finished".into()))
+    // scikit-learn's rule: the squared move of all centroids together at most `tol` times the
+    // mean feature variance (1 for standardized data; less when a deviation was floored).
+    let shift_tolerance = options.tolerance * options.tolerance * mean_variance;
+    let settings = crate::kmeans::Settings {
+        k,
+        runs: options.n_runs.max(1),
+        max_iterations: options.max_iterations.max(1),
+        shift_tolerance,
+        seed: options.seed,
+        threads: options.threads,
+    };
+    let best = crate::kmeans::best_run(scaled, &settings, progress);
+    let seeds = Array2::from_shape_vec((k, scaled.ncols()), best.centroids)
+        .map_err(|err| ModelError::Training(err.to_string()))?;
+    let fitted = KMeans::params_with(k, Xoshiro256Plus::seed_from_u64(options.seed), RowEuclidean)
+        .n_runs(1)
+        .max_n_iterations(
+            settings
+                .max_iterations
+                .saturating_sub(best.iterations)
+                .max(1),
+        )
+        // linfa stops when the norm of the move is below its tolerance, which must be
+        // positive (it is 0 when every window is the same).
+        .tolerance(shift_tolerance.sqrt().max(f64::MIN_POSITIVE))
+        .init_method(KMeansInit::Precomputed(seeds))
+        .fit(&DatasetBase::from(scaled.view()))
+        .map_err(|err| ModelError::Training(err.to_string()))?;
+    Ok((fitted.centroids().clone(), fitted.inertia()))
 }
 
 #[cfg(test)]

@@ -240,6 +240,29 @@ fn the_same_seed_gives_the_same_model() {
 }
 
 #[test]
+fn the_model_does_not_depend_on_the_number_of_threads() {
+    let data = two_blobs(300, 60);
+    let train = |threads| {
+        let mut model = Model::train(
+            &data,
+            &TrainOptions {
+                k: 5,
+                seed: 9,
+                threads,
+                ..TrainOptions::default()
+            },
+        )
+        .unwrap();
+        model.trained_at.clear();
+        model
+    };
+    let one = train(1);
+    for threads in [2, 3, 16, 0] {
+        assert_eq!(train(threads), one, "{threads} threads");
+    }
+}
+
+#[test]
 fn identical_windows_train_without_panicking() {
     let rows = vec![vec![0.0, 0.0, 1.0]; 50];
     let model = Model::train(
