@@ -2,13 +2,14 @@
 """The scikit-learn side of `model bench`: standardize, then KMeans, on the same CSV.
 
 Called by `model bench` with the same k, number of initialisations (n_init), maximum
-iterations and (converted) tolerance as the Rust side; prints one JSON object with the wall
+iterations, tolerance and (with --threads) thread count as the Rust side; prints one JSON object with the wall
 time of each repeat. Reading the CSV is not timed (it is not timed on the Rust side either).
 
 Needs python3 with scikit-learn (`pip install scikit-learn`).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import time
@@ -28,9 +29,33 @@ def main() -> None:
     parser.add_argument("--tol", type=float, required=True)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="limit OpenMP and BLAS to this many threads"
+    )
     args = parser.parse_args()
 
     data = np.loadtxt(args.input, delimiter=",", skiprows=1, dtype=np.float64, ndmin=2)
+    limits = contextlib.nullcontext()
+    if args.threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        limits = threadpool_limits(limits=args.threads)
+    with limits:
+        seconds, inertia, threads = fit(data, args)
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "inertia": inertia,
+                "sklearn_version": sklearn.__version__,
+                "threads": threads,
+            }
+        )
+    )
+
+
+def fit(data, args):
+    """Times `repeats` standardize + KMeans fits; also returns the inertia and thread count."""
     seconds = []
     inertia = float("nan")
     for _ in range(args.repeats):
@@ -54,16 +79,7 @@ def main() -> None:
         threads = max((pool["num_threads"] for pool in threadpool_info()), default=None)
     except ImportError:
         threads = os.cpu_count()
-    print(
-        json.dumps(
-            {
-                "seconds": seconds,
-                "inertia": inertia,
-                "sklearn_version": sklearn.__version__,
-                "threads": threads,
-            }
-        )
-    )
+    return seconds, inertia, threads
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ pub struct BenchOptions {
     pub n_init: usize,
     pub max_iterations: u64,
     pub repeats: usize,
+    /// Threads for each side; 0 = the machine's available parallelism.
+    pub threads: usize,
     pub seed: u64,
     /// `sklearn_kmeans.py`; `None` skips the scikit-learn side.
     pub sklearn_script: Option<PathBuf>,
@@ -41,6 +43,7 @@ impl Default for BenchOptions {
             n_init: 10,
             max_iterations: 300,
             repeats: 3,
+            threads: 0,
             seed: 42,
             sklearn_script: Some(
                 Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/sklearn_kmeans.py"),
@@ -67,6 +70,8 @@ pub struct BenchReport {
     pub k: usize,
     pub n_init: usize,
     pub max_iterations: u64,
+    /// Threads `model train` spread its k-means runs over.
+    pub threads: usize,
     /// `model train` (log/scale, k-means, calibration) per repeat.
     pub rust_seconds: Vec<f64>,
     /// Mean squared distance to the nearest centroid, standardized space.
@@ -108,6 +113,7 @@ fn run_on(options: &BenchOptions, data_path: &Path) -> Result<BenchReport> {
         n_runs: options.n_init,
         max_iterations: options.max_iterations,
         seed: options.seed,
+        threads: options.threads,
         ..TrainOptions::default()
     };
     // Rust and scikit-learn runs alternate, so that a change of load on the machine hits both
@@ -141,6 +147,10 @@ fn run_on(options: &BenchOptions, data_path: &Path) -> Result<BenchReport> {
         k: options.k,
         n_init: options.n_init,
         max_iterations: options.max_iterations,
+        threads: match options.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        },
         rust_seconds,
         rust_inertia,
         sklearn,
@@ -168,10 +178,11 @@ fn run_sklearn(
     train: &TrainOptions,
 ) -> Result<SklearnResult> {
     let failed = |message: String| ModelError::Training(format!("scikit-learn side: {message}"));
-    // linfa stops when the centroids move less than `tolerance` (Euclidean norm over all
-    // centroids); scikit-learn when the squared norm is under `tol` times the mean feature
-    // variance, which is 1 after standardization: the same rule with tol = tolerance².
-    let output = Command::new(&options.python)
+    // `model train` stops a run when the squared norm of the centroids' move is at most
+    // tolerance² times the mean variance of the standardized features: scikit-learn's rule
+    // with tol = tolerance².
+    let mut command = Command::new(&options.python);
+    command
         .arg(script)
         .arg("--input")
         .arg(data_path)
@@ -180,7 +191,11 @@ fn run_sklearn(
         .args(["--max-iter", &options.max_iterations.to_string()])
         .args(["--tol", &format!("{:e}", train.tolerance * train.tolerance)])
         .args(["--repeats", "1"])
-        .args(["--seed", &options.seed.to_string()])
+        .args(["--seed", &options.seed.to_string()]);
+    if options.threads > 0 {
+        command.args(["--threads", &options.threads.to_string()]);
+    }
+    let output = command
         .output()
         .map_err(|err| failed(format!("running {}: {err}", options.python)))?;
     if !output.status.success() {

@@ -126,6 +126,10 @@ enum Command {
         max_iterations: u64,
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// Threads for each side (`model train`'s k-means runs; scikit-learn's OpenMP and BLAS
+        /// pools); 0 = the machine's available parallelism.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
         /// Skip the scikit-learn side.
         #[arg(long)]
         no_sklearn: bool,
@@ -295,6 +299,7 @@ fn run() -> anyhow::Result<()> {
             n_init,
             max_iterations,
             repeats,
+            threads,
             no_sklearn,
             python,
         } => {
@@ -306,6 +311,7 @@ fn run() -> anyhow::Result<()> {
                 n_init,
                 max_iterations,
                 repeats,
+                threads,
                 python,
                 sklearn_script: if no_sklearn {
                     None
@@ -351,14 +357,15 @@ fn bench_text(report: &BenchReport) -> String {
     );
     let _ = writeln!(
         out,
-        "  model train (linfa):     best {:.3} s of {:?}, inertia {:.4}",
+        "  model train:               best {:.3} s of {:?}, inertia {:.4}, threads {}",
         best(&report.rust_seconds),
         report
             .rust_seconds
             .iter()
             .map(|s| format!("{s:.3}"))
             .collect::<Vec<_>>(),
-        report.rust_inertia
+        report.rust_inertia,
+        report.threads
     );
     match (&report.sklearn, report.speedup) {
         (Some(sklearn), Some(speedup)) => {

@@ -16,30 +16,36 @@ pub fn run_bench() -> anyhow::Result<String> {
     }
     let model = release_binary("model");
     let mut sections = Vec::new();
-    for args in [
-        vec!["bench", "--repeats", "3"],
-        vec![
-            "bench",
-            "--repeats",
-            "3",
-            "--rows",
-            "17280",
-            "--dims",
-            "64",
-            "--k",
-            "4",
-        ],
+    let day = ["--rows", "17280", "--dims", "64", "--k", "4"];
+    for (threads, data) in [
+        ("0", &[][..]),
+        ("0", &day[..]),
+        ("1", &[][..]),
+        ("1", &day[..]),
     ] {
+        let mut args = vec!["bench", "--repeats", "5"];
+        if threads != "0" {
+            args.extend(["--threads", threads]);
+        }
+        args.extend(data);
         let text = output(Command::new(&model).args(&args))
             .with_context(|| format!("`model {}` failed", args.join(" ")))?;
         sections.push(format!("`model {}`:\n\n```\n{}```\n", args.join(" "), text));
     }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load = load
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
     Ok(format!(
         "## Model: training against scikit-learn, inference per window\n\n\
          `cargo xtask bench model` runs `model bench`: the same generated data, k, number of \
-         initialisations and iteration cap for `model train` (linfa) and scikit-learn's \
-         `KMeans`, alternated; both reach the same inertia. Both use the machine's 2 threads; \
-         thread for thread scikit-learn is faster (see model/README.md).\n\n{}",
+         initialisations, iteration cap and stopping rule for `model train` and scikit-learn's \
+         `KMeans` (greedy k-means++, Lloyd), alternated, best of 5 each; both reach the same \
+         inertia. First with the machine's threads on both sides, then one thread each \
+         (`--threads 1`; scikit-learn limited through threadpoolctl). Load average when the \
+         run ended: {load}. How `model train` fits is in model/README.md.\n\n{}",
         sections.join("\n")
     ))
 }
