@@ -43,6 +43,7 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "CPU, memory and crash load of the fault scenarios",
     ),
     ("iperf3", "TCP traffic through the network fault scenarios"),
+    ("ethtool", "veth offloads (GRO, TSO) for the XDP benchmark"),
 ];
 
 pub fn setup() -> anyhow::Result<()> {

@@ -200,19 +200,6 @@ fn in_ns(ns: &str, args: &[&str]) -> anyhow::Result<()> {
     )
 }
 
-/// The bench switches veth offloads with ethtool; installed here if missing.
-fn ensure_ethtool() -> anyhow::Result<()> {
-    if output(Command::new("ethtool").arg("--version")).is_some() {
-        return Ok(());
-    }
-    eprintln!("  installing ethtool");
-    run_command(
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends", "ethtool"])
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
-}
-
 /// The pids of the receiving veth's NAPI kthreads (one per receive queue: one here).
 fn napi_threads() -> anyhow::Result<Vec<u32>> {
     let prefix = format!("napi/{RX_DEV}-");
@@ -662,7 +649,6 @@ pub fn run() -> anyhow::Result<String> {
     if std::thread::available_parallelism().map_or(1, usize::from) < 2 {
         bail!("the XDP benchmark needs two CPUs: one for trafgen, one for the receiver");
     }
-    ensure_ethtool()?;
     let load_before = load_average();
     let _ = std::fs::remove_dir_all(PIN_DIR);
     let testbed = Testbed::new()?;

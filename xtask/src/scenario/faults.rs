@@ -178,42 +178,35 @@ pub fn disk_errors(lab: &mut Lab, active: &mut Active) -> anyhow::Result<()> {
     // A thin-provisioned volume whose pool ran out: a 256 MiB device over a file on a 16 MiB
     // file system. Writes to blocks never written before fail with I/O errors.
     let pool = Tmpfs::mount(lab.dir.join("pool"), "16m")?;
+    // The pool's other volumes already use nearly all of it.
+    fs::write(pool.path.join("other-volumes.img"), vec![0u8; 15 << 20])?;
     let image = pool.path.join("volume.img");
     fs::File::create(&image)?.set_len(256 << 20)?;
     let volume = LoopDevice::attach(&image, false)?;
-    let writer = cmd(
-        "fio",
-        &[
-            "--name=failing-volume",
-            &format!("--filename={}", volume.path),
-            "--rw=randwrite",
-            "--bs=4k",
-            "--direct=1",
-            "--ioengine=psync",
-            "--rate_iops=200",
-            "--continue_on_error=all",
-            "--time_based",
-            "--runtime=3600",
-        ],
-    );
+    let writer = xtask_worker(&["random-writes", &volume.path])?;
     active.hold(pool);
     active.hold(volume);
-    active.spawn("fio writing to a volume whose pool is full", writer)
+    active.spawn("a service writing to a volume whose pool is full", writer)
 }
 
-/// Runs `nft` inside the namespace.
+/// Runs `nft` on the host.
 fn nft(script: &str) -> anyhow::Result<()> {
-    Network::run("nft", &[script])
+    crate::util::run(Command::new("nft").arg(script))
 }
 
 pub fn network_loss(_lab: &mut Lab, active: &mut Active) -> anyhow::Result<()> {
-    // 15% of the namespace's outgoing packets lost (netem is missing on this kernel).
-    nft("add table inet nodestate_loss")?;
-    nft("add chain inet nodestate_loss out { type filter hook output priority 0; }")?;
-    nft("add rule inet nodestate_loss out numgen random mod 100 < 15 drop")?;
+    // 15% of the stream's packets lost on the wire, on arrival at the node's end (netem is
+    // missing on this kernel). Not at the sender's output: TCP learns of a local drop at once
+    // and backs off without retransmitting, which is not what a lossy link does. The table is
+    // bound to the scenario's interface and goes with it.
+    nft("add table netdev nodestate_scenario_loss")?;
+    nft(&format!(
+        "add chain netdev nodestate_scenario_loss in {{ type filter hook ingress device {HOST_IFACE} priority 0; }}"
+    ))?;
+    nft("add rule netdev nodestate_scenario_loss in numgen random mod 100 < 15 drop")?;
     active.on_stop(
         "packet loss",
-        Network::command("nft", &["delete table inet nodestate_loss"]),
+        cmd("nft", &["delete table netdev nodestate_scenario_loss"]),
     );
     Ok(())
 }

@@ -58,12 +58,52 @@ impl Process {
 
 impl Drop for Process {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on the process group we created; no memory is involved.
+        let root = self.child.id() as i32;
+        // Some tools (fio) move their workers to a session of their own: find every
+        // descendant before anything dies and is re-parented away.
+        let doomed = descendants(root);
+        // SAFETY: kill(2) on the process group we created and on its descendants; no memory
+        // is involved.
         unsafe {
-            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+            libc::kill(-root, libc::SIGKILL);
+            for pid in doomed {
+                libc::kill(pid, libc::SIGKILL);
+            }
         }
         let _ = self.child.wait();
     }
+}
+
+/// Every process below `root`, from /proc.
+fn descendants(root: i32) -> Vec<i32> {
+    let mut parents = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            // /proc/PID/stat: "pid (comm) state ppid …"; comm may hold spaces and parens.
+            let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            if let Some(ppid) = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok())
+            {
+                parents.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = vec![root];
+    let mut index = 0;
+    while index < found.len() {
+        let parent = found[index];
+        found.extend(parents.iter().filter(|(_, p)| *p == parent).map(|(pid, _)| *pid));
+        index += 1;
+    }
+    found.remove(0);
+    found
 }
 
 /// A cgroup with the controllers a fault needs, on cgroup v1 (one directory per controller)

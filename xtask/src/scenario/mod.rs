@@ -127,7 +127,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ),
     fault(
         "network-loss",
-        "15% random loss (nftables numgen) on the namespace's outgoing TCP stream",
+        "15% random loss (nftables numgen, netdev ingress) on the TCP stream into the node",
         "tcp_retransmits_per_s, net_*_packets_per_s",
         faults::network_loss,
     ),

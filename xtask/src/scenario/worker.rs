@@ -22,6 +22,9 @@ pub enum Worker {
     Poll { addr: SocketAddr },
     /// Connect and close as fast as ports allow; on failure, retry after a moment.
     ConnectLoop { addr: SocketAddr },
+    /// Write 4 KiB blocks at random offsets of DEVICE with direct I/O, 200 a second, carrying
+    /// on through errors (fio stops at the first ENOSPC).
+    RandomWrites { device: PathBuf },
     /// Append to a file in DIR until the file system is full, then keep retrying.
     FillDisk { dir: PathBuf },
 }
@@ -40,6 +43,11 @@ pub fn run(worker: Worker) -> anyhow::Result<()> {
             let listener = TcpListener::bind(addr)?;
             for mut stream in listener.incoming().flatten() {
                 let _ = stream.write_all(b"ok\n");
+                // Wait for the client to close first, as servers whose clients hang up do:
+                // the client's side then holds its port in TIME_WAIT.
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                let mut rest = [0u8; 64];
+                while matches!(stream.read(&mut rest), Ok(n) if n > 0) {}
             }
             Ok(())
         }
@@ -58,6 +66,33 @@ pub fn run(worker: Worker) -> anyhow::Result<()> {
                 Err(_) => std::thread::sleep(Duration::from_millis(2)),
             }
         },
+        Worker::RandomWrites { device } => {
+            use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&device)?;
+            // A block device's metadata says 0 bytes; its end says how big it is.
+            let size = std::io::Seek::seek(&mut &file, std::io::SeekFrom::End(0))?;
+            let blocks = (size / 4096).max(1);
+            // Direct I/O wants a buffer aligned to the block size.
+            let layout = std::alloc::Layout::from_size_align(4096, 4096)?;
+            // SAFETY: a non-zero size layout; the buffer lives until the loop ends (never).
+            let buffer = unsafe {
+                let pointer = std::alloc::alloc_zeroed(layout);
+                anyhow::ensure!(!pointer.is_null(), "out of memory");
+                std::slice::from_raw_parts(pointer, 4096)
+            };
+            let mut state = std::process::id() as u64 | 1;
+            loop {
+                // xorshift: enough randomness to spread writes over the device.
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let _ = file.write_at(buffer, (state % blocks) * 4096);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         Worker::FillDisk { dir } => {
             let mut file = fs::OpenOptions::new()
                 .create(true)
