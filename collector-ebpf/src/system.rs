@@ -149,8 +149,14 @@ fn runqueue_leave(pid: u32, now: u64) {
 #[inline(always)]
 fn context_switch(prev_pid: u32, prev_runnable: bool, next_pid: u32) {
     count(event::CONTEXT_SWITCHES);
+    let prev_waits = prev_pid != 0 && prev_runnable;
+    // A task blocking with the CPU going idle (half the switches of a lightly loaded CPU)
+    // needs no clock read.
+    if !prev_waits && next_pid == 0 {
+        return;
+    }
     let now = now_ns();
-    if prev_pid != 0 && prev_runnable {
+    if prev_waits {
         runqueue_enter(prev_pid, now);
     }
     if next_pid != 0 {
