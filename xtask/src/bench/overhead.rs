@@ -1,20 +1,25 @@
 //! What every program attached costs the workloads it watches: a syscall-heavy, a
-//! context-switch-heavy and an I/O-heavy workload, each without and with the full program set,
-//! alternated in one run; and which hooks cost most, from the kernel's BPF run-time statistics
-//! that the collector records per window.
+//! context-switch-heavy and an I/O-heavy workload, each without the collector, with only an
+//! empty program on the syscall exit tracepoint (the floor any per-syscall hook pays), and
+//! with the full program set, alternated in one run; and which hooks cost most, from the
+//! kernel's BPF run-time statistics that the collector records per window.
 
 use std::{
     collections::BTreeMap,
     fs,
     io::{Read as _, Write as _},
+    os::{
+        fd::{FromRawFd as _, OwnedFd},
+        unix::fs::FileExt as _,
+    },
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
 use super::block::{LoopDevice, fio_iops, median, start_collector, stop};
 
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const SECONDS: u64 = 4;
 
 /// getppid(2) in a loop: the raw syscall tracepoint's worst case. Returns calls per second.
@@ -35,6 +40,99 @@ fn syscalls_per_s() -> f64 {
 unsafe extern "C" {
     #[link_name = "getppid"]
     fn libc_getppid() -> i32;
+}
+
+/// 4 KiB pread(2)s of a page-cached file: a syscall that does some work, as most do. Returns
+/// reads per second.
+fn cached_reads_per_s(file: &fs::File) -> anyhow::Result<f64> {
+    let mut buffer = vec![0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(SECONDS);
+    let started = Instant::now();
+    let mut reads = 0u64;
+    while Instant::now() < deadline {
+        for i in 0..100u64 {
+            file.read_at(&mut buffer, (i % 256) * 4096)?;
+        }
+        reads += 100;
+    }
+    Ok(reads as f64 / started.elapsed().as_secs_f64())
+}
+
+/// An empty program (`r0 = 0; exit`) on the raw tracepoint `sys_exit`, loaded with the bpf(2)
+/// syscall directly: what attaching any syscall hook costs before the program does anything.
+/// Enabling a syscall tracepoint moves every syscall of the node onto the kernel's slow path,
+/// and the tracepoint then dispatches to the program. Detached when dropped.
+struct EmptySyscallHook {
+    _link: OwnedFd,
+    _program: OwnedFd,
+}
+
+impl EmptySyscallHook {
+    fn attach() -> anyhow::Result<Self> {
+        const BPF_PROG_LOAD: libc::c_long = 5;
+        const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+        const BPF_PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
+        // mov64 r0, 0 (BPF_ALU64 | BPF_MOV | BPF_K); exit (BPF_JMP | BPF_EXIT).
+        let instructions: [u64; 2] = [0xb7, 0x95];
+        let license = c"GPL";
+        // union bpf_attr for BPF_PROG_LOAD: prog_type, insn_cnt, insns, license; rest zero.
+        let mut attr = [0u64; 16];
+        attr[0] = u64::from(BPF_PROG_TYPE_RAW_TRACEPOINT) | (instructions.len() as u64) << 32;
+        attr[1] = instructions.as_ptr() as u64;
+        attr[2] = license.as_ptr() as u64;
+        let program = bpf(BPF_PROG_LOAD, &mut attr).context("loading an empty program")?;
+        let name = c"sys_exit";
+        // BPF_RAW_TRACEPOINT_OPEN: name, prog_fd.
+        let mut attr = [0u64; 16];
+        attr[0] = name.as_ptr() as u64;
+        attr[1] = u64::from(program as u32);
+        // SAFETY: the kernel returned a new file descriptor that nothing else owns.
+        let program = unsafe { OwnedFd::from_raw_fd(program) };
+        let link = bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)
+            .context("attaching an empty program to sys_exit")?;
+        Ok(Self {
+            // SAFETY: as above.
+            _link: unsafe { OwnedFd::from_raw_fd(link) },
+            _program: program,
+        })
+    }
+}
+
+fn bpf(command: libc::c_long, attr: &mut [u64; 16]) -> anyhow::Result<i32> {
+    // SAFETY: `attr` is a zeroed union bpf_attr (128 bytes) with this command's fields set,
+    // and every pointer in it outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            command,
+            attr.as_mut_ptr(),
+            std::mem::size_of_val(attr),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(fd as i32)
+}
+
+/// How busy the machine is: the 1-minute load average, and other collectors running (whose
+/// programs would be attached during the runs "without").
+fn machine_state() -> (f64, Vec<String>) {
+    let load = fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(f64::NAN);
+    let others = fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let comm = fs::read_to_string(entry.path().join("comm")).ok()?;
+            (comm.trim() == "collector").then(|| pid.to_string())
+        })
+        .collect();
+    (load, others)
 }
 
 /// Two threads passing a byte back and forth through pipes: every round trip is two context
@@ -89,14 +187,39 @@ fn program_costs(recording: &str) -> BTreeMap<String, (u64, u64)> {
     costs
 }
 
+/// Median throughput of one workload without anything attached, with the empty syscall
+/// hook, and with the collector, the three alternated round by round.
+struct Row {
+    without: f64,
+    floor: f64,
+    collector: f64,
+}
+
 pub fn run() -> anyhow::Result<String> {
+    let (load_before, others) = machine_state();
+    if !others.is_empty() {
+        bail!(
+            "another collector is running (pid {}): its programs would be attached during the \
+             runs without ours; stop it first",
+            others.join(", ")
+        );
+    }
     let device = LoopDevice::new()?;
     let io_path = device.path.clone();
+    let cached_path =
+        std::env::temp_dir().join(format!("nodestate-overhead-{}.dat", std::process::id()));
+    fs::write(&cached_path, vec![1u8; 1 << 20])?;
+    let cached = fs::File::open(&cached_path)?;
     let workloads = [
         Workload {
             name: "syscall-heavy (getppid loop)",
             unit: "calls/s",
             run: Box::new(|| Ok(syscalls_per_s())),
+        },
+        Workload {
+            name: "syscall-heavy, realistic (4 KiB pread of a cached file)",
+            unit: "reads/s",
+            run: Box::new(move || cached_reads_per_s(&cached)),
         },
         Workload {
             name: "context-switch-heavy (pipe ping-pong)",
@@ -116,10 +239,13 @@ pub fn run() -> anyhow::Result<String> {
     let mut costs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for workload in &workloads {
         (workload.run)()?; // warm-up
-        let (mut without, mut with) = (Vec::new(), Vec::new());
+        let (mut without, mut floor, mut with) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
             without.push((workload.run)()?);
-            let collector = start_collector(&["run", "--window", "1s"])?;
+            let hook = EmptySyscallHook::attach()?;
+            floor.push((workload.run)()?);
+            drop(hook);
+            let collector = start_collector(&["run", "--window", "1s", "--listen", "127.0.0.1:0"])?;
             let result = (workload.run)();
             stop(collector)?;
             with.push(result?);
@@ -146,20 +272,30 @@ pub fn run() -> anyhow::Result<String> {
             entry.0 += runs;
             entry.1 += ns;
         }
-        let (base, attached) = (median(&without), median(&with));
+        let row = Row {
+            without: median(&without),
+            floor: median(&floor),
+            collector: median(&with),
+        };
         eprintln!(
-            "  {}: {base:.0} → {attached:.0} {}",
-            workload.name, workload.unit
+            "  {}: {:.0} → {:.0} (empty hook) → {:.0} {}",
+            workload.name, row.without, row.floor, row.collector, workload.unit
         );
         rows.push(format!(
-            "| {} | {base:.0} {unit} | {attached:.0} {unit} | {:.3} | {:+.1}% |",
+            "| {} | {:.0} {unit} | {:.0} {unit} ({:+.1}%) | {:.0} {unit} | {:.3} | **{:+.1}%** |",
             workload.name,
-            attached / base,
-            (attached / base - 1.0) * 100.0,
+            row.without,
+            row.floor,
+            (row.floor / row.without - 1.0) * 100.0,
+            row.collector,
+            row.collector / row.without,
+            (row.collector / row.without - 1.0) * 100.0,
             unit = workload.unit
         ));
     }
     let _ = fs::remove_file(&recording);
+    let _ = fs::remove_file(&cached_path);
+    let (load_after, _) = machine_state();
     let mut by_cost: Vec<_> = costs
         .into_iter()
         .filter(|(_, (runs, _))| *runs > 0)
@@ -177,17 +313,31 @@ pub fn run() -> anyhow::Result<String> {
             )
         })
         .collect();
+    let busy = if load_before.max(load_after) > 0.5 {
+        format!(
+            " **The machine was not idle** (1-minute load average {load_before:.2} before, \
+             {load_after:.2} after, on 2 CPUs): other work shares the CPUs, so read the figures \
+             as approximate."
+        )
+    } else {
+        format!(" Load average {load_before:.2} before, {load_after:.2} after: a quiet machine.")
+    };
     Ok(format!(
         "## Every program attached: cost to the workloads it watches\n\n\
-         `cargo xtask bench overhead`: each workload runs {SECONDS} s without the collector, then \
+         `cargo xtask bench overhead`: each workload runs {SECONDS} s without the collector, \
+         {SECONDS} s with only an empty program on the raw tracepoint `sys_exit` (the floor: \
+         enabling any syscall tracepoint puts every syscall on the kernel's slow path, and the \
+         tracepoint dispatches to the program; our syscall signals need such a hook), then \
          {SECONDS} s with `collector run` in its default configuration (every signal attached, \
-         program statistics sampled one window in 12, 1 s windows), {ROUNDS} rounds alternated; \
-         medians. Ratio = with / without (1.000 = no cost; the target is a slowdown under \
-         2%).\n\n\
-         | workload | without | with | ratio | change |\n|---|---|---|---|---|\n{}\n\n\
+         program statistics sampled one window in 12, 1 s windows), {ROUNDS} rounds \
+         alternated; medians. Ratio = collector / without (1.000 = no cost; the target is a \
+         slowdown under 2%).{busy}\n\n\
+         | workload | without | empty `sys_exit` program (floor) | collector | ratio | change |\n\
+         |---|---|---|---|---|---|\n{}\n\n\
          Which hooks cost most: one more run per workload with `--program-stats always` (kernel \
          BPF statistics: runs and mean ns per run, which includes the statistics' own ~90 ns; \
-         the share is of the total program time):\n\n\
+         the share is of the total program time; it leaves out what the kernel spends before \
+         a program runs, such as building a classic tracepoint's record):\n\n\
          | program | runs | ns/run | share |\n|---|---|---|---|\n{}\n",
         rows.join("\n"),
         hooks.join("\n")
