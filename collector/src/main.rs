@@ -29,6 +29,17 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => {
             args.collect.validate().map_err(anyhow::Error::msg)?;
+            let builtin = args
+                .model
+                .as_deref()
+                .is_some_and(|m| m.as_os_str() == collector::assessor::BUILTIN_MODEL);
+            if builtin && args.collect.window != collector::assessor::BUILTIN_MODEL_WINDOW {
+                tracing::warn!(
+                    window_s = args.collect.window.as_secs_f64(),
+                    "the builtin model was trained on 2 s windows and some of its features are \
+                     counts per window (OOM kills, slow requests): run it with --window 2s"
+                );
+            }
             let options = CollectOptions {
                 window: args.collect.window,
                 kernel: args.collect.kernel_config(),
