@@ -9,7 +9,7 @@
 //! and named, as for training files with different columns.
 //!
 //! The step should be the daemons' window: shorter repeats windows, longer skips some. By
-//! default it is the largest `window_s` the selected daemons report.
+//! default it is the largest `window_s` the selected daemons report, to the nearest 100 ms.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -212,7 +212,11 @@ fn default_step(query: &FleetQuery) -> Result<Duration> {
         .and_then(|v| v.parse::<f64>().ok())
         .filter(|w| w.is_finite() && *w >= 1.0);
     match window {
-        Some(window) => Ok(Duration::from_secs_f64(window)),
+        // window_s is the window's measured length (1.0008 for a 1 s window): the step is
+        // the configured one, to the nearest 100 ms.
+        Some(window) => Ok(Duration::from_millis(
+            ((window * 10.0).round() as u64).max(1) * 100,
+        )),
         None => Err(prometheus_error(
             &query.prometheus,
             format!(

@@ -51,7 +51,7 @@ enum Command {
         #[arg(long, requires = "prometheus")]
         selector: Option<String>,
         /// With --prometheus: one row per node every step; set it to the daemons' --window.
-        /// Default: the largest window the selected daemons report (`window_s`).
+        /// Default: the largest window the selected daemons report (`window_s`, to 100 ms).
         #[arg(long, value_parser = parse_duration, requires = "prometheus")]
         step: Option<std::time::Duration>,
         /// With --prometheus: the label that names the node.
