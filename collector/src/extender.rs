@@ -43,6 +43,9 @@ use tracing::{debug, info, warn};
 
 use crate::rank::{NEUTRAL_RANK, extender_score};
 
+/// Largest request body accepted: a NodeList of some 10,000 nodes.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
 /// What to answer when Prometheus cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnPrometheusError {
@@ -542,6 +545,9 @@ pub async fn bind(
         .route("/fleet", get(fleet_handler))
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
+        // Without nodeCacheCapable every request carries whole Node objects (~5 kB each):
+        // axum's 2 MB default would refuse clusters of a few hundred nodes.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(extender);
     Ok((bound, async move { axum::serve(listener, app).await }))
 }

@@ -388,6 +388,25 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
         assert_eq!(trained[part], again[part], "{part} differs");
     }
 
+    // A selector that matches no daemon is an error that says so, not an empty model.
+    let output = Command::new(&model_binary)
+        .args([
+            "train",
+            "--prometheus",
+            &prometheus_url,
+            "--since",
+            "2m",
+            "--selector",
+            r#"node="pool-b-1""#,
+            "--out",
+            dir.path().join("none.json").to_str().unwrap(),
+        ])
+        .output()
+        .expect("running model train");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "trained on nothing: {stderr}");
+    assert!(stderr.contains("no daemon windows"), "{stderr}");
+
     // Prometheus gone: the extender fails open (everything passes, neutral scores) and
     // counts it.
     drop(server);

@@ -23,6 +23,9 @@ use crate::{error::ModelError, error::Result, input::Table};
 
 /// Prometheus refuses a range query of more than 11,000 points per series: ask in chunks.
 const MAX_POINTS_PER_QUERY: u64 = 10_000;
+/// …and one that loads more than `--query.max-samples` (50 million by default) at once: a
+/// large fleet is read in chunks of a fifth of that.
+const MAX_SAMPLES_PER_QUERY: u64 = 10_000_000;
 
 /// Where and what to read.
 #[derive(Debug, Clone)]
@@ -192,40 +195,55 @@ fn epoch_s(time: SystemTime) -> f64 {
         .map_or(0.0, |since| since.as_secs_f64())
 }
 
-/// The step when none is given: the largest window the selected daemons report now.
+/// The value of an instant query's first series at `query.end`, if there is one.
+fn instant_value(query: &FleetQuery, promql: &str) -> Result<Option<f64>> {
+    let body = get(
+        query,
+        "/api/v1/query",
+        &[
+            ("query", promql.to_string()),
+            ("time", format!("{:.3}", epoch_s(query.end))),
+        ],
+    )?;
+    Ok(body["data"]["result"][0]["value"][1]
+        .as_str()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|v| v.is_finite()))
+}
+
+fn nothing_found(query: &FleetQuery, promql: &str) -> ModelError {
+    prometheus_error(
+        &query.prometheus,
+        format!(
+            "no daemon windows in the last {}: {promql} is empty (does this Prometheus scrape \
+             the daemons? does --selector match?)",
+            humantime::format_duration(query.since)
+        ),
+    )
+}
+
+/// The step when none is given: the largest window the selected daemons report.
 fn default_step(query: &FleetQuery) -> Result<Duration> {
     let promql = format!(
         "max(last_over_time({}[{}s]))",
         query.series_selector(r#"feature="window_s""#),
         query.since.as_secs().max(1)
     );
-    let body = get(
-        query,
-        "/api/v1/query",
-        &[
-            ("query", promql.clone()),
-            ("time", format!("{:.3}", epoch_s(query.end))),
-        ],
-    )?;
-    let window = body["data"]["result"][0]["value"][1]
-        .as_str()
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|w| w.is_finite() && *w >= 1.0);
-    match window {
-        // window_s is the window's measured length (1.0008 for a 1 s window): the step is
-        // the configured one, to the nearest 100 ms.
+    match instant_value(query, &promql)?.filter(|w| *w > 0.0) {
+        // window_s is the window's measured length (1.0008 or 0.9995 for a 1 s window): the
+        // step is the configured one, to the nearest 100 ms.
         Some(window) => Ok(Duration::from_millis(
             ((window * 10.0).round() as u64).max(1) * 100,
         )),
-        None => Err(prometheus_error(
-            &query.prometheus,
-            format!(
-                "no daemon windows in the last {}: {promql} is empty (does this Prometheus \
-                 scrape the daemons? does --selector match?)",
-                humantime::format_duration(query.since)
-            ),
-        )),
+        None => Err(nothing_found(query, &promql)),
     }
+}
+
+/// Steps per range query: at most [`MAX_POINTS_PER_QUERY`], and few enough that all series
+/// together stay under [`MAX_SAMPLES_PER_QUERY`].
+fn steps_per_query(series: f64) -> u64 {
+    let fit = (MAX_SAMPLES_PER_QUERY as f64 / series.max(1.0)).floor() as u64;
+    fit.clamp(1, MAX_POINTS_PER_QUERY)
 }
 
 /// Reads the windows of every selected node over `query.since`.
@@ -246,10 +264,16 @@ pub fn fetch(query: &FleetQuery) -> Result<FleetWindows> {
         Some(step) => step,
         None => default_step(query)?,
     };
+    let counting = format!(
+        "count(last_over_time({}[{}s]))",
+        query.series_selector(""),
+        query.since.as_secs().max(1)
+    );
+    let series = instant_value(query, &counting)?.ok_or_else(|| nothing_found(query, &counting))?;
     let end = epoch_s(query.end);
     let start = end - query.since.as_secs_f64();
     let step_s = step.as_secs_f64();
-    let chunk_s = step_s * MAX_POINTS_PER_QUERY as f64;
+    let chunk_s = step_s * steps_per_query(series) as f64;
     let promql = query.series_selector("");
     let mut bodies = Vec::new();
     let mut chunk_start = start;
@@ -477,6 +501,15 @@ mod tests {
             query.series_selector(r#"feature="window_s""#),
             r#"nodestate_feature{feature="window_s",node=~"pool-a.*"}"#
         );
+    }
+
+    #[test]
+    fn large_fleets_are_read_in_smaller_chunks() {
+        assert_eq!(steps_per_query(120.0), MAX_POINTS_PER_QUERY);
+        // 1,000 nodes x 60 features: 166 steps per query.
+        assert_eq!(steps_per_query(60_000.0), 166);
+        assert_eq!(steps_per_query(1e12), 1);
+        assert_eq!(steps_per_query(0.0), MAX_POINTS_PER_QUERY);
     }
 
     #[test]
