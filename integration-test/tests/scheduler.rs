@@ -476,6 +476,17 @@ fn the_extender_fails_open_or_reports_as_told_and_refuses_bad_bodies() {
         [5, 5, 5]
     );
 
+    // Two requests within the cache's 5 s: Prometheus was tried once, and that is counted.
+    let (_, metrics) = get(&pass, "/metrics").unwrap();
+    for expected in [
+        "nodestate_extender_prometheus_queries_total 1\n",
+        "nodestate_extender_prometheus_errors_total 1\n",
+        "nodestate_extender_requests_total{verb=\"filter\"} 1\n",
+        "nodestate_extender_requests_total{verb=\"prioritize\"} 1\n",
+    ] {
+        assert!(metrics.contains(expected), "no {expected} in:\n{metrics}");
+    }
+
     let (status, result) = post(&pass, "/filter", r#"{"Pod": "#);
     assert_eq!(status, 400);
     assert!(
