@@ -41,25 +41,25 @@ enum Command {
         /// Fleet training: read the windows of every node a Prometheus scrapes (their
         /// `nodestate_feature` series) instead of files, e.g. http://prometheus:9090. One model
         /// for the whole node pool; rows per node are printed before the model summary.
-        #[arg(long, requires = "since")]
+        #[arg(long)]
         prometheus: Option<String>,
         /// With --prometheus: how far back to read, e.g. "6h", "30m".
         #[arg(long, value_parser = parse_duration)]
         since: Option<std::time::Duration>,
         /// With --prometheus: PromQL label matchers choosing the nodes, e.g.
         /// 'node=~"pool-a.*"' or 'job="nodestate",cluster="eu-1"'.
-        #[arg(long, requires = "prometheus")]
+        #[arg(long)]
         selector: Option<String>,
         /// With --prometheus: one row per node every step; set it to the daemons' --window.
         /// Default: the largest window the selected daemons report (`window_s`, to 100 ms).
-        #[arg(long, value_parser = parse_duration, requires = "prometheus")]
+        #[arg(long, value_parser = parse_duration)]
         step: Option<std::time::Duration>,
         /// With --prometheus: the label that names the node.
-        #[arg(long, default_value = "node", requires = "prometheus")]
+        #[arg(long, default_value = "node")]
         node_label: String,
         /// With --prometheus: also write the rows read as JSON Lines (window records with a
         /// `node` field); `model train --input` on that file trains the same model.
-        #[arg(long, requires = "prometheus")]
+        #[arg(long)]
         save_windows: Option<PathBuf>,
         /// The model file to write.
         #[arg(long, short)]
@@ -228,7 +228,9 @@ fn run() -> anyhow::Result<()> {
                 Some(prometheus) => {
                     let mut query = model::fleet::FleetQuery::new(
                         prometheus,
-                        since.context("--since is required with --prometheus")?,
+                        since.context(
+                            "--since is required with --prometheus (how far back to read, e.g. 6h)",
+                        )?,
                     );
                     query.selector = selector;
                     query.step = step;
@@ -241,6 +243,18 @@ fn run() -> anyhow::Result<()> {
                     windows.table
                 }
                 None => {
+                    // clap drops `requires = "prometheus"` once --input (which conflicts with
+                    // it) is given, so these are checked here.
+                    for (given, flag) in [
+                        (since.is_some(), "--since"),
+                        (selector.is_some(), "--selector"),
+                        (step.is_some(), "--step"),
+                        (save_windows.is_some(), "--save-windows"),
+                    ] {
+                        if given {
+                            anyhow::bail!("{flag} reads from Prometheus: it needs --prometheus");
+                        }
+                    }
                     let (table, dropped) = read_tables(&input)?;
                     if !dropped.is_empty() {
                         tracing::warn!(
