@@ -52,7 +52,7 @@ pub enum Command {
     /// benchmark's conductor as {"solution": "Yes"|"No"}.
     Detect(DetectArgs),
     /// Print the node's rank for schedulers, 0-100, higher is healthier (healthy nodes rank
-    /// above 60, learning ones 50, degraded ones 40 or less; README "Schedulers"), read from its
+    /// 60-100, learning ones 50, degraded ones 0-40; README "Schedulers"), read from its
     /// daemon's /rank. --elim prints OpenLava/LSF elim lines, `1 rank <value>`, every
     /// --interval until stdout closes.
     Rank(RankArgs),

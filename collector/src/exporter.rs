@@ -341,7 +341,7 @@ impl Collector for NodestateMetrics {
         gauges(
             &mut encoder,
             "nodestate_rank",
-            "The node's rank for schedulers, 0-100, higher is healthier (healthy > 60 > learning 50 > 40 >= degraded)",
+            "The node's rank for schedulers, 0-100, higher is healthier: healthy 60-100, learning 50, degraded 0-40",
             None,
             &[(none.clone(), health.rank())],
         )?;

@@ -8,9 +8,9 @@
 //! rank = 50                           learning, or any state we do not know
 //! ```
 //!
-//! So a healthy node ranks in (60, 100] (100 when its window sits on a healthy centroid, 80 at
-//! the threshold), a degraded one in (0, 40], and a node still learning its baseline gets the
-//! neutral 50: every degraded node ranks below every learning one, and every learning one below
+//! So a healthy node ranks 60–100 (100 when its window sits on a healthy centroid, 80 at the
+//! threshold, 60 only for an infinite score), a degraded one 0–40, and a node still learning
+//! its baseline gets the neutral 50: every degraded node ranks below every learning one, and every learning one below
 //! every healthy one, whatever the scores. Within a band the rank falls as the score grows.
 //!
 //! Bad numbers never escape: a negative score counts as 0, an infinite or NaN score as
@@ -20,7 +20,7 @@
 /// What a node we know nothing about ranks: learning, unknown to Prometheus, unreachable.
 pub const NEUTRAL_RANK: f64 = 50.0;
 
-/// Lowest rank of a healthy node (never reached: approached as the score grows).
+/// Lowest rank of a healthy node (reached only by an infinite or NaN score).
 pub const HEALTHY_FLOOR: f64 = 60.0;
 
 /// Width of the healthy and the degraded bands.
