@@ -505,3 +505,55 @@ fn the_extender_fails_open_or_reports_as_told_and_refuses_bad_bodies() {
     let (status, _) = post_json(&error, "/prioritize", ARGS_NODE_NAMES).unwrap();
     assert_eq!(status, 503, "{}", error_process.log());
 }
+
+/// The value of the first `key: value` (or `- --key=value`) line of a YAML text.
+fn yaml_value<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|line| {
+            let line = line.trim().trim_start_matches("- ");
+            line.strip_prefix(key)
+                .and_then(|rest| rest.strip_prefix(':').or_else(|| rest.strip_prefix('=')))
+        })
+        .unwrap_or_else(|| panic!("no `{key}` in deploy/scheduler-extender.yaml"))
+        .trim()
+}
+
+#[test]
+fn the_deployed_scheduler_configuration_calls_what_the_extender_serves() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/scheduler-extender.yaml"),
+    )
+    .expect("reading deploy/scheduler-extender.yaml");
+    let url_prefix = yaml_value(&text, "urlPrefix");
+    let listen = yaml_value(&text, "--listen");
+    assert_eq!(
+        url_prefix
+            .trim_start_matches("http://")
+            .trim_end_matches('/'),
+        listen,
+        "kube-scheduler calls {url_prefix}, the extender listens on {listen}"
+    );
+    assert_eq!(yaml_value(&text, "ignorable"), "true", "it must fail open");
+    // The verbs the configuration names answer, on a free port (the same verbs and paths).
+    let address = format!("127.0.0.1:{}", free_port());
+    let _extender = Process::start(
+        &workspace_binary("collector"),
+        &[
+            "extender",
+            "--listen",
+            &address,
+            "--prometheus",
+            &format!("http://127.0.0.1:{}", free_port()),
+        ],
+        &[],
+    );
+    wait_for(Duration::from_secs(10), "the extender's /healthz", || {
+        get(&address, "/healthz").filter(|(status, _)| *status == 200)
+    });
+    for verb in ["filterVerb", "prioritizeVerb"] {
+        let path = format!("/{}", yaml_value(&text, verb));
+        let (status, body) = post_json(&address, &path, ARGS_NODE_NAMES)
+            .unwrap_or_else(|| panic!("no answer on {path}"));
+        assert_eq!(status, 200, "{verb} {path}: {body}");
+    }
+}
