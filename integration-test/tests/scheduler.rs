@@ -388,6 +388,35 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
         assert_eq!(trained[part], again[part], "{part} differs");
     }
 
+    // The pool's model is what a daemon of the pool runs with.
+    let pooled_address = format!("127.0.0.1:{}", free_port());
+    let pooled = Process::start(
+        &collector,
+        &[
+            "run",
+            "--window",
+            "1s",
+            "--model",
+            model_path.to_str().unwrap(),
+            "--disable-signals",
+            "syscalls",
+            "--listen",
+            &pooled_address,
+        ],
+        &[("NODE_NAME", "pool-a-3")],
+    );
+    let (_, state) = wait_for(
+        Duration::from_secs(30),
+        "a daemon ready with the fleet model",
+        || get(&pooled_address, "/readyz").filter(|(status, _)| *status == 200),
+    );
+    assert!(state.contains("ready"), "{state}\n{}", pooled.log());
+    let (_, state) = get(&pooled_address, "/state").expect("/state");
+    let state = json(&state);
+    assert_eq!(state["model"]["source"], "file", "{state}");
+    assert_ne!(state["state"], "learning", "{state}");
+    drop(pooled);
+
     // A selector that matches no daemon is an error that says so, not an empty model.
     let output = Command::new(&model_binary)
         .args([
