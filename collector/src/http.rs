@@ -119,7 +119,7 @@ async fn state(State(app): State<AppState>) -> Response {
 }
 
 /// What `/rank` returns (and `collector rank` reads).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct RankView {
     pub node: String,
     /// 0–100, higher is healthier (see the `rank` module for the formula).

@@ -77,10 +77,20 @@ pub struct RankOptions {
     pub json: bool,
 }
 
-fn read_rank(node: &str, timeout: std::time::Duration) -> anyhow::Result<crate::http::RankView> {
+/// A daemon's `/rank` answer and the rank in it. Only `rank` must be there: the other
+/// fields are shown as they come (a NaN score is `null` in JSON).
+struct Reading {
+    body: serde_json::Value,
+    rank: f64,
+}
+
+fn read_rank(node: &str, timeout: std::time::Duration) -> anyhow::Result<Reading> {
     let body = crate::promql::get_json(node, "/rank", timeout)?;
-    serde_json::from_value(body)
-        .map_err(|err| anyhow::anyhow!("{node}/rank is not a nodestate rank: {err}"))
+    let rank = body["rank"]
+        .as_f64()
+        .filter(|rank| (0.0..=100.0).contains(rank))
+        .ok_or_else(|| anyhow::anyhow!("{node}/rank holds no rank from 0 to 100: {body}"))?;
+    Ok(Reading { body, rank })
 }
 
 /// `collector rank`. One-shot: the rank (or JSON), an error if the node cannot be read.
@@ -95,11 +105,11 @@ pub fn run(options: &RankOptions) -> anyhow::Result<()> {
         crate::detect::HTTP_TIMEOUT,
     );
     if !options.elim {
-        let view = read_rank(&options.node, crate::detect::HTTP_TIMEOUT)?;
+        let reading = read_rank(&options.node, crate::detect::HTTP_TIMEOUT)?;
         if options.json {
-            println!("{}", serde_json::to_string(&view)?);
+            println!("{}", serde_json::to_string(&reading.body)?);
         } else {
-            println!("{:.1}", view.rank);
+            println!("{:.1}", reading.rank);
         }
         return Ok(());
     }
@@ -108,12 +118,12 @@ pub fn run(options: &RankOptions) -> anyhow::Result<()> {
     loop {
         let started = std::time::Instant::now();
         let rank = match read_rank(&options.node, timeout) {
-            Ok(view) => {
+            Ok(reading) => {
                 if failing {
                     tracing::info!(node = %options.node, "rank readable again");
                     failing = false;
                 }
-                view.rank
+                reading.rank
             }
             Err(err) => {
                 if !failing {

@@ -224,6 +224,20 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
     });
     assert!(scraped <= 40.0, "pool-a-1 scraped with rank {scraped}");
 
+    // `collector rank` once: the number, or the whole answer.
+    let healthy_url = format!("http://{healthy_address}");
+    let once: f64 = run(&collector, &["rank", "--node", &healthy_url])
+        .trim()
+        .parse()
+        .expect("collector rank prints a number");
+    assert!(once > 60.0, "pool-a-2 ranks {once}");
+    let whole = json(&run(
+        &collector,
+        &["rank", "--node", &healthy_url, "--json"],
+    ));
+    assert_eq!(whole["node"], "pool-a-2", "{whole}");
+    assert_eq!(whole["state"], "healthy", "{whole}");
+
     // OpenLava elim lines: "1 rank <value>", one per interval, from the node's daemon…
     let elim = run(
         &collector,
