@@ -130,7 +130,9 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
     write_far_model(&far_model);
 
     // Two nodes on one kernel: what tells them apart is how each is judged. Syscall hooks
-    // are left out to keep two daemons light on a small machine.
+    // are left out to keep two daemons light on a small machine. Each keeps its state for 100
+    // windows once there (hysteresis), so a neighbour's load cannot flip them mid-test: what
+    // is tested here is what schedulers make of the states, not detection.
     let degraded_address = format!("127.0.0.1:{}", free_port());
     let healthy_address = format!("127.0.0.1:{}", free_port());
     let mut degraded = Process::start(
@@ -143,6 +145,8 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
             far_model.to_str().unwrap(),
             "--enter-after",
             "2",
+            "--leave-after",
+            "100",
             "--disable-signals",
             "syscalls",
             "--listen",
@@ -158,6 +162,8 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
             "1s",
             "--learn-for",
             "10s",
+            "--enter-after",
+            "100",
             "--disable-signals",
             "syscalls",
             "--listen",
