@@ -140,6 +140,11 @@ pub struct ExtenderArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub cache_ttl: Duration,
 
+    /// When Prometheus cannot be read, keep answering from its last reading for this long
+    /// (then --on-prometheus-error applies); "0s" never does.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub keep_last_for: Duration,
+
     /// Ignore series older than this (a node whose daemon stopped is then unknown: neutral).
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     pub max_age: Duration,
@@ -180,6 +185,7 @@ impl ExtenderArgs {
             min_rank: self.min_rank,
             max_age: self.max_age,
             cache_ttl: self.cache_ttl,
+            keep_last_for: self.keep_last_for,
             timeout: self.prometheus_timeout,
             on_error: self.on_prometheus_error,
         })

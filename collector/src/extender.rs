@@ -10,8 +10,10 @@
 //!   `MaxExtenderPriority`).
 //! - A node Prometheus has no series for (no daemon, another pool, just added) passes the
 //!   filter and gets the neutral rank 50 (score 5).
-//! - Prometheus down or refusing: fail open. By default every node passes and every node
-//!   scores 5, so scheduling goes on as without us; `--on-prometheus-error error` instead
+//! - Prometheus down or refusing: the last good reading is used while it is younger than
+//!   `--keep-last-for` (1 m; a Prometheus restart does not let pods onto degraded nodes), then
+//!   fail open. By default every node passes and every node scores 5, so scheduling goes on
+//!   as without us; `--on-prometheus-error error` instead
 //!   answers with `Error` (filter) or 503 (prioritize), which kube-scheduler skips when the
 //!   extender is `ignorable: true`. Either way it is logged and counted
 //!   (`nodestate_extender_prometheus_errors_total` on `/metrics`).
@@ -69,6 +71,8 @@ pub struct ExtenderOptions {
     /// Series older than this are ignored (the daemon is gone).
     pub max_age: Duration,
     pub cache_ttl: Duration,
+    /// After a failed refresh, the last good reading is used while younger than this.
+    pub keep_last_for: Duration,
     pub timeout: Duration,
     pub on_error: OnPrometheusError,
 }
@@ -348,12 +352,13 @@ struct Metrics {
     filtered_nodes: Counter,
     prometheus_queries: Counter,
     prometheus_errors: Counter,
+    stale_readings: Counter,
     fleet_nodes: Gauge,
 }
 
 struct Extender {
     options: ExtenderOptions,
-    cache: tokio::sync::Mutex<Option<(Instant, Reading)>>,
+    cache: tokio::sync::Mutex<Cache>,
     metrics: Metrics,
     registry: Registry,
 }
@@ -363,33 +368,49 @@ impl Extender {
     /// wait for it instead of each asking Prometheus.
     async fn fleet(&self) -> Reading {
         let mut cache = self.cache.lock().await;
-        if let Some((at, fleet)) = cache.as_ref()
+        if let Some((at, fleet)) = cache.fresh.as_ref()
             && at.elapsed() < self.options.cache_ttl
         {
             return fleet.clone();
         }
         let options = self.options.clone();
         self.metrics.prometheus_queries.inc();
-        let fleet = tokio::task::spawn_blocking(move || fetch_fleet(&options))
+        let fetched = tokio::task::spawn_blocking(move || fetch_fleet(&options))
             .await
             .map_err(|err| format!("query task failed: {err}"))
             .and_then(|fetched| fetched.map_err(|err| format!("{err:#}")));
-        match &fleet {
+        let reading = match fetched {
             Ok(fleet) => {
                 debug!(nodes = fleet.len(), "node states read from Prometheus");
                 self.metrics.fleet_nodes.set(fleet.len() as i64);
+                let reading: Reading = Arc::new(Ok(fleet));
+                cache.last_good = Some((Instant::now(), reading.clone()));
+                reading
             }
             Err(err) => {
                 self.metrics.prometheus_errors.inc();
-                warn!(
-                    on_error = ?self.options.on_error,
-                    "cannot read node states from Prometheus: {err}"
-                );
+                match &cache.last_good {
+                    Some((at, good)) if at.elapsed() < self.options.keep_last_for => {
+                        self.metrics.stale_readings.inc();
+                        warn!(
+                            "cannot read node states from Prometheus, answering from the last \
+                             reading ({:.0?} old): {err}",
+                            at.elapsed()
+                        );
+                        good.clone()
+                    }
+                    _ => {
+                        warn!(
+                            on_error = ?self.options.on_error,
+                            "cannot read node states from Prometheus: {err}"
+                        );
+                        Arc::new(Err(err))
+                    }
+                }
             }
-        }
-        let fleet = Arc::new(fleet);
-        *cache = Some((Instant::now(), fleet.clone()));
-        fleet
+        };
+        cache.fresh = Some((Instant::now(), reading.clone()));
+        reading
     }
 
     fn count(&self, verb: &str) {
@@ -404,6 +425,14 @@ type Shared = Arc<Extender>;
 
 /// What the last refresh read: the fleet, or why Prometheus could not be read.
 type Reading = Arc<Result<Fleet, String>>;
+
+#[derive(Default)]
+struct Cache {
+    /// The answer of the last refresh, served for `cache_ttl`.
+    fresh: Option<(Instant, Reading)>,
+    /// The last answer Prometheus gave, for `keep_last_for` after a failed refresh.
+    last_good: Option<(Instant, Reading)>,
+}
 
 fn parse_args(body: &[u8]) -> Result<ExtenderArgs, String> {
     serde_json::from_slice(body).map_err(|err| format!("not ExtenderArgs JSON: {err}"))
@@ -515,6 +544,11 @@ fn registry(metrics: &Metrics) -> Registry {
         metrics.prometheus_errors.clone(),
     );
     registry.register(
+        "stale_readings",
+        "Failed refreshes answered from the last good reading (see --keep-last-for)",
+        metrics.stale_readings.clone(),
+    );
+    registry.register(
         "fleet_nodes",
         "Nodes with a state in Prometheus at the last refresh",
         metrics.fleet_nodes.clone(),
@@ -535,7 +569,7 @@ pub async fn bind(
     let registry = registry(&metrics);
     let extender = Arc::new(Extender {
         options,
-        cache: tokio::sync::Mutex::new(None),
+        cache: tokio::sync::Mutex::new(Cache::default()),
         metrics,
         registry,
     });
@@ -580,6 +614,7 @@ mod tests {
             min_rank: None,
             max_age: Duration::from_secs(120),
             cache_ttl: Duration::from_secs(5),
+            keep_last_for: Duration::from_secs(60),
             timeout: Duration::from_secs(1),
             on_error: OnPrometheusError::Pass,
         }

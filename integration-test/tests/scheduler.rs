@@ -296,6 +296,8 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
             r#"job="nodestate""#,
             "--cache-ttl",
             "500ms",
+            "--keep-last-for",
+            "3s",
         ],
         &[],
     );
@@ -456,27 +458,54 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
     assert!(!output.status.success(), "trained on nothing: {stderr}");
     assert!(stderr.contains("no daemon windows"), "{stderr}");
 
-    // Prometheus gone: the extender fails open (everything passes, neutral scores) and
-    // counts it.
+    // Prometheus gone: the extender answers from its last reading for --keep-last-for, then
+    // fails open (everything passes, neutral scores), and counts it.
+    let (_, result) = post(&extender_address, "/filter", ARGS_NODE_NAMES);
+    assert_eq!(
+        names(&result["NodeNames"]),
+        ["pool-a-2", "pool-a-3"],
+        "{result}"
+    );
     drop(server);
     std::thread::sleep(Duration::from_millis(700));
     let (status, result) = post(&extender_address, "/filter", ARGS_NODE_NAMES);
     assert_eq!(status, 200, "{result}");
     assert_eq!(
         names(&result["NodeNames"]),
-        ["pool-a-1", "pool-a-2", "pool-a-3"]
+        ["pool-a-2", "pool-a-3"],
+        "the last reading is 1 s old: {result}\n{}",
+        extender.log()
     );
+    let result = wait_for(Duration::from_secs(10), "the extender to fail open", || {
+        let (_, result) = post(&extender_address, "/filter", ARGS_NODE_NAMES);
+        (result["NodeNames"].as_array()?.len() == 3).then_some(result)
+    });
     assert_eq!(result["Error"], "");
+    assert!(
+        result["FailedAndUnresolvableNodes"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
     let (_, list) = post(&extender_address, "/prioritize", ARGS_NODE_NAMES);
     assert!(scores(&list).values().all(|score| *score == 5), "{list}");
     let (_, metrics) = get(&extender_address, "/metrics").unwrap();
-    let errors: f64 = metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("nodestate_extender_prometheus_errors_total "))
-        .unwrap_or_else(|| panic!("no error counter in:\n{metrics}"))
-        .parse()
-        .unwrap();
-    assert!(errors >= 1.0, "{metrics}");
+    let counter = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+            .parse()
+            .expect("a counter value")
+    };
+    assert!(
+        counter("nodestate_extender_prometheus_errors_total") >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        counter("nodestate_extender_stale_readings_total") >= 1.0,
+        "{metrics}"
+    );
     assert!(
         extender.log().contains("cannot read node states"),
         "{}",
