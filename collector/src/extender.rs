@@ -13,12 +13,13 @@
 //! - Prometheus down or refusing: the last good reading is used while it is younger than
 //!   `--keep-last-for` (1 m; a Prometheus restart does not let pods onto degraded nodes), then
 //!   fail open. By default every node passes and every node scores 5, so scheduling goes on
-//!   as without us; `--on-prometheus-error error` instead
-//!   answers with `Error` (filter) or 503 (prioritize), which kube-scheduler skips when the
-//!   extender is `ignorable: true`. Either way it is logged and counted
-//!   (`nodestate_extender_prometheus_errors_total` on `/metrics`).
+//!   as without us; `--on-prometheus-error error` instead answers with `Error` (filter) or 503
+//!   (prioritize), which kube-scheduler skips when the extender is `ignorable: true`. Either
+//!   way it is logged and counted (`nodestate_extender_prometheus_errors_total` on `/metrics`).
 //! - Prometheus is asked at most once per `--cache-ttl` (a failure is remembered as long), so a
 //!   burst of pods costs two queries, not two per pod.
+//! - `GET /fleet` shows the node states in use, `/metrics` the extender's own counters,
+//!   `/healthz` that it is up.
 
 use std::{
     collections::BTreeMap,
