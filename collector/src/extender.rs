@@ -682,6 +682,88 @@ mod tests {
         assert_eq!(fleet.len(), 4);
     }
 
+    fn fleet() -> Fleet {
+        [("a", "degraded", 12.0), ("b", "healthy", 91.0)]
+            .into_iter()
+            .map(|(node, state, rank)| {
+                (
+                    node.to_string(),
+                    NodeHealth {
+                        state: state.into(),
+                        rank,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn filter_answers_in_the_form_it_was_asked_and_fails_open() {
+        let by_name: ExtenderArgs = serde_json::from_str(
+            r#"{"Pod":{"metadata":{"name":"p"}},"Nodes":null,"NodeNames":["a","b","c"]}"#,
+        )
+        .unwrap();
+        let result = filter(&by_name, &Ok(fleet()), &options());
+        assert_eq!(
+            result.node_names.as_deref(),
+            Some(&["b".to_string(), "c".to_string()][..])
+        );
+        assert!(result.nodes.is_none());
+        assert!(result.failed_and_unresolvable_nodes["a"].contains("degraded"));
+
+        let listed: ExtenderArgs = serde_json::from_str(
+            r#"{"Pod":null,"Nodes":{"metadata":{},"items":[
+                {"metadata":{"name":"a"},"status":{"x":1}},{"metadata":{"name":"b"},"status":{"x":2}}
+            ]},"NodeNames":null}"#,
+        )
+        .unwrap();
+        let result = filter(&listed, &Ok(fleet()), &options());
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(
+            json["Nodes"]["items"],
+            serde_json::json!([{"metadata":{"name":"b"},"status":{"x":2}}])
+        );
+        assert_eq!(json["Nodes"]["metadata"], serde_json::json!({}));
+        assert!(json["NodeNames"].is_null());
+        assert_eq!(json["FailedNodes"], serde_json::json!({}));
+
+        let down = Err("connection refused".to_string());
+        let open = filter(&by_name, &down, &options());
+        assert_eq!(open.node_names.unwrap().len(), 3);
+        assert!(open.error.is_empty());
+        let strict = ExtenderOptions {
+            on_error: OnPrometheusError::Error,
+            ..options()
+        };
+        let refused = filter(&by_name, &down, &strict);
+        assert!(
+            refused.error.contains("connection refused"),
+            "{}",
+            refused.error
+        );
+        assert!(refused.node_names.is_none());
+    }
+
+    #[test]
+    fn prioritize_scores_rank_over_ten_and_unknown_nodes_five() {
+        let args: ExtenderArgs =
+            serde_json::from_str(r#"{"Pod":{},"NodeNames":["a","b","c"]}"#).unwrap();
+        let scores = prioritize(&args, &Ok(fleet()), &options()).unwrap();
+        let json = serde_json::to_value(&scores).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([{"Host":"a","Score":1},{"Host":"b","Score":9},{"Host":"c","Score":5}])
+        );
+        let down = Err("timeout".to_string());
+        let neutral = prioritize(&args, &down, &options()).unwrap();
+        assert!(neutral.iter().all(|host| host.score == 5));
+        let strict = ExtenderOptions {
+            on_error: OnPrometheusError::Error,
+            ..options()
+        };
+        assert!(prioritize(&args, &down, &strict).is_none());
+    }
+
     #[test]
     fn min_rank_and_filter_states_both_filter() {
         let mut fleet = Fleet::new();
