@@ -51,6 +51,152 @@ pub enum Command {
     /// node of the cluster) is degraded, else "No"; --submit POSTs the answer to the
     /// benchmark's conductor as {"solution": "Yes"|"No"}.
     Detect(DetectArgs),
+    /// Print the node's rank for schedulers, 0-100, higher is healthier (healthy nodes rank
+    /// 60-100, learning ones 50, degraded ones 0-40; README "Schedulers"), read from its
+    /// daemon's /rank. --elim prints OpenLava/LSF elim lines, `1 rank <value>`, every
+    /// --interval until stdout closes.
+    Rank(RankArgs),
+    /// Run a kube-scheduler extender: POST /filter keeps pods off degraded nodes, POST
+    /// /prioritize scores nodes by rank (0-10), both from the node states in --prometheus.
+    /// Fails open when Prometheus cannot be read (see --on-prometheus-error). Example
+    /// scheduler configuration: deploy/scheduler-extender.yaml.
+    Extender(ExtenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RankArgs {
+    /// The node's daemon, e.g. http://127.0.0.1:9464 (its /rank is read).
+    #[arg(long, env = "NODESTATE_NODE", default_value = "http://127.0.0.1:9464")]
+    pub node: String,
+
+    /// OpenLava/LSF elim mode: print `1 rank <value>` every --interval, flushed, forever.
+    #[arg(long)]
+    pub elim: bool,
+
+    /// How often --elim reports, e.g. "15s".
+    #[arg(long, default_value = "15s", value_parser = parse_duration, requires = "elim")]
+    pub interval: Duration,
+
+    /// With --elim: stop after this many lines (default: until stdout closes).
+    #[arg(long, requires = "elim")]
+    pub count: Option<u64>,
+
+    /// With --elim: the rank reported while the daemon cannot be read (default: the neutral
+    /// rank of a node still learning, so a stopped daemon neither attracts nor repels jobs).
+    #[arg(long, default_value_t = crate::rank::NEUTRAL_RANK, value_parser = parse_rank, requires = "elim")]
+    pub unreachable_rank: f64,
+
+    /// Print the daemon's whole /rank answer as JSON (node, rank, state, score, threshold).
+    #[arg(long, conflicts_with = "elim")]
+    pub json: bool,
+}
+
+impl RankArgs {
+    pub fn options(&self) -> crate::rank::RankOptions {
+        crate::rank::RankOptions {
+            node: self.node.clone(),
+            elim: self.elim,
+            interval: self.interval,
+            count: self.count,
+            unreachable_rank: self.unreachable_rank,
+            json: self.json,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ExtenderArgs {
+    /// Address kube-scheduler calls (the urlPrefix of the scheduler configuration).
+    #[arg(
+        long,
+        env = "NODESTATE_EXTENDER_LISTEN",
+        default_value = "0.0.0.0:9465"
+    )]
+    pub listen: std::net::SocketAddr,
+
+    /// The Prometheus that scrapes every node's daemon, e.g. http://prometheus:9090.
+    #[arg(long, env = "NODESTATE_PROMETHEUS")]
+    pub prometheus: String,
+
+    /// Extra PromQL label matchers for the nodes' series, e.g. 'job="nodestate"'.
+    #[arg(long, env = "NODESTATE_SELECTOR")]
+    pub selector: Option<String>,
+
+    /// The label of the nodes' series that holds the Kubernetes node name (the daemon sets
+    /// `node` from NODE_NAME).
+    #[arg(long, default_value = "node")]
+    pub node_label: String,
+
+    /// Node states the filter keeps pods off (comma-separated: degraded, learning, healthy,
+    /// unknown); "" filters on --min-rank alone.
+    #[arg(long, default_value = "degraded", value_delimiter = ',')]
+    pub filter_states: Vec<String>,
+
+    /// Also keep pods off nodes ranked below this (0-100).
+    #[arg(long, value_parser = parse_rank)]
+    pub min_rank: Option<f64>,
+
+    /// How long Prometheus' answer is reused: a burst of pods costs one refresh.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub cache_ttl: Duration,
+
+    /// When Prometheus cannot be read, keep answering from its last reading for this long
+    /// (then --on-prometheus-error applies); "0s" never does.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    pub keep_last_for: Duration,
+
+    /// Ignore series older than this (a node whose daemon stopped is then unknown: neutral).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub max_age: Duration,
+
+    /// Timeout of each Prometheus query; keep it under the scheduler's httpTimeout.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub prometheus_timeout: Duration,
+
+    /// When Prometheus cannot be read: "pass" lets every node through with equal scores;
+    /// "error" reports an error, which kube-scheduler skips for an ignorable extender.
+    #[arg(long, value_enum, default_value_t = crate::extender::OnPrometheusError::Pass)]
+    pub on_prometheus_error: crate::extender::OnPrometheusError,
+}
+
+impl ExtenderArgs {
+    pub fn options(&self) -> Result<crate::extender::ExtenderOptions, String> {
+        const STATES: [&str; 4] = ["healthy", "degraded", "learning", "unknown"];
+        let filter_states: Vec<String> = self
+            .filter_states
+            .iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if let Some(bad) = filter_states.iter().find(|s| !STATES.contains(&s.as_str())) {
+            return Err(format!(
+                "--filter-states: unknown state `{bad}` (use {})",
+                STATES.join(", ")
+            ));
+        }
+        if self.max_age < Duration::from_secs(1) {
+            return Err("--max-age must be at least 1s".into());
+        }
+        Ok(crate::extender::ExtenderOptions {
+            prometheus: self.prometheus.clone(),
+            selector: self.selector.clone(),
+            node_label: self.node_label.clone(),
+            filter_states,
+            min_rank: self.min_rank,
+            max_age: self.max_age,
+            cache_ttl: self.cache_ttl,
+            keep_last_for: self.keep_last_for,
+            timeout: self.prometheus_timeout,
+            on_error: self.on_prometheus_error,
+        })
+    }
+}
+
+fn parse_rank(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rank) if (0.0..=100.0).contains(&rank) => Ok(rank),
+        _ => Err(format!("`{text}` is not a rank from 0 to 100")),
+    }
 }
 
 #[derive(Debug, Args)]

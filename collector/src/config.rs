@@ -51,12 +51,6 @@ pub fn merge_config_file(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
     let Some(path) = config_path(&args) else {
         return Ok(args);
     };
-    let path = Path::new(&path).to_path_buf();
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading the config file {}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text)
-        .map_err(|err| anyhow::anyhow!("config file {}: {err}", path.display()))?;
-
     let command = Cli::command();
     // The subcommand is the first argument that names one.
     let Some((position, subcommand)) = args.iter().enumerate().skip(1).find_map(|(i, arg)| {
@@ -66,6 +60,19 @@ pub fn merge_config_file(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
     }) else {
         return Ok(args);
     };
+    // Only `run` reads a config file: NODESTATE_CONFIG in a daemon's environment must not
+    // break `collector rank` or `detect` run beside it.
+    if !subcommand
+        .get_arguments()
+        .any(|a| a.get_long() == Some(CONFIG_FLAG.trim_start_matches('-')))
+    {
+        return Ok(args);
+    }
+    let path = Path::new(&path).to_path_buf();
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|err| anyhow::anyhow!("config file {}: {err}", path.display()))?;
     let given = |long: &str| {
         args.iter().any(|arg| {
             let arg = arg.to_string_lossy();
@@ -121,4 +128,33 @@ pub fn merge_config_file(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
     merged.extend(injected);
     merged.extend(args[position + 1..].iter().cloned());
     Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn only_subcommands_with_config_read_the_file() {
+        // Not read at all (it does not exist): clap then refuses `--config` for `rank`.
+        let given = args(&[
+            "collector",
+            "rank",
+            "--config",
+            "/nonexistent/nodestate.toml",
+        ]);
+        assert_eq!(merge_config_file(given.clone()).unwrap(), given);
+        let err = merge_config_file(args(&[
+            "collector",
+            "run",
+            "--config",
+            "/nonexistent/nodestate.toml",
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("reading the config file"), "{err}");
+    }
 }

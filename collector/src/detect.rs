@@ -18,36 +18,20 @@ pub fn answer_from_state(state: &serde_json::Value) -> anyhow::Result<&'static s
     }
 }
 
+/// How long a tool waits for a node or Prometheus before giving up.
+pub const HTTP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Reads a node's `/state` (e.g. `http://10.0.0.5:9464`).
 pub fn node_state(base: &str) -> anyhow::Result<serde_json::Value> {
-    let url = format!("{}/state", base.trim_end_matches('/'));
-    let mut response = ureq::get(&url)
-        .call()
-        .with_context(|| format!("GET {url}"))?;
-    response
-        .body_mut()
-        .read_json()
-        .with_context(|| format!("{url} did not return JSON"))
+    crate::promql::get_json(base, "/state", HTTP_TIMEOUT)
 }
 
 /// "Yes" when any node was degraded at some point in the last `range` (PromQL duration).
 pub fn cluster_answer(prometheus: &str, range: &str) -> anyhow::Result<&'static str> {
     let query = format!("max(max_over_time(nodestate_state{{state=\"degraded\"}}[{range}]))");
-    let url = format!("{}/api/v1/query", prometheus.trim_end_matches('/'));
-    let mut response = ureq::get(&url)
-        .query("query", &query)
-        .call()
-        .with_context(|| format!("GET {url}"))?;
-    let body: serde_json::Value = response.body_mut().read_json()?;
-    if body["status"] != "success" {
-        bail!("Prometheus refused the query {query}: {body}");
-    }
-    let degraded = body["data"]["result"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|series| series["value"][1].as_str()?.parse::<f64>().ok())
-        .any(|value| value >= 1.0);
+    let degraded = crate::promql::instant_query(prometheus, &query, HTTP_TIMEOUT)?
+        .iter()
+        .any(|sample| sample.value >= 1.0);
     Ok(if degraded { "Yes" } else { "No" })
 }
 

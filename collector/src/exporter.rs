@@ -47,6 +47,13 @@ pub struct Health {
     pub transitions: u64,
 }
 
+impl Health {
+    /// The node's rank for schedulers, 0–100 (see [`crate::rank`]).
+    pub fn rank(&self) -> f64 {
+        crate::rank::rank(self.state, self.score, self.threshold)
+    }
+}
+
 impl Default for Health {
     fn default() -> Self {
         Self {
@@ -330,6 +337,13 @@ impl Collector for NodestateMetrics {
             "Score above which a window counts as anomalous",
             None,
             &[(none.clone(), health.threshold)],
+        )?;
+        gauges(
+            &mut encoder,
+            "nodestate_rank",
+            "The node's rank for schedulers, 0-100, higher is healthier: healthy 60-100, learning 50, degraded 0-40",
+            None,
+            &[(none.clone(), health.rank())],
         )?;
         counters(
             &mut encoder,
@@ -636,6 +650,7 @@ mod tests {
             r#"nodestate_state{node="node-a",state="healthy"} 0"#,
             r#"nodestate_state_transitions_total{node="node-a"} 1"#,
             r#"nodestate_anomaly_score{node="node-a"} 12.5"#,
+            r#"nodestate_rank{node="node-a"} 9.69696"#,
             r#"nodestate_cluster{node="node-a"} 2"#,
             r#"nodestate_explanation_z{node="node-a",rank="1",feature="proc_exits_nonzero_per_s"} 56.7"#,
             r#"nodestate_block_io_latency_seconds_count{node="node-a",device="vda"} 6"#,

@@ -1,17 +1,18 @@
-//! The daemon's HTTP endpoints: `/metrics` (OpenMetrics), `/healthz`, `/readyz`, `/state`.
+//! The daemon's HTTP endpoints: `/metrics` (OpenMetrics), `/healthz`, `/readyz`, `/state`,
+//! `/rank` (JSON: node, rank, state, score, threshold; `/rank?format=text` is the bare number).
 
 use std::{net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{Query, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
 use prometheus_client::registry::Registry;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     exporter::{Health, ModelInfo, SharedState},
@@ -42,6 +43,7 @@ pub async fn bind(
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/state", get(state))
+        .route("/rank", get(rank))
         .with_state(AppState {
             shared,
             registry: Arc::new(registry),
@@ -97,6 +99,7 @@ struct StateView {
     node: String,
     #[serde(flatten)]
     health: Health,
+    rank: f64,
     model: Option<ModelInfo>,
     windows: Vec<WindowRecord>,
 }
@@ -108,8 +111,47 @@ async fn state(State(app): State<AppState>) -> Response {
     Json(StateView {
         node: state.node.clone(),
         health: state.health.clone(),
+        rank: state.health.rank(),
         model: state.model.clone(),
         windows: state.recent.iter().cloned().collect(),
     })
     .into_response()
+}
+
+/// What `/rank` returns (and `collector rank` reads).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RankView {
+    pub node: String,
+    /// 0–100, higher is healthier (see the `rank` module for the formula).
+    pub rank: f64,
+    pub state: String,
+    pub score: f64,
+    pub threshold: f64,
+}
+
+#[derive(Deserialize)]
+struct RankQuery {
+    format: Option<String>,
+}
+
+async fn rank(State(app): State<AppState>, Query(query): Query<RankQuery>) -> Response {
+    let Ok(state) = app.shared.read() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned\n").into_response();
+    };
+    let view = RankView {
+        node: state.node.clone(),
+        rank: state.health.rank(),
+        state: state.health.state.to_string(),
+        score: state.health.score,
+        threshold: state.health.threshold,
+    };
+    match query.format.as_deref() {
+        None | Some("json") => Json(view).into_response(),
+        Some("text") => format!("{:.1}\n", view.rank).into_response(),
+        Some(other) => (
+            StatusCode::BAD_REQUEST,
+            format!("unknown format `{other}`: use json or text\n"),
+        )
+            .into_response(),
+    }
 }

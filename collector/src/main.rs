@@ -73,6 +73,14 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Rank(args) => {
+            let options = args.options();
+            tokio::task::spawn_blocking(move || collector::rank::run(&options)).await?
+        }
+        Command::Extender(args) => {
+            let options = args.options().map_err(anyhow::Error::msg)?;
+            collector::extender::run(args.listen, options).await
+        }
         Command::Record(args) => {
             args.collect.validate().map_err(anyhow::Error::msg)?;
             let windows = args

@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 GET over loopback, enough to talk to the daemon and to Prometheus.
+//! A minimal HTTP/1.1 client over loopback (GET, and POST of JSON), enough to talk to the
+//! daemon, the scheduler extender and Prometheus.
 
 use std::{
     io::{Read as _, Write as _},
@@ -8,15 +9,31 @@ use std::{
 
 /// Status code and body of `GET http://{address}{path}`, or `None` if nothing answers.
 pub fn get(address: &str, path: &str) -> Option<(u16, String)> {
+    exchange(
+        address,
+        &format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Status code and body of `POST http://{address}{path}` with a JSON body, or `None` if
+/// nothing answers.
+pub fn post_json(address: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    exchange(
+        address,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+fn exchange(address: &str, request: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(address).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
+    stream.write_all(request.as_bytes()).ok()?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).ok()?;
     let response = String::from_utf8_lossy(&response).into_owned();

@@ -5,6 +5,8 @@ pub mod netns;
 
 pub mod http;
 
+pub mod process;
+
 use std::{
     fs::{File, OpenOptions},
     io::Write as _,

@@ -76,6 +76,9 @@ pub enum ModelError {
     /// Labels that do not fit the rows they label.
     #[error("{}: {message}", path.display())]
     Labels { path: PathBuf, message: String },
+    /// Prometheus could not be asked, refused the query, or answered something else.
+    #[error("Prometheus {url}: {message}")]
+    Prometheus { url: String, message: String },
     /// k-means or calibration failed (too few rows, degenerate data).
     #[error("training: {0}")]
     Training(String),

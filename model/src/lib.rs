@@ -8,13 +8,15 @@
 //! - [`Hysteresis`] to turn per-window judgements into the node's state,
 //! - [`BaselineLearner`] when it has no model file: it learns the node's own baseline.
 //!
-//! The model never depends on the collector: it reads JSON Lines or CSV ([`input`]).
+//! The model never depends on the collector: it reads JSON Lines or CSV ([`input`]), or the
+//! daemons' `nodestate_feature` series from Prometheus ([`fleet`]).
 
 pub mod baseline;
 pub mod bench;
 pub mod error;
 pub mod eval;
 pub mod features;
+pub mod fleet;
 pub mod hysteresis;
 pub mod input;
 mod kmeans;

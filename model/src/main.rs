@@ -17,6 +17,9 @@ use model::{
 /// nodestate's model: train k-means health states on recorded windows, score windows, and
 /// evaluate detection against labels.
 ///
+/// `train --prometheus URL --since 6h` reads the windows of a whole node pool from the
+/// Prometheus that scrapes the daemons instead of files.
+///
 /// Inputs are the daemon's JSON Lines (`collector record`; `.jsonl`, `.json`, `.ndjson`, or
 /// any file starting with `{`) or CSV with a header row of numeric columns (a first row of
 /// numbers means no header: columns are then named 0, 1, …); a `timestamp` column (RFC 3339
@@ -33,8 +36,31 @@ enum Command {
     /// Fit a model on windows and write it (versioned JSON).
     Train {
         /// Window files (JSON Lines or .csv). With several, the columns all have are used.
-        #[arg(long, short, required = true, num_args = 1..)]
+        #[arg(long, short, num_args = 1.., required_unless_present = "prometheus", conflicts_with = "prometheus")]
         input: Vec<PathBuf>,
+        /// Fleet training: read the windows of every node a Prometheus scrapes (their
+        /// `nodestate_feature` series) instead of files, e.g. http://prometheus:9090. One model
+        /// for the whole node pool; rows per node are printed before the model summary.
+        #[arg(long)]
+        prometheus: Option<String>,
+        /// With --prometheus: how far back to read, e.g. "6h", "30m".
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<std::time::Duration>,
+        /// With --prometheus: PromQL label matchers choosing the nodes, e.g.
+        /// 'node=~"pool-a.*"' or 'job="nodestate",cluster="eu-1"'.
+        #[arg(long)]
+        selector: Option<String>,
+        /// With --prometheus: one row per node every step; set it to the daemons' --window.
+        /// Default: the largest window the selected daemons report (`window_s`, to 100 ms).
+        #[arg(long, value_parser = parse_duration)]
+        step: Option<std::time::Duration>,
+        /// With --prometheus: the label that names the node.
+        #[arg(long, default_value = "node")]
+        node_label: String,
+        /// With --prometheus: also write the rows read as JSON Lines (window records with a
+        /// `node` field); `model train --input` on that file trains the same model.
+        #[arg(long)]
+        save_windows: Option<PathBuf>,
         /// The model file to write.
         #[arg(long, short)]
         out: PathBuf,
@@ -182,6 +208,12 @@ fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Train {
             input,
+            prometheus,
+            since,
+            selector,
+            step,
+            node_label,
+            save_windows,
             out,
             k,
             labels,
@@ -192,13 +224,47 @@ fn run() -> anyhow::Result<()> {
             threshold_margin,
             min_healthy_share,
         } => {
-            let (table, dropped) = read_tables(&input)?;
-            if !dropped.is_empty() {
-                tracing::warn!(
-                    "columns not in every input file, left out: {}",
-                    dropped.join(", ")
-                );
-            }
+            let table = match &prometheus {
+                Some(prometheus) => {
+                    let mut query = model::fleet::FleetQuery::new(
+                        prometheus,
+                        since.context(
+                            "--since is required with --prometheus (how far back to read, e.g. 6h)",
+                        )?,
+                    );
+                    query.selector = selector;
+                    query.step = step;
+                    query.node_label = node_label;
+                    let windows = model::fleet::fetch(&query)?;
+                    emit(&windows.summary(prometheus))?;
+                    if let Some(path) = &save_windows {
+                        save_records(path, &windows.records)?;
+                    }
+                    windows.table
+                }
+                None => {
+                    // clap drops `requires = "prometheus"` once --input (which conflicts with
+                    // it) is given, so these are checked here.
+                    for (given, flag) in [
+                        (since.is_some(), "--since"),
+                        (selector.is_some(), "--selector"),
+                        (step.is_some(), "--step"),
+                        (save_windows.is_some(), "--save-windows"),
+                    ] {
+                        if given {
+                            anyhow::bail!("{flag} reads from Prometheus: it needs --prometheus");
+                        }
+                    }
+                    let (table, dropped) = read_tables(&input)?;
+                    if !dropped.is_empty() {
+                        tracing::warn!(
+                            "columns not in every input file, left out: {}",
+                            dropped.join(", ")
+                        );
+                    }
+                    table
+                }
+            };
             let labels = match &labels {
                 Some(path) => Some(Labels::read(path)?.per_row(&table, path)?),
                 None => table.labels.clone(),
@@ -324,6 +390,26 @@ fn run() -> anyhow::Result<()> {
             emit(&bench_text(&report))?;
         }
     }
+    Ok(())
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|err| format!("`{text}` is not a duration ({err}); write e.g. 30s, 10m, 6h"))
+}
+
+fn save_records(path: &Path, records: &[serde_json::Value]) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for record in records {
+        text.push_str(&serde_json::to_string(record)?);
+        text.push('\n');
+    }
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    emit(&format!(
+        "{} windows written to {}\n",
+        records.len(),
+        path.display()
+    ))?;
     Ok(())
 }
 

@@ -226,3 +226,65 @@ fn bad_input_fails_with_file_and_line() {
         "1 labels for 240 input rows",
     );
 }
+
+#[test]
+fn fleet_training_flags_need_prometheus_and_an_unreachable_one_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_file = path(dir.path(), "model.json");
+    let train = data("train.csv");
+    for flag in [
+        ["--since", "2m"],
+        ["--selector", "node=\"a\""],
+        ["--step", "5s"],
+    ] {
+        let output = model(&[
+            "train",
+            "--input",
+            &train,
+            "--out",
+            &model_file,
+            flag[0],
+            flag[1],
+        ]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{flag:?} accepted without --prometheus"
+        );
+        assert!(stderr.contains("--prometheus"), "{flag:?}: {stderr}");
+    }
+    let output = model(&[
+        "train",
+        "--prometheus",
+        "http://127.0.0.1:9",
+        "--out",
+        &model_file,
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--since"),
+        "{output:?}"
+    );
+    // A port just released: nothing listens, the connection is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port();
+    let nowhere = format!("http://127.0.0.1:{port}");
+    let output = model(&[
+        "train",
+        "--prometheus",
+        &nowhere,
+        "--since",
+        "10m",
+        "--out",
+        &model_file,
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("Prometheus {nowhere}")),
+        "{stderr}"
+    );
+    assert!(!Path::new(&model_file).exists(), "a model was written");
+}

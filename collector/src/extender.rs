@@ -1,0 +1,798 @@
+//! `collector extender`: a kube-scheduler extender (HTTP, JSON) that keeps pods off degraded
+//! nodes and prefers healthy ones, from the node states a Prometheus already holds.
+//!
+//! - `POST /filter` takes `ExtenderArgs` (k8s.io/kube-scheduler/extender/v1: `Pod`, and
+//!   `Nodes` (a NodeList) or, with `nodeCacheCapable: true`, `NodeNames`) and returns an
+//!   `ExtenderFilterResult` in the same form. Nodes in a filtered state (`--filter-states`,
+//!   default degraded) or under `--min-rank` go to `FailedAndUnresolvableNodes`: preempting
+//!   pods there would not make the node healthy.
+//! - `POST /prioritize` returns a `HostPriorityList`: each node's rank / 10, rounded (0..=10,
+//!   `MaxExtenderPriority`).
+//! - A node Prometheus has no series for (no daemon, another pool, just added) passes the
+//!   filter and gets the neutral rank 50 (score 5).
+//! - Prometheus down or refusing: the last good reading is used while it is younger than
+//!   `--keep-last-for` (1 m; a Prometheus restart does not let pods onto degraded nodes), then
+//!   fail open. By default every node passes and every node scores 5, so scheduling goes on
+//!   as without us; `--on-prometheus-error error` instead answers with `Error` (filter) or 503
+//!   (prioritize), which kube-scheduler skips when the extender is `ignorable: true`. Either
+//!   way it is logged and counted (`nodestate_extender_prometheus_errors_total` on `/metrics`).
+//! - Prometheus is asked at most once per `--cache-ttl` (a failure is remembered as long), so a
+//!   burst of pods costs two queries, not two per pod.
+//! - `GET /fleet` shows the node states in use, `/metrics` the extender's own counters,
+//!   `/healthz` that it is up.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use crate::rank::{NEUTRAL_RANK, extender_score};
+
+/// Largest request body accepted: a NodeList of some 10,000 nodes.
+pub const MAX_BODY_BYTES: usize = 64 << 20;
+
+/// What to answer when Prometheus cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnPrometheusError {
+    /// Every node passes the filter and scores the same: scheduling as without the extender.
+    Pass,
+    /// Report an error to kube-scheduler (it skips an `ignorable: true` extender).
+    Error,
+}
+
+#[derive(Debug, Clone)]
+pub struct ExtenderOptions {
+    pub prometheus: String,
+    /// Extra PromQL label matchers for the node series, e.g. `job="nodestate"`.
+    pub selector: Option<String>,
+    /// The label that holds the Kubernetes node name.
+    pub node_label: String,
+    /// States whose nodes are filtered out.
+    pub filter_states: Vec<String>,
+    /// Nodes ranked below this are filtered out too.
+    pub min_rank: Option<f64>,
+    /// Series older than this are ignored (the daemon is gone).
+    pub max_age: Duration,
+    pub cache_ttl: Duration,
+    /// After a failed refresh, the last good reading is used while younger than this.
+    pub keep_last_for: Duration,
+    pub timeout: Duration,
+    pub on_error: OnPrometheusError,
+}
+
+/// What Prometheus says about one node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeHealth {
+    /// "healthy", "degraded", "learning", or "unknown" when only a rank is there.
+    pub state: String,
+    pub rank: f64,
+}
+
+/// Node name → health, for the nodes Prometheus has series of.
+pub type Fleet = BTreeMap<String, NodeHealth>;
+
+fn matchers(selector: &Option<String>, extra: &str) -> String {
+    let own = selector
+        .as_deref()
+        .map(|s| {
+            s.trim()
+                .trim_start_matches('{')
+                .trim_end_matches('}')
+                .trim()
+        })
+        .filter(|s| !s.is_empty());
+    match (own, extra.is_empty()) {
+        (Some(own), true) => format!("{{{own}}}"),
+        (Some(own), false) => format!("{{{extra},{own}}}"),
+        (None, false) => format!("{{{extra}}}"),
+        (None, true) => String::new(),
+    }
+}
+
+/// The two queries the extender runs: each node's current state, and its rank.
+pub fn fleet_queries(options: &ExtenderOptions) -> (String, String) {
+    let age = humantime::format_duration(options.max_age)
+        .to_string()
+        .replace(' ', "");
+    (
+        format!(
+            "last_over_time(nodestate_state{}[{age}]) == 1",
+            matchers(&options.selector, "")
+        ),
+        format!(
+            "last_over_time(nodestate_rank{}[{age}])",
+            matchers(&options.selector, "")
+        ),
+    )
+}
+
+/// Reads the fleet from Prometheus. A node with several series (two scrape jobs) keeps the
+/// worst: degraded wins, the lowest rank wins.
+pub fn fetch_fleet(options: &ExtenderOptions) -> anyhow::Result<Fleet> {
+    let (state_query, rank_query) = fleet_queries(options);
+    let states = crate::promql::instant_query(&options.prometheus, &state_query, options.timeout)?;
+    let ranks = crate::promql::instant_query(&options.prometheus, &rank_query, options.timeout)?;
+    Ok(fleet_from_samples(&states, &ranks, &options.node_label))
+}
+
+/// Folds the two queries' samples into a [`Fleet`].
+pub fn fleet_from_samples(
+    states: &[crate::promql::Sample],
+    ranks: &[crate::promql::Sample],
+    node_label: &str,
+) -> Fleet {
+    let mut fleet = Fleet::new();
+    for sample in states {
+        let (Some(node), Some(state)) = (sample.labels.get(node_label), sample.labels.get("state"))
+        else {
+            continue;
+        };
+        let entry = fleet.entry(node.clone()).or_insert_with(|| NodeHealth {
+            state: state.clone(),
+            rank: f64::NAN,
+        });
+        if state == "degraded" {
+            entry.state = state.clone();
+        }
+    }
+    for sample in ranks {
+        let Some(node) = sample.labels.get(node_label) else {
+            continue;
+        };
+        let entry = fleet.entry(node.clone()).or_insert_with(|| NodeHealth {
+            state: "unknown".into(),
+            rank: f64::NAN,
+        });
+        if sample.value.is_finite() && (entry.rank.is_nan() || sample.value < entry.rank) {
+            entry.rank = sample.value.clamp(0.0, 100.0);
+        }
+    }
+    for health in fleet.values_mut() {
+        if health.rank.is_nan() {
+            // A state without a rank (an older daemon): the middle of its band.
+            health.rank = crate::rank::rank(&health.state, 0.0, 0.0);
+        }
+    }
+    fleet
+}
+
+/// Why a node fails the filter, or `None` when it passes.
+pub fn filter_reason(
+    node: &str,
+    fleet: &Fleet,
+    filter_states: &[String],
+    min_rank: Option<f64>,
+) -> Option<String> {
+    let health = fleet.get(node)?;
+    if filter_states.contains(&health.state) {
+        return Some(format!(
+            "nodestate: node is {} (rank {:.1})",
+            health.state, health.rank
+        ));
+    }
+    match min_rank {
+        Some(min) if health.rank < min => Some(format!(
+            "nodestate: rank {:.1} is under the minimum {min} ({})",
+            health.rank, health.state
+        )),
+        _ => None,
+    }
+}
+
+/// `ExtenderArgs` as kube-scheduler sends it.
+#[derive(Debug, Deserialize)]
+pub struct ExtenderArgs {
+    #[serde(rename = "Pod", default)]
+    pub pod: Option<serde_json::Value>,
+    #[serde(rename = "Nodes", default)]
+    pub nodes: Option<NodeList>,
+    #[serde(rename = "NodeNames", default)]
+    pub node_names: Option<Vec<String>>,
+}
+
+/// A `v1.NodeList`: the items are passed back untouched, whatever they hold.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+pub struct NodeList {
+    #[serde(default)]
+    pub items: Vec<serde_json::Value>,
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+fn node_name(node: &serde_json::Value) -> Option<&str> {
+    node["metadata"]["name"].as_str()
+}
+
+impl ExtenderArgs {
+    /// The candidate node names, from `NodeNames` or else from `Nodes`.
+    pub fn names(&self) -> Vec<String> {
+        match (&self.node_names, &self.nodes) {
+            (Some(names), _) => names.clone(),
+            (None, Some(list)) => list
+                .items
+                .iter()
+                .filter_map(|node| node_name(node).map(str::to_string))
+                .collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    fn pod_name(&self) -> String {
+        let meta = self.pod.as_ref().map(|pod| &pod["metadata"]);
+        match meta {
+            Some(meta) => format!(
+                "{}/{}",
+                meta["namespace"].as_str().unwrap_or("default"),
+                meta["name"].as_str().unwrap_or("?")
+            ),
+            None => "?".into(),
+        }
+    }
+}
+
+/// `ExtenderFilterResult`.
+#[derive(Debug, Serialize, Default)]
+pub struct ExtenderFilterResult {
+    #[serde(rename = "Nodes")]
+    pub nodes: Option<NodeList>,
+    #[serde(rename = "NodeNames")]
+    pub node_names: Option<Vec<String>>,
+    #[serde(rename = "FailedNodes")]
+    pub failed_nodes: BTreeMap<String, String>,
+    #[serde(rename = "FailedAndUnresolvableNodes")]
+    pub failed_and_unresolvable_nodes: BTreeMap<String, String>,
+    #[serde(rename = "Error")]
+    pub error: String,
+}
+
+/// One entry of a `HostPriorityList`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct HostPriority {
+    #[serde(rename = "Host")]
+    pub host: String,
+    #[serde(rename = "Score")]
+    pub score: i64,
+}
+
+/// The filter decision for `args` given what Prometheus said (or why it could not).
+pub fn filter(
+    args: &ExtenderArgs,
+    fleet: &Result<Fleet, String>,
+    options: &ExtenderOptions,
+) -> ExtenderFilterResult {
+    let mut result = ExtenderFilterResult::default();
+    let failed = match fleet {
+        Ok(fleet) => args
+            .names()
+            .into_iter()
+            .filter_map(|node| {
+                let reason = filter_reason(&node, fleet, &options.filter_states, options.min_rank)?;
+                Some((node, reason))
+            })
+            .collect(),
+        Err(err) => {
+            if options.on_error == OnPrometheusError::Error {
+                result.error = format!("nodestate extender: Prometheus: {err}");
+                return result;
+            }
+            BTreeMap::new()
+        }
+    };
+    if let Some(names) = &args.node_names {
+        result.node_names = Some(
+            names
+                .iter()
+                .filter(|name| !failed.contains_key(*name))
+                .cloned()
+                .collect(),
+        );
+    } else if let Some(list) = &args.nodes {
+        result.nodes = Some(NodeList {
+            items: list
+                .items
+                .iter()
+                .filter(|node| node_name(node).is_none_or(|name| !failed.contains_key(name)))
+                .cloned()
+                .collect(),
+            rest: list.rest.clone(),
+        });
+    }
+    result.failed_and_unresolvable_nodes = failed;
+    result
+}
+
+/// Scores for `args`' nodes; `None` when Prometheus failed and `--on-prometheus-error error`.
+pub fn prioritize(
+    args: &ExtenderArgs,
+    fleet: &Result<Fleet, String>,
+    options: &ExtenderOptions,
+) -> Option<Vec<HostPriority>> {
+    let fleet = match fleet {
+        Ok(fleet) => Some(fleet),
+        Err(_) if options.on_error == OnPrometheusError::Error => return None,
+        Err(_) => None,
+    };
+    Some(
+        args.names()
+            .into_iter()
+            .map(|host| {
+                let rank = fleet
+                    .and_then(|fleet| fleet.get(&host))
+                    .map_or(NEUTRAL_RANK, |health| health.rank);
+                HostPriority {
+                    host,
+                    score: extender_score(rank),
+                }
+            })
+            .collect(),
+    )
+}
+
+#[derive(Default)]
+struct Metrics {
+    requests: Family<Vec<(String, String)>, Counter>,
+    bad_requests: Counter,
+    filtered_nodes: Counter,
+    prometheus_queries: Counter,
+    prometheus_errors: Counter,
+    stale_readings: Counter,
+    fleet_nodes: Gauge,
+}
+
+struct Extender {
+    options: ExtenderOptions,
+    cache: tokio::sync::Mutex<Cache>,
+    metrics: Metrics,
+    registry: Registry,
+}
+
+impl Extender {
+    /// The fleet, from the cache while it is fresh. One refresh at a time: concurrent requests
+    /// wait for it instead of each asking Prometheus.
+    async fn fleet(&self) -> Reading {
+        let mut cache = self.cache.lock().await;
+        if let Some((at, fleet)) = cache.fresh.as_ref()
+            && at.elapsed() < self.options.cache_ttl
+        {
+            return fleet.clone();
+        }
+        let options = self.options.clone();
+        self.metrics.prometheus_queries.inc();
+        let fetched = tokio::task::spawn_blocking(move || fetch_fleet(&options))
+            .await
+            .map_err(|err| format!("query task failed: {err}"))
+            .and_then(|fetched| fetched.map_err(|err| format!("{err:#}")));
+        let reading = match fetched {
+            Ok(fleet) => {
+                debug!(nodes = fleet.len(), "node states read from Prometheus");
+                self.metrics.fleet_nodes.set(fleet.len() as i64);
+                let reading: Reading = Arc::new(Ok(fleet));
+                cache.last_good = Some((Instant::now(), reading.clone()));
+                reading
+            }
+            Err(err) => {
+                self.metrics.prometheus_errors.inc();
+                match &cache.last_good {
+                    Some((at, good)) if at.elapsed() < self.options.keep_last_for => {
+                        self.metrics.stale_readings.inc();
+                        warn!(
+                            "cannot read node states from Prometheus, answering from the last \
+                             reading ({:.0?} old): {err}",
+                            at.elapsed()
+                        );
+                        good.clone()
+                    }
+                    _ => {
+                        warn!(
+                            on_error = ?self.options.on_error,
+                            "cannot read node states from Prometheus: {err}"
+                        );
+                        Arc::new(Err(err))
+                    }
+                }
+            }
+        };
+        cache.fresh = Some((Instant::now(), reading.clone()));
+        reading
+    }
+
+    fn count(&self, verb: &str) {
+        self.metrics
+            .requests
+            .get_or_create(&vec![("verb".into(), verb.into())])
+            .inc();
+    }
+}
+
+type Shared = Arc<Extender>;
+
+/// What the last refresh read: the fleet, or why Prometheus could not be read.
+type Reading = Arc<Result<Fleet, String>>;
+
+#[derive(Default)]
+struct Cache {
+    /// The answer of the last refresh, served for `cache_ttl`.
+    fresh: Option<(Instant, Reading)>,
+    /// The last answer Prometheus gave, for `keep_last_for` after a failed refresh.
+    last_good: Option<(Instant, Reading)>,
+}
+
+fn parse_args(body: &[u8]) -> Result<ExtenderArgs, String> {
+    serde_json::from_slice(body).map_err(|err| format!("not ExtenderArgs JSON: {err}"))
+}
+
+async fn filter_handler(State(extender): State<Shared>, body: Bytes) -> Response {
+    extender.count("filter");
+    let args = match parse_args(&body) {
+        Ok(args) => args,
+        Err(err) => {
+            extender.metrics.bad_requests.inc();
+            let result = ExtenderFilterResult {
+                error: err,
+                ..Default::default()
+            };
+            return (StatusCode::BAD_REQUEST, Json(result)).into_response();
+        }
+    };
+    let fleet = extender.fleet().await;
+    let result = filter(&args, &fleet, &extender.options);
+    extender
+        .metrics
+        .filtered_nodes
+        .inc_by(result.failed_and_unresolvable_nodes.len() as u64);
+    if !result.failed_and_unresolvable_nodes.is_empty() {
+        info!(
+            pod = %args.pod_name(),
+            filtered = ?result.failed_and_unresolvable_nodes.keys().collect::<Vec<_>>(),
+            "filtered out degraded nodes"
+        );
+    }
+    Json(result).into_response()
+}
+
+async fn prioritize_handler(State(extender): State<Shared>, body: Bytes) -> Response {
+    extender.count("prioritize");
+    let args = match parse_args(&body) {
+        Ok(args) => args,
+        Err(err) => {
+            extender.metrics.bad_requests.inc();
+            return (StatusCode::BAD_REQUEST, err + "\n").into_response();
+        }
+    };
+    let fleet = extender.fleet().await;
+    match prioritize(&args, &fleet, &extender.options) {
+        Some(list) => Json(list).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "nodestate extender: Prometheus: {}\n",
+                fleet.as_ref().as_ref().err().map_or("", String::as_str)
+            ),
+        )
+            .into_response(),
+    }
+}
+
+async fn fleet_handler(State(extender): State<Shared>) -> Response {
+    match extender.fleet().await.as_ref() {
+        Ok(fleet) => Json(fleet).into_response(),
+        Err(err) => (StatusCode::BAD_GATEWAY, format!("Prometheus: {err}\n")).into_response(),
+    }
+}
+
+async fn metrics_handler(State(extender): State<Shared>) -> Response {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &extender.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding metrics failed\n",
+        )
+            .into_response(),
+    }
+}
+
+fn registry(metrics: &Metrics) -> Registry {
+    let mut registry = Registry::with_prefix("nodestate_extender");
+    registry.register(
+        "requests",
+        "Requests from kube-scheduler, by verb",
+        metrics.requests.clone(),
+    );
+    registry.register(
+        "bad_requests",
+        "Requests whose body was not ExtenderArgs JSON",
+        metrics.bad_requests.clone(),
+    );
+    registry.register(
+        "filtered_nodes",
+        "Nodes the filter kept pods off",
+        metrics.filtered_nodes.clone(),
+    );
+    registry.register(
+        "prometheus_queries",
+        "Refreshes of the node states from Prometheus (two queries each)",
+        metrics.prometheus_queries.clone(),
+    );
+    registry.register(
+        "prometheus_errors",
+        "Refreshes that failed: answered per --on-prometheus-error",
+        metrics.prometheus_errors.clone(),
+    );
+    registry.register(
+        "stale_readings",
+        "Failed refreshes answered from the last good reading (see --keep-last-for)",
+        metrics.stale_readings.clone(),
+    );
+    registry.register(
+        "fleet_nodes",
+        "Nodes with a state in Prometheus at the last refresh",
+        metrics.fleet_nodes.clone(),
+    );
+    registry
+}
+
+/// Binds `listen` and returns the bound address and the server future.
+pub async fn bind(
+    listen: SocketAddr,
+    options: ExtenderOptions,
+) -> anyhow::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (set --listen)"))?;
+    let bound = listener.local_addr()?;
+    let metrics = Metrics::default();
+    let registry = registry(&metrics);
+    let extender = Arc::new(Extender {
+        options,
+        cache: tokio::sync::Mutex::new(Cache::default()),
+        metrics,
+        registry,
+    });
+    let app = Router::new()
+        .route("/filter", post(filter_handler))
+        .route("/prioritize", post(prioritize_handler))
+        .route("/fleet", get(fleet_handler))
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(|| async { "ok\n" }))
+        // Without nodeCacheCapable every request carries whole Node objects (~5 kB each):
+        // axum's 2 MB default would refuse clusters of a few hundred nodes.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(extender);
+    Ok((bound, async move { axum::serve(listener, app).await }))
+}
+
+/// `collector extender`: serves until SIGTERM or SIGINT.
+pub async fn run(listen: SocketAddr, options: ExtenderOptions) -> anyhow::Result<()> {
+    let prometheus = options.prometheus.clone();
+    let (bound, server) = bind(listen, options).await?;
+    info!(%bound, %prometheus, "kube-scheduler extender: POST /filter, /prioritize");
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing SIGTERM handler")?;
+    tokio::select! {
+        served = server => served.context("extender HTTP server")?,
+        _ = sigterm.recv() => info!("SIGTERM: exiting"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT: exiting"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> ExtenderOptions {
+        ExtenderOptions {
+            prometheus: "http://127.0.0.1:9".into(),
+            selector: None,
+            node_label: "node".into(),
+            filter_states: vec!["degraded".into()],
+            min_rank: None,
+            max_age: Duration::from_secs(120),
+            cache_ttl: Duration::from_secs(5),
+            keep_last_for: Duration::from_secs(60),
+            timeout: Duration::from_secs(1),
+            on_error: OnPrometheusError::Pass,
+        }
+    }
+
+    fn sample(labels: &[(&str, &str)], value: f64) -> crate::promql::Sample {
+        crate::promql::Sample {
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value,
+        }
+    }
+
+    #[test]
+    fn queries_carry_the_selector_and_the_age_limit() {
+        let mut options = options();
+        assert_eq!(
+            fleet_queries(&options),
+            (
+                "last_over_time(nodestate_state[2m]) == 1".to_string(),
+                "last_over_time(nodestate_rank[2m])".to_string()
+            )
+        );
+        options.selector = Some(r#"{job="nodestate", node=~"pool-a.*"}"#.into());
+        options.max_age = Duration::from_secs(90);
+        let (state, rank) = fleet_queries(&options);
+        assert_eq!(
+            state,
+            r#"last_over_time(nodestate_state{job="nodestate", node=~"pool-a.*"}[1m30s]) == 1"#
+        );
+        assert!(
+            rank.starts_with(r#"last_over_time(nodestate_rank{job="#),
+            "{rank}"
+        );
+    }
+
+    #[test]
+    fn the_worst_series_of_a_node_wins_and_a_missing_rank_is_derived() {
+        let states = [
+            sample(&[("node", "a"), ("state", "healthy")], 1.0),
+            sample(&[("node", "a"), ("state", "degraded")], 1.0),
+            sample(&[("node", "b"), ("state", "healthy")], 1.0),
+            sample(&[("node", "c"), ("state", "degraded")], 1.0),
+            sample(&[("state", "healthy")], 1.0),
+        ];
+        let ranks = [
+            sample(&[("node", "a"), ("job", "x")], 30.0),
+            sample(&[("node", "a"), ("job", "y")], 20.0),
+            sample(&[("node", "b")], 91.0),
+            sample(&[("node", "d")], f64::NAN),
+        ];
+        let fleet = fleet_from_samples(&states, &ranks, "node");
+        assert_eq!(fleet["a"].state, "degraded");
+        assert_eq!(fleet["a"].rank, 20.0);
+        assert_eq!(fleet["b"].rank, 91.0);
+        assert_eq!(
+            fleet["c"].rank, 20.0,
+            "degraded, no rank: its band's middle"
+        );
+        assert_eq!(fleet["d"].state, "unknown");
+        assert_eq!(fleet["d"].rank, NEUTRAL_RANK);
+        assert_eq!(fleet.len(), 4);
+    }
+
+    fn fleet() -> Fleet {
+        [("a", "degraded", 12.0), ("b", "healthy", 91.0)]
+            .into_iter()
+            .map(|(node, state, rank)| {
+                (
+                    node.to_string(),
+                    NodeHealth {
+                        state: state.into(),
+                        rank,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn filter_answers_in_the_form_it_was_asked_and_fails_open() {
+        let by_name: ExtenderArgs = serde_json::from_str(
+            r#"{"Pod":{"metadata":{"name":"p"}},"Nodes":null,"NodeNames":["a","b","c"]}"#,
+        )
+        .unwrap();
+        let result = filter(&by_name, &Ok(fleet()), &options());
+        assert_eq!(
+            result.node_names.as_deref(),
+            Some(&["b".to_string(), "c".to_string()][..])
+        );
+        assert!(result.nodes.is_none());
+        assert!(result.failed_and_unresolvable_nodes["a"].contains("degraded"));
+
+        let listed: ExtenderArgs = serde_json::from_str(
+            r#"{"Pod":null,"Nodes":{"metadata":{},"items":[
+                {"metadata":{"name":"a"},"status":{"x":1}},{"metadata":{"name":"b"},"status":{"x":2}}
+            ]},"NodeNames":null}"#,
+        )
+        .unwrap();
+        let result = filter(&listed, &Ok(fleet()), &options());
+        let json = serde_json::to_value(&result).unwrap();
+        assert_eq!(
+            json["Nodes"]["items"],
+            serde_json::json!([{"metadata":{"name":"b"},"status":{"x":2}}])
+        );
+        assert_eq!(json["Nodes"]["metadata"], serde_json::json!({}));
+        assert!(json["NodeNames"].is_null());
+        assert_eq!(json["FailedNodes"], serde_json::json!({}));
+
+        let down = Err("connection refused".to_string());
+        let open = filter(&by_name, &down, &options());
+        assert_eq!(open.node_names.unwrap().len(), 3);
+        assert!(open.error.is_empty());
+        let strict = ExtenderOptions {
+            on_error: OnPrometheusError::Error,
+            ..options()
+        };
+        let refused = filter(&by_name, &down, &strict);
+        assert!(
+            refused.error.contains("connection refused"),
+            "{}",
+            refused.error
+        );
+        assert!(refused.node_names.is_none());
+    }
+
+    #[test]
+    fn prioritize_scores_rank_over_ten_and_unknown_nodes_five() {
+        let args: ExtenderArgs =
+            serde_json::from_str(r#"{"Pod":{},"NodeNames":["a","b","c"]}"#).unwrap();
+        let scores = prioritize(&args, &Ok(fleet()), &options()).unwrap();
+        let json = serde_json::to_value(&scores).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([{"Host":"a","Score":1},{"Host":"b","Score":9},{"Host":"c","Score":5}])
+        );
+        let down = Err("timeout".to_string());
+        let neutral = prioritize(&args, &down, &options()).unwrap();
+        assert!(neutral.iter().all(|host| host.score == 5));
+        let strict = ExtenderOptions {
+            on_error: OnPrometheusError::Error,
+            ..options()
+        };
+        assert!(prioritize(&args, &down, &strict).is_none());
+    }
+
+    #[test]
+    fn min_rank_and_filter_states_both_filter() {
+        let mut fleet = Fleet::new();
+        fleet.insert(
+            "a".into(),
+            NodeHealth {
+                state: "healthy".into(),
+                rank: 65.0,
+            },
+        );
+        fleet.insert(
+            "b".into(),
+            NodeHealth {
+                state: "learning".into(),
+                rank: 50.0,
+            },
+        );
+        let states = vec!["degraded".to_string(), "learning".to_string()];
+        assert!(filter_reason("a", &fleet, &states, None).is_none());
+        assert!(
+            filter_reason("b", &fleet, &states, None)
+                .unwrap()
+                .contains("learning")
+        );
+        assert!(
+            filter_reason("a", &fleet, &[], Some(70.0))
+                .unwrap()
+                .contains("under the minimum 70")
+        );
+        assert!(filter_reason("unknown-node", &fleet, &states, Some(99.0)).is_none());
+    }
+}

@@ -1,0 +1,637 @@
+//! What schedulers get from nodestate, end to end: two real daemons (one judged degraded, one
+//! healthy), a real Prometheus scraping both, and on top of it the node rank (`/rank`,
+//! `nodestate_rank`, `collector rank --elim`), the kube-scheduler extender answering request
+//! bodies shaped as kube-scheduler sends them, and `model train --prometheus` training one
+//! model from both nodes' windows.
+
+use std::{path::Path, process::Command, time::Duration};
+
+use collector::assessor::window_values;
+use integration_test::{
+    http::{encode, free_port, get, post_json},
+    privileged,
+    process::{Process, prometheus, wait_for},
+    workspace_binary,
+};
+
+/// `ExtenderArgs` as kube-scheduler marshals it: `nodeCacheCapable: true` sends names only.
+const ARGS_NODE_NAMES: &str = include_str!("fixtures/extender-args-node-names.json");
+/// … and `nodeCacheCapable: false` whole `v1.Node` objects in a NodeList.
+const ARGS_NODE_LIST: &str = include_str!("fixtures/extender-args-node-list.json");
+
+/// The value of an instant PromQL query's first series.
+fn query(prometheus: &str, promql: &str) -> Option<f64> {
+    let (status, body) = get(
+        prometheus,
+        &format!("/api/v1/query?query={}", encode(promql)),
+    )?;
+    if status != 200 {
+        return None;
+    }
+    let body: serde_json::Value = serde_json::from_str(&body).ok()?;
+    body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+/// A model trained on synthetic windows (every feature 0..6) with the collector's features:
+/// this machine's real windows are far from all of them, so a daemon using it says degraded.
+fn write_far_model(path: &Path) {
+    let features = window_values(&collector::record::WindowRecord::empty());
+    let rows: Vec<model::input::Row> = (0..40)
+        .map(|index| model::input::Row {
+            values: features
+                .keys()
+                .map(|name| (name.clone(), (index % 7) as f64))
+                .collect(),
+            timestamp_s: None,
+            label: None,
+            line: index,
+        })
+        .collect();
+    model::Model::train(
+        &rows,
+        &model::TrainOptions {
+            k: 2,
+            ..Default::default()
+        },
+    )
+    .expect("training the synthetic model")
+    .save(path)
+    .expect("writing the synthetic model");
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|err| panic!("not JSON ({err}): {text}"))
+}
+
+fn post(address: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    let (status, text) = post_json(address, path, body)
+        .unwrap_or_else(|| panic!("no answer from the extender at {address}{path}"));
+    (status, json(&text))
+}
+
+fn names(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not a list: {value}"))
+        .iter()
+        .map(|name| name.as_str().expect("a node name").to_string())
+        .collect()
+}
+
+fn scores(list: &serde_json::Value) -> std::collections::BTreeMap<String, i64> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a HostPriorityList: {list}"))
+        .iter()
+        .map(|entry| {
+            (
+                entry["Host"].as_str().expect("Host").to_string(),
+                entry["Score"].as_i64().expect("Score"),
+            )
+        })
+        .collect()
+}
+
+fn run(program: &Path, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap_or_else(|err| panic!("running {}: {err}", program.display()));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{} {args:?} failed:\n{stdout}\n{}",
+        program.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// The windows column of `model train --prometheus`'s per-node table.
+fn windows_of(summary: &str, node: &str) -> usize {
+    summary
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.first() == Some(&node)).then(|| fields[1].parse().expect("a window count"))
+        })
+        .unwrap_or_else(|| panic!("no row for {node} in:\n{summary}"))
+}
+
+#[test]
+fn rank_extender_and_fleet_training_against_a_real_prometheus() {
+    if !privileged("rank_extender_and_fleet_training_against_a_real_prometheus") {
+        return;
+    }
+    let collector = workspace_binary("collector");
+    let model_binary = workspace_binary("model");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let far_model = dir.path().join("far.json");
+    write_far_model(&far_model);
+
+    // Two nodes on one kernel: what tells them apart is how each is judged. Syscall hooks
+    // are left out to keep two daemons light on a small machine. Each keeps its state for 100
+    // windows once there (hysteresis), so a neighbour's load cannot flip them mid-test: what
+    // is tested here is what schedulers make of the states, not detection.
+    let degraded_address = format!("127.0.0.1:{}", free_port());
+    let healthy_address = format!("127.0.0.1:{}", free_port());
+    let mut degraded = Process::start(
+        &collector,
+        &[
+            "run",
+            "--window",
+            "1s",
+            "--model",
+            far_model.to_str().unwrap(),
+            "--enter-after",
+            "2",
+            "--leave-after",
+            "100",
+            "--disable-signals",
+            "syscalls",
+            "--listen",
+            &degraded_address,
+        ],
+        &[("NODE_NAME", "pool-a-1")],
+    );
+    let mut healthy = Process::start(
+        &collector,
+        &[
+            "run",
+            "--window",
+            "1s",
+            "--learn-for",
+            "10s",
+            "--enter-after",
+            "100",
+            "--disable-signals",
+            "syscalls",
+            "--listen",
+            &healthy_address,
+        ],
+        &[("NODE_NAME", "pool-a-2")],
+    );
+    for address in [&degraded_address, &healthy_address] {
+        wait_for(Duration::from_secs(30), "the daemons' /healthz", || {
+            get(address, "/healthz").filter(|(status, _)| *status == 200)
+        });
+    }
+    let prometheus_address = format!("127.0.0.1:{}", free_port());
+    let prometheus_url = format!("http://{prometheus_address}");
+    let server = prometheus(
+        &[degraded_address.clone(), healthy_address.clone()],
+        dir.path(),
+        &prometheus_address,
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "pool-a-1 degraded and pool-a-2 healthy in Prometheus",
+        || {
+            assert!(
+                degraded.child.try_wait().ok().flatten().is_none()
+                    && healthy.child.try_wait().ok().flatten().is_none(),
+                "a daemon exited:\n{}\n{}",
+                degraded.log(),
+                healthy.log()
+            );
+            query(
+                &prometheus_address,
+                r#"nodestate_state{node="pool-a-1",state="degraded"} == 1"#,
+            )?;
+            query(
+                &prometheus_address,
+                r#"nodestate_state{node="pool-a-2",state="healthy"} == 1"#,
+            )
+        },
+    );
+
+    // The rank: bands by state, the same on /rank, in text, and in Prometheus.
+    let rank_of = |address: &str| {
+        let (status, body) = get(address, "/rank").expect("/rank answers");
+        assert_eq!(status, 200, "{body}");
+        json(&body)
+    };
+    let bad = rank_of(&degraded_address);
+    let good = rank_of(&healthy_address);
+    assert_eq!(bad["node"], "pool-a-1");
+    assert_eq!(bad["state"], "degraded", "{bad}");
+    assert_eq!(good["state"], "healthy", "{good}");
+    let bad_rank = bad["rank"].as_f64().expect("a rank");
+    let good_rank = good["rank"].as_f64().expect("a rank");
+    assert!((0.0..=40.0).contains(&bad_rank), "{bad}");
+    assert!(good_rank > 60.0 && good_rank <= 100.0, "{good}");
+    let (_, text) = get(&healthy_address, "/rank?format=text").unwrap();
+    let text_rank: f64 = text.trim().parse().expect("a bare number");
+    assert!(text_rank > 60.0, "{text}");
+    let (status, _) = get(&healthy_address, "/rank?format=xml").unwrap();
+    assert_eq!(status, 400);
+    let scraped = wait_for(Duration::from_secs(10), "nodestate_rank scraped", || {
+        query(&prometheus_address, r#"nodestate_rank{node="pool-a-1"}"#)
+    });
+    assert!(scraped <= 40.0, "pool-a-1 scraped with rank {scraped}");
+
+    // `collector rank` once: the number, or the whole answer.
+    let healthy_url = format!("http://{healthy_address}");
+    let once: f64 = run(&collector, &["rank", "--node", &healthy_url])
+        .trim()
+        .parse()
+        .expect("collector rank prints a number");
+    assert!(once > 60.0, "pool-a-2 ranks {once}");
+    let whole = json(&run(
+        &collector,
+        &["rank", "--node", &healthy_url, "--json"],
+    ));
+    assert_eq!(whole["node"], "pool-a-2", "{whole}");
+    assert_eq!(whole["state"], "healthy", "{whole}");
+
+    // OpenLava elim lines: "1 rank <value>", one per interval, from the node's daemon…
+    let elim = run(
+        &collector,
+        &[
+            "rank",
+            "--elim",
+            "--interval",
+            "200ms",
+            "--count",
+            "3",
+            "--node",
+            &format!("http://{degraded_address}"),
+        ],
+    );
+    let lines: Vec<&str> = elim.lines().collect();
+    assert_eq!(lines.len(), 3, "{elim}");
+    for line in &lines {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields[..2], ["1", "rank"], "{line}");
+        let value: f64 = fields[2].parse().expect("a rank value");
+        assert!(value <= 40.0, "a degraded node reported {line}");
+    }
+    // …and the neutral rank while the daemon cannot be read, without giving up.
+    let elim = run(
+        &collector,
+        &[
+            "rank",
+            "--elim",
+            "--interval",
+            "200ms",
+            "--count",
+            "2",
+            "--node",
+            &format!("http://127.0.0.1:{}", free_port()),
+        ],
+    );
+    assert_eq!(elim, "1 rank 50.0\n1 rank 50.0\n");
+
+    // The extender, on the recorded kube-scheduler bodies (pool-a-3 has no daemon).
+    let extender_address = format!("127.0.0.1:{}", free_port());
+    let extender = Process::start(
+        &collector,
+        &[
+            "extender",
+            "--listen",
+            &extender_address,
+            "--prometheus",
+            &prometheus_url,
+            "--selector",
+            r#"job="nodestate""#,
+            "--cache-ttl",
+            "500ms",
+            "--keep-last-for",
+            "3s",
+        ],
+        &[],
+    );
+    wait_for(Duration::from_secs(10), "the extender's /healthz", || {
+        get(&extender_address, "/healthz").filter(|(status, _)| *status == 200)
+    });
+    let (status, result) = post(&extender_address, "/filter", ARGS_NODE_NAMES);
+    assert_eq!(status, 200, "{result}\n{}", extender.log());
+    assert_eq!(
+        names(&result["NodeNames"]),
+        ["pool-a-2", "pool-a-3"],
+        "{result}"
+    );
+    assert!(result["Nodes"].is_null(), "{result}");
+    assert_eq!(result["Error"], "");
+    let failed = result["FailedAndUnresolvableNodes"]
+        .as_object()
+        .expect("FailedAndUnresolvableNodes");
+    assert_eq!(
+        failed.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["pool-a-1"],
+        "{result}"
+    );
+    assert!(
+        failed["pool-a-1"].as_str().unwrap().contains("degraded"),
+        "{result}"
+    );
+
+    let (status, result) = post(&extender_address, "/filter", ARGS_NODE_LIST);
+    assert_eq!(status, 200, "{result}");
+    let sent = json(ARGS_NODE_LIST);
+    let kept = result["Nodes"]["items"].as_array().expect("Nodes.items");
+    // The Node objects come back as they were sent, minus the degraded one.
+    assert_eq!(kept.len(), 2, "{result}");
+    assert_eq!(kept[0], sent["Nodes"]["items"][1]);
+    assert_eq!(kept[1], sent["Nodes"]["items"][2]);
+    assert!(result["NodeNames"].is_null(), "{result}");
+    assert!(result["FailedAndUnresolvableNodes"]["pool-a-1"].is_string());
+
+    let (status, list) = post(&extender_address, "/prioritize", ARGS_NODE_LIST);
+    assert_eq!(status, 200, "{list}");
+    let by_host = scores(&list);
+    assert_eq!(by_host.len(), 3, "{list}");
+    assert!(by_host["pool-a-1"] <= 4, "{list}");
+    assert!(by_host["pool-a-2"] >= 6, "{list}");
+    assert_eq!(by_host["pool-a-3"], 5, "unknown nodes are neutral: {list}");
+
+    // Fleet training: one model from both nodes' windows as Prometheus holds them.
+    let model_path = dir.path().join("fleet-model.json");
+    let windows_path = dir.path().join("fleet-windows.jsonl");
+    let summary = run(
+        &model_binary,
+        &[
+            "train",
+            "--prometheus",
+            &prometheus_url,
+            "--since",
+            "2m",
+            "--selector",
+            r#"node=~"pool-a-.*""#,
+            "--out",
+            model_path.to_str().unwrap(),
+            "--save-windows",
+            windows_path.to_str().unwrap(),
+        ],
+    );
+    let from_degraded = windows_of(&summary, "pool-a-1");
+    let from_healthy = windows_of(&summary, "pool-a-2");
+    assert!(
+        from_degraded >= 5 && from_healthy >= 5,
+        "too few windows:\n{summary}"
+    );
+    assert!(summary.contains("(step 1s)"), "{summary}");
+    assert!(summary.contains("model written to"), "{summary}");
+    let total = from_degraded + from_healthy;
+    let trained: serde_json::Value =
+        json(&std::fs::read_to_string(&model_path).expect("the model file"));
+    assert_eq!(trained["training"]["windows"], total, "{summary}");
+
+    // The model loads and scores the saved windows, one row each.
+    let scored = run(
+        &model_binary,
+        &[
+            "score",
+            "--model",
+            model_path.to_str().unwrap(),
+            "--input",
+            windows_path.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        scored.lines().count(),
+        total + 1,
+        "header + rows:\n{scored}"
+    );
+    // The saved windows train the same model from a file.
+    let again_path = dir.path().join("file-model.json");
+    run(
+        &model_binary,
+        &[
+            "train",
+            "--input",
+            windows_path.to_str().unwrap(),
+            "--out",
+            again_path.to_str().unwrap(),
+        ],
+    );
+    let again = json(&std::fs::read_to_string(&again_path).unwrap());
+    for part in ["schema", "scaler", "clusters", "threshold"] {
+        assert_eq!(trained[part], again[part], "{part} differs");
+    }
+
+    // The pool's model is what a daemon of the pool runs with.
+    let pooled_address = format!("127.0.0.1:{}", free_port());
+    let pooled = Process::start(
+        &collector,
+        &[
+            "run",
+            "--window",
+            "1s",
+            "--model",
+            model_path.to_str().unwrap(),
+            "--disable-signals",
+            "syscalls",
+            "--listen",
+            &pooled_address,
+        ],
+        &[("NODE_NAME", "pool-a-3")],
+    );
+    let (_, state) = wait_for(
+        Duration::from_secs(30),
+        "a daemon ready with the fleet model",
+        || get(&pooled_address, "/readyz").filter(|(status, _)| *status == 200),
+    );
+    assert!(state.contains("ready"), "{state}\n{}", pooled.log());
+    let (_, state) = get(&pooled_address, "/state").expect("/state");
+    let state = json(&state);
+    assert_eq!(state["model"]["source"], "file", "{state}");
+    assert_ne!(state["state"], "learning", "{state}");
+    drop(pooled);
+
+    // A selector that matches no daemon is an error that says so, not an empty model.
+    let output = Command::new(&model_binary)
+        .args([
+            "train",
+            "--prometheus",
+            &prometheus_url,
+            "--since",
+            "2m",
+            "--selector",
+            r#"node="pool-b-1""#,
+            "--out",
+            dir.path().join("none.json").to_str().unwrap(),
+        ])
+        .output()
+        .expect("running model train");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "trained on nothing: {stderr}");
+    assert!(stderr.contains("no daemon windows"), "{stderr}");
+
+    // Prometheus gone: the extender answers from its last reading for --keep-last-for, then
+    // fails open (everything passes, neutral scores), and counts it.
+    let (_, result) = post(&extender_address, "/filter", ARGS_NODE_NAMES);
+    assert_eq!(
+        names(&result["NodeNames"]),
+        ["pool-a-2", "pool-a-3"],
+        "{result}"
+    );
+    drop(server);
+    std::thread::sleep(Duration::from_millis(700));
+    let (status, result) = post(&extender_address, "/filter", ARGS_NODE_NAMES);
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(
+        names(&result["NodeNames"]),
+        ["pool-a-2", "pool-a-3"],
+        "the last reading is 1 s old: {result}\n{}",
+        extender.log()
+    );
+    let result = wait_for(Duration::from_secs(10), "the extender to fail open", || {
+        let (_, result) = post(&extender_address, "/filter", ARGS_NODE_NAMES);
+        (result["NodeNames"].as_array()?.len() == 3).then_some(result)
+    });
+    assert_eq!(result["Error"], "");
+    assert!(
+        result["FailedAndUnresolvableNodes"]
+            .as_object()
+            .unwrap()
+            .is_empty()
+    );
+    let (_, list) = post(&extender_address, "/prioritize", ARGS_NODE_NAMES);
+    assert!(scores(&list).values().all(|score| *score == 5), "{list}");
+    let (_, metrics) = get(&extender_address, "/metrics").unwrap();
+    let counter = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+            .parse()
+            .expect("a counter value")
+    };
+    assert!(
+        counter("nodestate_extender_prometheus_errors_total") >= 2.0,
+        "{metrics}"
+    );
+    assert!(
+        counter("nodestate_extender_stale_readings_total") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        extender.log().contains("cannot read node states"),
+        "{}",
+        extender.log()
+    );
+}
+
+#[test]
+fn the_extender_fails_open_or_reports_as_told_and_refuses_bad_bodies() {
+    let collector = workspace_binary("collector");
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let start = |on_error: &str| {
+        let address = format!("127.0.0.1:{}", free_port());
+        let process = Process::start(
+            &collector,
+            &[
+                "extender",
+                "--listen",
+                &address,
+                "--prometheus",
+                &nowhere,
+                "--on-prometheus-error",
+                on_error,
+            ],
+            &[],
+        );
+        wait_for(Duration::from_secs(10), "the extender's /healthz", || {
+            get(&address, "/healthz").filter(|(status, _)| *status == 200)
+        });
+        (address, process)
+    };
+
+    let (pass, _pass_process) = start("pass");
+    let (status, result) = post(&pass, "/filter", ARGS_NODE_LIST);
+    assert_eq!(status, 200, "{result}");
+    assert_eq!(
+        result["Nodes"]["items"],
+        json(ARGS_NODE_LIST)["Nodes"]["items"],
+        "every node passes"
+    );
+    assert_eq!(result["Error"], "");
+    let (status, list) = post(&pass, "/prioritize", ARGS_NODE_NAMES);
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(
+        scores(&list).values().copied().collect::<Vec<_>>(),
+        [5, 5, 5]
+    );
+
+    // Two requests within the cache's 5 s: Prometheus was tried once, and that is counted.
+    let (_, metrics) = get(&pass, "/metrics").unwrap();
+    for expected in [
+        "nodestate_extender_prometheus_queries_total 1\n",
+        "nodestate_extender_prometheus_errors_total 1\n",
+        "nodestate_extender_requests_total{verb=\"filter\"} 1\n",
+        "nodestate_extender_requests_total{verb=\"prioritize\"} 1\n",
+    ] {
+        assert!(metrics.contains(expected), "no {expected} in:\n{metrics}");
+    }
+
+    let (status, result) = post(&pass, "/filter", r#"{"Pod": "#);
+    assert_eq!(status, 400);
+    assert!(
+        result["Error"].as_str().unwrap().contains("ExtenderArgs"),
+        "{result}"
+    );
+
+    let (error, error_process) = start("error");
+    let (status, result) = post(&error, "/filter", ARGS_NODE_NAMES);
+    assert_eq!(status, 200, "{result}");
+    assert!(
+        result["Error"].as_str().unwrap().contains("Prometheus"),
+        "{result}"
+    );
+    assert!(result["NodeNames"].is_null(), "{result}");
+    let (status, _) = post_json(&error, "/prioritize", ARGS_NODE_NAMES).unwrap();
+    assert_eq!(status, 503, "{}", error_process.log());
+}
+
+/// The value of the first `key: value` (or `- --key=value`) line of a YAML text.
+fn yaml_value<'a>(text: &'a str, key: &str) -> &'a str {
+    text.lines()
+        .find_map(|line| {
+            let line = line.trim().trim_start_matches("- ");
+            line.strip_prefix(key)
+                .and_then(|rest| rest.strip_prefix(':').or_else(|| rest.strip_prefix('=')))
+        })
+        .unwrap_or_else(|| panic!("no `{key}` in deploy/scheduler-extender.yaml"))
+        .trim()
+}
+
+#[test]
+fn the_deployed_scheduler_configuration_calls_what_the_extender_serves() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/scheduler-extender.yaml"),
+    )
+    .expect("reading deploy/scheduler-extender.yaml");
+    let url_prefix = yaml_value(&text, "urlPrefix");
+    let listen = yaml_value(&text, "--listen");
+    assert_eq!(
+        url_prefix
+            .trim_start_matches("http://")
+            .trim_end_matches('/'),
+        listen,
+        "kube-scheduler calls {url_prefix}, the extender listens on {listen}"
+    );
+    assert_eq!(yaml_value(&text, "ignorable"), "true", "it must fail open");
+    // The verbs the configuration names answer, on a free port (the same verbs and paths).
+    let address = format!("127.0.0.1:{}", free_port());
+    let _extender = Process::start(
+        &workspace_binary("collector"),
+        &[
+            "extender",
+            "--listen",
+            &address,
+            "--prometheus",
+            &format!("http://127.0.0.1:{}", free_port()),
+        ],
+        &[],
+    );
+    wait_for(Duration::from_secs(10), "the extender's /healthz", || {
+        get(&address, "/healthz").filter(|(status, _)| *status == 200)
+    });
+    for verb in ["filterVerb", "prioritizeVerb"] {
+        let path = format!("/{}", yaml_value(&text, verb));
+        let (status, body) = post_json(&address, &path, ARGS_NODE_NAMES)
+            .unwrap_or_else(|| panic!("no answer on {path}"));
+        assert_eq!(status, 200, "{verb} {path}: {body}");
+    }
+}
