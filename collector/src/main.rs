@@ -29,6 +29,9 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => {
             args.collect.validate().map_err(anyhow::Error::msg)?;
+            args.auto_block
+                .validate(&args.collect)
+                .map_err(anyhow::Error::msg)?;
             let options = CollectOptions {
                 window: args.collect.window,
                 kernel: args.collect.kernel_config(),
@@ -36,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
                 node: daemon::node_name(),
                 listen: Some(args.listen),
                 assessor: Some(args.assessor_options()),
+                auto_block: args.auto_block.policy(),
             };
             daemon::run(options, SinkSpec::LogOnly, RunFor::UntilSignalled).await
         }
@@ -76,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
                 node: daemon::node_name(),
                 listen: None,
                 assessor: None,
+                auto_block: None,
             };
             daemon::run(
                 options,
