@@ -259,7 +259,8 @@ pub struct AutoBlockMetrics {
     pub refused_max_rules: u64,
     /// Rules the drop list would not take (full, or a map error): logged.
     pub failed: u64,
-    /// Automatic rules on the drop list now.
+    /// Automatic rules on the drop list now (the daemon refreshes it from the drop metrics
+    /// every window).
     pub active_rules: u64,
 }
 
@@ -336,14 +337,15 @@ impl AutoBlocker {
         let passed_now = xdp.blocklist.totals()?.passed;
         let passed = passed_now.saturating_sub(self.previous_passed);
         self.previous_passed = passed_now;
-        let rules = xdp.blocklist.list()?;
-        let listed: Vec<IpNet> = rules.iter().map(|rule| rule.net).collect();
-        let automatic = rules.iter().filter(|rule| rule.automatic).count();
-        self.metrics.active_rules = automatic as u64;
         if state != "degraded" {
             self.refused_logged.clear();
             return Ok(());
         }
+        // Read only when degraded: a long list costs two syscalls per rule.
+        let rules = xdp.blocklist.list()?;
+        let listed: Vec<IpNet> = rules.iter().map(|rule| rule.net).collect();
+        let automatic = rules.iter().filter(|rule| rule.automatic).count();
+        self.metrics.active_rules = automatic as u64;
         let own = local_addresses();
         let decision = decide(
             &self.policy,

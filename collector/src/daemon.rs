@@ -416,6 +416,9 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                     xdp.sweep();
                     match xdp.blocklist.drop_metrics(crate::exporter::XDP_TOP_RULES) {
                         Ok(metrics) => {
+                            if let Some(blocker) = auto_block.as_mut() {
+                                blocker.metrics.active_rules = metrics.automatic_rules;
+                            }
                             let mut state = shared.write().expect("exporter state lock");
                             state.xdp = Some(metrics);
                             state.xdp_interfaces = xdp

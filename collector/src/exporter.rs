@@ -664,6 +664,7 @@ mod tests {
                 malformed: 1,
                 non_ip: 3,
             },
+            automatic_rules: 2,
         });
         state.xdp_interfaces = vec![("eth0".into(), "native".into())];
         state.auto_block = Some(crate::autoblock::AutoBlockMetrics {

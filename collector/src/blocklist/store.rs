@@ -88,6 +88,8 @@ pub struct DropMetrics {
     pub other_packets: u64,
     pub other_bytes: u64,
     pub totals: Totals,
+    /// Rules added by automatic flood blocking, of all listed.
+    pub automatic_rules: u64,
 }
 
 /// Loads the object with the drop-list maps bound to their pins: existing pins are reused,
@@ -322,6 +324,7 @@ impl Blocklist {
         rules.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.net.cmp(&b.net)));
         let mut metrics = DropMetrics {
             totals: self.totals()?,
+            automatic_rules: rules.iter().filter(|rule| rule.automatic).count() as u64,
             ..DropMetrics::default()
         };
         for (rank, rule) in rules.into_iter().enumerate() {
