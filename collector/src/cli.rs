@@ -120,6 +120,17 @@ pub struct RunArgs {
     #[arg(long, env = "NODESTATE_REFRESH_EVERY", default_value = "30m", value_parser = parse_duration)]
     pub refresh_every: Duration,
 
+    /// Without --model: learn and judge only the window fields matching these patterns
+    /// (comma-separated, `*` is a wildcard), e.g. "net_*,tcp_*" on a node whose CPU and disk
+    /// are busy with work nobody should be alerted for. Default: every field.
+    #[arg(
+        long,
+        env = "NODESTATE_BASELINE_FIELDS",
+        value_delimiter = ',',
+        value_name = "PATTERN"
+    )]
+    pub baseline_fields: Vec<String>,
+
     /// Consecutive anomalous windows before the node is reported degraded.
     #[arg(long, env = "NODESTATE_ENTER_AFTER", default_value_t = model::hysteresis::DEFAULT_ENTER_AFTER, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub enter_after: u32,
@@ -321,6 +332,7 @@ impl RunArgs {
                 refresh_every: windows(self.refresh_every).max(10),
                 ..model::BaselineOptions::default()
             },
+            baseline_fields: self.baseline_fields.clone(),
             enter_after: self.enter_after,
             leave_after: self.leave_after,
         }

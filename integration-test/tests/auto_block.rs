@@ -153,8 +153,10 @@ impl Daemon {
                 "--learn-for",
                 LEARN_FOR,
                 // The node's health here is also whatever else the machine runs (builds,
-                // other tests' disks and processes): judged on network signals alone, the
-                // test sees the flood and not its neighbours.
+                // other tests' CPU, disks and processes): judged on the network fields alone,
+                // the test sees the flood and not its neighbours.
+                "--baseline-fields",
+                "net_*",
                 "--signals",
                 "net-rx,net-tx,net-drops",
                 "--listen",
@@ -475,6 +477,22 @@ fn a_flood_is_blocked_automatically_and_the_rule_expires() {
     );
     let health = health(&veth, &listen);
     assert_eq!(health["state"], "degraded", "{health}");
+    let table = Command::new(workspace_binary("collector"))
+        .arg("blocklist")
+        .arg("--pin-dir")
+        .arg(&pins.path)
+        .arg("list")
+        .output()
+        .expect("running collector blocklist list");
+    let table = String::from_utf8_lossy(&table.stdout);
+    let row = table
+        .lines()
+        .find(|line| line.starts_with(BLOCKABLE_PREFIX))
+        .unwrap_or_else(|| panic!("no row for the rule:\n{table}"));
+    assert!(
+        row.contains(" auto ") && row.contains(comment),
+        "the table says who added the rule and why: {row}"
+    );
     // The flood goes on, and the rule drops it.
     let dropped_before = automatic["packets"].as_u64().unwrap();
     std::thread::sleep(Duration::from_secs(1));
@@ -532,6 +550,15 @@ fn a_flood_is_blocked_automatically_and_the_rule_expires() {
     assert!(
         rule(&pins.path, &format!("{}/32", SOURCES[LISTED])).is_some(),
         "the hand-made rule has no TTL and stays"
+    );
+    wait_for(
+        &mut daemon,
+        Duration::from_secs(5),
+        "no automatic rule counted as active after the expiry",
+        || {
+            (metric(&veth, &listen, r#"nodestate_autoblock_active_rules{node=""#) == 0.0)
+                .then_some(())
+        },
     );
     drop(sender);
     let log = daemon.stop();
