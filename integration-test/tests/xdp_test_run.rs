@@ -376,3 +376,41 @@ fn xdp_counts_passed_traffic_per_source_prefix_and_not_listed_sources() {
     assert_eq!(source_count(&xdp, "10.200.0.0/16"), (1, v4_len));
     assert_eq!(source_count(&xdp, "2001:db8:1::/48"), (1, v6_len));
 }
+
+#[test]
+fn xdp_automatic_rules_drop_like_any_and_are_listed_as_automatic() {
+    if !privileged("xdp_automatic_rules_drop_like_any_and_are_listed_as_automatic") {
+        return;
+    }
+    let pins = TestPinDir::new("automatic");
+    let mut xdp = XdpBlocklist::load(&pins.path).expect("loading the XDP program");
+    xdp.blocklist
+        .add(&nets(&["10.200.1.0/24"]), Some("by hand"), None)
+        .unwrap();
+    xdp.blocklist
+        .add_from(
+            &nets(&["10.200.2.0/24"]),
+            Some("auto: net_rx_packets_per_s z=+9.0"),
+            Some(std::time::Duration::from_secs(60)),
+            collector::blocklist::Origin::Automatic,
+        )
+        .unwrap();
+    for third in [1u8, 2] {
+        let frame = ipv4(Ipv4Addr::new(10, 200, third, 1), &[]);
+        assert_eq!(xdp.test_run(&frame).unwrap(), XDP_DROP, "10.200.{third}.1");
+    }
+    let listed = xdp.blocklist.list().unwrap();
+    let by: Vec<(&str, bool, &str)> = listed
+        .iter()
+        .map(|rule| (rule.rule.as_str(), rule.automatic, rule.comment.as_str()))
+        .collect();
+    assert_eq!(
+        by,
+        vec![
+            ("10.200.1.0/24", false, "by hand"),
+            ("10.200.2.0/24", true, "auto: net_rx_packets_per_s z=+9.0"),
+        ]
+    );
+    assert!(listed[1].expires_unix_s.is_some());
+    assert_eq!(xdp.blocklist.drop_metrics(10).unwrap().automatic_rules, 1);
+}
