@@ -355,12 +355,20 @@ pub mod xdp {
     pub struct Rule {
         /// Key of the rule's counters in the hits table; unique among live rules.
         pub id: u32,
-        pub _pad: u32,
+        /// [`rule_flags`]. Was padding (always 0) before automatic rules existed, so rules
+        /// pinned by an older version read as added by hand.
+        pub flags: u32,
         /// Unix seconds when the rule was added.
         pub added_unix_s: u64,
         /// Unix seconds after which the daemon removes the rule; 0: never.
         pub expires_unix_s: u64,
         pub comment: [u8; COMMENT_BYTES],
+    }
+
+    /// Bits of [`Rule::flags`].
+    pub mod rule_flags {
+        /// Added by the daemon's automatic flood blocking, not by an operator.
+        pub const AUTOMATIC: u32 = 1;
     }
 
     /// Packets and bytes a rule dropped, one copy per CPU.
@@ -384,6 +392,44 @@ pub mod xdp {
         pub const NAMES: [&str; COUNT as usize] = ["passed", "dropped", "malformed", "non_ip"];
     }
 
+    /// Source prefixes counted in the per-source table of passed traffic (an LRU map: a
+    /// flood from more prefixes than this evicts the quietest ones, never the program's work).
+    pub const SOURCE_PREFIXES: u32 = 8192;
+
+    /// Key of the per-source table: the source address masked to the configured prefix
+    /// length, zero beyond it (an IPv4 address fills the first 4 bytes).
+    #[repr(C)]
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct SourceKey {
+        pub addr: [u8; 16],
+        /// 4 or 6.
+        pub family: u8,
+        pub prefix_len: u8,
+        pub _pad: [u8; 2],
+    }
+
+    /// Packets and bytes passed from one source prefix, one copy per CPU.
+    #[repr(C)]
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+    pub struct SourceTraffic {
+        pub packets: u64,
+        pub bytes: u64,
+    }
+
+    /// The one entry of `SOURCE_CONFIG`, written by the daemon before it attaches the
+    /// program. All zero (the default of a fresh array) counts nothing.
+    #[repr(C)]
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+    pub struct SourceConfig {
+        /// Non-zero: count passed traffic per source prefix.
+        pub enabled: u32,
+        /// 1..=32; the program clamps anything else into that range.
+        pub v4_prefix_len: u32,
+        /// 1..=128; clamped likewise.
+        pub v6_prefix_len: u32,
+        pub _pad: u32,
+    }
+
     /// Map and program names; also the file names of the pins.
     pub mod names {
         pub const PROGRAM: &str = "xdp_blocklist";
@@ -395,6 +441,10 @@ pub mod xdp {
         pub const HITS: &str = "BLOCKLIST_HITS";
         pub const TOTALS: &str = "BLOCKLIST_TOTALS";
         pub const ALL_MAPS: [&str; 7] = [V4[0], V4[1], V6[0], V6[1], ACTIVE, HITS, TOTALS];
+        /// Not pinned: they belong to the daemon that loaded the program, and the CLI never
+        /// reads them.
+        pub const SOURCE_TRAFFIC: &str = "SOURCE_TRAFFIC";
+        pub const SOURCE_CONFIG: &str = "SOURCE_CONFIG";
     }
 
     #[cfg(feature = "user")]
@@ -403,5 +453,8 @@ pub mod xdp {
         // pattern is a valid value.
         unsafe impl aya::Pod for super::Rule {}
         unsafe impl aya::Pod for super::RuleHits {}
+        unsafe impl aya::Pod for super::SourceKey {}
+        unsafe impl aya::Pod for super::SourceTraffic {}
+        unsafe impl aya::Pod for super::SourceConfig {}
     }
 }

@@ -6,12 +6,14 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, xdp_action},
     macros::{map, xdp},
     maps::{
-        Array, PerCpuArray, PerCpuHashMap,
+        Array, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap,
         lpm_trie::{Key, LpmTrie},
     },
     programs::XdpContext,
 };
-use collector_common::xdp::{MAX_RULES, Rule, RuleHits, total};
+use collector_common::xdp::{
+    MAX_RULES, Rule, RuleHits, SOURCE_PREFIXES, SourceConfig, SourceKey, SourceTraffic, total,
+};
 
 use crate::util::add;
 
@@ -47,6 +49,25 @@ static BLOCKLIST_HITS: PerCpuHashMap<u32, RuleHits> =
 #[map]
 static BLOCKLIST_TOTALS: PerCpuArray<u64> = PerCpuArray::with_max_entries(total::COUNT, 0);
 
+/// Passed traffic by source prefix, for the daemon's automatic flood blocking. Per-CPU so a
+/// flood hitting every CPU does not bounce one cache line; LRU so the table stays bounded
+/// whatever the number of sources (LRU maps are always preallocated: SOURCE_PREFIXES × 16
+/// bytes per CPU).
+#[map]
+static SOURCE_TRAFFIC: LruPerCpuHashMap<SourceKey, SourceTraffic> =
+    LruPerCpuHashMap::with_max_entries(SOURCE_PREFIXES, 0);
+
+/// Slot 0: whether and at which prefix lengths to count passed traffic (all zero: off).
+#[map]
+static SOURCE_CONFIG: Array<SourceConfig> = Array::with_max_entries(1, 0);
+
+/// What to do with an IP frame.
+enum Verdict {
+    Drop(u32),
+    /// Passed; the source address, unmasked.
+    Pass(SourceKey),
+}
+
 /// Why a frame is passed without a lookup.
 enum Skip {
     Malformed,
@@ -57,12 +78,13 @@ enum Skip {
 pub fn xdp_blocklist(ctx: XdpContext) -> u32 {
     let len = (ctx.data_end() - ctx.data()) as u64;
     match decide(&ctx) {
-        Ok(Some(rule_id)) => {
+        Ok(Verdict::Drop(rule_id)) => {
             count_hit(rule_id, len);
             add(&BLOCKLIST_TOTALS, total::DROPPED, 1);
             xdp_action::XDP_DROP
         }
-        Ok(None) => {
+        Ok(Verdict::Pass(source)) => {
+            count_source(source, len);
             add(&BLOCKLIST_TOTALS, total::PASSED, 1);
             xdp_action::XDP_PASS
         }
@@ -94,9 +116,9 @@ fn read<T: Copy>(ctx: &XdpContext, offset: usize) -> Option<T> {
     Some(unsafe { core::ptr::read_unaligned((start + offset) as *const T) })
 }
 
-/// The id of the rule matching the source address, `None` to pass.
+/// Drop with the id of the rule matching the source address, or pass.
 #[inline(always)]
-fn decide(ctx: &XdpContext) -> Result<Option<u32>, Skip> {
+fn decide(ctx: &XdpContext) -> Result<Verdict, Skip> {
     let available = ctx.data_end() - ctx.data();
     let mut ethertype = u16::from_be(read::<u16>(ctx, 12).ok_or(Skip::Malformed)?);
     let mut l3 = ETH_HEADER;
@@ -128,7 +150,19 @@ fn decide(ctx: &XdpContext) -> Result<Option<u32>, Skip> {
             } else {
                 BLOCKLIST_V4_B.get(&key)
             };
-            Ok(rule.map(|rule| rule.id))
+            Ok(match rule {
+                Some(rule) => Verdict::Drop(rule.id),
+                None => {
+                    let mut addr = [0u8; 16];
+                    addr[..4].copy_from_slice(&source);
+                    Verdict::Pass(SourceKey {
+                        addr,
+                        family: 4,
+                        prefix_len: 32,
+                        _pad: [0; 2],
+                    })
+                }
+            })
         }
         ETH_P_IPV6 => {
             let first = read::<u8>(ctx, l3).ok_or(Skip::Malformed)?;
@@ -147,7 +181,15 @@ fn decide(ctx: &XdpContext) -> Result<Option<u32>, Skip> {
             } else {
                 BLOCKLIST_V6_B.get(&key)
             };
-            Ok(rule.map(|rule| rule.id))
+            Ok(match rule {
+                Some(rule) => Verdict::Drop(rule.id),
+                None => Verdict::Pass(SourceKey {
+                    addr: source,
+                    family: 6,
+                    prefix_len: 128,
+                    _pad: [0; 2],
+                }),
+            })
         }
         _ => Err(Skip::NotIp),
     }
@@ -176,5 +218,75 @@ fn count_hit(rule_id: u32, bytes: u64) {
             (*hits).packets += 1;
             (*hits).bytes += bytes;
         }
+    }
+}
+
+/// Counts a passed frame under its source prefix, when the daemon asked for it.
+#[inline(always)]
+fn count_source(mut key: SourceKey, bytes: u64) {
+    let Some(config) = SOURCE_CONFIG.get(0) else {
+        return;
+    };
+    if config.enabled == 0 {
+        return;
+    }
+    // Clamped here too, so every shift below stays under the operand's width (the verifier
+    // and Rust both refuse a shift by the full width).
+    if key.family == 4 {
+        let len = clamp(config.v4_prefix_len, 32);
+        let mask = u32::MAX << (32 - len);
+        let word = u32::from_be_bytes([key.addr[0], key.addr[1], key.addr[2], key.addr[3]]) & mask;
+        key.addr[..4].copy_from_slice(&word.to_be_bytes());
+        key.prefix_len = len as u8;
+    } else {
+        let len = clamp(config.v6_prefix_len, 128);
+        let mut high = [0u8; 8];
+        let mut low = [0u8; 8];
+        high.copy_from_slice(&key.addr[..8]);
+        low.copy_from_slice(&key.addr[8..]);
+        let (high, low) = if len <= 64 {
+            (u64::from_be_bytes(high) & (u64::MAX << (64 - len)), 0)
+        } else {
+            (
+                u64::from_be_bytes(high),
+                u64::from_be_bytes(low) & (u64::MAX << (128 - len)),
+            )
+        };
+        key.addr[..8].copy_from_slice(&high.to_be_bytes());
+        key.addr[8..].copy_from_slice(&low.to_be_bytes());
+        key.prefix_len = len as u8;
+    }
+    if let Some(traffic) = SOURCE_TRAFFIC.get_ptr_mut(key) {
+        // SAFETY: per-CPU value, and XDP runs do not nest on one CPU.
+        unsafe {
+            (*traffic).packets += 1;
+            (*traffic).bytes += bytes;
+        }
+        return;
+    }
+    // As in count_hit: the first frame of this prefix on any CPU creates the entry.
+    let first = SourceTraffic { packets: 1, bytes };
+    if SOURCE_TRAFFIC
+        .insert(key, first, BPF_NOEXIST as u64)
+        .is_err()
+        && let Some(traffic) = SOURCE_TRAFFIC.get_ptr_mut(key)
+    {
+        // SAFETY: as above.
+        unsafe {
+            (*traffic).packets += 1;
+            (*traffic).bytes += bytes;
+        }
+    }
+}
+
+/// `len` into 1..=`max`.
+#[inline(always)]
+fn clamp(len: u32, max: u32) -> u32 {
+    if len == 0 {
+        1
+    } else if len > max {
+        max
+    } else {
+        len
     }
 }

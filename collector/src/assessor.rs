@@ -14,8 +14,32 @@ pub struct AssessorOptions {
     /// A trained model file; `None` learns this node's baseline.
     pub model_file: Option<PathBuf>,
     pub baseline: BaselineOptions,
+    /// Without a model file: learn and judge only the fields matching one of these patterns
+    /// (`*` matches any run of characters); empty: every field.
+    pub baseline_fields: Vec<String>,
     pub enter_after: u32,
     pub leave_after: u32,
+}
+
+/// `pattern` with `*` wildcards matches all of `name`.
+pub fn field_matches(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        // No `*` at all: the whole name must be the pattern.
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
 }
 
 enum Judge {
@@ -40,6 +64,7 @@ pub struct Verdict {
 pub struct Assessor {
     judge: Judge,
     hysteresis: Hysteresis,
+    baseline_fields: Vec<String>,
 }
 
 /// The record's numeric top-level fields: exactly what `model` reads from a JSON Lines file.
@@ -106,8 +131,23 @@ impl Assessor {
                 }
             }
             None => {
+                let fields = window_values(&WindowRecord::empty());
+                for pattern in &options.baseline_fields {
+                    if !fields.keys().any(|field| field_matches(pattern, field)) {
+                        anyhow::bail!(
+                            "--baseline-fields: `{pattern}` matches no window field (they are \
+                             the numeric fields of `collector record` output, e.g. \
+                             net_rx_packets_per_s)"
+                        );
+                    }
+                }
                 info!(
                     windows = options.baseline.learn_windows,
+                    fields = %if options.baseline_fields.is_empty() {
+                        "all".to_string()
+                    } else {
+                        options.baseline_fields.join(",")
+                    },
                     "no model file: learning this node's baseline first"
                 );
                 Judge::Baseline(Box::new(BaselineLearner::new(options.baseline.clone())))
@@ -116,6 +156,7 @@ impl Assessor {
         Ok(Self {
             judge,
             hysteresis: Hysteresis::new(options.enter_after, options.leave_after),
+            baseline_fields: options.baseline_fields.clone(),
         })
     }
 
@@ -150,10 +191,18 @@ impl Assessor {
     }
 
     pub fn judge(&mut self, record: &WindowRecord) -> Verdict {
-        let values = window_values(record);
+        let mut values = window_values(record);
         let assessment = match &mut self.judge {
             Judge::File { model, .. } => model.assess(&values).map(Some),
-            Judge::Baseline(learner) => learner.observe(values),
+            Judge::Baseline(learner) => {
+                if !self.baseline_fields.is_empty() {
+                    let patterns = &self.baseline_fields;
+                    values.retain(|field, _| {
+                        patterns.iter().any(|pattern| field_matches(pattern, field))
+                    });
+                }
+                learner.observe(values)
+            }
         };
         let assessment = match assessment {
             Ok(Some(assessment)) => assessment,
@@ -207,10 +256,78 @@ mod tests {
         let assessor = Assessor::new(&AssessorOptions {
             model_file: Some(PathBuf::from(BUILTIN_MODEL)),
             baseline: BaselineOptions::default(),
+            baseline_fields: Vec::new(),
             enter_after: 2,
             leave_after: 3,
         })
         .expect("the builtin model loads");
         assert_eq!(assessor.model_info().expect("a model").source, "builtin");
+    }
+
+    #[test]
+    fn field_patterns_match_whole_names() {
+        for (pattern, name, matches) in [
+            ("net_*", "net_rx_packets_per_s", true),
+            ("net_*", "tcp_resets_per_s", false),
+            ("*_per_s", "net_rx_packets_per_s", true),
+            ("net_*_per_s", "net_drops_per_s", true),
+            ("net_*_per_s", "net_drops", false),
+            ("net_rx_packets_per_s", "net_rx_packets_per_s", true),
+            ("net_rx", "net_rx_packets_per_s", false),
+            ("*", "anything", true),
+            ("a*b*c", "a-b-b-c", true),
+            ("a*b*c", "a-c-b", false),
+        ] {
+            assert_eq!(field_matches(pattern, name), matches, "{pattern} vs {name}");
+        }
+    }
+
+    #[test]
+    fn a_field_pattern_matching_nothing_is_refused() {
+        let options = AssessorOptions {
+            model_file: None,
+            baseline: BaselineOptions::default(),
+            baseline_fields: vec!["net_*".into(), "nte_*".into()],
+            enter_after: 1,
+            leave_after: 1,
+        };
+        let err = Assessor::new(&options).err().expect("refused").to_string();
+        assert!(err.contains("`nte_*` matches no window field"), "{err}");
+    }
+
+    #[test]
+    fn a_baseline_limited_to_fields_never_sees_the_others() {
+        let options = AssessorOptions {
+            model_file: None,
+            baseline: BaselineOptions {
+                learn_windows: 10,
+                ..BaselineOptions::default()
+            },
+            baseline_fields: vec!["net_*".into()],
+            enter_after: 1,
+            leave_after: 1,
+        };
+        let mut assessor = Assessor::new(&options).unwrap();
+        let mut record = WindowRecord::empty();
+        for n in 0..12 {
+            record.system.net_rx_packets_per_s = 100.0 + f64::from(n % 3);
+            record.psi_cpu_some_pct = f64::from(n % 2);
+            assessor.judge(&record);
+        }
+        // Off the scale on an ignored field: still healthy; on a kept one: not.
+        record.psi_cpu_some_pct = 95.0;
+        let verdict = assessor.judge(&record);
+        assert_eq!(verdict.state, "healthy", "{verdict:?}");
+        record.system.net_rx_packets_per_s = 100_000.0;
+        let verdict = assessor.judge(&record);
+        assert_eq!(verdict.state, "degraded", "{verdict:?}");
+        assert_eq!(verdict.explanation[0].0, "net_rx_packets_per_s");
+        assert!(
+            verdict
+                .explanation
+                .iter()
+                .all(|(feature, _)| feature.starts_with("net_")),
+            "{verdict:?}"
+        );
     }
 }

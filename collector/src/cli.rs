@@ -266,6 +266,17 @@ pub struct RunArgs {
     #[arg(long, env = "NODESTATE_REFRESH_EVERY", default_value = "30m", value_parser = parse_duration)]
     pub refresh_every: Duration,
 
+    /// Without --model: learn and judge only the window fields matching these patterns
+    /// (comma-separated, `*` is a wildcard), e.g. "net_*,tcp_*" on a node whose CPU and disk
+    /// are busy with work nobody should be alerted for. Default: every field.
+    #[arg(
+        long,
+        env = "NODESTATE_BASELINE_FIELDS",
+        value_delimiter = ',',
+        value_name = "PATTERN"
+    )]
+    pub baseline_fields: Vec<String>,
+
     /// Consecutive anomalous windows before the node is reported degraded.
     #[arg(long, env = "NODESTATE_ENTER_AFTER", default_value_t = model::hysteresis::DEFAULT_ENTER_AFTER, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub enter_after: u32,
@@ -275,7 +286,124 @@ pub struct RunArgs {
     pub leave_after: u32,
 
     #[command(flatten)]
+    pub auto_block: AutoBlockArgs,
+
+    #[command(flatten)]
     pub collect: CollectArgs,
+}
+
+/// Automatic flood blocking (docs/blocklist.md).
+#[derive(Debug, Args)]
+pub struct AutoBlockArgs {
+    /// Block flood sources automatically: when the node is degraded and the model blames
+    /// network receive features (net_rx_packets_per_s, net_rx_bytes_per_s, net_drops_per_s),
+    /// add the heaviest source prefixes of the window's traffic on the --xdp-iface interfaces
+    /// to the drop list, with a TTL. Off by default; needs --xdp-iface.
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK")]
+    pub auto_block: bool,
+
+    /// Never block a prefix overlapping this range (repeat or comma-separate). Added to the
+    /// built-in list (loopback, link-local) and the node's own addresses: allow your gateways,
+    /// load balancers and anything that sends a lot legitimately.
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK_ALLOW", value_delimiter = ',', value_name = "CIDR", value_parser = parse_cidr)]
+    pub auto_block_allow: Vec<ipnet::IpNet>,
+
+    /// How long an automatic rule lives, e.g. "10m", "1h".
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK_TTL", default_value = "10m", value_parser = parse_ttl)]
+    pub auto_block_ttl: Duration,
+
+    /// Automatic rules live at once, at most (rules added by hand do not count). Past it,
+    /// flood sources are logged and counted, not blocked.
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK_MAX_RULES", default_value_t = crate::autoblock::DEFAULT_MAX_RULES as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub auto_block_max_rules: u32,
+
+    /// Prefixes blocked in one window, at most (the heaviest first).
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK_PER_WINDOW", default_value_t = crate::autoblock::DEFAULT_PER_WINDOW as u32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub auto_block_per_window: u32,
+
+    /// A prefix is blocked only if it passed at least this many packets per second in the
+    /// window...
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK_MIN_PPS", default_value_t = crate::autoblock::DEFAULT_MIN_PACKETS_PER_S, value_parser = parse_non_negative)]
+    pub auto_block_min_pps: f64,
+
+    /// ...and at least this share (0 to 1) of all packets passed on the XDP interfaces.
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK_MIN_SHARE", default_value_t = crate::autoblock::DEFAULT_MIN_SHARE, value_parser = parse_share)]
+    pub auto_block_min_share: f64,
+
+    /// The blamed receive feature must be at least this many standard deviations above
+    /// healthy.
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK_MIN_Z", default_value_t = crate::autoblock::DEFAULT_MIN_Z, value_parser = parse_non_negative)]
+    pub auto_block_min_z: f64,
+
+    /// Length of the IPv4 source prefixes counted and blocked (16 to 32).
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK_PREFIX_V4", default_value_t = crate::autoblock::DEFAULT_V4_PREFIX_LEN, value_parser = clap::value_parser!(u8).range(16..=32))]
+    pub auto_block_prefix_v4: u8,
+
+    /// Length of the IPv6 source prefixes counted and blocked (32 to 128).
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK_PREFIX_V6", default_value_t = crate::autoblock::DEFAULT_V6_PREFIX_LEN, value_parser = clap::value_parser!(u8).range(32..=128))]
+    pub auto_block_prefix_v6: u8,
+}
+
+impl AutoBlockArgs {
+    /// The policy, when automatic blocking is on.
+    pub fn policy(&self) -> Option<crate::autoblock::AutoBlockPolicy> {
+        if !self.auto_block {
+            return None;
+        }
+        let mut allow = crate::autoblock::default_allow();
+        allow.extend(self.auto_block_allow.iter().copied());
+        Some(crate::autoblock::AutoBlockPolicy {
+            allow,
+            ttl: self.auto_block_ttl,
+            max_rules: self.auto_block_max_rules as usize,
+            per_window: self.auto_block_per_window as usize,
+            min_packets_per_s: self.auto_block_min_pps,
+            min_share: self.auto_block_min_share,
+            min_z: self.auto_block_min_z,
+            v4_prefix_len: self.auto_block_prefix_v4,
+            v6_prefix_len: self.auto_block_prefix_v6,
+        })
+    }
+
+    /// Checks what clap cannot: automatic blocking needs an XDP interface to block on.
+    pub fn validate(&self, collect: &CollectArgs) -> Result<(), String> {
+        if self.auto_block && collect.xdp_iface.is_empty() {
+            return Err(
+                "--auto-block needs --xdp-iface: the flood sources are counted and blocked by \
+                 the XDP drop list on those interfaces"
+                    .to_string(),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    crate::blocklist::rules::parse_rule(text)
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = parse_duration(text)?;
+    if ttl < Duration::from_secs(1) {
+        return Err(format!("TTL {text} is under one second"));
+    }
+    Ok(ttl)
+}
+
+fn parse_non_negative(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
+        _ => Err(format!("`{text}` is not a non-negative number")),
+    }
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!(
+            "`{text}` is not a share between 0 and 1 (e.g. 0.2 for 20%)"
+        )),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -350,6 +478,7 @@ impl RunArgs {
                 refresh_every: windows(self.refresh_every).max(10),
                 ..model::BaselineOptions::default()
             },
+            baseline_fields: self.baseline_fields.clone(),
             enter_after: self.enter_after,
             leave_after: self.leave_after,
         }
@@ -425,6 +554,94 @@ mod tests {
                 .unwrap_err()
                 .contains("not a duration")
         );
+    }
+
+    fn run_args(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut args = vec!["collector", "run"];
+        args.extend_from_slice(extra);
+        Cli::try_parse_from(args).map(|cli| match cli.command {
+            Command::Run(args) => args,
+            _ => panic!("expected run"),
+        })
+    }
+
+    #[test]
+    fn auto_block_is_off_by_default_and_needs_an_xdp_interface() {
+        let args = run_args(&[]).unwrap();
+        assert_eq!(args.auto_block.policy(), None);
+        let args = run_args(&["--auto-block"]).unwrap();
+        let err = args.auto_block.validate(&args.collect).unwrap_err();
+        assert!(err.contains("--xdp-iface"), "{err}");
+
+        let args = run_args(&[
+            "--auto-block",
+            "--xdp-iface",
+            "eth0",
+            "--auto-block-allow",
+            "10.0.0.0/8,2001:db8::/32",
+            "--auto-block-allow",
+            "192.0.2.1",
+            "--auto-block-ttl",
+            "5m",
+            "--auto-block-min-share",
+            "0.5",
+        ])
+        .unwrap();
+        args.auto_block.validate(&args.collect).unwrap();
+        let policy = args.auto_block.policy().expect("on");
+        assert_eq!(policy.ttl, Duration::from_secs(300));
+        assert_eq!(policy.min_share, 0.5);
+        assert_eq!(policy.v4_prefix_len, 24);
+        let allow: Vec<String> = policy.allow.iter().map(ToString::to_string).collect();
+        for range in [
+            "127.0.0.0/8",
+            "fe80::/10",
+            "10.0.0.0/8",
+            "2001:db8::/32",
+            "192.0.2.1/32",
+        ] {
+            assert!(allow.contains(&range.to_string()), "{range} in {allow:?}");
+        }
+    }
+
+    #[test]
+    fn auto_block_options_come_from_the_config_file_too() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(
+            &mut file,
+            b"auto_block = true\nxdp_iface = [\"eth0\"]\nauto_block_allow = [\"10.0.0.0/8\", \"fd00::/8\"]\nauto_block_ttl = \"2m\"\n",
+        )
+        .unwrap();
+        let args: Vec<std::ffi::OsString> = ["collector", "run", "--config"]
+            .iter()
+            .map(Into::into)
+            .chain([file.path().as_os_str().to_owned()])
+            .collect();
+        let merged = crate::config::merge_config_file(args).unwrap();
+        let Command::Run(args) = Cli::try_parse_from(merged).unwrap().command else {
+            panic!("expected run")
+        };
+        let policy = args.auto_block.policy().expect("on from the file");
+        assert_eq!(policy.ttl, Duration::from_secs(120));
+        assert!(policy.allow.contains(&"fd00::/8".parse().unwrap()));
+        assert_eq!(args.collect.xdp_iface, ["eth0"]);
+    }
+
+    #[test]
+    fn bad_auto_block_values_are_refused() {
+        for (flag, value, why) in [
+            ("--auto-block-allow", "10.1.2.3/8", "host bits"),
+            ("--auto-block-allow", "nope", "not an address"),
+            ("--auto-block-min-share", "1.5", "between 0 and 1"),
+            ("--auto-block-min-pps", "-3", "non-negative"),
+            ("--auto-block-ttl", "500ms", "under one second"),
+            ("--auto-block-prefix-v4", "8", "16..=32"),
+        ] {
+            let err = run_args(&[&format!("{flag}={value}")])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{flag} {value}: {err}");
+        }
     }
 
     #[test]

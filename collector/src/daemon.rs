@@ -40,6 +40,8 @@ pub struct CollectOptions {
     pub assessor: Option<crate::assessor::AssessorOptions>,
     /// The XDP drop list: where to attach it, where its maps are pinned.
     pub xdp: crate::blocklist::XdpOptions,
+    /// Automatic flood blocking (needs `xdp` interfaces and an assessor); `None`: off.
+    pub auto_block: Option<crate::autoblock::AutoBlockPolicy>,
 }
 
 /// Slow-I/O events received from the ring buffer since the last window.
@@ -349,6 +351,16 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
     let mut kernel = KernelCollector::load(&options.kernel)?;
     kernel.log_attach_table();
     let mut xdp = crate::blocklist::attach::start(&options.xdp)?;
+    let mut auto_block = match (&options.auto_block, xdp.as_mut(), &options.assessor) {
+        (Some(policy), Some(xdp), Some(_)) => Some(
+            crate::autoblock::AutoBlocker::start(policy.clone(), xdp)
+                .context("starting automatic flood blocking")?,
+        ),
+        (Some(_), _, _) => {
+            anyhow::bail!("automatic flood blocking needs --xdp-iface and a judged node")
+        }
+        (None, _, _) => None,
+    };
     let mut sink = WindowSink::open(&sink)?;
     let tally = Arc::new(Mutex::new(SlowIoTally::default()));
     if let Some(ring) = kernel.take_slow_io_events() {
@@ -404,6 +416,9 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                     xdp.sweep();
                     match xdp.blocklist.drop_metrics(crate::exporter::XDP_TOP_RULES) {
                         Ok(metrics) => {
+                            if let Some(blocker) = auto_block.as_mut() {
+                                blocker.metrics.active_rules = metrics.automatic_rules;
+                            }
                             let mut state = shared.write().expect("exporter state lock");
                             state.xdp = Some(metrics);
                             state.xdp_interfaces = xdp
@@ -434,6 +449,12 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                         );
                         state.model = model.clone();
                     }
+                }
+                if let (Some(blocker), Some(xdp), Some((verdict, _))) =
+                    (auto_block.as_mut(), xdp.as_mut(), &verdict)
+                {
+                    blocker.window(xdp, verdict.state, &verdict.explanation, record.window_s);
+                    shared.write().expect("exporter state lock").auto_block = Some(blocker.metrics);
                 }
                 if let Some((verdict, _)) = &verdict {
                     let top = verdict.explanation.first().map(|(f, z)| format!("{f} z={z:+.1}")).unwrap_or_default();

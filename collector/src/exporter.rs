@@ -102,6 +102,8 @@ pub struct ExporterState {
     pub xdp: Option<crate::blocklist::store::DropMetrics>,
     /// (interface, mode) the XDP program is attached to.
     pub xdp_interfaces: Vec<(String, String)>,
+    /// Automatic flood blocking's counters, when it is on.
+    pub auto_block: Option<crate::autoblock::AutoBlockMetrics>,
 }
 
 /// Rules shown by name in the XDP drop metrics; the rest are summed as `rule="other"`.
@@ -124,6 +126,7 @@ impl ExporterState {
             probes: Vec::new(),
             xdp: None,
             xdp_interfaces: Vec::new(),
+            auto_block: None,
         }
     }
 
@@ -587,6 +590,39 @@ impl Collector for NodestateMetrics {
                 &interfaces,
             )?;
         }
+        if let Some(auto) = &state.auto_block {
+            counters(
+                &mut encoder,
+                "nodestate_autoblock_rules_added",
+                "Rules the automatic flood blocking added to the XDP drop list",
+                None,
+                &[(none.clone(), auto.rules_added as f64)],
+            )?;
+            gauges(
+                &mut encoder,
+                "nodestate_autoblock_active_rules",
+                "Automatic rules on the XDP drop list now",
+                None,
+                &[(none.clone(), auto.active_rules as f64)],
+            )?;
+            let refused = [
+                ("allowlist", auto.refused_allowlisted),
+                ("max_rules", auto.refused_max_rules),
+                ("error", auto.failed),
+            ];
+            let series: Vec<_> = refused
+                .iter()
+                .map(|(reason, count)| (vec![("reason", (*reason).to_string())], *count as f64))
+                .collect();
+            counters(
+                &mut encoder,
+                "nodestate_autoblock_refused",
+                "Flood sources not blocked, once per window: allow-listed (or an own address), \
+                 the automatic rule limit reached, or an error (logged)",
+                None,
+                &series,
+            )?;
+        }
         let (cpu, rss) = process_usage();
         counters(
             &mut encoder,
@@ -642,8 +678,16 @@ mod tests {
                 malformed: 1,
                 non_ip: 3,
             },
+            automatic_rules: 2,
         });
         state.xdp_interfaces = vec![("eth0".into(), "native".into())];
+        state.auto_block = Some(crate::autoblock::AutoBlockMetrics {
+            rules_added: 3,
+            refused_allowlisted: 7,
+            refused_max_rules: 0,
+            failed: 1,
+            active_rules: 2,
+        });
         let text = scrape(state);
         for expected in [
             r#"nodestate_state{node="node-a",state="degraded"} 1"#,
@@ -659,6 +703,10 @@ mod tests {
             r#"nodestate_xdp_rule_dropped_packets_total{node="node-a",rule="10.0.0.0/8"} 40"#,
             r#"nodestate_xdp_rule_dropped_packets_total{node="node-a",rule="other"} 2"#,
             r#"nodestate_xdp_attached{node="node-a",interface="eth0",mode="native"} 1"#,
+            r#"nodestate_autoblock_rules_added_total{node="node-a"} 3"#,
+            r#"nodestate_autoblock_active_rules{node="node-a"} 2"#,
+            r#"nodestate_autoblock_refused_total{node="node-a",reason="allowlist"} 7"#,
+            r#"nodestate_autoblock_refused_total{node="node-a",reason="error"} 1"#,
         ] {
             assert!(text.contains(expected), "missing {expected} in:\n{text}");
         }

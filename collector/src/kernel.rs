@@ -255,6 +255,8 @@ impl KernelCollector {
         });
 
         let mut ebpf = EbpfLoader::new()
+            // The XDP program's LRU table is preallocated; this copy is never used.
+            .map_max_entries(collector_common::xdp::names::SOURCE_TRAFFIC, 1)
             .override_global(names::BLOCK_LAYOUT, &layout_value, true)
             .override_global(names::SYSTEM_LAYOUT, &system_layout, true)
             .override_global(names::OPEN_SYSCALLS, &open_syscalls, true)

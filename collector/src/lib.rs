@@ -4,6 +4,7 @@
 //! records ([`record`]).
 
 pub mod assessor;
+pub mod autoblock;
 pub mod blocklist;
 pub mod btf;
 pub mod cli;

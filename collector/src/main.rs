@@ -40,6 +40,9 @@ async fn main() -> anyhow::Result<()> {
                      counts per window (OOM kills, slow requests): run it with --window 2s"
                 );
             }
+            args.auto_block
+                .validate(&args.collect)
+                .map_err(anyhow::Error::msg)?;
             let options = CollectOptions {
                 window: args.collect.window,
                 kernel: args.collect.kernel_config(),
@@ -47,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
                 node: daemon::node_name(),
                 listen: Some(args.listen),
                 assessor: Some(args.assessor_options()),
+                auto_block: args.auto_block.policy(),
             };
             daemon::run(options, SinkSpec::LogOnly, RunFor::UntilSignalled).await
         }
@@ -95,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
                 node: daemon::node_name(),
                 listen: None,
                 assessor: None,
+                auto_block: None,
             };
             daemon::run(
                 options,

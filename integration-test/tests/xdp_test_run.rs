@@ -310,3 +310,107 @@ fn xdp_expired_rules_are_swept_and_metrics_are_bounded() {
     );
     assert_eq!(xdp.blocklist.list().unwrap().len(), 3);
 }
+
+fn source_count(xdp: &XdpBlocklist, prefix: &str) -> (u64, u64) {
+    let prefix: IpNet = prefix.parse().unwrap();
+    xdp.source_counts()
+        .unwrap()
+        .iter()
+        .find(|count| count.prefix == prefix)
+        .map_or((0, 0), |count| (count.packets, count.bytes))
+}
+
+#[test]
+fn xdp_counts_passed_traffic_per_source_prefix_and_not_listed_sources() {
+    if !privileged("xdp_counts_passed_traffic_per_source_prefix_and_not_listed_sources") {
+        return;
+    }
+    let pins = TestPinDir::new("sources");
+    let mut xdp = XdpBlocklist::load(&pins.path).expect("loading the XDP program");
+    xdp.blocklist
+        .add(&nets(&["10.200.9.0/24", "2001:db8:9::/48"]), None, None)
+        .unwrap();
+    let passed_v4 = ipv4(v4("10.200.1.9"), &[]);
+    // Off until the daemon asks: a passed frame counts nowhere.
+    assert_eq!(xdp.test_run(&passed_v4).unwrap(), XDP_PASS);
+    assert!(xdp.source_counts().unwrap().is_empty(), "counted while off");
+
+    xdp.count_sources(24, 64).unwrap();
+    let frames = [
+        (ipv4(v4("10.200.1.9"), &[]), XDP_PASS),
+        (ipv4(v4("10.200.1.200"), &[0x8100]), XDP_PASS),
+        (ipv4(v4("10.200.2.1"), &[]), XDP_PASS),
+        (ipv6(v6("2001:db8:1:2:3::1"), &[]), XDP_PASS),
+        (ipv6(v6("2001:db8:1:2:ffff::9"), &[]), XDP_PASS),
+        (ipv6(v6("2001:db8:1:3::1"), &[]), XDP_PASS),
+        // Listed sources are dropped and never counted as passed.
+        (ipv4(v4("10.200.9.1"), &[]), XDP_DROP),
+        (ipv6(v6("2001:db8:9::1"), &[]), XDP_DROP),
+    ];
+    for (frame, verdict) in &frames {
+        assert_eq!(xdp.test_run(frame).unwrap(), *verdict);
+    }
+    let v4_len = passed_v4.len() as u64;
+    let v6_len = ipv6(v6("2001:db8::1"), &[]).len() as u64;
+    assert_eq!(source_count(&xdp, "10.200.1.0/24"), (2, 2 * v4_len + 4));
+    assert_eq!(source_count(&xdp, "10.200.2.0/24"), (1, v4_len));
+    assert_eq!(source_count(&xdp, "2001:db8:1:2::/64"), (2, 2 * v6_len));
+    assert_eq!(source_count(&xdp, "2001:db8:1:3::/64"), (1, v6_len));
+    assert_eq!(source_count(&xdp, "10.200.9.0/24"), (0, 0));
+    assert_eq!(
+        xdp.source_counts().unwrap().len(),
+        4,
+        "only the passed prefixes"
+    );
+
+    // The prefix lengths come from user space: /16 and /48 now.
+    xdp.count_sources(16, 48).unwrap();
+    assert_eq!(
+        xdp.test_run(&ipv4(v4("10.200.77.1"), &[])).unwrap(),
+        XDP_PASS
+    );
+    assert_eq!(
+        xdp.test_run(&ipv6(v6("2001:db8:1:7::1"), &[])).unwrap(),
+        XDP_PASS
+    );
+    assert_eq!(source_count(&xdp, "10.200.0.0/16"), (1, v4_len));
+    assert_eq!(source_count(&xdp, "2001:db8:1::/48"), (1, v6_len));
+}
+
+#[test]
+fn xdp_automatic_rules_drop_like_any_and_are_listed_as_automatic() {
+    if !privileged("xdp_automatic_rules_drop_like_any_and_are_listed_as_automatic") {
+        return;
+    }
+    let pins = TestPinDir::new("automatic");
+    let mut xdp = XdpBlocklist::load(&pins.path).expect("loading the XDP program");
+    xdp.blocklist
+        .add(&nets(&["10.200.1.0/24"]), Some("by hand"), None)
+        .unwrap();
+    xdp.blocklist
+        .add_from(
+            &nets(&["10.200.2.0/24"]),
+            Some("auto: net_rx_packets_per_s z=+9.0"),
+            Some(std::time::Duration::from_secs(60)),
+            collector::blocklist::Origin::Automatic,
+        )
+        .unwrap();
+    for third in [1u8, 2] {
+        let frame = ipv4(Ipv4Addr::new(10, 200, third, 1), &[]);
+        assert_eq!(xdp.test_run(&frame).unwrap(), XDP_DROP, "10.200.{third}.1");
+    }
+    let listed = xdp.blocklist.list().unwrap();
+    let by: Vec<(&str, bool, &str)> = listed
+        .iter()
+        .map(|rule| (rule.rule.as_str(), rule.automatic, rule.comment.as_str()))
+        .collect();
+    assert_eq!(
+        by,
+        vec![
+            ("10.200.1.0/24", false, "by hand"),
+            ("10.200.2.0/24", true, "auto: net_rx_packets_per_s z=+9.0"),
+        ]
+    );
+    assert!(listed[1].expires_unix_s.is_some());
+    assert_eq!(xdp.blocklist.drop_metrics(10).unwrap().automatic_rules, 1);
+}

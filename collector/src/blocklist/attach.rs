@@ -3,11 +3,18 @@
 
 use std::{fmt, path::Path};
 
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
 use aya::{
     Ebpf,
+    maps::{Array, MapData, PerCpuHashMap},
     programs::{TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
 };
-use collector_common::xdp::names;
+use collector_common::xdp::{SourceConfig, SourceKey, SourceTraffic, names};
+use ipnet::IpNet;
 
 use super::{
     Blocklist, BlocklistError,
@@ -49,6 +56,17 @@ pub struct XdpBlocklist {
     links: Vec<(String, XdpLinkId)>,
     pub blocklist: Blocklist,
     pub attached: Vec<AttachedInterface>,
+    /// This load's own (unpinned) per-source table of passed traffic and its switch.
+    sources: PerCpuHashMap<MapData, SourceKey, SourceTraffic>,
+    source_config: Array<MapData, SourceConfig>,
+}
+
+/// Passed traffic from one source prefix, summed over CPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceCount {
+    pub prefix: IpNet,
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 impl XdpBlocklist {
@@ -57,7 +75,7 @@ impl XdpBlocklist {
     pub fn load(pin_dir: &Path) -> Result<Self, BlocklistError> {
         let pins = PinDir::open(pin_dir)?;
         let lock = pins.lock()?;
-        let mut ebpf = load_object(&pins)?;
+        let mut ebpf = load_object(&pins, collector_common::xdp::SOURCE_PREFIXES)?;
         drop(lock);
         let program: &mut Xdp = ebpf
             .program_mut(names::PROGRAM)
@@ -65,12 +83,74 @@ impl XdpBlocklist {
             .try_into()?;
         program.load()?;
         let blocklist = Blocklist::from_ebpf(pins, &mut ebpf)?;
+        let map = |name: &str| BlocklistError::map(format!("map {name}"));
+        let sources = PerCpuHashMap::try_from(
+            ebpf.take_map(names::SOURCE_TRAFFIC)
+                .expect("SOURCE_TRAFFIC is in the object"),
+        )
+        .map_err(map(names::SOURCE_TRAFFIC))?;
+        let source_config = Array::try_from(
+            ebpf.take_map(names::SOURCE_CONFIG)
+                .expect("SOURCE_CONFIG is in the object"),
+        )
+        .map_err(map(names::SOURCE_CONFIG))?;
         Ok(Self {
             ebpf,
             links: Vec::new(),
             blocklist,
             attached: Vec::new(),
+            sources,
+            source_config,
         })
+    }
+
+    /// Starts counting passed traffic per source prefix of these lengths (IPv4 1..=32,
+    /// IPv6 1..=128); off until called.
+    pub fn count_sources(
+        &mut self,
+        v4_prefix_len: u8,
+        v6_prefix_len: u8,
+    ) -> Result<(), BlocklistError> {
+        let config = SourceConfig {
+            enabled: 1,
+            v4_prefix_len: u32::from(v4_prefix_len.clamp(1, 32)),
+            v6_prefix_len: u32::from(v6_prefix_len.clamp(1, 128)),
+            _pad: 0,
+        };
+        self.source_config
+            .set(0, config, 0)
+            .map_err(BlocklistError::map("enabling the per-source counters"))
+    }
+
+    /// Passed traffic per source prefix since counting started (prefixes the LRU table
+    /// evicted start again from zero).
+    pub fn source_counts(&self) -> Result<Vec<SourceCount>, BlocklistError> {
+        let mut counts = Vec::new();
+        for entry in self.sources.iter() {
+            let (key, per_cpu) = match entry {
+                Ok(entry) => entry,
+                // Evicted between listing its key and reading it: nothing to count.
+                Err(aya::maps::MapError::KeyNotFound) => continue,
+                Err(err) => {
+                    return Err(BlocklistError::Map {
+                        what: "reading the per-source counters".into(),
+                        source: err,
+                    });
+                }
+            };
+            let Some(prefix) = source_prefix(&key) else {
+                continue;
+            };
+            let (packets, bytes) = per_cpu
+                .iter()
+                .fold((0u64, 0u64), |(p, b), t| (p + t.packets, b + t.bytes));
+            counts.push(SourceCount {
+                prefix,
+                packets,
+                bytes,
+            });
+        }
+        Ok(counts)
     }
 
     fn program(&mut self) -> &mut Xdp {
@@ -204,4 +284,47 @@ impl XdpBlocklist {
             Err(err) => tracing::warn!("drop-list TTL sweep failed: {err}"),
         }
     }
+}
+
+/// The prefix a per-source key stands for; `None` for a key no program of ours writes.
+pub fn source_prefix(key: &SourceKey) -> Option<IpNet> {
+    let addr = match key.family {
+        4 => IpAddr::V4(Ipv4Addr::new(
+            key.addr[0],
+            key.addr[1],
+            key.addr[2],
+            key.addr[3],
+        )),
+        6 => IpAddr::V6(Ipv6Addr::from(key.addr)),
+        _ => return None,
+    };
+    IpNet::new(addr, key.prefix_len).ok().map(|net| net.trunc())
+}
+
+/// Per-prefix differences between two readings of the cumulative counters: a prefix the
+/// LRU table evicted and re-created counts from zero again, so a smaller reading is all new.
+pub fn source_deltas(
+    previous: &HashMap<IpNet, (u64, u64)>,
+    current: &[SourceCount],
+) -> Vec<SourceCount> {
+    current
+        .iter()
+        .filter_map(|now| {
+            let (packets_before, bytes_before) =
+                previous.get(&now.prefix).copied().unwrap_or((0, 0));
+            let (packets, bytes) = if now.packets >= packets_before {
+                (
+                    now.packets - packets_before,
+                    now.bytes.saturating_sub(bytes_before),
+                )
+            } else {
+                (now.packets, now.bytes)
+            };
+            (packets > 0).then_some(SourceCount {
+                prefix: now.prefix,
+                packets,
+                bytes,
+            })
+        })
+        .collect()
 }

@@ -36,7 +36,8 @@ pub enum BlocklistCommand {
         #[arg(required = true, value_name = "IP|CIDR")]
         rules: Vec<String>,
     },
-    /// Show the rules with their hits and age.
+    /// Show the rules with their hits, age, TTL, who added them (the daemon's automatic flood
+    /// blocking, "auto", or "user") and their comment (an automatic rule's says why).
     List {
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
@@ -121,8 +122,8 @@ pub fn run(args: BlocklistArgs) -> anyhow::Result<()> {
 
 fn table(rules: &[ListedRule]) -> String {
     let mut out = format!(
-        "{:<44} {:>12} {:>14} {:>10} {:>10}  COMMENT\n",
-        "RULE", "PACKETS", "BYTES", "AGE", "EXPIRES IN"
+        "{:<44} {:>12} {:>14} {:>10} {:>10} {:<6}  COMMENT\n",
+        "RULE", "PACKETS", "BYTES", "AGE", "EXPIRES IN", "BY"
     );
     let now = super::store::unix_now();
     for rule in rules {
@@ -131,12 +132,13 @@ fn table(rules: &[ListedRule]) -> String {
         });
         let _ = writeln!(
             out,
-            "{:<44} {:>12} {:>14} {:>10} {:>10}  {}",
+            "{:<44} {:>12} {:>14} {:>10} {:>10} {:<6}  {}",
             rule.rule,
             rule.packets,
             rule.bytes,
             humantime::format_duration(Duration::from_secs(rule.age_s)).to_string(),
             expires,
+            if rule.automatic { "auto" } else { "user" },
             rule.comment
         );
     }

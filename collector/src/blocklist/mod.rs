@@ -14,7 +14,7 @@ pub use ipnet::IpNet;
 
 pub use attach::{AttachedInterface, XdpBlocklist, XdpModeUsed, XdpOptions};
 pub use pins::{DEFAULT_PIN_DIR, PIN_DIR_ENV};
-pub use store::{Blocklist, DropMetrics, ListedRule, Totals};
+pub use store::{Blocklist, DropMetrics, ListedRule, Origin, Totals};
 
 use rules::BadLine;
 

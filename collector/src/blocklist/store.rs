@@ -14,7 +14,7 @@ use aya::{
         lpm_trie::{Key, LpmTrie},
     },
 };
-use collector_common::xdp::{COMMENT_BYTES, MAX_RULES, Rule, RuleHits, names, total};
+use collector_common::xdp::{COMMENT_BYTES, MAX_RULES, Rule, RuleHits, names, rule_flags, total};
 use ipnet::IpNet;
 use serde::Serialize;
 
@@ -48,6 +48,26 @@ pub struct ListedRule {
     /// `None`: the rule never expires.
     pub expires_unix_s: Option<u64>,
     pub comment: String,
+    /// Added by the daemon's automatic flood blocking (its comment says why).
+    pub automatic: bool,
+}
+
+/// Who adds a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The CLI (an operator or their tooling).
+    Manual,
+    /// The daemon's automatic flood blocking.
+    Automatic,
+}
+
+impl Origin {
+    fn flags(self) -> u32 {
+        match self {
+            Self::Manual => 0,
+            Self::Automatic => rule_flags::AUTOMATIC,
+        }
+    }
 }
 
 /// Packets the program has seen since the maps were created, summed over CPUs.
@@ -68,16 +88,21 @@ pub struct DropMetrics {
     pub other_packets: u64,
     pub other_bytes: u64,
     pub totals: Totals,
+    /// Rules added by automatic flood blocking, of all listed.
+    pub automatic_rules: u64,
 }
 
 /// Loads the object with the drop-list maps bound to their pins: existing pins are reused,
 /// missing ones created and pinned. Programs are not loaded here (aya loads them on demand).
-pub(crate) fn load_object(pins: &PinDir) -> Result<Ebpf, BlocklistError> {
+/// `source_prefixes`: entries of the (unpinned, preallocated) per-source table; 1 where
+/// nothing will count sources.
+pub(crate) fn load_object(pins: &PinDir, source_prefixes: u32) -> Result<Ebpf, BlocklistError> {
     let paths: Vec<(&str, std::path::PathBuf)> = names::ALL_MAPS
         .iter()
         .map(|name| (*name, pins.pin(name)))
         .collect();
     let mut loader = EbpfLoader::new();
+    loader.map_max_entries(names::SOURCE_TRAFFIC, source_prefixes.max(1));
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
@@ -170,7 +195,7 @@ impl Blocklist {
         } else {
             // Two first-time editors must not both create and pin: the second would fail.
             let lock = pins.lock()?;
-            let mut ebpf = load_object(&pins)?;
+            let mut ebpf = load_object(&pins, 1)?;
             drop(lock);
             Self::from_ebpf(pins, &mut ebpf)
         }
@@ -266,6 +291,7 @@ impl Blocklist {
                     age_s: now.saturating_sub(rule.added_unix_s),
                     expires_unix_s: (rule.expires_unix_s != 0).then_some(rule.expires_unix_s),
                     comment: comment_text(&rule),
+                    automatic: rule.flags & rule_flags::AUTOMATIC != 0,
                 }
             })
             .collect();
@@ -298,6 +324,7 @@ impl Blocklist {
         rules.sort_by(|a, b| b.packets.cmp(&a.packets).then(a.net.cmp(&b.net)));
         let mut metrics = DropMetrics {
             totals: self.totals()?,
+            automatic_rules: rules.iter().filter(|rule| rule.automatic).count() as u64,
             ..DropMetrics::default()
         };
         for (rank, rule) in rules.into_iter().enumerate() {
@@ -404,6 +431,7 @@ impl Blocklist {
         nets: &[IpNet],
         comment: Option<&str>,
         ttl: Option<Duration>,
+        origin: Origin,
     ) -> Result<Vec<(IpNet, Rule)>, BlocklistError> {
         let comment = encode_comment(comment)?;
         let now = unix_now();
@@ -417,7 +445,7 @@ impl Blocklist {
                     *net,
                     Rule {
                         id,
-                        _pad: 0,
+                        flags: origin.flags(),
                         added_unix_s: now,
                         expires_unix_s: expires,
                         comment,
@@ -434,6 +462,17 @@ impl Blocklist {
         comment: Option<&str>,
         ttl: Option<Duration>,
     ) -> Result<(), BlocklistError> {
+        self.add_from(nets, comment, ttl, Origin::Manual)
+    }
+
+    /// [`Blocklist::add`], saying who adds the rules (listed as automatic or not).
+    pub fn add_from(
+        &mut self,
+        nets: &[IpNet],
+        comment: Option<&str>,
+        ttl: Option<Duration>,
+        origin: Origin,
+    ) -> Result<(), BlocklistError> {
         encode_comment(comment)?;
         let _lock = self.pins.lock()?;
         let set = self.active_set()?;
@@ -443,7 +482,7 @@ impl Blocklist {
             return Err(BlocklistError::Duplicate(dup.to_string()));
         }
         Self::check_capacity(&current, nets)?;
-        let rules = self.new_rules(nets, comment, ttl)?;
+        let rules = self.new_rules(nets, comment, ttl, origin)?;
         self.insert_all(set, &rules)
     }
 
@@ -491,7 +530,7 @@ impl Blocklist {
         // Left over only if an earlier replace died half-way.
         self.clear_set(idle)?;
         Self::check_capacity(&[], nets)?;
-        let rules = self.new_rules(nets, comment, None)?;
+        let rules = self.new_rules(nets, comment, None, Origin::Manual)?;
         self.insert_all(idle, &rules)?;
         self.active
             .set(0, idle as u32, 0)

@@ -382,8 +382,8 @@ fn xdp_total(name: &str) -> anyhow::Result<u64> {
 }
 
 /// The daemon with only the XDP drop list on the packet path: the one cheap signal ("oom")
-/// and no per-program statistics, so nothing else costs per packet.
-fn start_daemon() -> anyhow::Result<Child> {
+/// and no per-program statistics, so nothing else costs per packet. `extra`: more options.
+fn start_daemon(extra: &[&str]) -> anyhow::Result<Child> {
     let mut child = Command::new("nsenter")
         .arg(format!("--net=/run/netns/{RX_NS}"))
         .arg(release_binary("collector"))
@@ -405,6 +405,7 @@ fn start_daemon() -> anyhow::Result<Child> {
             "--pin-dir",
             PIN_DIR,
         ])
+        .args(extra)
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -573,12 +574,19 @@ fn xdp_pass_name() -> String {
     )
 }
 
+fn xdp_pass_counting_name() -> String {
+    format!(
+        "XDP_PASS through {}, passed traffic counted per source /24 (--auto-block)",
+        rule_label(RULE_COUNTS[RULE_COUNTS.len() - 1])
+    )
+}
+
 /// The XDP rows of one round: one daemon, the lists swapped under it.
 fn xdp_round(testbed: &Testbed, results: &mut Results) -> anyhow::Result<()> {
     let list = std::env::temp_dir().join("nodestate-bench-xdp.rules");
     std::fs::write(&list, rules(RULE_COUNTS[0]).join("\n"))?;
     blocklist(&["import", "--replace", &list.to_string_lossy()])?;
-    let daemon = start_daemon()?;
+    let daemon = start_daemon(&[])?;
     let measured = (|| -> anyhow::Result<()> {
         for (n, &count) in RULE_COUNTS.iter().enumerate() {
             if n > 0 {
@@ -594,6 +602,14 @@ fn xdp_round(testbed: &Testbed, results: &mut Results) -> anyhow::Result<()> {
     })();
     let stopped = super::block::stop(daemon);
     measured?;
+    stopped?;
+    // The same list, with the per-source counters on. No window turns in the run (1 h
+    // windows), so nothing is judged or blocked: only the counting costs.
+    let daemon = start_daemon(&["--auto-block"])?;
+    let passed = || xdp_total("passed");
+    let measured = flood(testbed, UNLISTED, &passed);
+    let stopped = super::block::stop(daemon);
+    results.record(xdp_pass_counting_name(), measured?);
     stopped?;
     blocklist(&["flush"])
 }
@@ -689,7 +705,11 @@ pub fn run() -> anyhow::Result<String> {
         "| configuration | sent (pps) | passed (pps) | lost on the way (at the receiver's ring) | receiver CPU busy | \
          receiver CPU per packet, ns: median (min–max) |\n|---|---|---|---|---|---|\n",
     );
-    for name in [NO_PROGRAM.to_string(), xdp_pass_name()] {
+    for name in [
+        NO_PROGRAM.to_string(),
+        xdp_pass_name(),
+        xdp_pass_counting_name(),
+    ] {
         row(
             &mut pass_table,
             &name,
@@ -745,6 +765,8 @@ pub fn run() -> anyhow::Result<String> {
     );
     let pass_cost = ns(&xdp_pass_name(), median_of) - ns(NO_PROGRAM, median_of);
     let pass_cost_min = ns(&xdp_pass_name(), min_of) - ns(NO_PROGRAM, min_of);
+    let counting_cost = ns(&xdp_pass_counting_name(), median_of) - ns(&xdp_pass_name(), median_of);
+    let counting_cost_min = ns(&xdp_pass_counting_name(), min_of) - ns(&xdp_pass_name(), min_of);
 
     // The generator was the limit when the receiver had CPU time to spare. Packets refused at
     // the receiver's ring while it had time to spare were refused because the coalescing
@@ -831,7 +853,11 @@ pub fn run() -> anyhow::Result<String> {
          a page of its own before the program runs and builds a new skb after XDP_PASS \
          (drops pay the copy too). A NIC driver with native XDP runs the program on its receive \
          buffer before any skb exists, so neither the copy nor the second skb is part of XDP's \
-         cost there.\n\n\
+         cost there. Counting passed traffic per source prefix (`--auto-block`: a per-CPU LRU \
+         hash lookup and update per passed packet; the flood has one source, so every lookup \
+         finds its entry) changes that by **{counting_cost:+.0} ns** per packet by the \
+         medians, {counting_cost_min:+.0} ns by the minima: compare with the spread of the \
+         rows, a figure inside it is noise.\n\n\
          {limit}\n\n\
          Load average (1 min) {load_before} at the start and {load_after} at the end, on {} CPUs: \
          other work may share the CPUs. It does not add to a thread's run time, but it takes \
