@@ -73,6 +73,7 @@ pub struct DropMetrics {
 /// Loads the object with the drop-list maps bound to their pins: existing pins are reused,
 /// missing ones created and pinned. Programs are not loaded here (aya loads them on demand).
 pub(crate) fn load_object(pins: &PinDir) -> Result<Ebpf, BlocklistError> {
+    crate::privileges::raise_memlock_limit_on_old_kernels();
     let paths: Vec<(&str, std::path::PathBuf)> = names::ALL_MAPS
         .iter()
         .map(|name| (*name, pins.pin(name)))
