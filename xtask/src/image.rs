@@ -184,6 +184,12 @@ pub fn build_image() -> anyhow::Result<String> {
         .arg(&container.0);
     run(&mut config)?;
     let name = image_name();
+    // The previous build under this name would stay behind as an unnamed image on every run.
+    let _ = Command::new(&buildah)
+        .args(["rmi", &name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
     run(Command::new(&buildah)
         .args(["commit", "--quiet", "--rm", &container.0, &name])
         .stdout(std::process::Stdio::null()))?;
