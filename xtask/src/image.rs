@@ -1,10 +1,11 @@
 //! `cargo xtask image`: the collector's container image, built here without pulling anything.
 //!
-//! No registry is reachable from our machines, so the Containerfile's builder stage cannot
-//! run. Its runtime stage is only "the binary and the libraries it links" on an empty file
-//! system, and that is what this builds with buildah from scratch: the same
-//! `deploy/image/rootfs.sh` lays out the files, and the runtime stage's EXPOSE, ENTRYPOINT and
-//! CMD are read from `deploy/Containerfile` itself, so the two cannot drift apart. The image is
+//! No registry is reachable from our machines, so the Containerfile's builder stage (FROM a
+//! Rust image) cannot run. Its runtime stage needs only "the binary and the libraries it
+//! links" from it, and `deploy/image/rootfs.sh` lays those out from the binary this machine
+//! built. So `buildah build` runs a Containerfile made of a stand-in builder stage (`FROM
+//! scratch`, holding those files) followed by the real runtime stage, verbatim: whatever the
+//! runtime stage says, buildah applies, and the two images cannot drift apart. The image is
 //! then started with podman to show it runs on its own (`--help`, `--version`), and run the way
 //! the DaemonSet runs it (its capabilities, read-only root, seccomp choice, host paths, config
 //! and environment, read from the rendered manifests): every signal must attach as it does
@@ -25,72 +26,36 @@ pub fn image_name() -> String {
     )
 }
 
-/// What the runtime stage of the Containerfile says about the image.
-#[derive(Debug, Default, PartialEq)]
-struct RuntimeStage {
-    expose: Vec<String>,
-    entrypoint: Option<String>,
-    cmd: Option<String>,
-}
-
-/// Reads the last stage (`FROM scratch …`) of a Containerfile. Anything there beyond the
-/// rootfs copy, EXPOSE, ENTRYPOINT and CMD is refused, since this build would not apply it.
-fn runtime_stage(containerfile: &str) -> anyhow::Result<RuntimeStage> {
-    // Join continuation lines, drop comments and blanks.
-    let mut lines = Vec::new();
-    let mut current = String::new();
-    for line in containerfile.lines() {
-        let line = line.trim();
-        if current.is_empty() && (line.is_empty() || line.starts_with('#')) {
-            continue;
-        }
-        match line.strip_suffix('\\') {
-            Some(head) => current.push_str(head),
-            None => {
-                current.push_str(line);
-                lines.push(std::mem::take(&mut current));
-            }
-        }
-    }
+/// The Containerfile `cargo xtask image` builds: a builder stage that holds the staged files
+/// at `/rootfs` (copied from the build context's `rootfs/`), then the runtime stage of
+/// `containerfile` as written. The runtime stage is the last one and must be `FROM scratch`.
+fn local_containerfile(containerfile: &str) -> anyhow::Result<String> {
+    let lines: Vec<&str> = containerfile.lines().collect();
     let start = lines
         .iter()
-        .rposition(|line| line.to_uppercase().starts_with("FROM "))
+        .rposition(|line| {
+            let line = line.trim_start();
+            line.len() > 5 && line[..5].eq_ignore_ascii_case("FROM ")
+        })
         .context("the Containerfile has no FROM")?;
-    let from: Vec<&str> = lines[start].split_whitespace().collect();
-    if from.get(1) != Some(&"scratch") {
+    let base = lines[start].split_whitespace().nth(1).unwrap_or_default();
+    if base != "scratch" {
         bail!(
-            "the Containerfile's last stage starts `{}`; this build assembles `FROM scratch`",
-            lines[start]
+            "the Containerfile's last stage starts `{}`; its runtime stage must be `FROM \
+             scratch` to build without a registry",
+            lines[start].trim()
         );
     }
-    let mut stage = RuntimeStage::default();
-    let mut copied_rootfs = false;
-    for line in &lines[start + 1..] {
-        let (instruction, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let rest = rest.trim();
-        let exec_form = |what: &str| -> anyhow::Result<String> {
-            let parsed: Vec<String> = serde_json::from_str(rest).with_context(|| {
-                format!("Containerfile {what} `{rest}`: only the JSON exec form is supported")
-            })?;
-            Ok(serde_json::to_string(&parsed)?)
-        };
-        match instruction.to_uppercase().as_str() {
-            "COPY" if rest == "--from=builder /rootfs /" => copied_rootfs = true,
-            "EXPOSE" => stage
-                .expose
-                .extend(rest.split_whitespace().map(str::to_string)),
-            "ENTRYPOINT" => stage.entrypoint = Some(exec_form("ENTRYPOINT")?),
-            "CMD" => stage.cmd = Some(exec_form("CMD")?),
-            _ => bail!(
-                "the Containerfile's runtime stage has `{line}`, which `cargo xtask image` does \
-                 not apply; add it to xtask/src/image.rs or move it to the builder stage"
-            ),
-        }
+    let mut local = String::from(
+        "# Generated by cargo xtask image: the builder stage's output, staged by rootfs.sh,\n\
+         # then deploy/Containerfile's runtime stage as written.\n\
+         FROM scratch AS builder\nCOPY rootfs /rootfs\n\n",
+    );
+    for line in &lines[start..] {
+        local.push_str(line);
+        local.push('\n');
     }
-    if !copied_rootfs {
-        bail!("the Containerfile's runtime stage does not `COPY --from=builder /rootfs /`");
-    }
-    Ok(stage)
+    Ok(local)
 }
 
 fn tool(name: &str) -> anyhow::Result<std::path::PathBuf> {
@@ -115,18 +80,6 @@ fn capture(command: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
 }
 
-/// A buildah working container, removed when dropped (also on error).
-struct WorkingContainer(String);
-
-impl Drop for WorkingContainer {
-    fn drop(&mut self) {
-        let _ = Command::new("buildah")
-            .args(["rm", &self.0])
-            .stdout(std::process::Stdio::null())
-            .status();
-    }
-}
-
 /// Builds the image from the release binary (which the caller builds) and returns its name.
 pub fn build_image() -> anyhow::Result<String> {
     let buildah = tool("buildah")?;
@@ -134,55 +87,17 @@ pub fn build_image() -> anyhow::Result<String> {
     let containerfile = root.join("deploy/Containerfile");
     let text = std::fs::read_to_string(&containerfile)
         .with_context(|| format!("reading {}", containerfile.display()))?;
-    let stage = runtime_stage(&text).context("deploy/Containerfile")?;
+    let local = local_containerfile(&text).context("deploy/Containerfile")?;
 
-    let binary = release_binary("collector");
-    let staging = tempfile::tempdir().context("a staging directory")?;
-    let rootfs = staging.path().join("rootfs");
+    let context = tempfile::tempdir().context("a build context")?;
     run(Command::new("sh")
         .arg(root.join("deploy/image/rootfs.sh"))
-        .arg(&binary)
-        .arg(&rootfs))
+        .arg(release_binary("collector"))
+        .arg(context.path().join("rootfs")))
     .context("laying out the image's files")?;
+    let local_file = context.path().join("Containerfile");
+    std::fs::write(&local_file, local)?;
 
-    let container = WorkingContainer(capture(Command::new(&buildah).args(["from", "scratch"]))?);
-    run(Command::new(&buildah)
-        .arg("copy")
-        .arg("--quiet")
-        .arg(&container.0)
-        .arg(format!("{}/", rootfs.display()))
-        .arg("/"))?;
-    let mut config = Command::new(&buildah);
-    config.arg("config");
-    for port in &stage.expose {
-        config.args(["--port", port]);
-    }
-    if let Some(entrypoint) = &stage.entrypoint {
-        config.args(["--entrypoint", entrypoint]);
-    }
-    if let Some(cmd) = &stage.cmd {
-        config.args(["--cmd", cmd]);
-    }
-    let version = env!("CARGO_PKG_VERSION");
-    config
-        .args([
-            "--label",
-            "org.opencontainers.image.title=nodestate-collector",
-        ])
-        .args([
-            "--label",
-            &format!("org.opencontainers.image.version={version}"),
-        ])
-        .args([
-            "--label",
-            "org.opencontainers.image.description=nodestate's eBPF node-health collector",
-        ])
-        .args([
-            "--label",
-            "org.opencontainers.image.licenses=MIT OR Apache-2.0",
-        ])
-        .arg(&container.0);
-    run(&mut config)?;
     let name = image_name();
     // The previous build under this name would stay behind as an unnamed image on every run.
     let _ = Command::new(&buildah)
@@ -190,11 +105,26 @@ pub fn build_image() -> anyhow::Result<String> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status();
-    run(Command::new(&buildah)
-        .args(["commit", "--quiet", "--rm", &container.0, &name])
-        .stdout(std::process::Stdio::null()))?;
-    // `commit --rm` removed it already.
-    std::mem::forget(container);
+    let version = env!("CARGO_PKG_VERSION");
+    let labels = [
+        "org.opencontainers.image.title=nodestate-collector".to_string(),
+        format!("org.opencontainers.image.version={version}"),
+        "org.opencontainers.image.description=nodestate's eBPF node-health collector".into(),
+        "org.opencontainers.image.licenses=MIT OR Apache-2.0".into(),
+    ];
+    let mut build = Command::new(&buildah);
+    build
+        .args(["build", "--quiet", "--layers=false"])
+        .arg("--file")
+        .arg(&local_file)
+        .args(["--tag", &name]);
+    for label in &labels {
+        build.args(["--label", label]);
+    }
+    run(build
+        .arg(context.path())
+        .stdout(std::process::Stdio::null()))
+    .context("buildah build")?;
     Ok(name)
 }
 
@@ -222,6 +152,12 @@ fn podman_run(image: &str, args: &[&str]) -> anyhow::Result<String> {
 /// Builds the image and checks that it starts on its own: `--help` and `--version` from the
 /// binary inside, with only the files the image holds.
 pub fn image_test() -> anyhow::Result<()> {
+    if !crate::util::is_root() {
+        bail!(
+            "cargo xtask image runs as root: the image is stored in root's podman storage and \
+             the test loads the collector's programs with the DaemonSet's capabilities"
+        );
+    }
     let started = Instant::now();
     let image = build_image()?;
     let built = started.elapsed();
@@ -611,33 +547,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_containerfile_runtime_stage_is_what_the_image_gets() {
+    fn the_local_build_is_a_stand_in_builder_then_the_runtime_stage_verbatim() {
         let path = workspace_root().join("deploy/Containerfile");
         let text = std::fs::read_to_string(&path).expect("reading deploy/Containerfile");
-        let stage = runtime_stage(&text).expect("the runtime stage parses");
-        assert_eq!(
-            stage,
-            RuntimeStage {
-                expose: vec!["9464/tcp".into()],
-                entrypoint: Some(r#"["/usr/bin/collector"]"#.into()),
-                cmd: Some(r#"["run"]"#.into()),
-            }
+        let local = local_containerfile(&text).expect("the Containerfile has a scratch stage");
+        let runtime = &text[text.rfind("FROM scratch").expect("a FROM scratch stage")..];
+        assert!(local.ends_with(runtime), "{local}");
+        assert!(
+            local.contains("FROM scratch AS builder\nCOPY rootfs /rootfs\n"),
+            "{local}"
         );
+        assert_eq!(local.matches("FROM ").count(), 2, "{local}");
     }
 
     #[test]
-    fn instructions_this_build_would_not_apply_are_refused() {
-        let text = "FROM rust AS builder\nRUN true\nFROM scratch\nCOPY --from=builder /rootfs /\n\
-                    USER 1000\n";
-        let err = runtime_stage(text).unwrap_err().to_string();
-        assert!(err.contains("USER 1000"), "{err}");
-        let err = runtime_stage("FROM debian\nCMD [\"x\"]\n")
+    fn a_runtime_stage_that_needs_a_registry_is_refused() {
+        let err = local_containerfile("FROM rust AS builder\nRUN true\nFROM debian:12\n")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("FROM scratch"), "{err}");
-        let err = runtime_stage("FROM scratch\nCOPY --from=builder /rootfs /\nCMD run\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("exec form"), "{err}");
+        assert!(err.contains("FROM debian:12"), "{err}");
+        assert!(local_containerfile("RUN true\n").is_err());
     }
 }
