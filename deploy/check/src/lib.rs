@@ -314,7 +314,7 @@ pub struct HostPath {
 pub const ALLOWED_HOST_PATHS: &[HostPath] = &[
     HostPath {
         path: "/sys/kernel/tracing",
-        read_only: false,
+        read_only: true,
         xdp_only: false,
     },
     HostPath {
