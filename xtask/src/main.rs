@@ -38,9 +38,10 @@ enum Command {
     /// Set up, build, and run every test: unit tests, then the kernel-facing integration tests
     /// (which need root and fail, not skip, when run as root and something is missing).
     Test,
-    /// Set up, build, and assemble the collector's container image from scratch with buildah
-    /// (localhost/nodestate/collector:VERSION; no registry needed), then start it with podman
-    /// to check it runs (`--help`). Part of `test` (as root).
+    /// Set up, build, and build the collector's container image with buildah, no registry
+    /// needed (localhost/nodestate/collector:VERSION), then run it with podman: `--help`, and
+    /// as the rendered DaemonSet runs it (its capabilities, mounts, config). Root; part of
+    /// `test`.
     Image,
     /// Set up, build, and boot Debian's stock kernel under qemu (no KVM) to prove that the
     /// kprobe programs attach and count where kprobes exist. Part of `test`.
