@@ -34,8 +34,9 @@ fn local_containerfile(containerfile: &str) -> anyhow::Result<String> {
     let start = lines
         .iter()
         .rposition(|line| {
-            let line = line.trim_start();
-            line.len() > 5 && line[..5].eq_ignore_ascii_case("FROM ")
+            line.trim_start()
+                .get(..5)
+                .is_some_and(|word| word.eq_ignore_ascii_case("FROM "))
         })
         .context("the Containerfile has no FROM")?;
     let base = lines[start].split_whitespace().nth(1).unwrap_or_default();
@@ -566,6 +567,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("FROM debian:12"), "{err}");
-        assert!(local_containerfile("RUN true\n").is_err());
+        assert!(local_containerfile("RUN true\n# µs\n").is_err());
     }
 }
