@@ -48,9 +48,6 @@ fn value_text(key: &str, value: &toml::Value) -> anyhow::Result<Option<String>> 
 /// Returns `args` with the config file's options inserted after the subcommand (only for
 /// options not given as flags or environment variables). Without a config file, `args`.
 pub fn merge_config_file(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
-    let Some(path) = config_path(&args) else {
-        return Ok(args);
-    };
     let command = Cli::command();
     // The subcommand is the first argument that names one.
     let Some((position, subcommand)) = args.iter().enumerate().skip(1).find_map(|(i, arg)| {
@@ -60,14 +57,17 @@ pub fn merge_config_file(args: Vec<OsString>) -> anyhow::Result<Vec<OsString>> {
     }) else {
         return Ok(args);
     };
-    // Only `run` reads a config file: NODESTATE_CONFIG in a daemon's environment must not
-    // break `collector rank` or `detect` run beside it.
+    // Only subcommands with a --config option read the file: NODESTATE_CONFIG in a container's
+    // environment must not break `collector blocklist list` or `collector probes` run there.
     if !subcommand
         .get_arguments()
-        .any(|a| a.get_long() == Some(CONFIG_FLAG.trim_start_matches('-')))
+        .any(|argument| argument.get_long() == Some("config"))
     {
         return Ok(args);
     }
+    let Some(path) = config_path(&args) else {
+        return Ok(args);
+    };
     let path = Path::new(&path).to_path_buf();
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("reading the config file {}", path.display()))?;
@@ -156,5 +156,29 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(err.to_string().contains("reading the config file"), "{err}");
+    }
+
+    #[test]
+    fn subcommands_without_a_config_option_ignore_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "window = \"2s\"\nlearn_for = \"1m\"\n").unwrap();
+        let file = file.to_str().unwrap();
+        let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+
+        let merged = merge_config_file(args(&["collector", "run", "--config", file])).unwrap();
+        assert!(
+            merged.contains(&OsString::from("--window=2s")),
+            "{merged:?}"
+        );
+        assert!(
+            merged.contains(&OsString::from("--learn-for=1m")),
+            "{merged:?}"
+        );
+
+        // `probes` has no --config (clap refuses the flag itself) and no `learn_for`: the file
+        // named (here on the command line, in a pod through NODESTATE_CONFIG) is not read.
+        let probes = args(&["collector", "probes", "--config", file]);
+        assert_eq!(merge_config_file(probes.clone()).unwrap(), probes);
     }
 }

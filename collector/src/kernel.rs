@@ -195,6 +195,7 @@ impl KernelCollector {
     /// A hook missing from this kernel is reported, not fatal.
     pub fn load(config: &KernelConfig) -> anyhow::Result<Self> {
         privileges::check_can_load_programs()?;
+        privileges::raise_memlock_limit_on_old_kernels();
         validate_ringbuf_bytes(config.ringbuf_bytes)?;
         let tracefs = Tracefs::find_or_mount()?;
 

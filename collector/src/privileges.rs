@@ -10,7 +10,7 @@ const CAP_BPF: u32 = 39;
 #[error(
     "nodestate needs root, or the capabilities CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels \
      before 5.8), to load its kernel programs; this process has {have}. Run it as root (sudo \
-     collector …) or, in Kubernetes, give the container `privileged: true` or those capabilities"
+     collector …) or, in Kubernetes, give the container those capabilities (see deploy/README.md)"
 )]
 pub struct PrivilegeError {
     have: String,
@@ -42,8 +42,71 @@ pub fn check_can_load_programs() -> Result<(), PrivilegeError> {
     }
 }
 
+/// `major.minor` of a kernel release string such as "6.18.0-1-amd64" or "5.10.0".
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Kernels before 5.11 charge BPF map memory to RLIMIT_MEMLOCK (later ones to the memory
+/// cgroup), and its usual default (64 KiB–8 MiB) is smaller than our maps on a many-CPU node.
+/// There, lift it: to unlimited with CAP_SYS_RESOURCE, else the soft limit to the hard one.
+/// Newer kernels ignore it for BPF, so nothing is changed there.
+pub fn raise_memlock_limit_on_old_kernels() {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    match kernel_version(&release) {
+        Some(version) if version >= (5, 11) => return,
+        None => return,
+        Some(_) => {}
+    }
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit only reads the struct we pass.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } == 0 {
+        return;
+    }
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut current) } != 0 {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: current.rlim_max,
+        rlim_max: current.rlim_max,
+    };
+    // SAFETY: as above; lowering or keeping the hard limit needs no privilege.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) };
+    tracing::warn!(
+        kernel = release.trim(),
+        limit_bytes = current.rlim_max,
+        "this kernel charges BPF maps to RLIMIT_MEMLOCK and it could not be lifted (that needs \
+         CAP_SYS_RESOURCE); if creating a map fails with EPERM, grant it"
+    );
+}
+
 /// True when running as root: integration tests use it to decide whether to skip.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_releases_parse_to_major_and_minor() {
+        assert_eq!(kernel_version("6.18.0-1-amd64\n"), Some((6, 18)));
+        assert_eq!(kernel_version("5.10.0"), Some((5, 10)));
+        assert_eq!(kernel_version("5.4-rc1"), Some((5, 4)));
+        assert_eq!(kernel_version("garbage"), None);
+        assert!(kernel_version("5.10.0").unwrap() < (5, 11));
+    }
 }

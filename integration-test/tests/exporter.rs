@@ -193,7 +193,61 @@ fn prometheus_scrapes_the_state_and_sees_a_fault_the_test_causes() {
     assert_eq!(state["node"], "nodestate-test-node");
     assert!(!state["windows"].as_array().unwrap().is_empty());
     assert_eq!(state["model"]["source"], "baseline");
+
+    dashboard_queries_run(&prometheus_address);
     drop(prometheus);
+}
+
+/// Every query of deploy/grafana-dashboard.json, with Grafana's variables filled in, runs in
+/// this Prometheus on the daemon's series; the panels about what the daemon always serves
+/// show data (XDP and program run time need the drop list and program statistics, which this
+/// daemon does not have).
+fn dashboard_queries_run(prometheus: &str) {
+    fn exprs(panels: &serde_json::Value, found: &mut Vec<(String, String)>) {
+        for panel in panels.as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap_or_default();
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                if let Some(expr) = target["expr"].as_str() {
+                    found.push((title.to_string(), expr.to_string()));
+                }
+            }
+            exprs(&panel["panels"], found);
+        }
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana-dashboard.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("reading the dashboard"))
+            .expect("the dashboard is JSON");
+    let mut found = Vec::new();
+    exprs(&dashboard["panels"], &mut found);
+    assert!(found.len() > 10, "{found:?}");
+    let with_data = [
+        "Nodes degraded now",
+        "Health state per node",
+        "Anomaly score",
+        "Top features pushing away from healthy",
+        "Collector CPU",
+        "Collector memory",
+    ];
+    for (title, expr) in &found {
+        let promql = expr
+            .replace("$__rate_interval", "30s")
+            .replace("$node", "nodestate-test-node");
+        let (status, body) = get(
+            prometheus,
+            &format!("/api/v1/query?query={}", encode(&promql)),
+        )
+        .unwrap_or_else(|| panic!("panel {title:?}: Prometheus did not answer {promql}"));
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            status == 200 && body["status"] == "success",
+            "panel {title:?}: {promql} fails in Prometheus: {body}"
+        );
+        let series = body["data"]["result"].as_array().map_or(0, Vec::len);
+        if with_data.contains(&title.as_str()) {
+            assert!(series > 0, "panel {title:?}: {promql} returns no series");
+        }
+    }
 }
 
 /// A model file trained on synthetic windows with exactly the collector's features.

@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod evaluate;
+mod image;
 mod scenario;
 mod setup;
 mod test;
@@ -14,7 +15,7 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(
     name = "xtask",
-    about = "nodestate's tasks: cargo xtask <setup|build|run|test|bench>"
+    about = "nodestate's tasks: cargo xtask <setup|build|run|test|image|bench>"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,6 +38,11 @@ enum Command {
     /// Set up, build, and run every test: unit tests, then the kernel-facing integration tests
     /// (which need root and fail, not skip, when run as root and something is missing).
     Test,
+    /// Set up, build, and build the collector's container image with buildah, no registry
+    /// needed (localhost/nodestate/collector:VERSION), then run it with podman: `--help`, and
+    /// as the rendered DaemonSet runs it (its capabilities, mounts, config). Root; part of
+    /// `test`.
+    Image,
     /// Set up, build, and boot Debian's stock kernel under qemu (no KVM) to prove that the
     /// kprobe programs attach and count where kprobes exist. Part of `test`.
     VmTest,
@@ -88,6 +94,11 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             build::build_release()?;
             test::test_all()
+        }
+        Command::Image => {
+            setup::setup()?;
+            build::build_release()?;
+            image::image_test()
         }
         Command::VmTest => {
             setup::setup()?;

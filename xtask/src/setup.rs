@@ -44,6 +44,18 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ),
     ("iperf3", "TCP traffic through the network fault scenarios"),
     ("ethtool", "veth offloads (GRO, TSO) for the XDP benchmark"),
+    (
+        "buildah",
+        "cargo xtask image: the container image, assembled from scratch (no registry needed)",
+    ),
+    (
+        "podman",
+        "the image test runs the built image (podman run) and checks it prints --help",
+    ),
+    (
+        "runc",
+        "podman's runtime for the image test: crun 1.8 refuses our hybrid cgroup v1 layout",
+    ),
 ];
 
 pub fn setup() -> anyhow::Result<()> {

@@ -35,6 +35,16 @@ pub fn test_all() -> anyhow::Result<()> {
     }
     run(&mut integration).context("integration tests failed")?;
 
+    // The container image (deploy/): assembled from scratch and started once.
+    if is_root() {
+        crate::image::image_test().context("image test failed")?;
+    } else {
+        eprintln!(
+            "xtask test: NOT ROOT: skipping the image test (buildah and podman store images as \
+             root here); run `cargo xtask test` or `cargo xtask image` as root"
+        );
+    }
+
     // Two short fault scenarios end to end: a real fault must be answered "Yes", a benign
     // burst "No".
     if is_root() {
@@ -45,6 +55,6 @@ pub fn test_all() -> anyhow::Result<()> {
 
     // The kprobe path, in a VM whose kernel has kprobes (ours has none).
     crate::vm::vm_test().context("vm-test failed")?;
-    println!("xtask test: unit, integration and vm tests passed");
+    println!("xtask test: unit, integration, image and vm tests passed");
     Ok(())
 }
