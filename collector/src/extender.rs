@@ -33,7 +33,7 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::State,
-    http::{StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -89,24 +89,6 @@ pub struct NodeHealth {
 /// Node name → health, for the nodes Prometheus has series of.
 pub type Fleet = BTreeMap<String, NodeHealth>;
 
-fn matchers(selector: &Option<String>, extra: &str) -> String {
-    let own = selector
-        .as_deref()
-        .map(|s| {
-            s.trim()
-                .trim_start_matches('{')
-                .trim_end_matches('}')
-                .trim()
-        })
-        .filter(|s| !s.is_empty());
-    match (own, extra.is_empty()) {
-        (Some(own), true) => format!("{{{own}}}"),
-        (Some(own), false) => format!("{{{extra},{own}}}"),
-        (None, false) => format!("{{{extra}}}"),
-        (None, true) => String::new(),
-    }
-}
-
 /// The two queries the extender runs: each node's current state, and its rank.
 pub fn fleet_queries(options: &ExtenderOptions) -> (String, String) {
     let age = humantime::format_duration(options.max_age)
@@ -115,11 +97,11 @@ pub fn fleet_queries(options: &ExtenderOptions) -> (String, String) {
     (
         format!(
             "last_over_time(nodestate_state{}[{age}]) == 1",
-            matchers(&options.selector, "")
+            model::fleet::label_matchers(options.selector.as_deref(), "")
         ),
         format!(
             "last_over_time(nodestate_rank{}[{age}])",
-            matchers(&options.selector, "")
+            model::fleet::label_matchers(options.selector.as_deref(), "")
         ),
     )
 }
@@ -499,22 +481,7 @@ async fn fleet_handler(State(extender): State<Shared>) -> Response {
 }
 
 async fn metrics_handler(State(extender): State<Shared>) -> Response {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &extender.registry) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "encoding metrics failed\n",
-        )
-            .into_response(),
-    }
+    crate::http::openmetrics_response(&extender.registry)
 }
 
 fn registry(metrics: &Metrics) -> Registry {

@@ -52,8 +52,13 @@ pub async fn bind(
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {
+    openmetrics_response(&app.registry)
+}
+
+/// `registry` encoded as an OpenMetrics scrape (the daemon's and the extender's `/metrics`).
+pub(crate) fn openmetrics_response(registry: &Registry) -> Response {
     let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &app.registry) {
+    match prometheus_client::encoding::text::encode(&mut body, registry) {
         Ok(()) => (
             [(
                 header::CONTENT_TYPE,

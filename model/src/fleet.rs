@@ -58,22 +58,10 @@ impl FleetQuery {
     }
 
     fn series_selector(&self, extra: &str) -> String {
-        let own = self
-            .selector
-            .as_deref()
-            .map(|s| {
-                s.trim()
-                    .trim_start_matches('{')
-                    .trim_end_matches('}')
-                    .trim()
-            })
-            .filter(|s| !s.is_empty());
-        match (own, extra.is_empty()) {
-            (Some(own), true) => format!("nodestate_feature{{{own}}}"),
-            (Some(own), false) => format!("nodestate_feature{{{extra},{own}}}"),
-            (None, false) => format!("nodestate_feature{{{extra}}}"),
-            (None, true) => "nodestate_feature".into(),
-        }
+        format!(
+            "nodestate_feature{}",
+            label_matchers(self.selector.as_deref(), extra)
+        )
     }
 }
 
@@ -406,6 +394,25 @@ pub fn windows_from_query_range(
         unlabelled_series,
         step: Duration::ZERO,
     })
+}
+
+/// `{extra,selector}` for a PromQL series selector: `selector` is a user's matchers with or
+/// without their braces, `extra` ours; empty when there is neither.
+pub fn label_matchers(selector: Option<&str>, extra: &str) -> String {
+    let own = selector
+        .map(|s| {
+            s.trim()
+                .trim_start_matches('{')
+                .trim_end_matches('}')
+                .trim()
+        })
+        .filter(|s| !s.is_empty());
+    match (own, extra.is_empty()) {
+        (Some(own), true) => format!("{{{own}}}"),
+        (Some(own), false) => format!("{{{extra},{own}}}"),
+        (None, false) => format!("{{{extra}}}"),
+        (None, true) => String::new(),
+    }
 }
 
 #[cfg(test)]
