@@ -177,3 +177,30 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     );
     binary
 }
+
+/// A model file trained on synthetic windows (every feature 0..6) with exactly the collector's
+/// features: it loads in the daemon, and this machine's real windows are far from all of it.
+pub fn write_synthetic_model(path: &Path) {
+    let features = collector::assessor::window_values(&collector::record::WindowRecord::empty());
+    let rows: Vec<model::input::Row> = (0..40)
+        .map(|index| model::input::Row {
+            values: features
+                .keys()
+                .map(|name| (name.clone(), (index % 7) as f64))
+                .collect(),
+            timestamp_s: None,
+            label: None,
+            line: index,
+        })
+        .collect();
+    model::Model::train(
+        &rows,
+        &model::TrainOptions {
+            k: 2,
+            ..Default::default()
+        },
+    )
+    .expect("training the synthetic model")
+    .save(path)
+    .expect("writing the synthetic model");
+}

@@ -3,67 +3,16 @@
 
 use std::{
     path::Path,
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use collector::assessor::window_values;
 use integration_test::{
     http::{encode, free_port, get},
-    privileged, workspace_binary,
+    privileged,
+    process::{Process, prometheus, wait_for},
+    workspace_binary, write_synthetic_model,
 };
-
-/// A child process killed (and reaped) on drop, whose stderr goes to a file we can show.
-struct Daemon {
-    child: Child,
-    log: tempfile::NamedTempFile,
-}
-
-impl Daemon {
-    fn start(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
-        let log = tempfile::NamedTempFile::new().unwrap();
-        let child = Command::new(program)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_BACKTRACE", "0")
-            .stdout(Stdio::null())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap_or_else(|err| panic!("starting {}: {err}", program.display()));
-        Self { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `check` every 250 ms until it returns Some, or panics after `limit` with `what`.
-fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 /// The value of an instant PromQL query's first series, with its labels.
 fn query(prometheus: &str, promql: &str) -> Option<(serde_json::Value, f64)> {
@@ -95,13 +44,8 @@ fn prometheus_scrapes_the_state_and_sees_a_fault_the_test_causes() {
     if !privileged("prometheus_scrapes_the_state_and_sees_a_fault_the_test_causes") {
         return;
     }
-    let prometheus_binary = Path::new("/usr/bin/prometheus");
-    assert!(
-        prometheus_binary.exists(),
-        "Debian's prometheus package is missing: run `cargo xtask setup`"
-    );
     let daemon_address = format!("127.0.0.1:{}", free_port());
-    let daemon = Daemon::start(
+    let daemon = Process::start(
         &workspace_binary("collector"),
         &[
             "run",
@@ -123,24 +67,11 @@ fn prometheus_scrapes_the_state_and_sees_a_fault_the_test_causes() {
     assert!(body.contains("learning"), "{body}");
 
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: nodestate\n    static_configs:\n      - targets: ['{daemon_address}']\n"
-        ),
-    )
-    .unwrap();
     let prometheus_address = format!("127.0.0.1:{}", free_port());
-    let prometheus = Daemon::start(
-        prometheus_binary,
-        &[
-            &format!("--config.file={}", config.display()),
-            &format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-            &format!("--web.listen-address={prometheus_address}"),
-            "--log.level=warn",
-        ],
-        &[],
+    let prometheus = prometheus(
+        std::slice::from_ref(&daemon_address),
+        dir.path(),
+        &prometheus_address,
     );
 
     // Learning (12 windows), then healthy, as Prometheus sees it.
@@ -250,32 +181,6 @@ fn dashboard_queries_run(prometheus: &str) {
     }
 }
 
-/// A model file trained on synthetic windows with exactly the collector's features.
-fn write_model(path: &Path) {
-    let features = window_values(&collector::record::WindowRecord::empty());
-    let rows: Vec<model::input::Row> = (0..40)
-        .map(|index| model::input::Row {
-            values: features
-                .keys()
-                .map(|name| (name.clone(), (index % 7) as f64))
-                .collect(),
-            timestamp_s: None,
-            label: None,
-            line: index,
-        })
-        .collect();
-    model::Model::train(
-        &rows,
-        &model::TrainOptions {
-            k: 2,
-            ..Default::default()
-        },
-    )
-    .unwrap()
-    .save(path)
-    .unwrap();
-}
-
 #[test]
 fn sighup_reloads_the_model_and_refuses_a_bad_one() {
     if !privileged("sighup_reloads_the_model_and_refuses_a_bad_one") {
@@ -283,9 +188,9 @@ fn sighup_reloads_the_model_and_refuses_a_bad_one() {
     }
     let dir = tempfile::tempdir().unwrap();
     let model_path = dir.path().join("model.json");
-    write_model(&model_path);
+    write_synthetic_model(&model_path);
     let address = format!("127.0.0.1:{}", free_port());
-    let daemon = Daemon::start(
+    let daemon = Process::start(
         &workspace_binary("collector"),
         &[
             "run",
@@ -319,7 +224,7 @@ fn sighup_reloads_the_model_and_refuses_a_bad_one() {
     assert_eq!(get(&address, "/readyz").unwrap().0, 200);
     assert_eq!(model_source().as_deref(), Some("file"));
 
-    write_model(&model_path);
+    write_synthetic_model(&model_path);
     daemon.signal(libc::SIGHUP);
     wait_for(Duration::from_secs(10), "the reload in the log", || {
         daemon.log().contains("model reloaded").then_some(())
@@ -332,7 +237,7 @@ fn sigterm_detaches_and_exits_within_two_seconds() {
         return;
     }
     let address = format!("127.0.0.1:{}", free_port());
-    let mut daemon = Daemon::start(
+    let mut daemon = Process::start(
         &workspace_binary("collector"),
         &["run", "--window", "1s", "--listen", &address],
         &[],
@@ -433,7 +338,7 @@ fn a_config_file_sets_options_and_flags_win_over_it() {
     )
     .unwrap();
     // The file's listen address is overridden by the flag; its other settings apply.
-    let daemon = Daemon::start(
+    let daemon = Process::start(
         &workspace_binary("collector"),
         &[
             "run",

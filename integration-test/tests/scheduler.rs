@@ -6,12 +6,11 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use collector::assessor::window_values;
 use integration_test::{
     http::{encode, free_port, get, post_json},
     privileged,
     process::{Process, prometheus, wait_for},
-    workspace_binary,
+    workspace_binary, write_synthetic_model,
 };
 
 /// `ExtenderArgs` as kube-scheduler marshals it: `nodeCacheCapable: true` sends names only.
@@ -30,33 +29,6 @@ fn query(prometheus: &str, promql: &str) -> Option<f64> {
     }
     let body: serde_json::Value = serde_json::from_str(&body).ok()?;
     body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-}
-
-/// A model trained on synthetic windows (every feature 0..6) with the collector's features:
-/// this machine's real windows are far from all of them, so a daemon using it says degraded.
-fn write_far_model(path: &Path) {
-    let features = window_values(&collector::record::WindowRecord::empty());
-    let rows: Vec<model::input::Row> = (0..40)
-        .map(|index| model::input::Row {
-            values: features
-                .keys()
-                .map(|name| (name.clone(), (index % 7) as f64))
-                .collect(),
-            timestamp_s: None,
-            label: None,
-            line: index,
-        })
-        .collect();
-    model::Model::train(
-        &rows,
-        &model::TrainOptions {
-            k: 2,
-            ..Default::default()
-        },
-    )
-    .expect("training the synthetic model")
-    .save(path)
-    .expect("writing the synthetic model");
 }
 
 fn json(text: &str) -> serde_json::Value {
@@ -127,7 +99,9 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
     let model_binary = workspace_binary("model");
     let dir = tempfile::tempdir().expect("a temporary directory");
     let far_model = dir.path().join("far.json");
-    write_far_model(&far_model);
+    // Trained on synthetic windows (every feature 0..6): this machine's real windows are far
+    // from all of them, so a daemon using it says degraded.
+    write_synthetic_model(&far_model);
 
     // Two nodes on one kernel: what tells them apart is how each is judged. Syscall hooks
     // are left out to keep two daemons light on a small machine. Each keeps its state for 100
