@@ -453,6 +453,14 @@ pub struct CollectArgs {
     #[arg(long, env = "NODESTATE_PROGRAM_STATS", value_enum, default_value_t = ProgramStatsMode::Sampled)]
     pub program_stats: ProgramStatsMode,
 
+    /// Share of one CPU the syscall hook may cost. Hooking syscalls slows every syscall on the
+    /// node (~140 ns each here): when the last window's syscall rate would cost more than
+    /// this (at 1%, above ~71,000 syscalls/s), the hook is on for only the first part of the
+    /// next window and the syscall rates are per second of that part (each window's
+    /// `syscall_sample_fraction` says how much). "0" keeps it on all the time.
+    #[arg(long, env = "NODESTATE_SYSCALL_BUDGET", default_value = "1%", value_parser = crate::sampler::parse_budget)]
+    pub syscall_budget: f64,
+
     /// Attach the XDP drop list (`collector blocklist`) to this interface; repeat or
     /// comma-separate for several. Native mode, generic where the driver lacks XDP. None by
     /// default.
@@ -501,6 +509,7 @@ impl CollectArgs {
             signals: self.signals.clone(),
             disabled_signals: self.disable_signals.clone(),
             program_stats: self.program_stats,
+            syscall_budget: self.syscall_budget,
         }
     }
 

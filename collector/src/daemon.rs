@@ -24,7 +24,7 @@ use crate::{
     kernel::{KernelCollector, KernelConfig, KernelLogger, ProgramStats},
     pressure::{PsiReader, ThrottlingReader},
     record::{ProgramWindow, WindowInputs, WindowRecord},
-    system::{SystemSnapshot, parse_symbolic_names, system_features},
+    system::{SyscallSampling, SystemSnapshot, parse_symbolic_names, system_features},
     window::{DeviceWindow, counter_delta},
 };
 
@@ -94,13 +94,16 @@ pub struct WindowMaker {
 
 impl WindowMaker {
     /// Starts the first window now, from the counters as they are.
-    pub fn start(kernel: &KernelCollector, node: &str) -> anyhow::Result<Self> {
+    pub fn start(kernel: &mut KernelCollector, node: &str) -> anyhow::Result<Self> {
+        let now = Instant::now();
+        // The syscall hook's time on counts from this window's start.
+        kernel.take_syscall_hook_time(now);
         Ok(Self {
             node: node.to_string(),
             names: DeviceNames::default(),
             previous: kernel.block_snapshot()?,
             previous_counters: kernel.counters()?,
-            previous_at: Instant::now(),
+            previous_at: now,
             psi: PsiReader::default(),
             throttling: ThrottlingReader::new(std::path::Path::new("/sys/fs/cgroup")),
             previous_system: SystemSnapshot::read(kernel)?,
@@ -129,6 +132,12 @@ impl WindowMaker {
         let system = SystemSnapshot::read(kernel)?;
         let programs = program_stats_by_name(kernel);
         let window_s = now.duration_since(self.previous_at).as_secs_f64();
+        let syscall_sampling = SyscallSampling {
+            on_s: kernel
+                .take_syscall_hook_time(now)
+                .map_or(window_s, |on| on.as_secs_f64().min(window_s)),
+            opens_too: kernel.opens_from_syscall_exit(),
+        };
 
         let mut devices = Vec::new();
         for (&dev, stats) in &current {
@@ -183,6 +192,7 @@ impl WindowMaker {
                 &self.previous_system,
                 &system,
                 window_s,
+                syscall_sampling,
                 &self.drop_reason_names,
             ),
             programs: if stats_were_on {
@@ -395,7 +405,9 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
         .transpose()?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
 
-    let mut windows = WindowMaker::start(&kernel, &options.node)?;
+    let mut windows = WindowMaker::start(&mut kernel, &options.node)?;
+    // When the syscall sampler takes the syscall hook off in the current window.
+    let mut syscall_hook_off_at: Option<tokio::time::Instant> = None;
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + options.window, options.window);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -434,6 +446,7 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 let closed = windows.close_window(&mut kernel, slow)?;
                 let record = closed.record;
                 info!("{}", record.summary());
+                syscall_hook_off_at = sample_syscalls(&mut kernel, &options, &record);
                 sink.write(&record)?;
                 let verdict = assessor.as_mut().map(|assessor| (assessor.judge(&record), assessor.model_info()));
                 {
@@ -467,6 +480,10 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                     break;
                 }
             }
+            _ = tokio::time::sleep_until(syscall_hook_off_at.unwrap_or_else(tokio::time::Instant::now)), if syscall_hook_off_at.is_some() => {
+                kernel.pause_syscall_hook();
+                syscall_hook_off_at = None;
+            }
             _ = sighup.recv() => {
                 if let Some(assessor) = assessor.as_mut() {
                     assessor.reload();
@@ -483,6 +500,29 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
     }
     kernel.detach();
     Ok(())
+}
+
+/// The syscall sampler's turn at a window's start: the hook goes (back) on, and if the rate
+/// just measured would cost more than the budget, the time it goes off again.
+fn sample_syscalls(
+    kernel: &mut KernelCollector,
+    options: &CollectOptions,
+    record: &WindowRecord,
+) -> Option<tokio::time::Instant> {
+    let duty =
+        crate::sampler::syscall_duty(options.kernel.syscall_budget, record.system.syscalls_per_s);
+    if let Err(err) = kernel.resume_syscall_hook() {
+        warn!("putting the syscall hook back on: {err:#}");
+        return None;
+    }
+    if record.system.syscall_sample_fraction < 1.0 || duty < 1.0 {
+        debug!(
+            duty,
+            syscalls_per_s = record.system.syscalls_per_s,
+            "syscall hook on for this share of the next window"
+        );
+    }
+    (duty < 1.0).then(|| tokio::time::Instant::now() + options.window.mul_f64(duty))
 }
 
 /// The node's name: `NODE_NAME` (the DaemonSet sets it from the downward API), else the

@@ -1,7 +1,11 @@
 //! The kernel side as the daemon sees it: load the object, attach each program by the best hook
 //! this kernel offers, and hand out the maps as typed handles.
 
-use std::{collections::BTreeMap, fmt};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use aya::{
@@ -42,6 +46,9 @@ pub struct KernelConfig {
     pub disabled_signals: Vec<String>,
     /// When the kernel keeps per-program run counts and run time.
     pub program_stats: ProgramStatsMode,
+    /// Share of one CPU the syscall exit hook may cost (see [`crate::sampler`]); 0: no
+    /// budget, the hook stays on.
+    pub syscall_budget: f64,
 }
 
 /// Per-program run-time statistics cost every program run two clock reads (~90 ns per run
@@ -77,6 +84,7 @@ impl Default for KernelConfig {
             signals: None,
             disabled_signals: Vec::new(),
             program_stats: ProgramStatsMode::default(),
+            syscall_budget: crate::sampler::DEFAULT_SYSCALL_BUDGET,
         }
     }
 }
@@ -145,6 +153,10 @@ pub struct KernelCollector {
     attached: Vec<AttachReport>,
     /// Every attachment, detached together on exit (see [`Self::detach`]).
     links: Vec<crate::probes::OwnedLink>,
+    /// The syscall exit hook, apart: the syscall sampler takes it off and puts it back.
+    syscall_hook: Option<SyscallHook>,
+    /// Whether the syscall exit program also counts opens (no kprobe for them here).
+    opens_from_syscall_exit: bool,
     /// Holding it keeps the kernel's per-program run-time statistics on.
     stats: Option<std::os::fd::OwnedFd>,
     program_stats: ProgramStatsMode,
@@ -312,7 +324,20 @@ impl KernelCollector {
                 }
             })
             .collect();
-        let links = attacher.into_owned_links();
+        let (syscall_links, links): (Vec<_>, Vec<_>) = attacher
+            .into_owned_links()
+            .into_iter()
+            .partition(|(program, _)| crate::probes::SYSCALL_EXIT_PROGRAMS.contains(program));
+        let links = links.into_iter().map(|(_, link)| link).collect();
+        let syscall_hook = syscall_links
+            .into_iter()
+            .next()
+            .map(|(program, link)| SyscallHook {
+                program,
+                link: Some(link),
+                on_since: Some(Instant::now()),
+                on_for: Duration::ZERO,
+            });
         let uses = |program: &str| {
             attached
                 .iter()
@@ -354,6 +379,8 @@ impl KernelCollector {
             logger,
             attached,
             links,
+            syscall_hook,
+            opens_from_syscall_exit,
             stats: None,
             program_stats: config.program_stats,
         };
@@ -498,7 +525,8 @@ impl KernelCollector {
         // Each detach waits for an RCU grace period in the kernel (tens of ms); one after the
         // other, 20 of them take over a second and a half. Dropping them on their own threads
         // lets the waits overlap.
-        let links = std::mem::take(&mut self.links);
+        let mut links = std::mem::take(&mut self.links);
+        links.extend(self.syscall_hook.take().and_then(|hook| hook.link));
         std::thread::scope(|scope| {
             for link in links {
                 scope.spawn(move || drop(link));
@@ -506,6 +534,64 @@ impl KernelCollector {
         });
         self.ebpf = None;
     }
+
+    /// Whether the syscall exit program counts opens, so that the opens rate is sampled with
+    /// the syscalls.
+    pub fn opens_from_syscall_exit(&self) -> bool {
+        self.opens_from_syscall_exit
+    }
+
+    /// Takes the syscall exit hook off until [`Self::resume_syscall_hook`]: while it is off,
+    /// no task takes the syscall tracing slow path. The kernel waits for an RCU grace period
+    /// before it lets go of the link (tens of ms), so the link is dropped on a thread of its
+    /// own; the program stops running when the drop starts.
+    pub fn pause_syscall_hook(&mut self) {
+        let Some(hook) = self.syscall_hook.as_mut() else {
+            return;
+        };
+        if let Some(link) = hook.link.take() {
+            if let Some(since) = hook.on_since.take() {
+                hook.on_for += since.elapsed();
+            }
+            std::thread::spawn(move || drop(link));
+        }
+    }
+
+    /// Puts the syscall exit hook back on (a no-op while it is on).
+    pub fn resume_syscall_hook(&mut self) -> anyhow::Result<()> {
+        let (Some(hook), Some(ebpf)) = (self.syscall_hook.as_mut(), self.ebpf.as_mut()) else {
+            return Ok(());
+        };
+        if hook.link.is_none() {
+            hook.link = Some(crate::probes::reattach_syscall_exit(ebpf, hook.program)?);
+            hook.on_since = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// How long the syscall exit hook was on since the last call (or since load), up to
+    /// `now`; `None` without the hook (the `syscalls` signal is off or missing).
+    pub fn take_syscall_hook_time(&mut self, now: Instant) -> Option<Duration> {
+        let hook = self.syscall_hook.as_mut()?;
+        let mut on = std::mem::take(&mut hook.on_for);
+        if let Some(since) = hook.on_since.as_mut() {
+            on += now.saturating_duration_since(*since);
+            *since = now;
+        }
+        Some(on)
+    }
+}
+
+/// The syscall exit program's attachment, which the syscall sampler takes off and puts back.
+struct SyscallHook {
+    program: &'static str,
+    /// Present while the hook is on.
+    link: Option<crate::probes::OwnedLink>,
+    /// When it last went on, while it is on.
+    on_since: Option<Instant>,
+    /// Time it was on since the last [`KernelCollector::take_syscall_hook_time`], not counting
+    /// the current stretch.
+    on_for: Duration,
 }
 
 /// Sums each slot of a per-CPU array over CPUs.

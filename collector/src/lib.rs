@@ -23,6 +23,7 @@ pub mod probes;
 pub mod promql;
 pub mod rank;
 pub mod record;
+pub mod sampler;
 pub mod system;
 pub mod tracefs;
 pub mod window;

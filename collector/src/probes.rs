@@ -317,14 +317,14 @@ impl<'a> Attacher<'a> {
         }
     }
 
-    /// The links made, as owned values: dropping one detaches it.
-    pub fn into_owned_links(self) -> Vec<OwnedLink> {
+    /// The links made, as owned values with their program's name: dropping one detaches it.
+    pub fn into_owned_links(self) -> Vec<(&'static str, OwnedLink)> {
         let Self { ebpf, links, .. } = self;
         links
             .into_iter()
             .filter_map(|(program, link)| {
                 let prog = ebpf.program_mut(program)?;
-                match link {
+                let owned = match link {
                     Link::Tracepoint(id) => <&mut TracePoint>::try_from(prog)
                         .ok()?
                         .take_link(id)
@@ -346,7 +346,8 @@ impl<'a> Attacher<'a> {
                         .ok()
                         .map(OwnedLink::BtfTracepoint),
                     Link::None => None,
-                }
+                };
+                owned.map(|link| (program, link))
             })
             .collect()
     }
@@ -536,6 +537,35 @@ impl<'a> Attacher<'a> {
             Link::None => {}
         }
     }
+}
+
+/// The programs that can serve the `syscalls` signal, each with how it attaches.
+pub const SYSCALL_EXIT_PROGRAMS: [&str; 3] = ["sys_exit_btf", "sys_exit_raw", "sys_exit"];
+
+/// Attaches a syscall exit program again (it was loaded and attached once, then detached):
+/// the syscall sampler's way back on.
+pub fn reattach_syscall_exit(ebpf: &mut Ebpf, program: &str) -> anyhow::Result<OwnedLink> {
+    let prog = ebpf
+        .program_mut(program)
+        .with_context(|| format!("program {program} missing from the eBPF object"))?;
+    Ok(match program {
+        "sys_exit_btf" => {
+            let tracepoint: &mut BtfTracePoint = prog.try_into()?;
+            let id = tracepoint.attach()?;
+            OwnedLink::BtfTracepoint(tracepoint.take_link(id)?)
+        }
+        "sys_exit_raw" => {
+            let raw: &mut RawTracePoint = prog.try_into()?;
+            let id = raw.attach("sys_exit")?;
+            OwnedLink::RawTracepoint(raw.take_link(id)?)
+        }
+        "sys_exit" => {
+            let tracepoint: &mut TracePoint = prog.try_into()?;
+            let id = tracepoint.attach("raw_syscalls", "sys_exit")?;
+            OwnedLink::Tracepoint(tracepoint.take_link(id)?)
+        }
+        other => anyhow::bail!("{other} is not a syscall exit program"),
+    })
 }
 
 /// An attachment taken out of its program: dropping it detaches, on any thread.

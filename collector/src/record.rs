@@ -244,10 +244,18 @@ impl WindowRecord {
 
     /// The one-line summary logged per window.
     pub fn summary(&self) -> String {
+        let sampled = if self.system.syscall_sample_fraction < 1.0 {
+            format!(
+                ", hook on {:.0}% of the window",
+                self.system.syscall_sample_fraction * 100.0
+            )
+        } else {
+            String::new()
+        };
         format!(
             "block: {:.0} r/s {:.0} w/s, {:.1} MB/s read {:.1} MB/s write, p50 {:.0} µs p99 {:.0} µs, \
              in flight {}, errors {:.1}/s, slow {}, lost {}; psi cpu {:.1}% io {:.1}% mem {:.1}%, \
-             throttled {:.1} ms/s in {} cgroups; {:.0} cs/s, {:.0} syscalls/s ({:.0} failed), \
+             throttled {:.1} ms/s in {} cgroups; {:.0} cs/s, {:.0} syscalls/s ({:.0} failed{}), \
              exits {:.1}/s ({:.1} non-zero), OOM {}, rx {:.0} tx {:.0} pkt/s, drops {:.0}/s, \
              retrans {:.1}/s",
             self.block_read_ops_per_s,
@@ -268,6 +276,7 @@ impl WindowRecord {
             self.system.sched_context_switches_per_s,
             self.system.syscalls_per_s,
             self.system.syscall_errors_per_s,
+            sampled,
             self.system.proc_exits_per_s,
             self.system.proc_exits_nonzero_per_s,
             self.system.mem_oom_kills,

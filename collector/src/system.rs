@@ -152,6 +152,12 @@ pub struct SystemFeatures {
     pub mem_reclaims_per_s: f64,
     pub mem_reclaim_stall_ms_per_s: f64,
     pub mem_major_faults_per_s: f64,
+    /// Share of the window the syscall exit hook was on (1: all of it): the syscall sampler
+    /// takes it off for the rest of a window when syscalls come faster than its budget, and
+    /// the `syscall_*` rates (and the opens', when that hook counts them) are then per second
+    /// of the time it was on. Describes the measurement, not the node: not a model feature.
+    #[serde(default = "whole_window")]
+    pub syscall_sample_fraction: f64,
     pub syscalls_per_s: f64,
     pub syscall_errors_per_s: f64,
     pub syscall_enospc_per_s: f64,
@@ -179,10 +185,36 @@ pub struct SystemFeatures {
     pub tcp_resets_per_s: f64,
     /// Conntrack entries over the table's limit, % (0 without nf_conntrack).
     pub conntrack_fill_pct: f64,
-    /// Failed syscalls in the window by errno name (only errnos seen).
+    /// Failed syscalls seen in the window by errno name (only errnos seen; while the syscall
+    /// sampler had the hook off, none are seen: see `syscall_sample_fraction`).
     pub syscall_errors_by_errno: BTreeMap<String, u64>,
     /// Dropped packets in the window by kernel drop reason (only reasons seen).
     pub net_drops_by_reason: BTreeMap<String, u64>,
+}
+
+/// How long the syscall exit hook watched in a window: the syscall sampler takes it off for
+/// part of a window when syscalls come too fast for its budget, and the syscall rates are then
+/// what it counted over the time it was on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SyscallSampling {
+    /// Seconds of the window the hook was on.
+    pub on_s: f64,
+    /// Whether opens are counted by that hook too (no kprobe for them), so sampled with it.
+    pub opens_too: bool,
+}
+
+impl SyscallSampling {
+    /// Watched the whole window (or nothing to sample).
+    pub fn whole(window_s: f64) -> Self {
+        Self {
+            on_s: window_s,
+            opens_too: false,
+        }
+    }
+}
+
+fn whole_window() -> f64 {
+    1.0
 }
 
 /// Differences two snapshots into one window's features.
@@ -190,6 +222,7 @@ pub fn system_features(
     previous: &SystemSnapshot,
     current: &SystemSnapshot,
     window_s: f64,
+    syscall_sampling: SyscallSampling,
     drop_reason_names: &BTreeMap<usize, String>,
 ) -> SystemFeatures {
     let delta = |index: u32| {
@@ -207,7 +240,16 @@ pub fn system_features(
             current.errnos.get(errno).copied().unwrap_or(0),
         )
     };
-    let errno_per_s = |errno: i32| rate(errno_delta(errno), window_s);
+    let syscall_s = syscall_sampling.on_s;
+    let syscall_per_s = |index: u32| rate(delta(index), syscall_s);
+    let opens_per_s = |index: u32| {
+        if syscall_sampling.opens_too {
+            syscall_per_s(index)
+        } else {
+            per_s(index)
+        }
+    };
+    let errno_per_s = |errno: i32| rate(errno_delta(errno), syscall_s);
     let histogram = |index: u32| -> Vec<u64> {
         let index = index as usize;
         let empty = Histogram::default();
@@ -247,8 +289,13 @@ pub fn system_features(
             counter_delta(previous.major_faults, current.major_faults),
             window_s,
         ),
-        syscalls_per_s: per_s(event::SYSCALLS),
-        syscall_errors_per_s: per_s(event::SYSCALL_ERRORS),
+        syscall_sample_fraction: if window_s > 0.0 {
+            (syscall_s / window_s).clamp(0.0, 1.0)
+        } else {
+            1.0
+        },
+        syscalls_per_s: syscall_per_s(event::SYSCALLS),
+        syscall_errors_per_s: syscall_per_s(event::SYSCALL_ERRORS),
         syscall_enospc_per_s: errno_per_s(libc::ENOSPC),
         syscall_emfile_per_s: errno_per_s(libc::EMFILE) + errno_per_s(libc::ENFILE),
         syscall_eagain_per_s: errno_per_s(libc::EAGAIN),
@@ -256,8 +303,8 @@ pub fn system_features(
         syscall_econnrefused_per_s: errno_per_s(libc::ECONNREFUSED),
         syscall_eio_per_s: errno_per_s(libc::EIO),
         syscall_eaddrnotavail_per_s: errno_per_s(libc::EADDRNOTAVAIL),
-        file_opens_per_s: per_s(event::OPENS),
-        file_open_errors_per_s: per_s(event::OPEN_ERRORS),
+        file_opens_per_s: opens_per_s(event::OPENS),
+        file_open_errors_per_s: opens_per_s(event::OPEN_ERRORS),
         fsyncs_per_s: per_s(event::FSYNCS),
         fsync_latency_p99_us: histogram_quantile_us(&fsync, 0.99).unwrap_or(0.0),
         net_rx_packets_per_s: per_s(event::RX_PACKETS),
@@ -316,7 +363,13 @@ mod tests {
         current.major_faults = 50;
         current.conntrack = Some((512, 2048));
         let names = BTreeMap::from([(3, "NO_SOCKET".to_string())]);
-        let features = system_features(&previous, &current, 5.0, &names);
+        let features = system_features(
+            &previous,
+            &current,
+            5.0,
+            SyscallSampling::whole(5.0),
+            &names,
+        );
         assert_eq!(features.sched_context_switches_per_s, 1000.0);
         assert_eq!(features.proc_exits_nonzero_per_s, 2.0);
         assert_eq!(features.mem_oom_kills, 1);

@@ -12,7 +12,7 @@ use std::{
 
 use collector::{
     kernel::{HookOutcome, KernelCollector, KernelConfig},
-    system::{SystemFeatures, SystemSnapshot, system_features},
+    system::{SyscallSampling, SystemFeatures, SystemSnapshot, system_features},
 };
 use integration_test::privileged;
 
@@ -27,7 +27,13 @@ fn features_of(test: &str, cause: impl FnOnce()) -> Option<SystemFeatures> {
     cause();
     let after = SystemSnapshot::read(&kernel).expect("snapshot");
     let window_s = started.elapsed().as_secs_f64();
-    let features = system_features(&before, &after, window_s, &BTreeMap::new());
+    let features = system_features(
+        &before,
+        &after,
+        window_s,
+        SyscallSampling::whole(window_s),
+        &BTreeMap::new(),
+    );
     // Turn rates back into counts so assertions compare with what the test did.
     Some(SystemFeatures {
         syscall_errors_by_errno: features.syscall_errors_by_errno.clone(),

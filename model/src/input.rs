@@ -12,8 +12,17 @@ use std::{
 
 use crate::error::{ModelError, Result};
 
-/// Top-level fields of a window record that are bookkeeping, not features.
-pub const NOT_FEATURES: [&str; 5] = ["timestamp", "unix_ms", "window_s", "schema", "label"];
+/// Top-level fields of a window record that are bookkeeping, not features (they describe the
+/// row, not the node). `syscall_sample_fraction` is how much of a window the collector's
+/// syscall hook watched.
+pub const NOT_FEATURES: [&str; 6] = [
+    "timestamp",
+    "unix_ms",
+    "window_s",
+    "schema",
+    "label",
+    "syscall_sample_fraction",
+];
 
 /// Rows of named numeric columns, read from one or more files.
 #[derive(Debug, Clone, PartialEq, Default)]
