@@ -406,8 +406,7 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
 
     let mut windows = WindowMaker::start(&mut kernel, &options.node)?;
-    // When the syscall sampler takes the syscall hook off in the current window.
-    let mut syscall_hook_off_at: Option<tokio::time::Instant> = None;
+    let mut sampler_step = start_syscall_window(&mut kernel, &options);
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + options.window, options.window);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -446,7 +445,7 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 let closed = windows.close_window(&mut kernel, slow)?;
                 let record = closed.record;
                 info!("{}", record.summary());
-                syscall_hook_off_at = sample_syscalls(&mut kernel, &options, &record);
+                sampler_step = start_syscall_window(&mut kernel, &options);
                 sink.write(&record)?;
                 let verdict = assessor.as_mut().map(|assessor| (assessor.judge(&record), assessor.model_info()));
                 {
@@ -480,9 +479,8 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                     break;
                 }
             }
-            _ = tokio::time::sleep_until(syscall_hook_off_at.unwrap_or_else(tokio::time::Instant::now)), if syscall_hook_off_at.is_some() => {
-                kernel.pause_syscall_hook();
-                syscall_hook_off_at = None;
+            _ = tokio::time::sleep_until(sampler_step.map_or_else(tokio::time::Instant::now, |step| step.at().into())), if sampler_step.is_some() => {
+                sampler_step = sampler_turn(&mut kernel, &options, sampler_step.take());
             }
             _ = sighup.recv() => {
                 if let Some(assessor) = assessor.as_mut() {
@@ -502,27 +500,67 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
     Ok(())
 }
 
-/// The syscall sampler's turn at a window's start: the hook goes (back) on, and if the rate
-/// just measured would cost more than the budget, the time it goes off again.
-fn sample_syscalls(
+/// A window starts: the syscall hook goes (back) on, and the sampler's probe is due.
+fn start_syscall_window(
     kernel: &mut KernelCollector,
     options: &CollectOptions,
-    record: &WindowRecord,
-) -> Option<tokio::time::Instant> {
-    let duty =
-        crate::sampler::syscall_duty(options.kernel.syscall_budget, record.system.syscalls_per_s);
+) -> Option<crate::sampler::SamplerStep> {
     if let Err(err) = kernel.resume_syscall_hook() {
         warn!("putting the syscall hook back on: {err:#}");
         return None;
     }
-    if record.system.syscall_sample_fraction < 1.0 || duty < 1.0 {
-        debug!(
-            duty,
-            syscalls_per_s = record.system.syscalls_per_s,
-            "syscall hook on for this share of the next window"
-        );
+    if !kernel.has_syscall_hook() {
+        return None;
     }
-    (duty < 1.0).then(|| tokio::time::Instant::now() + options.window.mul_f64(duty))
+    let count = kernel.syscalls_counted().ok()?;
+    crate::sampler::window_started(
+        options.kernel.syscall_budget,
+        options.window,
+        Instant::now(),
+        count,
+    )
+}
+
+/// The sampler's step is due: after the probe, decide when the hook goes off; at that time,
+/// take it off.
+fn sampler_turn(
+    kernel: &mut KernelCollector,
+    options: &CollectOptions,
+    step: Option<crate::sampler::SamplerStep>,
+) -> Option<crate::sampler::SamplerStep> {
+    use crate::sampler::SamplerStep;
+    match step? {
+        SamplerStep::Probe {
+            window_start,
+            count_at_start,
+            ..
+        } => {
+            let count = kernel.syscalls_counted().ok()?;
+            let next = crate::sampler::after_probe(
+                options.kernel.syscall_budget,
+                options.window,
+                window_start,
+                count_at_start,
+                Instant::now(),
+                count,
+            );
+            if let Some(SamplerStep::Off { at }) = next {
+                debug!(
+                    on_s = at.duration_since(window_start).as_secs_f64(),
+                    "syscall hook on for part of this window only"
+                );
+                if at <= Instant::now() {
+                    kernel.pause_syscall_hook();
+                    return None;
+                }
+            }
+            next
+        }
+        SamplerStep::Off { .. } => {
+            kernel.pause_syscall_hook();
+            None
+        }
+    }
 }
 
 /// The node's name: `NODE_NAME` (the DaemonSet sets it from the downward API), else the

@@ -557,6 +557,20 @@ impl KernelCollector {
         }
     }
 
+    /// Whether the `syscalls` signal has a hook the sampler can take off and put back.
+    pub fn has_syscall_hook(&self) -> bool {
+        self.syscall_hook.is_some()
+    }
+
+    /// Syscalls counted so far (cumulative, summed over CPUs).
+    pub fn syscalls_counted(&self) -> anyhow::Result<u64> {
+        Ok(self
+            .events()?
+            .get(event::SYSCALLS as usize)
+            .copied()
+            .unwrap_or(0))
+    }
+
     /// Puts the syscall exit hook back on (a no-op while it is on).
     pub fn resume_syscall_hook(&mut self) -> anyhow::Result<()> {
         let (Some(hook), Some(ebpf)) = (self.syscall_hook.as_mut(), self.ebpf.as_mut()) else {
