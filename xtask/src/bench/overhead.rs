@@ -329,7 +329,9 @@ pub fn run() -> anyhow::Result<String> {
          enabling any syscall tracepoint puts every syscall on the kernel's slow path, and the \
          tracepoint dispatches to the program; our syscall signals need such a hook), then \
          {SECONDS} s with `collector run` in its default configuration (every signal attached, \
-         program statistics sampled one window in 12, 1 s windows), {ROUNDS} rounds \
+         the syscall hook's budget 1% of one CPU: under a syscall flood the hook is on for \
+         only part of each window, see collector/src/sampler.rs; program statistics sampled \
+         one window in 12, 1 s windows), {ROUNDS} rounds \
          alternated; medians. Ratio = collector / without (1.000 = no cost; the target is a \
          slowdown under 2%).{busy}\n\n\
          | workload | without | empty `sys_exit` program (floor) | collector | ratio | change |\n\
