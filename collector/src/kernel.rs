@@ -291,7 +291,14 @@ impl KernelCollector {
             )
             .map_max_entries(names::SLOW_IO_EVENTS, config.ringbuf_bytes)
             .load(EBPF_OBJECT)
-            .context("loading the eBPF object into the kernel")?;
+            .map_err(|err| {
+                let err =
+                    anyhow::Error::new(err).context("loading the eBPF object into the kernel");
+                match crate::privileges::seccomp_hint() {
+                    Some(hint) => err.context(hint),
+                    None => err,
+                }
+            })?;
 
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
             Ok(logger) => Some(logger),

@@ -42,6 +42,29 @@ pub fn check_can_load_programs() -> Result<(), PrivilegeError> {
     }
 }
 
+/// A hint for a failed load when this process runs under a seccomp filter, which container
+/// runtimes' default profiles use to refuse `bpf()` (the error then reads only "Operation not
+/// permitted", like missing capabilities do).
+pub fn seccomp_hint() -> Option<String> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    seccomp_hint_from_status(&status)
+}
+
+fn seccomp_hint_from_status(status: &str) -> Option<String> {
+    let mode = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Seccomp:"))?
+        .trim();
+    (mode != "0").then(|| {
+        format!(
+            "this process runs under a seccomp filter (Seccomp: {mode} in /proc/self/status), \
+             which may refuse bpf() and perf_event_open(): in Kubernetes set the container's \
+             securityContext.seccompProfile to Unconfined (deploy/base does) or to a profile \
+             that allows them"
+        )
+    })
+}
+
 /// `major.minor` of a kernel release string such as "6.18.0-1-amd64" or "5.10.0".
 fn kernel_version(release: &str) -> Option<(u32, u32)> {
     let mut parts = release.trim().split(['.', '-']);
@@ -100,6 +123,21 @@ pub fn is_root() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_seccomp_filter_gets_a_hint_and_none_does_not() {
+        let hint = seccomp_hint_from_status("Name:\tcollector\nSeccomp:\t2\nSeccomp_filters:\t1\n")
+            .expect("a hint under a filter");
+        assert!(
+            hint.contains("Seccomp: 2") && hint.contains("seccompProfile"),
+            "{hint}"
+        );
+        assert_eq!(
+            seccomp_hint_from_status("Seccomp:\t0\nSeccomp_filters:\t0\n"),
+            None
+        );
+        assert_eq!(seccomp_hint_from_status("Name:\tcollector\n"), None);
+    }
 
     #[test]
     fn kernel_releases_parse_to_major_and_minor() {
