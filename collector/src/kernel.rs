@@ -292,12 +292,11 @@ impl KernelCollector {
             .map_max_entries(names::SLOW_IO_EVENTS, config.ringbuf_bytes)
             .load(EBPF_OBJECT)
             .map_err(|err| {
-                let err =
-                    anyhow::Error::new(err).context("loading the eBPF object into the kernel");
-                match crate::privileges::seccomp_hint() {
-                    Some(hint) => err.context(hint),
-                    None => err,
-                }
+                let what = match crate::privileges::seccomp_hint() {
+                    Some(hint) => format!("loading the eBPF object into the kernel ({hint})"),
+                    None => "loading the eBPF object into the kernel".to_string(),
+                };
+                anyhow::Error::new(err).context(what)
             })?;
 
         let logger = match aya_log::EbpfLogger::init(&mut ebpf) {
