@@ -85,3 +85,19 @@ pub fn free_port() -> u16 {
         .map(|address| address.port())
         .expect("a free loopback port")
 }
+
+/// The first series of an instant PromQL query (`{"metric": …, "value": [t, "v"]}`) against
+/// the Prometheus at `address`; `None` until it answers with one.
+pub fn promql_first_series(address: &str, promql: &str) -> Option<serde_json::Value> {
+    let (status, body) = get(address, &format!("/api/v1/query?query={}", encode(promql)))?;
+    if status != 200 {
+        return None;
+    }
+    let body: serde_json::Value = serde_json::from_str(&body).ok()?;
+    body["data"]["result"].as_array()?.first().cloned()
+}
+
+/// The value of a PromQL series as [`promql_first_series`] returns it.
+pub fn series_value(series: &serde_json::Value) -> Option<f64> {
+    series["value"][1].as_str()?.parse().ok()
+}

@@ -8,7 +8,7 @@ use std::{
 };
 
 use integration_test::{
-    http::{encode, free_port, get},
+    http::{encode, free_port, get, promql_first_series, series_value},
     privileged,
     process::{Process, prometheus, wait_for},
     workspace_binary, write_synthetic_model,
@@ -16,17 +16,8 @@ use integration_test::{
 
 /// The value of an instant PromQL query's first series, with its labels.
 fn query(prometheus: &str, promql: &str) -> Option<(serde_json::Value, f64)> {
-    let (status, body) = get(
-        prometheus,
-        &format!("/api/v1/query?query={}", encode(promql)),
-    )?;
-    if status != 200 {
-        return None;
-    }
-    let body: serde_json::Value = serde_json::from_str(&body).ok()?;
-    let series = body["data"]["result"].as_array()?.first()?.clone();
-    let value = series["value"][1].as_str()?.parse().ok()?;
-    Some((series["metric"].clone(), value))
+    let series = promql_first_series(prometheus, promql)?;
+    Some((series["metric"].clone(), series_value(&series)?))
 }
 
 /// Failing child processes, for at most `limit`: the crash-loop a service in trouble makes.

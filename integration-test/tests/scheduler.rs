@@ -7,7 +7,7 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use integration_test::{
-    http::{encode, free_port, get, post_json},
+    http::{free_port, get, post_json, promql_first_series, series_value},
     privileged,
     process::{Process, prometheus, wait_for},
     workspace_binary, write_synthetic_model,
@@ -20,15 +20,7 @@ const ARGS_NODE_LIST: &str = include_str!("fixtures/extender-args-node-list.json
 
 /// The value of an instant PromQL query's first series.
 fn query(prometheus: &str, promql: &str) -> Option<f64> {
-    let (status, body) = get(
-        prometheus,
-        &format!("/api/v1/query?query={}", encode(promql)),
-    )?;
-    if status != 200 {
-        return None;
-    }
-    let body: serde_json::Value = serde_json::from_str(&body).ok()?;
-    body["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    series_value(&promql_first_series(prometheus, promql)?)
 }
 
 fn json(text: &str) -> serde_json::Value {
