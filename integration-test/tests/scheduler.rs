@@ -71,6 +71,24 @@ fn run(program: &Path, args: &[&str]) -> String {
     stdout
 }
 
+/// `count` lines of `collector rank --elim` at a 200 ms interval, reading `node`.
+fn elim_lines(collector: &Path, node: &str, count: u32) -> String {
+    let count = count.to_string();
+    run(
+        collector,
+        &[
+            "rank",
+            "--elim",
+            "--interval",
+            "200ms",
+            "--count",
+            &count,
+            "--node",
+            node,
+        ],
+    )
+}
+
 /// The windows column of `model train --prometheus`'s per-node table.
 fn windows_of(summary: &str, node: &str) -> usize {
     summary
@@ -211,19 +229,7 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
     assert_eq!(whole["state"], "healthy", "{whole}");
 
     // OpenLava elim lines: "1 rank <value>", one per interval, from the node's daemon…
-    let elim = run(
-        &collector,
-        &[
-            "rank",
-            "--elim",
-            "--interval",
-            "200ms",
-            "--count",
-            "3",
-            "--node",
-            &format!("http://{degraded_address}"),
-        ],
-    );
+    let elim = elim_lines(&collector, &format!("http://{degraded_address}"), 3);
     let lines: Vec<&str> = elim.lines().collect();
     assert_eq!(lines.len(), 3, "{elim}");
     for line in &lines {
@@ -233,19 +239,7 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
         assert!(value <= 40.0, "a degraded node reported {line}");
     }
     // …and the neutral rank while the daemon cannot be read, without giving up.
-    let elim = run(
-        &collector,
-        &[
-            "rank",
-            "--elim",
-            "--interval",
-            "200ms",
-            "--count",
-            "2",
-            "--node",
-            &format!("http://127.0.0.1:{}", free_port()),
-        ],
-    );
+    let elim = elim_lines(&collector, &format!("http://127.0.0.1:{}", free_port()), 2);
     assert_eq!(elim, "1 rank 50.0\n1 rank 50.0\n");
 
     // The extender, on the recorded kube-scheduler bodies (pool-a-3 has no daemon).

@@ -32,6 +32,22 @@ fn daemonset(objects: &[Object]) -> DaemonSet {
         .expect("a DaemonSet is rendered")
 }
 
+/// Adds `capability` to the collector container's `capabilities.add`.
+fn add_capability(daemonset: &mut DaemonSet, capability: &str) {
+    let security = collector_container(daemonset)
+        .security_context
+        .as_mut()
+        .unwrap();
+    security
+        .capabilities
+        .as_mut()
+        .unwrap()
+        .add
+        .as_mut()
+        .unwrap()
+        .push(capability.into());
+}
+
 fn collector_container(daemonset: &mut DaemonSet) -> &mut k8s_openapi::api::core::v1::Container {
     daemonset
         .spec
@@ -145,31 +161,11 @@ fn the_rules_catch_a_daemonset_that_overreaches() {
         ),
         (
             "capability SYS_ADMIN is not allowed",
-            Box::new(|d| {
-                let security = collector_container(d).security_context.as_mut().unwrap();
-                let add = security
-                    .capabilities
-                    .as_mut()
-                    .unwrap()
-                    .add
-                    .as_mut()
-                    .unwrap();
-                add.push("SYS_ADMIN".into());
-            }),
+            Box::new(|d| add_capability(d, "SYS_ADMIN")),
         ),
         (
             "capability NET_ADMIN is not allowed",
-            Box::new(|d| {
-                let security = collector_container(d).security_context.as_mut().unwrap();
-                let add = security
-                    .capabilities
-                    .as_mut()
-                    .unwrap()
-                    .add
-                    .as_mut()
-                    .unwrap();
-                add.push("NET_ADMIN".into());
-            }),
+            Box::new(|d| add_capability(d, "NET_ADMIN")),
         ),
         (
             "readOnlyRootFilesystem is not true",
