@@ -21,26 +21,7 @@ pub struct AssessorOptions {
     pub leave_after: u32,
 }
 
-/// `pattern` with `*` wildcards matches all of `name`.
-pub fn field_matches(pattern: &str, name: &str) -> bool {
-    let mut parts = pattern.split('*');
-    let first = parts.next().unwrap_or_default();
-    let Some(mut rest) = name.strip_prefix(first) else {
-        return false;
-    };
-    let parts: Vec<&str> = parts.collect();
-    let Some((last, middle)) = parts.split_last() else {
-        // No `*` at all: the whole name must be the pattern.
-        return rest.is_empty();
-    };
-    for part in middle {
-        match rest.find(part) {
-            Some(at) => rest = &rest[at + part.len()..],
-            None => return false,
-        }
-    }
-    rest.ends_with(last)
-}
+pub use model::features::name_matches as field_matches;
 
 enum Judge {
     File { path: PathBuf, model: Box<Model> },

@@ -86,6 +86,28 @@ const LINEAR_SUFFIXES: [&str; 3] = ["_pct", "_fraction", "_share"];
 /// skewness; an exponential distribution has 2, a normal one 0).
 const SKEWNESS_FOR_LOG: f64 = 2.0;
 
+/// `pattern` with `*` wildcards (any run of characters) matches all of `name`: how
+/// `model train --features` and the daemon's `--baseline-fields` pick fields.
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = name.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        // No `*` at all: the whole name must be the pattern.
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
+
 /// The fixed, ordered list of features of a model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeatureSchema {
@@ -144,6 +166,26 @@ impl FeatureSchema {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.features.iter().map(|f| f.name.as_str())
+    }
+
+    /// Keeps the features whose name one of `patterns` matches ([`name_matches`]); empty
+    /// patterns keep all. A pattern that matches no feature is an error naming it, since a
+    /// typo would otherwise quietly train on less than asked.
+    pub fn retain_matching(&mut self, patterns: &[String]) -> Result<(), String> {
+        if patterns.is_empty() {
+            return Ok(());
+        }
+        for pattern in patterns {
+            if !self.names().any(|name| name_matches(pattern, name)) {
+                return Err(format!(
+                    "`{pattern}` matches no feature of these windows (they are: {})",
+                    self.names().collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        self.features
+            .retain(|feature| patterns.iter().any(|p| name_matches(p, &feature.name)));
+        Ok(())
     }
 
     /// Resolves names to indices once, so that extracting a window costs only lookups and

@@ -88,6 +88,11 @@ enum Command {
         /// Without labels, clusters with less than this share of the windows are degraded.
         #[arg(long, default_value_t = DEFAULT_MIN_HEALTHY_SHARE)]
         min_healthy_share: f64,
+        /// Train on these features only, e.g. 'psi_*,*_errors_per_s,mem_oom_kills' (`*`
+        /// matches any run of characters; derived features such as *_fraction count). The
+        /// model then needs only their fields. Default: every numeric field.
+        #[arg(long, value_delimiter = ',')]
+        features: Vec<String>,
     },
     /// Score windows: one output row per input row (score, cluster, state, explanation).
     Score {
@@ -223,6 +228,7 @@ fn run() -> anyhow::Result<()> {
             threshold_percentile,
             threshold_margin,
             min_healthy_share,
+            features,
         } => {
             let table = match &prometheus {
                 Some(prometheus) => {
@@ -278,6 +284,7 @@ fn run() -> anyhow::Result<()> {
                 threshold_margin,
                 min_healthy_share,
                 labels,
+                features,
                 ..TrainOptions::default()
             };
             let bar = indicatif::ProgressBar::new(runs as u64).with_style(

@@ -110,6 +110,9 @@ pub struct TrainOptions {
     /// Per training row: is it a fault? Clusters then take the state of their majority, and
     /// the threshold is calibrated on the rows labelled healthy only.
     pub labels: Option<Vec<bool>>,
+    /// Only the features these patterns name (`*` wildcards, derived features included);
+    /// empty: every feature. The model then needs only their source fields.
+    pub features: Vec<String>,
 }
 
 /// Default percentile of the calibration (see [`TrainOptions::threshold_percentile`]).
@@ -132,6 +135,7 @@ impl Default for TrainOptions {
             threshold_margin: DEFAULT_THRESHOLD_MARGIN,
             min_healthy_share: DEFAULT_MIN_HEALTHY_SHARE,
             labels: None,
+            features: Vec::new(),
         }
     }
 }
@@ -273,7 +277,10 @@ impl Model {
                 labels.len()
             )));
         }
-        let schema = FeatureSchema::decide(&table.columns, &table.values);
+        let mut schema = FeatureSchema::decide(&table.columns, &table.values);
+        schema
+            .retain_matching(&options.features)
+            .map_err(|why| ModelError::Training(format!("features: {why}")))?;
         let compiled = schema.compile();
         let width = compiled.len();
         let positions: Vec<usize> = compiled

@@ -486,6 +486,62 @@ fn bad_inputs_are_errors_naming_file_and_line() {
 }
 
 #[test]
+fn training_on_chosen_features_needs_only_their_fields() {
+    let columns = [
+        "io_read_ops_per_s",
+        "io_errors_per_s",
+        "latency_p99_us",
+        "psi_io_some_pct",
+        "context_switches_per_s",
+    ];
+    let mut noise = Noise::new(5);
+    let rows = blob(&mut noise, 100, &[100.0, 1.0, 500.0, 2.0, 3000.0]);
+    let options = |features: &[&str]| TrainOptions {
+        features: features.iter().map(|f| f.to_string()).collect(),
+        ..TrainOptions::default()
+    };
+    let model = Model::train(
+        &table(&columns, &rows),
+        &options(&["psi_*", "*_fraction", "latency_p99_us"]),
+    )
+    .unwrap();
+    // The derived error fraction counts as a feature; its sources become required fields.
+    assert_eq!(
+        model.feature_names().collect::<Vec<_>>(),
+        vec!["latency_p99_us", "psi_io_some_pct", "io_error_fraction"]
+    );
+    let mut required = model.required_fields().to_vec();
+    required.sort();
+    assert_eq!(
+        required,
+        vec![
+            "io_errors_per_s",
+            "io_read_ops_per_s",
+            "latency_p99_us",
+            "psi_io_some_pct"
+        ]
+    );
+    // A window that moves only a left-out field (a thousandfold) is not judged by it, and
+    // needs no left-out field at all.
+    let busy = json!({"io_read_ops_per_s": 100.0, "io_errors_per_s": 1.0,
+                      "latency_p99_us": 500.0, "psi_io_some_pct": 2.0});
+    let busier = json!({"io_read_ops_per_s": 100.0, "io_errors_per_s": 1.0,
+                        "latency_p99_us": 500.0, "psi_io_some_pct": 2.0,
+                        "context_switches_per_s": 3e6});
+    assert_eq!(
+        model.score(&busy).unwrap().score,
+        model.score(&busier).unwrap().score
+    );
+    // A pattern that matches nothing is an error naming it, not a smaller model.
+    let err = Model::train(&table(&columns, &rows), &options(&["psi_*", "pis_*"])).unwrap_err();
+    assert!(matches!(err, ModelError::Training(_)), "{err}");
+    assert!(
+        err.to_string().contains("`pis_*` matches no feature"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_model_whose_features_the_input_lacks_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let model = Model::train(&two_blobs(100, 0), &TrainOptions::default()).unwrap();

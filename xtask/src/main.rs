@@ -64,6 +64,9 @@ enum Command {
         #[arg(long)]
         short: bool,
     },
+    /// Set up, build, and run the scenario check of `test` alone (as root): a short
+    /// crash-loop must be answered "Yes", a short benign burst "No", by the built-in model.
+    ScenarioCheck,
     /// Train on the recorded datasets' healthy windows, replay every scenario as the daemon
     /// would judge it, write EVALUATION.md and the default model datasets/default-model.json.
     Evaluate,
@@ -122,6 +125,11 @@ fn main() -> anyhow::Result<()> {
             build::build_release()?;
             let names: Vec<&str> = scenario::SCENARIOS.iter().map(|s| s.name).collect();
             scenario::run_named(&names, timing(short))
+        }
+        Command::ScenarioCheck => {
+            setup::setup()?;
+            build::build_release()?;
+            evaluate::ci_check()
         }
         Command::Evaluate => {
             build::build_release()?;
