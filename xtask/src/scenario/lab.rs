@@ -25,6 +25,9 @@ pub const PEER_ADDR: &str = "10.213.0.2";
 pub const IPERF_PORT: u16 = 5201;
 pub const LISTENER_PORT: u16 = 5202;
 
+/// The PATH of every lab and fault process: Debian's tools, nothing of the caller's.
+const WORKLOAD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// A process group started by the lab or a fault: killed as a whole when dropped.
 pub struct Process {
     name: String,
@@ -32,9 +35,12 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `command` in its own process group, output discarded (the workloads are noisy).
+    /// Starts `command` in its own process group, output discarded (the workloads are noisy),
+    /// with a fixed PATH: a shell loop's failed lookups along the caller's PATH would make the
+    /// same workload look different from one machine or login to the next.
     pub fn spawn(name: &str, command: &mut Command) -> anyhow::Result<Self> {
         let child = command
+            .env("PATH", WORKLOAD_PATH)
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
