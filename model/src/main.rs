@@ -31,6 +31,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Fit a model on windows and write it (versioned JSON).
@@ -93,6 +95,11 @@ enum Command {
         /// model then needs only their fields. Default: every numeric field.
         #[arg(long, value_delimiter = ',')]
         features: Vec<String>,
+        /// Multiply the smallest spread each feature is given (0.1 log units, about 10%; one
+        /// point of a *_pct share; 0.01 of a fraction) by this. Above 1 for a model meant for
+        /// other nodes than the one its windows came from: their normal is wider.
+        #[arg(long, default_value_t = 1.0)]
+        floor_scale: f64,
     },
     /// Score windows: one output row per input row (score, cluster, state, explanation).
     Score {
@@ -229,6 +236,7 @@ fn run() -> anyhow::Result<()> {
             threshold_margin,
             min_healthy_share,
             features,
+            floor_scale,
         } => {
             let table = match &prometheus {
                 Some(prometheus) => {
@@ -285,6 +293,7 @@ fn run() -> anyhow::Result<()> {
                 min_healthy_share,
                 labels,
                 features,
+                floor_scale,
                 ..TrainOptions::default()
             };
             let bar = indicatif::ProgressBar::new(runs as u64).with_style(

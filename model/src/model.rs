@@ -113,6 +113,11 @@ pub struct TrainOptions {
     /// Only the features these patterns name (`*` wildcards, derived features included);
     /// empty: every feature. The model then needs only their source fields.
     pub features: Vec<String>,
+    /// Multiplies the smallest spread each feature is given (`features::std_floor`: a tenth
+    /// of a log unit, one point of a `_pct` share, 0.01 of a fraction). 1 (the default) suits
+    /// a model of the node its windows came from; a model for other nodes wants a wider idea
+    /// of normal than one quiet lab's, so that a few points of pressure more is not a fault.
+    pub floor_scale: f64,
 }
 
 /// Default percentile of the calibration (see [`TrainOptions::threshold_percentile`]).
@@ -136,6 +141,7 @@ impl Default for TrainOptions {
             min_healthy_share: DEFAULT_MIN_HEALTHY_SHARE,
             labels: None,
             features: Vec::new(),
+            floor_scale: 1.0,
         }
     }
 }
@@ -269,6 +275,12 @@ impl Model {
                 options.k
             )));
         }
+        if !(options.floor_scale.is_finite() && options.floor_scale > 0.0) {
+            return Err(ModelError::Training(format!(
+                "the floor scale must be a positive number, not {}",
+                options.floor_scale
+            )));
+        }
         if let Some(labels) = &options.labels
             && labels.len() != rows
         {
@@ -309,7 +321,9 @@ impl Model {
         for (feature, column) in schema.features.iter().zip(&columns) {
             let m = column.iter().sum::<f64>() / rows as f64;
             let variance = column.iter().map(|v| (v - m).powi(2)).sum::<f64>() / rows as f64;
-            let s = variance.sqrt().max(std_floor(feature, column));
+            let s = variance
+                .sqrt()
+                .max(std_floor(feature, column) * options.floor_scale);
             mean.push(m);
             std.push(s);
             scaled_variance += variance / (s * s) / width as f64;

@@ -542,6 +542,47 @@ fn training_on_chosen_features_needs_only_their_fields() {
 }
 
 #[test]
+fn the_floor_scale_widens_only_the_spreads_at_their_floor() {
+    // A rate that never moved (at its floor of 0.1 log units), a share that moved a little
+    // (at its floor of one point), and a latency with a real spread (above any floor).
+    let mut noise = Noise::new(9);
+    let rows: Vec<Vec<f64>> = (0..200)
+        .map(|_| vec![0.0, noise.around(5.0, 0.02), noise.around(1000.0, 0.5)])
+        .collect();
+    let data = table(
+        &["oom_kills_per_s", "psi_cpu_some_pct", "latency_p99_us"],
+        &rows,
+    );
+    let train = |floor_scale: f64| {
+        Model::train(
+            &data,
+            &TrainOptions {
+                // One cluster: the threshold then reflects the latency's whole spread.
+                k: 1,
+                floor_scale,
+                ..TrainOptions::default()
+            },
+        )
+    };
+    let (narrow, wide) = (train(1.0).unwrap(), train(3.0).unwrap());
+    assert_eq!(narrow.scaler.std[0], 0.1);
+    assert_eq!(wide.scaler.std[0], 0.1 * 3.0);
+    assert_eq!(narrow.scaler.std[1], 1.0);
+    assert_eq!(wide.scaler.std[1], 3.0);
+    assert!(narrow.scaler.std[2] > 0.3, "{}", narrow.scaler.std[2]);
+    assert_eq!(narrow.scaler.std[2], wide.scaler.std[2]);
+    // Five points more pressure: far out for the lab's own model, ordinary for the wide one.
+    let busier = json!({"oom_kills_per_s": 0.0, "psi_cpu_some_pct": 10.0,
+                        "latency_p99_us": 1000.0});
+    assert_eq!(narrow.score(&busier).unwrap().state, HealthState::Degraded);
+    assert_eq!(wide.score(&busier).unwrap().state, HealthState::Healthy);
+    for bad in [0.0, -1.0, f64::NAN] {
+        let err = train(bad).unwrap_err();
+        assert!(err.to_string().contains("floor scale"), "{err}");
+    }
+}
+
+#[test]
 fn a_model_whose_features_the_input_lacks_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let model = Model::train(&two_blobs(100, 0), &TrainOptions::default()).unwrap();
