@@ -19,7 +19,7 @@ use anyhow::{Context as _, bail};
 
 use super::block::{LoopDevice, fio_iops, median, start_collector, stop};
 
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 7;
 const SECONDS: u64 = 4;
 
 /// getppid(2) in a loop: the raw syscall tracepoint's worst case. Returns calls per second.
@@ -135,6 +135,23 @@ fn machine_state() -> (f64, Vec<String>) {
     (load, others)
 }
 
+/// User + system CPU time of process `pid` so far, in seconds (0 if it is gone).
+fn cpu_seconds(pid: u32) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // After "pid (comm) ": state is field 3, utime 14, stime 15.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: f64 = fields.get(11)?.parse().ok()?;
+            let stime: f64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) / ticks)
+        })
+        .unwrap_or(0.0)
+}
+
 /// Two threads passing a byte back and forth through pipes: every round trip is two context
 /// switches and two wake-ups. Returns round trips per second.
 fn round_trips_per_s() -> anyhow::Result<f64> {
@@ -240,16 +257,24 @@ pub fn run() -> anyhow::Result<String> {
     for workload in &workloads {
         (workload.run)()?; // warm-up
         let (mut without, mut floor, mut with) = (Vec::new(), Vec::new(), Vec::new());
+        let mut daemon_cpu = Vec::new();
         for _ in 0..ROUNDS {
             without.push((workload.run)()?);
             let hook = EmptySyscallHook::attach()?;
             floor.push((workload.run)()?);
             drop(hook);
             let collector = start_collector(&["run", "--window", "1s", "--listen", "127.0.0.1:0"])?;
+            let cpu_before = cpu_seconds(collector.id());
+            let started = Instant::now();
             let result = (workload.run)();
+            daemon_cpu
+                .push((cpu_seconds(collector.id()) - cpu_before) / started.elapsed().as_secs_f64());
             stop(collector)?;
             with.push(result?);
         }
+        // Each round's own ratio: the runs of one round are seconds apart, so a drift of the
+        // machine's speed over the whole run cancels out.
+        let ratios: Vec<f64> = with.iter().zip(&without).map(|(w, o)| w / o).collect();
         // One more run with statistics in every window, for the per-hook costs (which then
         // include the statistics' own clock reads).
         let collector = start_collector(&[
@@ -277,25 +302,35 @@ pub fn run() -> anyhow::Result<String> {
             floor: median(&floor),
             collector: median(&with),
         };
+        let ratio = median(&ratios);
+        let (low, high) = ratios
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &r| {
+                (l.min(r), h.max(r))
+            });
         eprintln!(
-            "  {}: {:.0} → {:.0} (empty hook) → {:.0} {}",
+            "  {}: {:.0} → {:.0} (empty hook) → {:.0} {}; per-round ratios {ratios:.3?}",
             workload.name, row.without, row.floor, row.collector, workload.unit
         );
         rows.push(format!(
-            "| {} | {:.0} {unit} | {:.0} {unit} ({:+.1}%) | {:.0} {unit} | {:.3} | **{:+.1}%** |",
+            "| {} | {:.0} {unit} | {:.0} {unit} ({:+.1}%) | {:.0} {unit} | {:.3} ({:.3}–{:.3}) | \
+             **{:+.1}%** | {:.1}% |",
             workload.name,
             row.without,
             row.floor,
             (row.floor / row.without - 1.0) * 100.0,
             row.collector,
-            row.collector / row.without,
-            (row.collector / row.without - 1.0) * 100.0,
+            ratio,
+            low,
+            high,
+            (ratio - 1.0) * 100.0,
+            median(&daemon_cpu) * 100.0,
             unit = workload.unit
         ));
     }
     let _ = fs::remove_file(&recording);
     let _ = fs::remove_file(&cached_path);
-    let (load_after, _) = machine_state();
+
     let mut by_cost: Vec<_> = costs
         .into_iter()
         .filter(|(_, (runs, _))| *runs > 0)
@@ -313,14 +348,14 @@ pub fn run() -> anyhow::Result<String> {
             )
         })
         .collect();
-    let busy = if load_before.max(load_after) > 0.5 {
+    // Only the load before counts: during the run, the workloads are the load.
+    let busy = if load_before > 0.5 {
         format!(
-            " **The machine was not idle** (1-minute load average {load_before:.2} before, \
-             {load_after:.2} after, on 2 CPUs): other work shares the CPUs, so read the figures \
-             as approximate."
+            " **The machine was not idle** (1-minute load average {load_before:.2} before the \
+             run, on 2 CPUs): other work shared the CPUs, so read the figures as approximate."
         )
     } else {
-        format!(" Load average {load_before:.2} before, {load_after:.2} after: a quiet machine.")
+        format!(" 1-minute load average {load_before:.2} before the run: a quiet machine.")
     };
     Ok(format!(
         "## Every program attached: cost to the workloads it watches\n\n\
@@ -332,10 +367,14 @@ pub fn run() -> anyhow::Result<String> {
          the syscall hook's budget 1% of one CPU: under a syscall flood the hook is on for \
          only part of each window, see collector/src/sampler.rs; program statistics sampled \
          one window in 12, 1 s windows), {ROUNDS} rounds \
-         alternated; medians. Ratio = collector / without (1.000 = no cost; the target is a \
-         slowdown under 2%).{busy}\n\n\
-         | workload | without | empty `sys_exit` program (floor) | collector | ratio | change |\n\
-         |---|---|---|---|---|---|\n{}\n\n\
+         alternated; medians. Ratio = collector / without, the median of each round's own \
+         ratio, with the lowest and highest round in brackets: their spread is this machine's \
+         noise (1.000 = no cost; the target is a slowdown under 2%). Daemon CPU: the \
+         collector's own user + system time while the workload ran, as a share of one CPU \
+         (median; it competes with the workload only for the CPUs the workload uses).{busy}\n\n\
+         | workload | without | empty `sys_exit` program (floor) | collector | ratio (range) | \
+         change | daemon CPU |\n\
+         |---|---|---|---|---|---|---|\n{}\n\n\
          Which hooks cost most: one more run per workload with `--program-stats always` (kernel \
          BPF statistics: runs and mean ns per run, which includes the statistics' own ~90 ns; \
          the share is of the total program time; it leaves out what the kernel spends before \
