@@ -100,6 +100,11 @@ enum Command {
         /// other nodes than the one its windows came from: their normal is wider.
         #[arg(long, default_value_t = 1.0)]
         floor_scale: f64,
+        /// The threshold is at least this many standard deviations (or floors) from the
+        /// nearest healthy centroid, whatever the training windows' own spread. Default: no
+        /// minimum beyond 0.1.
+        #[arg(long, default_value_t = 0.0)]
+        min_threshold: f64,
     },
     /// Score windows: one output row per input row (score, cluster, state, explanation).
     Score {
@@ -237,6 +242,7 @@ fn run() -> anyhow::Result<()> {
             min_healthy_share,
             features,
             floor_scale,
+            min_threshold,
         } => {
             let table = match &prometheus {
                 Some(prometheus) => {
@@ -294,6 +300,7 @@ fn run() -> anyhow::Result<()> {
                 labels,
                 features,
                 floor_scale,
+                min_threshold,
                 ..TrainOptions::default()
             };
             let bar = indicatif::ProgressBar::new(runs as u64).with_style(

@@ -118,6 +118,10 @@ pub struct TrainOptions {
     /// a model of the node its windows came from; a model for other nodes wants a wider idea
     /// of normal than one quiet lab's, so that a few points of pressure more is not a fault.
     pub floor_scale: f64,
+    /// The threshold is at least this (in standardized units, i.e. floors or standard
+    /// deviations from the nearest healthy centroid), whatever the training windows' own
+    /// spread: a model for other nodes must not flag what is within any node's normal.
+    pub min_threshold: f64,
 }
 
 /// Default percentile of the calibration (see [`TrainOptions::threshold_percentile`]).
@@ -142,6 +146,7 @@ impl Default for TrainOptions {
             labels: None,
             features: Vec::new(),
             floor_scale: 1.0,
+            min_threshold: 0.0,
         }
     }
 }
@@ -174,6 +179,10 @@ pub struct Threshold {
     pub margin: f64,
     /// Training windows the percentile was taken over.
     pub calibration_windows: usize,
+    /// When the percentile times the margin came out below the minimum asked for
+    /// ([`TrainOptions::min_threshold`]): what it came to. `value` is then the minimum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised_from: Option<f64>,
 }
 
 /// How the model was trained, for `model inspect`.
@@ -273,6 +282,12 @@ impl Model {
             return Err(ModelError::Training(format!(
                 "k = {} needs between 1 and {rows} (the number of training windows)",
                 options.k
+            )));
+        }
+        if !(options.min_threshold.is_finite() && options.min_threshold >= 0.0) {
+            return Err(ModelError::Training(format!(
+                "the minimum threshold must be a number of 0 or more, not {}",
+                options.min_threshold
             )));
         }
         if !(options.floor_scale.is_finite() && options.floor_scale > 0.0) {
@@ -411,6 +426,7 @@ impl Model {
                 percentile: options.threshold_percentile,
                 margin: options.threshold_margin,
                 calibration_windows: 0,
+                raised_from: None,
             },
             training: TrainingInfo {
                 windows: rows,
@@ -445,8 +461,12 @@ impl Model {
         scores.sort_by(f64::total_cmp);
         let value = percentile(&scores, options.threshold_percentile) * options.threshold_margin;
         // A threshold of 0 (all training windows identical) would flag any change at all; the
-        // smallest one worth reporting is a tenth of a standard deviation.
-        model.threshold.value = value.max(0.1);
+        // smallest one worth reporting is a tenth of a standard deviation, or what was asked.
+        let minimum = options.min_threshold.max(0.1);
+        model.threshold.value = value.max(minimum);
+        if value < options.min_threshold {
+            model.threshold.raised_from = Some(value);
+        }
         model.threshold.calibration_windows = scores.len();
         Ok(model)
     }

@@ -22,14 +22,26 @@ pub fn summary(model: &Model) -> String {
         model.training.seed,
         model.training.inertia,
     );
-    let _ = writeln!(
-        text,
-        "threshold {:.3} = p{} of {} healthy training scores x {}",
-        model.threshold.value,
-        model.threshold.percentile,
-        model.threshold.calibration_windows,
-        model.threshold.margin,
-    );
+    match model.threshold.raised_from {
+        Some(calibrated) => writeln!(
+            text,
+            "threshold {:.3} = the minimum asked for (p{} of {} healthy training scores x {} \
+             is only {calibrated:.3})",
+            model.threshold.value,
+            model.threshold.percentile,
+            model.threshold.calibration_windows,
+            model.threshold.margin,
+        ),
+        None => writeln!(
+            text,
+            "threshold {:.3} = p{} of {} healthy training scores x {}",
+            model.threshold.value,
+            model.threshold.percentile,
+            model.threshold.calibration_windows,
+            model.threshold.margin,
+        ),
+    }
+    .ok();
     let _ = writeln!(
         text,
         "{:>7}  {:>6}  {:>6}  {:<8}  top features (centroid z: degraded vs nearest healthy, \

@@ -583,6 +583,44 @@ fn the_floor_scale_widens_only_the_spreads_at_their_floor() {
 }
 
 #[test]
+fn a_minimum_threshold_raises_a_lower_calibration_and_says_so() {
+    let data = two_blobs(200, 0);
+    let train = |min_threshold: f64| {
+        Model::train(
+            &data,
+            &TrainOptions {
+                min_threshold,
+                ..TrainOptions::default()
+            },
+        )
+    };
+    let calibrated = train(0.0).unwrap();
+    assert_eq!(calibrated.threshold.raised_from, None);
+    let raised = train(50.0).unwrap();
+    assert_eq!(raised.threshold.value, 50.0);
+    assert_eq!(
+        raised.threshold.raised_from,
+        Some(calibrated.threshold.value)
+    );
+    assert!(
+        model::report::summary(&raised).contains("the minimum asked for"),
+        "{}",
+        model::report::summary(&raised)
+    );
+    // Below the calibrated value, the minimum changes nothing.
+    let below = train(calibrated.threshold.value / 2.0).unwrap();
+    assert_eq!(below.threshold, calibrated.threshold);
+    // The file keeps it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.json");
+    raised.save(&path).unwrap();
+    assert_eq!(Model::load(&path).unwrap().threshold, raised.threshold);
+    for bad in [-1.0, f64::INFINITY, f64::NAN] {
+        assert!(train(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
 fn a_model_whose_features_the_input_lacks_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let model = Model::train(&two_blobs(100, 0), &TrainOptions::default()).unwrap();

@@ -402,6 +402,10 @@ pub const BACKGROUND_WRITE_IOPS: u32 = 60;
 
 impl Lab {
     pub fn start(seconds: u64) -> anyhow::Result<Self> {
+        // Dirty pages left by what ran before (a build writes gigabytes) would be written back
+        // during the healthy period, as slow I/Os and long fsyncs that are not the lab's.
+        // SAFETY: sync(2) has no preconditions.
+        unsafe { libc::sync() };
         let dir = std::env::temp_dir().join(format!("nodestate-scenario-{}", std::process::id()));
         fs::create_dir_all(&dir)?;
         let network = Network::create()?;
