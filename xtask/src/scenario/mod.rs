@@ -268,6 +268,7 @@ pub fn run(scenario: &Scenario, timing: Timing, out_dir: &Path) -> anyhow::Resul
         },
         timing.recovery.as_secs()
     );
+    wait_for_quiet_machine(scenario.name);
     let mut lab = Lab::start(timing.total().as_secs() + WARMUP.as_secs())?;
     let _pins = scenario
         .xdp_blocklist
@@ -382,6 +383,63 @@ pub fn run(scenario: &Scenario, timing: Timing, out_dir: &Path) -> anyhow::Resul
             .display()
     );
     Ok(files)
+}
+
+/// Pressure (`some avg10`, %) under which the machine counts as quiet before a run: the lab's
+/// own load then makes the healthy period, not what ran before it (a build's writeback, a
+/// deletion's discards, a neighbour on the host).
+const QUIET_PRESSURE_PCT: f64 = 5.0;
+/// How long to wait for it; then the run goes ahead, and says the machine was busy.
+const QUIET_WAIT: Duration = Duration::from_secs(90);
+
+/// `some avg10` of /proc/pressure/{cpu,io}, in %; `None` without PSI.
+fn pressure_now() -> Option<(f64, f64)> {
+    let some_avg10 = |resource: &str| -> Option<f64> {
+        let text = fs::read_to_string(format!("/proc/pressure/{resource}")).ok()?;
+        let line = text.lines().find(|l| l.starts_with("some"))?;
+        line.split_whitespace()
+            .find_map(|field| field.strip_prefix("avg10="))?
+            .parse()
+            .ok()
+    };
+    Some((some_avg10("cpu")?, some_avg10("io")?))
+}
+
+/// Waits until CPU and I/O pressure are below [`QUIET_PRESSURE_PCT`], at most [`QUIET_WAIT`],
+/// saying what it waited for.
+fn wait_for_quiet_machine(name: &str) {
+    let started = Instant::now();
+    let mut said = false;
+    loop {
+        let Some((cpu, io)) = pressure_now() else {
+            return;
+        };
+        if cpu < QUIET_PRESSURE_PCT && io < QUIET_PRESSURE_PCT {
+            if said {
+                println!(
+                    "scenario {name}: quiet after {:.0} s (pressure cpu {cpu:.1}% io {io:.1}%)",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            return;
+        }
+        if started.elapsed() > QUIET_WAIT {
+            println!(
+                "scenario {name}: the machine is still busy after {} s (pressure cpu {cpu:.1}% \
+                 io {io:.1}%): running anyway; its healthy period carries that load",
+                QUIET_WAIT.as_secs()
+            );
+            return;
+        }
+        if !said {
+            println!(
+                "scenario {name}: waiting for a quiet machine (pressure cpu {cpu:.1}% io \
+                 {io:.1}%, under {QUIET_PRESSURE_PCT}% wanted)"
+            );
+            said = true;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// This program, copied aside on first use: the workers are started from the copy, so that
