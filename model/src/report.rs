@@ -22,26 +22,22 @@ pub fn summary(model: &Model) -> String {
         model.training.seed,
         model.training.inertia,
     );
-    match model.threshold.raised_from {
+    let calibration = format!(
+        "p{} of {} healthy training scores x {}",
+        model.threshold.percentile, model.threshold.calibration_windows, model.threshold.margin,
+    );
+    let _ = match model.threshold.raised_from {
         Some(calibrated) => writeln!(
             text,
-            "threshold {:.3} = the minimum asked for (p{} of {} healthy training scores x {} \
-             is only {calibrated:.3})",
+            "threshold {:.3} = the minimum asked for ({calibration} is only {calibrated:.3})",
             model.threshold.value,
-            model.threshold.percentile,
-            model.threshold.calibration_windows,
-            model.threshold.margin,
         ),
         None => writeln!(
             text,
-            "threshold {:.3} = p{} of {} healthy training scores x {}",
-            model.threshold.value,
-            model.threshold.percentile,
-            model.threshold.calibration_windows,
-            model.threshold.margin,
+            "threshold {:.3} = {calibration}",
+            model.threshold.value
         ),
-    }
-    .ok();
+    };
     let _ = writeln!(
         text,
         "{:>7}  {:>6}  {:>6}  {:<8}  top features (centroid z: degraded vs nearest healthy, \

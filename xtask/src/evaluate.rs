@@ -117,6 +117,27 @@ fn model(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `model train` with the built-in model's settings, on `input` (and `labels`, when given),
+/// into `out`; returns its summary.
+fn train_builtin(input: &Path, labels: Option<&Path>, out: &Path) -> anyhow::Result<String> {
+    let features = BUILTIN_FEATURES.join(",");
+    let mut args = vec!["train", "--input", input.to_str().context("path")?];
+    if let Some(labels) = labels {
+        args.extend(["--labels", labels.to_str().context("path")?]);
+    }
+    args.extend([
+        "--features",
+        &features,
+        "--floor-scale",
+        BUILTIN_FLOOR_SCALE,
+        "--min-threshold",
+        BUILTIN_MIN_THRESHOLD,
+        "--out",
+        out.to_str().context("path")?,
+    ]);
+    model(&args)
+}
+
 fn write_lines<'a>(path: &Path, lines: impl Iterator<Item = &'a str>) -> anyhow::Result<()> {
     let mut text = String::new();
     for line in lines {
@@ -127,13 +148,30 @@ fn write_lines<'a>(path: &Path, lines: impl Iterator<Item = &'a str>) -> anyhow:
     Ok(())
 }
 
-/// Per window of one scenario: anomalous (after the model's threshold) and the top feature.
+/// Per window of one scenario, as `model score` judged it.
 struct Scored {
+    /// Anomalous (after the model's threshold).
     flags: Vec<bool>,
-    top: Vec<String>,
-    /// Per window: score, threshold and the three features furthest from their cluster, for
-    /// a failed check to say what moved.
-    detail: Vec<String>,
+    scores: Vec<f64>,
+    thresholds: Vec<f64>,
+    /// The features furthest from their cluster, with their z, furthest first.
+    explanations: Vec<Vec<(String, f64)>>,
+}
+
+impl Scored {
+    /// Window `i`'s verdict and what moved it, as the check prints it.
+    fn detail(&self, i: usize) -> String {
+        let mut detail = format!(
+            "{} score {:.1} (threshold {:.1}):",
+            if self.flags[i] { "degraded" } else { "healthy" },
+            self.scores[i],
+            self.thresholds[i]
+        );
+        for (feature, z) in &self.explanations[i] {
+            let _ = write!(detail, " {feature} {z:+.1}");
+        }
+        detail
+    }
 }
 
 fn score(model_file: &Path, recorded: &Recorded, work: &Path) -> anyhow::Result<Scored> {
@@ -150,33 +188,32 @@ fn score(model_file: &Path, recorded: &Recorded, work: &Path) -> anyhow::Result<
     ])?;
     let mut scored = Scored {
         flags: Vec::new(),
-        top: Vec::new(),
-        detail: Vec::new(),
+        scores: Vec::new(),
+        thresholds: Vec::new(),
+        explanations: Vec::new(),
     };
     for line in output.lines() {
         let row: Value = serde_json::from_str(line)?;
         scored.flags.push(row["state"] == "degraded");
-        let top = &row["explanation"][0];
-        scored.top.push(format!(
-            "{} {:+.1}",
-            top["feature"].as_str().unwrap_or("?"),
-            top["z"].as_f64().unwrap_or(0.0)
-        ));
-        let mut detail = format!(
-            "{} score {:.1} (threshold {:.1}):",
-            row["state"].as_str().unwrap_or("?"),
-            row["score"].as_f64().unwrap_or(f64::NAN),
-            row["threshold"].as_f64().unwrap_or(f64::NAN)
+        scored
+            .scores
+            .push(row["score"].as_f64().unwrap_or(f64::NAN));
+        scored
+            .thresholds
+            .push(row["threshold"].as_f64().unwrap_or(f64::NAN));
+        scored.explanations.push(
+            row["explanation"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|feature| {
+                    (
+                        feature["feature"].as_str().unwrap_or("?").to_string(),
+                        feature["z"].as_f64().unwrap_or(0.0),
+                    )
+                })
+                .collect(),
         );
-        for feature in row["explanation"].as_array().into_iter().flatten() {
-            let _ = write!(
-                detail,
-                " {} {:+.1}",
-                feature["feature"].as_str().unwrap_or("?"),
-                feature["z"].as_f64().unwrap_or(0.0)
-            );
-        }
-        scored.detail.push(detail);
     }
     if scored.flags.len() != recorded.windows.len() {
         bail!(
@@ -263,19 +300,16 @@ fn verdict(
     } else {
         0.0
     };
-    // The explanation most often given for flagged windows during the fault.
-    let mut tops: Vec<(&String, usize)> = Vec::new();
+    // The explanation most often given for flagged windows during the fault, with the z of
+    // the first window that gave it.
+    let mut tops: Vec<(&(String, f64), usize)> = Vec::new();
     for &i in &during {
-        if scored.flags[i] {
-            let name = &scored.top[i];
-            let feature = name.split(' ').next().unwrap_or("");
-            match tops
-                .iter_mut()
-                .find(|(n, _)| n.split(' ').next() == Some(feature))
-            {
-                Some(entry) => entry.1 += 1,
-                None => tops.push((name, 1)),
-            }
+        let Some(top) = scored.explanations[i].first().filter(|_| scored.flags[i]) else {
+            continue;
+        };
+        match tops.iter_mut().find(|(first, _)| first.0 == top.0) {
+            Some(entry) => entry.1 += 1,
+            None => tops.push((top, 1)),
         }
     }
     tops.sort_by_key(|entry| std::cmp::Reverse(entry.1));
@@ -288,7 +322,7 @@ fn verdict(
         f1,
         top: tops
             .first()
-            .map(|(n, _)| n.to_string())
+            .map(|((feature, z), _)| format!("{feature} {z:+.1}"))
             .unwrap_or_else(|| "–".into()),
     }
 }
@@ -371,20 +405,7 @@ fn evaluate_in(
     )?;
     let healthy_windows = recorded.iter().map(|r| r.before().count()).sum::<usize>();
     let default_model = dir.join("default-model.json");
-    let features = BUILTIN_FEATURES.join(",");
-    let summary = model(&[
-        "train",
-        "--input",
-        train.to_str().context("path")?,
-        "--features",
-        &features,
-        "--floor-scale",
-        BUILTIN_FLOOR_SCALE,
-        "--min-threshold",
-        BUILTIN_MIN_THRESHOLD,
-        "--out",
-        default_model.to_str().context("path")?,
-    ])?;
+    let summary = train_builtin(&train, None, &default_model)?;
     let mut md = String::new();
     writeln!(
         md,
@@ -504,7 +525,7 @@ fn evaluate_in(
         md,
         "\nThe model (`model train --features {} --floor-scale {BUILTIN_FLOOR_SCALE} \
          --min-threshold {BUILTIN_MIN_THRESHOLD}` summary):\n\n```\n{}```",
-        features,
+        BUILTIN_FEATURES.join(","),
         // The file's path relative to the workspace: EVALUATION.md names no machine's paths.
         summary.replace(&format!("{}/", workspace_root().display()), "")
     )?;
@@ -581,21 +602,7 @@ fn evaluate_in(
         }
         fs::write(&labels, label_text)?;
         let model_file = work.join("loso-model.json");
-        model(&[
-            "train",
-            "--input",
-            input.to_str().context("path")?,
-            "--labels",
-            labels.to_str().context("path")?,
-            "--features",
-            &features,
-            "--floor-scale",
-            BUILTIN_FLOOR_SCALE,
-            "--min-threshold",
-            BUILTIN_MIN_THRESHOLD,
-            "--out",
-            model_file.to_str().context("path")?,
-        ])?;
+        train_builtin(&input, Some(&labels), &model_file)?;
         let scored = score(&model_file, r, work)?;
         loso.push((r, verdict(r, &scored, ENTER_AFTER, LEAVE_AFTER)));
     }
@@ -679,14 +686,15 @@ fn print_windows(recorded: &Recorded, scored: &Scored) {
             "after"
         };
         let fields: Value = serde_json::from_str(&window.line).unwrap_or(Value::Null);
-        let raw: Vec<String> = scored.detail[i]
-            .split(' ')
-            .filter_map(|word| fields.get(word).map(|v| format!("{word}={v}")))
+        // Derived features (fractions, ratios) have no field of their own.
+        let raw: Vec<String> = scored.explanations[i]
+            .iter()
+            .filter_map(|(feature, _)| fields.get(feature).map(|v| format!("{feature}={v}")))
             .collect();
         println!(
             "  window {i:2} {phase:6} node {}: {} [{}]",
             if state[i] { "degraded" } else { "healthy " },
-            scored.detail[i],
+            scored.detail(i),
             raw.join(" ")
         );
     }
