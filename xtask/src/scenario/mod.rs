@@ -412,6 +412,10 @@ fn wait_for_quiet_machine(name: &str) {
     let mut said = false;
     loop {
         let Some((cpu, io)) = pressure_now() else {
+            println!(
+                "scenario {name}: this kernel has no pressure stall information \
+                 (/proc/pressure): not waiting for a quiet machine"
+            );
             return;
         };
         if cpu < QUIET_PRESSURE_PCT && io < QUIET_PRESSURE_PCT {
