@@ -160,6 +160,8 @@ pub mod counter {
 
 /// Indices into the `EVENTS` per-CPU array: node-wide event counts of the system programs.
 pub mod event {
+    /// No longer counted by a program (context switches come from /proc/stat, exact while the
+    /// scheduler hooks are sampled); kept so that the other indices stay where they are.
     pub const CONTEXT_SWITCHES: u32 = 0;
     /// Processes and threads created (`sched:sched_process_fork`).
     pub const FORKS: u32 = 1;
@@ -322,6 +324,7 @@ pub mod names {
     pub const OPEN_SYSCALLS: &str = "OPEN_SYSCALLS";
     /// Byte offset of `pid` in `struct task_struct` (from BTF) for the BTF tracepoints.
     pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
+    pub const SAMPLED_SINCE: &str = "SAMPLED_SINCE";
 }
 
 #[cfg(feature = "user")]

@@ -15,7 +15,7 @@ use collector_common::{
     RECORD_HEAD_BYTES, SlowIoEvent, counter, op,
 };
 
-use crate::util::{add, latency_bucket};
+use crate::util::{add, latency_bucket, started_before_sampling};
 
 /// Tracepoint field offsets; the daemon writes the running kernel's values before load.
 #[unsafe(no_mangle)]
@@ -162,7 +162,11 @@ fn track_issue(key: &InflightKey, now: u64) -> Issue {
     }
     for slot in [first, second] {
         let started = unsafe { core::ptr::read_volatile(&(*slot).started_ns) };
-        if started == 0 || now.saturating_sub(started) > INFLIGHT_STALE_NS {
+        // A request issued before the hooks last came back on may have completed unseen.
+        if started == 0
+            || now.saturating_sub(started) > INFLIGHT_STALE_NS
+            || started_before_sampling(started)
+        {
             unsafe {
                 (*slot).key = *key;
                 core::ptr::write_volatile(&mut (*slot).started_ns, now);
@@ -283,7 +287,10 @@ fn try_block_rq_complete(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let key = inflight_key(dev, sector, class);
-    let Some(started) = track_complete(&key) else {
+    // Issued before the hooks last came back on: its latency would include time unwatched,
+    // so it counts as a completion we saw no issue of.
+    let Some(started) = track_complete(&key).filter(|&started| !started_before_sampling(started))
+    else {
         bump(counter::COMPLETE_UNMATCHED);
         if error != 0
             && let Some(stats) = device_stats(dev)

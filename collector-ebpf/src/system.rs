@@ -20,7 +20,7 @@ use collector_common::{
     RUNQUEUE_SLOTS, SystemTracepointLayout, event, hist, hook_config,
 };
 
-use crate::util::{add, record_latency};
+use crate::util::{SAMPLED_SINCE, add, record_latency};
 
 #[unsafe(no_mangle)]
 static SYSTEM_LAYOUT: SystemTracepointLayout = SystemTracepointLayout::LINUX_6;
@@ -137,18 +137,25 @@ fn runqueue_leave(pid: u32, now: u64) {
     }
     // SAFETY: as above.
     unsafe { core::ptr::write_volatile(slot, 0) };
-    record_latency(
-        &HISTOGRAMS,
-        hist::RUNQUEUE,
-        now.wrapping_sub(old) & RQ_TIME_MASK,
-    );
+    let waited = now.wrapping_sub(old) & RQ_TIME_MASK;
+    // The wait began before the hooks last came back on: its end may have passed unseen while
+    // they were off, so this switch-in need not be its end (see `SAMPLED_SINCE`). The slot
+    // keeps only 56 bits of time, so compare how long ago each was.
+    if let Some(since) = SAMPLED_SINCE.get(0)
+        && *since != 0
+        && waited > now.wrapping_sub(*since) & RQ_TIME_MASK
+    {
+        return;
+    }
+    record_latency(&HISTOGRAMS, hist::RUNQUEUE, waited);
 }
 
 /// One context switch: `prev` goes back on a run queue if it is still runnable, `next` ends
 /// its wait. Pid 0 is a CPU's idle task, which never waits.
 #[inline(always)]
 fn context_switch(prev_pid: u32, prev_runnable: bool, next_pid: u32) {
-    count(event::CONTEXT_SWITCHES);
+    // Not counted here: the daemon takes context switches from /proc/stat, exact while this
+    // hook is sampled.
     let prev_waits = prev_pid != 0 && prev_runnable;
     // A task blocking with the CPU going idle (half the switches of a lightly loaded CPU)
     // needs no clock read.
@@ -181,8 +188,6 @@ pub fn sched_switch(ctx: TracePointContext) -> u32 {
         // A task switched out while runnable goes straight back onto a run queue.
         let runnable = prev_state == 0 || prev_state & TASK_RUNNING_OR_PREEMPTED != 0;
         context_switch(prev_pid, runnable, next_pid);
-    } else {
-        count(event::CONTEXT_SWITCHES);
     }
     0
 }

@@ -1,6 +1,9 @@
 //! Small pieces every program uses.
 
-use aya_ebpf::maps::PerCpuArray;
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, PerCpuArray},
+};
 use collector_common::{Histogram, LATENCY_BUCKETS};
 
 /// Adds `value` to slot `index` of a per-CPU counter array and returns the new per-CPU value.
@@ -55,4 +58,18 @@ pub fn record_latency(histograms: &PerCpuArray<Histogram>, index: u32, latency_n
             }
         }
     }
+}
+
+/// Since when (`bpf_ktime_get_ns`, CLOCK_MONOTONIC) the sampled hooks (scheduler, block, syscall
+/// exit) have been on without a break; the daemon writes it each time it puts them back on.
+/// A start time recorded before it belongs to a wait or a request whose end may have passed
+/// while the hooks were off: pairing it with a later end would measure the off-period, so such
+/// starts are dropped. 0 (never written): every start counts.
+#[map]
+pub static SAMPLED_SINCE: Array<u64> = Array::with_max_entries(1, 0);
+
+/// See [`SAMPLED_SINCE`]: whether `started` (ns) predates the hooks' current on-period.
+#[inline(always)]
+pub fn started_before_sampling(started: u64) -> bool {
+    SAMPLED_SINCE.get(0).is_some_and(|since| started < *since)
 }

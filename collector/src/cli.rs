@@ -453,13 +453,15 @@ pub struct CollectArgs {
     #[arg(long, env = "NODESTATE_PROGRAM_STATS", value_enum, default_value_t = ProgramStatsMode::Sampled)]
     pub program_stats: ProgramStatsMode,
 
-    /// Share of one CPU the syscall hook may cost. Hooking syscalls slows every syscall on the
-    /// node (~140 ns each here): when the last window's syscall rate would cost more than
-    /// this (at 1%, above ~71,000 syscalls/s), the hook is on for only the first part of the
-    /// next window and the syscall rates are per second of that part (each window's
-    /// `syscall_sample_fraction` says how much). "0" keeps it on all the time.
-    #[arg(long, env = "NODESTATE_SYSCALL_BUDGET", default_value = "1%", value_parser = crate::sampler::parse_budget)]
-    pub syscall_budget: f64,
+    /// Share of one CPU the busiest hooks may cost together: the syscall exit (every
+    /// syscall, ~140 ns each here), the scheduler (every context switch, ~300 ns) and block
+    /// I/O (every request, ~1 µs). When the events the start of a window sees would cost more
+    /// than this (at 1%: e.g. above ~71,000 syscalls/s, or ~10,000 block requests/s), those
+    /// hooks are on for only the first part of the window: their rates are per second of that
+    /// part and their latencies a sample of it (each window's `syscall_sample_fraction` says
+    /// how much). Context switches then come from /proc/stat. "0" keeps them on all the time.
+    #[arg(long, visible_alias = "syscall-budget", env = "NODESTATE_HOOK_BUDGET", default_value = "1%", value_parser = crate::sampler::parse_budget)]
+    pub hook_budget: f64,
 
     /// Attach the XDP drop list (`collector blocklist`) to this interface; repeat or
     /// comma-separate for several. Native mode, generic where the driver lacks XDP. None by
@@ -509,7 +511,7 @@ impl CollectArgs {
             signals: self.signals.clone(),
             disabled_signals: self.disable_signals.clone(),
             program_stats: self.program_stats,
-            syscall_budget: self.syscall_budget,
+            hook_budget: self.hook_budget,
         }
     }
 

@@ -96,8 +96,8 @@ impl WindowMaker {
     /// Starts the first window now, from the counters as they are.
     pub fn start(kernel: &mut KernelCollector, node: &str) -> anyhow::Result<Self> {
         let now = Instant::now();
-        // The syscall hook's time on counts from this window's start.
-        kernel.take_syscall_hook_time(now);
+        // The sampled hooks' time on counts from this window's start.
+        kernel.take_sampled_time(now);
         Ok(Self {
             node: node.to_string(),
             names: DeviceNames::default(),
@@ -134,16 +134,29 @@ impl WindowMaker {
         let window_s = now.duration_since(self.previous_at).as_secs_f64();
         let syscall_sampling = SyscallSampling {
             on_s: kernel
-                .take_syscall_hook_time(now)
+                .take_sampled_time(now)
                 .map_or(window_s, |on| on.as_secs_f64().min(window_s)),
             opens_too: kernel.opens_from_syscall_exit(),
+        };
+        // The block programs are on and off with the other sampled hooks: their counts are
+        // of the time they were on, scaled here to the window.
+        let block_scale = if kernel.samples_block_io() && syscall_sampling.on_s > 0.0 {
+            window_s / syscall_sampling.on_s
+        } else {
+            1.0
         };
 
         let mut devices = Vec::new();
         for (&dev, stats) in &current {
             let previous = self.previous.get(&dev).unwrap_or(&BlockDevStats::ZERO);
-            let window = DeviceWindow::between(previous, stats);
-            let slow_here = slow.per_device.get(&dev).copied().unwrap_or(0);
+            let mut window = DeviceWindow::between(previous, stats).scaled(block_scale);
+            // What the kernel has in flight, exact: issues and completions seen while the
+            // hooks were on need not pair up.
+            if let Some(inflight) = self.names.inflight(dev) {
+                window.inflight = inflight;
+            }
+            let slow_here = (slow.per_device.get(&dev).copied().unwrap_or(0) as f64 * block_scale)
+                .round() as u64;
             // Devices idle in this window and with nothing in flight add only noise.
             if window.total_ops() == 0 && window.completed == 0 && window.inflight == 0 {
                 continue;
@@ -406,7 +419,7 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
 
     let mut windows = WindowMaker::start(&mut kernel, &options.node)?;
-    let mut sampler_step = start_syscall_window(&mut kernel, &options);
+    let mut sampler_step = start_sampled_window(&mut kernel, &options);
     let mut ticker =
         tokio::time::interval_at(tokio::time::Instant::now() + options.window, options.window);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -445,7 +458,7 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 let closed = windows.close_window(&mut kernel, slow)?;
                 let record = closed.record;
                 info!("{}", record.summary());
-                sampler_step = start_syscall_window(&mut kernel, &options);
+                sampler_step = start_sampled_window(&mut kernel, &options);
                 sink.write(&record)?;
                 let verdict = assessor.as_mut().map(|assessor| (assessor.judge(&record), assessor.model_info()));
                 {
@@ -500,29 +513,28 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
     Ok(())
 }
 
-/// A window starts: the syscall hook goes (back) on, and the sampler's probe is due.
-fn start_syscall_window(
+/// A window starts: the sampled hooks go (back) on, and the sampler's probe is due.
+fn start_sampled_window(
     kernel: &mut KernelCollector,
     options: &CollectOptions,
 ) -> Option<crate::sampler::SamplerStep> {
-    if let Err(err) = kernel.resume_syscall_hook() {
-        warn!("putting the syscall hook back on: {err:#}");
+    if let Err(err) = kernel.resume_sampled_hooks() {
+        warn!("{err:#}");
+    }
+    if !kernel.has_sampled_hooks() {
         return None;
     }
-    if !kernel.has_syscall_hook() {
-        return None;
-    }
-    let count = kernel.syscalls_counted().ok()?;
+    let counts = kernel.sampled_event_counts().ok()?;
     crate::sampler::window_started(
-        options.kernel.syscall_budget,
+        options.kernel.hook_budget,
         options.window,
         Instant::now(),
-        count,
+        counts,
     )
 }
 
-/// The sampler's step is due: after the probe, decide when the hook goes off; at that time,
-/// take it off.
+/// The sampler's step is due: after the probe, decide when the hooks go off; at that time,
+/// take them off.
 fn sampler_turn(
     kernel: &mut KernelCollector,
     options: &CollectOptions,
@@ -532,32 +544,32 @@ fn sampler_turn(
     match step? {
         SamplerStep::Probe {
             window_start,
-            count_at_start,
+            counts_at_start,
             ..
         } => {
-            let count = kernel.syscalls_counted().ok()?;
+            let counts = kernel.sampled_event_counts().ok()?;
             let next = crate::sampler::after_probe(
-                options.kernel.syscall_budget,
+                options.kernel.hook_budget,
                 options.window,
                 window_start,
-                count_at_start,
+                &counts_at_start,
                 Instant::now(),
-                count,
+                &counts,
             );
             if let Some(SamplerStep::Off { at }) = next {
                 debug!(
                     on_s = at.duration_since(window_start).as_secs_f64(),
-                    "syscall hook on for part of this window only"
+                    "sampled hooks on for part of this window only"
                 );
                 if at <= Instant::now() {
-                    kernel.pause_syscall_hook();
+                    kernel.pause_sampled_hooks();
                     return None;
                 }
             }
             next
         }
         SamplerStep::Off { .. } => {
-            kernel.pause_syscall_hook();
+            kernel.pause_sampled_hooks();
             None
         }
     }

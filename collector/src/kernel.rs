@@ -46,9 +46,9 @@ pub struct KernelConfig {
     pub disabled_signals: Vec<String>,
     /// When the kernel keeps per-program run counts and run time.
     pub program_stats: ProgramStatsMode,
-    /// Share of one CPU the syscall exit hook may cost (see [`crate::sampler`]); 0: no
-    /// budget, the hook stays on.
-    pub syscall_budget: f64,
+    /// Share of one CPU the sampled hooks may cost (see [`crate::sampler`]); 0: no budget,
+    /// they stay on.
+    pub hook_budget: f64,
 }
 
 /// Per-program run-time statistics cost every program run two clock reads (~90 ns per run
@@ -84,7 +84,7 @@ impl Default for KernelConfig {
             signals: None,
             disabled_signals: Vec::new(),
             program_stats: ProgramStatsMode::default(),
-            syscall_budget: crate::sampler::DEFAULT_SYSCALL_BUDGET,
+            hook_budget: crate::sampler::DEFAULT_HOOK_BUDGET,
         }
     }
 }
@@ -153,8 +153,8 @@ pub struct KernelCollector {
     attached: Vec<AttachReport>,
     /// Every attachment, detached together on exit (see [`Self::detach`]).
     links: Vec<crate::probes::OwnedLink>,
-    /// The syscall exit hook, apart: the syscall sampler takes it off and puts it back.
-    syscall_hook: Option<SyscallHook>,
+    /// The busiest hooks, apart: the hook sampler takes them off and puts them back.
+    sampled: SampledHooks,
     /// Whether the syscall exit program also counts opens (no kprobe for them here).
     opens_from_syscall_exit: bool,
     /// Holding it keeps the kernel's per-program run-time statistics on.
@@ -330,20 +330,22 @@ impl KernelCollector {
                 }
             })
             .collect();
-        let (syscall_links, links): (Vec<_>, Vec<_>) = attacher
+        let (sampled_links, links): (Vec<_>, Vec<_>) = attacher
             .into_owned_links()
             .into_iter()
-            .partition(|(program, _)| crate::probes::SYSCALL_EXIT_PROGRAMS.contains(program));
-        let links = links.into_iter().map(|(_, link)| link).collect();
-        let syscall_hook = syscall_links
-            .into_iter()
-            .next()
-            .map(|(program, link)| SyscallHook {
-                program,
-                link: Some(link),
-                on_since: Some(Instant::now()),
-                on_for: Duration::ZERO,
-            });
+            .partition(|(program, _, _)| crate::probes::SAMPLED_PROGRAMS.contains(program));
+        let links = links.into_iter().map(|(_, _, link)| link).collect();
+        let sampled_since: Array<MapData, u64> =
+            Array::try_from(take_map(&mut ebpf, names::SAMPLED_SINCE)?)?;
+        let sampled = SampledHooks {
+            links: sampled_links
+                .into_iter()
+                .map(|(program, hook, link)| (program, hook, Some(link)))
+                .collect(),
+            on_since: Some(Instant::now()),
+            on_for: Duration::ZERO,
+            sampled_since,
+        };
         let uses = |program: &str| {
             attached
                 .iter()
@@ -385,7 +387,7 @@ impl KernelCollector {
             logger,
             attached,
             links,
-            syscall_hook,
+            sampled,
             opens_from_syscall_exit,
             stats: None,
             program_stats: config.program_stats,
@@ -532,7 +534,7 @@ impl KernelCollector {
         // other, 20 of them take over a second and a half. Dropping them on their own threads
         // lets the waits overlap.
         let mut links = std::mem::take(&mut self.links);
-        links.extend(self.syscall_hook.take().and_then(|hook| hook.link));
+        links.extend(self.sampled.links.drain(..).filter_map(|(_, _, link)| link));
         std::thread::scope(|scope| {
             for link in links {
                 scope.spawn(move || drop(link));
@@ -547,25 +549,50 @@ impl KernelCollector {
         self.opens_from_syscall_exit
     }
 
-    /// Takes the syscall exit hook off until [`Self::resume_syscall_hook`]: while it is off,
-    /// no task takes the syscall tracing slow path. The kernel waits for an RCU grace period
-    /// before it lets go of the link (tens of ms), so the link is dropped on a thread of its
-    /// own; the program stops running when the drop starts.
-    pub fn pause_syscall_hook(&mut self) {
-        let Some(hook) = self.syscall_hook.as_mut() else {
+    /// Takes the sampled hooks off until [`Self::resume_sampled_hooks`]: while they are off,
+    /// no task takes the syscall tracing slow path and no switch or block request runs a
+    /// program. The kernel waits for an RCU grace period before it lets go of a link (tens of
+    /// ms), so the links are dropped on threads of their own; the programs stop running when
+    /// the drops start.
+    pub fn pause_sampled_hooks(&mut self) {
+        let hooks = &mut self.sampled;
+        let links: Vec<_> = hooks
+            .links
+            .iter_mut()
+            .filter_map(|(_, _, link)| link.take())
+            .collect();
+        if links.is_empty() {
             return;
-        };
-        if let Some(link) = hook.link.take() {
-            if let Some(since) = hook.on_since.take() {
-                hook.on_for += since.elapsed();
-            }
-            std::thread::spawn(move || drop(link));
         }
+        if let Some(since) = hooks.on_since.take() {
+            hooks.on_for += since.elapsed();
+        }
+        std::thread::spawn(move || {
+            std::thread::scope(|scope| {
+                for link in links {
+                    scope.spawn(move || drop(link));
+                }
+            })
+        });
     }
 
-    /// Whether the `syscalls` signal has a hook the sampler can take off and put back.
-    pub fn has_syscall_hook(&self) -> bool {
-        self.syscall_hook.is_some()
+    /// Whether any signal has a hook the sampler can take off and put back.
+    pub fn has_sampled_hooks(&self) -> bool {
+        !self.sampled.links.is_empty()
+    }
+
+    /// Whether `program` is attached as one of the sampled hooks.
+    fn samples(&self, programs: &[&str]) -> bool {
+        self.sampled
+            .links
+            .iter()
+            .any(|(program, _, _)| programs.contains(program))
+    }
+
+    /// Whether the block programs are among the sampled hooks, so that block counts are per
+    /// second of the time they were on.
+    pub fn samples_block_io(&self) -> bool {
+        self.samples(&[names::BLOCK_RQ_ISSUE, names::BLOCK_RQ_COMPLETE])
     }
 
     /// Syscalls counted so far (cumulative, summed over CPUs).
@@ -577,24 +604,68 @@ impl KernelCollector {
             .unwrap_or(0))
     }
 
-    /// Puts the syscall exit hook back on (a no-op while it is on).
-    pub fn resume_syscall_hook(&mut self) -> anyhow::Result<()> {
-        let (Some(hook), Some(ebpf)) = (self.syscall_hook.as_mut(), self.ebpf.as_mut()) else {
+    /// The events on the sampled hooks so far, each from where it is exact, for the sampler's
+    /// cost estimate; a hook that is not attached counts none.
+    pub fn sampled_event_counts(&self) -> anyhow::Result<crate::sampler::EventCounts> {
+        let mut counts = crate::sampler::EventCounts::default();
+        if self.samples(&crate::probes::SYSCALL_EXIT_PROGRAMS) {
+            counts.syscalls = self.syscalls_counted()?;
+        }
+        if self.samples(&crate::probes::SCHED_PROGRAMS) {
+            counts.context_switches =
+                crate::system::read_context_switches(std::path::Path::new("/proc/stat"))
+                    .unwrap_or(0);
+        }
+        if self.samples_block_io() {
+            counts.block_requests = crate::devices::block_requests_completed(
+                std::path::Path::new("/proc/diskstats"),
+                std::path::Path::new("/sys/block"),
+            );
+        }
+        Ok(counts)
+    }
+
+    /// Puts the sampled hooks back on (a no-op while they are on). The programs learn from
+    /// `SAMPLED_SINCE` that starts recorded before now (waits, requests) may have ended
+    /// unseen. A hook that fails to attach is reported and the others still go on.
+    pub fn resume_sampled_hooks(&mut self) -> anyhow::Result<()> {
+        let Some(ebpf) = self.ebpf.as_mut() else {
             return Ok(());
         };
-        if hook.link.is_none() {
-            hook.link = Some(crate::probes::reattach_syscall_exit(ebpf, hook.program)?);
-            hook.on_since = Some(Instant::now());
+        let hooks = &mut self.sampled;
+        if hooks.links.iter().all(|(_, _, link)| link.is_some()) {
+            return Ok(());
+        }
+        // Written before any hook is back, so every start a program records from here on is
+        // at or after it.
+        hooks.sampled_since.set(0, monotonic_ns(), 0)?;
+        let mut failed = Vec::new();
+        for (program, hook, link) in &mut hooks.links {
+            if link.is_none() {
+                match crate::probes::reattach(ebpf, program, *hook) {
+                    Ok(attached) => *link = Some(attached),
+                    Err(err) => failed.push(format!("{program}: {err:#}")),
+                }
+            }
+        }
+        if hooks.on_since.is_none() {
+            hooks.on_since = Some(Instant::now());
+        }
+        if !failed.is_empty() {
+            anyhow::bail!("putting sampled hooks back on: {}", failed.join("; "));
         }
         Ok(())
     }
 
-    /// How long the syscall exit hook was on since the last call (or since load), up to
-    /// `now`; `None` without the hook (the `syscalls` signal is off or missing).
-    pub fn take_syscall_hook_time(&mut self, now: Instant) -> Option<Duration> {
-        let hook = self.syscall_hook.as_mut()?;
-        let mut on = std::mem::take(&mut hook.on_for);
-        if let Some(since) = hook.on_since.as_mut() {
+    /// How long the sampled hooks were on since the last call (or since load), up to `now`;
+    /// `None` without any (their signals are off or missing).
+    pub fn take_sampled_time(&mut self, now: Instant) -> Option<Duration> {
+        if self.sampled.links.is_empty() {
+            return None;
+        }
+        let hooks = &mut self.sampled;
+        let mut on = std::mem::take(&mut hooks.on_for);
+        if let Some(since) = hooks.on_since.as_mut() {
             on += now.saturating_duration_since(*since);
             *since = now;
         }
@@ -602,16 +673,33 @@ impl KernelCollector {
     }
 }
 
-/// The syscall exit program's attachment, which the syscall sampler takes off and puts back.
-struct SyscallHook {
-    program: &'static str,
-    /// Present while the hook is on.
-    link: Option<crate::probes::OwnedLink>,
-    /// When it last went on, while it is on.
+/// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads.
+fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// The attachments of the sampled programs (see `probes::SAMPLED_PROGRAMS`), which the hook
+/// sampler takes off and puts back together.
+struct SampledHooks {
+    /// Program, hook, and the link while it is on.
+    links: Vec<(
+        &'static str,
+        crate::probes::Hook,
+        Option<crate::probes::OwnedLink>,
+    )>,
+    /// When they last went on, while they are on.
     on_since: Option<Instant>,
-    /// Time it was on since the last [`KernelCollector::take_syscall_hook_time`], not counting
+    /// Time they were on since the last [`KernelCollector::take_sampled_time`], not counting
     /// the current stretch.
     on_for: Duration,
+    /// The programs' `SAMPLED_SINCE`.
+    sampled_since: Array<MapData, u64>,
 }
 
 /// Sums each slot of a per-CPU array over CPUs.

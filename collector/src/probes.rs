@@ -296,8 +296,9 @@ pub struct Attacher<'a> {
     /// Whether the process-exit program is attached and BTF gave `task_struct.exit_code`.
     process_exit_attached: bool,
     task_exit_code_known: bool,
-    /// Every link made, so the daemon can detach them all at once on exit.
-    links: Vec<(&'static str, Link)>,
+    /// Every link made with its hook, so the daemon can detach them all at once on exit and
+    /// the sampler can take some off and put them back.
+    links: Vec<(&'static str, Hook, Link)>,
     /// The kernel's BTF for the BTF tracepoints, read on first use.
     btf: Option<Result<aya::Btf, String>>,
 }
@@ -318,11 +319,11 @@ impl<'a> Attacher<'a> {
     }
 
     /// The links made, as owned values with their program's name: dropping one detaches it.
-    pub fn into_owned_links(self) -> Vec<(&'static str, OwnedLink)> {
+    pub fn into_owned_links(self) -> Vec<(&'static str, Hook, OwnedLink)> {
         let Self { ebpf, links, .. } = self;
         links
             .into_iter()
-            .filter_map(|(program, link)| {
+            .filter_map(|(program, hook, link)| {
                 let prog = ebpf.program_mut(program)?;
                 let owned = match link {
                     Link::Tracepoint(id) => <&mut TracePoint>::try_from(prog)
@@ -347,7 +348,7 @@ impl<'a> Attacher<'a> {
                         .map(OwnedLink::BtfTracepoint),
                     Link::None => None,
                 };
-                owned.map(|link| (program, link))
+                owned.map(|link| (program, hook, link))
             })
             .collect()
     }
@@ -415,9 +416,9 @@ impl<'a> Attacher<'a> {
         let mut links = Vec::new();
         for &(program, hook) in alternative {
             match self.attach_one(program, hook) {
-                Ok(link) => links.push((program, link)),
+                Ok(link) => links.push((program, hook, link)),
                 Err(err) => {
-                    for (program, link) in links {
+                    for (program, _, link) in links {
                         self.detach(program, link);
                     }
                     return Err(HookOutcome::Failed(format!("{err:#}")));
@@ -539,32 +540,62 @@ impl<'a> Attacher<'a> {
     }
 }
 
-/// The programs that can serve the `syscalls` signal, each with how it attaches.
+/// The programs on the node's busiest hooks, which the hook sampler takes off for part of a
+/// window when events come faster than its budget pays for (see `crate::sampler`): every
+/// syscall, every context switch and wake-up, every block request.
+pub const SAMPLED_PROGRAMS: [&str; 10] = [
+    "sys_exit_btf",
+    "sys_exit_raw",
+    "sys_exit",
+    SCHED_SWITCH_BTF,
+    "sched_wakeup_btf",
+    "sched_wakeup_new_btf",
+    "sched_switch",
+    "sched_wakeup",
+    collector_common::names::BLOCK_RQ_ISSUE,
+    collector_common::names::BLOCK_RQ_COMPLETE,
+];
+
+/// The programs that can serve the `syscalls` signal.
 pub const SYSCALL_EXIT_PROGRAMS: [&str; 3] = ["sys_exit_btf", "sys_exit_raw", "sys_exit"];
 
-/// Attaches a syscall exit program again (it was loaded and attached once, then detached):
-/// the syscall sampler's way back on.
-pub fn reattach_syscall_exit(ebpf: &mut Ebpf, program: &str) -> anyhow::Result<OwnedLink> {
+/// The programs of the `sched` signal, BTF and classic.
+pub const SCHED_PROGRAMS: [&str; 5] = [
+    SCHED_SWITCH_BTF,
+    "sched_wakeup_btf",
+    "sched_wakeup_new_btf",
+    "sched_switch",
+    "sched_wakeup",
+];
+
+/// Attaches a program again at `hook` (it was loaded and attached once, then detached): the
+/// hook sampler's way back on.
+pub fn reattach(ebpf: &mut Ebpf, program: &str, hook: Hook) -> anyhow::Result<OwnedLink> {
     let prog = ebpf
         .program_mut(program)
         .with_context(|| format!("program {program} missing from the eBPF object"))?;
-    Ok(match program {
-        "sys_exit_btf" => {
+    Ok(match hook {
+        BtfTracepoint(_) => {
             let tracepoint: &mut BtfTracePoint = prog.try_into()?;
             let id = tracepoint.attach()?;
             OwnedLink::BtfTracepoint(tracepoint.take_link(id)?)
         }
-        "sys_exit_raw" => {
+        RawTracepoint(name) => {
             let raw: &mut RawTracePoint = prog.try_into()?;
-            let id = raw.attach("sys_exit")?;
+            let id = raw.attach(name)?;
             OwnedLink::RawTracepoint(raw.take_link(id)?)
         }
-        "sys_exit" => {
+        Tracepoint(category, name) => {
             let tracepoint: &mut TracePoint = prog.try_into()?;
-            let id = tracepoint.attach("raw_syscalls", "sys_exit")?;
+            let id = tracepoint.attach(category, name)?;
             OwnedLink::Tracepoint(tracepoint.take_link(id)?)
         }
-        other => anyhow::bail!("{other} is not a syscall exit program"),
+        Kprobe(function) => {
+            let kprobe: &mut KProbe = prog.try_into()?;
+            let id = kprobe.attach(function, 0)?;
+            OwnedLink::Kprobe(kprobe.take_link(id)?)
+        }
+        SyscallExit | ProcessExitTask => anyhow::bail!("{program} has no link of its own"),
     })
 }
 

@@ -1,52 +1,99 @@
-//! The syscall sampler: how much of each window the syscall exit hook stays on.
+//! The hook sampler: how much of each window the busiest hooks stay on.
 //!
-//! Any program on the `sys_exit` tracepoint puts every task of the node on the kernel's
-//! syscall tracing slow path, whatever the program does: measured here, ~140 ns more per
-//! syscall (an empty program alone costs ~117 ns; BENCHMARKS.md). On a node making millions of
-//! syscalls a second that is a large share of a CPU, so the daemon gives the hook a budget, a
-//! share of one CPU. Each window starts with the hook on; after a short probe
-//! ([`MIN_SYSCALL_DUTY`] of the window) the daemon reads the syscall count, and when that rate
-//! times the cost exceeds the budget, the hook goes off for the rest of the window once it has
-//! been on for the share the budget pays for (the rest of the window nobody pays). The
-//! syscall rates are then per second of the time it was on. At the rates of an ordinary node
-//! (thousands a second) the hook is on all the time.
+//! Three hooks fire on the hottest paths a node has: the syscall exit (every syscall), the
+//! scheduler's switch and wake-up (every context switch), and block issue and completion
+//! (every block request). Each event costs the task that causes it a little (a program on
+//! `sys_exit` also puts every task on the kernel's syscall tracing slow path: an empty program
+//! alone costs ~117 ns per syscall here; BENCHMARKS.md), and at millions of events a second
+//! that is a large share of a CPU. So the daemon gives the three one budget, a share of one
+//! CPU. Each window starts with them on; after a short probe ([`MIN_DUTY`] of the window) the
+//! daemon counts the events the probe saw, and when their rates times their costs exceed the
+//! budget, the hooks go off together for the rest of the window once they have been on for
+//! the share the budget pays for (the rest of the window nobody pays). Rates from these hooks
+//! are then per second of the time they were on, and the latencies they measure are a
+//! sample. At the rates of an ordinary node (thousands a second) they are on all the time.
 
-/// What the hook costs one syscall, ns (the empty program's floor plus ours; see above).
-pub const SYSCALL_HOOK_COST_NS: f64 = 140.0;
+/// What each event costs with its hook on, ns: measured on a 2-vCPU VM with one CPU doing
+/// the work (`cargo xtask bench overhead`), rounded up so that the budget is kept.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HookCosts {
+    /// One syscall: the tracing slow path plus our program.
+    pub syscall_ns: f64,
+    /// One context switch with the wake-up before it (two programs).
+    pub context_switch_ns: f64,
+    /// One block request: issue and completion, each a classic tracepoint whose record the
+    /// kernel builds before the program runs.
+    pub block_request_ns: f64,
+}
 
-/// The hook is never on for less of a window than this: enough syscalls are seen to give a
-/// rate and the errors a node in trouble makes (they come by the thousand).
-pub const MIN_SYSCALL_DUTY: f64 = 0.02;
+pub const HOOK_COSTS: HookCosts = HookCosts {
+    syscall_ns: 140.0,
+    context_switch_ns: 300.0,
+    block_request_ns: 1000.0,
+};
 
-/// Default budget: 1% of one CPU (71,000 syscalls per second watched whole).
-pub const DEFAULT_SYSCALL_BUDGET: f64 = 0.01;
+/// Cumulative counts of the events on the sampled hooks, from wherever they are exact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventCounts {
+    /// Counted by the syscall exit program (0 without it).
+    pub syscalls: u64,
+    /// /proc/stat `ctxt` (0 without the scheduler programs).
+    pub context_switches: u64,
+    /// Block requests completed, from /proc/diskstats (0 without the block programs).
+    pub block_requests: u64,
+}
 
-/// The share of the next window the hook should be on, given `budget` (a share of one CPU;
-/// 0 or less: no budget, always on) and the syscall rate just measured.
-pub fn syscall_duty(budget: f64, syscalls_per_s: f64) -> f64 {
+impl EventCounts {
+    /// The share of one CPU the hooks cost over `seconds` for the events since `earlier`.
+    pub fn cpu_share_since(&self, earlier: &Self, seconds: f64, costs: &HookCosts) -> f64 {
+        if seconds <= 0.0 {
+            return 0.0;
+        }
+        let ns = self.syscalls.saturating_sub(earlier.syscalls) as f64 * costs.syscall_ns
+            + self
+                .context_switches
+                .saturating_sub(earlier.context_switches) as f64
+                * costs.context_switch_ns
+            + self.block_requests.saturating_sub(earlier.block_requests) as f64
+                * costs.block_request_ns;
+        ns * 1e-9 / seconds
+    }
+}
+
+/// The hooks are never on for less of a window than this: enough events are seen to give
+/// rates, latencies and the errors a node in trouble makes (they come by the thousand).
+pub const MIN_DUTY: f64 = 0.02;
+
+/// Default budget: 1% of one CPU (71,000 syscalls, 33,000 context switches or 10,000 block
+/// requests per second watched whole).
+pub const DEFAULT_HOOK_BUDGET: f64 = 0.01;
+
+/// The share of the next window the hooks should be on, given `budget` (a share of one CPU;
+/// 0 or less: no budget, always on) and the share of one CPU they cost while on.
+pub fn duty(budget: f64, cost_share: f64) -> f64 {
     if budget <= 0.0 || budget.is_nan() {
         return 1.0;
     }
-    let cost = syscalls_per_s.max(0.0) * SYSCALL_HOOK_COST_NS * 1e-9;
+    let cost = cost_share.max(0.0);
     if !cost.is_finite() {
-        return MIN_SYSCALL_DUTY;
+        return MIN_DUTY;
     }
     if cost <= budget {
         return 1.0;
     }
-    (budget / cost).clamp(MIN_SYSCALL_DUTY, 1.0)
+    (budget / cost).clamp(MIN_DUTY, 1.0)
 }
 
 /// Where the sampler is within a window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SamplerStep {
-    /// At `at`, count the syscalls seen since the window started (`count_at_start` then).
+    /// At `at`, count the events seen since the window started (`counts_at_start` then).
     Probe {
         at: std::time::Instant,
         window_start: std::time::Instant,
-        count_at_start: u64,
+        counts_at_start: EventCounts,
     },
-    /// At `at`, take the hook off until the next window.
+    /// At `at`, take the hooks off until the next window.
     Off { at: std::time::Instant },
 }
 
@@ -58,36 +105,36 @@ impl SamplerStep {
     }
 }
 
-/// A window starts (with the hook on): the probe comes first, unless there is no budget.
+/// A window starts (with the hooks on): the probe comes first, unless there is no budget.
 pub fn window_started(
     budget: f64,
     window: std::time::Duration,
     now: std::time::Instant,
-    syscalls_so_far: u64,
+    counts_so_far: EventCounts,
 ) -> Option<SamplerStep> {
     (budget > 0.0).then(|| SamplerStep::Probe {
-        at: now + window.mul_f64(MIN_SYSCALL_DUTY),
+        at: now + window.mul_f64(MIN_DUTY),
         window_start: now,
-        count_at_start: syscalls_so_far,
+        counts_at_start: counts_so_far,
     })
 }
 
-/// The probe's verdict at `now`, with `syscalls_so_far` counted: `None` keeps the hook on to
-/// the window's end; otherwise the hook goes off at the step's time (`now` or later).
+/// The probe's verdict at `now`, with `counts_so_far`: `None` keeps the hooks on to the
+/// window's end; otherwise they go off at the step's time (`now` or later).
 pub fn after_probe(
     budget: f64,
     window: std::time::Duration,
     window_start: std::time::Instant,
-    count_at_start: u64,
+    counts_at_start: &EventCounts,
     now: std::time::Instant,
-    syscalls_so_far: u64,
+    counts_so_far: &EventCounts,
 ) -> Option<SamplerStep> {
     let elapsed = now.saturating_duration_since(window_start).as_secs_f64();
     if elapsed <= 0.0 {
         return None;
     }
-    let rate = syscalls_so_far.saturating_sub(count_at_start) as f64 / elapsed;
-    let duty = syscall_duty(budget, rate);
+    let cost = counts_so_far.cpu_share_since(counts_at_start, elapsed, &HOOK_COSTS);
+    let duty = duty(budget, cost);
     (duty < 1.0).then(|| SamplerStep::Off {
         at: (window_start + window.mul_f64(duty)).max(now),
     })
@@ -109,44 +156,83 @@ pub fn parse_budget(text: &str) -> Result<f64, String> {
 mod tests {
     use super::*;
 
+    fn syscalls(n: u64) -> EventCounts {
+        EventCounts {
+            syscalls: n,
+            ..EventCounts::default()
+        }
+    }
+
+    /// The cost share of `rate` syscalls a second.
+    fn syscall_share(rate: f64) -> f64 {
+        rate * HOOK_COSTS.syscall_ns * 1e-9
+    }
+
     #[test]
-    fn ordinary_rates_keep_the_hook_on_and_floods_shrink_it_within_bounds() {
-        assert_eq!(syscall_duty(0.01, 5_000.0), 1.0);
+    fn ordinary_rates_keep_the_hooks_on_and_floods_shrink_them_within_bounds() {
+        assert_eq!(duty(0.01, syscall_share(5_000.0)), 1.0);
         // 1% of a CPU is 71,428 syscalls a second at 140 ns.
-        assert_eq!(syscall_duty(0.01, 70_000.0), 1.0);
-        let duty = syscall_duty(0.01, 700_000.0);
-        assert!((duty - 0.102).abs() < 0.001, "{duty}");
+        assert_eq!(duty(0.01, syscall_share(70_000.0)), 1.0);
+        let share = duty(0.01, syscall_share(700_000.0));
+        assert!((share - 0.102).abs() < 0.001, "{share}");
         // The cost it then takes is the budget.
-        assert!((duty * 700_000.0 * SYSCALL_HOOK_COST_NS * 1e-9 - 0.01).abs() < 1e-9);
-        assert_eq!(syscall_duty(0.01, 1e12), MIN_SYSCALL_DUTY);
-        assert_eq!(syscall_duty(0.01, f64::INFINITY), MIN_SYSCALL_DUTY);
+        assert!((share * syscall_share(700_000.0) - 0.01).abs() < 1e-9);
+        assert_eq!(duty(0.01, 1e3), MIN_DUTY);
+        assert_eq!(duty(0.01, f64::INFINITY), MIN_DUTY);
         let mut last = 1.0;
         for rate in [1e4, 1e5, 1e6, 1e7] {
-            let duty = syscall_duty(0.01, rate);
-            assert!(duty <= last, "not monotonic at {rate}");
-            last = duty;
+            let share = duty(0.01, syscall_share(rate));
+            assert!(share <= last, "not monotonic at {rate}");
+            last = share;
         }
     }
 
     #[test]
+    fn every_hooks_events_add_to_the_cost() {
+        let start = EventCounts::default();
+        // In one second: 50,000 syscalls (0.7%), 10,000 switches (0.3%), 5,000 requests (0.5%).
+        let after = EventCounts {
+            syscalls: 50_000,
+            context_switches: 10_000,
+            block_requests: 5_000,
+        };
+        let share = after.cpu_share_since(&start, 1.0, &HOOK_COSTS);
+        assert!((share - 0.015).abs() < 1e-9, "{share}");
+        // Each alone is within a 1% budget, together they are not.
+        assert!((duty(0.01, share) - 0.01 / 0.015).abs() < 1e-9);
+        // A counter that went backwards (a device gone) adds nothing.
+        assert_eq!(start.cpu_share_since(&after, 1.0, &HOOK_COSTS), 0.0);
+        assert_eq!(after.cpu_share_since(&start, 0.0, &HOOK_COSTS), 0.0);
+    }
+
+    #[test]
     fn no_budget_means_always_on() {
-        assert_eq!(syscall_duty(0.0, 1e9), 1.0);
-        assert_eq!(syscall_duty(f64::NAN, 1e9), 1.0);
-        assert_eq!(syscall_duty(0.01, f64::NAN), 1.0);
+        assert_eq!(duty(0.0, 1e9), 1.0);
+        assert_eq!(duty(f64::NAN, 1e9), 1.0);
+        assert_eq!(duty(0.01, f64::NAN), 1.0);
     }
 
     #[test]
     fn a_window_probes_then_goes_off_at_the_share_its_rate_allows() {
         let window = std::time::Duration::from_secs(2);
         let start = std::time::Instant::now();
-        assert_eq!(window_started(0.0, window, start, 0), None);
-        let Some(SamplerStep::Probe { at, .. }) = window_started(0.01, window, start, 500) else {
+        assert_eq!(window_started(0.0, window, start, syscalls(0)), None);
+        let Some(SamplerStep::Probe { at, .. }) =
+            window_started(0.01, window, start, syscalls(500))
+        else {
             panic!("a probe first");
         };
         assert_eq!(at, start + std::time::Duration::from_millis(40));
         // 700,000 syscalls a second: on for 10.2% of the window.
         let probe_at = start + std::time::Duration::from_millis(40);
-        let off = after_probe(0.01, window, start, 500, probe_at, 500 + 28_000);
+        let off = after_probe(
+            0.01,
+            window,
+            start,
+            &syscalls(500),
+            probe_at,
+            &syscalls(500 + 28_000),
+        );
         let Some(SamplerStep::Off { at }) = off else {
             panic!("{off:?}");
         };
@@ -154,11 +240,25 @@ mod tests {
         assert!((on_ms - 204.0).abs() < 1.0, "{on_ms}");
         // An ordinary rate: on to the end.
         assert_eq!(
-            after_probe(0.01, window, start, 500, probe_at, 500 + 200),
+            after_probe(
+                0.01,
+                window,
+                start,
+                &syscalls(500),
+                probe_at,
+                &syscalls(700)
+            ),
             None
         );
         // A flood so heavy the probe already used the share: off at once.
-        let off = after_probe(0.01, window, start, 0, probe_at, u64::MAX);
+        let off = after_probe(
+            0.01,
+            window,
+            start,
+            &syscalls(0),
+            probe_at,
+            &syscalls(u64::MAX),
+        );
         assert_eq!(off, Some(SamplerStep::Off { at: probe_at }));
     }
 

@@ -20,6 +20,9 @@ pub struct SystemSnapshot {
     pub histograms: Vec<Histogram>,
     /// `pgmajfault` from /proc/vmstat.
     pub major_faults: u64,
+    /// `ctxt` from /proc/stat: context switches since boot, exact whether or not the
+    /// scheduler hooks are sampled.
+    pub context_switches: u64,
     /// Conntrack table fill: (entries, maximum), when the module is loaded.
     pub conntrack: Option<(u64, u64)>,
 }
@@ -32,6 +35,7 @@ impl SystemSnapshot {
             drop_reasons: kernel.drop_reasons()?,
             histograms: kernel.histograms()?,
             major_faults: read_vmstat_field(Path::new("/proc/vmstat"), "pgmajfault").unwrap_or(0),
+            context_switches: read_context_switches(Path::new("/proc/stat")).unwrap_or(0),
             conntrack: read_conntrack(Path::new("/proc/sys/net/netfilter")),
         })
     }
@@ -44,6 +48,13 @@ pub fn read_vmstat_field(path: &Path, name: &str) -> Option<u64> {
         let (key, value) = line.split_once(' ')?;
         (key == name).then(|| value.trim().parse().ok())?
     })
+}
+
+/// The `ctxt` line of /proc/stat: context switches on every CPU since boot.
+pub fn read_context_switches(path: &Path) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix("ctxt ")?.trim().parse().ok())
 }
 
 /// Entries and limit of the conntrack table; `None` when nf_conntrack is not loaded.
@@ -275,7 +286,10 @@ pub fn system_features(
             .collect::<BTreeMap<_, _>>()
     };
     SystemFeatures {
-        sched_context_switches_per_s: per_s(event::CONTEXT_SWITCHES),
+        sched_context_switches_per_s: rate(
+            counter_delta(previous.context_switches, current.context_switches),
+            window_s,
+        ),
         sched_runqueue_latency_p50_us: histogram_quantile_us(&runqueue, 0.5).unwrap_or(0.0),
         sched_runqueue_latency_p99_us: histogram_quantile_us(&runqueue, 0.99).unwrap_or(0.0),
         proc_forks_per_s: per_s(event::FORKS),
@@ -343,6 +357,7 @@ mod tests {
             drop_reasons: vec![0; 256],
             histograms: vec![Histogram::default(); hist::COUNT as usize],
             major_faults: 0,
+            context_switches: 0,
             conntrack: None,
         }
     }
@@ -351,7 +366,7 @@ mod tests {
     fn features_are_rates_of_deltas_with_named_breakdowns() {
         let previous = snapshot();
         let mut current = snapshot();
-        current.events[event::CONTEXT_SWITCHES as usize] = 5000;
+        current.context_switches = 5000;
         current.events[event::EXITS_NONZERO as usize] = 10;
         current.events[event::OOM_KILLS as usize] = 1;
         current.events[event::RECLAIM_NS as usize] = 300_000_000;

@@ -130,6 +130,26 @@ impl DeviceWindow {
         self.ops.iter().sum()
     }
 
+    /// The counts scaled from the time the block hooks were on to the whole window (`factor`
+    /// = window / time on, at least 1): estimates of what the window held. The in-flight
+    /// gauge is not a count of the window and stays; latencies keep their distribution.
+    pub fn scaled(&self, factor: f64) -> Self {
+        if !(factor > 1.0 && factor.is_finite()) {
+            return self.clone();
+        }
+        let scale = |count: u64| (count as f64 * factor).round() as u64;
+        Self {
+            ops: self.ops.map(scale),
+            bytes: self.bytes.map(scale),
+            flushes: scale(self.flushes),
+            completed: scale(self.completed),
+            errors: scale(self.errors),
+            inflight: self.inflight,
+            latency_sum_ns: scale(self.latency_sum_ns),
+            latency_hist: self.latency_hist.map(scale),
+        }
+    }
+
     /// Mean issue → complete latency, `None` when nothing completed.
     pub fn latency_mean_us(&self) -> Option<f64> {
         let timed: u64 = self.latency_hist.iter().sum();
@@ -218,6 +238,39 @@ mod tests {
         assert_eq!(window.ops[op::READ], 30);
         assert_eq!(window.latency_hist[10], 30);
         assert_eq!(window.inflight, 0);
+    }
+
+    #[test]
+    fn sampled_counts_scale_to_the_whole_window() {
+        let window = DeviceWindow {
+            ops: [10, 4, 0, 0, 1],
+            bytes: [40960, 16384, 0, 0, 0],
+            flushes: 1,
+            completed: 14,
+            errors: 1,
+            inflight: 3,
+            latency_sum_ns: 1_400_000,
+            latency_hist: {
+                let mut hist = [0; LATENCY_BUCKETS];
+                hist[7] = 14;
+                hist
+            },
+        };
+        let scaled = window.scaled(10.0);
+        assert_eq!(scaled.ops, [100, 40, 0, 0, 10]);
+        assert_eq!(scaled.bytes[0], 409_600);
+        assert_eq!(
+            (scaled.flushes, scaled.completed, scaled.errors),
+            (10, 140, 10)
+        );
+        assert_eq!(scaled.inflight, 3, "a gauge, not a count");
+        assert_eq!(scaled.latency_mean_us(), window.latency_mean_us());
+        assert_eq!(
+            scaled.latency_quantile_us(0.99),
+            window.latency_quantile_us(0.99)
+        );
+        assert_eq!(window.scaled(1.0), window);
+        assert_eq!(window.scaled(f64::NAN), window);
     }
 
     #[test]
