@@ -458,7 +458,6 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 let closed = windows.close_window(&mut kernel, slow)?;
                 let record = closed.record;
                 info!("{}", record.summary());
-                sampler_step = start_sampled_window(&mut kernel, &options);
                 sink.write(&record)?;
                 let verdict = assessor.as_mut().map(|assessor| (assessor.judge(&record), assessor.model_info()));
                 {
@@ -485,6 +484,9 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                     let top = verdict.explanation.first().map(|(f, z)| format!("{f} z={z:+.1}")).unwrap_or_default();
                     info!(state = verdict.state, score = verdict.score, threshold = verdict.threshold, anomalous = verdict.anomalous, "health {top}");
                 }
+                // Last: the sampled hooks' time on must not be the time this daemon spends
+                // closing a window, when it competes with the node's work for a CPU.
+                sampler_step = start_sampled_window(&mut kernel, &options);
                 produced += 1;
                 if let RunFor::Windows(limit) = run_for
                     && produced >= limit
