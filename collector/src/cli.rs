@@ -456,11 +456,11 @@ pub struct CollectArgs {
     /// Share of one CPU the busiest hooks may cost together: the syscall exit (every
     /// syscall, ~140 ns each here), the scheduler (every context switch, ~300 ns) and block
     /// I/O (every request, ~1 µs). When the events the start of a window sees would cost more
-    /// than this (at 1%: e.g. above ~71,000 syscalls/s, or ~10,000 block requests/s), those
+    /// than this (at 0.5%: e.g. above ~36,000 syscalls/s, or ~5,000 block requests/s), those
     /// hooks are on for only the first part of the window: their rates are per second of that
     /// part and their latencies a sample of it (each window's `syscall_sample_fraction` says
     /// how much). Context switches then come from /proc/stat. "0" keeps them on all the time.
-    #[arg(long, visible_alias = "syscall-budget", env = "NODESTATE_HOOK_BUDGET", default_value = "1%", value_parser = crate::sampler::parse_budget)]
+    #[arg(long, visible_alias = "syscall-budget", env = "NODESTATE_HOOK_BUDGET", default_value = "0.5%", value_parser = crate::sampler::parse_budget)]
     pub hook_budget: f64,
 
     /// Attach the XDP drop list (`collector blocklist`) to this interface; repeat or

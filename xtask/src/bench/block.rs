@@ -77,8 +77,7 @@ pub(super) fn pinned<T>(cpu: usize, work: impl FnOnce() -> T) -> anyhow::Result<
     // SAFETY: cpu_set_t is plain data; the calls get its size and a valid pointer.
     unsafe {
         let mut previous: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut previous) != 0
-        {
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut previous) != 0 {
             bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
         }
         let mut only: libc::cpu_set_t = std::mem::zeroed();

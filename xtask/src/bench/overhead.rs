@@ -22,7 +22,7 @@ use super::block::{
     workload_cpu,
 };
 
-const ROUNDS: usize = 8;
+const ROUNDS: usize = 12;
 const SECONDS: u64 = 3;
 
 /// getppid(2) in a loop: the raw syscall tracepoint's worst case. Returns calls per second.
@@ -472,7 +472,7 @@ pub fn run() -> anyhow::Result<String> {
          floor any syscall hook pays: enabling a syscall tracepoint puts every syscall on the \
          kernel's slow path); with `collector run --hook-budget 0` (every program attached and \
          on all the time); and with `collector run` as it ships (every program attached; the \
-         busiest hooks, syscall exit, scheduler and block, share a budget of 1% of one CPU and \
+         busiest hooks, syscall exit, scheduler and block, share a budget of 0.5% of one CPU and \
          are on for only part of each window when their events would cost more, see \
          collector/src/sampler.rs; program statistics one window in 12; 1 s windows). Each \
          collector is measured from {SETTLE_MS} ms after it starts. {ROUNDS} rounds, the order \
