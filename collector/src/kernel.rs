@@ -333,7 +333,7 @@ impl KernelCollector {
         let (sampled_links, links): (Vec<_>, Vec<_>) = attacher
             .into_owned_links()
             .into_iter()
-            .partition(|(program, _, _)| crate::probes::SAMPLED_PROGRAMS.contains(program));
+            .partition(|(program, _, _)| crate::probes::is_sampled(program));
         let links = links.into_iter().map(|(_, _, link)| link).collect();
         let sampled_since: Array<MapData, u64> =
             Array::try_from(take_map(&mut ebpf, names::SAMPLED_SINCE)?)?;
@@ -581,7 +581,7 @@ impl KernelCollector {
         !self.sampled.links.is_empty()
     }
 
-    /// Whether `program` is attached as one of the sampled hooks.
+    /// Whether any of `programs` is attached as one of the sampled hooks.
     fn samples(&self, programs: &[&str]) -> bool {
         self.sampled
             .links
@@ -592,7 +592,7 @@ impl KernelCollector {
     /// Whether the block programs are among the sampled hooks, so that block counts are per
     /// second of the time they were on.
     pub fn samples_block_io(&self) -> bool {
-        self.samples(&[names::BLOCK_RQ_ISSUE, names::BLOCK_RQ_COMPLETE])
+        self.samples(&crate::probes::BLOCK_PROGRAMS)
     }
 
     /// Syscalls counted so far (cumulative, summed over CPUs).
@@ -684,7 +684,7 @@ fn monotonic_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
-/// The attachments of the sampled programs (see `probes::SAMPLED_PROGRAMS`), which the hook
+/// The attachments of the sampled programs (see `probes::is_sampled`), which the hook
 /// sampler takes off and puts back together.
 struct SampledHooks {
     /// Program, hook, and the link while it is on.

@@ -540,21 +540,18 @@ impl<'a> Attacher<'a> {
     }
 }
 
-/// The programs on the node's busiest hooks, which the hook sampler takes off for part of a
-/// window when events come faster than its budget pays for (see `crate::sampler`): every
-/// syscall, every context switch and wake-up, every block request.
-pub const SAMPLED_PROGRAMS: [&str; 10] = [
-    "sys_exit_btf",
-    "sys_exit_raw",
-    "sys_exit",
-    SCHED_SWITCH_BTF,
-    "sched_wakeup_btf",
-    "sched_wakeup_new_btf",
-    "sched_switch",
-    "sched_wakeup",
-    collector_common::names::BLOCK_RQ_ISSUE,
-    collector_common::names::BLOCK_RQ_COMPLETE,
-];
+/// Whether `program` is on one of the node's busiest hooks, which the hook sampler takes off
+/// for part of a window when events come faster than its budget pays for (see
+/// `crate::sampler`): every syscall, every context switch and wake-up, every block request.
+pub fn is_sampled(program: &str) -> bool {
+    [
+        &SYSCALL_EXIT_PROGRAMS[..],
+        &SCHED_PROGRAMS[..],
+        &BLOCK_PROGRAMS[..],
+    ]
+    .iter()
+    .any(|programs| programs.contains(&program))
+}
 
 /// The programs that can serve the `syscalls` signal.
 pub const SYSCALL_EXIT_PROGRAMS: [&str; 3] = ["sys_exit_btf", "sys_exit_raw", "sys_exit"];
@@ -566,6 +563,12 @@ pub const SCHED_PROGRAMS: [&str; 5] = [
     "sched_wakeup_new_btf",
     "sched_switch",
     "sched_wakeup",
+];
+
+/// The programs of the block signals, issue and completion.
+pub const BLOCK_PROGRAMS: [&str; 2] = [
+    collector_common::names::BLOCK_RQ_ISSUE,
+    collector_common::names::BLOCK_RQ_COMPLETE,
 ];
 
 /// Attaches a program again at `hook` (it was loaded and attached once, then detached): the
