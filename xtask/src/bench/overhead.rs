@@ -314,7 +314,7 @@ pub fn run() -> anyhow::Result<String> {
     for workload in &workloads {
         let measure = || pinned(cpu, || (workload.run)())?;
         measure()?; // warm-up
-        let mut results: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+        let mut results: [Vec<f64>; CONFIGS.len()] = Default::default();
         let mut daemon_cpu = Vec::new();
         for round in 0..ROUNDS {
             for step in 0..CONFIGS.len() {
@@ -347,19 +347,18 @@ pub fn run() -> anyhow::Result<String> {
                         value?
                     }
                 };
-                results.entry(index).or_default().push(value);
+                results[index].push(value);
             }
         }
-        let series = |config: Config| {
-            let index = CONFIGS.iter().position(|c| *c == config).expect("a config");
-            results.get(&index).cloned().unwrap_or_default()
+        let series = |config: Config| -> &[f64] {
+            &results[CONFIGS.iter().position(|c| *c == config).expect("a config")]
         };
         let without = series(Config::Without);
-        let (floor, low_floor, high_floor) = paired(&series(Config::Floor), &without);
-        let (always, low_always, high_always) = paired(&series(Config::AlwaysOn), &without);
-        let (ratio, low, high) = paired(&series(Config::Default), &without);
-        let best_ratio = best(&series(Config::Default), &without);
-        let best_always = best(&series(Config::AlwaysOn), &without);
+        let (floor, low_floor, high_floor) = paired(series(Config::Floor), without);
+        let (always, low_always, high_always) = paired(series(Config::AlwaysOn), without);
+        let (ratio, low, high) = paired(series(Config::Default), without);
+        let best_ratio = best(series(Config::Default), without);
+        let best_always = best(series(Config::AlwaysOn), without);
         worst = worst.max(1.0 - ratio);
         worst_best = worst_best.max(1.0 - best_ratio);
         // One more run with statistics in every window, for the per-hook costs (which then
@@ -399,7 +398,7 @@ pub fn run() -> anyhow::Result<String> {
              default {ratio:.3} ({low:.3}–{high:.3}), best runs {best_ratio:.3}; hooks on \
              {:.0}% of each window",
             workload.name,
-            median(&without),
+            median(without),
             workload.unit,
             on_share * 100.0
         );
@@ -409,7 +408,7 @@ pub fn run() -> anyhow::Result<String> {
              **{ratio:.3}** ({low:.3}–{high:.3}) | **{:+.1}%** | {best_ratio:.3} ({:+.1}%) | \
              {:.0}% | {:.1}% |",
             workload.name,
-            median(&without),
+            median(without),
             workload.unit,
             (ratio - 1.0) * 100.0,
             (best_ratio - 1.0) * 100.0,
