@@ -129,7 +129,15 @@ fn slow_io_events_lost_to_a_full_ring_buffer_are_counted() {
             from_our_device += 1;
         }
     }
-    assert!(produced >= 1000, "produced {produced}");
+    // Each of our 1000 reads completes once and was issued after we attached.
+    assert!(
+        produced >= 1000,
+        "produced {produced}; completions with no issue seen {}, issues the in-flight table \
+         could not take {}, devices the device table could not take {}",
+        counters[collector_common::counter::COMPLETE_UNMATCHED as usize],
+        counters[collector_common::counter::INFLIGHT_TABLE_FULL as usize],
+        counters[collector_common::counter::DEVICE_TABLE_FULL as usize],
+    );
     assert!(
         lost > 0,
         "a one-page ring buffer must overflow (lost {lost})"
