@@ -327,6 +327,15 @@ pub mod names {
     pub const SAMPLED_SINCE: &str = "SAMPLED_SINCE";
 }
 
+/// Slots of `SAMPLED_SINCE`: one per group of sampled hooks that go off and on together
+/// (the daemon's `sampler::HookGroup`, in the same order).
+pub mod sampled_group {
+    pub const SYSCALLS: u32 = 0;
+    pub const SCHEDULER: u32 = 1;
+    pub const BLOCK: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are #[repr(C)], Copy, made only of integers, with explicit padding

@@ -12,7 +12,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use collector_common::{
     BlockDevStats, BlockTracepointLayout, INFLIGHT_SLOTS, InflightKey, InflightSlot,
-    RECORD_HEAD_BYTES, SlowIoEvent, counter, op,
+    RECORD_HEAD_BYTES, SlowIoEvent, counter, op, sampled_group,
 };
 
 use crate::util::{add, latency_bucket, started_before_sampling};
@@ -165,7 +165,7 @@ fn track_issue(key: &InflightKey, now: u64) -> Issue {
         // A request issued before the hooks last came back on may have completed unseen.
         if started == 0
             || now.saturating_sub(started) > INFLIGHT_STALE_NS
-            || started_before_sampling(started)
+            || started_before_sampling(sampled_group::BLOCK, started)
         {
             unsafe {
                 (*slot).key = *key;
@@ -289,7 +289,8 @@ fn try_block_rq_complete(ctx: &TracePointContext) -> Result<(), i32> {
     let key = inflight_key(dev, sector, class);
     // Issued before the hooks last came back on: its latency would include time unwatched,
     // so it counts as a completion we saw no issue of.
-    let Some(started) = track_complete(&key).filter(|&started| !started_before_sampling(started))
+    let Some(started) = track_complete(&key)
+        .filter(|&started| !started_before_sampling(sampled_group::BLOCK, started))
     else {
         bump(counter::COMPLETE_UNMATCHED);
         if error != 0

@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use collector_common::{
     ABSENT, DROP_REASON_SLOTS, ERRNO_SLOTS, ExitCodeOffsets, Histogram, OpenSyscalls,
-    RUNQUEUE_SLOTS, SystemTracepointLayout, event, hist, hook_config,
+    RUNQUEUE_SLOTS, SystemTracepointLayout, event, hist, hook_config, sampled_group,
 };
 
 use crate::util::{SAMPLED_SINCE, add, record_latency};
@@ -141,7 +141,7 @@ fn runqueue_leave(pid: u32, now: u64) {
     // The wait began before the hooks last came back on: its end may have passed unseen while
     // they were off, so this switch-in need not be its end (see `SAMPLED_SINCE`). The slot
     // keeps only 56 bits of time, so compare how long ago each was.
-    if let Some(since) = SAMPLED_SINCE.get(0)
+    if let Some(since) = SAMPLED_SINCE.get(sampled_group::SCHEDULER)
         && *since != 0
         && waited > now.wrapping_sub(*since) & RQ_TIME_MASK
     {

@@ -60,16 +60,21 @@ pub fn record_latency(histograms: &PerCpuArray<Histogram>, index: u32, latency_n
     }
 }
 
-/// Since when (`bpf_ktime_get_ns`, CLOCK_MONOTONIC) the sampled hooks (scheduler, block, syscall
-/// exit) have been on without a break; the daemon writes it each time it puts them back on.
+/// Per group of sampled hooks (`sampled_group`: scheduler, block, syscall exit), since when
+/// (`bpf_ktime_get_ns`, CLOCK_MONOTONIC) they have been on without a break; the daemon writes
+/// it each time it puts the group back on.
 /// A start time recorded before it belongs to a wait or a request whose end may have passed
 /// while the hooks were off: pairing it with a later end would measure the off-period, so such
 /// starts are dropped. 0 (never written): every start counts.
 #[map]
-pub static SAMPLED_SINCE: Array<u64> = Array::with_max_entries(1, 0);
+pub static SAMPLED_SINCE: Array<u64> =
+    Array::with_max_entries(collector_common::sampled_group::COUNT, 0);
 
-/// See [`SAMPLED_SINCE`]: whether `started` (ns) predates the hooks' current on-period.
+/// See [`SAMPLED_SINCE`]: whether `started` (ns) predates the current on-period of the hooks
+/// of `group`.
 #[inline(always)]
-pub fn started_before_sampling(started: u64) -> bool {
-    SAMPLED_SINCE.get(0).is_some_and(|since| started < *since)
+pub fn started_before_sampling(group: u32, started: u64) -> bool {
+    SAMPLED_SINCE
+        .get(group)
+        .is_some_and(|since| started < *since)
 }

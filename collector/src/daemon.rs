@@ -24,7 +24,9 @@ use crate::{
     kernel::{KernelCollector, KernelConfig, KernelLogger, ProgramStats},
     pressure::{PsiReader, ThrottlingReader},
     record::{ProgramWindow, WindowInputs, WindowRecord},
-    system::{SyscallSampling, SystemSnapshot, parse_symbolic_names, system_features},
+    system::{
+        SyscallSampling, SystemFeatures, SystemSnapshot, parse_symbolic_names, system_features,
+    },
     window::{DeviceWindow, counter_delta},
 };
 
@@ -132,16 +134,28 @@ impl WindowMaker {
         let system = SystemSnapshot::read(kernel)?;
         let programs = program_stats_by_name(kernel);
         let window_s = now.duration_since(self.previous_at).as_secs_f64();
+        let sampled_time = kernel.take_sampled_time(now);
+        let on_s = |group| {
+            sampled_time
+                .of(group)
+                .map_or(window_s, |on| on.as_secs_f64().min(window_s))
+        };
         let syscall_sampling = SyscallSampling {
-            on_s: kernel
-                .take_sampled_time(now)
-                .map_or(window_s, |on| on.as_secs_f64().min(window_s)),
+            on_s: on_s(crate::sampler::HookGroup::Syscalls),
             opens_too: kernel.opens_from_syscall_exit(),
         };
-        // The block programs are on and off with the other sampled hooks: their counts are
-        // of the time they were on, scaled here to the window.
-        let block_scale = if kernel.samples_block_io() && syscall_sampling.on_s > 0.0 {
-            window_s / syscall_sampling.on_s
+        // The block programs may have been off for part of the window: their counts are of
+        // the time they were on, scaled here to the window.
+        let share_on = |group| {
+            if window_s > 0.0 {
+                (on_s(group) / window_s).clamp(0.0, 1.0)
+            } else {
+                1.0
+            }
+        };
+        let block_on_s = on_s(crate::sampler::HookGroup::Block);
+        let block_scale = if kernel.samples_block_io() && block_on_s > 0.0 {
+            window_s / block_on_s
         } else {
             1.0
         };
@@ -201,13 +215,17 @@ impl WindowMaker {
             events_lost: lost,
             psi: self.psi.window(window_s),
             throttling: self.throttling.window(),
-            system: system_features(
-                &self.previous_system,
-                &system,
-                window_s,
-                syscall_sampling,
-                &self.drop_reason_names,
-            ),
+            system: SystemFeatures {
+                sched_sample_fraction: share_on(crate::sampler::HookGroup::Scheduler),
+                block_sample_fraction: share_on(crate::sampler::HookGroup::Block),
+                ..system_features(
+                    &self.previous_system,
+                    &system,
+                    window_s,
+                    syscall_sampling,
+                    &self.drop_reason_names,
+                )
+            },
             programs: if stats_were_on {
                 program_windows(&self.previous_programs, &programs)
             } else {
@@ -558,20 +576,21 @@ fn sampler_turn(
                 Instant::now(),
                 &counts,
             );
-            if let Some(SamplerStep::Off { at }) = next {
+            if let Some(SamplerStep::Off { at, groups }) = next {
                 debug!(
                     on_s = at.duration_since(window_start).as_secs_f64(),
+                    ?groups,
                     "sampled hooks on for part of this window only"
                 );
                 if at <= Instant::now() {
-                    kernel.pause_sampled_hooks();
+                    kernel.pause_hook_groups(groups);
                     return None;
                 }
             }
             next
         }
-        SamplerStep::Off { .. } => {
-            kernel.pause_sampled_hooks();
+        SamplerStep::Off { groups, .. } => {
+            kernel.pause_hook_groups(groups);
             None
         }
     }

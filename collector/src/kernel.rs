@@ -330,20 +330,26 @@ impl KernelCollector {
                 }
             })
             .collect();
-        let (sampled_links, links): (Vec<_>, Vec<_>) = attacher
-            .into_owned_links()
-            .into_iter()
-            .partition(|(program, _, _)| crate::probes::is_sampled(program));
-        let links = links.into_iter().map(|(_, _, link)| link).collect();
+        let mut sampled_links = Vec::new();
+        let mut links = Vec::new();
+        for (program, hook, link) in attacher.into_owned_links() {
+            match crate::probes::sampled_group(program) {
+                Some(group) => sampled_links.push(SampledLink {
+                    program,
+                    hook,
+                    group,
+                    link: Some(link),
+                }),
+                None => links.push(link),
+            }
+        }
         let sampled_since: Array<MapData, u64> =
             Array::try_from(take_map(&mut ebpf, names::SAMPLED_SINCE)?)?;
+        let loaded_at = Instant::now();
         let sampled = SampledHooks {
-            links: sampled_links
-                .into_iter()
-                .map(|(program, hook, link)| (program, hook, Some(link)))
-                .collect(),
-            on_since: Some(Instant::now()),
-            on_for: Duration::ZERO,
+            links: sampled_links,
+            on_since: [Some(loaded_at); 3],
+            on_for: [Duration::ZERO; 3],
             sampled_since,
         };
         let uses = |program: &str| {
@@ -534,7 +540,12 @@ impl KernelCollector {
         // other, 20 of them take over a second and a half. Dropping them on their own threads
         // lets the waits overlap.
         let mut links = std::mem::take(&mut self.links);
-        links.extend(self.sampled.links.drain(..).filter_map(|(_, _, link)| link));
+        links.extend(
+            self.sampled
+                .links
+                .drain(..)
+                .filter_map(|sampled| sampled.link),
+        );
         std::thread::scope(|scope| {
             for link in links {
                 scope.spawn(move || drop(link));
@@ -555,17 +566,27 @@ impl KernelCollector {
     /// ms), so the links are dropped on threads of their own; the programs stop running when
     /// the drops start.
     pub fn pause_sampled_hooks(&mut self) {
+        self.pause_hook_groups(crate::sampler::HookGroups::ALL);
+    }
+
+    /// Takes the sampled hooks of `groups` off (see [`Self::pause_sampled_hooks`]).
+    pub fn pause_hook_groups(&mut self, groups: crate::sampler::HookGroups) {
         let hooks = &mut self.sampled;
         let links: Vec<_> = hooks
             .links
             .iter_mut()
-            .filter_map(|(_, _, link)| link.take())
+            .filter(|sampled| groups.contains(sampled.group))
+            .filter_map(|sampled| sampled.link.take())
             .collect();
         if links.is_empty() {
             return;
         }
-        if let Some(since) = hooks.on_since.take() {
-            hooks.on_for += since.elapsed();
+        for group in crate::sampler::HookGroup::ALL {
+            if groups.contains(group)
+                && let Some(since) = hooks.on_since[group as usize].take()
+            {
+                hooks.on_for[group as usize] += since.elapsed();
+            }
         }
         std::thread::spawn(move || {
             std::thread::scope(|scope| {
@@ -586,7 +607,7 @@ impl KernelCollector {
         self.sampled
             .links
             .iter()
-            .any(|(program, _, _)| programs.contains(program))
+            .any(|sampled| programs.contains(&sampled.program))
     }
 
     /// Whether the block programs are among the sampled hooks, so that block counts are per
@@ -633,23 +654,38 @@ impl KernelCollector {
             return Ok(());
         };
         let hooks = &mut self.sampled;
-        if hooks.links.iter().all(|(_, _, link)| link.is_some()) {
+        let mut off = crate::sampler::HookGroups::default();
+        for sampled in hooks.links.iter().filter(|sampled| sampled.link.is_none()) {
+            off.insert(sampled.group);
+        }
+        if off.is_empty() {
             return Ok(());
         }
-        // Written before any hook is back, so every start a program records from here on is
-        // at or after it.
-        hooks.sampled_since.set(0, monotonic_ns(), 0)?;
-        let mut failed = Vec::new();
-        for (program, hook, link) in &mut hooks.links {
-            if link.is_none() {
-                match crate::probes::reattach(ebpf, program, *hook) {
-                    Ok(attached) => *link = Some(attached),
-                    Err(err) => failed.push(format!("{program}: {err:#}")),
-                }
+        // Written before a group's hooks are back, so every start its programs record from
+        // here on is at or after it. A group that stayed on keeps its time: its waits and
+        // requests in progress were watched from their start.
+        let now_ns = monotonic_ns();
+        for group in crate::sampler::HookGroup::ALL {
+            if off.contains(group) {
+                hooks.sampled_since.set(group as u32, now_ns, 0)?;
             }
         }
-        if hooks.on_since.is_none() {
-            hooks.on_since = Some(Instant::now());
+        let mut failed = Vec::new();
+        for sampled in hooks
+            .links
+            .iter_mut()
+            .filter(|sampled| sampled.link.is_none())
+        {
+            match crate::probes::reattach(ebpf, sampled.program, sampled.hook) {
+                Ok(attached) => sampled.link = Some(attached),
+                Err(err) => failed.push(format!("{}: {err:#}", sampled.program)),
+            }
+        }
+        let now = Instant::now();
+        for group in crate::sampler::HookGroup::ALL {
+            if off.contains(group) {
+                hooks.on_since[group as usize].get_or_insert(now);
+            }
         }
         if !failed.is_empty() {
             anyhow::bail!("putting sampled hooks back on: {}", failed.join("; "));
@@ -657,19 +693,23 @@ impl KernelCollector {
         Ok(())
     }
 
-    /// How long the sampled hooks were on since the last call (or since load), up to `now`;
-    /// `None` without any (their signals are off or missing).
-    pub fn take_sampled_time(&mut self, now: Instant) -> Option<Duration> {
-        if self.sampled.links.is_empty() {
-            return None;
-        }
+    /// How long each group of sampled hooks was on since the last call (or since load), up
+    /// to `now`; `None` for a group without any (its signals are off or missing).
+    pub fn take_sampled_time(&mut self, now: Instant) -> SampledTime {
         let hooks = &mut self.sampled;
-        let mut on = std::mem::take(&mut hooks.on_for);
-        if let Some(since) = hooks.on_since.as_mut() {
-            on += now.saturating_duration_since(*since);
-            *since = now;
+        let mut time = SampledTime::default();
+        for group in crate::sampler::HookGroup::ALL {
+            let index = group as usize;
+            let mut on = std::mem::take(&mut hooks.on_for[index]);
+            if let Some(since) = hooks.on_since[index].as_mut() {
+                on += now.saturating_duration_since(*since);
+                *since = now;
+            }
+            if hooks.links.iter().any(|sampled| sampled.group == group) {
+                time.0[index] = Some(on);
+            }
         }
-        Some(on)
+        time
     }
 }
 
@@ -684,20 +724,36 @@ fn monotonic_ns() -> u64 {
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
 }
 
-/// The attachments of the sampled programs (see `probes::is_sampled`), which the hook
-/// sampler takes off and puts back together.
+/// How long each group of sampled hooks was on over a stretch of time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SampledTime([Option<Duration>; 3]);
+
+impl SampledTime {
+    /// `None`: the group has no hooks (its signals are off or missing).
+    pub fn of(&self, group: crate::sampler::HookGroup) -> Option<Duration> {
+        self.0[group as usize]
+    }
+}
+
+/// One attachment of a sampled program.
+struct SampledLink {
+    program: &'static str,
+    hook: crate::probes::Hook,
+    group: crate::sampler::HookGroup,
+    /// While it is on.
+    link: Option<crate::probes::OwnedLink>,
+}
+
+/// The attachments of the sampled programs (see `probes::sampled_group`), which the hook
+/// sampler takes off and puts back a group at a time.
 struct SampledHooks {
-    /// Program, hook, and the link while it is on.
-    links: Vec<(
-        &'static str,
-        crate::probes::Hook,
-        Option<crate::probes::OwnedLink>,
-    )>,
-    /// When they last went on, while they are on.
-    on_since: Option<Instant>,
-    /// Time they were on since the last [`KernelCollector::take_sampled_time`], not counting
+    links: Vec<SampledLink>,
+    /// Per group ([`crate::sampler::HookGroup`] order): when its hooks last went on, while
+    /// they are on.
+    on_since: [Option<Instant>; 3],
+    /// Per group: time on since the last [`KernelCollector::take_sampled_time`], not counting
     /// the current stretch.
-    on_for: Duration,
+    on_for: [Duration; 3],
     /// The programs' `SAMPLED_SINCE`.
     sampled_since: Array<MapData, u64>,
 }

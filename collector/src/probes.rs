@@ -540,17 +540,18 @@ impl<'a> Attacher<'a> {
     }
 }
 
-/// Whether `program` is on one of the node's busiest hooks, which the hook sampler takes off
-/// for part of a window when events come faster than its budget pays for (see
+/// Which group of the node's busiest hooks `program` is on, if any: the hook sampler takes a
+/// group off for part of a window when its events come faster than the budget pays for (see
 /// `crate::sampler`): every syscall, every context switch and wake-up, every block request.
-pub fn is_sampled(program: &str) -> bool {
+pub fn sampled_group(program: &str) -> Option<crate::sampler::HookGroup> {
+    use crate::sampler::HookGroup;
     [
-        &SYSCALL_EXIT_PROGRAMS[..],
-        &SCHED_PROGRAMS[..],
-        &BLOCK_PROGRAMS[..],
+        (HookGroup::Syscalls, &SYSCALL_EXIT_PROGRAMS[..]),
+        (HookGroup::Scheduler, &SCHED_PROGRAMS[..]),
+        (HookGroup::Block, &BLOCK_PROGRAMS[..]),
     ]
-    .iter()
-    .any(|programs| programs.contains(&program))
+    .into_iter()
+    .find_map(|(group, programs)| programs.contains(&program).then_some(group))
 }
 
 /// The programs that can serve the `syscalls` signal.

@@ -8,10 +8,12 @@
 //! that is a large share of a CPU. So the daemon gives the three one budget, a share of one
 //! CPU. Each window starts with them on; after a short probe ([`MIN_DUTY`] of the window) the
 //! daemon counts the events the probe saw, and when their rates times their costs exceed the
-//! budget, the hooks go off together for the rest of the window once they have been on for
-//! the share the budget pays for (the rest of the window nobody pays). Rates from these hooks
-//! are then per second of the time they were on, and the latencies they measure are a
-//! sample. At the rates of an ordinary node (thousands a second) they are on all the time.
+//! budget, the groups whose own events cost much go off together for the rest of the window
+//! once they have been on for the share the budget pays for (the rest of the window nobody
+//! pays); a group whose events are cheap stays on ([`CHEAP_GROUP_SHARE`]), since taking a hook
+//! off and putting it back costs every CPU of the node too. Rates from these hooks are then
+//! per second of the time they were on, and the latencies they measure are a sample. At the
+//! rates of an ordinary node (thousands a second) they are on all the time.
 
 /// What each event costs with its hook on, ns: measured on a 2-vCPU VM with one CPU doing
 /// the work (`cargo xtask bench overhead`), rounded up so that the budget is kept.
@@ -32,6 +34,38 @@ pub const HOOK_COSTS: HookCosts = HookCosts {
     block_request_ns: 1000.0,
 };
 
+/// The three kinds of sampled hook; each goes off and on as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookGroup {
+    Syscalls = 0,
+    Scheduler = 1,
+    Block = 2,
+}
+
+impl HookGroup {
+    pub const ALL: [Self; 3] = [Self::Syscalls, Self::Scheduler, Self::Block];
+}
+
+/// A set of hook groups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HookGroups([bool; 3]);
+
+impl HookGroups {
+    pub const ALL: Self = Self([true; 3]);
+
+    pub fn contains(&self, group: HookGroup) -> bool {
+        self.0[group as usize]
+    }
+
+    pub fn insert(&mut self, group: HookGroup) {
+        self.0[group as usize] = true;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.0.contains(&true)
+    }
+}
+
 /// Cumulative counts of the events on the sampled hooks, from wherever they are exact.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EventCounts {
@@ -46,17 +80,31 @@ pub struct EventCounts {
 impl EventCounts {
     /// The share of one CPU the hooks cost over `seconds` for the events since `earlier`.
     pub fn cpu_share_since(&self, earlier: &Self, seconds: f64, costs: &HookCosts) -> f64 {
+        self.group_shares_since(earlier, seconds, costs)
+            .iter()
+            .sum()
+    }
+
+    /// The share of one CPU each group's hooks cost, indexed by [`HookGroup`].
+    pub fn group_shares_since(&self, earlier: &Self, seconds: f64, costs: &HookCosts) -> [f64; 3] {
         if seconds <= 0.0 {
-            return 0.0;
+            return [0.0; 3];
         }
-        let ns = self.syscalls.saturating_sub(earlier.syscalls) as f64 * costs.syscall_ns
-            + self
-                .context_switches
-                .saturating_sub(earlier.context_switches) as f64
-                * costs.context_switch_ns
-            + self.block_requests.saturating_sub(earlier.block_requests) as f64
-                * costs.block_request_ns;
-        ns * 1e-9 / seconds
+        let share =
+            |now: u64, then: u64, ns: f64| now.saturating_sub(then) as f64 * ns * 1e-9 / seconds;
+        [
+            share(self.syscalls, earlier.syscalls, costs.syscall_ns),
+            share(
+                self.context_switches,
+                earlier.context_switches,
+                costs.context_switch_ns,
+            ),
+            share(
+                self.block_requests,
+                earlier.block_requests,
+                costs.block_request_ns,
+            ),
+        ]
     }
 }
 
@@ -94,14 +142,17 @@ pub enum SamplerStep {
         window_start: std::time::Instant,
         counts_at_start: EventCounts,
     },
-    /// At `at`, take the hooks off until the next window.
-    Off { at: std::time::Instant },
+    /// At `at`, take the hooks of `groups` off until the next window.
+    Off {
+        at: std::time::Instant,
+        groups: HookGroups,
+    },
 }
 
 impl SamplerStep {
     pub fn at(&self) -> std::time::Instant {
         match *self {
-            Self::Probe { at, .. } | Self::Off { at } => at,
+            Self::Probe { at, .. } | Self::Off { at, .. } => at,
         }
     }
 }
@@ -120,8 +171,17 @@ pub fn window_started(
     })
 }
 
+/// A group whose own events cost at most this share of the budget stays on for the whole
+/// window even when the others go off: taking a hook off and putting it back is not free
+/// (the kernel patches the tracepoint's call sites and makes every other CPU wait for the
+/// patch, several times per hook: about 100 interruptions a second of a busy CPU with all
+/// six hooks cycled once a window, measured here), and a hook that costs next to nothing
+/// is cheaper left on.
+pub const CHEAP_GROUP_SHARE: f64 = 1.0 / 3.0;
+
 /// The probe's verdict at `now`, with `counts_so_far`: `None` keeps the hooks on to the
-/// window's end; otherwise they go off at the step's time (`now` or later).
+/// window's end; otherwise the groups it names go off at the step's time (`now` or later),
+/// and the groups whose events are cheap stay on.
 pub fn after_probe(
     budget: f64,
     window: std::time::Duration,
@@ -134,10 +194,27 @@ pub fn after_probe(
     if elapsed <= 0.0 {
         return None;
     }
-    let cost = counts_so_far.cpu_share_since(counts_at_start, elapsed, &HOOK_COSTS);
-    let duty = duty(budget, cost);
-    (duty < 1.0).then(|| SamplerStep::Off {
+    let shares = counts_so_far.group_shares_since(counts_at_start, elapsed, &HOOK_COSTS);
+    if duty(budget, shares.iter().sum()) >= 1.0 {
+        return None;
+    }
+    // At most a third of the budget each, so together at most the budget.
+    let cheap = |share: f64| share <= budget * CHEAP_GROUP_SHARE;
+    let mut groups = HookGroups::default();
+    let (mut kept, mut cycled) = (0.0, 0.0);
+    for group in HookGroup::ALL {
+        let share = shares[group as usize];
+        if cheap(share) {
+            kept += share;
+        } else {
+            groups.insert(group);
+            cycled += share;
+        }
+    }
+    let duty = duty((budget - kept).max(0.0), cycled);
+    Some(SamplerStep::Off {
         at: (window_start + window.mul_f64(duty)).max(now),
+        groups,
     })
 }
 
@@ -234,11 +311,14 @@ mod tests {
             probe_at,
             &syscalls(500 + 28_000),
         );
-        let Some(SamplerStep::Off { at }) = off else {
+        let Some(SamplerStep::Off { at, groups }) = off else {
             panic!("{off:?}");
         };
         let on_ms = at.duration_since(start).as_secs_f64() * 1000.0;
         assert!((on_ms - 204.0).abs() < 1.0, "{on_ms}");
+        // Only the syscall hook cost anything: the others stay on.
+        assert!(groups.contains(HookGroup::Syscalls));
+        assert!(!groups.contains(HookGroup::Scheduler) && !groups.contains(HookGroup::Block));
         // An ordinary rate: on to the end.
         assert_eq!(
             after_probe(
@@ -260,7 +340,53 @@ mod tests {
             probe_at,
             &syscalls(u64::MAX),
         );
-        assert_eq!(off, Some(SamplerStep::Off { at: probe_at }));
+        let mut syscalls_only = HookGroups::default();
+        syscalls_only.insert(HookGroup::Syscalls);
+        assert_eq!(
+            off,
+            Some(SamplerStep::Off {
+                at: probe_at,
+                groups: syscalls_only
+            })
+        );
+    }
+
+    #[test]
+    fn cheap_groups_stay_on_and_the_rest_share_what_is_left_of_the_budget() {
+        let window = std::time::Duration::from_secs(1);
+        let start = std::time::Instant::now();
+        let probe_at = start + std::time::Duration::from_millis(20);
+        let at_start = EventCounts::default();
+        // In the 20 ms probe: 700,000 syscalls/s (9.8% of a CPU), 300,000 switches/s (9%),
+        // 100 block requests/s (0.01%, under a third of a 0.5% budget).
+        let probed = EventCounts {
+            syscalls: 14_000,
+            context_switches: 6_000,
+            block_requests: 2,
+        };
+        let Some(SamplerStep::Off { at, groups }) =
+            after_probe(0.005, window, start, &at_start, probe_at, &probed)
+        else {
+            panic!("a flood goes off");
+        };
+        assert!(groups.contains(HookGroup::Syscalls) && groups.contains(HookGroup::Scheduler));
+        assert!(!groups.contains(HookGroup::Block));
+        // The block hooks keep 0.01%; syscalls and switches share the other 0.49%.
+        let shares = probed.group_shares_since(&at_start, 0.02, &HOOK_COSTS);
+        let expected = (0.005 - shares[2]) / (shares[0] + shares[1]);
+        let on = at.duration_since(start).as_secs_f64();
+        assert!((on - expected).abs() < 1e-6, "{on} vs {expected}");
+        // Every group busy: all go off together.
+        let busy = EventCounts {
+            block_requests: 2_000,
+            ..probed
+        };
+        let Some(SamplerStep::Off { groups, .. }) =
+            after_probe(0.005, window, start, &at_start, probe_at, &busy)
+        else {
+            panic!("a flood goes off");
+        };
+        assert_eq!(groups, HookGroups::ALL);
     }
 
     #[test]

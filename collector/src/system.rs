@@ -169,6 +169,15 @@ pub struct SystemFeatures {
     /// of the time it was on. Describes the measurement, not the node: not a model feature.
     #[serde(default = "whole_window")]
     pub syscall_sample_fraction: f64,
+    /// The same for the scheduler hooks (switch and wake-ups): the run-queue latencies are
+    /// those of this share of the window. Context switches come from /proc/stat, exact.
+    #[serde(default = "whole_window")]
+    pub sched_sample_fraction: f64,
+    /// The same for the block hooks (issue and completion): block counts, node-wide and per
+    /// device, and slow-I/O events are what they saw scaled to the whole window, and block
+    /// latencies are those of this share.
+    #[serde(default = "whole_window")]
+    pub block_sample_fraction: f64,
     pub syscalls_per_s: f64,
     pub syscall_errors_per_s: f64,
     pub syscall_enospc_per_s: f64,
@@ -308,6 +317,9 @@ pub fn system_features(
         } else {
             1.0
         },
+        // Set by the daemon, which knows the other groups' time on.
+        sched_sample_fraction: 1.0,
+        block_sample_fraction: 1.0,
         syscalls_per_s: syscall_per_s(event::SYSCALLS),
         syscall_errors_per_s: syscall_per_s(event::SYSCALL_ERRORS),
         syscall_enospc_per_s: errno_per_s(libc::ENOSPC),

@@ -181,10 +181,15 @@ fn under_a_flood_the_daemon_samples_block_and_scheduler_hooks_and_still_estimate
     let name = device.name();
     let mut estimates = Vec::new();
     for window in &windows {
-        let fraction = window["syscall_sample_fraction"].as_f64().unwrap();
+        let fraction = window["block_sample_fraction"].as_f64().unwrap();
         assert!(
             fraction < 0.5,
-            "hooks on {fraction} of a window under {reads_per_s:.0} reads/s: {window}"
+            "block hooks on {fraction} of a window under {reads_per_s:.0} reads/s: {window}"
+        );
+        let sched = window["sched_sample_fraction"].as_f64().unwrap();
+        assert!(
+            sched < 0.5,
+            "scheduler hooks on {sched} of a window under a ping-pong flood: {window}"
         );
         let ours = &window["block_devices"][name.as_str()];
         assert!(ours.is_object(), "{name} missing: {window}");
@@ -213,5 +218,90 @@ fn under_a_flood_the_daemon_samples_block_and_scheduler_hooks_and_still_estimate
     assert!(
         mean > 0.25 * reads_per_s && mean < 2.5 * reads_per_s,
         "estimated {mean:.0} reads/s on average for our {reads_per_s:.0}: {estimates:.0?}"
+    );
+}
+
+#[test]
+fn under_a_syscall_flood_a_trickle_of_block_requests_stays_watched_and_exact() {
+    if !privileged("under_a_syscall_flood_a_trickle_of_block_requests_stays_watched_and_exact") {
+        return;
+    }
+    use std::io::BufRead as _;
+    let device = LoopDevice::new(16 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("windows.jsonl");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
+                for _ in 0..1000 {
+                    // SAFETY: getppid has no preconditions.
+                    unsafe { libc::getppid() };
+                }
+            }
+        })
+    };
+    let mut recorder = std::process::Command::new(workspace_binary("collector"))
+        .args(["record", "--window", "1s", "--duration", "6s"])
+        .args(["--hook-budget", "0.5%", "--out"])
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running collector record");
+    let mut log = std::io::BufReader::new(recorder.stderr.take().unwrap()).lines();
+    assert!(
+        log.by_ref()
+            .map_while(Result::ok)
+            .any(|line| line.contains("collecting")),
+        "the recorder never started collecting"
+    );
+    // Drain the rest of its log so that it never blocks on a full pipe.
+    let drain = std::thread::spawn(move || log.for_each(drop));
+    // Well inside the recording: 100 direct reads a second for 3 s, far under what a third
+    // of the budget pays for (~1 µs each), while the syscall flood is far over it.
+    std::thread::sleep(Duration::from_millis(1200));
+    let file = device.open_direct();
+    let mut buffer = AlignedBuffer::new(4096, 0);
+    let mut reads = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        use std::os::unix::fs::FileExt as _;
+        file.read_exact_at(buffer.as_mut_slice(), (reads % 64) * 4096)
+            .expect("direct read");
+        reads += 1;
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let status = recorder.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    drain.join().unwrap();
+    assert!(status.success(), "collector record failed: {status}");
+    let windows: Vec<serde_json::Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(windows.len() >= 5, "{} windows", windows.len());
+    for window in &windows {
+        let fraction = window["syscall_sample_fraction"].as_f64().unwrap();
+        assert!(
+            fraction < 0.5,
+            "syscall hook on {fraction} of a window: {window}"
+        );
+        let block = window["block_sample_fraction"].as_f64().unwrap();
+        assert_eq!(block, 1.0, "block hooks went off: {window}");
+    }
+    // Had the block hooks gone off with the syscall hook, the reads would be an estimate
+    // scaled from the few per cent of each window they saw, and almost never this number.
+    let name = device.name();
+    let counted: f64 = windows
+        .iter()
+        .filter_map(|window| window["block_devices"][name.as_str()]["reads"].as_f64())
+        .sum();
+    assert_eq!(
+        counted, reads as f64,
+        "{reads} direct reads made, {counted} counted"
     );
 }

@@ -13,15 +13,17 @@ use std::{
 use crate::error::{ModelError, Result};
 
 /// Top-level fields of a window record that are bookkeeping, not features (they describe the
-/// row, not the node). `syscall_sample_fraction` is how much of a window the collector's
-/// syscall hook watched.
-pub const NOT_FEATURES: [&str; 6] = [
+/// row, not the node). The `*_sample_fraction`s are how much of a window the collector's
+/// sampled hooks (syscall exit, scheduler, block) watched.
+pub const NOT_FEATURES: [&str; 8] = [
     "timestamp",
     "unix_ms",
     "window_s",
     "schema",
     "label",
     "syscall_sample_fraction",
+    "sched_sample_fraction",
+    "block_sample_fraction",
 ];
 
 /// Rows of named numeric columns, read from one or more files.

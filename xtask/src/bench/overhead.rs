@@ -268,9 +268,10 @@ fn best(with: &[f64], without: &[f64]) -> f64 {
     fastest(with) / fastest(without)
 }
 
-/// Share of each window the sampled hooks were on, median over the windows of a recording
-/// that ended between `from` and `to` (ms since the epoch): those the workload filled.
-fn median_sample_fraction(recording: &str, from: u128, to: u128) -> f64 {
+/// Share of each window a group of sampled hooks was on (`field`: its `*_sample_fraction`),
+/// median over the windows of a recording that ended between `from` and `to` (ms since the
+/// epoch): those the workload filled.
+fn median_sample_fraction(recording: &str, field: &str, from: u128, to: u128) -> f64 {
     let fractions: Vec<f64> = recording
         .lines()
         .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
@@ -279,7 +280,7 @@ fn median_sample_fraction(recording: &str, from: u128, to: u128) -> f64 {
                 .as_u64()
                 .is_some_and(|ms| (from..=to).contains(&u128::from(ms)))
         })
-        .filter_map(|window| window["syscall_sample_fraction"].as_f64())
+        .filter_map(|window| window[field].as_f64())
         .collect();
     if fractions.is_empty() {
         f64::NAN
@@ -429,22 +430,29 @@ pub fn run() -> anyhow::Result<String> {
             entry.0 += runs;
             entry.1 += ns;
         }
-        let on_share = median_sample_fraction(&text, workload_from, workload_to);
+        let on_share: Vec<String> = ["syscall", "sched", "block"]
+            .iter()
+            .map(|group| {
+                let field = format!("{group}_sample_fraction");
+                let share = median_sample_fraction(&text, &field, workload_from, workload_to);
+                format!("{:.0}%", share * 100.0)
+            })
+            .collect();
+        let on_share = on_share.join(" / ");
         eprintln!(
             "  {}: {:.0} {} without; ratios: empty hook {floor:.3}, always on {always:.3}, \
              default {ratio:.3} ({low:.3}–{high:.3}; median within \
-             {interval_low:.3}–{interval_high:.3}), best runs {best_ratio:.3}; hooks on {:.0}% \
-             of each window",
+             {interval_low:.3}–{interval_high:.3}), best runs {best_ratio:.3}; hooks on \
+             {on_share} of each window (syscall / sched / block)",
             workload.name,
             median(without),
             workload.unit,
-            on_share * 100.0
         );
         rows.push(format!(
             "| {} | {:.0} {} | {floor:.3} ({low_floor:.3}–{high_floor:.3}) | \
              {always:.3} ({low_always:.3}–{high_always:.3}); best {best_always:.3} | \
              **{ratio:.3}** ({low:.3}–{high:.3}) | **{:+.1}%** ({:+.1}% to {:+.1}%) | \
-             {best_ratio:.3} ({:+.1}%) | {:.0}% | {:.1}% | {} |",
+             {best_ratio:.3} ({:+.1}%) | {on_share} | {:.1}% | {} |",
             workload.name,
             median(without),
             workload.unit,
@@ -452,7 +460,6 @@ pub fn run() -> anyhow::Result<String> {
             (interval_low - 1.0) * 100.0,
             (interval_high - 1.0) * 100.0,
             (best_ratio - 1.0) * 100.0,
-            on_share * 100.0,
             median(&daemon_cpu) * 100.0,
             workload.rounds,
         ));
@@ -513,9 +520,9 @@ pub fn run() -> anyhow::Result<String> {
          floor any syscall hook pays: enabling a syscall tracepoint puts every syscall on the \
          kernel's slow path); with `collector run --hook-budget 0` (every program attached and \
          on all the time); and with `collector run` as it ships (every program attached; the \
-         busiest hooks, syscall exit, scheduler and block, share a budget of 0.5% of one CPU and \
-         are on for only part of each window when their events would cost more, see \
-         collector/src/sampler.rs; program statistics one window in 12; 1 s windows). Each \
+         busiest hooks, syscall exit, scheduler and block, share a budget of 0.5% of one CPU: \
+         those whose events would cost more are on for only part of each window, those whose \
+         events are cheap stay on, see collector/src/sampler.rs; program statistics one window in 12; 1 s windows). Each \
          collector is measured from {SETTLE_MS} ms after it starts, and the next run starts \
          {TEARDOWN_MS} ms after it stops (the kernel frees its maps in work queued after the \
          exit). {ROUNDS} rounds ({IO_ROUNDS} for fio, whose runs spread twice as wide), the \
@@ -524,7 +531,8 @@ pub fn run() -> anyhow::Result<String> {
          their spread is this machine's noise (1.000 = no cost). Change: the median's, with \
          its 95% confidence interval (order statistics, no assumption about the noise's \
          distribution). Hooks on: the median share of each \
-         window the sampled hooks were on, from one more run of the default configuration. \
+         window the syscall / scheduler / block hooks were on, from one more run of the \
+         default configuration. \
          Daemon CPU: the collector's own user + system time while the workload ran, as a share \
          of one CPU (median; it runs on any CPU).{busy}\n\n\
          Best runs: the fastest run of a configuration against the fastest without; the \
