@@ -161,6 +161,60 @@ pub fn direct_reads(file: &File, block: usize, count: u64) {
     }
 }
 
+/// A thread making getppid calls as fast as it can (the cheapest syscall: a flood of syscall
+/// exits and nothing else), for at most 30 s whatever happens to the test.
+pub struct SyscallFlood {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: std::thread::JoinHandle<std::time::Duration>,
+}
+
+impl SyscallFlood {
+    pub fn start() -> Self {
+        use std::sync::{Arc, atomic::Ordering};
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let thread = {
+            let (stop, calls) = (stop.clone(), calls.clone());
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                while !stop.load(Ordering::Relaxed)
+                    && started.elapsed() < std::time::Duration::from_secs(30)
+                {
+                    for _ in 0..1000 {
+                        // SAFETY: getppid has no preconditions.
+                        unsafe { libc::getppid() };
+                    }
+                    calls.fetch_add(1000, Ordering::Relaxed);
+                }
+                started.elapsed()
+            })
+        };
+        Self {
+            stop,
+            calls,
+            thread,
+        }
+    }
+
+    /// Stops the flood; returns its average rate, calls per second.
+    pub fn stop(self) -> f64 {
+        use std::sync::atomic::Ordering;
+        self.stop.store(true, Ordering::Relaxed);
+        let flooded_for = self.thread.join().expect("the flood thread");
+        self.calls.load(Ordering::Relaxed) as f64 / flooded_for.as_secs_f64()
+    }
+}
+
+/// The windows of a `collector record` file, one JSON object per line.
+pub fn read_windows(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("reading the recording")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("each line is a JSON object"))
+        .collect()
+}
+
 /// Path of a binary of this workspace, next to the test executable's `deps/` directory
 /// (`cargo xtask test` builds the binaries first).
 pub fn workspace_binary(name: &str) -> PathBuf {

@@ -13,7 +13,9 @@ use std::{
 
 use collector::kernel::{KernelCollector, KernelConfig};
 use collector_common::{LATENCY_BUCKETS, hist, op};
-use integration_test::{AlignedBuffer, LoopDevice, privileged, workspace_binary};
+use integration_test::{
+    AlignedBuffer, LoopDevice, SyscallFlood, privileged, read_windows, workspace_binary,
+};
 
 /// Latency buckets are log2 of microseconds: bucket 16 starts at 65.5 ms. A run-queue wait or
 /// a loop-device read that long on an idle test machine does not happen; a wait timed across
@@ -172,11 +174,7 @@ fn under_a_flood_the_daemon_samples_block_and_scheduler_hooks_and_still_estimate
     let reads_per_s = flood.reads.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
     flood.stop();
     assert!(status.success(), "collector record failed: {status}");
-    let windows: Vec<serde_json::Value> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let windows = read_windows(&out);
     assert!(windows.len() >= 5, "{} windows", windows.len());
     let name = device.name();
     let mut estimates = Vec::new();
@@ -230,19 +228,7 @@ fn under_a_syscall_flood_a_trickle_of_block_requests_stays_watched_and_exact() {
     let device = LoopDevice::new(16 << 20);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("windows.jsonl");
-    let stop = Arc::new(AtomicBool::new(false));
-    let flood = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
-                for _ in 0..1000 {
-                    // SAFETY: getppid has no preconditions.
-                    unsafe { libc::getppid() };
-                }
-            }
-        })
-    };
+    let flood = SyscallFlood::start();
     let mut recorder = std::process::Command::new(workspace_binary("collector"))
         .args(["record", "--window", "1s", "--duration", "6s"])
         .args(["--hook-budget", "0.5%", "--out"])
@@ -274,15 +260,10 @@ fn under_a_syscall_flood_a_trickle_of_block_requests_stays_watched_and_exact() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let status = recorder.wait().unwrap();
-    stop.store(true, Ordering::Relaxed);
-    flood.join().unwrap();
+    flood.stop();
     drain.join().unwrap();
     assert!(status.success(), "collector record failed: {status}");
-    let windows: Vec<serde_json::Value> = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let windows = read_windows(&out);
     assert!(windows.len() >= 5, "{} windows", windows.len());
     for window in &windows {
         let fraction = window["syscall_sample_fraction"].as_f64().unwrap();

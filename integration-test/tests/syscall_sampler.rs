@@ -2,16 +2,9 @@
 //! only part of each window, and the rates it reports still estimate the flood; without a
 //! budget it stays on.
 
-use std::{
-    process::Command,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::process::Command;
 
-use integration_test::{privileged, workspace_binary};
+use integration_test::{SyscallFlood, privileged, read_windows, workspace_binary};
 
 /// Runs `collector record` for 6 one-second windows with `budget` while a thread of ours
 /// makes getppid calls as fast as it can; returns each window's (sample fraction, syscalls/s)
@@ -19,37 +12,18 @@ use integration_test::{privileged, workspace_binary};
 fn record_under_flood(budget: &str) -> (Vec<(f64, f64)>, f64) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("windows.jsonl");
-    let stop = Arc::new(AtomicBool::new(false));
-    let calls = Arc::new(AtomicU64::new(0));
-    let flood = {
-        let (stop, calls) = (stop.clone(), calls.clone());
-        std::thread::spawn(move || {
-            let started = Instant::now();
-            // Bounded whatever happens to the recorder.
-            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(30) {
-                for _ in 0..1000 {
-                    // SAFETY: getppid has no preconditions.
-                    unsafe { libc::getppid() };
-                }
-                calls.fetch_add(1000, Ordering::Relaxed);
-            }
-            started.elapsed()
-        })
-    };
+    let flood = SyscallFlood::start();
     let status = Command::new(workspace_binary("collector"))
         .args(["record", "--window", "1s", "--duration", "6s"])
         .args(["--syscall-budget", budget, "--out"])
         .arg(&out)
         .status()
         .expect("running collector record");
-    stop.store(true, Ordering::Relaxed);
-    let flooded_for = flood.join().unwrap();
+    let rate = flood.stop();
     assert!(status.success(), "collector record failed: {status}");
-    let windows = std::fs::read_to_string(&out)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+    let windows = read_windows(&out)
+        .iter()
+        .map(|record| {
             (
                 record["syscall_sample_fraction"].as_f64().unwrap(),
                 record["syscalls_per_s"].as_f64().unwrap(),
@@ -57,7 +31,6 @@ fn record_under_flood(budget: &str) -> (Vec<(f64, f64)>, f64) {
         })
         .collect::<Vec<_>>();
     assert!(windows.len() >= 5, "{} windows", windows.len());
-    let rate = calls.load(Ordering::Relaxed) as f64 / flooded_for.as_secs_f64();
     (windows, rate)
 }
 
