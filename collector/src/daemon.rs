@@ -154,7 +154,7 @@ impl WindowMaker {
             }
         };
         let block_on_s = on_s(crate::sampler::HookGroup::Block);
-        let block_scale = if kernel.samples_block_io() && block_on_s > 0.0 {
+        let block_scale = if block_on_s > 0.0 {
             window_s / block_on_s
         } else {
             1.0

@@ -15,6 +15,8 @@
 //! per second of the time they were on, and the latencies they measure are a sample. At the
 //! rates of an ordinary node (thousands a second) they are on all the time.
 
+use collector_common::sampled_group;
+
 /// What each event costs with its hook on, ns: measured on a 2-vCPU VM with one CPU doing
 /// the work (`cargo xtask bench overhead`), rounded up so that the budget is kept.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,12 +36,13 @@ pub const HOOK_COSTS: HookCosts = HookCosts {
     block_request_ns: 1000.0,
 };
 
-/// The three kinds of sampled hook; each goes off and on as one.
+/// The three kinds of sampled hook; each goes off and on as one. The values are the groups'
+/// slots in the programs' `SAMPLED_SINCE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookGroup {
-    Syscalls = 0,
-    Scheduler = 1,
-    Block = 2,
+    Syscalls = sampled_group::SYSCALLS as isize,
+    Scheduler = sampled_group::SCHEDULER as isize,
+    Block = sampled_group::BLOCK as isize,
 }
 
 impl HookGroup {
@@ -78,14 +81,8 @@ pub struct EventCounts {
 }
 
 impl EventCounts {
-    /// The share of one CPU the hooks cost over `seconds` for the events since `earlier`.
-    pub fn cpu_share_since(&self, earlier: &Self, seconds: f64, costs: &HookCosts) -> f64 {
-        self.group_shares_since(earlier, seconds, costs)
-            .iter()
-            .sum()
-    }
-
-    /// The share of one CPU each group's hooks cost, indexed by [`HookGroup`].
+    /// The share of one CPU each group's hooks cost over `seconds` for the events since
+    /// `earlier`, indexed by [`HookGroup`].
     pub fn group_shares_since(&self, earlier: &Self, seconds: f64, costs: &HookCosts) -> [f64; 3] {
         if seconds <= 0.0 {
             return [0.0; 3];
@@ -274,13 +271,19 @@ mod tests {
             context_switches: 10_000,
             block_requests: 5_000,
         };
-        let share = after.cpu_share_since(&start, 1.0, &HOOK_COSTS);
+        let total = |after: &EventCounts, earlier: &EventCounts, seconds: f64| -> f64 {
+            after
+                .group_shares_since(earlier, seconds, &HOOK_COSTS)
+                .iter()
+                .sum()
+        };
+        let share = total(&after, &start, 1.0);
         assert!((share - 0.015).abs() < 1e-9, "{share}");
         // Each alone is within a 1% budget, together they are not.
         assert!((duty(0.01, share) - 0.01 / 0.015).abs() < 1e-9);
         // A counter that went backwards (a device gone) adds nothing.
-        assert_eq!(start.cpu_share_since(&after, 1.0, &HOOK_COSTS), 0.0);
-        assert_eq!(after.cpu_share_since(&start, 0.0, &HOOK_COSTS), 0.0);
+        assert_eq!(total(&start, &after, 1.0), 0.0);
+        assert_eq!(total(&after, &start, 0.0), 0.0);
     }
 
     #[test]
