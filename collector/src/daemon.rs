@@ -553,47 +553,46 @@ fn start_sampled_window(
     )
 }
 
-/// The sampler's step is due: after the probe, decide when the hooks go off; at that time,
-/// take them off.
+/// The sampler's step is due: look at the events of the hooks still on and decide when the
+/// costly ones go off; at that time, take them off.
 fn sampler_turn(
     kernel: &mut KernelCollector,
     options: &CollectOptions,
     step: Option<crate::sampler::SamplerStep>,
 ) -> Option<crate::sampler::SamplerStep> {
     use crate::sampler::SamplerStep;
-    match step? {
-        SamplerStep::Probe {
-            window_start,
-            counts_at_start,
-            ..
-        } => {
+    let hooked = kernel.sampled_groups();
+    let (groups, so_far) = match step? {
+        SamplerStep::Look { window: so_far, .. } => {
             let counts = kernel.sampled_event_counts().ok()?;
-            let next = crate::sampler::after_probe(
+            let now = Instant::now();
+            let next = crate::sampler::look(
                 options.kernel.hook_budget,
                 options.window,
-                window_start,
-                &counts_at_start,
-                Instant::now(),
+                so_far,
+                now,
                 &counts,
+                hooked,
             );
-            if let Some(SamplerStep::Off { at, groups }) = next {
-                debug!(
-                    on_s = at.duration_since(window_start).as_secs_f64(),
-                    ?groups,
-                    "sampled hooks on for part of this window only"
-                );
-                if at <= Instant::now() {
-                    kernel.pause_hook_groups(groups);
-                    return None;
+            match next {
+                Some(SamplerStep::Off { at, groups, window }) => {
+                    debug!(
+                        on_s = at.duration_since(window.start()).as_secs_f64(),
+                        ?groups,
+                        "sampled hooks on for part of this window only"
+                    );
+                    if at > now {
+                        return next;
+                    }
+                    (groups, window)
                 }
+                _ => return next,
             }
-            next
         }
-        SamplerStep::Off { groups, .. } => {
-            kernel.pause_hook_groups(groups);
-            None
-        }
-    }
+        SamplerStep::Off { groups, window, .. } => (groups, window),
+    };
+    kernel.pause_hook_groups(groups);
+    crate::sampler::went_off(options.window, so_far, groups, Instant::now(), hooked)
 }
 
 /// The node's name: `NODE_NAME` (the DaemonSet sets it from the downward API), else the

@@ -602,6 +602,15 @@ impl KernelCollector {
         !self.sampled.links.is_empty()
     }
 
+    /// The groups that have sampled hooks.
+    pub fn sampled_groups(&self) -> crate::sampler::HookGroups {
+        let mut groups = crate::sampler::HookGroups::default();
+        for sampled in &self.sampled.links {
+            groups.insert(sampled.group);
+        }
+        groups
+    }
+
     /// Whether any of `programs` is attached as one of the sampled hooks.
     fn samples(&self, programs: &[&str]) -> bool {
         self.sampled

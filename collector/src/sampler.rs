@@ -7,13 +7,15 @@
 //! alone costs ~117 ns per syscall here; BENCHMARKS.md), and at millions of events a second
 //! that is a large share of a CPU. So the daemon gives the three one budget, a share of one
 //! CPU. Each window starts with them on; after a short probe ([`MIN_DUTY`] of the window) the
-//! daemon counts the events the probe saw, and when their rates times their costs exceed the
-//! budget, the groups whose own events cost much go off together for the rest of the window
-//! once they have been on for the share the budget pays for (the rest of the window nobody
-//! pays); a group whose events are cheap stays on ([`CHEAP_GROUP_SHARE`]), since taking a hook
-//! off and putting it back costs every CPU of the node too. Rates from these hooks are then
-//! per second of the time they were on, and the latencies they measure are a sample. At the
-//! rates of an ordinary node (thousands a second) they are on all the time.
+//! daemon counts the events the probe saw, and when their rates times their costs would spend
+//! more than the budget's share of the window, the groups whose own events cost much go off
+//! together for the rest of the window once they have been on for the share the budget pays
+//! for (the rest of the window nobody pays); a group whose events are cheap stays on
+//! ([`CHEAP_GROUP_SHARE`]), since taking a hook off and putting it back costs every CPU of the
+//! node too. While hooks are on the daemon looks again every [`RECHECK_EVERY`], so a load that
+//! starts after the probe is held to what is left of the budget as well. Rates from these
+//! hooks are then per second of the time they were on, and the latencies they measure are a
+//! sample. At the rates of an ordinary node (thousands a second) they are on all the time.
 
 use collector_common::sampled_group;
 
@@ -114,104 +116,170 @@ pub const MIN_DUTY: f64 = 0.02;
 /// thousands of events: enough for rates, errors and latency percentiles.
 pub const DEFAULT_HOOK_BUDGET: f64 = 0.005;
 
-/// The share of the next window the hooks should be on, given `budget` (a share of one CPU;
-/// 0 or less: no budget, always on) and the share of one CPU they cost while on.
-pub fn duty(budget: f64, cost_share: f64) -> f64 {
-    if budget <= 0.0 || budget.is_nan() {
-        return 1.0;
+/// How often the sampler looks again at the events of the hooks that are still on, after the
+/// first probe: a load that starts later in the window is budgeted too, within this long
+/// (each look reads a few counters: ~10 a second is nothing).
+pub const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A group whose own events cost at most this share of the budget stays on even when the
+/// others go off: taking a hook off and putting it back is not free (the kernel patches the
+/// tracepoint's call sites and makes every other CPU wait for the patch, several times per
+/// hook: about 100 interruptions a second of a busy CPU with all six hooks cycled once a
+/// window, measured here), and a hook that costs next to nothing is cheaper left on.
+pub const CHEAP_GROUP_SHARE: f64 = 1.0 / 3.0;
+
+/// What the sampler knows of the current window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowSoFar {
+    start: std::time::Instant,
+    /// The last look, and the counts then.
+    looked_at: std::time::Instant,
+    counts: EventCounts,
+    /// CPU seconds each group's hooks have cost in this window, as of the last look.
+    spent: [f64; 3],
+    /// Groups off for the rest of the window.
+    off: HookGroups,
+}
+
+impl WindowSoFar {
+    /// When the window started.
+    pub fn start(&self) -> std::time::Instant {
+        self.start
     }
-    let cost = cost_share.max(0.0);
-    if !cost.is_finite() {
-        return MIN_DUTY;
-    }
-    if cost <= budget {
-        return 1.0;
-    }
-    (budget / cost).clamp(MIN_DUTY, 1.0)
 }
 
 /// Where the sampler is within a window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SamplerStep {
-    /// At `at`, count the events seen since the window started (`counts_at_start` then).
-    Probe {
+    /// At `at`, count the events since the last look and decide (see [`look`]).
+    Look {
         at: std::time::Instant,
-        window_start: std::time::Instant,
-        counts_at_start: EventCounts,
+        window: WindowSoFar,
     },
-    /// At `at`, take the hooks of `groups` off until the next window.
+    /// At `at`, take the hooks of `groups` off until the next window (then see
+    /// [`went_off`]).
     Off {
         at: std::time::Instant,
         groups: HookGroups,
+        window: WindowSoFar,
     },
 }
 
 impl SamplerStep {
     pub fn at(&self) -> std::time::Instant {
         match *self {
-            Self::Probe { at, .. } | Self::Off { at, .. } => at,
+            Self::Look { at, .. } | Self::Off { at, .. } => at,
         }
     }
 }
 
-/// A window starts (with the hooks on): the probe comes first, unless there is no budget.
+/// A window starts (with the hooks on): the first look comes after [`MIN_DUTY`] of it, unless
+/// there is no budget.
 pub fn window_started(
     budget: f64,
     window: std::time::Duration,
     now: std::time::Instant,
     counts_so_far: EventCounts,
 ) -> Option<SamplerStep> {
-    (budget > 0.0).then(|| SamplerStep::Probe {
+    (budget > 0.0).then(|| SamplerStep::Look {
         at: now + window.mul_f64(MIN_DUTY),
-        window_start: now,
-        counts_at_start: counts_so_far,
+        window: WindowSoFar {
+            start: now,
+            looked_at: now,
+            counts: counts_so_far,
+            spent: [0.0; 3],
+            off: HookGroups::default(),
+        },
     })
 }
 
-/// A group whose own events cost at most this share of the budget stays on for the whole
-/// window even when the others go off: taking a hook off and putting it back is not free
-/// (the kernel patches the tracepoint's call sites and makes every other CPU wait for the
-/// patch, several times per hook: about 100 interruptions a second of a busy CPU with all
-/// six hooks cycled once a window, measured here), and a hook that costs next to nothing
-/// is cheaper left on.
-pub const CHEAP_GROUP_SHARE: f64 = 1.0 / 3.0;
-
-/// The probe's verdict at `now`, with `counts_so_far`: `None` keeps the hooks on to the
-/// window's end; otherwise the groups it names go off at the step's time (`now` or later),
-/// and the groups whose events are cheap stay on.
-pub fn after_probe(
+/// A look at `now`, with `counts_so_far`, at the groups in `hooked` (those with hooks) that
+/// are still on. What each cost since the last look is added to what it spent in the window;
+/// if, at the rates since the last look, the groups on would spend more than the budget's
+/// share of the whole window, the groups whose events cost much go off at the moment that
+/// keeps the window within it (`now` if it is already spent), and the groups whose events are
+/// cheap stay on. Otherwise the next look comes [`RECHECK_EVERY`] later; `None` when no look
+/// is left before the window ends.
+pub fn look(
     budget: f64,
     window: std::time::Duration,
-    window_start: std::time::Instant,
-    counts_at_start: &EventCounts,
+    mut so_far: WindowSoFar,
     now: std::time::Instant,
     counts_so_far: &EventCounts,
+    hooked: HookGroups,
 ) -> Option<SamplerStep> {
-    let elapsed = now.saturating_duration_since(window_start).as_secs_f64();
-    if elapsed <= 0.0 {
-        return None;
-    }
-    let shares = counts_so_far.group_shares_since(counts_at_start, elapsed, &HOOK_COSTS);
-    if duty(budget, shares.iter().sum()) >= 1.0 {
-        return None;
-    }
-    // At most a third of the budget each, so together at most the budget.
-    let cheap = |share: f64| share <= budget * CHEAP_GROUP_SHARE;
-    let mut groups = HookGroups::default();
+    let since_look = now
+        .saturating_duration_since(so_far.looked_at)
+        .as_secs_f64();
+    let window_s = window.as_secs_f64();
+    let left_s = (window_s - now.saturating_duration_since(so_far.start).as_secs_f64()).max(0.0);
+    let recent = if since_look > 0.0 {
+        counts_so_far.group_shares_since(&so_far.counts, since_look, &HOOK_COSTS)
+    } else {
+        [0.0; 3]
+    };
+    so_far.looked_at = now;
+    so_far.counts = *counts_so_far;
     let (mut kept, mut cycled) = (0.0, 0.0);
+    let mut costly = HookGroups::default();
     for group in HookGroup::ALL {
-        let share = shares[group as usize];
-        if cheap(share) {
+        if !hooked.contains(group) || so_far.off.contains(group) {
+            continue;
+        }
+        let share = recent[group as usize];
+        so_far.spent[group as usize] += share * since_look;
+        // At most a third of the budget each, so together at most the budget.
+        if share <= budget * CHEAP_GROUP_SHARE {
             kept += share;
         } else {
-            groups.insert(group);
+            costly.insert(group);
             cycled += share;
         }
     }
-    let duty = duty((budget - kept).max(0.0), cycled);
+    let allowed = budget * window_s;
+    let left_to_spend = allowed - so_far.spent.iter().sum::<f64>() - kept * left_s;
+    if costly.is_empty() || cycled * left_s <= left_to_spend {
+        let next = now + RECHECK_EVERY;
+        return (next < so_far.start + window).then_some(SamplerStep::Look {
+            at: next,
+            window: so_far,
+        });
+    }
+    let on_for_s = (left_to_spend.max(0.0) / cycled).min(left_s);
+    // What they will have spent by then, so that the groups that stay on are held to the rest.
+    for group in HookGroup::ALL {
+        if costly.contains(group) {
+            so_far.spent[group as usize] += recent[group as usize] * on_for_s;
+        }
+    }
     Some(SamplerStep::Off {
-        at: (window_start + window.mul_f64(duty)).max(now),
-        groups,
+        at: now + std::time::Duration::try_from_secs_f64(on_for_s).unwrap_or_default(),
+        groups: costly,
+        window: so_far,
+    })
+}
+
+/// The hooks of `groups` went off at `now`: the sampler keeps looking at the groups of
+/// `hooked` still on, if any, until the window ends.
+pub fn went_off(
+    window: std::time::Duration,
+    mut so_far: WindowSoFar,
+    groups: HookGroups,
+    now: std::time::Instant,
+    hooked: HookGroups,
+) -> Option<SamplerStep> {
+    for group in HookGroup::ALL {
+        if groups.contains(group) {
+            so_far.off.insert(group);
+        }
+    }
+    let next = now + RECHECK_EVERY;
+    let any_on = HookGroup::ALL
+        .iter()
+        .any(|&group| hooked.contains(group) && !so_far.off.contains(group));
+    (any_on && next < so_far.start + window).then_some(SamplerStep::Look {
+        at: next,
+        window: so_far,
     })
 }
 
@@ -238,28 +306,13 @@ mod tests {
         }
     }
 
-    /// The cost share of `rate` syscalls a second.
-    fn syscall_share(rate: f64) -> f64 {
-        rate * HOOK_COSTS.syscall_ns * 1e-9
+    /// Counts after `seconds` of `rate` syscalls a second, from `base`.
+    fn after(base: u64, rate: f64, seconds: f64) -> EventCounts {
+        syscalls(base + (rate * seconds) as u64)
     }
 
-    #[test]
-    fn ordinary_rates_keep_the_hooks_on_and_floods_shrink_them_within_bounds() {
-        assert_eq!(duty(0.01, syscall_share(5_000.0)), 1.0);
-        // 1% of a CPU is 71,428 syscalls a second at 140 ns.
-        assert_eq!(duty(0.01, syscall_share(70_000.0)), 1.0);
-        let share = duty(0.01, syscall_share(700_000.0));
-        assert!((share - 0.102).abs() < 0.001, "{share}");
-        // The cost it then takes is the budget.
-        assert!((share * syscall_share(700_000.0) - 0.01).abs() < 1e-9);
-        assert_eq!(duty(0.01, 1e3), MIN_DUTY);
-        assert_eq!(duty(0.01, f64::INFINITY), MIN_DUTY);
-        let mut last = 1.0;
-        for rate in [1e4, 1e5, 1e6, 1e7] {
-            let share = duty(0.01, syscall_share(rate));
-            assert!(share <= last, "not monotonic at {rate}");
-            last = share;
-        }
+    fn ms(n: u64) -> std::time::Duration {
+        std::time::Duration::from_millis(n)
     }
 
     #[test]
@@ -271,95 +324,132 @@ mod tests {
             context_switches: 10_000,
             block_requests: 5_000,
         };
-        let total = |after: &EventCounts, earlier: &EventCounts, seconds: f64| -> f64 {
-            after
-                .group_shares_since(earlier, seconds, &HOOK_COSTS)
-                .iter()
-                .sum()
-        };
-        let share = total(&after, &start, 1.0);
-        assert!((share - 0.015).abs() < 1e-9, "{share}");
-        // Each alone is within a 1% budget, together they are not.
-        assert!((duty(0.01, share) - 0.01 / 0.015).abs() < 1e-9);
+        let shares = after.group_shares_since(&start, 1.0, &HOOK_COSTS);
+        for (share, expected) in shares.iter().zip([0.007, 0.003, 0.005]) {
+            assert!((share - expected).abs() < 1e-9, "{shares:?}");
+        }
+        // Over two seconds, half the share.
+        let halves = after.group_shares_since(&start, 2.0, &HOOK_COSTS);
+        assert!((halves[0] - 0.0035).abs() < 1e-9);
         // A counter that went backwards (a device gone) adds nothing.
-        assert_eq!(total(&start, &after, 1.0), 0.0);
-        assert_eq!(total(&after, &start, 0.0), 0.0);
+        assert_eq!(start.group_shares_since(&after, 1.0, &HOOK_COSTS), [0.0; 3]);
+        assert_eq!(after.group_shares_since(&start, 0.0, &HOOK_COSTS), [0.0; 3]);
     }
 
     #[test]
     fn no_budget_means_always_on() {
-        assert_eq!(duty(0.0, 1e9), 1.0);
-        assert_eq!(duty(f64::NAN, 1e9), 1.0);
-        assert_eq!(duty(0.01, f64::NAN), 1.0);
+        let now = std::time::Instant::now();
+        assert_eq!(window_started(0.0, ms(1000), now, syscalls(0)), None);
+        assert_eq!(window_started(f64::NAN, ms(1000), now, syscalls(0)), None);
+        assert_eq!(window_started(-1.0, ms(1000), now, syscalls(0)), None);
     }
 
     #[test]
     fn a_window_probes_then_goes_off_at_the_share_its_rate_allows() {
-        let window = std::time::Duration::from_secs(2);
+        let window = ms(2000);
         let start = std::time::Instant::now();
-        assert_eq!(window_started(0.0, window, start, syscalls(0)), None);
-        let Some(SamplerStep::Probe { at, .. }) =
+        let Some(SamplerStep::Look { at, window: so_far }) =
             window_started(0.01, window, start, syscalls(500))
         else {
             panic!("a probe first");
         };
-        assert_eq!(at, start + std::time::Duration::from_millis(40));
-        // 700,000 syscalls a second: on for 10.2% of the window.
-        let probe_at = start + std::time::Duration::from_millis(40);
-        let off = after_probe(
-            0.01,
-            window,
-            start,
-            &syscalls(500),
-            probe_at,
-            &syscalls(500 + 28_000),
-        );
-        let Some(SamplerStep::Off { at, groups }) = off else {
+        assert_eq!(at, start + ms(40));
+        // 700,000 syscalls a second (9.8% of a CPU): on for 10.2% of the window, the share a
+        // 1% budget pays for.
+        let flood = after(500, 700_000.0, 0.04);
+        let off = look(0.01, window, so_far, at, &flood, HookGroups::ALL);
+        let Some(SamplerStep::Off {
+            at: off_at, groups, ..
+        }) = off
+        else {
             panic!("{off:?}");
         };
-        let on_ms = at.duration_since(start).as_secs_f64() * 1000.0;
+        let on_ms = off_at.duration_since(start).as_secs_f64() * 1000.0;
         assert!((on_ms - 204.0).abs() < 1.0, "{on_ms}");
         // Only the syscall hook cost anything: the others stay on.
         assert!(groups.contains(HookGroup::Syscalls));
         assert!(!groups.contains(HookGroup::Scheduler) && !groups.contains(HookGroup::Block));
-        // An ordinary rate: on to the end.
-        assert_eq!(
-            after_probe(
-                0.01,
-                window,
-                start,
-                &syscalls(500),
-                probe_at,
-                &syscalls(700)
-            ),
-            None
-        );
-        // A flood so heavy the probe already used the share: off at once.
-        let off = after_probe(
+        // An ordinary rate: on, and looked at again a little later.
+        let ordinary = after(500, 5_000.0, 0.04);
+        assert!(matches!(
+            look(0.01, window, so_far, at, &ordinary, HookGroups::ALL),
+            Some(SamplerStep::Look { at: next, .. }) if next == at + RECHECK_EVERY
+        ));
+        // A flood so heavy the probe already spent the window's budget: off at once.
+        let off = look(
             0.01,
             window,
-            start,
-            &syscalls(0),
-            probe_at,
+            so_far,
+            at,
             &syscalls(u64::MAX),
+            HookGroups::ALL,
         );
-        let mut syscalls_only = HookGroups::default();
-        syscalls_only.insert(HookGroup::Syscalls);
-        assert_eq!(
-            off,
-            Some(SamplerStep::Off {
-                at: probe_at,
-                groups: syscalls_only
-            })
+        assert!(
+            matches!(off, Some(SamplerStep::Off { at: off_at, .. }) if off_at == at),
+            "{off:?}"
         );
     }
 
     #[test]
-    fn cheap_groups_stay_on_and_the_rest_share_what_is_left_of_the_budget() {
-        let window = std::time::Duration::from_secs(1);
+    fn ordinary_rates_stay_on_to_the_window_end() {
+        let window = ms(1000);
         let start = std::time::Instant::now();
-        let probe_at = start + std::time::Duration::from_millis(20);
-        let at_start = EventCounts::default();
+        let mut step = window_started(0.005, window, start, syscalls(0));
+        let mut looks = 0;
+        while let Some(SamplerStep::Look { at, window: so_far }) = step {
+            looks += 1;
+            let seconds = at.duration_since(start).as_secs_f64();
+            step = look(
+                0.005,
+                window,
+                so_far,
+                at,
+                &after(0, 20_000.0, seconds),
+                HookGroups::ALL,
+            );
+        }
+        assert_eq!(step, None, "never off");
+        // At 20 ms, then every 100 ms up to the window's end.
+        assert_eq!(looks, 10);
+    }
+
+    #[test]
+    fn a_load_that_starts_after_the_probe_is_held_to_what_is_left_of_the_budget() {
+        let window = ms(5000);
+        let start = std::time::Instant::now();
+        // Quiet (100 syscalls a second) for the first 300 ms, then 700,000 a second.
+        let counts_at = |t: f64| {
+            let quiet = after(0, 100.0, t.min(0.3));
+            after(quiet.syscalls, 700_000.0, (t - 0.3).max(0.0))
+        };
+        let mut step = window_started(0.01, window, start, syscalls(0));
+        let mut looks = Vec::new();
+        while let Some(SamplerStep::Look { at, window: so_far }) = step {
+            let t = at.duration_since(start).as_secs_f64();
+            looks.push((t * 1000.0).round());
+            step = look(0.01, window, so_far, at, &counts_at(t), HookGroups::ALL);
+        }
+        assert_eq!(looks, [100.0, 200.0, 300.0, 400.0]);
+        let Some(SamplerStep::Off { at, groups, .. }) = step else {
+            panic!("{step:?}");
+        };
+        assert!(groups.contains(HookGroup::Syscalls));
+        // 1% of 5 s is 50 ms of CPU: at 9.8% of a CPU, 510 ms of the flood, from 300 ms.
+        let on_ms = at.duration_since(start).as_secs_f64() * 1000.0;
+        assert!((on_ms - 810.0).abs() < 2.0, "{on_ms}");
+    }
+
+    #[test]
+    fn cheap_groups_stay_on_and_the_rest_share_what_is_left_of_the_budget() {
+        let window = ms(1000);
+        let start = std::time::Instant::now();
+        let Some(SamplerStep::Look {
+            at: probe_at,
+            window: so_far,
+        }) = window_started(0.005, window, start, EventCounts::default())
+        else {
+            panic!("a probe first");
+        };
         // In the 20 ms probe: 700,000 syscalls/s (9.8% of a CPU), 300,000 switches/s (9%),
         // 100 block requests/s (0.01%, under a third of a 0.5% budget).
         let probed = EventCounts {
@@ -367,29 +457,88 @@ mod tests {
             context_switches: 6_000,
             block_requests: 2,
         };
-        let Some(SamplerStep::Off { at, groups }) =
-            after_probe(0.005, window, start, &at_start, probe_at, &probed)
+        let Some(SamplerStep::Off {
+            at,
+            groups,
+            window: so_far,
+        }) = look(0.005, window, so_far, probe_at, &probed, HookGroups::ALL)
         else {
             panic!("a flood goes off");
         };
         assert!(groups.contains(HookGroup::Syscalls) && groups.contains(HookGroup::Scheduler));
         assert!(!groups.contains(HookGroup::Block));
-        // The block hooks keep 0.01%; syscalls and switches share the other 0.49%.
-        let shares = probed.group_shares_since(&at_start, 0.02, &HOOK_COSTS);
+        // The block hooks keep 0.01% for the whole window; syscalls and switches share the
+        // other 0.49%.
+        let shares = probed.group_shares_since(&EventCounts::default(), 0.02, &HOOK_COSTS);
         let expected = (0.005 - shares[2]) / (shares[0] + shares[1]);
         let on = at.duration_since(start).as_secs_f64();
         assert!((on - expected).abs() < 1e-6, "{on} vs {expected}");
-        // Every group busy: all go off together.
+        // The block hooks are still looked at, and go off when they get busy.
+        let Some(SamplerStep::Look {
+            at: next,
+            window: so_far,
+        }) = went_off(window, so_far, groups, at, HookGroups::ALL)
+        else {
+            panic!("the block hooks are still on");
+        };
+        assert_eq!(next, at + RECHECK_EVERY);
+        let t = next.duration_since(start).as_secs_f64();
         let busy = EventCounts {
+            block_requests: 2 + (50_000.0 * (t - 0.02)) as u64,
+            ..probed
+        };
+        let Some(SamplerStep::Off {
+            groups: block,
+            window: so_far,
+            at,
+        }) = look(0.005, window, so_far, next, &busy, HookGroups::ALL)
+        else {
+            panic!("busy block hooks go off too");
+        };
+        assert!(block.contains(HookGroup::Block) && !block.contains(HookGroup::Syscalls));
+        assert_eq!(at, next, "the budget is already spent");
+        // Nothing left on: no more looks.
+        assert_eq!(went_off(window, so_far, block, at, HookGroups::ALL), None);
+        // Every group busy from the start: all go off together.
+        let Some(SamplerStep::Look { at, window: so_far }) =
+            window_started(0.005, window, start, EventCounts::default())
+        else {
+            panic!("a probe first");
+        };
+        let all_busy = EventCounts {
             block_requests: 2_000,
             ..probed
         };
         let Some(SamplerStep::Off { groups, .. }) =
-            after_probe(0.005, window, start, &at_start, probe_at, &busy)
+            look(0.005, window, so_far, at, &all_busy, HookGroups::ALL)
         else {
             panic!("a flood goes off");
         };
         assert_eq!(groups, HookGroups::ALL);
+    }
+
+    #[test]
+    fn groups_without_hooks_are_neither_costed_nor_waited_for() {
+        let window = ms(1000);
+        let start = std::time::Instant::now();
+        let mut syscalls_only = HookGroups::default();
+        syscalls_only.insert(HookGroup::Syscalls);
+        let Some(SamplerStep::Look { at, window: so_far }) =
+            window_started(0.005, window, start, syscalls(0))
+        else {
+            panic!("a probe first");
+        };
+        let Some(SamplerStep::Off {
+            groups,
+            window: so_far,
+            at,
+        }) = look(0.005, window, so_far, at, &syscalls(14_000), syscalls_only)
+        else {
+            panic!("a flood goes off");
+        };
+        assert_eq!(groups, syscalls_only);
+        // The scheduler and block groups have no hooks: nothing is left to look at.
+        assert_eq!(went_off(window, so_far, groups, at, syscalls_only), None);
     }
 
     #[test]

@@ -69,3 +69,49 @@ fn a_syscall_flood_is_sampled_within_budget_and_still_measured() {
         );
     }
 }
+
+#[test]
+fn a_flood_that_starts_after_the_probe_is_held_to_the_budget_too() {
+    use std::io::BufRead as _;
+    if !privileged("a_flood_that_starts_after_the_probe_is_held_to_the_budget_too") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("windows.jsonl");
+    let mut recorder = Command::new(workspace_binary("collector"))
+        .args(["record", "--window", "4s", "--duration", "8s"])
+        .args(["--syscall-budget", "1%", "--out"])
+        .arg(&out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting collector record");
+    let mut log = std::io::BufReader::new(recorder.stderr.take().unwrap()).lines();
+    assert!(
+        log.by_ref()
+            .map_while(Result::ok)
+            .any(|line| line.contains("collecting")),
+        "the recorder exited before collecting"
+    );
+    let drain = std::thread::spawn(move || log.for_each(drop));
+    // The first window's probe (its first 80 ms) saw a quiet node; the flood starts a
+    // second in.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let flood = SyscallFlood::start();
+    let status = recorder.wait().expect("waiting for the recorder");
+    let our_rate = flood.stop();
+    drain.join().unwrap();
+    assert!(status.success(), "collector record failed: {status}");
+    let fractions: Vec<f64> = read_windows(&out)
+        .iter()
+        .map(|record| record["syscall_sample_fraction"].as_f64().unwrap())
+        .collect();
+    assert_eq!(fractions.len(), 2, "{fractions:?}");
+    // On through the quiet second, then off once the flood has spent 1% of the window's 4 s
+    // of one CPU (a few hundred ms at our rate), not on to the window's end.
+    assert!(
+        fractions[0] > 0.2 && fractions[0] < 0.7,
+        "hook on {} of the first window with a flood of {our_rate:.0} syscalls/s from 1 s in",
+        fractions[0]
+    );
+    assert!(fractions[1] < 0.2, "{fractions:?}");
+}
