@@ -73,6 +73,21 @@ enum Command {
     /// A scenario's helper workload (used by the scenarios themselves).
     #[command(hide = true, subcommand)]
     ScenarioWorker(scenario::worker::Worker),
+    /// One of `bench overhead`'s workloads, in a process of its own (used by the bench):
+    /// prints operations per second of the counted part.
+    #[command(hide = true)]
+    BenchWorkload {
+        kind: bench::WorkloadKind,
+        /// The page-cached file `pread` reads.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// Seconds run before counting.
+        #[arg(long, default_value_t = 1)]
+        warm_up_s: u64,
+        /// Seconds counted.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Set up, build and run the benchmarks, writing their sections of BENCHMARKS.md.
     Bench {
         /// Run only the benchmarks whose name contains this.
@@ -136,6 +151,17 @@ fn main() -> anyhow::Result<()> {
             evaluate::evaluate()
         }
         Command::ScenarioWorker(worker) => scenario::worker::run(worker),
+        Command::BenchWorkload {
+            kind,
+            file,
+            warm_up_s,
+            seconds,
+        } => bench::run_workload(
+            kind,
+            file.as_deref(),
+            std::time::Duration::from_secs(warm_up_s),
+            std::time::Duration::from_secs(seconds),
+        ),
         Command::Bench { filter } => {
             setup::setup()?;
             build::build_release()?;

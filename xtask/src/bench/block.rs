@@ -117,8 +117,10 @@ impl Drop for WorkqueuesOn {
     }
 }
 
-pub(super) fn fio_iops(device: &str, seconds: u64) -> anyhow::Result<f64> {
+/// fio's IOPS over `seconds`, after `ramp_seconds` it runs but does not count.
+pub(super) fn fio_iops(device: &str, ramp_seconds: u64, seconds: u64) -> anyhow::Result<f64> {
     let json = output(Command::new("fio").args([
+        &format!("--ramp_time={ramp_seconds}"),
         "--name=nodestate-block",
         &format!("--filename={device}"),
         "--rw=randrw",
@@ -185,7 +187,7 @@ pub fn run() -> anyhow::Result<String> {
     let device = LoopDevice::new()?;
     let cpu = workload_cpu();
     let _workqueues = WorkqueuesOn::cpu(cpu)?;
-    let fio = || pinned(cpu, || fio_iops(&device.path, SECONDS_PER_RUN))?;
+    let fio = || pinned(cpu, || fio_iops(&device.path, 0, SECONDS_PER_RUN))?;
     // Round one should not be special.
     fio()?;
     let (mut without, mut with) = (Vec::new(), Vec::new());

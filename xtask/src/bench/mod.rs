@@ -7,6 +7,8 @@ mod model;
 mod overhead;
 mod xdp;
 
+pub use overhead::{WorkloadKind, run_workload};
+
 use std::fs;
 
 use anyhow::{Context as _, bail};

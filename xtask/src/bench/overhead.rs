@@ -18,56 +18,153 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::block::{
-    LoopDevice, SETTLE_MS, WorkqueuesOn, fio_iops, median, pinned, start_collector, stop,
-    workload_cpu,
+    LoopDevice, WorkqueuesOn, fio_iops, median, pinned, start_collector, stop, workload_cpu,
 };
 
 /// Rounds for the CPU-bound workloads; the I/O one gets more: its runs spread twice as
-/// wide here (±10% from one 3 s run to the next with nothing else changed), and 2% can only
-/// be told from noise with the median of many.
-const ROUNDS: usize = 12;
-const IO_ROUNDS: usize = 30;
-const SECONDS: u64 = 3;
+/// wide here (±10% from one run to the next with nothing else changed), and 2% can only be
+/// told from noise with the median of many.
+const ROUNDS: usize = 10;
+const IO_ROUNDS: usize = 20;
+/// Each run counts for this long: the daemon's default window, so that every run holds one
+/// window's whole cycle of the hook sampler (on at the window's start, off for the rest) at
+/// whatever phase it falls, and five of the 1 s windows.
+const SECONDS: u64 = 5;
+/// Before it counts, each workload runs this long with the configuration in place: the
+/// sampler's first look at a window's load comes within it.
+const WARM_UP_S: u64 = 1;
 
 /// After a collector stops, how long before the next run: the kernel frees its maps and
 /// links in work queued after the exit (on the workload's CPU, where the bench puts the
 /// unbound workqueues), which is no run's cost.
 const TEARDOWN_MS: u64 = 1000;
 
-/// getppid(2) in a loop: the raw syscall tracepoint's worst case. Returns calls per second.
-fn syscalls_per_s() -> f64 {
-    let deadline = Instant::now() + Duration::from_secs(SECONDS);
-    let started = Instant::now();
-    let mut calls = 0u64;
-    while Instant::now() < deadline {
-        for _ in 0..1000 {
-            // SAFETY: getppid has no preconditions.
-            std::hint::black_box(unsafe { libc_getppid() });
-        }
-        calls += 1000;
-    }
-    calls as f64 / started.elapsed().as_secs_f64()
+/// The CPU-bound workloads, each run in a process of its own (`cargo xtask bench-workload`):
+/// a workload shares no address space with the bench, whose threads (the collector's log
+/// drain) would otherwise make the kernel interrupt the workload's CPU whenever they change
+/// their memory mappings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkloadKind {
+    /// getppid(2) in a loop: the raw syscall tracepoint's worst case.
+    Getppid,
+    /// 4 KiB pread(2)s of a page-cached file (`--file`): a syscall that does some work, as
+    /// most do.
+    Pread,
+    /// Two threads passing a byte back and forth through pipes: every round trip is two
+    /// context switches and two wake-ups.
+    PingPong,
 }
 
-unsafe extern "C" {
-    #[link_name = "getppid"]
-    fn libc_getppid() -> i32;
+/// Runs a workload for `warm_up` uncounted, then `seconds` counted; prints operations per
+/// second of the counted part.
+pub fn run_workload(
+    kind: WorkloadKind,
+    file: Option<&std::path::Path>,
+    warm_up: Duration,
+    seconds: Duration,
+) -> anyhow::Result<()> {
+    let rate = match kind {
+        WorkloadKind::Getppid => counted_rate(warm_up, seconds, || {
+            for _ in 0..1000 {
+                // SAFETY: getppid has no preconditions.
+                std::hint::black_box(unsafe { libc::getppid() });
+            }
+            Ok(1000)
+        })?,
+        WorkloadKind::Pread => {
+            let path = file.context("pread needs --file")?;
+            let file =
+                fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+            let mut buffer = vec![0u8; 4096];
+            counted_rate(warm_up, seconds, || {
+                for i in 0..100u64 {
+                    file.read_at(&mut buffer, (i % 256) * 4096)?;
+                }
+                Ok(100)
+            })?
+        }
+        WorkloadKind::PingPong => {
+            let (mut ping_rx, mut ping_tx) = std::io::pipe()?;
+            let (mut pong_rx, mut pong_tx) = std::io::pipe()?;
+            let echo = std::thread::spawn(move || {
+                let mut byte = [0u8; 1];
+                while ping_rx.read_exact(&mut byte).is_ok() {
+                    if pong_tx.write_all(&byte).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut byte = [0u8; 1];
+            let rate = counted_rate(warm_up, seconds, || {
+                for _ in 0..100 {
+                    ping_tx.write_all(&[1])?;
+                    pong_rx.read_exact(&mut byte)?;
+                }
+                Ok(100)
+            })?;
+            drop(ping_tx);
+            let _ = echo.join();
+            rate
+        }
+    };
+    println!("{rate}");
+    Ok(())
 }
 
-/// 4 KiB pread(2)s of a page-cached file: a syscall that does some work, as most do. Returns
-/// reads per second.
-fn cached_reads_per_s(file: &fs::File) -> anyhow::Result<f64> {
-    let mut buffer = vec![0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(SECONDS);
-    let started = Instant::now();
-    let mut reads = 0u64;
-    while Instant::now() < deadline {
-        for i in 0..100u64 {
-            file.read_at(&mut buffer, (i % 256) * 4096)?;
-        }
-        reads += 100;
+/// Calls `batch` (which returns how many operations it did) for `warm_up`, then counts the
+/// operations of the next `seconds`.
+fn counted_rate(
+    warm_up: Duration,
+    seconds: Duration,
+    mut batch: impl FnMut() -> anyhow::Result<u64>,
+) -> anyhow::Result<f64> {
+    let counted_from = Instant::now() + warm_up;
+    while Instant::now() < counted_from {
+        batch()?;
     }
-    Ok(reads as f64 / started.elapsed().as_secs_f64())
+    let started = Instant::now();
+    let deadline = started + seconds;
+    let mut operations = 0u64;
+    while Instant::now() < deadline {
+        operations += batch()?;
+    }
+    Ok(operations as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Runs a workload in a process of its own, pinned to `cpu`, counting `seconds` after the
+/// warm-up; returns its rate.
+fn workload_in_child(
+    cpu: usize,
+    kind: WorkloadKind,
+    file: Option<&std::path::Path>,
+    seconds: u64,
+) -> anyhow::Result<f64> {
+    let exe = std::env::current_exe().context("finding the xtask binary")?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("bench-workload")
+        .arg(
+            clap::ValueEnum::to_possible_value(&kind)
+                .context("a workload's name")?
+                .get_name(),
+        )
+        .args(["--warm-up-s", &WARM_UP_S.to_string()])
+        .args(["--seconds", &seconds.to_string()]);
+    if let Some(file) = file {
+        command.arg("--file").arg(file);
+    }
+    let out = pinned(cpu, || command.output())?.context("running the workload")?;
+    if !out.status.success() {
+        bail!(
+            "workload {kind:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .with_context(|| format!("workload {kind:?} printed no rate"))
 }
 
 /// An empty program (`r0 = 0; exit`) on the raw tracepoint `sys_exit`, loaded with the bpf(2)
@@ -164,39 +261,12 @@ fn cpu_seconds(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Two threads passing a byte back and forth through pipes: every round trip is two context
-/// switches and two wake-ups. Returns round trips per second.
-fn round_trips_per_s() -> anyhow::Result<f64> {
-    let (mut ping_rx, mut ping_tx) = std::io::pipe()?;
-    let (mut pong_rx, mut pong_tx) = std::io::pipe()?;
-    let echo = std::thread::spawn(move || {
-        let mut byte = [0u8; 1];
-        while ping_rx.read_exact(&mut byte).is_ok() {
-            if pong_tx.write_all(&byte).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(SECONDS);
-    let started = Instant::now();
-    let mut trips = 0u64;
-    let mut byte = [0u8; 1];
-    while Instant::now() < deadline {
-        ping_tx.write_all(&[1])?;
-        pong_rx.read_exact(&mut byte)?;
-        trips += 1;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    drop(ping_tx);
-    let _ = echo.join();
-    Ok(trips as f64 / elapsed)
-}
-
 struct Workload {
     name: &'static str,
     unit: &'static str,
     rounds: usize,
-    run: Box<dyn Fn() -> anyhow::Result<f64>>,
+    /// Runs it once, counting `seconds` after the warm-up; returns its rate.
+    run: Box<dyn Fn(u64) -> anyhow::Result<f64>>,
 }
 
 /// Sums the per-program run counts and run times of every window in a recording.
@@ -226,15 +296,18 @@ enum Config {
     Floor,
     /// `collector run` with every hook on all the time (`--hook-budget 0`).
     AlwaysOn,
-    /// `collector run` as it ships.
+    /// `collector run` as it ships (5 s windows).
     Default,
+    /// `collector run --window 1s`: five times the sampler's cycles.
+    OneSecondWindows,
 }
 
-const CONFIGS: [Config; 4] = [
+const CONFIGS: [Config; 5] = [
     Config::Without,
     Config::Floor,
     Config::AlwaysOn,
     Config::Default,
+    Config::OneSecondWindows,
 ];
 
 /// The median of the per-round ratios of `with` to `without`, and their range.
@@ -305,31 +378,33 @@ pub fn run() -> anyhow::Result<String> {
     let cached_path =
         std::env::temp_dir().join(format!("nodestate-overhead-{}.dat", std::process::id()));
     fs::write(&cached_path, vec![1u8; 1 << 20])?;
-    let cached = fs::File::open(&cached_path)?;
+    let in_child = move |kind: WorkloadKind, file: Option<std::path::PathBuf>| {
+        Box::new(move |seconds: u64| workload_in_child(cpu, kind, file.as_deref(), seconds))
+    };
     let workloads = [
         Workload {
             name: "syscall-heavy (getppid loop)",
             unit: "calls/s",
             rounds: ROUNDS,
-            run: Box::new(|| Ok(syscalls_per_s())),
+            run: in_child(WorkloadKind::Getppid, None),
         },
         Workload {
             name: "syscall-heavy, realistic (4 KiB pread of a cached file)",
             unit: "reads/s",
             rounds: ROUNDS,
-            run: Box::new(move || cached_reads_per_s(&cached)),
+            run: in_child(WorkloadKind::Pread, Some(cached_path.clone())),
         },
         Workload {
             name: "context-switch-heavy (pipe ping-pong, both threads on one CPU)",
             unit: "round trips/s",
             rounds: ROUNDS,
-            run: Box::new(round_trips_per_s),
+            run: in_child(WorkloadKind::PingPong, None),
         },
         Workload {
             name: "I/O-heavy (fio 4 KiB randrw, direct, loop device in tmpfs)",
             unit: "IOPS",
             rounds: IO_ROUNDS,
-            run: Box::new(move || fio_iops(&io_path, SECONDS)),
+            run: Box::new(move |seconds| pinned(cpu, || fio_iops(&io_path, WARM_UP_S, seconds))?),
         },
     ];
     let recording =
@@ -340,8 +415,9 @@ pub fn run() -> anyhow::Result<String> {
     let mut worst: f64 = 0.0;
     let mut worst_best: f64 = 0.0;
     let mut worst_plausible: f64 = 0.0;
+    let mut worst_one_second: f64 = 0.0;
     for workload in &workloads {
-        let measure = || pinned(cpu, || (workload.run)())?;
+        let measure = || (workload.run)(SECONDS);
         measure()?; // warm-up
         let mut results: [Vec<f64>; CONFIGS.len()] = Default::default();
         let mut daemon_cpu = Vec::new();
@@ -357,13 +433,16 @@ pub fn run() -> anyhow::Result<String> {
                         std::thread::sleep(Duration::from_millis(TEARDOWN_MS));
                         value?
                     }
-                    config @ (Config::AlwaysOn | Config::Default) => {
-                        let mut args = vec!["run", "--window", "1s", "--listen", "127.0.0.1:0"];
-                        if config == Config::AlwaysOn {
-                            args.extend(["--hook-budget", "0"]);
+                    config @ (Config::AlwaysOn | Config::Default | Config::OneSecondWindows) => {
+                        let mut args = vec!["run", "--listen", "127.0.0.1:0"];
+                        match config {
+                            Config::AlwaysOn => args.extend(["--hook-budget", "0"]),
+                            Config::OneSecondWindows => args.extend(["--window", "1s"]),
+                            _ => {}
                         }
+                        // The workload starts as the first window does, as on a node whose
+                        // load was there before the daemon.
                         let collector = start_collector(&args)?;
-                        std::thread::sleep(Duration::from_millis(SETTLE_MS));
                         let cpu_before = cpu_seconds(collector.id());
                         let started = Instant::now();
                         let value = measure();
@@ -396,6 +475,9 @@ pub fn run() -> anyhow::Result<String> {
             .collect();
         let (interval_low, interval_high) = median_interval(&default_ratios);
         worst_plausible = worst_plausible.max(1.0 - interval_low);
+        let (one_second, low_one_second, high_one_second) =
+            paired(series(Config::OneSecondWindows), without);
+        worst_one_second = worst_one_second.max(1.0 - one_second);
         let best_always = best(series(Config::AlwaysOn), without);
         worst = worst.max(1.0 - ratio);
         worst_best = worst_best.max(1.0 - best_ratio);
@@ -403,8 +485,6 @@ pub fn run() -> anyhow::Result<String> {
         // include the statistics' own clock reads) and the share of time the hooks were on.
         let collector = start_collector(&[
             "record",
-            "--window",
-            "1s",
             "--duration",
             "10m",
             "--program-stats",
@@ -412,15 +492,15 @@ pub fn run() -> anyhow::Result<String> {
             "--out",
             &recording_arg,
         ])?;
-        std::thread::sleep(Duration::from_millis(SETTLE_MS));
         let epoch_ms = || {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |since| since.as_millis())
         };
-        // Windows that end at least a window after the workload started lie inside it.
-        let workload_from = epoch_ms() + 1000;
-        let result = measure();
+        // The workload starts with the first (5 s) window: the windows that end from 4 s on
+        // are those it filled, two of them.
+        let workload_from = epoch_ms() + 4000;
+        let result = (workload.run)(2 * SECONDS);
         let workload_to = epoch_ms();
         stop(collector)?;
         result?;
@@ -442,8 +522,8 @@ pub fn run() -> anyhow::Result<String> {
         eprintln!(
             "  {}: {:.0} {} without; ratios: empty hook {floor:.3}, always on {always:.3}, \
              default {ratio:.3} ({low:.3}–{high:.3}; median within \
-             {interval_low:.3}–{interval_high:.3}), best runs {best_ratio:.3}; hooks on \
-             {on_share} of each window (syscall / sched / block)",
+             {interval_low:.3}–{interval_high:.3}), best runs {best_ratio:.3}, 1 s windows \
+             {one_second:.3}; hooks on {on_share} of each window (syscall / sched / block)",
             workload.name,
             median(without),
             workload.unit,
@@ -452,7 +532,8 @@ pub fn run() -> anyhow::Result<String> {
             "| {} | {:.0} {} | {floor:.3} ({low_floor:.3}–{high_floor:.3}) | \
              {always:.3} ({low_always:.3}–{high_always:.3}); best {best_always:.3} | \
              **{ratio:.3}** ({low:.3}–{high:.3}) | **{:+.1}%** ({:+.1}% to {:+.1}%) | \
-             {best_ratio:.3} ({:+.1}%) | {on_share} | {:.1}% | {} |",
+             {best_ratio:.3} ({:+.1}%) | {on_share} | {:.1}% | \
+             {one_second:.3} ({low_one_second:.3}–{high_one_second:.3}) | {} |",
             workload.name,
             median(without),
             workload.unit,
@@ -495,7 +576,8 @@ pub fn run() -> anyhow::Result<String> {
     };
     let verdict = format!(
         "{} by the median of the rounds (the worst: {:.1}%); {} by the best runs (the worst: \
-         {:.1}%); the worst slowdown the 95% intervals allow: {:.1}%.",
+         {:.1}%); the worst slowdown the 95% intervals allow: {:.1}%. With 1 s windows the worst median \
+         slowdown is {:.1}%.",
         if worst < 0.02 {
             "Every workload slowed by less than 2% as shipped"
         } else {
@@ -508,39 +590,45 @@ pub fn run() -> anyhow::Result<String> {
             "**not every one under 2%**"
         },
         worst_best * 100.0,
-        worst_plausible * 100.0
+        worst_plausible * 100.0,
+        worst_one_second * 100.0
     );
     Ok(format!(
         "## Every program attached: cost to the workloads it watches\n\n\
-         `cargo xtask bench overhead`: each workload runs on CPU {cpu} alone ({SECONDS} s per \
-         run; fio with the kernel's unbound workqueues, the loop device's worker among them, on \
-         the same CPU: where the scheduler puts the threads otherwise changes a workload's \
-         speed between runs by far more than 2%), in four configurations per round: without \
-         the collector; with only an empty program on the raw tracepoint `sys_exit` (the \
-         floor any syscall hook pays: enabling a syscall tracepoint puts every syscall on the \
-         kernel's slow path); with `collector run --hook-budget 0` (every program attached and \
-         on all the time); and with `collector run` as it ships (every program attached; the \
-         busiest hooks, syscall exit, scheduler and block, share a budget of 0.5% of one CPU: \
-         those whose events would cost more are on for only part of each window, those whose \
-         events are cheap stay on, see collector/src/sampler.rs; program statistics one window in 12; 1 s windows). Each \
-         collector is measured from {SETTLE_MS} ms after it starts, and the next run starts \
-         {TEARDOWN_MS} ms after it stops (the kernel frees its maps in work queued after the \
-         exit). {ROUNDS} rounds ({IO_ROUNDS} for fio, whose runs spread twice as wide), the \
-         order of the four rotating from round to round. Ratio = configuration / without, the \
-         median of each round's own ratio, with the lowest and highest round in brackets: \
-         their spread is this machine's noise (1.000 = no cost). Change: the median's, with \
-         its 95% confidence interval (order statistics, no assumption about the noise's \
-         distribution). Hooks on: the median share of each \
-         window the syscall / scheduler / block hooks were on, from one more run of the \
-         default configuration. \
-         Daemon CPU: the collector's own user + system time while the workload ran, as a share \
-         of one CPU (median; it runs on any CPU).{busy}\n\n\
-         Best runs: the fastest run of a configuration against the fastest without; the \
-         host's noise only slows runs down, so the fastest are the least disturbed.\n\n\
+         `cargo xtask bench overhead`: each workload runs on CPU {cpu} alone, in a process of \
+         its own, counted for {SECONDS} s after a {WARM_UP_S} s warm-up (fio with the kernel's \
+         unbound workqueues, the loop device's worker among them, on the same CPU: where the \
+         scheduler puts the threads otherwise changes a workload's speed between runs by far \
+         more than 2%), in five configurations per round: without the collector; with only an \
+         empty program on the raw tracepoint `sys_exit` (the floor any syscall hook pays: \
+         enabling a syscall tracepoint puts every syscall on the kernel's slow path); with \
+         `collector run --hook-budget 0` (every program attached and on all the time); with \
+         `collector run` as it ships (every program attached, 5 s windows; the busiest hooks, \
+         syscall exit, scheduler and block, share a budget of 0.5% of one CPU: those whose \
+         events would cost more are on for only part of each window, those whose events are \
+         cheap stay on, see collector/src/sampler.rs; program statistics one window in 12); \
+         and the same with `--window 1s` (the sampler takes hooks off and puts them back five \
+         times as often, and the kernel interrupts every CPU to patch the tracepoints each \
+         time). A collector's workload starts when the collector says it is collecting (its \
+         programs attached, its first window begun), as on a node whose load was there before \
+         the daemon; a counted stretch of {SECONDS} s holds one whole 5 s window's cycle of \
+         the sampler, and five 1 s ones. The next run starts {TEARDOWN_MS} ms after a \
+         collector stops (the kernel frees its maps in work queued after the exit). {ROUNDS} \
+         rounds ({IO_ROUNDS} for fio, whose runs spread twice as wide), the order of the five \
+         rotating from round to round. Ratio = configuration / without, the median of each \
+         round's own ratio, with the lowest and highest round in brackets: their spread is \
+         this machine's noise (1.000 = no cost). Change: the median's, with its 95% \
+         confidence interval (order statistics, no assumption about the noise's \
+         distribution). Hooks on: the median share of each window the syscall / scheduler / \
+         block hooks were on, from one more run as shipped. Daemon CPU: the collector's own \
+         user + system time while the workload ran, as a share of one CPU (median, as \
+         shipped; it runs on any CPU).{busy}\n\n\
+         Best runs: the fastest run as shipped against the fastest without; the host's noise \
+         only slows runs down, so the fastest are the least disturbed.\n\n\
          | workload | without | empty `sys_exit` program | every hook always on | collector \
          as shipped | change (95% interval) | best runs (change) | hooks on | daemon CPU | \
-         rounds |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n{}\n\n{verdict}\n\n\
+         as shipped, 1 s windows | rounds |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n{}\n\n{verdict}\n\n\
          Which hooks cost most: that one more run per workload had `--program-stats always` \
          (kernel BPF statistics: runs and mean ns per run, which includes the statistics' own \
          ~90 ns; the share is of the total program time; it leaves out what the kernel spends \
