@@ -196,10 +196,10 @@ pub fn window_started(
 /// A look at `now`, with `counts_so_far`, at the groups in `hooked` (those with hooks) that
 /// are still on. What each cost since the last look is added to what it spent in the window;
 /// if, at the rates since the last look, the groups on would spend more than the budget's
-/// share of the whole window, the groups whose events cost much go off at the moment that
-/// keeps the window within it (`now` if it is already spent), and the groups whose events are
-/// cheap stay on. Otherwise the next look comes [`RECHECK_EVERY`] later; `None` when no look
-/// is left before the window ends.
+/// share of the whole window before the next look, the groups whose events cost much go off
+/// at the moment that keeps the window within it (`now` if it is already spent), and the
+/// groups whose events are cheap stay on. Otherwise the next look comes [`RECHECK_EVERY`]
+/// later; `None` when no look is left before the window ends.
 pub fn look(
     budget: f64,
     window: std::time::Duration,
@@ -246,6 +246,13 @@ pub fn look(
         });
     }
     let on_for_s = (left_to_spend.max(0.0) / cycled).min(left_s);
+    if on_for_s > RECHECK_EVERY.as_secs_f64() {
+        // Not yet: the rates may still grow (a load that is starting), so look again first.
+        return Some(SamplerStep::Look {
+            at: now + RECHECK_EVERY,
+            window: so_far,
+        });
+    }
     // What they will have spent by then, so that the groups that stay on are held to the rest.
     for group in HookGroup::ALL {
         if costly.contains(group) {
@@ -315,6 +322,25 @@ mod tests {
         std::time::Duration::from_millis(n)
     }
 
+    /// Looks through a window that starts at `start`, with `counts_at(t)` the counts `t`
+    /// seconds in, until the sampler takes hooks off or the window ends; returns when it
+    /// looked (ms from the start) and its last step.
+    fn drive(
+        budget: f64,
+        window: std::time::Duration,
+        start: std::time::Instant,
+        counts_at: impl Fn(f64) -> EventCounts,
+    ) -> (Vec<f64>, Option<SamplerStep>) {
+        let mut step = window_started(budget, window, start, counts_at(0.0));
+        let mut looks = Vec::new();
+        while let Some(SamplerStep::Look { at, window: so_far }) = step {
+            let t = at.duration_since(start).as_secs_f64();
+            looks.push((t * 1000.0).round());
+            step = look(budget, window, so_far, at, &counts_at(t), HookGroups::ALL);
+        }
+        (looks, step)
+    }
+
     #[test]
     fn every_hooks_events_add_to_the_cost() {
         let start = EventCounts::default();
@@ -355,9 +381,9 @@ mod tests {
         };
         assert_eq!(at, start + ms(40));
         // 700,000 syscalls a second (9.8% of a CPU): on for 10.2% of the window, the share a
-        // 1% budget pays for.
-        let flood = after(500, 700_000.0, 0.04);
-        let off = look(0.01, window, so_far, at, &flood, HookGroups::ALL);
+        // 1% budget pays for, looked at once more on the way.
+        let (looks, off) = drive(0.01, window, start, |t| after(500, 700_000.0, t));
+        assert_eq!(looks, [40.0, 140.0]);
         let Some(SamplerStep::Off {
             at: off_at, groups, ..
         }) = off
@@ -422,14 +448,13 @@ mod tests {
             let quiet = after(0, 100.0, t.min(0.3));
             after(quiet.syscalls, 700_000.0, (t - 0.3).max(0.0))
         };
-        let mut step = window_started(0.01, window, start, syscalls(0));
-        let mut looks = Vec::new();
-        while let Some(SamplerStep::Look { at, window: so_far }) = step {
-            let t = at.duration_since(start).as_secs_f64();
-            looks.push((t * 1000.0).round());
-            step = look(0.01, window, so_far, at, &counts_at(t), HookGroups::ALL);
-        }
-        assert_eq!(looks, [100.0, 200.0, 300.0, 400.0]);
+        let (looks, step) = drive(0.01, window, start, counts_at);
+        // The flood is seen from the look at 400 ms; each look puts off the decision while
+        // more than a look's interval of the budget is left.
+        assert_eq!(
+            looks,
+            [100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0]
+        );
         let Some(SamplerStep::Off { at, groups, .. }) = step else {
             panic!("{step:?}");
         };
@@ -437,6 +462,25 @@ mod tests {
         // 1% of 5 s is 50 ms of CPU: at 9.8% of a CPU, 510 ms of the flood, from 300 ms.
         let on_ms = at.duration_since(start).as_secs_f64() * 1000.0;
         assert!((on_ms - 810.0).abs() < 2.0, "{on_ms}");
+    }
+
+    #[test]
+    fn a_load_that_grows_after_the_probe_goes_off_by_its_new_rate() {
+        let window = ms(5000);
+        let start = std::time::Instant::now();
+        // 200,000 syscalls a second in the probe (2.8% of a CPU: 1.8 s of the window would fit
+        // a 1% budget), 700,000 from then on.
+        let counts_at = |t: f64| {
+            let probed = after(0, 200_000.0, t.min(0.1));
+            after(probed.syscalls, 700_000.0, (t - 0.1).max(0.0))
+        };
+        let (_, step) = drive(0.01, window, start, counts_at);
+        let Some(SamplerStep::Off { at, .. }) = step else {
+            panic!("{step:?}");
+        };
+        // 50 ms of CPU: 2.8 ms in the probe, the other 47.2 ms at 9.8% in 482 ms more.
+        let on_ms = at.duration_since(start).as_secs_f64() * 1000.0;
+        assert!((on_ms - 582.0).abs() < 2.0, "{on_ms}");
     }
 
     #[test]
