@@ -24,8 +24,8 @@ use super::block::{
 /// Rounds for the CPU-bound workloads; the I/O one gets more: its runs spread twice as
 /// wide here (±10% from one run to the next with nothing else changed), and 2% can only be
 /// told from noise with the median of many.
-const ROUNDS: usize = 10;
-const IO_ROUNDS: usize = 20;
+const ROUNDS: usize = 14;
+const IO_ROUNDS: usize = 24;
 /// Each run counts for this long: the daemon's default window, so that every run holds one
 /// window's whole cycle of the hook sampler (on at the window's start, off for the rest) at
 /// whatever phase it falls, and five of the 1 s windows.
