@@ -13,7 +13,12 @@ fn record_writes_one_json_line_per_window_with_the_io_we_made() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("windows.jsonl");
     let recorder = Command::new(workspace_binary("collector"))
-        .args(["record", "--duration", "3s", "--window", "1s", "--out"])
+        // Counts exact to the request: on a loop device over a file on disk our 200 writes
+        // are ~2,000 block requests and ~5,000 context switches in a fifth of a second,
+        // which spends a 1 s window's default hook budget, and the sampler would scale what
+        // it saw (sampling has its own tests: hook_sampler.rs, syscall_sampler.rs).
+        .args(["record", "--duration", "3s", "--window", "1s"])
+        .args(["--hook-budget", "0", "--out"])
         .arg(&out)
         .stderr(std::process::Stdio::piped())
         .spawn()
