@@ -74,17 +74,15 @@ enum Command {
     #[command(hide = true, subcommand)]
     ScenarioWorker(scenario::worker::Worker),
     /// One of `bench overhead`'s workloads, in a process of its own (used by the bench):
-    /// prints operations per second of the counted part.
+    /// prints, every 100 ms, the time (ms since the epoch), the operations done since the
+    /// last line and the seconds they took.
     #[command(hide = true)]
     BenchWorkload {
         kind: bench::WorkloadKind,
         /// The page-cached file `pread` reads.
         #[arg(long)]
         file: Option<std::path::PathBuf>,
-        /// Seconds run before counting.
-        #[arg(long, default_value_t = 1)]
-        warm_up_s: u64,
-        /// Seconds counted.
+        /// Seconds to run at most (it also stops when its output is no longer read).
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
@@ -92,6 +90,11 @@ enum Command {
     Bench {
         /// Run only the benchmarks whose name contains this.
         filter: Option<String>,
+        /// Rounds of `overhead` per workload (each about 40 s: the collector as shipped
+        /// twice, one other configuration, each between stretches without it). Fewer for a
+        /// quick look; more for tighter intervals.
+        #[arg(long, default_value_t = bench::DEFAULT_OVERHEAD_ROUNDS)]
+        overhead_rounds: usize,
     },
 }
 
@@ -154,18 +157,19 @@ fn main() -> anyhow::Result<()> {
         Command::BenchWorkload {
             kind,
             file,
-            warm_up_s,
             seconds,
         } => bench::run_workload(
             kind,
             file.as_deref(),
-            std::time::Duration::from_secs(warm_up_s),
             std::time::Duration::from_secs(seconds),
         ),
-        Command::Bench { filter } => {
+        Command::Bench {
+            filter,
+            overhead_rounds,
+        } => {
             setup::setup()?;
             build::build_release()?;
-            bench::run(filter.as_deref())
+            bench::run(filter.as_deref(), &bench::Options { overhead_rounds })
         }
     }
 }

@@ -117,10 +117,9 @@ impl Drop for WorkqueuesOn {
     }
 }
 
-/// fio's IOPS over `seconds`, after `ramp_seconds` it runs but does not count.
-pub(super) fn fio_iops(device: &str, ramp_seconds: u64, seconds: u64) -> anyhow::Result<f64> {
+/// fio's IOPS over `seconds`.
+fn fio_iops(device: &str, seconds: u64) -> anyhow::Result<f64> {
     let json = output(Command::new("fio").args([
-        &format!("--ramp_time={ramp_seconds}"),
         "--name=nodestate-block",
         &format!("--filename={device}"),
         "--rw=randrw",
@@ -177,17 +176,22 @@ pub(super) fn stop(mut child: Child) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The middle value (the mean of the two middle ones of an even count); NaN if empty.
 pub(super) fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 0 => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        n => sorted[n / 2],
+    }
 }
 
 pub fn run() -> anyhow::Result<String> {
     let device = LoopDevice::new()?;
     let cpu = workload_cpu();
     let _workqueues = WorkqueuesOn::cpu(cpu)?;
-    let fio = || pinned(cpu, || fio_iops(&device.path, 0, SECONDS_PER_RUN))?;
+    let fio = || pinned(cpu, || fio_iops(&device.path, SECONDS_PER_RUN))?;
     // Round one should not be special.
     fio()?;
     let (mut without, mut with) = (Vec::new(), Vec::new());

@@ -7,7 +7,7 @@ mod model;
 mod overhead;
 mod xdp;
 
-pub use overhead::{WorkloadKind, run_workload};
+pub use overhead::{DEFAULT_ROUNDS as DEFAULT_OVERHEAD_ROUNDS, WorkloadKind, run_workload};
 
 use std::fs;
 
@@ -15,18 +15,24 @@ use anyhow::{Context as _, bail};
 
 use crate::util::{is_root, workspace_root};
 
+/// What `cargo xtask bench` was asked for beyond which benchmarks.
+pub struct Options {
+    /// Rounds of `overhead`.
+    pub overhead_rounds: usize,
+}
+
 /// A benchmark: its name (the section it owns) and the function producing that section's text.
-type Benchmark = (&'static str, fn() -> anyhow::Result<String>);
+type Benchmark = (&'static str, fn(&Options) -> anyhow::Result<String>);
 
 const BENCHMARKS: &[Benchmark] = &[
-    ("block", block::run),
-    ("overhead", overhead::run),
-    ("http", http::run),
-    ("model", model::run_bench),
-    ("xdp", xdp::run),
+    ("block", |_| block::run()),
+    ("overhead", |options| overhead::run(options.overhead_rounds)),
+    ("http", |_| http::run()),
+    ("model", |_| model::run_bench()),
+    ("xdp", |_| xdp::run()),
 ];
 
-pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
+pub fn run(filter: Option<&str>, options: &Options) -> anyhow::Result<()> {
     if !is_root() {
         bail!("the benchmarks load kernel programs and make loop devices: run as root");
     }
@@ -39,7 +45,7 @@ pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
     }
     for (name, benchmark) in selected {
         eprintln!("xtask bench: running {name}");
-        let section = benchmark().with_context(|| format!("benchmark {name}"))?;
+        let section = benchmark(options).with_context(|| format!("benchmark {name}"))?;
         write_section(name, &section)?;
     }
     Ok(())

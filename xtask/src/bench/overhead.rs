@@ -7,37 +7,40 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::{Read as _, Write as _},
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     os::{
         fd::{FromRawFd as _, OwnedFd},
         unix::fs::FileExt as _,
     },
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 
-use super::block::{
-    LoopDevice, WorkqueuesOn, fio_iops, median, pinned, start_collector, stop, workload_cpu,
-};
+use super::block::{LoopDevice, WorkqueuesOn, median, pinned, start_collector, stop, workload_cpu};
 
-/// Rounds for the CPU-bound workloads; the I/O one gets more: its runs spread twice as
-/// wide here (±10% from one run to the next with nothing else changed), and 2% can only be
-/// told from noise with the median of many.
-const ROUNDS: usize = 14;
-const IO_ROUNDS: usize = 24;
-/// Each run counts for this long: the daemon's default window, so that every run holds one
-/// window's whole cycle of the hook sampler (on at the window's start, off for the rest) at
-/// whatever phase it falls, and five of the 1 s windows.
+/// Rounds per workload when `--overhead-rounds` does not say. Each round measures the
+/// collector as shipped twice and one other configuration once (they take turns), each
+/// between two stretches without it: a stretch of 5 s here spreads ±4% from the next one
+/// with nothing changed (the host's noise, in bursts of a second or more), and 2% can only
+/// be told from that with the median of many.
+pub const DEFAULT_ROUNDS: usize = 16;
+/// Each stretch counts for this long: the daemon's default window, so that every stretch
+/// with a collector holds one window's whole cycle of the hook sampler (on at the window's
+/// start, off for the rest) at whatever phase it falls, and five of the 1 s windows.
 const SECONDS: u64 = 5;
-/// Before it counts, each workload runs this long with the configuration in place: the
-/// sampler's first look at a window's load comes within it.
+/// After a configuration is in place (a collector says it is collecting), how long before
+/// its stretch counts: the sampler's first look at a window's load comes within it.
 const WARM_UP_S: u64 = 1;
 
-/// After a collector stops, how long before the next run: the kernel frees its maps and
-/// links in work queued after the exit (on the workload's CPU, where the bench puts the
-/// unbound workqueues), which is no run's cost.
+/// After a collector stops, how long before the next stretch counts: the kernel frees its
+/// maps and links in work queued after the exit (on the workload's CPU, where the bench puts
+/// the unbound workqueues), which is no configuration's cost.
 const TEARDOWN_MS: u64 = 1000;
+
+/// How often a workload reports what it did.
+const SLICE_MS: u64 = 100;
 
 /// The CPU-bound workloads, each run in a process of its own (`cargo xtask bench-workload`):
 /// a workload shares no address space with the bench, whose threads (the collector's log
@@ -55,33 +58,33 @@ pub enum WorkloadKind {
     PingPong,
 }
 
-/// Runs a workload for `warm_up` uncounted, then `seconds` counted; prints operations per
-/// second of the counted part.
+/// Runs a workload for at most `seconds`, printing one line per slice of [`SLICE_MS`]:
+/// the slice's end (ms since the epoch), the operations done in it and its length in
+/// seconds. Stops early, without error, when nobody reads its output any more.
 pub fn run_workload(
     kind: WorkloadKind,
     file: Option<&std::path::Path>,
-    warm_up: Duration,
     seconds: Duration,
 ) -> anyhow::Result<()> {
-    let rate = match kind {
-        WorkloadKind::Getppid => counted_rate(warm_up, seconds, || {
+    match kind {
+        WorkloadKind::Getppid => report_slices(seconds, || {
             for _ in 0..1000 {
                 // SAFETY: getppid has no preconditions.
                 std::hint::black_box(unsafe { libc::getppid() });
             }
             Ok(1000)
-        })?,
+        }),
         WorkloadKind::Pread => {
             let path = file.context("pread needs --file")?;
             let file =
                 fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
             let mut buffer = vec![0u8; 4096];
-            counted_rate(warm_up, seconds, || {
+            report_slices(seconds, || {
                 for i in 0..100u64 {
                     file.read_at(&mut buffer, (i % 256) * 4096)?;
                 }
                 Ok(100)
-            })?
+            })
         }
         WorkloadKind::PingPong => {
             let (mut ping_rx, mut ping_tx) = std::io::pipe()?;
@@ -95,76 +98,237 @@ pub fn run_workload(
                 }
             });
             let mut byte = [0u8; 1];
-            let rate = counted_rate(warm_up, seconds, || {
+            let result = report_slices(seconds, || {
                 for _ in 0..100 {
                     ping_tx.write_all(&[1])?;
                     pong_rx.read_exact(&mut byte)?;
                 }
                 Ok(100)
-            })?;
+            });
             drop(ping_tx);
             let _ = echo.join();
-            rate
+            result
         }
-    };
-    println!("{rate}");
+    }
+}
+
+/// Calls `batch` (which returns how many operations it did) for `seconds`, printing a
+/// [`Slice`] line every [`SLICE_MS`].
+fn report_slices(
+    seconds: Duration,
+    mut batch: impl FnMut() -> anyhow::Result<u64>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + seconds;
+    let mut stdout = std::io::stdout().lock();
+    let mut slice_start = Instant::now();
+    let mut operations = 0u64;
+    while slice_start < deadline {
+        operations += batch()?;
+        let elapsed = slice_start.elapsed();
+        if elapsed >= Duration::from_millis(SLICE_MS) {
+            let line = format!("{} {operations} {}", epoch_ms(), elapsed.as_secs_f64());
+            if writeln!(stdout, "{line}")
+                .and_then(|()| stdout.flush())
+                .is_err()
+            {
+                // The bench is done with us.
+                return Ok(());
+            }
+            slice_start = Instant::now();
+            operations = 0;
+        }
+    }
     Ok(())
 }
 
-/// Calls `batch` (which returns how many operations it did) for `warm_up`, then counts the
-/// operations of the next `seconds`.
-fn counted_rate(
-    warm_up: Duration,
-    seconds: Duration,
-    mut batch: impl FnMut() -> anyhow::Result<u64>,
-) -> anyhow::Result<f64> {
-    let counted_from = Instant::now() + warm_up;
-    while Instant::now() < counted_from {
-        batch()?;
-    }
-    let started = Instant::now();
-    let deadline = started + seconds;
-    let mut operations = 0u64;
-    while Instant::now() < deadline {
-        operations += batch()?;
-    }
-    Ok(operations as f64 / started.elapsed().as_secs_f64())
+fn epoch_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64() * 1000.0)
 }
 
-/// Runs a workload in a process of its own, pinned to `cpu`, counting `seconds` after the
-/// warm-up; returns its rate.
-fn workload_in_child(
-    cpu: usize,
-    kind: WorkloadKind,
-    file: Option<&std::path::Path>,
-    seconds: u64,
-) -> anyhow::Result<f64> {
-    let exe = std::env::current_exe().context("finding the xtask binary")?;
-    let mut command = std::process::Command::new(exe);
-    command
-        .arg("bench-workload")
-        .arg(
-            clap::ValueEnum::to_possible_value(&kind)
-                .context("a workload's name")?
-                .get_name(),
-        )
-        .args(["--warm-up-s", &WARM_UP_S.to_string()])
-        .args(["--seconds", &seconds.to_string()]);
-    if let Some(file) = file {
-        command.arg("--file").arg(file);
+/// What a workload did in one slice of its run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Slice {
+    /// When the slice ended, ms since the epoch.
+    end_ms: f64,
+    operations: f64,
+    seconds: f64,
+}
+
+impl Slice {
+    fn parse(line: &str) -> Option<Self> {
+        let mut fields = line.split_whitespace().map(str::parse::<f64>);
+        Some(Self {
+            end_ms: fields.next()?.ok()?,
+            operations: fields.next()?.ok()?,
+            seconds: fields.next()?.ok()?,
+        })
     }
-    let out = pinned(cpu, || command.output())?.context("running the workload")?;
-    if !out.status.success() {
-        bail!(
-            "workload {kind:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+
+    fn start_ms(&self) -> f64 {
+        self.end_ms - self.seconds * 1000.0
     }
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .with_context(|| format!("workload {kind:?} printed no rate"))
+}
+
+/// Operations per second over the slices that lie wholly within `from`..`to` (ms since the
+/// epoch); `None` if none does.
+fn rate_between(slices: &[Slice], from: f64, to: f64) -> Option<f64> {
+    let (operations, seconds) = slices
+        .iter()
+        .filter(|slice| slice.start_ms() >= from && slice.end_ms <= to)
+        .fold((0.0, 0.0), |(operations, seconds), slice| {
+            (operations + slice.operations, seconds + slice.seconds)
+        });
+    (seconds > 0.0).then(|| operations / seconds)
+}
+
+/// fio's per-interval IOPS log (`--write_iops_log` with `--log_unix_epoch`): lines of
+/// "time ms, IOPS, direction, …", reads and writes on lines of their own at the same time.
+fn parse_fio_iops_log(text: &str, interval_ms: u64) -> Vec<Slice> {
+    let mut by_time: BTreeMap<u64, f64> = BTreeMap::new();
+    for line in text.lines() {
+        let mut fields = line.split(',').map(str::trim);
+        let (Some(Ok(time)), Some(Ok(iops))) = (
+            fields.next().map(str::parse::<u64>),
+            fields.next().map(str::parse::<f64>),
+        ) else {
+            continue;
+        };
+        *by_time.entry(time).or_default() += iops;
+    }
+    let seconds = interval_ms as f64 / 1000.0;
+    by_time
+        .into_iter()
+        .map(|(time, iops)| Slice {
+            end_ms: time as f64,
+            operations: iops * seconds,
+            seconds,
+        })
+        .collect()
+}
+
+/// A workload running for the whole of its measurement, pinned to the workload CPU.
+/// Killed if dropped unfinished (an error in the bench).
+struct RunningWorkload {
+    child: Option<Child>,
+    output: Output,
+}
+
+enum Output {
+    /// The workload's own slice lines, read as they come.
+    Lines(std::thread::JoinHandle<Vec<Slice>>),
+    /// fio's IOPS log, written when it stops.
+    FioLog(std::path::PathBuf),
+}
+
+/// Longest a workload may run: the bench stops it long before; this only bounds an orphan.
+const WORKLOAD_LIMIT_S: u64 = 3 * 3600;
+
+impl RunningWorkload {
+    fn start(
+        cpu: usize,
+        kind: WorkloadKind,
+        file: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("finding the xtask binary")?;
+        let mut command = Command::new(exe);
+        command
+            .arg("bench-workload")
+            .arg(
+                clap::ValueEnum::to_possible_value(&kind)
+                    .context("a workload's name")?
+                    .get_name(),
+            )
+            .args(["--seconds", &WORKLOAD_LIMIT_S.to_string()])
+            .stdout(Stdio::piped());
+        if let Some(file) = file {
+            command.arg("--file").arg(file);
+        }
+        let mut child = pinned(cpu, || command.spawn())?.context("starting the workload")?;
+        let stdout = child.stdout.take().context("the workload's output")?;
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|line| Slice::parse(&line))
+                .collect()
+        });
+        Ok(Self {
+            child: Some(child),
+            output: Output::Lines(reader),
+        })
+    }
+
+    /// fio's direct random reads and writes on `device`, logging IOPS every slice.
+    fn start_fio(cpu: usize, device: &str) -> anyhow::Result<Self> {
+        let prefix =
+            std::env::temp_dir().join(format!("nodestate-overhead-fio-{}", std::process::id()));
+        let mut command = Command::new("fio");
+        command
+            .args([
+                "--name=nodestate-overhead",
+                &format!("--filename={device}"),
+                "--rw=randrw",
+                "--rwmixread=70",
+                "--bs=4k",
+                "--direct=1",
+                "--ioengine=psync",
+                "--numjobs=1",
+                "--time_based",
+                &format!("--runtime={WORKLOAD_LIMIT_S}"),
+                &format!("--log_avg_msec={SLICE_MS}"),
+                "--log_unix_epoch=1",
+                "--per_job_logs=0",
+            ])
+            .arg(format!("--write_iops_log={}", prefix.display()))
+            .stdout(Stdio::null());
+        let child = pinned(cpu, || command.spawn())?.context("starting fio")?;
+        let log = prefix.with_file_name(format!(
+            "{}_iops.log",
+            prefix
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+        ));
+        Ok(Self {
+            child: Some(child),
+            output: Output::FioLog(log),
+        })
+    }
+
+    /// Stops the workload and returns its slices.
+    fn finish(mut self) -> anyhow::Result<Vec<Slice>> {
+        let mut child = self.child.take().context("a workload finishes once")?;
+        // fio writes its log when interrupted; ours just stop.
+        // SAFETY: kill has no memory preconditions; the pid is our own child's, not yet reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        let status = child.wait()?;
+        let slices = match std::mem::replace(&mut self.output, Output::FioLog(Default::default())) {
+            Output::Lines(reader) => reader
+                .join()
+                .map_err(|_| anyhow::anyhow!("the workload's reader panicked"))?,
+            Output::FioLog(log) => {
+                let text = fs::read_to_string(&log)
+                    .with_context(|| format!("reading fio's log {} ({status})", log.display()))?;
+                let _ = fs::remove_file(&log);
+                parse_fio_iops_log(&text, SLICE_MS)
+            }
+        };
+        if slices.is_empty() {
+            bail!("the workload reported nothing ({status})");
+        }
+        Ok(slices)
+    }
+}
+
+impl Drop for RunningWorkload {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// An empty program (`r0 = 0; exit`) on the raw tracepoint `sys_exit`, loaded with the bpf(2)
@@ -264,9 +428,8 @@ fn cpu_seconds(pid: u32) -> f64 {
 struct Workload {
     name: &'static str,
     unit: &'static str,
-    rounds: usize,
-    /// Runs it once, counting `seconds` after the warm-up; returns its rate.
-    run: Box<dyn Fn(u64) -> anyhow::Result<f64>>,
+    /// Starts it, to run until finished.
+    start: Box<dyn Fn() -> anyhow::Result<RunningWorkload>>,
 }
 
 /// Sums the per-program run counts and run times of every window in a recording.
@@ -287,8 +450,7 @@ fn program_costs(recording: &str) -> BTreeMap<String, (u64, u64)> {
     costs
 }
 
-/// The configurations every round runs, each workload once; the order rotates from round to
-/// round so that none is always first or last.
+/// What runs beside the workload during a stretch.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Config {
     Without,
@@ -302,23 +464,82 @@ enum Config {
     OneSecondWindows,
 }
 
-const CONFIGS: [Config; 5] = [
-    Config::Without,
-    Config::Floor,
-    Config::AlwaysOn,
-    Config::Default,
-    Config::OneSecondWindows,
-];
+/// The configurations other than the shipped one, one of them per round in turn.
+const OTHERS: [Config; 3] = [Config::Floor, Config::AlwaysOn, Config::OneSecondWindows];
 
-/// The median of the per-round ratios of `with` to `without`, and their range.
-fn paired(with: &[f64], without: &[f64]) -> (f64, f64, f64) {
-    let ratios: Vec<f64> = with.iter().zip(without).map(|(w, o)| w / o).collect();
+/// The configurations of round `round`, in order; a stretch without the collector follows
+/// each.
+fn round_configs(round: usize) -> [Config; 3] {
+    [
+        Config::Default,
+        OTHERS[round % OTHERS.len()],
+        Config::Default,
+    ]
+}
+
+/// A counted stretch of the workload's run: `from`..`to`, ms since the epoch.
+#[derive(Debug, Clone, Copy)]
+struct Stretch {
+    config: Config,
+    from: f64,
+    to: f64,
+}
+
+/// Rates of the stretches without the collector, and each configuration's ratios (keyed by
+/// `Config as usize`).
+type Ratios = (Vec<f64>, BTreeMap<usize, Vec<f64>>);
+
+/// Each configured stretch's rate as a ratio to the mean of the stretches without on either
+/// side of it (which cancels the host's drift between them), grouped by configuration in
+/// the order of [`Config`]; and the rates without.
+fn sandwiched_ratios(stretches: &[Stretch], slices: &[Slice]) -> anyhow::Result<Ratios> {
+    let rates: Vec<f64> = stretches
+        .iter()
+        .map(|stretch| {
+            rate_between(slices, stretch.from, stretch.to).with_context(|| {
+                format!(
+                    "the workload reported nothing between {} and {} ms",
+                    stretch.from, stretch.to
+                )
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut without = Vec::new();
+    let mut ratios: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for (i, stretch) in stretches.iter().enumerate() {
+        if stretch.config == Config::Without {
+            without.push(rates[i]);
+            continue;
+        }
+        let neighbours = [i.checked_sub(1), Some(i + 1)].map(|j| {
+            j.filter(|&j| {
+                stretches
+                    .get(j)
+                    .is_some_and(|s| s.config == Config::Without)
+            })
+        });
+        let [Some(before), Some(after)] = neighbours else {
+            bail!(
+                "stretch {i} ({:?}) has no stretch without on both sides",
+                stretch.config
+            );
+        };
+        ratios
+            .entry(stretch.config as usize)
+            .or_default()
+            .push(rates[i] / ((rates[before] + rates[after]) / 2.0));
+    }
+    Ok((without, ratios))
+}
+
+/// The median of `ratios` and their range.
+fn summary(ratios: &[f64]) -> (f64, f64, f64) {
     let (low, high) = ratios
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &r| {
             (l.min(r), h.max(r))
         });
-    (median(&ratios), low, high)
+    (median(ratios), low, high)
 }
 
 /// A 95% confidence interval for the median of `ratios`, free of any assumption about their
@@ -332,13 +553,6 @@ fn median_interval(ratios: &[f64]) -> (f64, f64) {
     let lower = ((n / 2.0 - half_width).round() as usize).clamp(1, sorted.len());
     let upper = ((n / 2.0 + 1.0 + half_width).round() as usize).clamp(1, sorted.len());
     (sorted[lower - 1], sorted[upper - 1])
-}
-
-/// The best run of `with` against the best of `without`: the host's noise only ever slows a
-/// run down, so each configuration's fastest run is the one least disturbed.
-fn best(with: &[f64], without: &[f64]) -> f64 {
-    let fastest = |runs: &[f64]| runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    fastest(with) / fastest(without)
 }
 
 /// Share of each window a group of sampled hooks was on (`field`: its `*_sample_fraction`),
@@ -362,12 +576,15 @@ fn median_sample_fraction(recording: &str, field: &str, from: u128, to: u128) ->
     }
 }
 
-pub fn run() -> anyhow::Result<String> {
+pub fn run(rounds: usize) -> anyhow::Result<String> {
+    if rounds == 0 {
+        bail!("--overhead-rounds must be at least 1");
+    }
     let (load_before, others) = machine_state();
     if !others.is_empty() {
         bail!(
             "another collector is running (pid {}): its programs would be attached during the \
-             runs without ours; stop it first",
+             stretches without ours; stop it first",
             others.join(", ")
         );
     }
@@ -379,32 +596,28 @@ pub fn run() -> anyhow::Result<String> {
         std::env::temp_dir().join(format!("nodestate-overhead-{}.dat", std::process::id()));
     fs::write(&cached_path, vec![1u8; 1 << 20])?;
     let in_child = move |kind: WorkloadKind, file: Option<std::path::PathBuf>| {
-        Box::new(move |seconds: u64| workload_in_child(cpu, kind, file.as_deref(), seconds))
+        Box::new(move || RunningWorkload::start(cpu, kind, file.as_deref()))
     };
     let workloads = [
         Workload {
             name: "syscall-heavy (getppid loop)",
             unit: "calls/s",
-            rounds: ROUNDS,
-            run: in_child(WorkloadKind::Getppid, None),
+            start: in_child(WorkloadKind::Getppid, None),
         },
         Workload {
             name: "syscall-heavy, realistic (4 KiB pread of a cached file)",
             unit: "reads/s",
-            rounds: ROUNDS,
-            run: in_child(WorkloadKind::Pread, Some(cached_path.clone())),
+            start: in_child(WorkloadKind::Pread, Some(cached_path.clone())),
         },
         Workload {
             name: "context-switch-heavy (pipe ping-pong, both threads on one CPU)",
             unit: "round trips/s",
-            rounds: ROUNDS,
-            run: in_child(WorkloadKind::PingPong, None),
+            start: in_child(WorkloadKind::PingPong, None),
         },
         Workload {
             name: "I/O-heavy (fio 4 KiB randrw, direct, loop device in tmpfs)",
             unit: "IOPS",
-            rounds: IO_ROUNDS,
-            run: Box::new(move |seconds| pinned(cpu, || fio_iops(&io_path, WARM_UP_S, seconds))?),
+            start: Box::new(move || RunningWorkload::start_fio(cpu, &io_path)),
         },
     ];
     let recording =
@@ -413,39 +626,48 @@ pub fn run() -> anyhow::Result<String> {
     let mut rows = Vec::new();
     let mut costs: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut worst: f64 = 0.0;
-    let mut worst_best: f64 = 0.0;
     let mut worst_plausible: f64 = 0.0;
     let mut worst_one_second: f64 = 0.0;
+    let counted = |config: Config| {
+        let from = epoch_ms();
+        std::thread::sleep(Duration::from_secs(SECONDS));
+        Stretch {
+            config,
+            from,
+            to: epoch_ms(),
+        }
+    };
     for workload in &workloads {
-        let measure = || (workload.run)(SECONDS);
-        measure()?; // warm-up
-        let mut results: [Vec<f64>; CONFIGS.len()] = Default::default();
+        eprintln!("  {}: {rounds} rounds", workload.name);
+        let running = (workload.start)()?;
+        // Its own start (fio's first I/O, the page cache) is nobody's cost.
+        std::thread::sleep(Duration::from_secs(2));
+        let mut stretches = vec![counted(Config::Without)];
         let mut daemon_cpu = Vec::new();
-        for round in 0..workload.rounds {
-            for step in 0..CONFIGS.len() {
-                let index = (round + step) % CONFIGS.len();
-                let value = match CONFIGS[index] {
-                    Config::Without => measure()?,
+        for round in 0..rounds {
+            for config in round_configs(round) {
+                match config {
+                    Config::Without => unreachable!("rounds hold configurations only"),
                     Config::Floor => {
                         let hook = EmptySyscallHook::attach()?;
-                        let value = measure();
+                        std::thread::sleep(Duration::from_secs(WARM_UP_S));
+                        stretches.push(counted(config));
                         drop(hook);
-                        std::thread::sleep(Duration::from_millis(TEARDOWN_MS));
-                        value?
                     }
-                    config @ (Config::AlwaysOn | Config::Default | Config::OneSecondWindows) => {
+                    Config::AlwaysOn | Config::Default | Config::OneSecondWindows => {
                         let mut args = vec!["run", "--listen", "127.0.0.1:0"];
                         match config {
                             Config::AlwaysOn => args.extend(["--hook-budget", "0"]),
                             Config::OneSecondWindows => args.extend(["--window", "1s"]),
                             _ => {}
                         }
-                        // The workload starts as the first window does, as on a node whose
-                        // load was there before the daemon.
+                        // The workload is running as the daemon starts, as on a node whose
+                        // load was there before it.
                         let collector = start_collector(&args)?;
+                        std::thread::sleep(Duration::from_secs(WARM_UP_S));
                         let cpu_before = cpu_seconds(collector.id());
                         let started = Instant::now();
-                        let value = measure();
+                        stretches.push(counted(config));
                         if config == Config::Default {
                             daemon_cpu.push(
                                 (cpu_seconds(collector.id()) - cpu_before)
@@ -453,36 +675,15 @@ pub fn run() -> anyhow::Result<String> {
                             );
                         }
                         stop(collector)?;
-                        std::thread::sleep(Duration::from_millis(TEARDOWN_MS));
-                        value?
                     }
-                };
-                results[index].push(value);
+                }
+                std::thread::sleep(Duration::from_millis(TEARDOWN_MS));
+                stretches.push(counted(Config::Without));
             }
         }
-        let series = |config: Config| -> &[f64] {
-            &results[CONFIGS.iter().position(|c| *c == config).expect("a config")]
-        };
-        let without = series(Config::Without);
-        let (floor, low_floor, high_floor) = paired(series(Config::Floor), without);
-        let (always, low_always, high_always) = paired(series(Config::AlwaysOn), without);
-        let (ratio, low, high) = paired(series(Config::Default), without);
-        let best_ratio = best(series(Config::Default), without);
-        let default_ratios: Vec<f64> = series(Config::Default)
-            .iter()
-            .zip(without)
-            .map(|(with, without)| with / without)
-            .collect();
-        let (interval_low, interval_high) = median_interval(&default_ratios);
-        worst_plausible = worst_plausible.max(1.0 - interval_low);
-        let (one_second, low_one_second, high_one_second) =
-            paired(series(Config::OneSecondWindows), without);
-        worst_one_second = worst_one_second.max(1.0 - one_second);
-        let best_always = best(series(Config::AlwaysOn), without);
-        worst = worst.max(1.0 - ratio);
-        worst_best = worst_best.max(1.0 - best_ratio);
-        // One more run with statistics in every window, for the per-hook costs (which then
-        // include the statistics' own clock reads) and the share of time the hooks were on.
+        // One more collector with statistics in every window, for the per-hook costs (which
+        // then include the statistics' own clock reads) and the share of time the hooks were
+        // on; the windows that end from 4 s on (the first is 5 s) are whole ones.
         let collector = start_collector(&[
             "record",
             "--duration",
@@ -492,18 +693,34 @@ pub fn run() -> anyhow::Result<String> {
             "--out",
             &recording_arg,
         ])?;
-        let epoch_ms = || {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |since| since.as_millis())
-        };
-        // The workload starts with the first (5 s) window: the windows that end from 4 s on
-        // are those it filled, two of them.
-        let workload_from = epoch_ms() + 4000;
-        let result = (workload.run)(2 * SECONDS);
-        let workload_to = epoch_ms();
+        let windows_from = epoch_ms() + 4000.0;
+        std::thread::sleep(Duration::from_millis(2 * SECONDS * 1000 + 500));
+        let windows_to = epoch_ms();
         stop(collector)?;
-        result?;
+        let slices = running.finish()?;
+        let (without, ratios) = sandwiched_ratios(&stretches, &slices)?;
+        let of = |config: Config| {
+            ratios
+                .get(&(config as usize))
+                .map_or(&[][..], Vec::as_slice)
+        };
+        let shipped = of(Config::Default);
+        let (ratio, low, high) = summary(shipped);
+        let (interval_low, interval_high) = median_interval(shipped);
+        worst = worst.max(1.0 - ratio);
+        worst_plausible = worst_plausible.max(1.0 - interval_low);
+        let cell = |config: Config| {
+            let ratios = of(config);
+            if ratios.is_empty() {
+                return "—".to_string();
+            }
+            let (median, low, high) = summary(ratios);
+            format!("{median:.3} ({low:.3}–{high:.3}; {})", ratios.len())
+        };
+        if !of(Config::OneSecondWindows).is_empty() {
+            worst_one_second = worst_one_second.max(1.0 - summary(of(Config::OneSecondWindows)).0);
+        }
+
         let text = fs::read_to_string(&recording).context("reading the recording")?;
         for (name, (runs, ns)) in program_costs(&text) {
             let entry = costs.entry(name).or_default();
@@ -514,35 +731,37 @@ pub fn run() -> anyhow::Result<String> {
             .iter()
             .map(|group| {
                 let field = format!("{group}_sample_fraction");
-                let share = median_sample_fraction(&text, &field, workload_from, workload_to);
+                let share =
+                    median_sample_fraction(&text, &field, windows_from as u128, windows_to as u128);
                 format!("{:.0}%", share * 100.0)
             })
             .collect();
         let on_share = on_share.join(" / ");
         eprintln!(
-            "  {}: {:.0} {} without; ratios: empty hook {floor:.3}, always on {always:.3}, \
-             default {ratio:.3} ({low:.3}–{high:.3}; median within \
-             {interval_low:.3}–{interval_high:.3}), best runs {best_ratio:.3}, 1 s windows \
-             {one_second:.3}; hooks on {on_share} of each window (syscall / sched / block)",
+            "  {}: {:.0} {} without; as shipped {ratio:.3} ({low:.3}–{high:.3}; median within \
+             {interval_low:.3}–{interval_high:.3}); empty hook {}, always on {}, 1 s windows \
+             {}; hooks on {on_share} of each window (syscall / sched / block)",
             workload.name,
-            median(without),
+            median(&without),
             workload.unit,
+            cell(Config::Floor),
+            cell(Config::AlwaysOn),
+            cell(Config::OneSecondWindows),
         );
         rows.push(format!(
-            "| {} | {:.0} {} | {floor:.3} ({low_floor:.3}–{high_floor:.3}) | \
-             {always:.3} ({low_always:.3}–{high_always:.3}); best {best_always:.3} | \
-             **{ratio:.3}** ({low:.3}–{high:.3}) | **{:+.1}%** ({:+.1}% to {:+.1}%) | \
-             {best_ratio:.3} ({:+.1}%) | {on_share} | {:.1}% | \
-             {one_second:.3} ({low_one_second:.3}–{high_one_second:.3}) | {} |",
+            "| {} | {:.0} {} | {} | {} | **{ratio:.3}** ({low:.3}–{high:.3}; {}) | \
+             **{:+.1}%** ({:+.1}% to {:+.1}%) | {on_share} | {:.1}% | {} |",
             workload.name,
-            median(without),
+            median(&without),
             workload.unit,
+            cell(Config::Floor),
+            cell(Config::AlwaysOn),
+            shipped.len(),
             (ratio - 1.0) * 100.0,
             (interval_low - 1.0) * 100.0,
             (interval_high - 1.0) * 100.0,
-            (best_ratio - 1.0) * 100.0,
             median(&daemon_cpu) * 100.0,
-            workload.rounds,
+            cell(Config::OneSecondWindows),
         ));
     }
     let _ = fs::remove_file(&recording);
@@ -575,64 +794,61 @@ pub fn run() -> anyhow::Result<String> {
         format!(" 1-minute load average {load_before:.2} before the run: a quiet machine.")
     };
     let verdict = format!(
-        "{} by the median of the rounds (the worst: {:.1}%); {} by the best runs (the worst: \
-         {:.1}%); the worst slowdown the 95% intervals allow: {:.1}%. With 1 s windows the worst median \
-         slowdown is {:.1}%.",
+        "{} by the median of the stretches (the worst: {:.1}%); the worst slowdown the 95% \
+         intervals allow: {:.1}%. With 1 s windows the worst median slowdown is {:.1}%.",
         if worst < 0.02 {
             "Every workload slowed by less than 2% as shipped"
         } else {
             "**Not every workload stayed under 2%** as shipped"
         },
         worst * 100.0,
-        if worst_best < 0.02 {
-            "every one under 2%"
-        } else {
-            "**not every one under 2%**"
-        },
-        worst_best * 100.0,
         worst_plausible * 100.0,
         worst_one_second * 100.0
     );
+    let samples = rounds * 2;
     Ok(format!(
         "## Every program attached: cost to the workloads it watches\n\n\
-         `cargo xtask bench overhead`: each workload runs on CPU {cpu} alone, in a process of \
-         its own, counted for {SECONDS} s after a {WARM_UP_S} s warm-up (fio with the kernel's \
-         unbound workqueues, the loop device's worker among them, on the same CPU: where the \
-         scheduler puts the threads otherwise changes a workload's speed between runs by far \
-         more than 2%), in five configurations per round: without the collector; with only an \
-         empty program on the raw tracepoint `sys_exit` (the floor any syscall hook pays: \
-         enabling a syscall tracepoint puts every syscall on the kernel's slow path); with \
-         `collector run --hook-budget 0` (every program attached and on all the time); with \
-         `collector run` as it ships (every program attached, 5 s windows; the busiest hooks, \
-         syscall exit, scheduler and block, share a budget of 0.5% of one CPU: those whose \
-         events would cost more are on for only part of each window, those whose events are \
-         cheap stay on, see collector/src/sampler.rs; program statistics one window in 12); \
-         and the same with `--window 1s` (the sampler takes hooks off and puts them back five \
-         times as often, and the kernel interrupts every CPU to patch the tracepoints each \
-         time). A collector's workload starts when the collector says it is collecting (its \
-         programs attached, its first window begun), as on a node whose load was there before \
-         the daemon; a counted stretch of {SECONDS} s holds one whole 5 s window's cycle of \
-         the sampler, and five 1 s ones. The next run starts {TEARDOWN_MS} ms after a \
-         collector stops (the kernel frees its maps in work queued after the exit). {ROUNDS} \
-         rounds ({IO_ROUNDS} for fio, whose runs spread twice as wide), the order of the five \
-         rotating from round to round. Ratio = configuration / without, the median of each \
-         round's own ratio, with the lowest and highest round in brackets: their spread is \
-         this machine's noise (1.000 = no cost). Change: the median's, with its 95% \
-         confidence interval (order statistics, no assumption about the noise's \
-         distribution). Hooks on: the median share of each window the syscall / scheduler / \
-         block hooks were on, from one more run as shipped. Daemon CPU: the collector's own \
-         user + system time while the workload ran, as a share of one CPU (median, as \
-         shipped; it runs on any CPU).{busy}\n\n\
-         Best runs: the fastest run as shipped against the fastest without; the host's noise \
-         only slows runs down, so the fastest are the least disturbed.\n\n\
+         `cargo xtask bench overhead` ({rounds} rounds: `--overhead-rounds`): each workload \
+         runs without a break on CPU {cpu} alone, in a process of its own (fio with the \
+         kernel's unbound workqueues, the loop device's worker among them, on the same CPU: \
+         where the scheduler puts the threads otherwise changes a workload's speed by far more \
+         than 2%), and reports what it did every {SLICE_MS} ms. Meanwhile the bench starts and \
+         stops what runs beside it, and counts {SECONDS} s stretches: stretches without the \
+         collector alternate with stretches of one configuration each, a round being the \
+         collector as shipped, one other configuration (in turn), the collector as shipped \
+         again. The configurations: with only an empty program on the raw tracepoint \
+         `sys_exit` (the floor any syscall hook pays: enabling a syscall tracepoint puts every \
+         syscall on the kernel's slow path); with `collector run --hook-budget 0` (every \
+         program attached and on all the time); with `collector run` as it ships (every \
+         program attached, 5 s windows; the busiest hooks, syscall exit, scheduler and block, \
+         share a budget of 0.5% of one CPU: those whose events would cost more are on for \
+         only part of each window, those whose events are cheap stay on, see \
+         collector/src/sampler.rs; program statistics one window in 12); and the same with \
+         `--window 1s` (the sampler takes hooks off and puts them back five times as often, \
+         and the kernel interrupts every CPU to patch the tracepoints each time). A \
+         configuration's stretch starts {WARM_UP_S} s after it is in place (a collector has \
+         said it is collecting), so it holds one whole 5 s window's cycle of the sampler, and \
+         five 1 s ones; a stretch without starts {TEARDOWN_MS} ms after a collector stops \
+         (the kernel frees its maps in work queued after the exit). Ratio = a stretch's rate \
+         / the mean of the stretches without either side of it (this cancels the host's \
+         drift; on this machine a 5 s stretch is ±4% from the next with nothing changed, in \
+         bursts that last seconds); the median of a configuration's stretches, with the \
+         lowest and highest in brackets and how many there were (1.000 = no cost). Change: \
+         the shipped collector's median, with its 95% confidence interval (order statistics, \
+         no assumption about the noise's distribution; neighbouring stretches share a \
+         stretch without, so read it as approximate). Hooks on: the median share of each \
+         window the syscall / scheduler / block hooks were on, from one more collector as \
+         shipped after the rounds. Daemon CPU: the collector's own user + system time during \
+         its stretches, as a share of one CPU (median, as shipped; it runs on any CPU).{busy}\n\n\
          | workload | without | empty `sys_exit` program | every hook always on | collector \
-         as shipped | change (95% interval) | best runs (change) | hooks on | daemon CPU | \
-         as shipped, 1 s windows | rounds |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n{}\n\n{verdict}\n\n\
-         Which hooks cost most: that one more run per workload had `--program-stats always` \
-         (kernel BPF statistics: runs and mean ns per run, which includes the statistics' own \
-         ~90 ns; the share is of the total program time; it leaves out what the kernel spends \
-         before a program runs, such as building a classic tracepoint's record):\n\n\
+         as shipped ({samples} stretches) | change (95% interval) | hooks on | daemon CPU | \
+         as shipped, 1 s windows |\n\
+         |---|---|---|---|---|---|---|---|---|\n{}\n\n{verdict}\n\n\
+         Which hooks cost most: that one more collector per workload had `--program-stats \
+         always` (kernel BPF statistics: runs and mean ns per run, which includes the \
+         statistics' own ~90 ns; the share is of the total program time; it leaves out what \
+         the kernel spends before a program runs, such as building a classic tracepoint's \
+         record):\n\n\
          | program | runs | ns/run | share |\n|---|---|---|---|\n{}\n",
         rows.join("\n"),
         hooks.join("\n")
@@ -651,5 +867,80 @@ mod tests {
         let thirty: Vec<f64> = (1..=30).map(|i| f64::from((i * 7) % 31)).collect();
         assert_eq!(median_interval(&thirty), (10.0, 21.0));
         assert_eq!(median_interval(&[0.9]), (0.9, 0.9));
+    }
+
+    fn slice(end_ms: f64, operations: f64) -> Slice {
+        Slice {
+            end_ms,
+            operations,
+            seconds: 0.1,
+        }
+    }
+
+    #[test]
+    fn a_stretch_counts_only_the_slices_wholly_inside_it() {
+        let slices: Vec<Slice> = (1..=10)
+            .map(|i| slice(f64::from(i) * 100.0, f64::from(i)))
+            .collect();
+        // 300..=600 holds the slices ending at 400, 500 and 600 (4 + 5 + 6 in 0.3 s); the one
+        // ending at 300 began before.
+        let rate = rate_between(&slices, 300.0, 600.0).expect("slices inside");
+        assert!((rate - 50.0).abs() < 1e-9, "{rate}");
+        assert_eq!(rate_between(&slices, 2000.0, 3000.0), None);
+        assert_eq!(
+            Slice::parse("1796218685255.5 1000 0.1"),
+            Some(slice(1796218685255.5, 1000.0))
+        );
+        assert_eq!(Slice::parse("garbage"), None);
+    }
+
+    #[test]
+    fn fio_log_lines_at_one_time_add_reads_and_writes() {
+        let log = "1000, 700, 0, 0, 0\n1000, 300, 1, 0, 0\n1100, 800, 0, 0, 0\nbad line\n";
+        assert_eq!(
+            parse_fio_iops_log(log, 100),
+            vec![slice(1000.0, 100.0), slice(1100.0, 80.0)]
+        );
+    }
+
+    #[test]
+    fn each_stretch_is_measured_against_the_stretches_without_either_side() {
+        // Without runs at 100, then 120 (the host sped up), then 80; the configured
+        // stretches ran at 99 both: 0.9 and 0.99 of their neighbours' means.
+        let rates = [100.0, 99.0, 120.0, 99.0, 80.0];
+        let configs = [
+            Config::Without,
+            Config::Default,
+            Config::Without,
+            Config::Floor,
+            Config::Without,
+        ];
+        let slices: Vec<Slice> = rates
+            .iter()
+            .enumerate()
+            .map(|(i, rate)| slice((i as f64 + 1.0) * 100.0, rate / 10.0))
+            .collect();
+        let stretches: Vec<Stretch> = configs
+            .iter()
+            .enumerate()
+            .map(|(i, &config)| Stretch {
+                config,
+                from: i as f64 * 100.0,
+                to: (i as f64 + 1.0) * 100.0,
+            })
+            .collect();
+        let (without, ratios) = sandwiched_ratios(&stretches, &slices).expect("ratios");
+        assert_eq!(without.len(), 3);
+        let close = |got: &[f64], want: f64| got.len() == 1 && (got[0] - want).abs() < 1e-9;
+        assert!(
+            close(&ratios[&(Config::Default as usize)], 0.9),
+            "{ratios:?}"
+        );
+        assert!(
+            close(&ratios[&(Config::Floor as usize)], 0.99),
+            "{ratios:?}"
+        );
+        // A configured stretch with no stretch without after it is a bench bug, not a ratio.
+        assert!(sandwiched_ratios(&stretches[..2], &slices).is_err());
     }
 }
