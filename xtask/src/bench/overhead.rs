@@ -305,9 +305,10 @@ impl RunningWorkload {
     /// Stops the workload and returns its slices.
     fn finish(mut self) -> anyhow::Result<Vec<Slice>> {
         let mut child = self.child.take().context("a workload finishes once")?;
-        // fio writes its log when interrupted; ours just stop.
+        // SIGTERM, not SIGINT: a shell starts a background job with SIGINT ignored, and
+        // its children inherit that. fio writes its log when terminated; ours just stop.
         // SAFETY: kill has no memory preconditions; the pid is our own child's, not yet reaped.
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
         let status = child.wait()?;
         let slices = match std::mem::replace(&mut self.output, Output::FioLog(Default::default())) {
             Output::Lines(reader) => reader
