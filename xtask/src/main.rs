@@ -95,6 +95,10 @@ enum Command {
         /// quick look; more for tighter intervals.
         #[arg(long, default_value_t = bench::DEFAULT_OVERHEAD_ROUNDS)]
         overhead_rounds: usize,
+        /// Workloads `overhead` measures, comma-separated (all four when not given). A
+        /// subset writes a section of its own in BENCHMARKS.md, beside the full run's.
+        #[arg(long, value_enum, value_delimiter = ',')]
+        overhead_workloads: Vec<bench::OverheadWorkload>,
     },
 }
 
@@ -166,10 +170,22 @@ fn main() -> anyhow::Result<()> {
         Command::Bench {
             filter,
             overhead_rounds,
+            overhead_workloads,
         } => {
             setup::setup()?;
             build::build_release()?;
-            bench::run(filter.as_deref(), &bench::Options { overhead_rounds })
+            let overhead_workloads = if overhead_workloads.is_empty() {
+                bench::ALL_OVERHEAD_WORKLOADS.to_vec()
+            } else {
+                overhead_workloads
+            };
+            bench::run(
+                filter.as_deref(),
+                &bench::Options {
+                    overhead_rounds,
+                    overhead_workloads,
+                },
+            )
         }
     }
 }

@@ -7,7 +7,10 @@ mod model;
 mod overhead;
 mod xdp;
 
-pub use overhead::{DEFAULT_ROUNDS as DEFAULT_OVERHEAD_ROUNDS, WorkloadKind, run_workload};
+pub use overhead::{
+    ALL_WORKLOADS as ALL_OVERHEAD_WORKLOADS, DEFAULT_ROUNDS as DEFAULT_OVERHEAD_ROUNDS,
+    OverheadWorkload, WorkloadKind, run_workload,
+};
 
 use std::fs;
 
@@ -19,6 +22,30 @@ use crate::util::{is_root, workspace_root};
 pub struct Options {
     /// Rounds of `overhead`.
     pub overhead_rounds: usize,
+    /// The workloads `overhead` measures.
+    pub overhead_workloads: Vec<OverheadWorkload>,
+}
+
+impl Options {
+    /// The section a benchmark writes: `overhead` on fewer workloads than all gets a section
+    /// of its own, so that it does not replace the full run's.
+    fn section(&self, name: &str) -> String {
+        if name != "overhead" || self.overhead_workloads == overhead::ALL_WORKLOADS {
+            return name.to_string();
+        }
+        let names: Vec<String> = self
+            .overhead_workloads
+            .iter()
+            .filter_map(|kind| {
+                Some(
+                    clap::ValueEnum::to_possible_value(kind)?
+                        .get_name()
+                        .to_string(),
+                )
+            })
+            .collect();
+        format!("overhead-{}", names.join("-"))
+    }
 }
 
 /// A benchmark: its name (the section it owns) and the function producing that section's text.
@@ -26,7 +53,9 @@ type Benchmark = (&'static str, fn(&Options) -> anyhow::Result<String>);
 
 const BENCHMARKS: &[Benchmark] = &[
     ("block", |_| block::run()),
-    ("overhead", |options| overhead::run(options.overhead_rounds)),
+    ("overhead", |options| {
+        overhead::run(options.overhead_rounds, &options.overhead_workloads)
+    }),
     ("http", |_| http::run()),
     ("model", |_| model::run_bench()),
     ("xdp", |_| xdp::run()),
@@ -46,7 +75,7 @@ pub fn run(filter: Option<&str>, options: &Options) -> anyhow::Result<()> {
     for (name, benchmark) in selected {
         eprintln!("xtask bench: running {name}");
         let section = benchmark(options).with_context(|| format!("benchmark {name}"))?;
-        write_section(name, &section)?;
+        write_section(&options.section(name), &section)?;
     }
     Ok(())
 }

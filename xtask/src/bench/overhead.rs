@@ -431,7 +431,24 @@ fn cpu_seconds(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The workloads `bench overhead` can measure (`--overhead-workloads`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OverheadWorkload {
+    Getppid,
+    Pread,
+    PingPong,
+    Fio,
+}
+
+pub const ALL_WORKLOADS: [OverheadWorkload; 4] = [
+    OverheadWorkload::Getppid,
+    OverheadWorkload::Pread,
+    OverheadWorkload::PingPong,
+    OverheadWorkload::Fio,
+];
+
 struct Workload {
+    kind: OverheadWorkload,
     name: &'static str,
     unit: &'static str,
     /// Starts it, to run until finished.
@@ -582,9 +599,12 @@ fn median_sample_fraction(recording: &str, field: &str, from: u128, to: u128) ->
     }
 }
 
-pub fn run(rounds: usize) -> anyhow::Result<String> {
+pub fn run(rounds: usize, selected: &[OverheadWorkload]) -> anyhow::Result<String> {
     if rounds == 0 {
         bail!("--overhead-rounds must be at least 1");
+    }
+    if selected.is_empty() {
+        bail!("--overhead-workloads names none");
     }
     let (mut load_before, others) = machine_state();
     if !others.is_empty() {
@@ -613,21 +633,25 @@ pub fn run(rounds: usize) -> anyhow::Result<String> {
     };
     let workloads = [
         Workload {
+            kind: OverheadWorkload::Getppid,
             name: "syscall-heavy (getppid loop)",
             unit: "calls/s",
             start: in_child(WorkloadKind::Getppid, None),
         },
         Workload {
+            kind: OverheadWorkload::Pread,
             name: "syscall-heavy, realistic (4 KiB pread of a cached file)",
             unit: "reads/s",
             start: in_child(WorkloadKind::Pread, Some(cached_path.clone())),
         },
         Workload {
+            kind: OverheadWorkload::PingPong,
             name: "context-switch-heavy (pipe ping-pong, both threads on one CPU)",
             unit: "round trips/s",
             start: in_child(WorkloadKind::PingPong, None),
         },
         Workload {
+            kind: OverheadWorkload::Fio,
             name: "I/O-heavy (fio 4 KiB randrw, direct, loop device in tmpfs)",
             unit: "IOPS",
             start: Box::new(move || RunningWorkload::start_fio(cpu, &io_path)),
@@ -650,7 +674,10 @@ pub fn run(rounds: usize) -> anyhow::Result<String> {
             to: epoch_ms(),
         }
     };
-    for workload in &workloads {
+    for workload in workloads
+        .iter()
+        .filter(|workload| selected.contains(&workload.kind))
+    {
         eprintln!("  {}: {rounds} rounds", workload.name);
         let running = (workload.start)()?;
         // Its own start (fio's first I/O, the page cache) is nobody's cost.
@@ -820,9 +847,27 @@ pub fn run(rounds: usize) -> anyhow::Result<String> {
         worst_one_second * 100.0
     );
     let samples = rounds * 2;
+    let command = if selected == ALL_WORKLOADS {
+        format!("cargo xtask bench overhead --overhead-rounds {rounds}")
+    } else {
+        let names: Vec<String> = selected
+            .iter()
+            .filter_map(|kind| {
+                Some(
+                    clap::ValueEnum::to_possible_value(kind)?
+                        .get_name()
+                        .to_string(),
+                )
+            })
+            .collect();
+        format!(
+            "cargo xtask bench overhead --overhead-rounds {rounds} --overhead-workloads {}",
+            names.join(",")
+        )
+    };
     Ok(format!(
         "## Every program attached: cost to the workloads it watches\n\n\
-         `cargo xtask bench overhead` ({rounds} rounds: `--overhead-rounds`): each workload \
+         `{command}`: each workload \
          runs without a break on CPU {cpu} alone, in a process of its own (fio with the \
          kernel's unbound workqueues, the loop device's worker among them, on the same CPU: \
          where the scheduler puts the threads otherwise changes a workload's speed by far more \
