@@ -847,8 +847,11 @@ pub fn run(rounds: usize, selected: &[OverheadWorkload]) -> anyhow::Result<Strin
         worst_one_second * 100.0
     );
     let samples = rounds * 2;
-    let command = if selected == ALL_WORKLOADS {
-        format!("cargo xtask bench overhead --overhead-rounds {rounds}")
+    let (command, only) = if selected == ALL_WORKLOADS {
+        (
+            format!("cargo xtask bench overhead --overhead-rounds {rounds}"),
+            String::new(),
+        )
     } else {
         let names: Vec<String> = selected
             .iter()
@@ -860,13 +863,16 @@ pub fn run(rounds: usize, selected: &[OverheadWorkload]) -> anyhow::Result<Strin
                 )
             })
             .collect();
-        format!(
-            "cargo xtask bench overhead --overhead-rounds {rounds} --overhead-workloads {}",
-            names.join(",")
+        (
+            format!(
+                "cargo xtask bench overhead --overhead-rounds {rounds} --overhead-workloads {}",
+                names.join(",")
+            ),
+            format!(" ({} alone)", names.join(", ")),
         )
     };
     Ok(format!(
-        "## Every program attached: cost to the workloads it watches\n\n\
+        "## Every program attached: cost to the workloads it watches{only}\n\n\
          `{command}`: each workload \
          runs without a break on CPU {cpu} alone, in a process of its own (fio with the \
          kernel's unbound workqueues, the loop device's worker among them, on the same CPU: \
