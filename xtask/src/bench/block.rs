@@ -117,10 +117,12 @@ impl Drop for WorkqueuesOn {
     }
 }
 
-/// fio's IOPS over `seconds`.
-fn fio_iops(device: &str, seconds: u64) -> anyhow::Result<f64> {
-    let json = output(Command::new("fio").args([
-        "--name=nodestate-block",
+/// The benchmarks' fio job, named `name`: 4 KiB direct random reads and writes (70/30) on
+/// `device`, one job, for `seconds`.
+pub(super) fn fio_job(name: &str, device: &str, seconds: u64) -> Command {
+    let mut command = Command::new("fio");
+    command.args([
+        &format!("--name={name}"),
         &format!("--filename={device}"),
         "--rw=randrw",
         "--rwmixread=70",
@@ -130,9 +132,14 @@ fn fio_iops(device: &str, seconds: u64) -> anyhow::Result<f64> {
         "--numjobs=1",
         "--time_based",
         &format!("--runtime={seconds}"),
-        "--output-format=json",
-    ]))
-    .context("fio failed")?;
+    ]);
+    command
+}
+
+/// fio's IOPS over `seconds`.
+fn fio_iops(device: &str, seconds: u64) -> anyhow::Result<f64> {
+    let json = output(fio_job("nodestate-block", device, seconds).arg("--output-format=json"))
+        .context("fio failed")?;
     let report: serde_json::Value = serde_json::from_str(&json).context("parsing fio's JSON")?;
     let job = &report["jobs"][0];
     let iops =

@@ -33,18 +33,10 @@ impl Options {
         if name != "overhead" || self.overhead_workloads == overhead::ALL_WORKLOADS {
             return name.to_string();
         }
-        let names: Vec<String> = self
-            .overhead_workloads
-            .iter()
-            .filter_map(|kind| {
-                Some(
-                    clap::ValueEnum::to_possible_value(kind)?
-                        .get_name()
-                        .to_string(),
-                )
-            })
-            .collect();
-        format!("overhead-{}", names.join("-"))
+        format!(
+            "overhead-{}",
+            overhead::workload_names(&self.overhead_workloads).join("-")
+        )
     }
 }
 

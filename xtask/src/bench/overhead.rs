@@ -18,7 +18,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::block::{LoopDevice, WorkqueuesOn, median, pinned, start_collector, stop, workload_cpu};
+use super::block::{
+    LoopDevice, WorkqueuesOn, fio_job, median, pinned, start_collector, stop, workload_cpu,
+};
 
 /// Rounds per workload when `--overhead-rounds` does not say. Each round measures the
 /// collector as shipped twice and one other configuration once (they take turns), each
@@ -216,8 +218,9 @@ fn parse_fio_iops_log(text: &str, interval_ms: u64) -> Vec<Slice> {
 /// A workload running for the whole of its measurement, pinned to the workload CPU.
 /// Killed if dropped unfinished (an error in the bench).
 struct RunningWorkload {
+    /// Both taken by `finish`.
     child: Option<Child>,
-    output: Output,
+    output: Option<Output>,
 }
 
 enum Output {
@@ -261,27 +264,18 @@ impl RunningWorkload {
         });
         Ok(Self {
             child: Some(child),
-            output: Output::Lines(reader),
+            output: Some(Output::Lines(reader)),
         })
     }
 
-    /// fio's direct random reads and writes on `device`, logging IOPS every slice.
+    /// fio's direct random reads and writes on `device` (the job `bench block` runs),
+    /// logging IOPS every slice.
     fn start_fio(cpu: usize, device: &str) -> anyhow::Result<Self> {
         let prefix =
             std::env::temp_dir().join(format!("nodestate-overhead-fio-{}", std::process::id()));
-        let mut command = Command::new("fio");
+        let mut command = fio_job("nodestate-overhead", device, WORKLOAD_LIMIT_S);
         command
             .args([
-                "--name=nodestate-overhead",
-                &format!("--filename={device}"),
-                "--rw=randrw",
-                "--rwmixread=70",
-                "--bs=4k",
-                "--direct=1",
-                "--ioengine=psync",
-                "--numjobs=1",
-                "--time_based",
-                &format!("--runtime={WORKLOAD_LIMIT_S}"),
                 &format!("--log_avg_msec={SLICE_MS}"),
                 "--log_unix_epoch=1",
                 "--per_job_logs=0",
@@ -289,16 +283,12 @@ impl RunningWorkload {
             .arg(format!("--write_iops_log={}", prefix.display()))
             .stdout(Stdio::null());
         let child = pinned(cpu, || command.spawn())?.context("starting fio")?;
-        let log = prefix.with_file_name(format!(
-            "{}_iops.log",
-            prefix
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-        ));
+        // fio names the log after the prefix.
+        let mut log = prefix.into_os_string();
+        log.push("_iops.log");
         Ok(Self {
             child: Some(child),
-            output: Output::FioLog(log),
+            output: Some(Output::FioLog(log.into())),
         })
     }
 
@@ -310,7 +300,7 @@ impl RunningWorkload {
         // SAFETY: kill has no memory preconditions; the pid is our own child's, not yet reaped.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
         let status = child.wait()?;
-        let slices = match std::mem::replace(&mut self.output, Output::FioLog(Default::default())) {
+        let slices = match self.output.take().context("a workload finishes once")? {
             Output::Lines(reader) => reader
                 .join()
                 .map_err(|_| anyhow::anyhow!("the workload's reader panicked"))?,
@@ -333,6 +323,9 @@ impl Drop for RunningWorkload {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(Output::FioLog(log)) = self.output.take() {
+            let _ = fs::remove_file(log);
         }
     }
 }
@@ -446,6 +439,20 @@ pub const ALL_WORKLOADS: [OverheadWorkload; 4] = [
     OverheadWorkload::PingPong,
     OverheadWorkload::Fio,
 ];
+
+/// The workloads' names as `--overhead-workloads` spells them.
+pub fn workload_names(workloads: &[OverheadWorkload]) -> Vec<String> {
+    workloads
+        .iter()
+        .filter_map(|kind| {
+            Some(
+                clap::ValueEnum::to_possible_value(kind)?
+                    .get_name()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
 
 struct Workload {
     kind: OverheadWorkload,
@@ -853,16 +860,7 @@ pub fn run(rounds: usize, selected: &[OverheadWorkload]) -> anyhow::Result<Strin
             String::new(),
         )
     } else {
-        let names: Vec<String> = selected
-            .iter()
-            .filter_map(|kind| {
-                Some(
-                    clap::ValueEnum::to_possible_value(kind)?
-                        .get_name()
-                        .to_string(),
-                )
-            })
-            .collect();
+        let names = workload_names(selected);
         (
             format!(
                 "cargo xtask bench overhead --overhead-rounds {rounds} --overhead-workloads {}",
