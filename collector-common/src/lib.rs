@@ -372,9 +372,32 @@ pub mod xdp {
         pub flags: u32,
         /// Unix seconds when the rule was added.
         pub added_unix_s: u64,
-        /// Unix seconds after which the daemon removes the rule; 0: never.
+        /// Unix seconds after which the daemon removes the rule; 0: never. For display: what
+        /// is enforced is `expires_boot_ns`.
         pub expires_unix_s: u64,
+        /// CLOCK_BOOTTIME nanoseconds (`bpf_ktime_get_boot_ns`) from which the program ignores
+        /// the rule; 0: never. The program enforces it itself so a TTL holds while no daemon
+        /// runs to remove the rule. Boot time, not wall time: a TTL is a duration, and boot
+        /// time neither jumps with NTP or `date -s` nor stops while the machine is suspended;
+        /// it restarts at each boot, but so does bpffs, so no deadline outlives its boot.
+        pub expires_boot_ns: u64,
         pub comment: [u8; COMMENT_BYTES],
+    }
+
+    /// Bytes of a [`Rule`] as pinned by versions before `expires_boot_ns` (no boot-time
+    /// deadline); such pins are migrated when the list is opened.
+    pub const LEGACY_RULE_BYTES: usize = 88;
+    const _: () = assert!(size_of::<Rule>() == LEGACY_RULE_BYTES + 8);
+
+    /// Slots of the `BLOCKLIST_ACTIVE` array.
+    pub mod active {
+        /// Which pair of tries the program reads (0: A, 1: B).
+        pub const SET: u32 = 0;
+        /// Bumped (wrapping) by every edit of the list, under the edit lock: the daemon
+        /// re-reads the rules only when it moved, so its per-window cost does not grow with
+        /// the number of rules.
+        pub const GENERATION: u32 = 1;
+        pub const COUNT: u32 = 2;
     }
 
     /// Bits of [`Rule::flags`].
@@ -400,8 +423,11 @@ pub mod xdp {
         pub const MALFORMED: u32 = 2;
         /// Neither IPv4 nor IPv6 (ARP, LLDP, two VLAN tags, …): passed.
         pub const NON_IP: u32 = 3;
-        pub const COUNT: u32 = 4;
-        pub const NAMES: [&str; COUNT as usize] = ["passed", "dropped", "malformed", "non_ip"];
+        /// The matching rule's TTL had passed (no daemon has removed it yet): passed.
+        pub const EXPIRED: u32 = 4;
+        pub const COUNT: u32 = 5;
+        pub const NAMES: [&str; COUNT as usize] =
+            ["passed", "dropped", "malformed", "non_ip", "expired"];
     }
 
     /// Source prefixes counted in the per-source table of passed traffic (an LRU map: a

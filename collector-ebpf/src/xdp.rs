@@ -4,6 +4,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST, xdp_action},
+    helpers::bpf_ktime_get_boot_ns,
     macros::{map, xdp},
     maps::{
         Array, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap,
@@ -12,7 +13,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use collector_common::xdp::{
-    MAX_RULES, Rule, RuleHits, SOURCE_PREFIXES, SourceConfig, SourceKey, SourceTraffic, total,
+    MAX_RULES, Rule, RuleHits, SOURCE_PREFIXES, SourceConfig, SourceKey, SourceTraffic, active,
+    total,
 };
 
 use crate::util::add;
@@ -36,9 +38,10 @@ static BLOCKLIST_V6_A: LpmTrie<[u8; 16], Rule> = LpmTrie::with_max_entries(MAX_R
 #[map]
 static BLOCKLIST_V6_B: LpmTrie<[u8; 16], Rule> = LpmTrie::with_max_entries(MAX_RULES, 0);
 
-/// Slot 0: which pair of tries is live (0: A, 1: B).
+/// Slot `active::SET`: which pair of tries is live (0: A, 1: B); slot `active::GENERATION`:
+/// bumped by every edit (user space only).
 #[map]
-static BLOCKLIST_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+static BLOCKLIST_ACTIVE: Array<u32> = Array::with_max_entries(active::COUNT, 0);
 
 /// Per-rule hits by rule id. Not preallocated: a preallocated per-CPU table this size would
 /// cost MAX_RULES × 2 × 16 bytes per CPU whether or not any rule exists.
@@ -66,6 +69,8 @@ enum Verdict {
     Drop(u32),
     /// Passed; the source address, unmasked.
     Pass(SourceKey),
+    /// Passed: the matching rule's TTL is over (no daemon has removed it yet).
+    Expired(SourceKey),
 }
 
 /// Why a frame is passed without a lookup.
@@ -85,6 +90,12 @@ pub fn xdp_blocklist(ctx: XdpContext) -> u32 {
         }
         Ok(Verdict::Pass(source)) => {
             count_source(source, len);
+            add(&BLOCKLIST_TOTALS, total::PASSED, 1);
+            xdp_action::XDP_PASS
+        }
+        Ok(Verdict::Expired(source)) => {
+            count_source(source, len);
+            add(&BLOCKLIST_TOTALS, total::EXPIRED, 1);
             add(&BLOCKLIST_TOTALS, total::PASSED, 1);
             xdp_action::XDP_PASS
         }
@@ -126,7 +137,7 @@ fn decide(ctx: &XdpContext) -> Result<Verdict, Skip> {
         ethertype = u16::from_be(read::<u16>(ctx, 16).ok_or(Skip::Malformed)?);
         l3 += VLAN_HEADER;
     }
-    let active = BLOCKLIST_ACTIVE.get(0).copied().unwrap_or(0);
+    let set = BLOCKLIST_ACTIVE.get(active::SET).copied().unwrap_or(0);
     match ethertype {
         ETH_P_IP => {
             let first = read::<u8>(ctx, l3).ok_or(Skip::Malformed)?;
@@ -145,24 +156,20 @@ fn decide(ctx: &XdpContext) -> Result<Verdict, Skip> {
             }
             let source = read::<[u8; 4]>(ctx, l3 + 12).ok_or(Skip::Malformed)?;
             let key = Key::new(32, source);
-            let rule = if active == 0 {
+            let rule = if set == 0 {
                 BLOCKLIST_V4_A.get(&key)
             } else {
                 BLOCKLIST_V4_B.get(&key)
             };
-            Ok(match rule {
-                Some(rule) => Verdict::Drop(rule.id),
-                None => {
-                    let mut addr = [0u8; 16];
-                    addr[..4].copy_from_slice(&source);
-                    Verdict::Pass(SourceKey {
-                        addr,
-                        family: 4,
-                        prefix_len: 32,
-                        _pad: [0; 2],
-                    })
-                }
-            })
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&source);
+            let key = SourceKey {
+                addr,
+                family: 4,
+                prefix_len: 32,
+                _pad: [0; 2],
+            };
+            Ok(verdict(rule, key))
         }
         ETH_P_IPV6 => {
             let first = read::<u8>(ctx, l3).ok_or(Skip::Malformed)?;
@@ -176,22 +183,40 @@ fn decide(ctx: &XdpContext) -> Result<Verdict, Skip> {
             }
             let source = read::<[u8; 16]>(ctx, l3 + 8).ok_or(Skip::Malformed)?;
             let key = Key::new(128, source);
-            let rule = if active == 0 {
+            let rule = if set == 0 {
                 BLOCKLIST_V6_A.get(&key)
             } else {
                 BLOCKLIST_V6_B.get(&key)
             };
-            Ok(match rule {
-                Some(rule) => Verdict::Drop(rule.id),
-                None => Verdict::Pass(SourceKey {
-                    addr: source,
-                    family: 6,
-                    prefix_len: 128,
-                    _pad: [0; 2],
-                }),
-            })
+            let key = SourceKey {
+                addr: source,
+                family: 6,
+                prefix_len: 128,
+                _pad: [0; 2],
+            };
+            Ok(verdict(rule, key))
         }
         _ => Err(Skip::NotIp),
+    }
+}
+
+/// Drop for a live matching rule; pass for none or an expired one. An expired longer prefix
+/// hides a live shorter one that also matches until the daemon removes it (at its next
+/// window): the trie returns only the longest match.
+#[inline(always)]
+fn verdict(rule: Option<&Rule>, source: SourceKey) -> Verdict {
+    match rule {
+        None => Verdict::Pass(source),
+        Some(rule) => {
+            // SAFETY: a helper without arguments or preconditions (kernel 5.8+).
+            if rule.expires_boot_ns != 0
+                && unsafe { bpf_ktime_get_boot_ns() } >= rule.expires_boot_ns
+            {
+                Verdict::Expired(source)
+            } else {
+                Verdict::Drop(rule.id)
+            }
+        }
     }
 }
 

@@ -381,7 +381,8 @@ impl AutoBlocker {
             }
         }
         for block in decision.block {
-            match xdp.blocklist.add_from(
+            // Never waits for the edit lock: a window must not stall on another editor.
+            match xdp.blocklist.add_from_nowait(
                 &[block.prefix],
                 Some(&block.reason),
                 Some(self.policy.ttl),

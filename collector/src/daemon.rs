@@ -452,11 +452,15 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                // Rules past their TTL go at the next window turn: a TTL is minutes or hours,
-                // a window seconds.
+                let slow = std::mem::take(&mut *tally.lock().expect("tally lock"));
+                let closed = windows.close_window(&mut kernel, slow)?;
+                let record = closed.record;
+                // After the window is closed, so nothing here can stretch it. The upkeep
+                // never waits for the drop list's edit lock (a held lock postpones the TTL
+                // sweep, counted) and costs the same per window whatever the number of rules
+                // (see blocklist::upkeep).
                 if let Some(xdp) = xdp.as_mut() {
-                    xdp.sweep();
-                    match xdp.blocklist.drop_metrics(crate::exporter::XDP_TOP_RULES) {
+                    match xdp.window_upkeep(crate::exporter::XDP_TOP_RULES) {
                         Ok(metrics) => {
                             if let Some(blocker) = auto_block.as_mut() {
                                 blocker.metrics.active_rules = metrics.automatic_rules;
@@ -472,9 +476,6 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                         Err(err) => warn!("reading the XDP drop counters: {err}"),
                     }
                 }
-                let slow = std::mem::take(&mut *tally.lock().expect("tally lock"));
-                let closed = windows.close_window(&mut kernel, slow)?;
-                let record = closed.record;
                 info!("{}", record.summary());
                 sink.write(&record)?;
                 let verdict = assessor.as_mut().map(|assessor| (assessor.judge(&record), assessor.model_info()));
@@ -527,7 +528,7 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
     }
     if let Some(mut xdp) = xdp.take() {
         xdp.detach_all();
-        info!("XDP drop list detached (its rules stay pinned)");
+        info!("XDP drop list detached and its pinned links removed (its rules stay pinned)");
     }
     kernel.detach();
     Ok(())

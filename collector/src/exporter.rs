@@ -531,6 +531,7 @@ impl Collector for NodestateMetrics {
                 ("dropped", xdp.totals.dropped),
                 ("malformed", xdp.totals.malformed),
                 ("non_ip", xdp.totals.non_ip),
+                ("expired", xdp.totals.expired),
             ];
             let series: Vec<_> = totals
                 .iter()
@@ -539,7 +540,7 @@ impl Collector for NodestateMetrics {
             counters(
                 &mut encoder,
                 "nodestate_xdp_packets",
-                "Packets seen by the XDP drop list, by verdict (malformed and non-IP pass)",
+                "Packets seen by the XDP drop list, by verdict (malformed, non-IP and expired-rule packets pass)",
                 None,
                 &series,
             )?;
@@ -571,6 +572,21 @@ impl Collector for NodestateMetrics {
                 "Bytes dropped per rule, like nodestate_xdp_rule_dropped_packets",
                 Some(&Unit::Bytes),
                 &bytes,
+            )?;
+            counters(
+                &mut encoder,
+                "nodestate_xdp_sweeps_postponed",
+                "Windows whose drop-list TTL sweep was put off because another process held the \
+                 list's edit lock (the program ignores expired rules meanwhile)",
+                None,
+                &[(none.clone(), xdp.sweeps_postponed as f64)],
+            )?;
+            gauges(
+                &mut encoder,
+                "nodestate_xdp_rules",
+                "Rules on the XDP drop list",
+                None,
+                &[(none.clone(), xdp.rules as f64)],
             )?;
             let interfaces: Vec<_> = state
                 .xdp_interfaces
@@ -677,8 +693,11 @@ mod tests {
                 dropped: 42,
                 malformed: 1,
                 non_ip: 3,
+                expired: 4,
             },
             automatic_rules: 2,
+            rules: 9,
+            sweeps_postponed: 5,
         });
         state.xdp_interfaces = vec![("eth0".into(), "native".into())];
         state.auto_block = Some(crate::autoblock::AutoBlockMetrics {
@@ -700,6 +719,9 @@ mod tests {
             r#"nodestate_block_io_latency_seconds_count{node="node-a",device="vda"} 6"#,
             r#"nodestate_block_io_latency_seconds_bucket{node="node-a",le="+Inf",device="vda"} 6"#,
             r#"nodestate_xdp_packets_total{node="node-a",verdict="dropped"} 42"#,
+            r#"nodestate_xdp_packets_total{node="node-a",verdict="expired"} 4"#,
+            r#"nodestate_xdp_sweeps_postponed_total{node="node-a"} 5"#,
+            r#"nodestate_xdp_rules{node="node-a"} 9"#,
             r#"nodestate_xdp_rule_dropped_packets_total{node="node-a",rule="10.0.0.0/8"} 40"#,
             r#"nodestate_xdp_rule_dropped_packets_total{node="node-a",rule="other"} 2"#,
             r#"nodestate_xdp_attached{node="node-a",interface="eth0",mode="native"} 1"#,

@@ -7,6 +7,8 @@ pub mod http;
 
 pub mod process;
 
+pub mod xdp_daemon;
+
 use std::{
     fs::{File, OpenOptions},
     io::Write as _,

@@ -225,3 +225,37 @@ fn blocklist_cli_without_rights_says_so() {
     }
     assert_eq!(rules(&pins.path).len(), 1);
 }
+
+#[test]
+fn blocklist_cli_refuses_a_ttl_past_ten_years_and_takes_one_up_to_it() {
+    if !privileged("blocklist_cli_refuses_a_ttl_past_ten_years_and_takes_one_up_to_it") {
+        return;
+    }
+    let pins = TestPinDir::new("fixa-ttl");
+    ok(&pins.path, &["add", "198.51.100.1"]);
+    for ttl in ["18446744073709551615s", "3651d"] {
+        let output = blocklist(&pins.path, &["add", "198.51.100.88", "--ttl", ttl]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "--ttl {ttl} was taken: {stderr}");
+        assert!(
+            stderr.contains("longer than the maximum of 3650 days"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(
+        rules(&pins.path),
+        vec![serde_json::json!({"rule": "198.51.100.1/32", "comment": "", "expires": false})]
+    );
+    // Exactly the maximum is taken, and expires in ten years, not now.
+    ok(&pins.path, &["add", "198.51.100.88", "--ttl", "3650d"]);
+    let output = blocklist(&pins.path, &["list", "--output", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let rule = listed["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|rule| rule["rule"] == "198.51.100.88/32")
+        .expect("the rule with the longest TTL is listed");
+    let in_s = rule["expires_unix_s"].as_u64().unwrap() - rule["added_unix_s"].as_u64().unwrap();
+    assert_eq!(in_s, 3650 * 24 * 3600);
+}

@@ -76,6 +76,7 @@ fn delta(before: Totals, after: Totals) -> Totals {
         dropped: after.dropped - before.dropped,
         malformed: after.malformed - before.malformed,
         non_ip: after.non_ip - before.non_ip,
+        expired: after.expired - before.expired,
     }
 }
 
@@ -141,7 +142,8 @@ fn xdp_verdicts_longest_prefix_vlan_and_counters() {
             passed: 3,
             dropped: 7,
             malformed: 0,
-            non_ip: 0
+            non_ip: 0,
+            expired: 0,
         }
     );
 
@@ -167,7 +169,8 @@ fn xdp_verdicts_longest_prefix_vlan_and_counters() {
             passed: 2,
             dropped: 0,
             malformed: 0,
-            non_ip: 2
+            non_ip: 2,
+            expired: 0,
         }
     );
 }
@@ -413,4 +416,145 @@ fn xdp_automatic_rules_drop_like_any_and_are_listed_as_automatic() {
     );
     assert!(listed[1].expires_unix_s.is_some());
     assert_eq!(xdp.blocklist.drop_metrics(10).unwrap().automatic_rules, 1);
+}
+
+#[test]
+fn xdp_passes_a_source_whose_rule_expired_with_no_daemon_to_remove_it() {
+    if !privileged("xdp_passes_a_source_whose_rule_expired_with_no_daemon_to_remove_it") {
+        return;
+    }
+    let pins = TestPinDir::new("fixa-expired-in-kernel");
+    let mut xdp = XdpBlocklist::load(&pins.path).expect("loading the XDP program");
+    xdp.blocklist
+        .add(
+            &nets(&["10.200.5.0/24", "fd00:205::/64"]),
+            None,
+            Some(std::time::Duration::from_secs(1)),
+        )
+        .unwrap();
+    xdp.blocklist
+        .add(&nets(&["10.200.6.0/24"]), None, None)
+        .unwrap();
+    let listed_v4 = ipv4(v4("10.200.5.1"), &[]);
+    let listed_v6 = ipv6(v6("fd00:205::1"), &[]);
+    let permanent = ipv4(v4("10.200.6.1"), &[]);
+    assert_eq!(xdp.test_run(&listed_v4).unwrap(), XDP_DROP);
+    assert_eq!(xdp.test_run(&listed_v6).unwrap(), XDP_DROP);
+    let before = xdp.blocklist.totals().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    // Nothing swept: the rules are still listed, and the program itself lets them go.
+    assert_eq!(xdp.blocklist.list().unwrap().len(), 3);
+    assert_eq!(xdp.test_run(&listed_v4).unwrap(), XDP_PASS);
+    assert_eq!(xdp.test_run(&listed_v6).unwrap(), XDP_PASS);
+    assert_eq!(xdp.test_run(&permanent).unwrap(), XDP_DROP);
+    let counted = delta(before, xdp.blocklist.totals().unwrap());
+    assert_eq!(
+        counted,
+        Totals {
+            passed: 2,
+            dropped: 1,
+            malformed: 0,
+            non_ip: 0,
+            expired: 2,
+        }
+    );
+    assert_eq!(hits(&xdp, "10.200.5.0/24"), (1, 50));
+}
+
+#[test]
+fn window_upkeep_matches_list_and_postpones_its_sweep_while_the_lock_is_held() {
+    if !privileged("window_upkeep_matches_list_and_postpones_its_sweep_while_the_lock_is_held") {
+        return;
+    }
+    let pins = TestPinDir::new("fixa-upkeep");
+    let mut xdp = XdpBlocklist::load(&pins.path).expect("loading the XDP program");
+    xdp.blocklist
+        .add(
+            &nets(&["10.200.1.0/24"]),
+            None,
+            Some(std::time::Duration::from_secs(1)),
+        )
+        .unwrap();
+    xdp.blocklist
+        .add(
+            &nets(&[
+                "10.200.2.0/24",
+                "10.200.3.0/24",
+                "10.200.4.0/24",
+                "fd00:207::/64",
+            ]),
+            None,
+            None,
+        )
+        .unwrap();
+    for (frame, times) in [
+        (ipv4(v4("10.200.1.1"), &[]), 5),
+        (ipv4(v4("10.200.2.1"), &[]), 3),
+        (ipv6(v6("fd00:207::9"), &[]), 4),
+        (ipv4(v4("10.200.4.1"), &[]), 1),
+    ] {
+        for _ in 0..times {
+            assert_eq!(xdp.test_run(&frame).unwrap(), XDP_DROP);
+        }
+    }
+    // The batch-read upkeep agrees with the rule-by-rule reading of `list`, except that it
+    // leaves out rules that never dropped anything.
+    let walked = xdp.blocklist.drop_metrics(2).unwrap();
+    let upkeep = xdp.window_upkeep(2).unwrap();
+    assert_eq!(upkeep.top, walked.top);
+    assert_eq!(
+        upkeep.top,
+        vec![
+            ("10.200.1.0/24".to_string(), 5, 250),
+            ("fd00:207::/64".to_string(), 4, 280)
+        ]
+    );
+    assert_eq!((upkeep.other_packets, upkeep.other_bytes), (4, 200));
+    assert_eq!(upkeep.other_packets, walked.other_packets);
+    assert_eq!(upkeep.totals, walked.totals);
+    assert_eq!(upkeep.rules, 5);
+    assert_eq!(upkeep.sweeps_postponed, 0);
+    let rescans = xdp.upkeep.rescans;
+    xdp.window_upkeep(2).unwrap();
+    assert_eq!(
+        xdp.upkeep.rescans, rescans,
+        "read the rules again without an edit"
+    );
+    xdp.blocklist
+        .add(&nets(&["10.200.8.0/24"]), None, None)
+        .unwrap();
+    assert_eq!(xdp.window_upkeep(2).unwrap().rules, 6);
+    assert_eq!(xdp.upkeep.rescans, rescans + 1, "missed an edit");
+
+    // Due, but another process holds the edit lock: nothing waits, the sweep is put off.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // --no-fork: the process we kill below is the one holding the lock.
+    let mut holder = std::process::Command::new("flock")
+        .args(["-x", "--no-fork"])
+        .arg(&pins.path)
+        .args(["sleep", "30"])
+        .spawn()
+        .expect("running flock");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let held = xdp.window_upkeep(2).unwrap();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "waited for the lock"
+    );
+    assert_eq!(held.sweeps_postponed, 1);
+    assert_eq!(held.rules, 6);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let freed = xdp.window_upkeep(2).unwrap();
+    assert_eq!(freed.rules, 5);
+    assert!(
+        !xdp.blocklist
+            .list()
+            .unwrap()
+            .iter()
+            .any(|rule| rule.rule == "10.200.1.0/24")
+    );
+    // Its own removal did not cost a walk of the list.
+    assert_eq!(xdp.upkeep.rescans, rescans + 1);
 }

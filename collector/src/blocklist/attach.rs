@@ -1,7 +1,11 @@
 //! The `xdp_blocklist` program: loaded against the pinned maps and attached to interfaces,
 //! native mode first.
 
-use std::{fmt, path::Path};
+use std::{
+    fmt,
+    os::{fd::AsFd as _, unix::fs::DirBuilderExt as _},
+    path::{Path, PathBuf},
+};
 
 use std::{
     collections::HashMap,
@@ -11,16 +15,37 @@ use std::{
 use aya::{
     Ebpf,
     maps::{Array, MapData, PerCpuHashMap},
-    programs::{TestRun as _, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        TestRun as _, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::{XdpLink, XdpLinkId},
+    },
 };
 use collector_common::xdp::{SourceConfig, SourceKey, SourceTraffic, names};
 use ipnet::IpNet;
 
 use super::{
-    Blocklist, BlocklistError,
-    pins::PinDir,
-    store::{load_object, unix_now},
+    Blocklist, BlocklistError, link,
+    pins::{EditLock, PinDir, lock_dir, lock_holders},
+    store::{boot_ns, load_current},
+    upkeep::Upkeep,
 };
+
+/// Under the pin directory, one directory per interface holding its pinned link, named for
+/// the mode it was attached in. The link keeps the program attached when the daemon dies
+/// (`kill -9`, OOM, a crash), so the list keeps dropping until a daemon adopts the link again
+/// or `collector blocklist detach` removes it. A running daemon holds a flock on its
+/// interface's directory, so a second daemon is told off instead of taking the link over.
+pub const LINKS_DIR: &str = "links";
+const LINK_PIN_NAMES: [(&str, XdpModeUsed); 2] = [
+    ("native", XdpModeUsed::Native),
+    ("generic", XdpModeUsed::Generic),
+];
+
+/// The directory of `interface`'s pinned link.
+pub fn link_dir(pin_dir: &Path, interface: &str) -> PathBuf {
+    pin_dir.join(LINKS_DIR).join(interface)
+}
 
 /// How the program ended up attached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,15 +71,26 @@ pub struct AttachedInterface {
     pub mode: XdpModeUsed,
     /// Why native mode was not used, when it was not.
     pub native_error: Option<String>,
+    /// Taken over from a link an earlier daemon pinned (it kept dropping meanwhile).
+    pub adopted: bool,
+    /// Where the link is pinned; `None` where the kernel's XDP attachment is not a BPF link
+    /// (before 5.9), which then ends with this process.
+    pub pin: Option<PathBuf>,
 }
 
 /// The loaded program, its links, and the list it reads. Dropping it detaches everything;
 /// the pinned maps (and so the rules) stay.
 pub struct XdpBlocklist {
-    /// Owns the program; its links go with it.
+    /// Owns the program; its unpinned links go with it.
     ebpf: Ebpf,
     links: Vec<(String, XdpLinkId)>,
+    /// Descriptors of the pinned links this daemon made (adopted ones the program holds).
+    pinned: Vec<FdLink>,
+    /// One flock per attached interface's link directory, held while the daemon runs.
+    interface_locks: Vec<EditLock>,
     pub blocklist: Blocklist,
+    /// The per-window sweep and counters ([`Upkeep`]).
+    pub upkeep: Upkeep,
     pub attached: Vec<AttachedInterface>,
     /// This load's own (unpinned) per-source table of passed traffic and its switch.
     sources: PerCpuHashMap<MapData, SourceKey, SourceTraffic>,
@@ -75,14 +111,15 @@ impl XdpBlocklist {
     pub fn load(pin_dir: &Path) -> Result<Self, BlocklistError> {
         let pins = PinDir::open(pin_dir)?;
         let lock = pins.lock()?;
-        let mut ebpf = load_object(&pins, collector_common::xdp::SOURCE_PREFIXES)?;
-        drop(lock);
+        let (mut ebpf, legacy) = load_current(&pins, collector_common::xdp::SOURCE_PREFIXES)?;
         let program: &mut Xdp = ebpf
             .program_mut(names::PROGRAM)
             .expect("xdp_blocklist is in the object")
             .try_into()?;
         program.load()?;
-        let blocklist = Blocklist::from_ebpf(pins, &mut ebpf)?;
+        let mut blocklist = Blocklist::from_ebpf(pins, &mut ebpf)?;
+        blocklist.restore(&legacy)?;
+        drop(lock);
         let map = |name: &str| BlocklistError::map(format!("map {name}"));
         let sources = PerCpuHashMap::try_from(
             ebpf.take_map(names::SOURCE_TRAFFIC)
@@ -97,7 +134,10 @@ impl XdpBlocklist {
         Ok(Self {
             ebpf,
             links: Vec::new(),
+            pinned: Vec::new(),
+            interface_locks: Vec::new(),
             blocklist,
+            upkeep: Upkeep::default(),
             attached: Vec::new(),
             sources,
             source_config,
@@ -160,45 +200,186 @@ impl XdpBlocklist {
             .expect("loaded in XdpBlocklist::load")
     }
 
-    /// Attaches to `interface` in native mode, or in generic mode where the driver cannot.
+    /// Attaches to `interface`: adopts the link an earlier daemon pinned there if there is
+    /// one (swapping in this load's program, atomically), else attaches in native mode, or in
+    /// generic mode where the driver cannot, and pins the new link.
     pub fn attach(&mut self, interface: &str) -> Result<&AttachedInterface, BlocklistError> {
-        let (link, attached) = match self.program().attach(interface, XdpMode::Driver) {
-            Ok(link) => (
-                link,
-                AttachedInterface {
-                    interface: interface.to_string(),
-                    mode: XdpModeUsed::Native,
-                    native_error: None,
-                },
-            ),
-            Err(native) => {
-                let link = self.program().attach(interface, XdpMode::Skb)?;
-                (
-                    link,
-                    AttachedInterface {
-                        interface: interface.to_string(),
-                        mode: XdpModeUsed::Generic,
-                        native_error: Some(native.to_string()),
-                    },
-                )
-            }
+        let dir = link_dir(&self.blocklist.pins.path, interface);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|source| BlocklistError::Io {
+                what: format!("creating {}", dir.display()),
+                source,
+            })?;
+        let Some(lock) = lock_dir(&dir, true)? else {
+            let holders = lock_holders(&dir);
+            return Err(BlocklistError::Attach(format!(
+                "another nodestate daemon already serves the XDP drop list on {interface} ({}); \
+                 run one daemon per node, or stop that one first",
+                if holders.is_empty() {
+                    "it holds the lock on its link directory".to_string()
+                } else {
+                    holders.join(", ")
+                }
+            )));
         };
-        self.links.push((interface.to_string(), link));
+        let attached = match self.adopt(interface, &dir)? {
+            Some(attached) => attached,
+            None => self.attach_new(interface, &dir)?,
+        };
+        self.interface_locks.push(lock);
         self.attached.push(attached);
         Ok(self.attached.last().expect("just pushed"))
     }
 
-    /// Detaches from every interface (dropping does the same).
+    /// Takes over the link pinned for `interface`, if one is there and still attached to it.
+    fn adopt(
+        &mut self,
+        interface: &str,
+        dir: &Path,
+    ) -> Result<Option<AttachedInterface>, BlocklistError> {
+        for (name, mode) in LINK_PIN_NAMES {
+            let path = dir.join(name);
+            if !path.exists() {
+                continue;
+            }
+            let stale = |why: String| {
+                tracing::warn!(interface, pin = %path.display(), "removing a stale pinned XDP link: {why}");
+                let _ = std::fs::remove_file(&path);
+            };
+            let index = match link::open_pin(&path).and_then(|fd| link::link_info(fd.as_fd())) {
+                Ok((_, _, _, index)) => index,
+                Err(err) => {
+                    stale(format!("cannot read it ({err})"));
+                    continue;
+                }
+            };
+            if index == 0 || Some(index) != link::ifindex(interface) {
+                // The interface it was attached to went away (or is another one now).
+                stale(format!("attached to ifindex {index}, not to {interface}"));
+                continue;
+            }
+            let fd_link = FdLink::from(PinnedLink::from_pin(&path).map_err(|err| {
+                BlocklistError::Attach(format!("opening {}: {err}", path.display()))
+            })?);
+            let xdp_link = XdpLink::try_from(fd_link).map_err(|err| {
+                BlocklistError::Attach(format!("{} is not an XDP link: {err}", path.display()))
+            })?;
+            let id = self.program().attach_to_link(xdp_link)?;
+            self.links.push((interface.to_string(), id));
+            return Ok(Some(AttachedInterface {
+                interface: interface.to_string(),
+                mode,
+                native_error: None,
+                adopted: true,
+                pin: Some(path),
+            }));
+        }
+        Ok(None)
+    }
+
+    fn attach_new(
+        &mut self,
+        interface: &str,
+        dir: &Path,
+    ) -> Result<AttachedInterface, BlocklistError> {
+        let busy = |err: &aya::programs::ProgramError| {
+            let text = format!("{err:?}");
+            text.contains("File exists") || text.contains("Device or resource busy")
+        };
+        let (id, mode, native_error) = match self.program().attach(interface, XdpMode::Driver) {
+            Ok(id) => (id, XdpModeUsed::Native, None),
+            Err(native) if busy(&native) => {
+                return Err(BlocklistError::Attach(format!(
+                    "cannot attach the XDP drop list to {interface}: {}. Detach it first (for \
+                     one of ours: `collector blocklist detach --iface {interface}`)",
+                    link::describe_holder(interface)
+                )));
+            }
+            Err(native) => {
+                let id = self.program().attach(interface, XdpMode::Skb)?;
+                (id, XdpModeUsed::Generic, Some(native.to_string()))
+            }
+        };
+        let name = LINK_PIN_NAMES
+            .iter()
+            .find(|(_, m)| *m == mode)
+            .map(|(name, _)| *name)
+            .expect("every mode has a pin name");
+        let path = dir.join(name);
+        let link = self.program().take_link(id)?;
+        let pin = match FdLink::try_from(link) {
+            Ok(fd_link) => match fd_link.pin(&path) {
+                Ok(pinned) => {
+                    self.pinned.push(FdLink::from(pinned));
+                    Some(path)
+                }
+                Err(err) => {
+                    return Err(BlocklistError::Attach(format!(
+                        "pinning the XDP link of {interface} at {}: {err}",
+                        path.display()
+                    )));
+                }
+            },
+            // A netlink attachment (kernels before 5.9): converting consumed and detached
+            // it, so attach again, unpinned; it ends with this process.
+            Err(_) => {
+                tracing::warn!(
+                    interface,
+                    "this kernel attaches XDP without BPF links: the drop list stops if the daemon dies"
+                );
+                let mode_flag = match mode {
+                    XdpModeUsed::Native => XdpMode::Driver,
+                    XdpModeUsed::Generic => XdpMode::Skb,
+                };
+                let id = self.program().attach(interface, mode_flag)?;
+                self.links.push((interface.to_string(), id));
+                None
+            }
+        };
+        Ok(AttachedInterface {
+            interface: interface.to_string(),
+            mode,
+            native_error,
+            adopted: false,
+            pin,
+        })
+    }
+
+    /// Detaches from every interface and removes the pinned links (a deliberate stop:
+    /// SIGTERM or SIGINT). A crash skips this, so the pins keep the list enforced.
     pub fn detach_all(&mut self) {
+        for attached in std::mem::take(&mut self.attached) {
+            if let Some(pin) = &attached.pin
+                && let Err(err) = detach_pinned(pin)
+            {
+                tracing::warn!(
+                    interface = attached.interface,
+                    "detaching the pinned XDP link: {err}"
+                );
+            }
+        }
+        self.pinned.clear();
         for (_, link) in std::mem::take(&mut self.links) {
             let _ = self.program().detach(link);
         }
-        self.attached.clear();
+        self.interface_locks.clear();
+    }
+
+    /// One window's upkeep (see [`Upkeep`]): expired rules removed unless another process
+    /// holds the edit lock, then the drop metrics.
+    pub fn window_upkeep(
+        &mut self,
+        top: usize,
+    ) -> Result<super::store::DropMetrics, BlocklistError> {
+        self.upkeep.window(&mut self.blocklist, top)
     }
 
     /// Removes expired rules now; returns them.
     pub fn expire(&mut self) -> Result<Vec<ipnet::IpNet>, BlocklistError> {
-        self.blocklist.expire(unix_now())
+        self.blocklist.expire(boot_ns())
     }
 
     /// Runs the program once on `frame` with BPF_PROG_TEST_RUN and returns its verdict
@@ -254,6 +435,11 @@ pub fn start(options: &XdpOptions) -> anyhow::Result<Option<XdpBlocklist>> {
             .attach(interface)
             .with_context(|| format!("attaching the XDP drop list to {interface}"))?;
         match &attached.native_error {
+            None if attached.adopted => tracing::info!(
+                interface,
+                mode = %attached.mode,
+                "XDP drop list attached: adopted the link an earlier daemon pinned (it kept dropping meanwhile)"
+            ),
             None => tracing::info!(interface, mode = %attached.mode, "XDP drop list attached"),
             Some(why) => tracing::warn!(
                 interface,
@@ -262,7 +448,11 @@ pub fn start(options: &XdpOptions) -> anyhow::Result<Option<XdpBlocklist>> {
             ),
         }
     }
-    let rules = xdp.blocklist.list().map(|rules| rules.len()).unwrap_or(0);
+    // Also the first read of the rules into the upkeep's cache.
+    let rules = xdp
+        .window_upkeep(crate::exporter::XDP_TOP_RULES)
+        .map(|metrics| metrics.rules)
+        .unwrap_or(0);
     tracing::info!(
         rules,
         pin_dir = %options.pin_dir.display(),
@@ -271,19 +461,69 @@ pub fn start(options: &XdpOptions) -> anyhow::Result<Option<XdpBlocklist>> {
     Ok(Some(xdp))
 }
 
-impl XdpBlocklist {
-    /// The daemon's periodic TTL sweep: removes expired rules and logs them; a failure is
-    /// logged, not fatal (the next sweep retries).
-    pub fn sweep(&mut self) {
-        match self.expire() {
-            Ok(expired) => {
-                for rule in expired {
-                    tracing::info!(%rule, "drop-list rule expired and removed");
-                }
-            }
-            Err(err) => tracing::warn!("drop-list TTL sweep failed: {err}"),
-        }
+/// Forces the pinned link at `pin` off its interface and removes the pin.
+fn detach_pinned(pin: &Path) -> Result<(), BlocklistError> {
+    let io = |what: &str, source: std::io::Error| BlocklistError::Io {
+        what: format!("{what} {}", pin.display()),
+        source,
+    };
+    let fd = link::open_pin(pin).map_err(|source| io("opening", source))?;
+    link::force_detach(fd.as_fd()).map_err(|source| io("detaching", source))?;
+    std::fs::remove_file(pin).map_err(|source| io("removing", source))
+}
+
+/// `collector blocklist detach`: removes the pinned XDP links of `interfaces` (all when
+/// empty), which detaches the program even while no daemon runs. Refuses an interface a
+/// running daemon serves (stop the daemon: SIGTERM detaches too). Returns the interfaces
+/// detached.
+pub fn detach_pinned_links(
+    pin_dir: &Path,
+    interfaces: &[String],
+) -> Result<Vec<String>, BlocklistError> {
+    let links = pin_dir.join(LINKS_DIR);
+    let mut names: Vec<String> = interfaces.to_vec();
+    if names.is_empty()
+        && let Ok(entries) = std::fs::read_dir(&links)
+    {
+        names = entries
+            .flatten()
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
     }
+    let mut detached = Vec::new();
+    for interface in names {
+        let dir = link_dir(pin_dir, &interface);
+        let pins: Vec<PathBuf> = LINK_PIN_NAMES
+            .iter()
+            .map(|(name, _)| dir.join(name))
+            .filter(|path| path.exists())
+            .collect();
+        if pins.is_empty() {
+            if !interfaces.is_empty() {
+                return Err(BlocklistError::Attach(format!(
+                    "no pinned XDP link for {interface} in {}",
+                    links.display()
+                )));
+            }
+            let _ = std::fs::remove_dir(&dir);
+            continue;
+        }
+        let Some(lock) = lock_dir(&dir, true)? else {
+            let holders = lock_holders(&dir);
+            return Err(BlocklistError::Attach(format!(
+                "a running daemon serves {interface} ({}): stop it (SIGTERM detaches) instead",
+                holders.join(", ")
+            )));
+        };
+        for pin in pins {
+            detach_pinned(&pin)?;
+        }
+        drop(lock);
+        let _ = std::fs::remove_dir(&dir);
+        detached.push(interface);
+    }
+    Ok(detached)
 }
 
 /// The prefix a per-source key stands for; `None` for a key no program of ours writes.

@@ -54,6 +54,16 @@ pub enum BlocklistCommand {
     },
     /// Remove every rule.
     Flush,
+    /// Detach the XDP program from interfaces whose link a daemon pinned (it stays attached
+    /// when the daemon dies, so the list keeps dropping); for uninstalling. The rules stay.
+    Detach {
+        /// Interface to detach from (repeatable).
+        #[arg(long, value_name = "IFACE", required_unless_present = "all")]
+        iface: Vec<String>,
+        /// Every interface with a pinned link.
+        #[arg(long, conflicts_with = "iface")]
+        all: bool,
+    },
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -66,6 +76,20 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(args: BlocklistArgs) -> anyhow::Result<()> {
+    if let BlocklistCommand::Detach { iface, .. } = &args.command {
+        // Needs no maps: works on a pin directory of any layout.
+        let detached = super::attach::detach_pinned_links(&args.pin_dir, iface)?;
+        eprintln!(
+            "detached the XDP drop list from {} interface(s){}",
+            detached.len(),
+            if detached.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", detached.join(", "))
+            }
+        );
+        return Ok(());
+    }
     let mut blocklist = Blocklist::open(&args.pin_dir)?;
     match args.command {
         BlocklistCommand::Add {
@@ -116,6 +140,7 @@ pub fn run(args: BlocklistArgs) -> anyhow::Result<()> {
             let removed = blocklist.flush()?;
             eprintln!("removed {removed} rule(s)");
         }
+        BlocklistCommand::Detach { .. } => unreachable!("handled before opening the list"),
     }
     Ok(())
 }

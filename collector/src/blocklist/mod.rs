@@ -5,10 +5,13 @@
 //! See docs/blocklist.md for the layout of the pinned maps and how `import --replace` is atomic.
 
 pub mod attach;
+mod batch;
 pub mod cli;
+mod link;
 pub mod pins;
 pub mod rules;
 pub mod store;
+pub mod upkeep;
 
 pub use ipnet::IpNet;
 
@@ -53,11 +56,27 @@ pub enum BlocklistError {
     #[error("comment is {0} bytes long; at most {max} fit", max = collector_common::xdp::COMMENT_BYTES)]
     CommentTooLong(usize),
     #[error(
-        "pinned map {path} does not have the layout this collector expects ({detail}); it was \
-         left by an incompatible version: save the list with `collector blocklist list`, remove \
-         the directory and import it again"
+        "pinned map {path} does not have the layout this collector expects ({detail}) and is \
+         not one it can move to its own: it was left by another version. Save the rules with \
+         that version's `collector blocklist list`, then remove the pin directory (after \
+         `collector blocklist detach --all` of that version, or with no daemon running) and \
+         import them again"
     )]
     Incompatible { path: String, detail: String },
+    #[error(
+        "TTL {}s is longer than the maximum of {} days (10 years); nothing was changed (a rule \
+         meant to stay should have no TTL)",
+        .asked.as_secs(),
+        .max.as_secs() / 86_400
+    )]
+    TtlTooLong {
+        asked: std::time::Duration,
+        max: std::time::Duration,
+    },
+    #[error("the drop list in {0} is being edited by another process (it holds the edit lock)")]
+    Busy(String),
+    #[error("{0}")]
+    Attach(String),
     #[error("{what}: {source}")]
     Map {
         what: String,

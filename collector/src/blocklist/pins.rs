@@ -57,19 +57,63 @@ impl PinDir {
         })
     }
 
+    /// Waits for the lock: for the CLI, whose operator sees it wait.
     pub fn lock(&self) -> Result<EditLock, BlocklistError> {
-        let path = &self.path;
-        let dir = File::open(path).map_err(|source| io_error(path, "opening", source))?;
-        // SAFETY: flock on a descriptor we own; blocks until the other editor is done.
-        if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io_error(path, "locking", io::Error::last_os_error()));
-        }
-        Ok(EditLock { _dir: dir })
+        Ok(lock_dir(&self.path, false)?.expect("a blocking flock either locks or fails"))
+    }
+
+    /// Takes the lock if it is free; `None` at once if another process holds it. The daemon
+    /// uses this: its windows must never wait on an editor (or on `flock -x DIR sleep …`).
+    pub fn try_lock(&self) -> Result<Option<EditLock>, BlocklistError> {
+        lock_dir(&self.path, true)
     }
 
     pub fn pin(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
+}
+
+/// An exclusive flock on directory `path`; with `nonblocking`, `None` when it is held.
+pub(crate) fn lock_dir(path: &Path, nonblocking: bool) -> Result<Option<EditLock>, BlocklistError> {
+    let dir = File::open(path).map_err(|source| io_error(path, "opening", source))?;
+    let flags = libc::LOCK_EX | if nonblocking { libc::LOCK_NB } else { 0 };
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(dir.as_raw_fd(), flags) } != 0 {
+        let err = io::Error::last_os_error();
+        if nonblocking && err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Ok(None);
+        }
+        return Err(io_error(path, "locking", err));
+    }
+    Ok(Some(EditLock { _dir: dir }))
+}
+
+/// Processes holding a flock on `path`, from /proc/locks (by device and inode), each as
+/// "pid N (comm)"; empty when none is found.
+pub(crate) fn lock_holders(path: &Path) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = fs::metadata(path) else {
+        return Vec::new();
+    };
+    let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
+    let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let Ok(locks) = fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    locks
+        .lines()
+        .filter(|line| line.contains("FLOCK") && !line.contains("->"))
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let device = fields.get(5)?;
+            if *device != wanted {
+                return None;
+            }
+            let pid = fields.get(4)?;
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            Some(format!("pid {pid} ({})", comm.trim()))
+        })
+        .collect()
 }
 
 fn io_error(path: &Path, what: &str, source: io::Error) -> BlocklistError {

@@ -1,0 +1,204 @@
+//! The daemon's per-window work on the drop list: expire rules past their TTL and read the
+//! counters the exporter shows, at a cost that does not grow with the number of rules.
+//!
+//! What it costs and why: the rules themselves are read (two syscalls a rule: aya's trie
+//! iterator, as LPM tries have no batch operations) only when the list's generation counter
+//! moved, i.e. after an edit; otherwise a window costs one read of that counter, the five
+//! totals, and a batch read of the hit table (`BPF_MAP_LOOKUP_BATCH`: a few syscalls for
+//! thousands of entries, and the table holds only rules that dropped something). TTL
+//! deadlines sit in a heap, so expiring looks at due rules only. The program itself ignores
+//! expired rules (boot-time deadlines in the map values), so a sweep put off, because another
+//! process holds the edit lock, only delays the clean-up: windows never wait for the lock.
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+    os::fd::AsFd as _,
+};
+
+use aya::maps::IterableMap as _;
+use collector_common::xdp::{RuleHits, rule_flags};
+use ipnet::IpNet;
+
+use super::{
+    Blocklist, BlocklistError,
+    batch::read_u32_percpu,
+    store::{DropMetrics, boot_ns},
+};
+
+/// What the daemon knows of the list between edits.
+#[derive(Debug, Default)]
+pub struct Upkeep {
+    /// The generation the cache below was read at; `None`: never read.
+    generation: Option<u32>,
+    /// Rule id → (prefix, added automatically).
+    rules: HashMap<u32, (IpNet, bool)>,
+    /// (deadline in boot ns, prefix, id), soonest first; entries of rules gone since are
+    /// skipped when due.
+    deadlines: BinaryHeap<Reverse<(u64, IpNet, u32)>>,
+    /// Windows whose sweep waited for another process's edit lock (cumulative).
+    pub sweeps_postponed: u64,
+    /// Full reads of the rules (each after an edit).
+    pub rescans: u64,
+    /// `false` once the kernel refused a batch read: iterate instead (kernels before 5.6).
+    no_batch: bool,
+}
+
+impl Upkeep {
+    /// One window's upkeep: sweep due rules (unless the lock is held elsewhere), then the
+    /// drop metrics with the `top` rules by packets.
+    pub fn window(
+        &mut self,
+        list: &mut Blocklist,
+        top: usize,
+    ) -> Result<DropMetrics, BlocklistError> {
+        self.refresh(list)?;
+        for rule in self.sweep(list)? {
+            tracing::info!(%rule, "drop-list rule expired and removed");
+        }
+        self.metrics(list, top)
+    }
+
+    /// Re-reads the rules if the list changed since the last read.
+    fn refresh(&mut self, list: &Blocklist) -> Result<(), BlocklistError> {
+        // Read before the rules: an edit racing the walk moves it again, and the next window
+        // reads once more.
+        let generation = list.generation()?;
+        if self.generation == Some(generation) {
+            return Ok(());
+        }
+        let rules = list.read_set(list.active_set()?)?;
+        self.rules.clear();
+        self.deadlines.clear();
+        for (net, rule) in rules {
+            self.rules
+                .insert(rule.id, (net, rule.flags & rule_flags::AUTOMATIC != 0));
+            if rule.expires_boot_ns != 0 {
+                self.deadlines
+                    .push(Reverse((rule.expires_boot_ns, net, rule.id)));
+            }
+        }
+        self.generation = Some(generation);
+        self.rescans += 1;
+        Ok(())
+    }
+
+    /// Removes the rules whose deadline passed, if the edit lock is free; returns them.
+    fn sweep(&mut self, list: &mut Blocklist) -> Result<Vec<IpNet>, BlocklistError> {
+        let now = boot_ns();
+        if self
+            .deadlines
+            .peek()
+            .is_none_or(|Reverse((deadline, _, _))| *deadline > now)
+        {
+            return Ok(Vec::new());
+        }
+        let Some(_lock) = list.pins.try_lock()? else {
+            self.sweeps_postponed += 1;
+            return Ok(Vec::new());
+        };
+        let unchanged = list.generation()? == self.generation.unwrap_or_default();
+        let mut due = Vec::new();
+        while let Some(Reverse((deadline, net, id))) = self.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            due.push((net, id, deadline));
+        }
+        let set = list.active_set()?;
+        let expired = list.expire_locked(set, &due)?;
+        if unchanged {
+            // Nobody else edited since our read: our removals are the only change, so the
+            // cache stays valid without another walk.
+            for (net, id, _) in &due {
+                if expired.contains(net) {
+                    self.rules.remove(id);
+                }
+            }
+            self.generation = Some(list.generation()?);
+        }
+        Ok(expired)
+    }
+
+    /// Hits per live rule, summed over CPUs, in a few batch reads.
+    fn hits(&mut self, list: &Blocklist) -> Result<Vec<(u32, RuleHits)>, BlocklistError> {
+        let sum = |per_cpu: &[RuleHits]| {
+            per_cpu
+                .iter()
+                .fold(RuleHits::default(), |sum, hits| RuleHits {
+                    packets: sum.packets + hits.packets,
+                    bytes: sum.bytes + hits.bytes,
+                })
+        };
+        if !self.no_batch {
+            let cpus = aya::util::nr_cpus().map_err(|(_, source)| BlocklistError::Io {
+                what: "counting the possible CPUs".into(),
+                source,
+            })?;
+            let fd = list.hits.map().fd().as_fd();
+            match read_u32_percpu::<RuleHits>(fd, cpus) {
+                Ok(Some(entries)) => {
+                    return Ok(entries
+                        .into_iter()
+                        .map(|(id, per_cpu)| (id, sum(&per_cpu)))
+                        .collect());
+                }
+                Ok(None) => {
+                    tracing::info!("no batch map reads on this kernel: reading hits one by one");
+                    self.no_batch = true;
+                }
+                Err(source) => {
+                    return Err(BlocklistError::Io {
+                        what: "reading the drop list's hits (BPF_MAP_LOOKUP_BATCH)".into(),
+                        source,
+                    });
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for entry in list.hits.iter() {
+            match entry {
+                Ok((id, per_cpu)) => out.push((id, sum(&per_cpu))),
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(source) => {
+                    return Err(BlocklistError::Map {
+                        what: "reading the drop list's hits".into(),
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn metrics(&mut self, list: &Blocklist, top: usize) -> Result<DropMetrics, BlocklistError> {
+        let mut hit: Vec<(IpNet, RuleHits)> = self
+            .hits(list)?
+            .into_iter()
+            // Counters of rules no longer listed (a removal racing a packet) are left out,
+            // as `list` leaves them out.
+            .filter_map(|(id, hits)| self.rules.get(&id).map(|(net, _)| (*net, hits)))
+            .filter(|(_, hits)| hits.packets > 0)
+            .collect();
+        hit.sort_by(|a, b| b.1.packets.cmp(&a.1.packets).then(a.0.cmp(&b.0)));
+        let mut metrics = DropMetrics {
+            totals: list.totals()?,
+            automatic_rules: self.rules.values().filter(|(_, auto)| *auto).count() as u64,
+            rules: self.rules.len() as u64,
+            sweeps_postponed: self.sweeps_postponed,
+            ..DropMetrics::default()
+        };
+        for (rank, (net, hits)) in hit.into_iter().enumerate() {
+            if rank < top {
+                metrics
+                    .top
+                    .push((net.to_string(), hits.packets, hits.bytes));
+            } else {
+                metrics.other_packets += hits.packets;
+                metrics.other_bytes += hits.bytes;
+            }
+        }
+        Ok(metrics)
+    }
+}
