@@ -173,8 +173,11 @@ impl Assessor {
 
     pub fn judge(&mut self, record: &WindowRecord) -> Verdict {
         let mut values = window_values(record);
+        // A partial window's missing fields (null in the record, so absent from `values`) are
+        // left out of the score and never learned from; never read as 0.
+        let absent = &record.missing;
         let assessment = match &mut self.judge {
-            Judge::File { model, .. } => model.assess(&values).map(Some),
+            Judge::File { model, .. } => model.score_map_partial(&values, absent).map(Some),
             Judge::Baseline(learner) => {
                 if !self.baseline_fields.is_empty() {
                     let patterns = &self.baseline_fields;
@@ -182,7 +185,7 @@ impl Assessor {
                         patterns.iter().any(|pattern| field_matches(pattern, field))
                     });
                 }
-                learner.observe(values)
+                learner.observe_partial(values, absent)
             }
         };
         let assessment = match assessment {
@@ -246,6 +249,47 @@ mod tests {
     }
 
     #[test]
+    fn a_partial_window_is_judged_without_its_missing_fields_and_not_learned_from() {
+        let options = AssessorOptions {
+            model_file: None,
+            baseline: BaselineOptions {
+                learn_windows: 10,
+                ..BaselineOptions::default()
+            },
+            baseline_fields: Vec::new(),
+            enter_after: 1,
+            leave_after: 1,
+        };
+        let mut assessor = Assessor::new(&options).unwrap();
+        let mut record = WindowRecord::empty();
+        for n in 0..12 {
+            record.system.sched_context_switches_per_s = Some(1000.0 + f64::from(n % 3) * 10.0);
+            record.psi_cpu_some_pct = Some(20.0 + f64::from(n % 2));
+            assessor.judge(&record);
+        }
+        // The reads of /proc/stat and PSI failed: those fields are missing (null).
+        let mut partial = record.clone();
+        partial.system.sched_context_switches_per_s = None;
+        partial.psi_cpu_some_pct = None;
+        partial.missing = vec![
+            "psi_cpu_some_pct".to_string(),
+            "sched_context_switches_per_s".to_string(),
+        ];
+        partial.partial = true;
+        let verdict = assessor.judge(&partial);
+        assert_eq!(verdict.state, "healthy", "{verdict:?}");
+        assert!(
+            verdict.cluster.is_some(),
+            "judged, not learning: {verdict:?}"
+        );
+        // The old way, zeros for the failed reads, looked like a fault.
+        let mut zeros = record.clone();
+        zeros.system.sched_context_switches_per_s = Some(0.0);
+        zeros.psi_cpu_some_pct = Some(0.0);
+        assert!(assessor.judge(&zeros).anomalous);
+    }
+
+    #[test]
     fn field_patterns_match_whole_names() {
         for (pattern, name, matches) in [
             ("net_*", "net_rx_packets_per_s", true),
@@ -292,11 +336,11 @@ mod tests {
         let mut record = WindowRecord::empty();
         for n in 0..12 {
             record.system.net_rx_packets_per_s = 100.0 + f64::from(n % 3);
-            record.psi_cpu_some_pct = f64::from(n % 2);
+            record.psi_cpu_some_pct = Some(f64::from(n % 2));
             assessor.judge(&record);
         }
         // Off the scale on an ignored field: still healthy; on a kept one: not.
-        record.psi_cpu_some_pct = 95.0;
+        record.psi_cpu_some_pct = Some(95.0);
         let verdict = assessor.judge(&record);
         assert_eq!(verdict.state, "healthy", "{verdict:?}");
         record.system.net_rx_packets_per_s = 100_000.0;

@@ -23,9 +23,11 @@ use crate::{
     exporter::{ExporterState, SharedState},
     kernel::{KernelCollector, KernelConfig, KernelLogger, ProgramStats},
     pressure::{PsiReader, ThrottlingReader},
+    procfile::ReadErrors,
     record::{ProgramWindow, WindowInputs, WindowRecord},
     system::{
-        SyscallSampling, SystemFeatures, SystemSnapshot, parse_symbolic_names, system_features,
+        SyscallSampling, SystemFeatures, SystemFiles, SystemSnapshot, parse_symbolic_names,
+        system_features,
     },
     window::{DeviceWindow, counter_delta},
 };
@@ -88,6 +90,12 @@ pub struct WindowMaker {
     psi: PsiReader,
     throttling: ThrottlingReader,
     previous_system: SystemSnapshot,
+    /// /proc/stat and /proc/vmstat, kept open.
+    files: SystemFiles,
+    /// Failed reads so far, by source (`nodestate_read_errors_total`).
+    read_errors: ReadErrors,
+    /// Windows with a missing value so far (`nodestate_partial_windows_total`).
+    partial_windows: u64,
     previous_programs: BTreeMap<String, ProgramStats>,
     drop_reason_names: BTreeMap<usize, String>,
     /// Windows closed so far; decides when program statistics are sampled.
@@ -100,6 +108,9 @@ impl WindowMaker {
         let now = Instant::now();
         // The sampled hooks' time on counts from this window's start.
         kernel.take_sampled_time(now);
+        let mut files = SystemFiles::default();
+        let mut read_errors = ReadErrors::default();
+        let previous_system = SystemSnapshot::read_from(kernel, &mut files, &mut read_errors)?;
         Ok(Self {
             node: node.to_string(),
             names: DeviceNames::default(),
@@ -108,7 +119,10 @@ impl WindowMaker {
             previous_at: now,
             psi: PsiReader::default(),
             throttling: ThrottlingReader::new(std::path::Path::new("/sys/fs/cgroup")),
-            previous_system: SystemSnapshot::read(kernel)?,
+            previous_system,
+            files,
+            read_errors,
+            partial_windows: 0,
             previous_programs: program_stats_by_name(kernel),
             drop_reason_names: crate::tracefs::Tracefs::find_or_mount()
                 .ok()
@@ -131,7 +145,7 @@ impl WindowMaker {
         let now = Instant::now();
         let current = kernel.block_snapshot()?;
         let counters = kernel.counters()?;
-        let system = SystemSnapshot::read(kernel)?;
+        let system = SystemSnapshot::read_from(kernel, &mut self.files, &mut self.read_errors)?;
         let programs = program_stats_by_name(kernel);
         let window_s = now.duration_since(self.previous_at).as_secs_f64();
         let sampled_time = kernel.take_sampled_time(now);
@@ -166,7 +180,7 @@ impl WindowMaker {
             let mut window = DeviceWindow::between(previous, stats).scaled(block_scale);
             // What the kernel has in flight, exact: issues and completions seen while the
             // hooks were on need not pair up.
-            if let Some(inflight) = self.names.inflight(dev) {
+            if let Some(inflight) = self.names.inflight_noted(dev, &mut self.read_errors) {
                 window.inflight = inflight;
             }
             let slow_here = (slow.per_device.get(&dev).copied().unwrap_or(0) as f64 * block_scale)
@@ -176,7 +190,8 @@ impl WindowMaker {
                 continue;
             }
             let (major, minor) = split_kernel_dev(dev);
-            devices.push((self.names.name(dev), major, minor, window, slow_here));
+            let name = self.names.name_noted(dev, &mut self.read_errors);
+            devices.push((name, major, minor, window, slow_here));
         }
         let lost = counter_delta(
             self.previous_counters[counter::SLOW_IO_LOST as usize],
@@ -213,8 +228,8 @@ impl WindowMaker {
             devices,
             slow_io_events: slow.received,
             events_lost: lost,
-            psi: self.psi.window(window_s),
-            throttling: self.throttling.window(),
+            psi: self.psi.window(window_s, &mut self.read_errors),
+            throttling: self.throttling.window(&mut self.read_errors),
             system: SystemFeatures {
                 sched_sample_fraction: share_on(crate::sampler::HookGroup::Scheduler),
                 block_sample_fraction: share_on(crate::sampler::HookGroup::Block),
@@ -233,6 +248,9 @@ impl WindowMaker {
             },
         });
         self.closed += 1;
+        if record.partial {
+            self.partial_windows += 1;
+        }
         kernel.set_program_stats(kernel.program_stats_mode().on_in_window(self.closed));
         self.previous_system = system;
         self.previous_programs = programs;
@@ -243,6 +261,18 @@ impl WindowMaker {
             record,
             device_latency,
         })
+    }
+}
+
+impl WindowMaker {
+    /// Failed reads so far, by source.
+    pub fn read_errors(&self) -> &ReadErrors {
+        &self.read_errors
+    }
+
+    /// Windows closed with a missing value so far.
+    pub fn partial_windows(&self) -> u64 {
+        self.partial_windows
     }
 }
 
@@ -482,6 +512,8 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 {
                     let mut state = shared.write().expect("exporter state lock");
                     state.add_window(&record, &closed.device_latency);
+                    state.read_errors = windows.read_errors().clone();
+                    state.partial_windows_total = windows.partial_windows();
                     if let Some((verdict, model)) = &verdict {
                         state.set_health(
                             verdict.state,

@@ -6,6 +6,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::procfile::{ReadErrors, source};
+
 /// The kernel's internal `dev_t` (as block tracepoints report it) packs the minor number in the
 /// low 20 bits (`MINORBITS`), unlike the userspace `dev_t` that `stat` returns.
 pub fn split_kernel_dev(dev: u32) -> (u32, u32) {
@@ -39,12 +41,18 @@ impl DeviceNames {
     }
 
     pub fn name(&mut self, dev: u32) -> String {
+        self.name_noted(dev, &mut ReadErrors::default())
+    }
+
+    /// [`DeviceNames::name`], counting a sysfs read that failed for a reason other than the
+    /// device not being there (out of descriptors, say) in `errors`.
+    pub fn name_noted(&mut self, dev: u32, errors: &mut ReadErrors) -> String {
         if let Some(name) = self.cache.get(&dev) {
             return name.clone();
         }
         let (major, minor) = split_kernel_dev(dev);
         let uevent = self.sysfs_dev_block.join(format!("{major}:{minor}/uevent"));
-        let found = fs::read_to_string(uevent).ok().and_then(|text| {
+        let found = read_sysfs(&uevent, errors).and_then(|text| {
             text.lines()
                 .find_map(|line| line.strip_prefix("DEVNAME=").map(str::to_string))
         });
@@ -62,15 +70,36 @@ impl DeviceNames {
     /// exact whether or not the block hooks watched their issue; `None` if sysfs has no such
     /// device.
     pub fn inflight(&self, dev: u32) -> Option<u64> {
+        self.inflight_noted(dev, &mut ReadErrors::default())
+    }
+
+    /// [`DeviceNames::inflight`], counting failed reads as [`DeviceNames::name_noted`] does.
+    pub fn inflight_noted(&self, dev: u32, errors: &mut ReadErrors) -> Option<u64> {
         let (major, minor) = split_kernel_dev(dev);
-        let text = fs::read_to_string(
-            self.sysfs_dev_block
+        let text = read_sysfs(
+            &self
+                .sysfs_dev_block
                 .join(format!("{major}:{minor}/inflight")),
-        )
-        .ok()?;
+            errors,
+        )?;
         text.split_whitespace()
             .map(|count| count.parse::<u64>().ok())
             .sum()
+    }
+}
+
+/// A sysfs file's text; `None` when it is not there (no error) or cannot be read (counted).
+fn read_sysfs(path: &Path, errors: &mut ReadErrors) -> Option<String> {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            errors.ok(source::SYSFS_BLOCK);
+            Some(text)
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => {
+            errors.failed(source::SYSFS_BLOCK, path, &err);
+            None
+        }
     }
 }
 

@@ -104,6 +104,12 @@ pub struct ExporterState {
     pub xdp_interfaces: Vec<(String, String)>,
     /// Automatic flood blocking's counters, when it is on.
     pub auto_block: Option<crate::autoblock::AutoBlockMetrics>,
+    /// Failed reads of the files windows are made from, by source (and re-opens).
+    pub read_errors: crate::procfile::ReadErrors,
+    /// Windows with a missing value.
+    pub partial_windows_total: u64,
+    /// HTTP connections closed at accept because every slot was taken.
+    pub http_connections_refused_total: u64,
 }
 
 /// Rules shown by name in the XDP drop metrics; the rest are summed as `rule="other"`.
@@ -127,6 +133,9 @@ impl ExporterState {
             xdp: None,
             xdp_interfaces: Vec::new(),
             auto_block: None,
+            read_errors: crate::procfile::ReadErrors::default(),
+            partial_windows_total: 0,
+            http_connections_refused_total: 0,
         }
     }
 
@@ -462,6 +471,55 @@ impl Collector for NodestateMetrics {
             "Windows processed",
             None,
             &[(none.clone(), state.windows_total as f64)],
+        )?;
+        // Every source is listed (0 until it fails), so a rate() sees the first failure.
+        let sources = [
+            crate::procfile::source::PROC_STAT,
+            crate::procfile::source::PROC_VMSTAT,
+            crate::procfile::source::PSI,
+            crate::procfile::source::CGROUP_CPU_STAT,
+            crate::procfile::source::CONNTRACK,
+            crate::procfile::source::SYSFS_BLOCK,
+        ];
+        let by_source = |counts: &BTreeMap<&'static str, u64>| -> Vec<(Vec<(&str, String)>, f64)> {
+            sources
+                .iter()
+                .map(|source| {
+                    (
+                        vec![("source", (*source).to_string())],
+                        counts.get(source).copied().unwrap_or(0) as f64,
+                    )
+                })
+                .collect()
+        };
+        counters(
+            &mut encoder,
+            "nodestate_read_errors",
+            "Failed reads of the files windows are made from; the features they give are missing \
+             (null) in those windows, never 0",
+            None,
+            &by_source(&state.read_errors.total),
+        )?;
+        counters(
+            &mut encoder,
+            "nodestate_read_reopens",
+            "Kept-open files opened again after a read on their descriptor failed",
+            None,
+            &by_source(&state.read_errors.reopens),
+        )?;
+        counters(
+            &mut encoder,
+            "nodestate_partial_windows",
+            "Windows with a missing value (`partial` in the window record)",
+            None,
+            &[(none.clone(), state.partial_windows_total as f64)],
+        )?;
+        counters(
+            &mut encoder,
+            "nodestate_http_connections_refused",
+            "HTTP connections closed at accept because every connection slot was taken",
+            None,
+            &[(none.clone(), state.http_connections_refused_total as f64)],
         )?;
         counters(
             &mut encoder,

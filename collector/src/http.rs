@@ -1,7 +1,13 @@
 //! The daemon's HTTP endpoints: `/metrics` (OpenMetrics), `/healthz`, `/readyz`, `/state`,
 //! `/rank` (JSON: node, rank, state, score, threshold; `/rank?format=text` is the bare number).
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use axum::{
@@ -25,8 +31,64 @@ struct AppState {
     registry: Arc<Registry>,
 }
 
+/// How long a client has to send a request's headers, from its first byte (or, on a new
+/// connection, from the accept): 5 s is far beyond what any scraper or probe needs on a
+/// cluster network, and short enough that a client trickling a header byte by byte (slowloris)
+/// holds a connection slot for 5 s, not forever.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a keep-alive connection may sit idle between requests: longer than Prometheus'
+/// usual scrape intervals (15–60 s) so a scraper reuses its connection, and bounded so idle
+/// clients give their slots and descriptors back.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// At most this many connections at once, whatever the descriptor limit: a node's scrapers,
+/// probes and a person with curl need a handful.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Descriptors kept for the daemon's own work beyond those open at start-up (/proc and sysfs
+/// reads, the cgroup walk, re-opens, pins, the blocklist's files): the HTTP server may use at
+/// most half of what is left after these.
+pub const DESCRIPTOR_RESERVE: u64 = 64;
+
+/// The HTTP server's limits, so idle or slow clients cannot use up the daemon's descriptors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// The cap from the descriptor limit: half of what is left of the soft `RLIMIT_NOFILE`
+    /// after the descriptors open now and [`DESCRIPTOR_RESERVE`], at most
+    /// [`MAX_CONNECTIONS`], at least 2 (one scrape and one probe).
+    pub fn for_this_process() -> Self {
+        let open_now = std::fs::read_dir("/proc/self/fd").map_or(32, |dir| dir.count() as u64);
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass and reads nothing else.
+        let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            limit.rlim_cur
+        } else {
+            1024
+        };
+        Self {
+            max_connections: connection_cap(soft, open_now),
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            idle_timeout: IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// See [`ConnectionLimits::for_this_process`].
+pub fn connection_cap(nofile_soft: u64, open_now: u64) -> usize {
+    let spare = nofile_soft.saturating_sub(open_now + DESCRIPTOR_RESERVE) / 2;
+    (spare.min(MAX_CONNECTIONS as u64) as usize).max(2)
+}
+
 /// Binds `listen` (failing with a clear error if the address is taken) and returns the server
-/// future and the address actually bound (port 0 picks a free one).
+/// future and the address actually bound (port 0 picks a free one). Connections are capped and
+/// timed out by [`ConnectionLimits::for_this_process`].
 pub async fn bind(
     listen: SocketAddr,
     shared: SharedState,
@@ -45,10 +107,212 @@ pub async fn bind(
         .route("/state", get(state))
         .route("/rank", get(rank))
         .with_state(AppState {
-            shared,
+            shared: shared.clone(),
             registry: Arc::new(registry),
         });
-    Ok((bound, async move { axum::serve(listener, app).await }))
+    let limits = ConnectionLimits::for_this_process();
+    tracing::info!(
+        max_connections = limits.max_connections,
+        header_read_timeout_s = limits.header_read_timeout.as_secs_f64(),
+        idle_timeout_s = limits.idle_timeout.as_secs_f64(),
+        "HTTP connection limits"
+    );
+    Ok((bound, serve(listener, app, limits, shared)))
+}
+
+/// Accepts connections while a slot is free; over the cap a connection is accepted and closed
+/// at once (counted in `nodestate_http_connections_refused_total`), so a client learns at
+/// once and the daemon holds no descriptor for it. A `tower` concurrency limit would not do:
+/// it bounds requests in progress, not idle keep-alive connections.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shared: SharedState,
+) -> std::io::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut accept_failing = false;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                accept_failing = false;
+                stream
+            }
+            Err(err) => {
+                // Out of descriptors (EMFILE/ENFILE) or a connection reset before accept: the
+                // listener stays readable, so wait a little rather than spin.
+                if !accept_failing {
+                    tracing::warn!("HTTP accept failed: {err}; retrying every 100 ms");
+                    accept_failing = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            if let Ok(mut state) = shared.write() {
+                state.http_connections_refused_total += 1;
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Arc::new(Mutex::new(Activity::default()));
+        let io = hyper_util::rt::TokioIo::new(Tracked {
+            stream,
+            activity: activity.clone(),
+        });
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(ConnTimer { activity, limits })
+            .header_read_timeout(limits.header_read_timeout);
+        tokio::spawn(async move {
+            // Errors here are the client's (a reset, a timeout): nothing for the node's log.
+            let _ = builder.serve_connection(io, service).await;
+            drop(permit);
+        });
+    }
+}
+
+/// What a connection has been doing, for its timer.
+#[derive(Debug, Default)]
+struct Activity {
+    /// A response has been written: between requests the connection is idle, not slow.
+    served: bool,
+    /// When the first byte of the request being read arrived (cleared by each response).
+    request_started: Option<Instant>,
+}
+
+/// A connection's stream, noting when requests start and responses go out.
+struct Tracked {
+    stream: tokio::net::TcpStream,
+    activity: Arc<Mutex<Activity>>,
+}
+
+impl tokio::io::AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let mut activity = self.activity.lock().expect("activity lock");
+            activity.request_started.get_or_insert_with(Instant::now);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(written)) if written > 0) {
+            let mut activity = self.activity.lock().expect("activity lock");
+            activity.served = true;
+            activity.request_started = None;
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// hyper's header-read timer, which also runs while a keep-alive connection waits for its
+/// next request, made to tell the two apart: [`ConnectionLimits::header_read_timeout`] from a
+/// request's first byte (or a new connection's accept), [`ConnectionLimits::idle_timeout`]
+/// between requests.
+struct ConnTimer {
+    activity: Arc<Mutex<Activity>>,
+    limits: ConnectionLimits,
+}
+
+impl hyper::rt::Timer for ConnTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(PlainSleep(Box::pin(tokio::time::sleep(duration))))
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        // hyper asks for `now + header_read_timeout` as it starts waiting for a request.
+        let waiting_since = deadline
+            .checked_sub(self.limits.header_read_timeout)
+            .unwrap_or(deadline);
+        Box::pin(ConnSleep {
+            waiting_since,
+            activity: self.activity.clone(),
+            limits: self.limits,
+            sleep: Box::pin(tokio::time::sleep_until(deadline.into())),
+        })
+    }
+}
+
+struct PlainSleep(Pin<Box<tokio::time::Sleep>>);
+
+impl Future for PlainSleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for PlainSleep {}
+
+struct ConnSleep {
+    waiting_since: Instant,
+    activity: Arc<Mutex<Activity>>,
+    limits: ConnectionLimits,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Future for ConnSleep {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // hyper polls this each time the connection wakes (a byte arrived, say): move the
+        // deadline to what the connection is doing now.
+        let deadline = {
+            let activity = self.activity.lock().expect("activity lock");
+            match activity.request_started {
+                Some(started) => started.max(self.waiting_since) + self.limits.header_read_timeout,
+                None if activity.served => self.waiting_since + self.limits.idle_timeout,
+                None => self.waiting_since + self.limits.header_read_timeout,
+            }
+        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if self.sleep.deadline() != deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        self.sleep.as_mut().poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for ConnSleep {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_descriptors_for_the_daemon() {
+        // ulimit -n 256 with 60 open: (256 - 60 - 64) / 2 = 66, capped at 64.
+        assert_eq!(connection_cap(256, 60), 64);
+        // ulimit -n 200 with 60 open: (200 - 124) / 2 = 38; 200 - 60 - 38 = 102 left over.
+        assert_eq!(connection_cap(200, 60), 38);
+        // Hardly any room: still one scrape and one probe.
+        assert_eq!(connection_cap(100, 90), 2);
+        assert_eq!(connection_cap(1 << 20, 60), MAX_CONNECTIONS);
+    }
 }
 
 async fn metrics(State(app): State<AppState>) -> Response {

@@ -642,9 +642,10 @@ impl KernelCollector {
             counts.syscalls = self.syscalls_counted()?;
         }
         if self.samples(&crate::probes::SCHED_PROGRAMS) {
+            // A failed read is no count: 0 here would read as a burst on the next look.
             counts.context_switches =
                 crate::system::read_context_switches(std::path::Path::new("/proc/stat"))
-                    .unwrap_or(0);
+                    .context("reading ctxt from /proc/stat")?;
         }
         if self.samples_block_io() {
             counts.block_requests = crate::devices::block_requests_completed(

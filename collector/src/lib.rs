@@ -20,6 +20,7 @@ pub mod pressure;
 pub mod privileges;
 pub mod probe_report;
 pub mod probes;
+pub mod procfile;
 pub mod promql;
 pub mod rank;
 pub mod record;

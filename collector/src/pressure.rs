@@ -7,7 +7,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::window::counter_delta;
+use crate::{
+    procfile::{ProcFile, ReadErrors, source},
+    window::{counter_delta, delta_across},
+};
 
 /// The stall resources PSI reports on, and which of its lines we read.
 const PSI_RESOURCES: [(&str, &str); 5] = [
@@ -28,20 +31,26 @@ pub fn parse_psi_total_us(text: &str, kind: &str) -> Option<u64> {
 }
 
 /// Per window: the share of wall time some (or all) tasks were stalled on a resource, in %.
+/// `None`: missing (PSI could not be read at one end of the window, or the kernel has none).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PsiWindow {
-    pub cpu_some_pct: f64,
-    pub io_some_pct: f64,
-    pub io_full_pct: f64,
-    pub memory_some_pct: f64,
-    pub memory_full_pct: f64,
+    pub cpu_some_pct: Option<f64>,
+    pub io_some_pct: Option<f64>,
+    pub io_full_pct: Option<f64>,
+    pub memory_some_pct: Option<f64>,
+    pub memory_full_pct: Option<f64>,
 }
 
-/// Reads `/proc/pressure/*`. A kernel without PSI (`psi=0`) yields zeros and one warning.
+/// PSI totals (µs) at one instant, in [`PSI_RESOURCES`] order; `None` where a read failed.
+pub type PsiTotals = [Option<u64>; PSI_RESOURCES.len()];
+
+/// Reads `/proc/pressure/*`, keeping the three files open (see [`ProcFile`]). A kernel
+/// without PSI (`psi=0`) gives missing values and one warning.
 #[derive(Debug)]
 pub struct PsiReader {
-    root: PathBuf,
-    previous: Option<[u64; PSI_RESOURCES.len()]>,
+    /// cpu, io, memory.
+    files: Vec<ProcFile>,
+    previous: PsiTotals,
     available: bool,
 }
 
@@ -57,45 +66,63 @@ impl PsiReader {
         let available = root.join("cpu").exists();
         if !available {
             tracing::warn!(
-                "PSI unavailable ({} missing; boot with psi=1): pressure features read 0",
+                "PSI unavailable ({} missing; boot with psi=1): pressure features are missing \
+                 from every window",
                 root.display()
             );
         }
         let mut reader = Self {
-            root,
-            previous: None,
+            files: ["cpu", "io", "memory"]
+                .into_iter()
+                .map(|name| ProcFile::new(source::PSI, root.join(name)))
+                .collect(),
+            previous: [None; PSI_RESOURCES.len()],
             available,
         };
-        reader.previous = reader.read();
+        reader.previous = reader.read(&mut ReadErrors::default());
         reader
     }
 
-    fn read(&self) -> Option<[u64; PSI_RESOURCES.len()]> {
+    fn read(&mut self, errors: &mut ReadErrors) -> PsiTotals {
+        let mut totals = [None; PSI_RESOURCES.len()];
         if !self.available {
-            return None;
+            return totals;
         }
-        let mut totals = [0u64; PSI_RESOURCES.len()];
-        for (slot, (resource, kind)) in totals.iter_mut().zip(PSI_RESOURCES) {
-            let text = fs::read_to_string(self.root.join(resource)).ok()?;
-            *slot = parse_psi_total_us(&text, kind).unwrap_or(0);
+        for (file, name) in self.files.iter_mut().zip(["cpu", "io", "memory"]) {
+            let path = file.path().to_path_buf();
+            let Some(text) = file.read_noted(errors) else {
+                continue;
+            };
+            for (slot, (resource, kind)) in totals.iter_mut().zip(PSI_RESOURCES) {
+                if resource != name {
+                    continue;
+                }
+                *slot = parse_psi_total_us(text, kind);
+                if slot.is_none() {
+                    errors.failed(source::PSI, &path, &format!("no `{kind}` total"));
+                }
+            }
         }
-        Some(totals)
+        totals
     }
 
-    /// Stall shares since the previous call, over `window_s` seconds.
-    pub fn window(&mut self, window_s: f64) -> PsiWindow {
-        let current = self.read();
-        let (Some(previous), Some(now)) = (self.previous, current) else {
-            self.previous = current;
-            return PsiWindow::default();
-        };
-        self.previous = current;
+    /// Stall shares since the previous call, over `window_s` seconds; failed reads are
+    /// counted in `errors`.
+    pub fn window(&mut self, window_s: f64, errors: &mut ReadErrors) -> PsiWindow {
+        let current = self.read(errors);
+        self.advance(current, window_s)
+    }
+
+    /// The window ending with totals `current`, which become the next window's start. A
+    /// total missing at either end leaves its share missing: never computed across a gap.
+    pub fn advance(&mut self, current: PsiTotals, window_s: f64) -> PsiWindow {
+        let previous = std::mem::replace(&mut self.previous, current);
         let pct = |index: usize| {
+            let stalled_us = delta_across(previous[index], current[index])?;
             if window_s <= 0.0 {
-                return 0.0;
+                return Some(0.0);
             }
-            let stalled_s = counter_delta(previous[index], now[index]) as f64 / 1e6;
-            (stalled_s / window_s * 100.0).min(100.0)
+            Some((stalled_us as f64 / 1e6 / window_s * 100.0).min(100.0))
         };
         PsiWindow {
             cpu_some_pct: pct(0),
@@ -165,7 +192,8 @@ pub struct ThrottlingWindow {
 #[derive(Debug)]
 pub struct ThrottlingReader {
     layout: CgroupLayout,
-    previous: HashMap<PathBuf, (u64, u64)>,
+    /// The last scan; `None` when it failed (the next good scan is only a baseline).
+    previous: Option<HashMap<PathBuf, (u64, u64)>>,
 }
 
 const MAX_CGROUPS: usize = 20_000;
@@ -182,10 +210,10 @@ impl ThrottlingReader {
         }
         let mut reader = Self {
             layout,
-            previous: HashMap::new(),
+            previous: None,
         };
         // The first scan is the baseline: throttling before we started is not this window's.
-        reader.previous = reader.scan();
+        reader.previous = reader.scan().ok();
         reader
     }
 
@@ -193,11 +221,18 @@ impl ThrottlingReader {
         &self.layout
     }
 
-    fn scan(&self) -> HashMap<PathBuf, (u64, u64)> {
+    /// Every cgroup's counters. A cgroup removed during the scan is no error; any other
+    /// failed read (out of descriptors, say) fails the scan, since a cgroup missing from it
+    /// would count from zero in the next window.
+    fn scan(&self) -> Result<HashMap<PathBuf, (u64, u64)>, (PathBuf, std::io::Error)> {
         let (root, v2) = match &self.layout {
             CgroupLayout::V2(root) => (root, true),
             CgroupLayout::V1(root) => (root, false),
-            CgroupLayout::None => return HashMap::new(),
+            CgroupLayout::None => return Ok(HashMap::new()),
+        };
+        // ENOENT, and ENODEV from a cgroup file whose cgroup is being removed.
+        let gone = |err: &std::io::Error| {
+            err.kind() == std::io::ErrorKind::NotFound || err.raw_os_error() == Some(libc::ENODEV)
         };
         let mut found = HashMap::new();
         let mut stack = vec![(root.clone(), 0usize)];
@@ -205,32 +240,57 @@ impl ThrottlingReader {
             if found.len() >= MAX_CGROUPS {
                 break;
             }
-            if let Ok(text) = fs::read_to_string(dir.join("cpu.stat"))
-                && let Some(counters) = parse_cpu_stat(&text, v2)
-            {
-                found.insert(dir.clone(), counters);
+            let stat = dir.join("cpu.stat");
+            match fs::read_to_string(&stat) {
+                Ok(text) => {
+                    if let Some(counters) = parse_cpu_stat(&text, v2) {
+                        found.insert(dir.clone(), counters);
+                    }
+                }
+                Err(err) if gone(&err) => {}
+                Err(err) => return Err((stat, err)),
             }
             if depth >= MAX_DEPTH {
                 continue;
             }
-            if let Ok(entries) = fs::read_dir(&dir) {
-                for entry in entries.flatten() {
-                    if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
-                        stack.push((entry.path(), depth + 1));
-                    }
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(err) if gone(&err) => continue,
+                Err(err) => return Err((dir, err)),
+            };
+            for entry in entries {
+                let entry = match entry {
+                    Ok(entry) => entry,
+                    Err(err) if gone(&err) => continue,
+                    Err(err) => return Err((dir, err)),
+                };
+                if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                    stack.push((entry.path(), depth + 1));
                 }
             }
         }
-        found
+        Ok(found)
     }
 
-    pub fn window(&mut self) -> ThrottlingWindow {
-        let current = self.scan();
+    /// Throttling since the previous call; `None` (missing) when this scan or the previous
+    /// one failed (counted in `errors`).
+    pub fn window(&mut self, errors: &mut ReadErrors) -> Option<ThrottlingWindow> {
+        let current = match self.scan() {
+            Ok(current) => {
+                errors.ok(source::CGROUP_CPU_STAT);
+                Some(current)
+            }
+            Err((path, err)) => {
+                errors.failed(source::CGROUP_CPU_STAT, &path, &err);
+                None
+            }
+        };
+        let previous = std::mem::replace(&mut self.previous, current);
+        let (previous, current) = (previous?, self.previous.as_ref()?);
         let mut window = ThrottlingWindow::default();
-        for (cgroup, &(periods, time_ns)) in &current {
+        for (cgroup, &(periods, time_ns)) in current {
             // A cgroup born during the window counts from zero.
-            let (previous_periods, previous_ns) =
-                self.previous.get(cgroup).copied().unwrap_or((0, 0));
+            let (previous_periods, previous_ns) = previous.get(cgroup).copied().unwrap_or((0, 0));
             let delta_periods = counter_delta(previous_periods, periods);
             window.throttled_periods += delta_periods;
             window.throttled_ns += counter_delta(previous_ns, time_ns);
@@ -238,8 +298,7 @@ impl ThrottlingReader {
                 window.throttled_cgroups += 1;
             }
         }
-        self.previous = current;
-        window
+        Some(window)
     }
 }
 
@@ -275,17 +334,77 @@ mod tests {
         let mut reader = PsiReader::new(dir.path());
         // 2 s window: cpu stalled 0.5 s (25%), io 2 s (100%, capped), memory 0.
         write(1_500_000, 2_400_000, 0);
-        let window = reader.window(2.0);
-        assert!((window.cpu_some_pct - 25.0).abs() < 1e-9, "{window:?}");
-        assert_eq!(window.io_some_pct, 100.0);
-        assert!((window.io_full_pct - 60.0).abs() < 1e-9, "{window:?}");
-        assert_eq!(window.memory_some_pct, 0.0);
+        let mut errors = ReadErrors::default();
+        let window = reader.window(2.0, &mut errors);
+        assert!(
+            (window.cpu_some_pct.unwrap() - 25.0).abs() < 1e-9,
+            "{window:?}"
+        );
+        assert_eq!(window.io_some_pct, Some(100.0));
+        assert!(
+            (window.io_full_pct.unwrap() - 60.0).abs() < 1e-9,
+            "{window:?}"
+        );
+        assert_eq!(window.memory_some_pct, Some(0.0));
+        assert!(errors.total.is_empty());
     }
 
     #[test]
-    fn a_missing_psi_reads_zero() {
+    fn a_kernel_without_psi_has_missing_pressure_not_zeros() {
         let mut reader = PsiReader::new("/nonexistent/pressure");
-        assert_eq!(reader.window(5.0), PsiWindow::default());
+        let window = reader.window(5.0, &mut ReadErrors::default());
+        assert_eq!(window, PsiWindow::default());
+        assert_eq!(window.cpu_some_pct, None);
+    }
+
+    #[test]
+    fn a_failed_psi_read_is_missing_and_the_next_read_only_sets_the_baseline() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = |total: u64| {
+            format!(
+                "some avg10=0 avg60=0 avg300=0 total={total}\nfull avg10=0 avg60=0 avg300=0 total=0\n"
+            )
+        };
+        for name in ["io", "memory"] {
+            fs::write(dir.path().join(name), line(0)).unwrap();
+        }
+        // cpu cannot be read at first: a directory opens, but a read on it fails.
+        fs::create_dir(dir.path().join("cpu")).unwrap();
+        let mut reader = PsiReader::new(dir.path());
+        let mut errors = ReadErrors::default();
+        let window = reader.window(1.0, &mut errors);
+        assert_eq!(window.cpu_some_pct, None, "missing, never 0");
+        assert_eq!(window.io_some_pct, Some(0.0), "the other files still read");
+        assert_eq!(errors.total[source::PSI], 1);
+        assert!(errors.reopens[source::PSI] >= 1);
+        // It reads again with 900 s of stall since boot: that only sets the baseline.
+        fs::remove_dir(dir.path().join("cpu")).unwrap();
+        fs::write(dir.path().join("cpu"), line(900_000_000)).unwrap();
+        let window = reader.window(1.0, &mut errors);
+        assert_eq!(window.cpu_some_pct, None, "no share across the gap");
+        fs::write(dir.path().join("cpu"), line(900_250_000)).unwrap();
+        let window = reader.window(1.0, &mut errors);
+        assert!(
+            (window.cpu_some_pct.unwrap() - 25.0).abs() < 1e-9,
+            "{window:?}"
+        );
+        assert_eq!(errors.total[source::PSI], 1, "counted once per failed read");
+    }
+
+    #[test]
+    fn psi_shares_skip_windows_with_a_failed_end() {
+        let mut reader = PsiReader::new("/nonexistent/pressure");
+        let totals = |cpu: Option<u64>| [cpu, Some(0), Some(0), Some(0), Some(0)];
+        reader.advance(totals(Some(1_000_000)), 1.0);
+        assert_eq!(reader.advance(totals(None), 1.0).cpu_some_pct, None);
+        assert_eq!(
+            reader.advance(totals(Some(90_000_000)), 1.0).cpu_some_pct,
+            None
+        );
+        assert_eq!(
+            reader.advance(totals(Some(90_500_000)), 1.0).cpu_some_pct,
+            Some(50.0)
+        );
     }
 
     #[test]
@@ -323,11 +442,27 @@ mod tests {
         assert_eq!(reader.layout(), &CgroupLayout::V2(root.to_path_buf()));
         stat(&root.join("kubepods/pod-a"), 16, 4000);
         stat(&root.join("kubepods/pod-c"), 2, 100);
-        let window = reader.window();
+        let mut errors = ReadErrors::default();
+        let window = reader.window(&mut errors).expect("a good scan");
         assert_eq!(window.throttled_periods, 6 + 2);
         assert_eq!(window.throttled_ns, 3_000_000 + 100_000);
         assert_eq!(window.throttled_cgroups, 2);
-        assert_eq!(reader.window(), ThrottlingWindow::default());
+        assert_eq!(
+            reader.window(&mut errors),
+            Some(ThrottlingWindow::default())
+        );
+        // A cpu.stat that cannot be read fails the scan: missing, and the scan after it is
+        // only a baseline (pod-a would otherwise count its whole history in one window).
+        fs::remove_file(root.join("kubepods/pod-a/cpu.stat")).unwrap();
+        fs::create_dir(root.join("kubepods/pod-a/cpu.stat")).unwrap();
+        assert_eq!(reader.window(&mut errors), None);
+        assert_eq!(errors.total[source::CGROUP_CPU_STAT], 1);
+        fs::remove_dir(root.join("kubepods/pod-a/cpu.stat")).unwrap();
+        stat(&root.join("kubepods/pod-a"), 30, 9000);
+        assert_eq!(reader.window(&mut errors), None);
+        stat(&root.join("kubepods/pod-a"), 31, 9100);
+        let window = reader.window(&mut errors).expect("a good scan");
+        assert_eq!(window.throttled_periods, 1);
     }
 
     #[test]

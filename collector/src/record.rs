@@ -44,19 +44,29 @@ pub struct WindowRecord {
     /// Ring-buffer events the kernel could not hand over this window (buffer full).
     pub events_lost: u64,
 
-    /// Share of the window some task waited for a CPU (PSI), %.
-    pub psi_cpu_some_pct: f64,
-    pub psi_io_some_pct: f64,
+    /// Some fields of this window are missing (`null`): a file the daemon reads could not be
+    /// read at one end of the window. Absent in records from before it existed (= false).
+    #[serde(default)]
+    pub partial: bool,
+    /// The fields that are `null` in this window, by name (empty when not `partial`). A
+    /// missing value is never written as 0, and a model leaves it out of the score.
+    #[serde(default)]
+    pub missing: Vec<String>,
+
+    /// Share of the window some task waited for a CPU (PSI), %. This and the other PSI and
+    /// throttling fields are `null` when missing.
+    pub psi_cpu_some_pct: Option<f64>,
+    pub psi_io_some_pct: Option<f64>,
     /// Share of the window all non-idle tasks were stalled on I/O at once, %.
-    pub psi_io_full_pct: f64,
-    pub psi_memory_some_pct: f64,
-    pub psi_memory_full_pct: f64,
+    pub psi_io_full_pct: Option<f64>,
+    pub psi_memory_some_pct: Option<f64>,
+    pub psi_memory_full_pct: Option<f64>,
     /// CFS bandwidth periods in which some cgroup was throttled, per second (all cgroups).
-    pub cpu_throttled_periods_per_s: f64,
+    pub cpu_throttled_periods_per_s: Option<f64>,
     /// Time cgroups spent throttled, ms per second of window (can exceed 1000 with many).
-    pub cpu_throttled_ms_per_s: f64,
+    pub cpu_throttled_ms_per_s: Option<f64>,
     /// Cgroups throttled at least once in the window.
-    pub cpu_throttled_cgroups: u64,
+    pub cpu_throttled_cgroups: Option<u64>,
 
     /// Scheduler, process, memory, syscall, file and network features.
     #[serde(flatten)]
@@ -137,7 +147,8 @@ pub struct WindowInputs<'a> {
     pub slow_io_events: u64,
     pub events_lost: u64,
     pub psi: PsiWindow,
-    pub throttling: ThrottlingWindow,
+    /// `None` when the cgroup tree could not be read at one end of the window.
+    pub throttling: Option<ThrottlingWindow>,
     pub system: SystemFeatures,
     pub programs: BTreeMap<String, ProgramWindow>,
 }
@@ -179,12 +190,14 @@ impl WindowRecord {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        Self {
+        let mut record = Self {
             timestamp: humantime::format_rfc3339_millis(timestamp).to_string(),
             unix_ms,
             window_s,
             node: node.to_string(),
             schema: RECORD_SCHEMA_VERSION,
+            partial: false,
+            missing: Vec::new(),
             block_read_ops_per_s: rate(ops[op::READ], window_s),
             block_write_ops_per_s: rate(ops[op::WRITE], window_s),
             block_discard_ops_per_s: rate(ops[op::DISCARD], window_s),
@@ -208,13 +221,16 @@ impl WindowRecord {
             psi_io_full_pct: psi.io_full_pct,
             psi_memory_some_pct: psi.memory_some_pct,
             psi_memory_full_pct: psi.memory_full_pct,
-            cpu_throttled_periods_per_s: rate(throttling.throttled_periods, window_s),
-            cpu_throttled_ms_per_s: if window_s > 0.0 {
-                throttling.throttled_ns as f64 / 1e6 / window_s
-            } else {
-                0.0
-            },
-            cpu_throttled_cgroups: throttling.throttled_cgroups,
+            cpu_throttled_periods_per_s: throttling
+                .map(|throttling| rate(throttling.throttled_periods, window_s)),
+            cpu_throttled_ms_per_s: throttling.map(|throttling| {
+                if window_s > 0.0 {
+                    throttling.throttled_ns as f64 / 1e6 / window_s
+                } else {
+                    0.0
+                }
+            }),
+            cpu_throttled_cgroups: throttling.map(|throttling| throttling.throttled_cgroups),
             system,
             programs,
             block_devices: devices
@@ -223,6 +239,21 @@ impl WindowRecord {
                     (name, DeviceRecord::new(major, minor, &window, slow))
                 })
                 .collect(),
+        };
+        record.missing = record.null_fields();
+        record.partial = !record.missing.is_empty();
+        record
+    }
+
+    /// The top-level fields that are `null` (missing values), by name.
+    fn null_fields(&self) -> Vec<String> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(fields)) => fields
+                .into_iter()
+                .filter(|(_, value)| value.is_null())
+                .map(|(name, _)| name)
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -235,9 +266,20 @@ impl WindowRecord {
             devices: Vec::new(),
             slow_io_events: 0,
             events_lost: 0,
-            psi: PsiWindow::default(),
-            throttling: ThrottlingWindow::default(),
-            system: SystemFeatures::default(),
+            psi: PsiWindow {
+                cpu_some_pct: Some(0.0),
+                io_some_pct: Some(0.0),
+                io_full_pct: Some(0.0),
+                memory_some_pct: Some(0.0),
+                memory_full_pct: Some(0.0),
+            },
+            throttling: Some(ThrottlingWindow::default()),
+            system: SystemFeatures {
+                sched_context_switches_per_s: Some(0.0),
+                mem_major_faults_per_s: Some(0.0),
+                conntrack_fill_pct: Some(0.0),
+                ..SystemFeatures::default()
+            },
             programs: BTreeMap::new(),
         })
     }
@@ -254,10 +296,10 @@ impl WindowRecord {
         };
         format!(
             "block: {:.0} r/s {:.0} w/s, {:.1} MB/s read {:.1} MB/s write, p50 {:.0} µs p99 {:.0} µs, \
-             in flight {}, errors {:.1}/s, slow {}, lost {}; psi cpu {:.1}% io {:.1}% mem {:.1}%, \
-             throttled {:.1} ms/s in {} cgroups; {:.0} cs/s, {:.0} syscalls/s ({:.0} failed{}), \
+             in flight {}, errors {:.1}/s, slow {}, lost {}; psi cpu {}% io {}% mem {}%, \
+             throttled {} ms/s in {} cgroups; {} cs/s, {:.0} syscalls/s ({:.0} failed{}), \
              exits {:.1}/s ({:.1} non-zero), OOM {}, rx {:.0} tx {:.0} pkt/s, drops {:.0}/s, \
-             retrans {:.1}/s",
+             retrans {:.1}/s{}",
             self.block_read_ops_per_s,
             self.block_write_ops_per_s,
             self.block_read_bytes_per_s / 1e6,
@@ -268,12 +310,13 @@ impl WindowRecord {
             self.block_errors_per_s,
             self.block_slow_io_events,
             self.events_lost,
-            self.psi_cpu_some_pct,
-            self.psi_io_some_pct,
-            self.psi_memory_some_pct,
-            self.cpu_throttled_ms_per_s,
-            self.cpu_throttled_cgroups,
-            self.system.sched_context_switches_per_s,
+            shown(self.psi_cpu_some_pct, 1),
+            shown(self.psi_io_some_pct, 1),
+            shown(self.psi_memory_some_pct, 1),
+            shown(self.cpu_throttled_ms_per_s, 1),
+            self.cpu_throttled_cgroups
+                .map_or_else(|| "?".to_string(), |count| count.to_string()),
+            shown(self.system.sched_context_switches_per_s, 0),
             self.system.syscalls_per_s,
             self.system.syscall_errors_per_s,
             sampled,
@@ -284,8 +327,18 @@ impl WindowRecord {
             self.system.net_tx_packets_per_s,
             self.system.net_drops_per_s,
             self.system.tcp_retransmits_per_s,
+            if self.partial {
+                format!("; partial, missing: {}", self.missing.join(", "))
+            } else {
+                String::new()
+            },
         )
     }
+}
+
+/// A value for the log line: `?` when missing.
+fn shown(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "?".to_string(), |value| format!("{value:.decimals$}"))
 }
 
 #[cfg(test)]
@@ -321,14 +374,14 @@ mod tests {
             psi: PsiWindow::default(),
             system: SystemFeatures::default(),
             programs: BTreeMap::new(),
-            throttling: ThrottlingWindow {
+            throttling: Some(ThrottlingWindow {
                 throttled_periods: 10,
                 throttled_ns: 500_000_000,
                 throttled_cgroups: 2,
-            },
+            }),
         });
-        assert_eq!(record.cpu_throttled_periods_per_s, 5.0);
-        assert_eq!(record.cpu_throttled_ms_per_s, 250.0);
+        assert_eq!(record.cpu_throttled_periods_per_s, Some(5.0));
+        assert_eq!(record.cpu_throttled_ms_per_s, Some(250.0));
         assert_eq!(record.timestamp, "2023-11-14T22:13:20.123Z");
         assert_eq!(record.unix_ms, 1_700_000_000_123);
         assert_eq!(record.block_read_ops_per_s, 20.0);
@@ -345,6 +398,27 @@ mod tests {
 
     #[test]
     fn an_idle_window_has_zeros_not_nan() {
+        let record = WindowRecord {
+            timestamp: humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(5),
+            )
+            .to_string(),
+            unix_ms: 5000,
+            window_s: 5.0,
+            node: "n".into(),
+            ..WindowRecord::empty()
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(!json.contains("NaN") && !json.contains("null"), "{json}");
+        assert!(!record.partial && record.missing.is_empty());
+        assert_eq!(record.block_latency_p99_us, 0.0);
+        let back: WindowRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, record);
+    }
+
+    #[test]
+    fn missing_values_are_null_named_and_mark_the_window_partial() {
+        let empty = WindowRecord::empty();
         let record = WindowRecord::build(WindowInputs {
             timestamp: std::time::UNIX_EPOCH,
             window_s: 5.0,
@@ -352,15 +426,51 @@ mod tests {
             devices: vec![],
             slow_io_events: 0,
             events_lost: 0,
-            psi: PsiWindow::default(),
-            throttling: ThrottlingWindow::default(),
-            system: SystemFeatures::default(),
+            psi: PsiWindow {
+                cpu_some_pct: None,
+                ..PsiWindow::default()
+            },
+            throttling: None,
+            system: SystemFeatures {
+                sched_context_switches_per_s: None,
+                ..empty.system.clone()
+            },
             programs: BTreeMap::new(),
         });
-        let json = serde_json::to_string(&record).unwrap();
-        assert!(!json.contains("NaN") && !json.contains("null"), "{json}");
-        assert_eq!(record.block_latency_p99_us, 0.0);
-        let back: WindowRecord = serde_json::from_str(&json).unwrap();
+        assert!(record.partial);
+        for field in [
+            "psi_cpu_some_pct",
+            "cpu_throttled_ms_per_s",
+            "cpu_throttled_cgroups",
+            "sched_context_switches_per_s",
+        ] {
+            assert!(
+                record.missing.iter().any(|m| m == field),
+                "{field}: {record:?}"
+            );
+        }
+        let json = serde_json::to_value(&record).unwrap();
+        assert!(json["psi_cpu_some_pct"].is_null(), "null, never 0");
+        assert!(json["sched_context_switches_per_s"].is_null());
+        assert_eq!(json["partial"], serde_json::json!(true));
+        // What a model reads from the record: the missing fields are not there at all.
+        let values = model::input::Row::from_json(&json, 1).unwrap().values;
+        assert!(!values.contains_key("psi_cpu_some_pct"));
+        assert!(!values.contains_key("partial"));
+        assert!(values.contains_key("syscalls_per_s"));
+        assert!(record.summary().contains("partial, missing: "));
+        let back: WindowRecord = serde_json::from_value(json).unwrap();
         assert_eq!(back, record);
+    }
+
+    #[test]
+    fn records_written_before_missing_values_still_read() {
+        let mut old = serde_json::to_value(WindowRecord::empty()).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("partial");
+        fields.remove("missing");
+        let back: WindowRecord = serde_json::from_value(old).unwrap();
+        assert!(!back.partial && back.missing.is_empty());
+        assert_eq!(back.psi_cpu_some_pct, Some(0.0));
     }
 }

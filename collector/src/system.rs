@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     kernel::KernelCollector,
-    window::{counter_delta, histogram_quantile_us, rate},
+    procfile::{ProcFile, ReadErrors, source},
+    window::{counter_delta, histogram_quantile_us, rate, rate_across},
 };
 
 /// Everything cumulative the system features are made from, at one instant.
@@ -18,32 +19,147 @@ pub struct SystemSnapshot {
     pub errnos: Vec<u64>,
     pub drop_reasons: Vec<u64>,
     pub histograms: Vec<Histogram>,
-    /// `pgmajfault` from /proc/vmstat.
-    pub major_faults: u64,
+    /// `pgmajfault` from /proc/vmstat; `None` when the read failed.
+    pub major_faults: Option<u64>,
     /// `ctxt` from /proc/stat: context switches since boot, exact whether or not the
-    /// scheduler hooks are sampled.
-    pub context_switches: u64,
-    /// Conntrack table fill: (entries, maximum), when the module is loaded.
-    pub conntrack: Option<(u64, u64)>,
+    /// scheduler hooks are sampled; `None` when the read failed.
+    pub context_switches: Option<u64>,
+    /// Conntrack table fill.
+    pub conntrack: Conntrack,
+}
+
+/// The conntrack table, as /proc/sys/net/netfilter shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum Conntrack {
+    /// nf_conntrack is not loaded: no table to fill.
+    #[default]
+    NotLoaded,
+    Table {
+        entries: u64,
+        max: u64,
+    },
+    /// The files are there but could not be read: a missing value.
+    Unreadable,
+}
+
+/// The /proc files a snapshot reads, kept open between windows (see [`ProcFile`]).
+#[derive(Debug)]
+pub struct SystemFiles {
+    stat: ProcFile,
+    vmstat: ProcFile,
+    conntrack_count: ProcFile,
+    conntrack_max: ProcFile,
+}
+
+impl Default for SystemFiles {
+    fn default() -> Self {
+        Self::new(Path::new("/proc"))
+    }
+}
+
+impl SystemFiles {
+    /// The files under `proc` (normally /proc).
+    pub fn new(proc: &Path) -> Self {
+        let netfilter = proc.join("sys/net/netfilter");
+        Self {
+            stat: ProcFile::new(source::PROC_STAT, proc.join("stat")),
+            vmstat: ProcFile::new(source::PROC_VMSTAT, proc.join("vmstat")),
+            conntrack_count: ProcFile::new(source::CONNTRACK, netfilter.join("nf_conntrack_count")),
+            conntrack_max: ProcFile::new(source::CONNTRACK, netfilter.join("nf_conntrack_max")),
+        }
+    }
+
+    /// `ctxt` of /proc/stat, `None` when it cannot be read (noted in `errors`).
+    pub fn context_switches(&mut self, errors: &mut ReadErrors) -> Option<u64> {
+        let value = self.stat.read_noted(errors).map(parse_context_switches)?;
+        if value.is_none() {
+            errors.failed(source::PROC_STAT, self.stat.path(), &"no ctxt line");
+        }
+        value
+    }
+
+    /// `pgmajfault` of /proc/vmstat, `None` when it cannot be read (noted in `errors`).
+    pub fn major_faults(&mut self, errors: &mut ReadErrors) -> Option<u64> {
+        let value = self
+            .vmstat
+            .read_noted(errors)
+            .map(|text| parse_vmstat_field(text, "pgmajfault"))?;
+        if value.is_none() {
+            errors.failed(
+                source::PROC_VMSTAT,
+                self.vmstat.path(),
+                &"no pgmajfault line",
+            );
+        }
+        value
+    }
+
+    /// The conntrack table; a module that is not loaded is not an error.
+    pub fn conntrack(&mut self, errors: &mut ReadErrors) -> Conntrack {
+        let mut read = |file: &mut ProcFile| -> Result<Option<u64>, ()> {
+            match file.read() {
+                Ok(text) => match text.trim().parse() {
+                    Ok(value) => Ok(Some(value)),
+                    Err(err) => {
+                        errors.failed(source::CONNTRACK, file.path(), &err);
+                        Err(())
+                    }
+                },
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(err) => {
+                    errors.failed(source::CONNTRACK, file.path(), &err);
+                    Err(())
+                }
+            }
+        };
+        match (
+            read(&mut self.conntrack_count),
+            read(&mut self.conntrack_max),
+        ) {
+            (Ok(Some(entries)), Ok(Some(max))) => {
+                errors.ok(source::CONNTRACK);
+                Conntrack::Table { entries, max }
+            }
+            (Ok(None), Ok(None)) => Conntrack::NotLoaded,
+            _ => Conntrack::Unreadable,
+        }
+    }
 }
 
 impl SystemSnapshot {
+    /// A snapshot with the /proc files opened for it (tests, tools); the daemon keeps them
+    /// open with [`SystemSnapshot::read_from`].
     pub fn read(kernel: &KernelCollector) -> anyhow::Result<Self> {
+        Self::read_from(
+            kernel,
+            &mut SystemFiles::default(),
+            &mut ReadErrors::default(),
+        )
+    }
+
+    pub fn read_from(
+        kernel: &KernelCollector,
+        files: &mut SystemFiles,
+        errors: &mut ReadErrors,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             events: kernel.events()?,
             errnos: kernel.errnos()?,
             drop_reasons: kernel.drop_reasons()?,
             histograms: kernel.histograms()?,
-            major_faults: read_vmstat_field(Path::new("/proc/vmstat"), "pgmajfault").unwrap_or(0),
-            context_switches: read_context_switches(Path::new("/proc/stat")).unwrap_or(0),
-            conntrack: read_conntrack(Path::new("/proc/sys/net/netfilter")),
+            major_faults: files.major_faults(errors),
+            context_switches: files.context_switches(errors),
+            conntrack: files.conntrack(errors),
         })
     }
 }
 
 /// A `name value` field of /proc/vmstat.
 pub fn read_vmstat_field(path: &Path, name: &str) -> Option<u64> {
-    let text = fs::read_to_string(path).ok()?;
+    parse_vmstat_field(&fs::read_to_string(path).ok()?, name)
+}
+
+fn parse_vmstat_field(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let (key, value) = line.split_once(' ')?;
         (key == name).then(|| value.trim().parse().ok())?
@@ -52,7 +168,10 @@ pub fn read_vmstat_field(path: &Path, name: &str) -> Option<u64> {
 
 /// The `ctxt` line of /proc/stat: context switches on every CPU since boot.
 pub fn read_context_switches(path: &Path) -> Option<u64> {
-    let text = fs::read_to_string(path).ok()?;
+    parse_context_switches(&fs::read_to_string(path).ok()?)
+}
+
+fn parse_context_switches(text: &str) -> Option<u64> {
     text.lines()
         .find_map(|line| line.strip_prefix("ctxt ")?.trim().parse().ok())
 }
@@ -151,7 +270,9 @@ pub fn parse_symbolic_names(format: &str) -> BTreeMap<usize, String> {
 /// Flat per-window features of the system signals (the window record flattens them in).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SystemFeatures {
-    pub sched_context_switches_per_s: f64,
+    /// `None` (JSON `null`) when /proc/stat could not be read at either end of the window:
+    /// a missing value, listed in the record's `missing`.
+    pub sched_context_switches_per_s: Option<f64>,
     pub sched_runqueue_latency_p50_us: f64,
     pub sched_runqueue_latency_p99_us: f64,
     pub proc_forks_per_s: f64,
@@ -162,7 +283,8 @@ pub struct SystemFeatures {
     pub mem_oom_kills: u64,
     pub mem_reclaims_per_s: f64,
     pub mem_reclaim_stall_ms_per_s: f64,
-    pub mem_major_faults_per_s: f64,
+    /// `None` when /proc/vmstat could not be read at either end of the window.
+    pub mem_major_faults_per_s: Option<f64>,
     /// Share of the window the syscall exit hook was on (1: all of it): the syscall sampler
     /// takes it off for the rest of a window when syscalls come faster than its budget, and
     /// the `syscall_*` rates (and the opens', when that hook counts them) are then per second
@@ -203,8 +325,9 @@ pub struct SystemFeatures {
     pub tcp_connect_failures_per_s: f64,
     pub tcp_accepts_per_s: f64,
     pub tcp_resets_per_s: f64,
-    /// Conntrack entries over the table's limit, % (0 without nf_conntrack).
-    pub conntrack_fill_pct: f64,
+    /// Conntrack entries over the table's limit, % (0 without nf_conntrack; `None` when its
+    /// files could not be read).
+    pub conntrack_fill_pct: Option<f64>,
     /// Failed syscalls seen in the window by errno name (only errnos seen; while the syscall
     /// sampler had the hook off, none are seen: see `syscall_sample_fraction`).
     pub syscall_errors_by_errno: BTreeMap<String, u64>,
@@ -295,8 +418,9 @@ pub fn system_features(
             .collect::<BTreeMap<_, _>>()
     };
     SystemFeatures {
-        sched_context_switches_per_s: rate(
-            counter_delta(previous.context_switches, current.context_switches),
+        sched_context_switches_per_s: rate_across(
+            previous.context_switches,
+            current.context_switches,
             window_s,
         ),
         sched_runqueue_latency_p50_us: histogram_quantile_us(&runqueue, 0.5).unwrap_or(0.0),
@@ -308,10 +432,7 @@ pub fn system_features(
         mem_oom_kills: delta(event::OOM_KILLS),
         mem_reclaims_per_s: per_s(event::RECLAIMS),
         mem_reclaim_stall_ms_per_s: rate(delta(event::RECLAIM_NS), window_s) / 1e6,
-        mem_major_faults_per_s: rate(
-            counter_delta(previous.major_faults, current.major_faults),
-            window_s,
-        ),
+        mem_major_faults_per_s: rate_across(previous.major_faults, current.major_faults, window_s),
         syscall_sample_fraction: if window_s > 0.0 {
             (syscall_s / window_s).clamp(0.0, 1.0)
         } else {
@@ -345,8 +466,11 @@ pub fn system_features(
         tcp_accepts_per_s: per_s(event::TCP_ACCEPTS),
         tcp_resets_per_s: per_s(event::TCP_RESETS_RECEIVED) + per_s(event::TCP_RESETS_SENT),
         conntrack_fill_pct: match current.conntrack {
-            Some((count, max)) if max > 0 => count as f64 / max as f64 * 100.0,
-            _ => 0.0,
+            Conntrack::Table { entries, max } if max > 0 => {
+                Some(entries as f64 / max as f64 * 100.0)
+            }
+            Conntrack::Table { .. } | Conntrack::NotLoaded => Some(0.0),
+            Conntrack::Unreadable => None,
         },
         syscall_errors_by_errno: by_index(&previous.errnos, &current.errnos, &errno_name),
         net_drops_by_reason: by_index(&previous.drop_reasons, &current.drop_reasons, &|reason| {
@@ -368,9 +492,9 @@ mod tests {
             errnos: vec![0; 256],
             drop_reasons: vec![0; 256],
             histograms: vec![Histogram::default(); hist::COUNT as usize],
-            major_faults: 0,
-            context_switches: 0,
-            conntrack: None,
+            major_faults: Some(0),
+            context_switches: Some(0),
+            conntrack: Conntrack::NotLoaded,
         }
     }
 
@@ -378,7 +502,7 @@ mod tests {
     fn features_are_rates_of_deltas_with_named_breakdowns() {
         let previous = snapshot();
         let mut current = snapshot();
-        current.context_switches = 5000;
+        current.context_switches = Some(5000);
         current.events[event::EXITS_NONZERO as usize] = 10;
         current.events[event::OOM_KILLS as usize] = 1;
         current.events[event::RECLAIM_NS as usize] = 300_000_000;
@@ -387,8 +511,11 @@ mod tests {
         current.errnos[libc::ENOENT as usize] = 7;
         current.drop_reasons[3] = 4;
         current.histograms[hist::RUNQUEUE as usize].buckets[4] = 100;
-        current.major_faults = 50;
-        current.conntrack = Some((512, 2048));
+        current.major_faults = Some(50);
+        current.conntrack = Conntrack::Table {
+            entries: 512,
+            max: 2048,
+        };
         let names = BTreeMap::from([(3, "NO_SOCKET".to_string())]);
         let features = system_features(
             &previous,
@@ -397,18 +524,80 @@ mod tests {
             SyscallSampling::whole(5.0),
             &names,
         );
-        assert_eq!(features.sched_context_switches_per_s, 1000.0);
+        assert_eq!(features.sched_context_switches_per_s, Some(1000.0));
         assert_eq!(features.proc_exits_nonzero_per_s, 2.0);
         assert_eq!(features.mem_oom_kills, 1);
         assert_eq!(features.mem_reclaim_stall_ms_per_s, 60.0);
         assert_eq!(features.syscall_emfile_per_s, 10.0);
-        assert_eq!(features.mem_major_faults_per_s, 10.0);
-        assert_eq!(features.conntrack_fill_pct, 25.0);
+        assert_eq!(features.mem_major_faults_per_s, Some(10.0));
+        assert_eq!(features.conntrack_fill_pct, Some(25.0));
         assert!((16.0..=32.0).contains(&features.sched_runqueue_latency_p50_us));
         assert_eq!(features.syscall_errors_by_errno["EMFILE"], 40);
         assert_eq!(features.syscall_errors_by_errno["ENOENT"], 7);
         assert_eq!(features.net_drops_by_reason["NO_SOCKET"], 4);
         assert_eq!(features.syscall_errors_by_errno.len(), 3);
+    }
+
+    #[test]
+    fn failed_proc_reads_are_missing_never_zero_and_never_a_rate_across_the_gap() {
+        let dir = tempfile::tempdir().unwrap();
+        let stat = dir.path().join("stat");
+        fs::write(&stat, "cpu 1 2 3\nctxt 1000\n").unwrap();
+        fs::write(dir.path().join("vmstat"), "pgmajfault 7\n").unwrap();
+        let mut files = SystemFiles::new(dir.path());
+        let mut errors = ReadErrors::default();
+        let read = |files: &mut SystemFiles, errors: &mut ReadErrors| SystemSnapshot {
+            context_switches: files.context_switches(errors),
+            major_faults: files.major_faults(errors),
+            conntrack: files.conntrack(errors),
+            ..snapshot()
+        };
+        let names = BTreeMap::new();
+        let features = |a: &SystemSnapshot, b: &SystemSnapshot| {
+            system_features(a, b, 1.0, SyscallSampling::whole(1.0), &names)
+        };
+        let first = read(&mut files, &mut errors);
+        assert_eq!(first.context_switches, Some(1000));
+        assert_eq!(first.conntrack, Conntrack::NotLoaded);
+        // /proc/stat stops reading: its file becomes a directory (a read on it fails).
+        fs::remove_file(&stat).unwrap();
+        fs::create_dir(&stat).unwrap();
+        // The kept descriptor still reads the old file: break it by re-pointing the files.
+        let mut broken = SystemFiles::new(dir.path());
+        let failed = read(&mut broken, &mut errors);
+        assert_eq!(failed.context_switches, None);
+        let window = features(&first, &failed);
+        assert_eq!(window.sched_context_switches_per_s, None, "missing, not 0");
+        assert_eq!(window.mem_major_faults_per_s, Some(0.0));
+        assert_eq!(
+            window.conntrack_fill_pct,
+            Some(0.0),
+            "no nf_conntrack: an empty table"
+        );
+        assert_eq!(errors.total[source::PROC_STAT], 1);
+        assert!(errors.is_failing(source::PROC_STAT));
+        // It reads again, 16.7 M switches later: that only sets the baseline.
+        fs::remove_dir(&stat).unwrap();
+        fs::write(&stat, "ctxt 16701000\n").unwrap();
+        let back = read(&mut broken, &mut errors);
+        assert_eq!(back.context_switches, Some(16_701_000));
+        assert_eq!(features(&failed, &back).sched_context_switches_per_s, None);
+        assert!(!errors.is_failing(source::PROC_STAT));
+        fs::write(&stat, "ctxt 16702000\n").unwrap();
+        let next = read(&mut broken, &mut errors);
+        assert_eq!(
+            features(&back, &next).sched_context_switches_per_s,
+            Some(1000.0)
+        );
+        // A conntrack file that is there but unreadable is missing, not 0 %.
+        let netfilter = dir.path().join("sys/net/netfilter");
+        fs::create_dir_all(netfilter.join("nf_conntrack_count")).unwrap();
+        fs::write(netfilter.join("nf_conntrack_max"), "100\n").unwrap();
+        let mut files = SystemFiles::new(dir.path());
+        let unreadable = read(&mut files, &mut errors);
+        assert_eq!(unreadable.conntrack, Conntrack::Unreadable);
+        assert_eq!(features(&next, &unreadable).conntrack_fill_pct, None);
+        assert_eq!(errors.total[source::CONNTRACK], 1);
     }
 
     #[test]

@@ -24,6 +24,19 @@ pub fn rate(count: u64, window_s: f64) -> f64 {
     }
 }
 
+/// The delta of a counter read at the start and at the end of a window; `None` (a missing
+/// value) when either read failed. A rate is never computed across a gap: after a failed
+/// read, the next good read only sets the baseline, and that window's delta is missing too
+/// (the old code read a failed read as 0 and the next window's delta as the whole counter).
+pub fn delta_across(previous: Option<u64>, current: Option<u64>) -> Option<u64> {
+    Some(counter_delta(previous?, current?))
+}
+
+/// [`rate`] of [`delta_across`]: `None` when either end of the window is missing.
+pub fn rate_across(previous: Option<u64>, current: Option<u64>, window_s: f64) -> Option<f64> {
+    delta_across(previous, current).map(|delta| rate(delta, window_s))
+}
+
 /// Bounds of log2 bucket `i` in microseconds: `[2^i, 2^(i+1))`, with bucket 0 taking `[0, 2)`.
 pub fn bucket_bounds_us(bucket: usize) -> (f64, f64) {
     let upper = 2f64.powi(bucket as i32 + 1);
@@ -171,6 +184,21 @@ mod tests {
         assert_eq!(counter_delta(25, 25), 0);
         // Reset: the counter restarted from zero and counted 7 since.
         assert_eq!(counter_delta(25, 7), 7);
+    }
+
+    #[test]
+    fn a_rate_is_never_computed_across_a_failed_read() {
+        // Reads of a counter window after window: good, failed, good, good.
+        let reads = [Some(1_000u64), None, Some(84_000_000), Some(84_005_000)];
+        let rates: Vec<Option<f64>> = reads
+            .windows(2)
+            .map(|ends| rate_across(ends[0], ends[1], 5.0))
+            .collect();
+        // The failed window is missing (never 0); the one after only re-establishes the
+        // baseline (never 84 M / 5 s); then rates resume.
+        assert_eq!(rates, vec![None, None, Some(1000.0)]);
+        assert_eq!(delta_across(Some(10), Some(25)), Some(15));
+        assert_eq!(delta_across(Some(25), None), None);
     }
 
     #[test]

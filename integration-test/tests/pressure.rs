@@ -8,7 +8,10 @@ use std::{
     time::Duration,
 };
 
-use collector::pressure::{CgroupLayout, PsiReader, ThrottlingReader};
+use collector::{
+    pressure::{CgroupLayout, PsiReader, ThrottlingReader},
+    procfile::ReadErrors,
+};
 use integration_test::privileged;
 
 /// A cgroup made by the test with a CPU quota, removed (after killing its tasks) on drop.
@@ -70,11 +73,12 @@ fn a_busy_loop_over_its_cpu_quota_shows_as_throttling() {
     }
     let mut reader = ThrottlingReader::new(Path::new("/sys/fs/cgroup"));
     let mut cgroup = QuotaCgroup::new(reader.layout(), 10_000);
-    let _ = reader.window();
+    let mut errors = ReadErrors::default();
+    let _ = reader.window(&mut errors);
     cgroup.run_busy_loop();
     // 10 ms per 100 ms period: a busy loop is throttled in every period, ~10 per second.
     std::thread::sleep(Duration::from_millis(1500));
-    let window = reader.window();
+    let window = reader.window(&mut errors).expect("the cgroup tree reads");
     assert!(
         window.throttled_periods >= 8,
         "1.5 s over quota gave {} throttled periods",
@@ -97,7 +101,8 @@ fn more_busy_threads_than_cpus_show_as_cpu_pressure() {
     let mut psi = PsiReader::default();
     let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
     let started = std::time::Instant::now();
-    let _ = psi.window(1.0);
+    let mut errors = ReadErrors::default();
+    let _ = psi.window(1.0, &mut errors);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let threads: Vec<_> = (0..cpus * 3)
         .map(|_| {
@@ -110,15 +115,12 @@ fn more_busy_threads_than_cpus_show_as_cpu_pressure() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(1500));
-    let window = psi.window(started.elapsed().as_secs_f64());
+    let window = psi.window(started.elapsed().as_secs_f64(), &mut errors);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for thread in threads {
         thread.join().unwrap();
     }
     // Three runnable threads per CPU: some task is always waiting.
-    assert!(
-        window.cpu_some_pct >= 30.0,
-        "cpu pressure only {:.1}%",
-        window.cpu_some_pct
-    );
+    let cpu_some_pct = window.cpu_some_pct.expect("PSI reads");
+    assert!(cpu_some_pct >= 30.0, "cpu pressure only {cpu_some_pct:.1}%");
 }

@@ -163,7 +163,10 @@ fn thread_ping_pong_shows_context_switches_and_runqueue_latency() {
     };
     // Every hand-off blocks one thread and wakes the other.
     assert!(
-        features.sched_context_switches_per_s >= ROUNDS as f64,
+        features
+            .sched_context_switches_per_s
+            .expect("/proc/stat reads")
+            >= ROUNDS as f64,
         "{features:?}"
     );
     assert!(features.sched_runqueue_latency_p50_us > 0.0, "{features:?}");

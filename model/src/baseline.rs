@@ -204,6 +204,47 @@ impl BaselineLearner {
     /// is an error (and is not kept). Training happens inside this call, every
     /// `refresh_every` windows: milliseconds for the default sizes.
     pub fn observe(&mut self, record: impl WindowFields) -> Result<Option<Assessment>> {
+        self.observe_partial(record, &[])
+    }
+
+    /// [`BaselineLearner::observe`] for a window in which the fields named in `absent` are
+    /// missing values (reads the collector could not make). Such a window is judged on what
+    /// it has ([`Model::score_inputs_partial`]) and never learned from: it is not kept for
+    /// a (re)training and does not fix the baseline's fields. While learning it is skipped.
+    pub fn observe_partial(
+        &mut self,
+        record: impl WindowFields,
+        absent: &[String],
+    ) -> Result<Option<Assessment>> {
+        if !absent.is_empty() {
+            let Some(columns) = &self.columns else {
+                return Ok(None);
+            };
+            let Some(learned) = &self.model else {
+                return Ok(None);
+            };
+            let mut missing = Vec::new();
+            let mut inputs = Vec::with_capacity(learned.positions.len());
+            for (slot, &position) in learned.positions.iter().enumerate() {
+                let name = &columns[position];
+                match record.field(name) {
+                    Some(value) => inputs.push(value),
+                    None if absent.contains(name) => {
+                        missing.push(slot);
+                        inputs.push(0.0);
+                    }
+                    None => {
+                        return Err(ModelError::InvalidRecord(format!(
+                            "field `{name}`, present in the baseline's first window, is missing"
+                        )));
+                    }
+                }
+            }
+            return learned
+                .model
+                .score_inputs_partial(&inputs, &missing)
+                .map(Some);
+        }
         let row = self.gather(&record)?;
         self.since_training += 1;
         let Some(learned) = &self.model else {
@@ -228,5 +269,68 @@ impl BaselineLearner {
             self.train();
         }
         Ok(Some(assessment))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn window(cs: f64, psi: Option<f64>) -> BTreeMap<String, f64> {
+        let mut values = BTreeMap::from([("sched_context_switches_per_s".to_string(), cs)]);
+        if let Some(psi) = psi {
+            values.insert("psi_cpu_some_pct".into(), psi);
+        }
+        values
+    }
+
+    #[test]
+    fn partial_windows_are_judged_on_what_they_have_and_never_learned_from() {
+        let mut learner = BaselineLearner::new(BaselineOptions {
+            learn_windows: 20,
+            refresh_every: 1000,
+            ..BaselineOptions::default()
+        });
+        let absent = vec!["psi_cpu_some_pct".to_string()];
+        // A partial first window neither fixes the fields nor counts toward learning.
+        assert_eq!(
+            learner
+                .observe_partial(window(1000.0, None), &absent)
+                .unwrap(),
+            None
+        );
+        assert_eq!(learner.windows_to_go(), 20);
+        for i in 0..20 {
+            let wobble = f64::from(i % 5);
+            assert_eq!(
+                learner
+                    .observe(window(1000.0 + wobble * 10.0, Some(20.0 + wobble)))
+                    .unwrap(),
+                None
+            );
+            // Partial windows while learning are skipped, not kept.
+            learner.observe_partial(window(0.0, None), &absent).unwrap();
+        }
+        assert_eq!(learner.windows_to_go(), 0);
+        assert_eq!(learner.kept(), 20, "no partial window was kept");
+        let judged = learner
+            .observe_partial(window(1010.0, None), &absent)
+            .unwrap()
+            .expect("judged");
+        assert_eq!(judged.state, HealthState::Healthy, "{judged:?}");
+        assert_eq!(
+            learner.kept(),
+            20,
+            "a healthy partial window is not kept either"
+        );
+        let burst = learner
+            .observe_partial(window(16_700_000.0, None), &absent)
+            .unwrap()
+            .expect("judged");
+        assert_eq!(burst.state, HealthState::Degraded);
+        // A field gone without being declared missing is still an error.
+        assert!(learner.observe_partial(window(1010.0, None), &[]).is_err());
     }
 }

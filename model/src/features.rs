@@ -419,6 +419,24 @@ impl CompiledSchema {
         }
     }
 
+    /// Which features depend on at least one of the `missing` inputs (indices into
+    /// `self.inputs`): the features a window with those values missing cannot give.
+    pub fn features_missing(&self, missing: &[usize]) -> Vec<bool> {
+        self.ops
+            .iter()
+            .map(|(op, _)| match op {
+                Op::Field(index) => missing.contains(index),
+                Op::Fraction(numerator, denominator) => numerator
+                    .iter()
+                    .chain(denominator)
+                    .any(|index| missing.contains(index)),
+                Op::Ratio(numerator, denominator) => {
+                    missing.contains(numerator) || missing.contains(denominator)
+                }
+            })
+            .collect()
+    }
+
     /// Gathers the inputs from a JSON object into `inputs`. Missing (or non-numeric) fields
     /// are left at `fill` and their positions returned through `missing`.
     pub fn gather_json(

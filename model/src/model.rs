@@ -602,6 +602,127 @@ impl Model {
         Ok(self.score_checked(&inputs))
     }
 
+    /// Judges a window in which the fields named in `absent` are missing values (a read the
+    /// collector could not make): every feature computed from one of them is left out of the
+    /// score, the distances and the explanation, never read as 0. Distances over fewer
+    /// features are never larger, so the threshold calibrated on whole windows stays a
+    /// conservative bound. Any other field the model needs and `values` lacks is still an
+    /// error, and so is a window in which every feature is missing.
+    pub fn score_map_partial(
+        &self,
+        values: &BTreeMap<String, f64>,
+        absent: &[String],
+    ) -> Result<Assessment> {
+        let mut inputs = vec![0.0; self.prepared.schema.inputs.len()];
+        let mut missing = Vec::new();
+        self.prepared
+            .schema
+            .gather_map(values, &mut inputs, &mut missing)
+            .map_err(ModelError::InvalidRecord)?;
+        let (allowed, unexpected): (Vec<usize>, Vec<usize>) = missing
+            .into_iter()
+            .partition(|&i| absent.contains(&self.prepared.schema.inputs[i]));
+        self.check_missing(&unexpected)?;
+        self.score_partial_checked(&inputs, &allowed)
+    }
+
+    /// [`Model::score_inputs`] with the inputs at positions `missing` (in
+    /// [`Model::required_fields`] order) being missing values, left out as in
+    /// [`Model::score_map_partial`]; their slots in `inputs` are ignored.
+    pub fn score_inputs_partial(&self, inputs: &[f64], missing: &[usize]) -> Result<Assessment> {
+        let expected = self.prepared.schema.inputs.len();
+        if inputs.len() != expected {
+            return Err(ModelError::InvalidRecord(format!(
+                "{} values given, the model needs {expected}",
+                inputs.len()
+            )));
+        }
+        if let Some(index) =
+            (0..inputs.len()).find(|index| !missing.contains(index) && !inputs[*index].is_finite())
+        {
+            return Err(ModelError::InvalidRecord(format!(
+                "field `{}` is {}, not finite",
+                self.prepared.schema.inputs[index], inputs[index]
+            )));
+        }
+        self.score_partial_checked(inputs, missing)
+    }
+
+    fn score_partial_checked(&self, inputs: &[f64], missing: &[usize]) -> Result<Assessment> {
+        if missing.is_empty() {
+            return Ok(self.score_checked(inputs));
+        }
+        // Placeholders in the missing slots, so no NaN reaches a masked feature's transform.
+        let mut filled = inputs.to_vec();
+        for &index in missing {
+            filled[index] = 0.0;
+        }
+        let left_out = self.prepared.schema.features_missing(missing);
+        if left_out.iter().all(|&out| out) {
+            return Err(ModelError::InvalidRecord(
+                "every feature the model uses is missing in this window".into(),
+            ));
+        }
+        Ok(self.assess_masked(&self.standardize(&filled), &left_out))
+    }
+
+    /// [`Model::assess_scaled`] over the features not `left_out`.
+    fn assess_masked(&self, x: &[f64], left_out: &[bool]) -> Assessment {
+        let distance = |centroid: &[f64]| -> f64 {
+            x.iter()
+                .zip(centroid)
+                .zip(left_out)
+                .filter(|(_, out)| !**out)
+                .map(|((value, center), _)| (value - center) * (value - center))
+                .sum::<f64>()
+        };
+        let mut healthy = (self.prepared.healthy[0], f64::INFINITY);
+        for &c in &self.prepared.healthy {
+            let d = distance(&self.clusters[c].centroid);
+            if d < healthy.1 {
+                healthy = (c, d);
+            }
+        }
+        let score = healthy.1.sqrt();
+        let mut cluster = (0, f64::INFINITY);
+        for (c, candidate) in self.clusters.iter().enumerate() {
+            let d = distance(&candidate.centroid);
+            if d < cluster.1 {
+                cluster = (c, d);
+            }
+        }
+        let cluster = cluster.0;
+        let anomalous =
+            score > self.threshold.value || self.clusters[cluster].state == HealthState::Degraded;
+        let centroid = &self.clusters[healthy.0].centroid;
+        let mut contributions: Vec<(usize, f64)> = x
+            .iter()
+            .zip(centroid)
+            .enumerate()
+            .filter(|(index, _)| !left_out[*index])
+            .map(|(index, (value, center))| (index, value - center))
+            .collect();
+        contributions.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        Assessment {
+            score,
+            threshold: self.threshold.value,
+            cluster,
+            state: if anomalous {
+                HealthState::Degraded
+            } else {
+                HealthState::Healthy
+            },
+            explanation: contributions
+                .into_iter()
+                .take(EXPLANATION_LENGTH)
+                .map(|(index, z)| Contribution {
+                    feature: self.schema.features[index].name.clone(),
+                    z,
+                })
+                .collect(),
+        }
+    }
+
     fn check_missing(&self, missing: &[usize]) -> Result<()> {
         if missing.is_empty() {
             return Ok(());
@@ -990,6 +1111,82 @@ fn fit_kmeans(
 #[cfg(test)]
 mod tests {
     use super::percentile;
+    use super::*;
+    use crate::input::Row;
+
+    /// A model of a steady node: ~1000 context switches/s, ~20 % CPU pressure.
+    fn steady_model() -> Model {
+        let rows: Vec<Row> = (0..200)
+            .map(|i| Row {
+                values: BTreeMap::from([
+                    (
+                        "sched_context_switches_per_s".to_string(),
+                        1000.0 + f64::from(i % 7) * 10.0,
+                    ),
+                    ("psi_cpu_some_pct".to_string(), 20.0 + f64::from(i % 5)),
+                ]),
+                line: i as usize + 1,
+                ..Row::default()
+            })
+            .collect();
+        Model::train(
+            &rows,
+            &TrainOptions {
+                k: 1,
+                ..TrainOptions::default()
+            },
+        )
+        .expect("trains")
+    }
+
+    #[test]
+    fn a_missing_value_is_left_out_of_the_score_not_read_as_zero() {
+        let model = steady_model();
+        let window = |cs: f64| BTreeMap::from([("sched_context_switches_per_s".to_string(), cs)]);
+        let absent = vec!["psi_cpu_some_pct".to_string()];
+        // Read as 0 % (what a failed read used to give), a steady node looks degraded.
+        let mut as_zero = window(1020.0);
+        as_zero.insert("psi_cpu_some_pct".into(), 0.0);
+        assert_eq!(
+            model.score_map(&as_zero).unwrap().state,
+            HealthState::Degraded
+        );
+        // Left out, it is judged on what was read.
+        let partial = model.score_map_partial(&window(1020.0), &absent).unwrap();
+        assert_eq!(partial.state, HealthState::Healthy, "{partial:?}");
+        assert!(
+            partial
+                .explanation
+                .iter()
+                .all(|c| c.feature != "psi_cpu_some_pct"),
+            "{partial:?}"
+        );
+        // What was read still counts: a burst of context switches is still a fault.
+        let burst = model
+            .score_map_partial(&window(16_700_000.0), &absent)
+            .unwrap();
+        assert_eq!(burst.state, HealthState::Degraded);
+        assert_eq!(burst.explanation[0].feature, "sched_context_switches_per_s");
+        // A field missing without being declared missing is still an error, and so is a
+        // window with nothing left to judge.
+        assert!(model.score_map_partial(&window(1020.0), &[]).is_err());
+        let nothing = vec![
+            "psi_cpu_some_pct".to_string(),
+            "sched_context_switches_per_s".to_string(),
+        ];
+        assert!(model.score_map_partial(&BTreeMap::new(), &nothing).is_err());
+        // The same through positions (the baseline learner's way in), NaN in a missing slot
+        // ignored.
+        let position = model
+            .required_fields()
+            .iter()
+            .position(|f| f == "psi_cpu_some_pct")
+            .unwrap();
+        let mut inputs = vec![1020.0; 2];
+        inputs[position] = f64::NAN;
+        let by_position = model.score_inputs_partial(&inputs, &[position]).unwrap();
+        assert_eq!(by_position.score, partial.score);
+    }
 
     #[test]
     fn percentile_interpolates() {
