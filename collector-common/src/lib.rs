@@ -199,7 +199,15 @@ pub mod event {
     /// its slot of the run-queue table, see [`super::RUNQUEUE_SLOTS`]): samples lost, counted
     /// so that nothing is lost silently.
     pub const LATENCY_TABLE_FULL: u32 = 26;
-    pub const COUNT: u32 = 27;
+    /// Syscalls of the daemon's own process (`IGNORED_TGID`), counted here and not in
+    /// [`SYSCALLS`] (nor their errors, errnos and opens): the daemon's upkeep is not the
+    /// node's work, and grows with what the daemon is asked to do (a big drop list, busy
+    /// scrapers).
+    pub const OWN_SYSCALLS: u32 = 27;
+    /// Threads and processes the daemon's own process created, counted here and not in
+    /// [`FORKS`].
+    pub const OWN_FORKS: u32 = 28;
+    pub const COUNT: u32 = 29;
 }
 
 /// Errno values are counted in a per-CPU array of this many slots (errno 1..=255).
@@ -325,6 +333,9 @@ pub mod names {
     /// Byte offset of `pid` in `struct task_struct` (from BTF) for the BTF tracepoints.
     pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
     pub const SAMPLED_SINCE: &str = "SAMPLED_SINCE";
+    /// The process id (TGID) whose syscalls, opens and forks the programs count apart from
+    /// the node's (the daemon's own); 0 counts every process alike.
+    pub const IGNORED_TGID: &str = "IGNORED_TGID";
 }
 
 /// Slots of `SAMPLED_SINCE`: one per group of sampled hooks that go off and on together

@@ -3,6 +3,21 @@
 //! Every program only adds to per-CPU arrays; the daemon sums and differences them per window.
 //! Where a signal has a kprobe and a tracepoint (opens, fsync), the daemon attaches one of the
 //! two, so nothing is counted twice.
+//!
+//! The daemon's own process (`IGNORED_TGID`, see `util.rs`) is not the node's work: its
+//! syscalls (with their errors and opens) and the threads it creates are counted apart
+//! (`event::OWN_SYSCALLS`, `event::OWN_FORKS`), since they grow with what the daemon is asked
+//! to do. What is not filtered, and why:
+//! - scheduler waits and context switches: the daemon's threads wait for a CPU like any
+//!   other task, so its waits measure the node's contention (and /proc/stat's switch count
+//!   cannot be filtered anyway);
+//! - block I/O: requests are often issued from a kworker or another task's plug, so the
+//!   current task is not the requester; and the daemon's writes (a `record` file) load the
+//!   disk the same as anyone's, which is what the device's latency and queue show;
+//! - network and TCP state: counted in softirq context, where the current task is whichever
+//!   one was interrupted; scrapes of the daemon are real traffic on the node;
+//! - reclaim, fsync latency, exits, signals: rare for the daemon (it neither fsyncs nor
+//!   forks processes), and reclaim stalls are the node's memory pressure whoever hits them.
 
 use aya_ebpf::{
     helpers::{
@@ -20,7 +35,7 @@ use collector_common::{
     RUNQUEUE_SLOTS, SystemTracepointLayout, event, hist, hook_config, sampled_group,
 };
 
-use crate::util::{SAMPLED_SINCE, add, record_latency};
+use crate::util::{SAMPLED_SINCE, add, current_is_ignored, record_latency};
 
 #[unsafe(no_mangle)]
 static SYSTEM_LAYOUT: SystemTracepointLayout = SystemTracepointLayout::LINUX_6;
@@ -254,9 +269,15 @@ fn wakeup_btf(ctx: &BtfTracePointContext) {
 
 // --- processes -------------------------------------------------------------------------------
 
+/// Runs in the parent: the daemon's own thread spawns (its hook sampler starts a few per
+/// window) are counted apart.
 #[tracepoint]
 pub fn sched_process_fork(_ctx: TracePointContext) -> u32 {
-    count(event::FORKS);
+    if current_is_ignored() {
+        count(event::OWN_FORKS);
+    } else {
+        count(event::FORKS);
+    }
     0
 }
 
@@ -414,6 +435,11 @@ pub fn sys_exit(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn count_syscall_exit(ret: i64, syscall_nr: impl FnOnce() -> Result<i64, i32>) -> Result<(), i32> {
+    // The daemon's own: counted apart, and not as errors or opens of the node.
+    if current_is_ignored() {
+        count(event::OWN_SYSCALLS);
+        return Ok(());
+    }
     count(event::SYSCALLS);
     // Only -4095..=-1 are errors; other negative values are legitimate results (lseek, mmap).
     let failed = (-4095..0).contains(&ret);
@@ -444,6 +470,10 @@ fn count_syscall_exit(ret: i64, syscall_nr: impl FnOnce() -> Result<i64, i32>) -
 /// Opens through the kprobe: `do_sys_openat2` serves open, openat, openat2 and creat.
 #[kretprobe]
 pub fn do_sys_openat2_return(ctx: RetProbeContext) -> u32 {
+    // The daemon's own opens (its /proc and sysfs reads) are among its own syscalls.
+    if current_is_ignored() {
+        return 0;
+    }
     count(event::OPENS);
     let fd: i64 = ctx.ret();
     if fd < 0 {

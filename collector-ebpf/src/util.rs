@@ -1,10 +1,29 @@
 //! Small pieces every program uses.
 
 use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
     macros::map,
     maps::{Array, PerCpuArray},
 };
 use collector_common::{Histogram, LATENCY_BUCKETS};
+
+/// The daemon's own process id (TGID), written by the loader; 0 (the default, and what tests
+/// that cause events themselves load) ignores no process. The daemon's syscalls are its
+/// upkeep, not the node's work: they grow with what it is asked to do (a drop list of 131k
+/// rules, a scraper polling it) and would read as a node fault. Only signals counted in the
+/// context of the task that caused them are filtered this way (syscalls, opens, forks); see
+/// `system.rs` for the ones that are not.
+#[unsafe(no_mangle)]
+static IGNORED_TGID: u32 = 0;
+
+/// Whether the current task belongs to the ignored process. Read-only data: the verifier
+/// knows the value, so with 0 the helper call is pruned from the program.
+#[inline(always)]
+pub fn current_is_ignored() -> bool {
+    // SAFETY: a plain read of a static the loader rewrites in .rodata.
+    let ignored = unsafe { core::ptr::read_volatile(&IGNORED_TGID) };
+    ignored != 0 && (bpf_get_current_pid_tgid() >> 32) as u32 == ignored
+}
 
 /// Adds `value` to slot `index` of a per-CPU counter array and returns the new per-CPU value.
 #[inline(always)]

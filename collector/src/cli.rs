@@ -515,6 +515,8 @@ impl CollectArgs {
             disabled_signals: self.disable_signals.clone(),
             program_stats: self.program_stats,
             hook_budget: self.hook_budget,
+            // The daemon (or recorder) itself: its upkeep is not the node's work.
+            exclude_tgid: Some(std::process::id()),
         }
     }
 

@@ -509,11 +509,16 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 info!("{}", record.summary());
                 sink.write(&record)?;
                 let verdict = assessor.as_mut().map(|assessor| (assessor.judge(&record), assessor.model_info()));
+                let own_events = kernel.own_events();
                 {
                     let mut state = shared.write().expect("exporter state lock");
                     state.add_window(&record, &closed.device_latency);
                     state.read_errors = windows.read_errors().clone();
                     state.partial_windows_total = windows.partial_windows();
+                    match own_events {
+                        Ok(own) => state.own_events = Some(own),
+                        Err(err) => warn!("reading the daemon's own event counts: {err:#}"),
+                    }
                     if let Some((verdict, model)) = &verdict {
                         state.set_health(
                             verdict.state,

@@ -110,6 +110,9 @@ pub struct ExporterState {
     pub partial_windows_total: u64,
     /// HTTP connections closed at accept because every slot was taken.
     pub http_connections_refused_total: u64,
+    /// The daemon's own syscalls and thread spawns, which the programs leave out of the
+    /// node's features (cumulative; see `kernel::KernelConfig::exclude_tgid`).
+    pub own_events: Option<crate::kernel::OwnEvents>,
 }
 
 /// Rules shown by name in the XDP drop metrics; the rest are summed as `rule="other"`.
@@ -136,6 +139,7 @@ impl ExporterState {
             read_errors: crate::procfile::ReadErrors::default(),
             partial_windows_total: 0,
             http_connections_refused_total: 0,
+            own_events: None,
         }
     }
 
@@ -531,6 +535,24 @@ impl Collector for NodestateMetrics {
                 state.events_lost_total as f64,
             )],
         )?;
+        if let Some(own) = &state.own_events {
+            counters(
+                &mut encoder,
+                "nodestate_own_syscalls",
+                "Syscalls of the daemon itself while the syscall hook was on: left out of the \
+                 node's syscall features, counted here",
+                None,
+                &[(none.clone(), own.syscalls as f64)],
+            )?;
+            counters(
+                &mut encoder,
+                "nodestate_own_forks",
+                "Threads the daemon itself started: left out of the node's fork rate, counted \
+                 here",
+                None,
+                &[(none.clone(), own.forks as f64)],
+            )?;
+        }
         counters(
             &mut encoder,
             "nodestate_slow_io_events",
@@ -765,6 +787,10 @@ mod tests {
             failed: 1,
             active_rules: 2,
         });
+        state.own_events = Some(crate::kernel::OwnEvents {
+            syscalls: 1234,
+            forks: 5,
+        });
         let text = scrape(state);
         for expected in [
             r#"nodestate_state{node="node-a",state="degraded"} 1"#,
@@ -787,6 +813,8 @@ mod tests {
             r#"nodestate_autoblock_active_rules{node="node-a"} 2"#,
             r#"nodestate_autoblock_refused_total{node="node-a",reason="allowlist"} 7"#,
             r#"nodestate_autoblock_refused_total{node="node-a",reason="error"} 1"#,
+            r#"nodestate_own_syscalls_total{node="node-a"} 1234"#,
+            r#"nodestate_own_forks_total{node="node-a"} 5"#,
         ] {
             assert!(text.contains(expected), "missing {expected} in:\n{text}");
         }

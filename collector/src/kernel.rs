@@ -49,6 +49,12 @@ pub struct KernelConfig {
     /// Share of one CPU the sampled hooks may cost (see [`crate::sampler`]); 0: no budget,
     /// they stay on.
     pub hook_budget: f64,
+    /// A process (TGID) whose syscalls, opens and forks are not the node's: the daemon's own,
+    /// which `collector run` and `collector record` set to their process id. The programs
+    /// count them apart ([`KernelCollector::own_events`]). `None` (the default) counts every
+    /// process: for a caller that causes the events it measures, as tests and
+    /// `collector probes --exercise` do.
+    pub exclude_tgid: Option<u32>,
 }
 
 /// Per-program run-time statistics cost every program run two clock reads (~90 ns per run
@@ -85,6 +91,7 @@ impl Default for KernelConfig {
             disabled_signals: Vec::new(),
             program_stats: ProgramStatsMode::default(),
             hook_budget: crate::sampler::DEFAULT_HOOK_BUDGET,
+            exclude_tgid: None,
         }
     }
 }
@@ -289,6 +296,7 @@ impl KernelCollector {
                 &config.slow_io_threshold_ns,
                 true,
             )
+            .override_global(names::IGNORED_TGID, &config.exclude_tgid.unwrap_or(0), true)
             .map_max_entries(names::SLOW_IO_EVENTS, config.ringbuf_bytes)
             .load(EBPF_OBJECT)
             .map_err(|err| {
@@ -625,13 +633,29 @@ impl KernelCollector {
         self.samples(&crate::probes::BLOCK_PROGRAMS)
     }
 
-    /// Syscalls counted so far (cumulative, summed over CPUs).
+    /// Syscalls the hook ran for so far (cumulative, summed over CPUs): the node's and the
+    /// excluded process's, since the hook costs the same on both.
     pub fn syscalls_counted(&self) -> anyhow::Result<u64> {
-        Ok(self
-            .events()?
-            .get(event::SYSCALLS as usize)
-            .copied()
-            .unwrap_or(0))
+        let events = self.events()?;
+        let slot = |index: u32| events.get(index as usize).copied().unwrap_or(0);
+        Ok(slot(event::SYSCALLS) + slot(event::OWN_SYSCALLS))
+    }
+
+    /// What the excluded process ([`KernelConfig::exclude_tgid`]) did so far, counted apart
+    /// from the node's (cumulative; its syscalls only while the syscall hook was on).
+    pub fn own_events(&self) -> anyhow::Result<OwnEvents> {
+        let slot = |index: u32| -> anyhow::Result<u64> {
+            Ok(self
+                .events
+                .get(&index, 0)
+                .context("reading a per-CPU counter array")?
+                .iter()
+                .sum())
+        };
+        Ok(OwnEvents {
+            syscalls: slot(event::OWN_SYSCALLS)?,
+            forks: slot(event::OWN_FORKS)?,
+        })
     }
 
     /// The events on the sampled hooks so far, each from where it is exact, for the sampler's
@@ -721,6 +745,13 @@ impl KernelCollector {
         }
         time
     }
+}
+
+/// The excluded process's own events (see [`KernelCollector::own_events`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnEvents {
+    pub syscalls: u64,
+    pub forks: u64,
 }
 
 /// CLOCK_MONOTONIC in ns: the clock `bpf_ktime_get_ns` reads.

@@ -8,7 +8,7 @@
 //! No field name is required: a CSV of columns `0..37` gets 38 raw features and no derived
 //! ones; a daemon record gets one feature per top-level number plus the derived ones.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -136,11 +136,7 @@ impl FeatureSchema {
                 .collect(),
         };
         let compiled = untransformed.compile();
-        let positions: Vec<usize> = compiled
-            .inputs
-            .iter()
-            .map(|input| columns.iter().position(|c| c == input).unwrap_or(0))
-            .collect();
+        let positions = positions_in(columns, &compiled.inputs);
         let width = columns.len().max(1);
         let count = rows.len() / width;
         let mut values = vec![0.0; count * compiled.len()];
@@ -192,14 +188,16 @@ impl FeatureSchema {
     /// arithmetic.
     pub fn compile(&self) -> CompiledSchema {
         let mut inputs: Vec<String> = Vec::new();
+        // Name → index in a map: a search of `inputs` per name made this quadratic in the
+        // number of fields (minutes for a CSV of 100,000 columns).
+        let mut indices: HashMap<String, usize> = HashMap::new();
         let mut index_of = |name: &str| -> usize {
-            match inputs.iter().position(|i| i == name) {
-                Some(index) => index,
-                None => {
-                    inputs.push(name.to_string());
-                    inputs.len() - 1
-                }
+            if let Some(&index) = indices.get(name) {
+                return index;
             }
+            inputs.push(name.to_string());
+            indices.insert(name.to_string(), inputs.len() - 1);
+            inputs.len() - 1
         };
         let ops = self
             .features
@@ -228,7 +226,8 @@ impl FeatureSchema {
 
 /// Derived features whose sources are all among `columns`.
 fn derived_sources(columns: &[String]) -> Vec<(String, Source)> {
-    let has = |name: &str| columns.iter().any(|c| c == name);
+    let names: HashSet<&str> = columns.iter().map(String::as_str).collect();
+    let has = |name: &str| names.contains(name);
     let mut derived = Vec::new();
     for column in columns {
         // Error fractions: `P_errors_per_s` over `Ps_per_s` (syscalls, file opens), else
@@ -304,6 +303,20 @@ fn derived_sources(columns: &[String]) -> Vec<(String, Source)> {
     // A derived name that collides with an input column would make two features of one name.
     derived.retain(|(name, _)| !has(name));
     derived
+}
+
+/// Where each of `wanted` is among `columns` (0 when it is not: callers check presence
+/// first), through a map, in time linear in both.
+pub(crate) fn positions_in(columns: &[String], wanted: &[String]) -> Vec<usize> {
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(columns.len());
+    for (position, name) in columns.iter().enumerate() {
+        // The first of two equal names, as a search from the front would find.
+        index.entry(name.as_str()).or_insert(position);
+    }
+    wanted
+        .iter()
+        .map(|name| index.get(name.as_str()).copied().unwrap_or(0))
+        .collect()
 }
 
 /// The columns of a row-major matrix `width` values wide, in one pass over it (a pass per

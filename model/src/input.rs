@@ -5,7 +5,7 @@
 
 use std::{
     borrow::Cow,
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap, HashSet},
     ops::Range,
     path::{Path, PathBuf},
 };
@@ -26,6 +26,21 @@ pub const NOT_FEATURES: [&str; 8] = [
     "block_sample_fraction",
 ];
 
+/// A label as a fault flag: 0 is healthy, 1 a fault. Anything else is refused rather than
+/// read as "nonzero = fault": a 2 or a -1 is a column that means something else (a class
+/// number, a missing-value marker), and training on it as faults would flag everything.
+pub fn parse_label(value: f64) -> std::result::Result<bool, String> {
+    if value == 0.0 {
+        Ok(false)
+    } else if value == 1.0 {
+        Ok(true)
+    } else {
+        Err(format!(
+            "`label` is {value}: a label is 0 (healthy) or 1 (fault)"
+        ))
+    }
+}
+
 /// Rows of named numeric columns, read from one or more files.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Table {
@@ -37,7 +52,7 @@ pub struct Table {
     pub lines: Vec<usize>,
     /// Per row: seconds since the epoch, when the row has a `timestamp`.
     pub timestamps: Vec<Option<f64>>,
-    /// Per row: a `label` column's value (nonzero = fault), when the input has one.
+    /// Per row: a `label` column's value (1 = fault, 0 = healthy), when the input has one.
     pub labels: Option<Vec<bool>>,
     /// The files the rows came from: (path, rows from that file).
     pub files: Vec<(PathBuf, Range<usize>)>,
@@ -89,9 +104,16 @@ impl Table {
 
     /// Keeps only `columns` (in that order); used when files of one training set differ.
     fn select(&self, columns: &[String]) -> Self {
+        // A map, not a search per column: a file can have 100,000 columns.
+        let own: HashMap<&str, usize> = self
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(index, name)| (name.as_str(), index))
+            .collect();
         let positions: Vec<usize> = columns
             .iter()
-            .map(|c| self.columns.iter().position(|own| own == c).unwrap_or(0))
+            .map(|c| own.get(c.as_str()).copied().unwrap_or(0))
             .collect();
         let mut values = Vec::with_capacity(self.len() * columns.len());
         for row in 0..self.len() {
@@ -111,18 +133,26 @@ impl Table {
         let Some(first) = tables.first() else {
             return (Self::default(), Vec::new());
         };
+        // Sets, not searches per column (quadratic in the columns: minutes for 100,000).
+        let sets: Vec<HashSet<&str>> = tables
+            .iter()
+            .map(|t| t.columns.iter().map(String::as_str).collect())
+            .collect();
         let common: Vec<String> = first
             .columns
             .iter()
-            .filter(|c| tables.iter().all(|t| t.columns.contains(c)))
+            .filter(|c| sets.iter().all(|set| set.contains(c.as_str())))
             .cloned()
             .collect();
+        let common_set: HashSet<&str> = common.iter().map(String::as_str).collect();
         let mut dropped: Vec<String> = tables
             .iter()
             .flat_map(|t| t.columns.iter())
-            .filter(|c| !common.contains(c))
+            .filter(|c| !common_set.contains(c.as_str()))
             .cloned()
             .collect();
+        drop(common_set);
+        drop(sets);
         dropped.sort();
         dropped.dedup();
         let all_labelled = tables.iter().all(|t| t.labels.is_some());
@@ -187,7 +217,8 @@ impl Row {
         let label = object
             .get("label")
             .and_then(serde_json::Value::as_f64)
-            .map(|label| label != 0.0);
+            .map(parse_label)
+            .transpose()?;
         Ok(Self {
             values,
             timestamp_s,
@@ -445,7 +476,7 @@ impl JsonBuilder {
                 .get("label")
                 .and_then(serde_json::Value::as_f64)
                 .ok_or("`label` must be 0 or 1 on every record when the first has one")?;
-            labels.push(label != 0.0);
+            labels.push(parse_label(label)?);
         }
         self.table.lines.push(line);
         Ok(())
@@ -548,12 +579,8 @@ fn read_csv(path: &Path, text: &str) -> Result<Table> {
         labels: headers.iter().any(|h| h == "label").then(Vec::new),
         ..Table::default()
     };
-    if let Some((_, duplicate)) = table
-        .columns
-        .iter()
-        .enumerate()
-        .find(|(i, c)| table.columns[..*i].contains(c))
-    {
+    let mut seen = HashSet::with_capacity(table.columns.len());
+    if let Some(duplicate) = table.columns.iter().find(|c| !seen.insert(c.as_str())) {
         return Err(input_error(
             path,
             1,
@@ -586,8 +613,9 @@ fn read_csv(path: &Path, text: &str) -> Result<Table> {
                 }
                 Role::Label => {
                     let value = parse_cell(path, line, name, cell)?;
+                    let label = parse_label(value).map_err(|m| input_error(path, line, m))?;
                     if let Some(labels) = &mut table.labels {
-                        labels.push(value != 0.0);
+                        labels.push(label);
                     }
                 }
                 Role::Value => table.values.push(parse_cell(path, line, name, cell)?),
@@ -611,7 +639,7 @@ enum Role {
 /// Labels for evaluation or training.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Labels {
-    /// One 0/1 `label` per input row (nonzero = fault).
+    /// One 0/1 `label` per input row (1 = fault).
     PerRow(Vec<bool>),
     /// Fault segments, `start`,`end` timestamps (inclusive): rows inside are faults.
     Segments(Vec<(f64, f64)>),
@@ -683,7 +711,8 @@ impl Labels {
                 }
                 segments.push((start, end));
             } else if let Some(label) = label_column {
-                per_row.push(parse_cell(path, line, "label", cell(label)?)? != 0.0);
+                let value = parse_cell(path, line, "label", cell(label)?)?;
+                per_row.push(parse_label(value).map_err(|m| input_error(path, line, m))?);
             }
         }
         if segment_columns.is_some() {

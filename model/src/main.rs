@@ -244,6 +244,17 @@ fn run() -> anyhow::Result<()> {
             floor_scale,
             min_threshold,
         } => {
+            // Before any work: a model written over its own training data (or labels) would
+            // destroy them.
+            let mut sources: Vec<(&str, &Path)> =
+                input.iter().map(|p| ("input", p.as_path())).collect();
+            if let Some(path) = &labels {
+                sources.push(("labels", path));
+            }
+            if let Some(path) = &save_windows {
+                sources.push(("--save-windows", path));
+            }
+            refuse_overwriting("--out", &out, &sources)?;
             let table = match &prometheus {
                 Some(prometheus) => {
                     let mut query = model::fleet::FleetQuery::new(
@@ -317,6 +328,13 @@ fn run() -> anyhow::Result<()> {
             bar.finish_and_clear();
             let model = model?;
             model.save(&out)?;
+            if model.threshold.calibration_windows < model::model::MIN_CALIBRATION_WINDOWS {
+                tracing::warn!(
+                    "the threshold is set on only {} healthy training windows: it is barely \
+                     measured; train on more healthy windows",
+                    model.threshold.calibration_windows
+                );
+            }
             emit(&report::summary(&model))?;
             emit(&format!("model written to {}\n", out.display()))?;
         }
@@ -326,6 +344,13 @@ fn run() -> anyhow::Result<()> {
             out,
             format,
         } => {
+            if let Some(path) = &out {
+                refuse_overwriting(
+                    "--out",
+                    path,
+                    &[("--model", model.as_path()), ("--input", input.as_path())],
+                )?;
+            }
             let model = Model::load(&model)?;
             let table = read_table(&input)?;
             let assessments = model.score_table(&table)?;
@@ -335,10 +360,7 @@ fn run() -> anyhow::Result<()> {
             };
             match &out {
                 Some(path) => {
-                    let file = std::fs::File::create(path)
-                        .with_context(|| format!("creating {}", path.display()))?;
-                    report::write_scores(&assessments, format, &mut std::io::BufWriter::new(file))
-                        .with_context(|| format!("writing {}", path.display()))?;
+                    write_whole(path, |out| report::write_scores(&assessments, format, out))?
                 }
                 None => report::write_scores(
                     &assessments,
@@ -414,6 +436,84 @@ fn run() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Refuses to write `out` when it is one of `sources` (the same file by device and inode, or
+/// the same path when it does not exist yet), before anything is read or written.
+fn refuse_overwriting(flag: &str, out: &Path, sources: &[(&str, &Path)]) -> anyhow::Result<()> {
+    for (what, source) in sources {
+        if same_file(out, source) {
+            anyhow::bail!(
+                "{flag} {} is the {what} file {}: writing it would destroy it; choose another \
+                 output path",
+                out.display(),
+                source.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Whether two paths name one file: the same device and inode when both exist (so hard
+/// links and symbolic links count), else the same absolute path.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        (Err(_), Err(_)) => {
+            let absolute = |path: &Path| {
+                let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+                let parent = parent.map_or_else(
+                    || std::env::current_dir().ok(),
+                    |parent| std::fs::canonicalize(parent).ok(),
+                );
+                parent
+                    .zip(path.file_name())
+                    .map(|(dir, name)| dir.join(name))
+            };
+            absolute(a).is_some_and(|a| Some(a) == absolute(b))
+        }
+        _ => false,
+    }
+}
+
+/// Writes `path` whole or not at all: into a temporary file beside it, renamed over it once
+/// everything is written, removed on failure, so a failed write leaves neither an empty nor a
+/// cut-off file (nor touches one already there). Something that is not a regular file
+/// (`/dev/stdout`, a FIFO) is written directly, since it cannot be replaced.
+fn write_whole(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
+    let context = || format!("writing {}", path.display());
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .with_context(context)?;
+        let mut out = std::io::BufWriter::new(file);
+        write(&mut out).with_context(context)?;
+        return out.flush().with_context(context);
+    }
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let mut temporary_name = std::ffi::OsString::from(".");
+    temporary_name.push(name);
+    temporary_name.push(format!(".{}.tmp", std::process::id()));
+    let temporary = path.with_file_name(temporary_name);
+    let written = (|| -> std::io::Result<()> {
+        let file = std::fs::File::create(&temporary)?;
+        let mut out = std::io::BufWriter::new(file);
+        write(&mut out)?;
+        let file = out.into_inner().map_err(|err| err.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written.with_context(context)
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     error::{ModelError, Result},
-    features::{CompiledSchema, FeatureSchema, columns_of, std_floor},
+    features::{CompiledSchema, FeatureSchema, columns_of, positions_in, std_floor},
     input::{Table, TrainingData, WindowFields},
 };
 
@@ -128,6 +128,9 @@ pub struct TrainOptions {
 pub const DEFAULT_THRESHOLD_PERCENTILE: f64 = 99.0;
 /// Default margin over it (see [`TrainOptions::threshold_margin`]).
 pub const DEFAULT_THRESHOLD_MARGIN: f64 = 1.2;
+/// Below this many healthy windows to calibrate on, training warns that the threshold is
+/// barely measured (a 99th percentile of fewer than ten values is their maximum).
+pub const MIN_CALIBRATION_WINDOWS: usize = 10;
 /// Default outlier-cluster share (see [`TrainOptions::min_healthy_share`]).
 pub const DEFAULT_MIN_HEALTHY_SHARE: f64 = 0.05;
 
@@ -304,17 +307,25 @@ impl Model {
                 labels.len()
             )));
         }
+        // Scores are distances from healthy and the threshold is a percentile of the healthy
+        // windows' own: with none, the threshold would be a floor picked from nothing and the
+        // model would flag every window. No option allows it, since no such model is usable.
+        if let Some(labels) = &options.labels
+            && labels.iter().all(|&fault| fault)
+        {
+            return Err(ModelError::Training(format!(
+                "all {rows} training windows are labelled faulty (label 1): a model needs healthy \
+                 windows (label 0) to learn what normal is and to set its threshold; train on \
+                 windows that include healthy ones, or without labels"
+            )));
+        }
         let mut schema = FeatureSchema::decide(&table.columns, &table.values);
         schema
             .retain_matching(&options.features)
             .map_err(|why| ModelError::Training(format!("features: {why}")))?;
         let compiled = schema.compile();
         let width = compiled.len();
-        let positions: Vec<usize> = compiled
-            .inputs
-            .iter()
-            .map(|input| table.columns.iter().position(|c| c == input).unwrap_or(0))
-            .collect();
+        let positions = positions_in(&table.columns, &compiled.inputs);
         let mut transformed = Array2::<f64>::zeros((rows, width));
         let mut gathered = vec![0.0; positions.len()];
         for (row, mut out) in transformed.outer_iter_mut().enumerate() {
@@ -458,6 +469,18 @@ impl Model {
                     .1
             })
             .collect();
+        if scores.is_empty() {
+            let healthy_labelled = options.labels.as_ref().map_or(rows, |labels| {
+                labels.iter().filter(|&&fault| !fault).count()
+            });
+            return Err(ModelError::Training(format!(
+                "no training window is both labelled healthy and nearest to a healthy cluster \
+                 ({healthy_labelled} of {rows} are labelled healthy, but every cluster they \
+                 fall in is mostly faulty): there is nothing to set the threshold on; add \
+                 healthy windows, or train with a larger --k so that they get clusters of \
+                 their own"
+            )));
+        }
         scores.sort_by(f64::total_cmp);
         let value = percentile(&scores, options.threshold_percentile) * options.threshold_margin;
         // A threshold of 0 (all training windows identical) would flag any change at all; the
@@ -496,9 +519,11 @@ impl Model {
 
     /// Of the fields the model needs, those `present` does not have.
     pub fn missing_fields<'a>(&'a self, present: &[String]) -> Vec<&'a str> {
+        // A set, not a search per field: 100,000 columns took minutes.
+        let present: std::collections::HashSet<&str> = present.iter().map(String::as_str).collect();
         self.required_fields()
             .iter()
-            .filter(|f| !present.contains(f))
+            .filter(|f| !present.contains(f.as_str()))
             .map(String::as_str)
             .collect()
     }
@@ -815,11 +840,7 @@ impl Model {
                 missing: missing.into_iter().map(str::to_string).collect(),
             });
         }
-        let positions: Vec<usize> = self
-            .required_fields()
-            .iter()
-            .map(|f| table.columns.iter().position(|c| c == f).unwrap_or(0))
-            .collect();
+        let positions = positions_in(&table.columns, self.required_fields());
         let mut inputs = vec![0.0; positions.len()];
         Ok((0..table.len())
             .map(|row| {
@@ -875,8 +896,9 @@ impl Model {
         serde_json::to_string_pretty(self).expect("a model always serializes") + "\n"
     }
 
-    /// Writes the model file; through a temporary file and a rename, so a reader (the
-    /// daemon) never sees half a model.
+    /// Writes the model file; through a temporary file (`PATH.tmp`) and a rename, so a reader
+    /// (the daemon) never sees half a model. On failure the temporary file is removed: a
+    /// failed `model train` leaves nothing behind.
     pub fn save(&self, path: &Path) -> Result<()> {
         let io = |source| ModelError::Io {
             path: path.to_path_buf(),
@@ -885,8 +907,18 @@ impl Model {
         let mut temporary = path.as_os_str().to_owned();
         temporary.push(".tmp");
         let temporary = PathBuf::from(temporary);
-        std::fs::write(&temporary, self.to_json()).map_err(io)?;
-        std::fs::rename(&temporary, path).map_err(io)
+        let written = (|| {
+            let mut file = std::fs::File::create(&temporary)?;
+            std::io::Write::write_all(&mut file, self.to_json().as_bytes())?;
+            // On disk before the rename makes it the model: a crash then leaves the old
+            // model or the new one, never an empty file.
+            file.sync_all()?;
+            std::fs::rename(&temporary, path)
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        written.map_err(io)
     }
 
     /// Reads and checks a model file.

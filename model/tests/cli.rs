@@ -288,3 +288,295 @@ fn fleet_training_flags_need_prometheus_and_an_unreachable_one_writes_nothing() 
     );
     assert!(!Path::new(&model_file).exists(), "a model was written");
 }
+
+/// The training set with a `label` column: `label(row)` for each of its 320 rows.
+fn labelled_train(dir: &Path, name: &str, label: impl Fn(usize) -> String) -> String {
+    let text = std::fs::read_to_string(data("train.csv")).unwrap();
+    let mut lines = text.lines();
+    let mut out = format!("{},label\n", lines.next().unwrap());
+    for (row, line) in lines.enumerate() {
+        out.push_str(&format!("{line},{}\n", label(row)));
+    }
+    let file = dir.join(name);
+    std::fs::write(&file, out).unwrap();
+    file.display().to_string()
+}
+
+#[test]
+fn labels_other_than_0_and_1_are_refused_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = path(dir.path(), "model.json");
+    // Row 5 (line 7, after the header) says 2: a class number, not a fault flag.
+    let input = labelled_train(dir.path(), "two.csv", |row| {
+        if row == 5 { "2" } else { "0" }.into()
+    });
+    fails_with(
+        &["train", "--input", &input, "--out", &out],
+        &format!("{input}:7: `label` is 2: a label is 0 (healthy) or 1 (fault)"),
+    );
+    // A labels file given apart: line 4 says -1.
+    let rows = std::fs::read_to_string(data("train.csv"))
+        .unwrap()
+        .lines()
+        .count()
+        - 1;
+    let mut text = "label\n".to_string();
+    for row in 0..rows {
+        text.push_str(if row == 2 { "-1\n" } else { "0\n" });
+    }
+    let labels = dir.path().join("labels.csv");
+    std::fs::write(&labels, text).unwrap();
+    let labels = labels.display().to_string();
+    fails_with(
+        &[
+            "train",
+            "--input",
+            &data("train.csv"),
+            "--labels",
+            &labels,
+            "--out",
+            &out,
+        ],
+        &format!("{labels}:4: `label` is -1"),
+    );
+    // JSON Lines records likewise.
+    let jsonl = dir.path().join("windows.jsonl");
+    std::fs::write(
+        &jsonl,
+        "{\"a_per_s\":1,\"label\":0}\n{\"a_per_s\":2,\"label\":0.5}\n",
+    )
+    .unwrap();
+    let jsonl = jsonl.display().to_string();
+    fails_with(
+        &["train", "--input", &jsonl, "--out", &out],
+        &format!("{jsonl}:2: `label` is 0.5"),
+    );
+    assert!(!Path::new(&out).exists(), "a model was written");
+    // 0 and 1 (also written 0.0, 1.0) still train.
+    let fine = labelled_train(dir.path(), "fine.csv", |row| {
+        if row % 50 == 0 { "1.0" } else { "0" }.into()
+    });
+    stdout(&model(&["train", "--input", &fine, "--out", &out]));
+}
+
+#[test]
+fn a_model_without_healthy_training_windows_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = path(dir.path(), "model.json");
+    let input = labelled_train(dir.path(), "all-faulty.csv", |_| "1".into());
+    fails_with(
+        &["train", "--input", &input, "--out", &out],
+        "all 320 training windows are labelled faulty",
+    );
+    assert!(!Path::new(&out).exists(), "a model was written");
+    assert!(
+        !Path::new(&format!("{out}.tmp")).exists(),
+        "a temporary file was left"
+    );
+}
+
+/// The `model` binary with its written files capped at `max_bytes` (RLIMIT_FSIZE, SIGXFSZ
+/// ignored): a write past it fails with EFBIG, as on a full disk.
+fn model_with_file_size_limit(args: &[&str], max_bytes: u64) -> Output {
+    use std::os::unix::process::CommandExt as _;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_model"));
+    command.args(args);
+    // SAFETY: only async-signal-safe calls (signal, setrlimit) between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: max_bytes,
+                rlim_max: max_bytes,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.output().expect("the model binary runs")
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_failed_write_leaves_no_output_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("out");
+    std::fs::create_dir(&work).unwrap();
+    let model_file = path(dir.path(), "model.json");
+    stdout(&model(&[
+        "train",
+        "--input",
+        &data("train.csv"),
+        "--out",
+        &model_file,
+    ]));
+    let size = std::fs::metadata(&model_file).unwrap().len();
+    assert!(size > 2000, "a model of {size} bytes");
+
+    // The model file cannot be written whole: no model, and no `.tmp` beside it.
+    let out = path(&work, "model.json");
+    let output = model_with_file_size_limit(
+        &["train", "--input", &data("train.csv"), "--out", &out],
+        1000,
+    );
+    assert!(!output.status.success(), "{output:?}");
+    assert!(entries(&work).is_empty(), "left: {:?}", entries(&work));
+
+    // The scores cannot be written whole: no output file, neither empty nor cut off.
+    let scores = path(&work, "scores.csv");
+    let output = model_with_file_size_limit(
+        &[
+            "score",
+            "--model",
+            &model_file,
+            "--input",
+            &data("test.csv"),
+            "--out",
+            &scores,
+        ],
+        1000,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains(&scores), "{stderr}");
+    assert!(entries(&work).is_empty(), "left: {:?}", entries(&work));
+
+    // An earlier output stays as it was when a new one fails.
+    std::fs::write(&scores, "earlier\n").unwrap();
+    let output = model_with_file_size_limit(
+        &[
+            "score",
+            "--model",
+            &model_file,
+            "--input",
+            &data("test.csv"),
+            "--out",
+            &scores,
+        ],
+        1000,
+    );
+    assert!(!output.status.success());
+    assert_eq!(std::fs::read_to_string(&scores).unwrap(), "earlier\n");
+    assert_eq!(entries(&work), vec!["scores.csv"]);
+
+    // A model path that is a directory: the rename fails, and the temporary file goes.
+    let taken = work.join("taken");
+    std::fs::create_dir(&taken).unwrap();
+    let output = model(&[
+        "train",
+        "--input",
+        &data("train.csv"),
+        "--out",
+        &taken.display().to_string(),
+    ]);
+    assert!(!output.status.success());
+    assert_eq!(entries(&work), vec!["scores.csv", "taken"]);
+}
+
+#[test]
+fn outputs_never_overwrite_the_model_or_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_file = path(dir.path(), "model.json");
+    stdout(&model(&[
+        "train",
+        "--input",
+        &data("train.csv"),
+        "--out",
+        &model_file,
+    ]));
+    let input = path(dir.path(), "test.csv");
+    std::fs::copy(data("test.csv"), &input).unwrap();
+    let model_before = std::fs::read(&model_file).unwrap();
+    let input_before = std::fs::read(&input).unwrap();
+
+    fails_with(
+        &[
+            "score",
+            "--model",
+            &model_file,
+            "--input",
+            &input,
+            "--out",
+            &input,
+        ],
+        &format!("--out {input} is the --input file"),
+    );
+    fails_with(
+        &[
+            "score",
+            "--model",
+            &model_file,
+            "--input",
+            &input,
+            "-o",
+            &model_file,
+        ],
+        &format!("--out {model_file} is the --model file"),
+    );
+    // Another spelling of the same file: through `..`, and a hard link.
+    let roundabout = format!("{}/../{}/test.csv", dir.path().display(), {
+        dir.path().file_name().unwrap().to_string_lossy()
+    });
+    fails_with(
+        &[
+            "score",
+            "--model",
+            &model_file,
+            "--input",
+            &input,
+            "-o",
+            &roundabout,
+        ],
+        "is the --input file",
+    );
+    let link = path(dir.path(), "link.csv");
+    std::fs::hard_link(&input, &link).unwrap();
+    fails_with(
+        &[
+            "score",
+            "--model",
+            &model_file,
+            "--input",
+            &link,
+            "-o",
+            &input,
+        ],
+        "is the --input file",
+    );
+    fails_with(
+        &["train", "--input", &input, "--out", &input],
+        &format!("--out {input} is the input file"),
+    );
+    let labels = path(dir.path(), "labels.csv");
+    std::fs::copy(data("test_labels.csv"), &labels).unwrap();
+    fails_with(
+        &[
+            "train", "--input", &input, "--labels", &labels, "--out", &labels,
+        ],
+        "is the labels file",
+    );
+    assert_eq!(std::fs::read(&model_file).unwrap(), model_before);
+    assert_eq!(std::fs::read(&input).unwrap(), input_before);
+    assert_eq!(
+        std::fs::read(&labels).unwrap(),
+        std::fs::read(data("test_labels.csv")).unwrap()
+    );
+    // Overwriting an earlier model with a new one is what --out is for.
+    stdout(&model(&[
+        "train",
+        "--input",
+        &data("train.csv"),
+        "--out",
+        &model_file,
+    ]));
+}
