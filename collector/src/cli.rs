@@ -157,6 +157,37 @@ pub struct ExtenderArgs {
     /// "error" reports an error, which kube-scheduler skips for an ignorable extender.
     #[arg(long, value_enum, default_value_t = crate::extender::OnPrometheusError::Pass)]
     pub on_prometheus_error: crate::extender::OnPrometheusError,
+
+    /// Largest request body accepted (bytes); larger ones are answered 413 without being
+    /// read. 1 MiB holds the node names of 5,000 nodes several times over
+    /// (`nodeCacheCapable: true`); without nodeCacheCapable each node costs ~5 kB.
+    #[arg(long, default_value_t = crate::extender::DEFAULT_MAX_BODY_BYTES, value_parser = parse_max_body_bytes)]
+    pub max_body_bytes: usize,
+
+    /// Requests read and answered at once; more are answered 503 at once (kube-scheduler
+    /// calls an extender one request at a time).
+    #[arg(long, default_value_t = crate::extender::DEFAULT_MAX_CONCURRENT_REQUESTS, value_parser = parse_concurrent_requests)]
+    pub max_concurrent_requests: usize,
+}
+
+fn parse_concurrent_requests(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(count) if (1..=1024).contains(&count) => Ok(count),
+        _ => Err(format!(
+            "`{text}` is not a number of requests from 1 to 1024"
+        )),
+    }
+}
+
+fn parse_max_body_bytes(text: &str) -> Result<usize, String> {
+    const MIN: usize = 4 << 10;
+    const MAX: usize = 256 << 20;
+    match text.parse::<usize>() {
+        Ok(bytes) if (MIN..=MAX).contains(&bytes) => Ok(bytes),
+        _ => Err(format!(
+            "`{text}` is not a size in bytes from {MIN} to {MAX} (e.g. 1048576 for 1 MiB)"
+        )),
+    }
 }
 
 impl ExtenderArgs {
@@ -188,6 +219,8 @@ impl ExtenderArgs {
             keep_last_for: self.keep_last_for,
             timeout: self.prometheus_timeout,
             on_error: self.on_prometheus_error,
+            max_body_bytes: self.max_body_bytes,
+            max_concurrent_requests: self.max_concurrent_requests,
         })
     }
 }
