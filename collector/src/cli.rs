@@ -18,12 +18,18 @@ pub struct Cli {
 
     /// Log level: error, warn, info, debug or trace (or a tracing filter such as
     /// "collector=debug").
-    #[arg(long, global = true, env = "NODESTATE_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "NODESTATE_LOG", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
 
     /// Log format: human-readable text, or one JSON object per line for log shippers.
     #[arg(long, global = true, env = "NODESTATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+fn parse_log_level(text: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(|_| text.to_string())
+        .map_err(|err| format!("`{text}` is not a level or tracing filter ({err})"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
