@@ -517,8 +517,10 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
             }
             _ = sighup.recv() => {
                 if let Some(assessor) = assessor.as_mut() {
-                    assessor.reload();
-                    shared.write().expect("exporter state lock").model = assessor.model_info();
+                    let reloaded = assessor.reload();
+                    let mut state = shared.write().expect("exporter state lock");
+                    state.model = assessor.model_info();
+                    state.model_reload_failures += u64::from(!reloaded);
                 }
             }
             _ = sigterm.recv() => { info!("SIGTERM: detaching and exiting"); break; }
