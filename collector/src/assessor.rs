@@ -156,18 +156,23 @@ impl Assessor {
         })
     }
 
-    /// SIGHUP: reload the model file; a bad file is refused and the old model kept.
-    pub fn reload(&mut self) {
+    /// SIGHUP: reload the model file; a bad file is refused and the old model kept. Returns
+    /// false when the file was refused (the daemon counts it).
+    pub fn reload(&mut self) -> bool {
         let Judge::File { path, model } = &mut self.judge else {
             info!("SIGHUP: no model file to reload (learning the baseline)");
-            return;
+            return true;
         };
         match load_model(path) {
             Ok(new) => {
                 **model = new;
                 info!(model = %path.display(), "SIGHUP: model reloaded");
+                true
             }
-            Err(err) => warn!("SIGHUP: keeping the old model, the new file is refused: {err:#}"),
+            Err(err) => {
+                warn!("SIGHUP: keeping the old model, the new file is refused: {err:#}");
+                false
+            }
         }
     }
 

@@ -18,12 +18,18 @@ pub struct Cli {
 
     /// Log level: error, warn, info, debug or trace (or a tracing filter such as
     /// "collector=debug").
-    #[arg(long, global = true, env = "NODESTATE_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "NODESTATE_LOG", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
 
     /// Log format: human-readable text, or one JSON object per line for log shippers.
     #[arg(long, global = true, env = "NODESTATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+fn parse_log_level(text: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(|_| text.to_string())
+        .map_err(|err| format!("`{text}` is not a level or tracing filter ({err})"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -157,6 +163,37 @@ pub struct ExtenderArgs {
     /// "error" reports an error, which kube-scheduler skips for an ignorable extender.
     #[arg(long, value_enum, default_value_t = crate::extender::OnPrometheusError::Pass)]
     pub on_prometheus_error: crate::extender::OnPrometheusError,
+
+    /// Largest request body accepted (bytes); larger ones are answered 413 without being
+    /// read. 1 MiB holds the node names of 5,000 nodes several times over
+    /// (`nodeCacheCapable: true`); without nodeCacheCapable each node costs ~5 kB.
+    #[arg(long, default_value_t = crate::extender::DEFAULT_MAX_BODY_BYTES, value_parser = parse_max_body_bytes)]
+    pub max_body_bytes: usize,
+
+    /// Requests read and answered at once; more are answered 503 at once (kube-scheduler
+    /// calls an extender one request at a time).
+    #[arg(long, default_value_t = crate::extender::DEFAULT_MAX_CONCURRENT_REQUESTS, value_parser = parse_concurrent_requests)]
+    pub max_concurrent_requests: usize,
+}
+
+fn parse_concurrent_requests(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(count) if (1..=1024).contains(&count) => Ok(count),
+        _ => Err(format!(
+            "`{text}` is not a number of requests from 1 to 1024"
+        )),
+    }
+}
+
+fn parse_max_body_bytes(text: &str) -> Result<usize, String> {
+    const MIN: usize = 4 << 10;
+    const MAX: usize = 256 << 20;
+    match text.parse::<usize>() {
+        Ok(bytes) if (MIN..=MAX).contains(&bytes) => Ok(bytes),
+        _ => Err(format!(
+            "`{text}` is not a size in bytes from {MIN} to {MAX} (e.g. 1048576 for 1 MiB)"
+        )),
+    }
 }
 
 impl ExtenderArgs {
@@ -188,6 +225,8 @@ impl ExtenderArgs {
             keep_last_for: self.keep_last_for,
             timeout: self.prometheus_timeout,
             on_error: self.on_prometheus_error,
+            max_body_bytes: self.max_body_bytes,
+            max_concurrent_requests: self.max_concurrent_requests,
         })
     }
 }

@@ -312,7 +312,14 @@ fn program_windows(
 /// Where finished windows go besides the log.
 pub enum WindowSink {
     None,
-    JsonLines { path: PathBuf, file: std::fs::File },
+    JsonLines {
+        path: PathBuf,
+        file: std::fs::File,
+        /// Bytes of whole lines written: the length the file is cut back to when a write
+        /// fails half-way.
+        whole_bytes: u64,
+        lines: u64,
+    },
 }
 
 /// Where windows should go; opened only once the programs are loaded, so a daemon that fails
@@ -333,18 +340,41 @@ impl WindowSink {
                 Ok(Self::JsonLines {
                     path: path.clone(),
                     file,
+                    whole_bytes: 0,
+                    lines: 0,
                 })
             }
         }
     }
 
     fn write(&mut self, record: &WindowRecord) -> anyhow::Result<()> {
-        if let Self::JsonLines { path, file } = self {
+        if let Self::JsonLines {
+            path,
+            file,
+            whole_bytes,
+            lines,
+        } = self
+        {
             let mut line = serde_json::to_vec(record)?;
             line.push(b'\n');
             // One write per line and no buffering: a killed recorder leaves whole lines only.
-            file.write_all(&line)
-                .with_context(|| format!("writing {}", path.display()))?;
+            if let Err(err) = file.write_all(&line) {
+                // A full file system (ENOSPC, EDQUOT) takes part of the line: cut the file back
+                // to its last whole line, so whoever reads it never meets half a record.
+                let cut = file.set_len(*whole_bytes).and_then(|()| {
+                    std::io::Seek::seek(file, std::io::SeekFrom::Start(*whole_bytes))
+                });
+                let kept = match cut {
+                    Ok(_) => format!("it keeps the {lines} whole window(s) written before"),
+                    Err(cut) => format!(
+                        "and cutting its partial last line failed too ({cut}): drop its last line"
+                    ),
+                };
+                return Err(anyhow::Error::new(err)
+                    .context(format!("writing {} failed; {kept}", path.display())));
+            }
+            *whole_bytes += line.len() as u64;
+            *lines += 1;
         }
         Ok(())
     }
@@ -555,8 +585,10 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
             }
             _ = sighup.recv() => {
                 if let Some(assessor) = assessor.as_mut() {
-                    assessor.reload();
-                    shared.write().expect("exporter state lock").model = assessor.model_info();
+                    let reloaded = assessor.reload();
+                    let mut state = shared.write().expect("exporter state lock");
+                    state.model = assessor.model_info();
+                    state.model_reload_failures += u64::from(!reloaded);
                 }
             }
             _ = sigterm.recv() => { info!("SIGTERM: detaching and exiting"); break; }

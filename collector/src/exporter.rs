@@ -86,6 +86,8 @@ pub struct ExporterState {
     pub started: Instant,
     pub health: Health,
     pub model: Option<ModelInfo>,
+    /// SIGHUP reloads that refused the model file (the old model was kept).
+    pub model_reload_failures: u64,
     /// Ready once the programs are attached and a model or baseline is in place.
     pub programs_attached: bool,
     pub recent: VecDeque<WindowRecord>,
@@ -125,6 +127,7 @@ impl ExporterState {
             started: Instant::now(),
             health: Health::default(),
             model: None,
+            model_reload_failures: 0,
             programs_attached: false,
             recent: VecDeque::with_capacity(RECENT_WINDOWS),
             windows_total: 0,
@@ -402,6 +405,13 @@ impl Collector for NodestateMetrics {
             "Top features pushing the last window away from healthy, by rank, as z-distance",
             None,
             &explanation,
+        )?;
+        counters(
+            &mut encoder,
+            "nodestate_model_reload_failures",
+            "SIGHUP reloads that refused the model file and kept the old model (the log says why)",
+            None,
+            &[(none.clone(), state.model_reload_failures as f64)],
         )?;
         if let Some(model) = &state.model {
             gauges(

@@ -20,6 +20,12 @@
 //!   burst of pods costs two queries, not two per pod.
 //! - `GET /fleet` shows the node states in use, `/metrics` the extender's own counters,
 //!   `/healthz` that it is up.
+//! - A hostile or broken caller cannot take the memory: a body over `--max-body-bytes`
+//!   (1 MiB) is answered 413 from its Content-Length without reading it, at most
+//!   `--max-concurrent-requests` (4) bodies are read and parsed at once (the next caller gets
+//!   503 at once, not a queue), a body not sent within 10 s is answered 408, and freed
+//!   buffers go back to the system. Each refusal is counted
+//!   (`nodestate_extender_rejected_requests_total{reason}`).
 
 use std::{
     collections::BTreeMap,
@@ -32,8 +38,8 @@ use anyhow::Context as _;
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::State,
-    http::StatusCode,
+    extract::{FromRequest as _, Request, State},
+    http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -46,8 +52,28 @@ use tracing::{debug, info, warn};
 
 use crate::rank::{NEUTRAL_RANK, extender_score};
 
-/// Largest request body accepted: a NodeList of some 10,000 nodes.
-pub const MAX_BODY_BYTES: usize = 64 << 20;
+/// Largest request body accepted by default. kube-scheduler sends node names only when the
+/// extender is `nodeCacheCapable: true` (as deploy/scheduler-extender.yaml ships it): measured
+/// with our fixture's Pod (1.6 kB) and EKS-style names (`ip-10-0-12-34.eu-west-1.compute.
+/// internal`), 5,000 nodes (Kubernetes' supported maximum) make a 217 kB body and 15,000 a
+/// 653 kB one, so 1 MiB leaves room for a large Pod. Whole Node objects (~5 kB each, without
+/// nodeCacheCapable) fit for about 200 nodes: raise `--max-body-bytes` for that.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Bodies read and parsed at once, by default. kube-scheduler calls an extender from its one
+/// scheduling loop (filter, then prioritize, per pod), so a few cover it (and a second
+/// scheduler profile or a retry); with the body cap this bounds the memory requests take to
+/// a few MiB (the parsed form of a 1 MiB body of names is about 2 MiB).
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 4;
+
+/// A body must arrive within this long once its headers have: a caller trickling one would
+/// otherwise hold a request slot forever. kube-scheduler sends a body at once and gives up
+/// after its httpTimeout (5 s in deploy/scheduler-extender.yaml).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bodies at least this large are followed by `malloc_trim`, so their buffers go back to the
+/// system instead of staying in the allocator's arenas.
+const TRIM_AFTER_BYTES: usize = 256 << 10;
 
 /// What to answer when Prometheus cannot be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -76,6 +102,10 @@ pub struct ExtenderOptions {
     pub keep_last_for: Duration,
     pub timeout: Duration,
     pub on_error: OnPrometheusError,
+    /// Request bodies larger than this are refused with 413.
+    pub max_body_bytes: usize,
+    /// Requests with a body handled at once; more are refused with 503.
+    pub max_concurrent_requests: usize,
 }
 
 /// What Prometheus says about one node.
@@ -337,10 +367,13 @@ struct Metrics {
     prometheus_errors: Counter,
     stale_readings: Counter,
     fleet_nodes: Gauge,
+    rejected: Family<Vec<(String, String)>, Counter>,
 }
 
 struct Extender {
     options: ExtenderOptions,
+    /// One permit per request whose body is being read or answered.
+    permits: Arc<tokio::sync::Semaphore>,
     cache: tokio::sync::Mutex<Cache>,
     metrics: Metrics,
     registry: Registry,
@@ -402,6 +435,104 @@ impl Extender {
             .get_or_create(&vec![("verb".into(), verb.into())])
             .inc();
     }
+
+    fn reject(&self, reason: &str) {
+        self.metrics
+            .rejected
+            .get_or_create(&vec![("reason".into(), reason.into())])
+            .inc();
+    }
+
+    /// Reads `request`'s body under the limits: a free request slot (else 503 at once), a
+    /// declared length within the cap (else 413 before reading anything), the whole body
+    /// within the cap (else 413) and within [`BODY_READ_TIMEOUT`] (else 408). The permit is
+    /// held until the answer is built.
+    async fn admit(
+        &self,
+        request: Request,
+    ) -> Result<(Bytes, tokio::sync::OwnedSemaphorePermit), Response> {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.reject("busy");
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                format!(
+                    "nodestate extender: {} requests are being answered \
+                     (--max-concurrent-requests); try again\n",
+                    self.options.max_concurrent_requests
+                ),
+            )
+                .into_response());
+        };
+        let max = self.options.max_body_bytes;
+        let too_large = |extender: &Self, size: String| {
+            extender.reject("too_large");
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "nodestate extender: request body of {size} is over the {max} bytes \
+                     accepted (--max-body-bytes); set nodeCacheCapable: true in the scheduler \
+                     configuration so only node names are sent\n"
+                ),
+            )
+                .into_response()
+        };
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok());
+        if let Some(declared) = declared
+            && declared > max as u64
+        {
+            return Err(too_large(self, format!("{declared} bytes")));
+        }
+        match tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(request, &())).await {
+            Ok(Ok(body)) => Ok((body, permit)),
+            Ok(Err(rejection)) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(too_large(self, "more bytes".into()))
+            }
+            Ok(Err(rejection)) => {
+                self.reject("unreadable");
+                Err(rejection.into_response())
+            }
+            Err(_) => {
+                self.reject("slow_body");
+                Err((
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "nodestate extender: the request body did not arrive within {}s\n",
+                        BODY_READ_TIMEOUT.as_secs()
+                    ),
+                )
+                    .into_response())
+            }
+        }
+    }
+}
+
+/// Gives the allocator's free memory back to the system after a large body, so a burst of
+/// large requests does not leave the extender holding their size.
+fn release_memory(body_bytes: usize) {
+    if body_bytes < TRIM_AFTER_BYTES {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory of glibc's arenas to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// glibc raises its mmap threshold to the size of each mmapped block freed (up to 32 MiB), so
+/// after one large body later ones come from the arenas, which keep the memory. A fixed
+/// threshold keeps large buffers mmapped: freeing one unmaps it.
+fn fix_mmap_threshold() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt changes an allocator setting; it has no memory-safety preconditions.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+    }
 }
 
 type Shared = Arc<Extender>;
@@ -421,9 +552,21 @@ fn parse_args(body: &[u8]) -> Result<ExtenderArgs, String> {
     serde_json::from_slice(body).map_err(|err| format!("not ExtenderArgs JSON: {err}"))
 }
 
-async fn filter_handler(State(extender): State<Shared>, body: Bytes) -> Response {
+async fn filter_handler(State(extender): State<Shared>, request: Request) -> Response {
     extender.count("filter");
-    let args = match parse_args(&body) {
+    let (body, permit) = match extender.admit(request).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
+    let size = body.len();
+    let response = filter_response(&extender, &body).await;
+    drop((body, permit));
+    release_memory(size);
+    response
+}
+
+async fn filter_response(extender: &Extender, body: &[u8]) -> Response {
+    let args = match parse_args(body) {
         Ok(args) => args,
         Err(err) => {
             extender.metrics.bad_requests.inc();
@@ -450,9 +593,21 @@ async fn filter_handler(State(extender): State<Shared>, body: Bytes) -> Response
     Json(result).into_response()
 }
 
-async fn prioritize_handler(State(extender): State<Shared>, body: Bytes) -> Response {
+async fn prioritize_handler(State(extender): State<Shared>, request: Request) -> Response {
     extender.count("prioritize");
-    let args = match parse_args(&body) {
+    let (body, permit) = match extender.admit(request).await {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused,
+    };
+    let size = body.len();
+    let response = prioritize_response(&extender, &body).await;
+    drop((body, permit));
+    release_memory(size);
+    response
+}
+
+async fn prioritize_response(extender: &Extender, body: &[u8]) -> Response {
+    let args = match parse_args(body) {
         Ok(args) => args,
         Err(err) => {
             extender.metrics.bad_requests.inc();
@@ -517,6 +672,13 @@ fn registry(metrics: &Metrics) -> Registry {
         metrics.stale_readings.clone(),
     );
     registry.register(
+        "rejected_requests",
+        "Requests refused before they were answered, by reason: busy (503, \
+         --max-concurrent-requests), too_large (413, --max-body-bytes), slow_body (408), \
+         unreadable",
+        metrics.rejected.clone(),
+    );
+    registry.register(
         "fleet_nodes",
         "Nodes with a state in Prometheus at the last refresh",
         metrics.fleet_nodes.clone(),
@@ -533,9 +695,13 @@ pub async fn bind(
         .await
         .with_context(|| format!("cannot listen on {listen} (set --listen)"))?;
     let bound = listener.local_addr()?;
+    let max_body_bytes = options.max_body_bytes;
     let metrics = Metrics::default();
     let registry = registry(&metrics);
     let extender = Arc::new(Extender {
+        permits: Arc::new(tokio::sync::Semaphore::new(
+            options.max_concurrent_requests.max(1),
+        )),
         options,
         cache: tokio::sync::Mutex::new(Cache::default()),
         metrics,
@@ -547,9 +713,8 @@ pub async fn bind(
         .route("/fleet", get(fleet_handler))
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
-        // Without nodeCacheCapable every request carries whole Node objects (~5 kB each):
-        // axum's 2 MB default would refuse clusters of a few hundred nodes.
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // The handlers read their bodies themselves (Extender::admit), under this limit.
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(extender);
     Ok((bound, async move { axum::serve(listener, app).await }))
 }
@@ -557,6 +722,7 @@ pub async fn bind(
 /// `collector extender`: serves until SIGTERM or SIGINT.
 pub async fn run(listen: SocketAddr, options: ExtenderOptions) -> anyhow::Result<()> {
     let prometheus = options.prometheus.clone();
+    fix_mmap_threshold();
     let (bound, server) = bind(listen, options).await?;
     info!(%bound, %prometheus, "kube-scheduler extender: POST /filter, /prioritize");
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -585,6 +751,8 @@ mod tests {
             keep_last_for: Duration::from_secs(60),
             timeout: Duration::from_secs(1),
             on_error: OnPrometheusError::Pass,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
         }
     }
 

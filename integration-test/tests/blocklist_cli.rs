@@ -259,3 +259,149 @@ fn blocklist_cli_refuses_a_ttl_past_ten_years_and_takes_one_up_to_it() {
     let in_s = rule["expires_unix_s"].as_u64().unwrap() - rule["added_unix_s"].as_u64().unwrap();
     assert_eq!(in_s, 3650 * 24 * 3600);
 }
+
+#[test]
+fn blocklist_cli_names_each_bad_line_and_shows_what_is_there() {
+    if !privileged("blocklist_cli_names_each_bad_line_and_shows_what_is_there") {
+        return;
+    }
+    let pins = TestPinDir::new("cli-lines");
+    ok(&pins.path, &["add", "10.200.0.0/16", "fd00:200::/64"]);
+    let before = rules(&pins.path);
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let listed_twice = file(
+        "listed.txt",
+        "192.0.2.0/24\n10.200.0.0/16\n# fine\nfd00:200::/64\n",
+    );
+    let invisible = file("invisible.txt", "10.0.0.1\0\n10.0.0.2\u{feff}\n");
+    let huge = file(
+        "huge.txt",
+        &format!("192.0.2.0/24\n{}\n", "7".repeat(10 << 20)),
+    );
+    let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+        (vec!["add", ""], vec!["argument 1", "empty"]),
+        (vec!["add", "192.0.2.9", " "], vec!["argument 2", "empty"]),
+        (vec!["del", ""], vec!["argument 1", "empty"]),
+        (
+            vec!["add", "192.0.2.9", "192.0.2.9/32"],
+            vec!["argument 2: 192.0.2.9/32 is given twice (also as argument 1)"],
+        ),
+        (
+            vec!["add", "192.0.2.9", "10.200.0.0/16", "fd00:200::/64"],
+            vec![
+                "argument 2: 10.200.0.0/16 is already listed",
+                "argument 3: fd00:200::/64 is already listed",
+            ],
+        ),
+        (
+            vec!["import", &listed_twice],
+            vec![
+                "2 bad lines",
+                "line 2: 10.200.0.0/16 is already listed",
+                "line 4: fd00:200::/64 is already listed",
+            ],
+        ),
+        (
+            vec!["import", &invisible],
+            vec!["line 1: `10.0.0.1\\0`", "line 2: `10.0.0.2\\u{feff}`"],
+        ),
+        (vec!["import", &huge], vec!["line 2", "more characters)"]),
+        (
+            vec!["add", "192.0.2.9", "--comment", "two\nlines"],
+            vec!["control characters", "`two\\nlines`"],
+        ),
+        (
+            vec!["add", "192.0.2.9", "--comment", "\u{1b}[2Jwiped"],
+            vec!["control characters", "\\u{1b}[2Jwiped"],
+        ),
+    ];
+    for (args, expected) in &cases {
+        let output = blocklist(&pins.path, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        for text in expected {
+            assert!(stderr.contains(text), "{args:?}: `{text}` not in: {stderr}");
+        }
+        assert!(
+            !stderr.contains('\u{1b}') && !stderr.contains('\0'),
+            "{args:?}: raw control characters in: {stderr:?}"
+        );
+        assert!(
+            stderr.len() < 2000,
+            "{args:?}: {} bytes of error",
+            stderr.len()
+        );
+        assert!(
+            !stderr.contains("in this file") || args[0] == "import",
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(rules(&pins.path), before, "{args:?} changed the list");
+    }
+
+    // A comment with control characters already in the map (an older collector, or anything
+    // else that can write it) is printed escaped.
+    {
+        let mut list = collector::blocklist::Blocklist::open(&pins.path).unwrap();
+        list.add(
+            &["192.0.2.77/32".parse().unwrap()],
+            Some("x\u{1b}[2J\ny"),
+            None,
+        )
+        .unwrap();
+    }
+    let output = blocklist(&pins.path, &["list"]);
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(table.contains("x\\u{1b}[2J\\ny"), "{table}");
+    assert!(!table.contains('\u{1b}'), "{table:?}");
+    assert_eq!(table.lines().count(), 4, "{table}");
+}
+
+#[test]
+fn blocklist_cli_refused_or_read_only_commands_create_nothing() {
+    if !privileged("blocklist_cli_refused_or_read_only_commands_create_nothing") {
+        return;
+    }
+    let pins = TestPinDir::new("cli-nothing");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "nope\n").unwrap();
+    let long_comment = "x".repeat(65);
+    let refused: Vec<Vec<&str>> = vec![
+        vec!["add", "nope"],
+        vec!["add", ""],
+        vec!["add", "192.0.2.1", "--comment", &long_comment],
+        vec!["add", "192.0.2.1", "--comment", "a\tb"],
+        vec!["import", bad.to_str().unwrap()],
+        vec!["import", "--replace", bad.to_str().unwrap()],
+        vec!["del", "192.0.2.1"],
+    ];
+    for args in &refused {
+        let output = blocklist(&pins.path, args);
+        assert!(!output.status.success(), "{args:?} was accepted");
+        assert!(
+            !pins.path.exists(),
+            "{args:?} was refused but created {}",
+            pins.path.display()
+        );
+    }
+    // Reading an absent list shows it empty, and leaves it absent.
+    for args in [vec!["list"], vec!["flush"]] {
+        ok(&pins.path, &args);
+        assert!(
+            !pins.path.exists(),
+            "{args:?} created {}",
+            pins.path.display()
+        );
+    }
+    assert!(rules(&pins.path).is_empty());
+    assert!(!pins.path.exists());
+    // The first accepted edit creates it.
+    ok(&pins.path, &["add", "192.0.2.1"]);
+    assert!(pins.path.exists());
+}

@@ -128,3 +128,77 @@ fn without_privileges_the_daemon_says_what_it_needs() {
         "{stderr}"
     );
 }
+
+/// A tmpfs of `size` bytes on a temporary directory of ours, unmounted on drop.
+struct SmallTmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallTmpfs {
+    fn new(size: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        integration_test::netns::run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "nodestate-test-full",
+                dir.path().to_str().unwrap(),
+            ],
+        );
+        Self { dir }
+    }
+}
+
+impl Drop for SmallTmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).output();
+    }
+}
+
+#[test]
+fn record_on_a_full_file_system_keeps_whole_lines_only() {
+    if !privileged("record_on_a_full_file_system_keeps_whole_lines_only") {
+        return;
+    }
+    // Two pages: a few windows fit, then a write is cut short by ENOSPC.
+    let full = SmallTmpfs::new(8192);
+    let out = full.dir.path().join("windows.jsonl");
+    let started = std::time::Instant::now();
+    let output = Command::new(workspace_binary("collector"))
+        .args(["record", "--duration", "60s", "--window", "1s", "--out"])
+        .arg(&out)
+        .output()
+        .expect("running collector record");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "record filled the disk and succeeded: {stderr}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(50),
+        "the file system never filled"
+    );
+    assert!(
+        stderr.contains("No space left") && stderr.contains("whole window(s)"),
+        "{stderr}"
+    );
+    let text = std::fs::read_to_string(&out).expect("reading the recording");
+    assert!(!text.is_empty(), "{stderr}");
+    assert!(
+        text.ends_with('\n'),
+        "a partial last line is left: {:?}",
+        &text[text.len().saturating_sub(80)..]
+    );
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|err| panic!("a line that is not a window ({err}): {line}"));
+    }
+    let kept = text.lines().count();
+    assert!(
+        stderr.contains(&format!("keeps the {kept} whole window(s)")),
+        "{kept} lines kept: {stderr}"
+    );
+}

@@ -204,6 +204,16 @@ fn sighup_reloads_the_model_and_refuses_a_bad_one() {
         state["model"]["source"].as_str().map(str::to_string)
     };
     assert_eq!(model_source().as_deref(), Some("file"));
+    let reload_failures = || {
+        let (_, metrics) = get(&address, "/metrics").unwrap();
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("nodestate_model_reload_failures_total{"))
+            .and_then(|rest| rest.split_once("} "))
+            .and_then(|(_, value)| value.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no nodestate_model_reload_failures_total in:\n{metrics}"))
+    };
+    assert_eq!(reload_failures(), 0.0);
 
     std::fs::write(&model_path, "{ this is not a model").unwrap();
     daemon.signal(libc::SIGHUP);
@@ -211,15 +221,23 @@ fn sighup_reloads_the_model_and_refuses_a_bad_one() {
         daemon.log().contains("keeping the old model").then_some(())
     });
     assert!(daemon.log().contains("model.json"), "{}", daemon.log());
-    // Still serving, still ready, still the old model.
+    // Still serving, still ready, still the old model; the refusal is counted.
     assert_eq!(get(&address, "/readyz").unwrap().0, 200);
     assert_eq!(model_source().as_deref(), Some("file"));
+    wait_for(Duration::from_secs(5), "the refusal counted", || {
+        (reload_failures() == 1.0).then_some(())
+    });
+    daemon.signal(libc::SIGHUP);
+    wait_for(Duration::from_secs(5), "the second refusal counted", || {
+        (reload_failures() == 2.0).then_some(())
+    });
 
     write_synthetic_model(&model_path);
     daemon.signal(libc::SIGHUP);
     wait_for(Duration::from_secs(10), "the reload in the log", || {
         daemon.log().contains("model reloaded").then_some(())
     });
+    assert_eq!(reload_failures(), 2.0, "a good reload is not a failure");
 }
 
 #[test]

@@ -595,3 +595,218 @@ fn the_deployed_scheduler_configuration_calls_what_the_extender_serves() {
         assert_eq!(status, 200, "{verb} {path}: {body}");
     }
 }
+
+/// `key` (e.g. `VmRSS`, `VmHWM`) of /proc/PID/status, in bytes.
+fn proc_status_bytes(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{key}:")))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"));
+    kib * 1024
+}
+
+/// Connects and sends a POST's head announcing `length` body bytes, and `body` (all of it,
+/// part of it, or nothing yet).
+fn post_head(address: &str, path: &str, length: usize, body: &[u8]) -> std::net::TcpStream {
+    use std::io::Write as _;
+    let mut stream = std::net::TcpStream::connect(address).expect("connecting");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).expect("sending the head");
+    // A server that answered and closed may refuse the rest: that is its right.
+    let _ = stream.write_all(body);
+    stream
+}
+
+/// Status and text of the response on `stream` (read to its end).
+fn response(mut stream: std::net::TcpStream) -> (u16, String) {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP response: {text:?}"));
+    (status, text)
+}
+
+/// A `nodeCacheCapable` body of `names` node names.
+fn names_body(names: usize) -> String {
+    let names: Vec<String> = (0..names)
+        .map(|i| {
+            format!(
+                "ip-10-{}-{}-{}.eu-west-1.compute.internal",
+                i >> 16,
+                (i >> 8) & 255,
+                i & 255
+            )
+        })
+        .collect();
+    serde_json::json!({"Pod": json(ARGS_NODE_NAMES)["Pod"], "Nodes": null, "NodeNames": names})
+        .to_string()
+}
+
+#[test]
+fn the_extender_bounds_bodies_requests_at_once_and_its_memory() {
+    let collector = workspace_binary("collector");
+    let address = format!("127.0.0.1:{}", free_port());
+    let extender = Process::start(
+        &collector,
+        &[
+            "extender",
+            "--listen",
+            &address,
+            "--prometheus",
+            &format!("http://127.0.0.1:{}", free_port()),
+            "--max-concurrent-requests",
+            "2",
+        ],
+        &[],
+    );
+    wait_for(Duration::from_secs(10), "the extender's /healthz", || {
+        get(&address, "/healthz").filter(|(status, _)| *status == 200)
+    });
+    let pid = extender.child.id();
+    // One ordinary request first, so the baseline includes a served request.
+    let (status, _) = post(&address, "/filter", ARGS_NODE_NAMES);
+    assert_eq!(status, 200);
+    let rss_before = proc_status_bytes(pid, "VmRSS");
+
+    // Over the 1 MiB cap: refused from the declared length alone, before any body is sent
+    // (the old extender waited for the 2 MiB).
+    let started = std::time::Instant::now();
+    let (status, text) = response(post_head(&address, "/filter", 2 << 20, b""));
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("nodeCacheCapable"), "{text}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // 16 callers at once, each sending 48 MiB: nothing of it is kept (the old extender
+    // buffered all of them: 16 x 63 MiB took it to 1.14 GB).
+    let huge = std::sync::Arc::new(vec![b' '; 48 << 20]);
+    let callers: Vec<_> = (0..16)
+        .map(|_| {
+            let (address, huge) = (address.clone(), huge.clone());
+            std::thread::spawn(move || {
+                // A caller whose write was cut short may see the connection reset, not 413.
+                let mut stream = post_head(&address, "/prioritize", huge.len(), &huge);
+                let _ = std::io::Read::read_to_end(&mut stream, &mut Vec::new());
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.join().unwrap();
+    }
+    drop(huge);
+
+    // Valid bodies just under the cap (23,000 names), 8 callers at once, 4 rounds: each is
+    // answered 200, or 503 at once when 2 are in progress.
+    let body = std::sync::Arc::new(names_body(23_000));
+    assert!(
+        body.len() < 1 << 20 && body.len() > 900_000,
+        "{}",
+        body.len()
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let callers: Vec<_> = (0..8)
+            .map(|_| {
+                let (address, body) = (address.clone(), body.clone());
+                std::thread::spawn(move || {
+                    response(post_head(
+                        &address,
+                        "/prioritize",
+                        body.len(),
+                        body.as_bytes(),
+                    ))
+                    .0
+                })
+            })
+            .collect();
+        statuses.extend(callers.into_iter().map(|c| c.join().unwrap()));
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&200), "{statuses:?}");
+
+    // Memory: the peak stays near what two 1 MiB requests need, and what was used goes back.
+    let peak = proc_status_bytes(pid, "VmHWM");
+    let rss_after = proc_status_bytes(pid, "VmRSS");
+    eprintln!(
+        "extender RSS before {} KiB, peak {} KiB, after {} KiB",
+        rss_before >> 10,
+        peak >> 10,
+        rss_after >> 10
+    );
+    assert!(
+        peak < rss_before + (48 << 20),
+        "peak RSS {peak} bytes, {rss_before} before"
+    );
+    assert!(
+        rss_after < rss_before + (16 << 20),
+        "RSS {rss_after} bytes after the bursts, {rss_before} before"
+    );
+
+    // Two requests in progress (their bodies half sent) take both slots: a third is answered
+    // 503 at once, with Retry-After.
+    let half = ARGS_NODE_NAMES.len() / 2;
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            post_head(
+                &address,
+                "/filter",
+                ARGS_NODE_NAMES.len(),
+                &ARGS_NODE_NAMES.as_bytes()[..half],
+            )
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let started = std::time::Instant::now();
+    let (status, text) = response(post_head(
+        &address,
+        "/filter",
+        ARGS_NODE_NAMES.len(),
+        ARGS_NODE_NAMES.as_bytes(),
+    ));
+    assert_eq!(status, 503, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 1"),
+        "{text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // One finishes its body and is answered; the other never does and is cut off.
+    let mut held = held.into_iter();
+    let mut finishing = held.next().unwrap();
+    std::io::Write::write_all(&mut finishing, &ARGS_NODE_NAMES.as_bytes()[half..]).unwrap();
+    let (status, text) = response(finishing);
+    assert_eq!(status, 200, "{text}");
+    let started = std::time::Instant::now();
+    let (status, text) = response(held.next().unwrap());
+    assert_eq!(status, 408, "{text}");
+    assert!(started.elapsed() < Duration::from_secs(12));
+    // Both slots are free again.
+    let (status, _) = post(&address, "/filter", ARGS_NODE_NAMES);
+    assert_eq!(status, 200);
+
+    let (_, metrics) = get(&address, "/metrics").unwrap();
+    for reason in ["busy", "too_large", "slow_body"] {
+        let line = format!("nodestate_extender_rejected_requests_total{{reason=\"{reason}\"}} ");
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in:\n{metrics}"));
+        assert!(count >= 1, "{line}{count}");
+    }
+}

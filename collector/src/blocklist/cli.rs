@@ -1,11 +1,18 @@
 //! `collector blocklist …`: edit the pinned drop list, with or without the daemon running.
 
-use std::{fmt::Write as _, path::PathBuf, time::Duration};
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
-use super::{Blocklist, DEFAULT_PIN_DIR, ListedRule, rules};
+use super::{
+    Blocklist, BlocklistError, DEFAULT_PIN_DIR, IpNet, ListedRule, Totals, pins,
+    rules::{self, BadLine},
+};
 use crate::cli::OutputFormat;
 
 #[derive(Debug, Args)]
@@ -24,7 +31,8 @@ pub enum BlocklistCommand {
     Add {
         #[arg(required = true, value_name = "IP|CIDR")]
         rules: Vec<String>,
-        /// Note kept with the rules (at most 64 bytes), shown by `list`.
+        /// Note kept with the rules (at most 64 bytes of printable text on one line), shown by
+        /// `list`.
         #[arg(long)]
         comment: Option<String>,
         /// Remove the rules after this long, e.g. "1h", "30m"; the daemon does the removing.
@@ -75,6 +83,54 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
     Ok(ttl)
 }
 
+/// A `--comment` as given: refused (before anything is touched) if it is too long for the
+/// map or holds control characters (newlines, escape sequences), which `list` would otherwise
+/// print into a terminal or a log line.
+fn check_comment(comment: Option<&str>) -> anyhow::Result<()> {
+    let Some(comment) = comment else {
+        return Ok(());
+    };
+    if comment.len() > collector_common::xdp::COMMENT_BYTES {
+        return Err(BlocklistError::CommentTooLong(comment.len()).into());
+    }
+    if comment.chars().any(char::is_control) {
+        anyhow::bail!(
+            "comment {} holds control characters (newlines, tabs, escape sequences): write it \
+             on one line of printable text",
+            rules::quote(comment)
+        );
+    }
+    Ok(())
+}
+
+/// Whether `pin_dir` holds any of the drop list's pins. Commands that only read or remove
+/// (`list`, `del`, `flush`) do not create a list that is not there.
+fn list_exists(pin_dir: &Path) -> bool {
+    collector_common::xdp::names::ALL_MAPS
+        .iter()
+        .any(|name| pin_dir.join(name).exists())
+}
+
+/// An error naming the line (or argument) of each rule that is already listed.
+fn already_listed(err: BlocklistError, sources: &[(usize, IpNet)], file: bool) -> anyhow::Error {
+    let BlocklistError::Duplicate(duplicates) = err else {
+        return err.into();
+    };
+    let bad: Vec<BadLine> = sources
+        .iter()
+        .filter(|(_, net)| duplicates.contains(net))
+        .map(|(line, net)| BadLine {
+            line: *line,
+            message: format!("{net} is already listed"),
+        })
+        .collect();
+    if file {
+        BlocklistError::BadRules(bad).into()
+    } else {
+        BlocklistError::BadArguments(bad).into()
+    }
+}
+
 pub fn run(args: BlocklistArgs) -> anyhow::Result<()> {
     if let BlocklistCommand::Detach { iface, .. } = &args.command {
         // Needs no maps: works on a pin directory of any layout.
@@ -90,7 +146,8 @@ pub fn run(args: BlocklistArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let mut blocklist = Blocklist::open(&args.pin_dir)?;
+    // Everything given is checked before the pin directory is opened: a refused command
+    // creates no directory and no pins.
     match args.command {
         BlocklistCommand::Add {
             rules,
@@ -98,22 +155,37 @@ pub fn run(args: BlocklistArgs) -> anyhow::Result<()> {
             ttl,
         } => {
             let nets = rules::parse_args(&rules)?;
-            blocklist.add(&nets, comment.as_deref(), ttl)?;
+            check_comment(comment.as_deref())?;
+            let mut blocklist = Blocklist::open(&args.pin_dir)?;
+            let positions: Vec<(usize, IpNet)> = (1..).zip(nets.iter().copied()).collect();
+            blocklist
+                .add(&nets, comment.as_deref(), ttl)
+                .map_err(|err| already_listed(err, &positions, false))?;
             eprintln!("added {} rule(s)", nets.len());
         }
         BlocklistCommand::Del { rules } => {
             let nets = rules::parse_args(&rules)?;
-            blocklist.delete(&nets)?;
+            pins::check_rights(&args.pin_dir)?;
+            if !list_exists(&args.pin_dir) {
+                return Err(BlocklistError::NotListed(nets[0].to_string()).into());
+            }
+            Blocklist::open(&args.pin_dir)?.delete(&nets)?;
             eprintln!("removed {} rule(s)", nets.len());
         }
         BlocklistCommand::List { output } => {
-            let rules = blocklist.list()?;
+            pins::check_rights(&args.pin_dir)?;
+            let (rules, totals) = if list_exists(&args.pin_dir) {
+                let blocklist = Blocklist::open(&args.pin_dir)?;
+                (blocklist.list()?, blocklist.totals()?)
+            } else {
+                (Vec::new(), Totals::default())
+            };
             match output {
                 OutputFormat::Json => println!(
                     "{}",
                     serde_json::json!({
                         "rules": rules,
-                        "totals": blocklist.totals()?,
+                        "totals": totals,
                     })
                 ),
                 OutputFormat::Table => print!("{}", table(&rules)),
@@ -126,18 +198,29 @@ pub fn run(args: BlocklistArgs) -> anyhow::Result<()> {
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let nets = rules::parse_import(&text)
+            let lines = rules::parse_import_lines(&text)
                 .with_context(|| format!("importing {}", file.display()))?;
+            check_comment(comment.as_deref())?;
+            let nets: Vec<IpNet> = lines.iter().map(|(_, net)| *net).collect();
+            let mut blocklist = Blocklist::open(&args.pin_dir)?;
             if replace {
                 blocklist.replace(&nets, comment.as_deref())?;
                 eprintln!("replaced the list with {} rule(s)", nets.len());
             } else {
-                blocklist.add(&nets, comment.as_deref(), None)?;
+                blocklist
+                    .add(&nets, comment.as_deref(), None)
+                    .map_err(|err| already_listed(err, &lines, true))
+                    .with_context(|| format!("importing {}", file.display()))?;
                 eprintln!("added {} rule(s)", nets.len());
             }
         }
         BlocklistCommand::Flush => {
-            let removed = blocklist.flush()?;
+            pins::check_rights(&args.pin_dir)?;
+            let removed = if list_exists(&args.pin_dir) {
+                Blocklist::open(&args.pin_dir)?.flush()?
+            } else {
+                0
+            };
             eprintln!("removed {removed} rule(s)");
         }
         BlocklistCommand::Detach { .. } => unreachable!("handled before opening the list"),
@@ -164,7 +247,8 @@ fn table(rules: &[ListedRule]) -> String {
             humantime::format_duration(Duration::from_secs(rule.age_s)).to_string(),
             expires,
             if rule.automatic { "auto" } else { "user" },
-            rule.comment
+            // Written by whoever could edit the maps: never let it drive the terminal.
+            rules::escape(&rule.comment)
         );
     }
     out

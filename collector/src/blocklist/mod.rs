@@ -39,8 +39,9 @@ pub enum BlocklistError {
     BadRules(Vec<BadLine>),
     #[error("{}", join_bad("bad argument", "argument", .0))]
     BadArguments(Vec<BadLine>),
-    #[error("{0} is already listed; nothing was changed")]
-    Duplicate(String),
+    /// Every rule asked for that is already listed (not only the first).
+    #[error("{} already listed; nothing was changed", join_nets(.0))]
+    Duplicate(Vec<IpNet>),
     #[error("{0} is not listed; nothing was changed")]
     NotListed(String),
     #[error(
@@ -93,6 +94,15 @@ pub enum BlocklistError {
     Load(#[from] aya::EbpfError),
     #[error("XDP program: {0}")]
     Program(#[from] aya::programs::ProgramError),
+}
+
+fn join_nets(nets: &[IpNet]) -> String {
+    let names: Vec<String> = nets.iter().map(ToString::to_string).collect();
+    format!(
+        "{} {}",
+        names.join(", "),
+        if nets.len() == 1 { "is" } else { "are" }
+    )
 }
 
 fn join_bad(what: &str, place: &str, bad: &[BadLine]) -> String {

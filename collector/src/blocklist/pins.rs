@@ -132,7 +132,7 @@ fn io_error(path: &Path, what: &str, source: io::Error) -> BlocklistError {
 }
 
 /// Refuses early, with the message an operator needs, rather than on the first EPERM.
-fn check_rights(path: &Path) -> Result<(), BlocklistError> {
+pub(crate) fn check_rights(path: &Path) -> Result<(), BlocklistError> {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_BPF: u32 = 39;
     let caps = fs::read_to_string("/proc/self/status")

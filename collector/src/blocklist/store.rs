@@ -709,8 +709,13 @@ impl Blocklist {
         let set = self.active_set()?;
         let current = self.read_set(set)?;
         let listed: HashSet<IpNet> = current.iter().map(|(net, _)| *net).collect();
-        if let Some(dup) = nets.iter().find(|net| listed.contains(net)) {
-            return Err(BlocklistError::Duplicate(dup.to_string()));
+        let duplicates: Vec<IpNet> = nets
+            .iter()
+            .filter(|net| listed.contains(net))
+            .copied()
+            .collect();
+        if !duplicates.is_empty() {
+            return Err(BlocklistError::Duplicate(duplicates));
         }
         Self::check_capacity(&current, nets)?;
         let rules = self.new_rules(nets, comment, ttl, origin)?;

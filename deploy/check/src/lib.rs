@@ -17,6 +17,7 @@ use k8s_openapi::{
     api::{
         apps::v1::DaemonSet,
         core::v1::{ConfigMap, Container, Namespace, PodSpec, Service, ServiceAccount},
+        networking::v1::NetworkPolicy,
     },
     apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
@@ -217,6 +218,7 @@ pub enum Object {
     Service(Box<Service>),
     DaemonSet(Box<DaemonSet>),
     ServiceMonitor(Box<ServiceMonitor>),
+    NetworkPolicy(Box<NetworkPolicy>),
 }
 
 impl Object {
@@ -228,6 +230,7 @@ impl Object {
             Self::Service(o) => &o.metadata,
             Self::DaemonSet(o) => &o.metadata,
             Self::ServiceMonitor(o) => &o.metadata,
+            Self::NetworkPolicy(o) => &o.metadata,
         }
     }
 
@@ -239,6 +242,7 @@ impl Object {
             Self::Service(_) => "Service",
             Self::DaemonSet(_) => "DaemonSet",
             Self::ServiceMonitor(_) => "ServiceMonitor",
+            Self::NetworkPolicy(_) => "NetworkPolicy",
         }
     }
 }
@@ -272,6 +276,9 @@ pub fn parse_object(value: &Value) -> anyhow::Result<Object> {
         ("v1", "ConfigMap") => Object::ConfigMap(Box::new(typed(value, &what)?)),
         ("v1", "Service") => Object::Service(Box::new(typed(value, &what)?)),
         ("apps/v1", "DaemonSet") => Object::DaemonSet(Box::new(typed(value, &what)?)),
+        ("networking.k8s.io/v1", "NetworkPolicy") => {
+            Object::NetworkPolicy(Box::new(typed(value, &what)?))
+        }
         ("monitoring.coreos.com/v1", "ServiceMonitor") => {
             let monitor: ServiceMonitor = typed(value, &what)?;
             for endpoint in &monitor.spec.endpoints {
@@ -539,6 +546,82 @@ pub fn daemonset_violations(daemonset: &DaemonSet) -> Vec<String> {
     violations
 }
 
+/// Every way `policy` lets more in than `port` (TCP) from selected pods, to the pods labelled
+/// `app`: it must select exactly those pods, restrict ingress, and each ingress rule must
+/// name its sources (an empty `from` admits everyone) and only that port.
+pub fn network_policy_violations(
+    policy: &NetworkPolicy,
+    app: (&str, &str),
+    port: i32,
+) -> Vec<String> {
+    let name = policy.metadata.name.as_deref().unwrap_or("<unnamed>");
+    let mut violations = Vec::new();
+    let mut fail = |message: String| violations.push(format!("NetworkPolicy {name}: {message}"));
+    let Some(spec) = &policy.spec else {
+        fail("no spec".into());
+        return violations;
+    };
+    let selects = spec
+        .pod_selector
+        .as_ref()
+        .and_then(|selector| selector.match_labels.as_ref())
+        .is_some_and(|labels| {
+            labels.len() == 1 && labels.get(app.0).map(String::as_str) == Some(app.1)
+        });
+    if !selects {
+        fail(format!(
+            "does not select the pods labelled {}={}",
+            app.0, app.1
+        ));
+    }
+    if !spec
+        .policy_types
+        .iter()
+        .flatten()
+        .any(|kind| kind == "Ingress")
+    {
+        fail("policyTypes lacks Ingress".into());
+    }
+    let rules = spec.ingress.as_deref().unwrap_or_default();
+    if rules.is_empty() {
+        fail("no ingress rule: nothing, not even the scraper, gets in".into());
+    }
+    for (index, rule) in rules.iter().enumerate() {
+        let peers = rule.from.as_deref().unwrap_or_default();
+        if peers.is_empty() {
+            fail(format!(
+                "ingress[{index}] has no `from`: it admits every source"
+            ));
+        }
+        for peer in peers {
+            if peer.ip_block.is_some() {
+                fail(format!(
+                    "ingress[{index}] admits an ipBlock: select pods instead"
+                ));
+            }
+            if peer.pod_selector.is_none() && peer.namespace_selector.is_none() {
+                fail(format!("ingress[{index}] has a peer that selects nothing"));
+            }
+        }
+        let ports = rule.ports.as_deref().unwrap_or_default();
+        if ports.is_empty() {
+            fail(format!(
+                "ingress[{index}] has no `ports`: it admits every port"
+            ));
+        }
+        for allowed in ports {
+            let tcp = allowed.protocol.as_deref().unwrap_or("TCP") == "TCP";
+            if !tcp || allowed.port != Some(IntOrString::Int(port)) || allowed.end_port.is_some() {
+                fail(format!(
+                    "ingress[{index}] admits {:?}/{:?}, not only TCP {port}",
+                    allowed.protocol, allowed.port
+                ));
+            }
+        }
+    }
+    violations
+}
+
 /// What the rendered objects must say about each other: one namespace, the Service and the
 /// ServiceMonitor select the DaemonSet's pods, the ConfigMap the pods mount exists.
 pub fn consistency_violations(objects: &[Object]) -> Vec<String> {
@@ -638,6 +721,9 @@ pub fn consistency_violations(objects: &[Object]) -> Vec<String> {
                 if !port_ok {
                     violations.push("the Service has no metrics port".into());
                 }
+            }
+            Object::NetworkPolicy(policy) => {
+                violations.extend(network_policy_violations(policy, APP_LABEL, METRICS_PORT.1));
             }
             Object::ServiceMonitor(monitor) => {
                 if !selects_app(monitor.spec.selector.match_labels.as_ref()) {

@@ -579,3 +579,155 @@ fn every_component_renders_on_the_base_and_keeps_the_rules() {
         );
     }
 }
+
+/// Renders the base with `components` (paths under deploy/components), as a user's overlay
+/// would.
+fn render_base_with(components: &[&str]) -> Vec<Object> {
+    let deploy = deploy_dir();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    // kustomize takes only relative paths: from the temporary directory up to / and down.
+    let up = "../".repeat(dir.path().components().count() - 1);
+    let relative =
+        |path: &Path| format!("{up}{}", path.display().to_string().trim_start_matches('/'));
+    let list: String = components
+        .iter()
+        .map(|name| format!("  - {}\n", relative(&deploy.join("components").join(name))))
+        .collect();
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources:\n  - {}\ncomponents:\n{list}",
+            relative(&deploy.join("base"))
+        ),
+    )
+    .expect("writing the overlay");
+    render(dir.path()).unwrap_or_else(|err| panic!("base + {components:?}: {err:#}"))
+}
+
+fn network_policy(objects: &[Object]) -> k8s_openapi::api::networking::v1::NetworkPolicy {
+    objects
+        .iter()
+        .find_map(|object| match object {
+            Object::NetworkPolicy(policy) => Some((**policy).clone()),
+            _ => None,
+        })
+        .expect("a NetworkPolicy is rendered")
+}
+
+#[test]
+fn the_network_policy_admits_only_the_scraper_to_the_metrics_port() {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let objects = render_base_with(&["network-policy"]);
+    let violations = consistency_violations(&objects);
+    assert!(violations.is_empty(), "{violations:?}");
+    let policy = network_policy(&objects);
+    assert_eq!(policy.metadata.namespace.as_deref(), Some(NAMESPACE));
+    let rules = policy.spec.as_ref().unwrap().ingress.as_ref().unwrap();
+    let peer = &rules[0].from.as_ref().unwrap()[0];
+    assert_eq!(
+        peer.namespace_selector
+            .as_ref()
+            .unwrap()
+            .match_labels
+            .as_ref()
+            .unwrap()["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    // Not in the default overlays: the selector must be set to the cluster's Prometheus first.
+    for overlay in overlays().expect("listing deploy/overlays") {
+        let objects = render(&overlay).unwrap();
+        assert!(
+            !objects
+                .iter()
+                .any(|o| matches!(o, Object::NetworkPolicy(_))),
+            "{}",
+            overlay.display()
+        );
+    }
+
+    // The rules catch a policy that lets more in.
+    type Mutation = Box<dyn Fn(&mut k8s_openapi::api::networking::v1::NetworkPolicy)>;
+    let cases: Vec<(&str, Mutation)> = vec![
+        (
+            "admits every source",
+            Box::new(|p| p.spec.as_mut().unwrap().ingress.as_mut().unwrap()[0].from = None),
+        ),
+        (
+            "not only TCP 9464",
+            Box::new(|p| {
+                let rule = &mut p.spec.as_mut().unwrap().ingress.as_mut().unwrap()[0];
+                rule.ports.as_mut().unwrap()[0].port = Some(IntOrString::Int(22));
+            }),
+        ),
+        (
+            "admits every port",
+            Box::new(|p| p.spec.as_mut().unwrap().ingress.as_mut().unwrap()[0].ports = None),
+        ),
+        (
+            "does not select the pods",
+            Box::new(|p| {
+                p.spec.as_mut().unwrap().pod_selector = Some(Default::default());
+            }),
+        ),
+        (
+            "policyTypes lacks Ingress",
+            Box::new(|p| p.spec.as_mut().unwrap().policy_types = Some(vec!["Egress".into()])),
+        ),
+    ];
+    for (expected, mutate) in cases {
+        let mut bad = policy.clone();
+        mutate(&mut bad);
+        let violations = deploy_check::network_policy_violations(&bad, APP_LABEL, METRICS_PORT.1);
+        assert!(
+            violations.iter().any(|v| v.contains(expected)),
+            "expected a violation containing {expected:?}, got {violations:?}"
+        );
+    }
+}
+
+#[test]
+fn the_scheduler_extender_manifest_is_api_objects_fenced_to_the_scheduler() {
+    let text = std::fs::read_to_string(deploy_dir().join("scheduler-extender.yaml"))
+        .expect("reading scheduler-extender.yaml");
+    let objects: Vec<Object> = deploy_check::documents(&text)
+        .expect("the manifest is YAML")
+        .iter()
+        .map(|value| deploy_check::parse_object(value).unwrap_or_else(|err| panic!("{err:#}")))
+        .collect();
+    let kinds: Vec<&str> = objects.iter().map(Object::kind).collect();
+    assert_eq!(kinds, ["DaemonSet", "NetworkPolicy", "ConfigMap"]);
+
+    let extender = daemonset(&objects);
+    let pod = extender.spec.template.spec.as_ref().unwrap();
+    let args = pod.containers[0].args.clone().unwrap_or_default();
+    assert!(
+        args.iter().any(|a| a == "--listen=127.0.0.1:9465"),
+        "the extender listens on loopback only: {args:?}"
+    );
+    let violations = deploy_check::network_policy_violations(
+        &network_policy(&objects),
+        ("app.kubernetes.io/name", "nodestate-scheduler-extender"),
+        9465,
+    );
+    assert!(violations.is_empty(), "{violations:?}");
+
+    // The 1 MiB body cap is safe because kube-scheduler sends node names only.
+    let config = objects
+        .iter()
+        .find_map(|object| match object {
+            Object::ConfigMap(config) => config.data.clone(),
+            _ => None,
+        })
+        .expect("the scheduler ConfigMap has data");
+    let scheduler: serde_json::Value =
+        serde_yaml::from_str(&config["scheduler-config.yaml"]).expect("scheduler config YAML");
+    let extenders = scheduler["extenders"].as_array().expect("extenders");
+    assert_eq!(extenders.len(), 1);
+    assert_eq!(extenders[0]["nodeCacheCapable"], true, "{scheduler}");
+    assert_eq!(extenders[0]["ignorable"], true, "{scheduler}");
+    assert!(
+        !args.iter().any(|a| a.starts_with("--max-body-bytes")),
+        "names only: the default cap fits ({args:?})"
+    );
+}
