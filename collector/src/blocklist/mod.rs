@@ -58,6 +58,8 @@ pub enum BlocklistError {
          the directory and import it again"
     )]
     Incompatible { path: String, detail: String },
+    #[error(transparent)]
+    NoEbpfObject(#[from] crate::kernel::NoEbpfObject),
     #[error("{what}: {source}")]
     Map {
         what: String,
