@@ -246,7 +246,7 @@ fn run() -> anyhow::Result<()> {
         } => {
             let table = match &prometheus {
                 Some(prometheus) => {
-                    let mut query = model::fleet::FleetQuery::new(
+                    let mut query = cluster::fleet::FleetQuery::new(
                         prometheus,
                         since.context(
                             "--since is required with --prometheus (how far back to read, e.g. 6h)",
@@ -255,7 +255,7 @@ fn run() -> anyhow::Result<()> {
                     query.selector = selector;
                     query.step = step;
                     query.node_label = node_label;
-                    let windows = model::fleet::fetch(&query)?;
+                    let windows = cluster::fleet::fetch(&query)?;
                     emit(&windows.summary(prometheus))?;
                     if let Some(path) = &save_windows {
                         save_records(path, &windows.records)?;

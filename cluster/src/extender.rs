@@ -44,7 +44,7 @@ use prometheus_client::{
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::rank::{NEUTRAL_RANK, extender_score};
+use model::rank::{NEUTRAL_RANK, extender_score};
 
 /// Largest request body accepted: a NodeList of some 10,000 nodes.
 pub const MAX_BODY_BYTES: usize = 64 << 20;
@@ -97,11 +97,11 @@ pub fn fleet_queries(options: &ExtenderOptions) -> (String, String) {
     (
         format!(
             "last_over_time(nodestate_state{}[{age}]) == 1",
-            model::fleet::label_matchers(options.selector.as_deref(), "")
+            crate::fleet::label_matchers(options.selector.as_deref(), "")
         ),
         format!(
             "last_over_time(nodestate_rank{}[{age}])",
-            model::fleet::label_matchers(options.selector.as_deref(), "")
+            crate::fleet::label_matchers(options.selector.as_deref(), "")
         ),
     )
 }
@@ -150,7 +150,7 @@ pub fn fleet_from_samples(
     for health in fleet.values_mut() {
         if health.rank.is_nan() {
             // A state without a rank (an older daemon): the middle of its band.
-            health.rank = crate::rank::rank(&health.state, 0.0, 0.0);
+            health.rank = model::rank::rank(&health.state, 0.0, 0.0);
         }
     }
     fleet
@@ -481,7 +481,7 @@ async fn fleet_handler(State(extender): State<Shared>) -> Response {
 }
 
 async fn metrics_handler(State(extender): State<Shared>) -> Response {
-    crate::http::openmetrics_response(&extender.registry)
+    crate::openmetrics_response(&extender.registry)
 }
 
 fn registry(metrics: &Metrics) -> Registry {
