@@ -32,7 +32,10 @@ struct Cli {
 }
 
 // Parsed once per run: the size of its largest variant costs nothing.
-#[allow(clippy::large_enum_variant, reason = "parsed once; boxing the big variant buys nothing")]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once; boxing the big variant buys nothing"
+)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Fit a model on windows and write it (versioned JSON).

@@ -24,6 +24,7 @@ pub mod model;
 pub mod rank;
 pub mod report;
 pub mod synthetic;
+pub mod tail;
 
 pub use baseline::{BaselineLearner, BaselineOptions};
 pub use error::{ModelError, Result};
