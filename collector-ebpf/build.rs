@@ -1,10 +1,18 @@
 use which::which;
 
-/// Building this crate needs the `bpf-linker` binary, which cargo cannot express as a
-/// dependency: rebuild whenever the one on PATH changes (the same trick as aya-template).
+/// Building this crate for the bpf target needs the `bpf-linker` binary, which cargo cannot
+/// express as a dependency: rebuild whenever the one on PATH changes (the same trick as
+/// aya-template). Without it, say so and go on: collector's build.rs then embeds an empty stub
+/// object, so `cargo check`, `clippy` and the tests that load no program still work.
 fn main() {
     match which("bpf-linker") {
         Ok(bpf_linker) => println!("cargo:rerun-if-changed={}", bpf_linker.display()),
-        Err(err) => panic!("bpf-linker not found on PATH ({err}); run `cargo xtask setup`"),
+        Err(err) => {
+            println!("cargo:rerun-if-env-changed=PATH");
+            println!(
+                "cargo:warning=bpf-linker not found on PATH ({err}): the eBPF programs cannot be \
+                 built; run `cargo xtask setup`"
+            );
+        }
     }
 }

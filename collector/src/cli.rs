@@ -89,7 +89,7 @@ pub struct RankArgs {
 
     /// With --elim: the rank reported while the daemon cannot be read (default: the neutral
     /// rank of a node still learning, so a stopped daemon neither attracts nor repels jobs).
-    #[arg(long, default_value_t = crate::rank::NEUTRAL_RANK, value_parser = parse_rank, requires = "elim")]
+    #[arg(long, default_value_t = model::rank::NEUTRAL_RANK, value_parser = parse_rank, requires = "elim")]
     pub unreachable_rank: f64,
 
     /// Print the daemon's whole /rank answer as JSON (node, rank, state, score, threshold).
@@ -98,8 +98,8 @@ pub struct RankArgs {
 }
 
 impl RankArgs {
-    pub fn options(&self) -> crate::rank::RankOptions {
-        crate::rank::RankOptions {
+    pub fn options(&self) -> cluster::rank::RankOptions {
+        cluster::rank::RankOptions {
             node: self.node.clone(),
             elim: self.elim,
             interval: self.interval,
@@ -161,18 +161,18 @@ pub struct ExtenderArgs {
 
     /// When Prometheus cannot be read: "pass" lets every node through with equal scores;
     /// "error" reports an error, which kube-scheduler skips for an ignorable extender.
-    #[arg(long, value_enum, default_value_t = crate::extender::OnPrometheusError::Pass)]
-    pub on_prometheus_error: crate::extender::OnPrometheusError,
+    #[arg(long, value_enum, default_value_t = cluster::extender::OnPrometheusError::Pass)]
+    pub on_prometheus_error: cluster::extender::OnPrometheusError,
 
     /// Largest request body accepted (bytes); larger ones are answered 413 without being
     /// read. 1 MiB holds the node names of 5,000 nodes several times over
     /// (`nodeCacheCapable: true`); without nodeCacheCapable each node costs ~5 kB.
-    #[arg(long, default_value_t = crate::extender::DEFAULT_MAX_BODY_BYTES, value_parser = parse_max_body_bytes)]
+    #[arg(long, default_value_t = cluster::extender::DEFAULT_MAX_BODY_BYTES, value_parser = parse_max_body_bytes)]
     pub max_body_bytes: usize,
 
     /// Requests read and answered at once; more are answered 503 at once (kube-scheduler
     /// calls an extender one request at a time).
-    #[arg(long, default_value_t = crate::extender::DEFAULT_MAX_CONCURRENT_REQUESTS, value_parser = parse_concurrent_requests)]
+    #[arg(long, default_value_t = cluster::extender::DEFAULT_MAX_CONCURRENT_REQUESTS, value_parser = parse_concurrent_requests)]
     pub max_concurrent_requests: usize,
 }
 
@@ -197,7 +197,7 @@ fn parse_max_body_bytes(text: &str) -> Result<usize, String> {
 }
 
 impl ExtenderArgs {
-    pub fn options(&self) -> Result<crate::extender::ExtenderOptions, String> {
+    pub fn options(&self) -> Result<cluster::extender::ExtenderOptions, String> {
         const STATES: [&str; 4] = ["healthy", "degraded", "learning", "unknown"];
         let filter_states: Vec<String> = self
             .filter_states
@@ -214,7 +214,7 @@ impl ExtenderArgs {
         if self.max_age < Duration::from_secs(1) {
             return Err("--max-age must be at least 1s".into());
         }
-        Ok(crate::extender::ExtenderOptions {
+        Ok(cluster::extender::ExtenderOptions {
             prometheus: self.prometheus.clone(),
             selector: self.selector.clone(),
             node_label: self.node_label.clone(),

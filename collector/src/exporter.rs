@@ -50,7 +50,7 @@ pub struct Health {
 impl Health {
     /// The node's rank for schedulers, 0–100 (see [`crate::rank`]).
     pub fn rank(&self) -> f64 {
-        crate::rank::rank(self.state, self.score, self.threshold)
+        model::rank::rank(self.state, self.score, self.threshold)
     }
 }
 

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use axum::{
     Json, Router,
     extract::{Query, State},
-    http::{StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -319,25 +319,7 @@ async fn metrics(State(app): State<AppState>) -> Response {
     openmetrics_response(&app.registry)
 }
 
-/// `registry` encoded as an OpenMetrics scrape (the daemon's and the extender's `/metrics`).
-pub(crate) fn openmetrics_response(registry: &Registry) -> Response {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, registry) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "encoding metrics failed\n",
-        )
-            .into_response(),
-    }
-}
+pub(crate) use cluster::openmetrics_response;
 
 async fn healthz() -> &'static str {
     "ok\n"

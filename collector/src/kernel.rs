@@ -27,8 +27,26 @@ use crate::{
 
 /// The compiled kernel programs, built by build.rs (aya-build) and embedded so the daemon is one
 /// file to ship.
-pub(crate) static EBPF_OBJECT: &[u8] =
+static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector-ebpf"));
+
+/// This binary was built without bpf-linker, with build.rs's empty stub in place of the
+/// programs.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this collector was built without its eBPF programs (bpf-linker was not found when it was \
+     built); run `cargo xtask setup`, then build it again"
+)]
+pub struct NoEbpfObject;
+
+/// The embedded eBPF object, or why there is none.
+pub(crate) fn ebpf_object() -> Result<&'static [u8], NoEbpfObject> {
+    if EBPF_OBJECT.is_empty() {
+        Err(NoEbpfObject)
+    } else {
+        Ok(EBPF_OBJECT)
+    }
+}
 
 /// Forwards aya-log records from the kernel programs to the `log` facade (and so to tracing).
 pub type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
@@ -298,7 +316,7 @@ impl KernelCollector {
             )
             .override_global(names::IGNORED_TGID, &config.exclude_tgid.unwrap_or(0), true)
             .map_max_entries(names::SLOW_IO_EVENTS, config.ringbuf_bytes)
-            .load(EBPF_OBJECT)
+            .load(ebpf_object()?)
             .map_err(|err| {
                 let what = match crate::privileges::seccomp_hint() {
                     Some(hint) => format!("loading the eBPF object into the kernel ({hint})"),

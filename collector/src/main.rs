@@ -65,25 +65,25 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Detect(args) => {
             let answer = match &args.prometheus {
-                Some(prometheus) => collector::detect::cluster_answer(prometheus, &args.range)?,
-                None => collector::detect::answer_from_state(&collector::detect::node_state(
-                    &args.node,
-                )?)?,
+                Some(prometheus) => cluster::detect::cluster_answer(prometheus, &args.range)?,
+                None => {
+                    cluster::detect::answer_from_state(&cluster::detect::node_state(&args.node)?)?
+                }
             };
             println!("{answer}");
             if let Some(url) = &args.submit {
-                let reply = collector::detect::submit(url, answer)?;
+                let reply = cluster::detect::submit(url, answer)?;
                 eprintln!("submitted {answer} to {url}: {}", reply.trim());
             }
             Ok(())
         }
         Command::Rank(args) => {
             let options = args.options();
-            tokio::task::spawn_blocking(move || collector::rank::run(&options)).await?
+            tokio::task::spawn_blocking(move || cluster::rank::run(&options)).await?
         }
         Command::Extender(args) => {
             let options = args.options().map_err(anyhow::Error::msg)?;
-            collector::extender::run(args.listen, options).await
+            cluster::extender::run(args.listen, options).await
         }
         Command::Record(args) => {
             args.collect.validate().map_err(anyhow::Error::msg)?;

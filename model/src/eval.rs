@@ -16,7 +16,8 @@ pub struct Scores {
 }
 
 impl Scores {
-    fn of(predicted: &[bool], truth: &[bool]) -> Self {
+    /// Point-wise scores of `predicted` against `truth` (pairs beyond the shorter are ignored).
+    pub fn of(predicted: &[bool], truth: &[bool]) -> Self {
         let count = |p: bool, t: bool| {
             predicted
                 .iter()

@@ -8,21 +8,23 @@
 //! - [`Hysteresis`] to turn per-window judgements into the node's state,
 //! - [`BaselineLearner`] when it has no model file: it learns the node's own baseline.
 //!
-//! The model never depends on the collector: it reads JSON Lines or CSV ([`input`]), or the
-//! daemons' `nodestate_feature` series from Prometheus ([`fleet`]).
+//! The model never depends on the collector and knows nothing of HTTP: it reads JSON Lines or
+//! CSV ([`input`]); the `cluster` crate reads the daemons' series from Prometheus into the same
+//! [`Table`], and the `model` command (package `model-cli`) wraps it all.
 
 pub mod baseline;
 pub mod bench;
 pub mod error;
 pub mod eval;
 pub mod features;
-pub mod fleet;
 pub mod hysteresis;
 pub mod input;
 mod kmeans;
 pub mod model;
+pub mod rank;
 pub mod report;
 pub mod synthetic;
+pub mod tail;
 
 pub use baseline::{BaselineLearner, BaselineOptions};
 pub use error::{ModelError, Result};

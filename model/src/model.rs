@@ -122,7 +122,34 @@ pub struct TrainOptions {
     /// deviations from the nearest healthy centroid), whatever the training windows' own
     /// spread: a model for other nodes must not flag what is within any node's normal.
     pub min_threshold: f64,
+    /// How the threshold is set from the healthy training scores.
+    pub threshold_rule: ThresholdRule,
 }
+
+/// How training turns the healthy training windows' scores into a threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum ThresholdRule {
+    /// [`TrainOptions::threshold_percentile`] of the scores times
+    /// [`TrainOptions::threshold_margin`] (the default, as the model has always done).
+    #[default]
+    Percentile,
+    /// From the tail ([`crate::tail`]): the score a healthy window exceeds with this
+    /// probability (per window, of an episode starting). Falls back to the percentile rule
+    /// when the scores hold too few episodes to fit a tail (about a thousand windows needed).
+    Tail { false_alarm: f64 },
+}
+
+/// One false degraded episode per node-day at 5 s windows: 5 / 86,400 per window. What a
+/// person on call accepts (issue text: "at most one false degraded episode per node-day").
+pub const DEFAULT_FALSE_ALARM_RATE: f64 = 5.0 / 86_400.0;
+/// The tail is fitted to the episodes over this quantile of the healthy scores: high enough
+/// for the excesses to be GPD-like, low enough to leave some tens of episodes in a day of
+/// windows (SPOT's authors use 0.98 too).
+pub const TAIL_LEVEL_QUANTILE: f64 = 0.98;
+/// Windows over the level with fewer than this many under it between them are one episode:
+/// the daemon's hysteresis leaves degraded after 3 normal windows, so closer peaks would be one
+/// degraded episode anyway.
+pub const TAIL_EPISODE_GAP: usize = crate::hysteresis::DEFAULT_LEAVE_AFTER as usize;
 
 /// Default percentile of the calibration (see [`TrainOptions::threshold_percentile`]).
 pub const DEFAULT_THRESHOLD_PERCENTILE: f64 = 99.0;
@@ -150,6 +177,7 @@ impl Default for TrainOptions {
             features: Vec::new(),
             floor_scale: 1.0,
             min_threshold: 0.0,
+            threshold_rule: ThresholdRule::Percentile,
         }
     }
 }
@@ -186,6 +214,23 @@ pub struct Threshold {
     /// ([`TrainOptions::min_threshold`]): what it came to. `value` is then the minimum.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raised_from: Option<f64>,
+    /// When the threshold came from the tail of the scores (`ThresholdRule::Tail`): the fit.
+    /// Absent: the percentile rule set it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<TailFit>,
+}
+
+/// The tail fit behind a threshold (see [`crate::tail`]), as the model file keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TailFit {
+    /// The per-window false-alarm probability asked for.
+    pub false_alarm: f64,
+    /// The level the peaks were counted over, and how many episodes went over it.
+    pub level: f64,
+    pub peaks: usize,
+    /// The generalized Pareto distribution fitted to their excesses.
+    pub shape: f64,
+    pub scale: f64,
 }
 
 /// How the model was trained, for `model inspect`.
@@ -438,6 +483,7 @@ impl Model {
                 margin: options.threshold_margin,
                 calibration_windows: 0,
                 raised_from: None,
+                tail: None,
             },
             training: TrainingInfo {
                 windows: rows,
@@ -481,8 +527,32 @@ impl Model {
                  their own"
             )));
         }
+        // The tail rule needs the scores in time order (episodes are runs of windows).
+        let tail = match options.threshold_rule {
+            ThresholdRule::Percentile => None,
+            ThresholdRule::Tail { false_alarm } => crate::tail::pot_threshold(
+                &scores,
+                false_alarm,
+                TAIL_LEVEL_QUANTILE,
+                TAIL_EPISODE_GAP,
+            )
+            .map(|fit| {
+                let kept = TailFit {
+                    false_alarm,
+                    level: fit.level,
+                    peaks: fit.peaks,
+                    shape: fit.gpd.shape,
+                    scale: fit.gpd.scale,
+                };
+                (kept, fit.threshold)
+            }),
+        };
         scores.sort_by(f64::total_cmp);
-        let value = percentile(&scores, options.threshold_percentile) * options.threshold_margin;
+        let value = match &tail {
+            Some((_, threshold)) => *threshold,
+            None => percentile(&scores, options.threshold_percentile) * options.threshold_margin,
+        };
+        model.threshold.tail = tail.map(|(fit, _)| fit);
         // A threshold of 0 (all training windows identical) would flag any change at all; the
         // smallest one worth reporting is a tenth of a standard deviation, or what was asked.
         let minimum = options.min_threshold.max(0.1);

@@ -22,10 +22,22 @@ pub fn summary(model: &Model) -> String {
         model.training.seed,
         model.training.inertia,
     );
-    let calibration = format!(
-        "p{} of {} healthy training scores x {}",
-        model.threshold.percentile, model.threshold.calibration_windows, model.threshold.margin,
-    );
+    let calibration = match &model.threshold.tail {
+        Some(tail) => format!(
+            "the tail of {} healthy training scores: false-alarm rate {:.2e} per window; {} \
+             episodes over {:.3}, generalized Pareto shape {:.3} scale {:.3}",
+            model.threshold.calibration_windows,
+            tail.false_alarm,
+            tail.peaks,
+            tail.level,
+            tail.shape,
+            tail.scale
+        ),
+        None => format!(
+            "p{} of {} healthy training scores x {}",
+            model.threshold.percentile, model.threshold.calibration_windows, model.threshold.margin,
+        ),
+    };
     let _ = match model.threshold.raised_from {
         Some(calibrated) => writeln!(
             text,

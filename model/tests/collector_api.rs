@@ -13,7 +13,7 @@ fn window_values(record: &serde_json::Value) -> BTreeMap<String, f64> {
 }
 
 // The collector's own enum, as it is.
-#[allow(clippy::large_enum_variant)]
+#[allow(clippy::large_enum_variant, reason = "as the collector's enum is")]
 enum Judge {
     File { model: Model },
     Baseline(BaselineLearner),

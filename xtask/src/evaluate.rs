@@ -19,10 +19,9 @@ use crate::{
     util::{release_binary, workspace_root},
 };
 
-/// The daemon's default hysteresis (model::hysteresis): enter after 2 anomalous windows,
-/// leave after 3 normal ones.
-pub const ENTER_AFTER: usize = 2;
-pub const LEAVE_AFTER: usize = 3;
+/// The daemon's default hysteresis: enter after 2 anomalous windows, leave after 3 normal ones.
+pub const ENTER_AFTER: u32 = model::hysteresis::DEFAULT_ENTER_AFTER;
+pub const LEAVE_AFTER: u32 = model::hysteresis::DEFAULT_LEAVE_AFTER;
 
 /// One recorded window, as far as the evaluation cares.
 struct Window {
@@ -225,27 +224,6 @@ fn score(model_file: &Path, recorded: &Recorded, work: &Path) -> anyhow::Result<
     Ok(scored)
 }
 
-/// The node state the daemon reports after each window, with its hysteresis.
-pub fn node_state(flags: &[bool], enter_after: usize, leave_after: usize) -> Vec<bool> {
-    let (mut degraded, mut run) = (false, 0);
-    flags
-        .iter()
-        .map(|&anomalous| {
-            if anomalous != degraded {
-                run += 1;
-                let needed = if degraded { leave_after } else { enter_after };
-                if run >= needed {
-                    degraded = anomalous;
-                    run = 0;
-                }
-            } else {
-                run = 0;
-            }
-            degraded
-        })
-        .collect()
-}
-
 /// What the oracle would see for one scenario.
 struct Verdict {
     /// "Yes"/"No" for the fault (or burst) period, and for the healthy period before it.
@@ -263,13 +241,8 @@ fn yes(any: bool) -> &'static str {
     if any { "Yes" } else { "No" }
 }
 
-fn verdict(
-    recorded: &Recorded,
-    scored: &Scored,
-    enter_after: usize,
-    leave_after: usize,
-) -> Verdict {
-    let state = node_state(&scored.flags, enter_after, leave_after);
+fn verdict(recorded: &Recorded, scored: &Scored, enter_after: u32, leave_after: u32) -> Verdict {
+    let state = model::eval::debounce(&scored.flags, enter_after, leave_after);
     let truth = recorded.truth();
     // Any window overlapping the fault period: the daemon is asked while the fault runs.
     let during: Vec<usize> = (0..recorded.windows.len())
@@ -284,22 +257,11 @@ fn verdict(
         .iter()
         .zip(&state)
         .any(|(w, &s)| s && w.end_s <= recorded.start_s);
-    let (mut tp, mut fp, mut fn_) = (0.0, 0.0, 0.0);
-    for (&flag, &fault) in scored.flags.iter().zip(&truth) {
-        match (flag, fault) {
-            (true, true) => tp += 1.0,
-            (true, false) => fp += 1.0,
-            (false, true) => fn_ += 1.0,
-            _ => {}
-        }
-    }
-    let precision = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
-    let recall = if tp + fn_ > 0.0 { tp / (tp + fn_) } else { 0.0 };
-    let f1 = if precision + recall > 0.0 {
-        2.0 * precision * recall / (precision + recall)
-    } else {
-        0.0
-    };
+    let model::eval::Scores {
+        precision,
+        recall,
+        f1,
+    } = model::eval::Scores::of(&scored.flags, &truth);
     // The explanation most often given for flagged windows during the fault, with the z of
     // the first window that gave it.
     let mut tops: Vec<(&(String, f64), usize)> = Vec::new();
@@ -676,7 +638,7 @@ fn ci_check_in(work: &Path) -> anyhow::Result<()> {
 /// with the raw values of those fields, so a CI log alone tells why a check failed (and how
 /// close a passing one came).
 fn print_windows(recorded: &Recorded, scored: &Scored) {
-    let state = node_state(&scored.flags, ENTER_AFTER, LEAVE_AFTER);
+    let state = model::eval::debounce(&scored.flags, ENTER_AFTER, LEAVE_AFTER);
     for (i, window) in recorded.windows.iter().enumerate() {
         let phase = if window.end_s <= recorded.start_s {
             "before"

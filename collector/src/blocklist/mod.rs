@@ -78,6 +78,8 @@ pub enum BlocklistError {
     Busy(String),
     #[error("{0}")]
     Attach(String),
+    #[error(transparent)]
+    NoEbpfObject(#[from] crate::kernel::NoEbpfObject),
     #[error("{what}: {source}")]
     Map {
         what: String,

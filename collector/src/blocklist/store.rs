@@ -146,7 +146,7 @@ pub(crate) fn load_object(pins: &PinDir, source_prefixes: u32) -> Result<Ebpf, B
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    Ok(loader.load(crate::kernel::EBPF_OBJECT)?)
+    Ok(loader.load(crate::kernel::ebpf_object()?)?)
 }
 
 /// (key size, value size, entries) each pinned map must have.

@@ -24,7 +24,7 @@ fn stdout(output: &Output) -> String {
 
 fn data(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/server-metrics")
+        .join("../model/tests/data/server-metrics")
         .join(name)
         .display()
         .to_string()

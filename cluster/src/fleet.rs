@@ -19,7 +19,20 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{error::ModelError, error::Result, input::Table};
+use model::{ModelError, input::Table};
+
+/// Why fleet training's windows could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// Prometheus could not be asked, refused the query, or answered something else.
+    #[error("Prometheus {url}: {message}")]
+    Prometheus { url: String, message: String },
+    /// What was read does not make a training table.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+pub type Result<T> = std::result::Result<T, FleetError>;
 
 /// Prometheus refuses a range query of more than 11,000 points per series: ask in chunks.
 const MAX_POINTS_PER_QUERY: u64 = 10_000;
@@ -134,8 +147,8 @@ impl FleetWindows {
     }
 }
 
-fn prometheus_error(url: &str, message: impl Into<String>) -> ModelError {
-    ModelError::Prometheus {
+fn prometheus_error(url: &str, message: impl Into<String>) -> FleetError {
+    FleetError::Prometheus {
         url: url.to_string(),
         message: message.into(),
     }
@@ -143,24 +156,17 @@ fn prometheus_error(url: &str, message: impl Into<String>) -> ModelError {
 
 fn get(query: &FleetQuery, path: &str, params: &[(&str, String)]) -> Result<serde_json::Value> {
     let url = format!("{}{path}", query.prometheus);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(query.timeout))
-        // A refused query comes as 400 with a JSON reason: read it rather than fail on status.
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut request = agent.get(&url);
-    for (name, value) in params {
-        request = request.query(*name, value);
-    }
-    let mut response = request
-        .call()
-        .map_err(|err| prometheus_error(&url, err.to_string()))?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .body_mut()
-        .read_json()
-        .map_err(|err| prometheus_error(&url, format!("answered {status} without JSON: {err}")))?;
+    let body = crate::promql::api_get(&url, params, query.timeout).map_err(|err| {
+        prometheus_error(
+            &url,
+            match err {
+                crate::promql::ApiGetError::Call(err) => err.to_string(),
+                crate::promql::ApiGetError::NotJson { status, source } => {
+                    format!("answered {status} without JSON: {source}")
+                }
+            },
+        )
+    })?;
     if body["status"] != "success" {
         return Err(prometheus_error(
             &url,
@@ -199,7 +205,7 @@ fn instant_value(query: &FleetQuery, promql: &str) -> Result<Option<f64>> {
         .filter(|v| v.is_finite()))
 }
 
-fn nothing_found(query: &FleetQuery, promql: &str) -> ModelError {
+fn nothing_found(query: &FleetQuery, promql: &str) -> FleetError {
     prometheus_error(
         &query.prometheus,
         format!(
@@ -380,7 +386,8 @@ pub fn windows_from_query_range(
                 nodes.len(),
                 nodes.values().map(|c| c.incomplete).sum::<usize>()
             ),
-        });
+        }
+        .into());
     }
     let mut table = Table::from_records(&records)?;
     let rows = table.len();

@@ -32,7 +32,10 @@ struct Cli {
 }
 
 // Parsed once per run: the size of its largest variant costs nothing.
-#[allow(clippy::large_enum_variant)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once; boxing the big variant buys nothing"
+)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Fit a model on windows and write it (versioned JSON).
@@ -105,6 +108,16 @@ enum Command {
         /// minimum beyond 0.1.
         #[arg(long, default_value_t = 0.0)]
         min_threshold: f64,
+        /// How the threshold is set: `percentile` (--threshold-percentile times
+        /// --threshold-margin) or `tail` (a generalized Pareto fit to the episodes in the
+        /// healthy scores' tail, for --false-alarm-rate; falls back to the percentile with
+        /// fewer than about a thousand training windows).
+        #[arg(long, value_enum, default_value_t = RuleArg::Percentile)]
+        threshold_rule: RuleArg,
+        /// With `--threshold-rule tail`: the probability, per window, that a healthy window
+        /// starts a false alarm. Default: one per day of 5 s windows.
+        #[arg(long, default_value_t = model::model::DEFAULT_FALSE_ALARM_RATE, value_parser = parse_probability)]
+        false_alarm_rate: f64,
     },
     /// Score windows: one output row per input row (score, cluster, state, explanation).
     Score {
@@ -243,6 +256,8 @@ fn run() -> anyhow::Result<()> {
             features,
             floor_scale,
             min_threshold,
+            threshold_rule,
+            false_alarm_rate,
         } => {
             // Before any work: a model written over its own training data (or labels) would
             // destroy them.
@@ -257,7 +272,7 @@ fn run() -> anyhow::Result<()> {
             refuse_overwriting("--out", &out, &sources)?;
             let table = match &prometheus {
                 Some(prometheus) => {
-                    let mut query = model::fleet::FleetQuery::new(
+                    let mut query = cluster::fleet::FleetQuery::new(
                         prometheus,
                         since.context(
                             "--since is required with --prometheus (how far back to read, e.g. 6h)",
@@ -266,7 +281,7 @@ fn run() -> anyhow::Result<()> {
                     query.selector = selector;
                     query.step = step;
                     query.node_label = node_label;
-                    let windows = model::fleet::fetch(&query)?;
+                    let windows = cluster::fleet::fetch(&query)?;
                     emit(&windows.summary(prometheus))?;
                     if let Some(path) = &save_windows {
                         save_records(path, &windows.records)?;
@@ -312,6 +327,12 @@ fn run() -> anyhow::Result<()> {
                 features,
                 floor_scale,
                 min_threshold,
+                threshold_rule: match threshold_rule {
+                    RuleArg::Percentile => model::model::ThresholdRule::Percentile,
+                    RuleArg::Tail => model::model::ThresholdRule::Tail {
+                        false_alarm: false_alarm_rate,
+                    },
+                },
                 ..TrainOptions::default()
             };
             let bar = indicatif::ProgressBar::new(runs as u64).with_style(
@@ -620,4 +641,22 @@ fn bench_text(report: &BenchReport) -> String {
         model::baseline::DEFAULT_MAX_KEPT
     );
     out
+}
+
+/// `model train --threshold-rule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RuleArg {
+    Percentile,
+    Tail,
+}
+
+fn parse_probability(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|err| format!("{text}: {err}"))?;
+    if value > 0.0 && value < 1.0 {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{text} is not a probability between 0 and 1 (exclusive)"
+        ))
+    }
 }

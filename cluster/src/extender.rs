@@ -50,7 +50,7 @@ use prometheus_client::{
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::rank::{NEUTRAL_RANK, extender_score};
+use model::rank::{NEUTRAL_RANK, extender_score};
 
 /// Largest request body accepted by default. kube-scheduler sends node names only when the
 /// extender is `nodeCacheCapable: true` (as deploy/scheduler-extender.yaml ships it): measured
@@ -127,11 +127,11 @@ pub fn fleet_queries(options: &ExtenderOptions) -> (String, String) {
     (
         format!(
             "last_over_time(nodestate_state{}[{age}]) == 1",
-            model::fleet::label_matchers(options.selector.as_deref(), "")
+            crate::fleet::label_matchers(options.selector.as_deref(), "")
         ),
         format!(
             "last_over_time(nodestate_rank{}[{age}])",
-            model::fleet::label_matchers(options.selector.as_deref(), "")
+            crate::fleet::label_matchers(options.selector.as_deref(), "")
         ),
     )
 }
@@ -180,7 +180,7 @@ pub fn fleet_from_samples(
     for health in fleet.values_mut() {
         if health.rank.is_nan() {
             // A state without a rank (an older daemon): the middle of its band.
-            health.rank = crate::rank::rank(&health.state, 0.0, 0.0);
+            health.rank = model::rank::rank(&health.state, 0.0, 0.0);
         }
     }
     fleet
@@ -636,7 +636,7 @@ async fn fleet_handler(State(extender): State<Shared>) -> Response {
 }
 
 async fn metrics_handler(State(extender): State<Shared>) -> Response {
-    crate::http::openmetrics_response(&extender.registry)
+    crate::openmetrics_response(&extender.registry)
 }
 
 fn registry(metrics: &Metrics) -> Registry {

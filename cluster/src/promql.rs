@@ -1,5 +1,6 @@
-//! The HTTP client side of the collector's tools: a node's JSON endpoints and Prometheus
-//! instant queries (`/api/v1/query`), shared by `detect`, `rank` and `extender`.
+//! The one HTTP client of the cluster tools: a node's JSON endpoints and Prometheus' HTTP API
+//! (`/api/v1/query`, `/api/v1/query_range`), shared by `detect`, `rank`, `extender` and
+//! fleet training.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -32,6 +33,41 @@ pub fn get_json(base: &str, path: &str, timeout: Duration) -> anyhow::Result<ser
         .with_context(|| format!("{url} did not return JSON"))
 }
 
+/// A `GET` of Prometheus' HTTP API that did not give a JSON body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiGetError {
+    #[error("{0}")]
+    Call(ureq::Error),
+    #[error("answered {status} without JSON: {source}")]
+    NotJson {
+        status: ureq::http::StatusCode,
+        source: ureq::Error,
+    },
+}
+
+/// `GET url?params` of Prometheus' HTTP API: its JSON body, whatever the status, since
+/// Prometheus answers a bad query with 400 and a JSON body that says why.
+pub fn api_get(
+    url: &str,
+    params: &[(&str, String)],
+    timeout: Duration,
+) -> Result<serde_json::Value, ApiGetError> {
+    let mut request = agent(timeout)
+        .get(url)
+        .config()
+        .http_status_as_error(false)
+        .build();
+    for (name, value) in params {
+        request = request.query(*name, value);
+    }
+    let mut response = request.call().map_err(ApiGetError::Call)?;
+    let status = response.status();
+    response
+        .body_mut()
+        .read_json()
+        .map_err(|source| ApiGetError::NotJson { status, source })
+}
+
 /// Runs an instant PromQL query and returns its vector (an error for any other result type,
 /// and for a refusal, with Prometheus' own message).
 pub fn instant_query(
@@ -40,20 +76,17 @@ pub fn instant_query(
     timeout: Duration,
 ) -> anyhow::Result<Vec<Sample>> {
     let url = format!("{}/api/v1/query", prometheus.trim_end_matches('/'));
-    // Prometheus answers a bad query with 400 and a JSON body that says why: read it.
-    let mut response = agent(timeout)
-        .get(&url)
-        .query("query", query)
-        .config()
-        .http_status_as_error(false)
-        .build()
-        .call()
-        .with_context(|| format!("GET {url}"))?;
-    let status = response.status();
-    let body: serde_json::Value = response
-        .body_mut()
-        .read_json()
-        .with_context(|| format!("{url} answered {status} without JSON"))?;
+    let body = match api_get(&url, &[("query", query.to_string())], timeout) {
+        Ok(body) => body,
+        Err(ApiGetError::Call(err)) => {
+            return Err(anyhow::Error::new(err).context(format!("GET {url}")));
+        }
+        Err(ApiGetError::NotJson { status, source }) => {
+            return Err(
+                anyhow::Error::new(source).context(format!("{url} answered {status} without JSON"))
+            );
+        }
+    };
     parse_vector(&body).with_context(|| format!("query {query}"))
 }
 
