@@ -94,7 +94,7 @@ fn daemon_windows_keep_their_length_while_another_process_holds_the_drop_list_lo
     // take scheduling on a shared machine: no 7 s window, no tiny one after it.
     for (end, length) in &lengths {
         assert!(
-            (0.8..=1.3).contains(length),
+            (0.7..=1.5).contains(length),
             "a window of {length} s ending at {end} (hold {hold_start}..{hold_end}): {lengths:?}"
         );
     }
