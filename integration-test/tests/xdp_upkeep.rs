@@ -94,7 +94,7 @@ fn daemon_windows_keep_their_length_while_another_process_holds_the_drop_list_lo
     // take scheduling on a shared machine: no 7 s window, no tiny one after it.
     for (end, length) in &lengths {
         assert!(
-            (0.8..=1.3).contains(length),
+            (0.7..=1.5).contains(length),
             "a window of {length} s ending at {end} (hold {hold_start}..{hold_end}): {lengths:?}"
         );
     }
@@ -145,28 +145,27 @@ fn daemon_cpu_per_window_does_not_grow_with_a_full_drop_list() {
     file.flush().unwrap();
     blocklist_ok(&pins.path, &["import", file.path().to_str().unwrap()]);
     // The daemon reads the whole list once after the edit (about half a second for 131k
-    // rules); wait until its metrics show it, then one more window.
-    wait_for(
-        Duration::from_secs(20),
-        "the daemon to see the rules",
-        || {
-            let metrics = fetch(&veth, &address, "/metrics");
-            (metric(&metrics, "nodestate_xdp_rules") == Some(f64::from(RULES))).then_some(())
-        },
-    );
-    std::thread::sleep(Duration::from_secs(2));
+    // rules), in the next window; measure from the one after.
+    std::thread::sleep(Duration::from_secs(3));
     let full = cpu_per_window(&daemon, WINDOWS);
     eprintln!(
         "daemon CPU per 1 s window: {:.4} s with no rule, {:.4} s with {RULES} rules",
         empty, full
     );
-    // Walking every rule (and reading each one's hits) every window cost about 0.75 s of CPU
-    // per 1 s window at this size (issue 18). Without a walk the window's drop-list work is a
-    // handful of syscalls; 30 ms allows for the 10 ms tick granularity of /proc/PID/stat and
-    // a machine shared with other tests, and is still 25 times under the old cost.
+    // Walking every rule (and reading each one's hits) every window cost 0.36 s of CPU per
+    // 1 s window at this size on our 2-core test machine (0.75 s in issue 18's report).
+    // Without a walk the window's drop-list work is a handful of syscalls; 30 ms allows for
+    // the 10 ms tick granularity of /proc/PID/stat and a machine shared with other tests, and
+    // is still 12 times under the old cost.
     assert!(
         full - empty < 0.030,
         "with {RULES} rules the daemon used {full:.4} s of CPU per window, {empty:.4} s without"
+    );
+    let metrics = fetch(&veth, &address, "/metrics");
+    assert_eq!(
+        metric(&metrics, "nodestate_xdp_rules"),
+        Some(f64::from(RULES)),
+        "the daemon does not see the rules:\n{metrics}"
     );
     daemon.terminate();
 }

@@ -2,6 +2,7 @@
 //! run and rewrites its own section of BENCHMARKS.md (between `<!-- bench:NAME -->` markers).
 
 mod block;
+mod droplist;
 mod http;
 mod model;
 mod overhead;
@@ -51,6 +52,7 @@ const BENCHMARKS: &[Benchmark] = &[
     ("http", |_| http::run()),
     ("model", |_| model::run_bench()),
     ("xdp", |_| xdp::run()),
+    ("droplist", |_| droplist::run()),
 ];
 
 pub fn run(filter: Option<&str>, options: &Options) -> anyhow::Result<()> {
