@@ -105,11 +105,12 @@ fn read_sysfs(path: &Path, errors: &mut ReadErrors) -> Option<String> {
 
 /// Block requests completed on every whole disk since boot (reads, writes, discards and
 /// flushes in /proc/diskstats; partitions are left out, their requests are their disk's).
-pub fn block_requests_completed(diskstats: &Path, sys_block: &Path) -> u64 {
-    let Ok(text) = fs::read_to_string(diskstats) else {
-        return 0;
-    };
-    text.lines()
+/// `None` when /proc/diskstats cannot be read: a count of 0 would read as a burst of every
+/// request since boot at the next good read.
+pub fn block_requests_completed(diskstats: &Path, sys_block: &Path) -> Option<u64> {
+    let text = fs::read_to_string(diskstats).ok()?;
+    let total = text
+        .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let name = fields.get(2)?;
@@ -126,7 +127,8 @@ pub fn block_requests_completed(diskstats: &Path, sys_block: &Path) -> u64 {
             };
             Some(at(0) + at(4) + at(11) + at(15))
         })
-        .sum()
+        .sum();
+    Some(total)
 }
 
 #[cfg(test)]
@@ -149,11 +151,12 @@ mod tests {
         // vda: 100 reads + 40 writes + 3 discards + 6 flushes; loop0 (older format): 7 + 3.
         assert_eq!(
             block_requests_completed(&diskstats, &dir.path().join("block")),
-            159
+            Some(159)
         );
         assert_eq!(
             block_requests_completed(&dir.path().join("missing"), &dir.path().join("block")),
-            0
+            None,
+            "unreadable: no count, never 0"
         );
         fs::create_dir_all(dir.path().join("dev/254:0")).unwrap();
         fs::write(dir.path().join("dev/254:0/inflight"), "       2        5\n").unwrap();

@@ -693,7 +693,8 @@ impl KernelCollector {
             counts.block_requests = crate::devices::block_requests_completed(
                 std::path::Path::new("/proc/diskstats"),
                 std::path::Path::new("/sys/block"),
-            );
+            )
+            .context("reading /proc/diskstats")?;
         }
         Ok(counts)
     }
