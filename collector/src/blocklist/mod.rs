@@ -8,6 +8,7 @@ pub mod attach;
 pub mod cli;
 pub mod pins;
 pub mod rules;
+pub mod salvage;
 pub mod store;
 
 pub use ipnet::IpNet;
@@ -55,8 +56,11 @@ pub enum BlocklistError {
     CommentTooLong(usize),
     #[error(
         "pinned map {path} does not have the layout this collector expects ({detail}); it was \
-         left by an incompatible version: save the list with `collector blocklist list`, remove \
-         the directory and import it again"
+         left by an incompatible version. Save its rules with `collector blocklist --pin-dir \
+         {dir} list > rules.txt` (list reads the rules of another layout; their comments, TTLs \
+         and counters are not kept), remove the directory with `rm -r {dir}`, and import them \
+         again with `collector blocklist --pin-dir {dir} import rules.txt`",
+        dir = pin_dir_of(path)
     )]
     Incompatible { path: String, detail: String },
     #[error("{what}: {source}")]
@@ -75,6 +79,13 @@ pub enum BlocklistError {
     Load(#[from] aya::EbpfError),
     #[error("XDP program: {0}")]
     Program(#[from] aya::programs::ProgramError),
+}
+
+/// The directory of a pinned map's path, as the advice to save and re-import names it.
+fn pin_dir_of(path: &str) -> String {
+    std::path::Path::new(path)
+        .parent()
+        .map_or_else(|| path.to_string(), |dir| dir.display().to_string())
 }
 
 fn join_nets(nets: &[IpNet]) -> String {
