@@ -62,8 +62,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 
 /// Bodies read and parsed at once, by default. kube-scheduler calls an extender from its one
 /// scheduling loop (filter, then prioritize, per pod), so a few cover it (and a second
-/// scheduler profile or a retry); with the body cap this bounds the memory requests take to
-/// a few MiB (the parsed form of a 1 MiB body of names is about 2 MiB).
+/// scheduler profile or a retry); with the body cap this bounds the memory requests take
+/// (measured by the_extender_bounds_bodies_requests_at_once_and_its_memory: 8 callers sending
+/// ~1 MB bodies of names at 2 at once peaked at 20 MiB RSS, from 7.6 MiB idle, back to 7.9).
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 4;
 
 /// A body must arrive within this long once its headers have: a caller trickling one would

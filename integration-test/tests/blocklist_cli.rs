@@ -405,3 +405,192 @@ fn blocklist_cli_refused_or_read_only_commands_create_nothing() {
     ok(&pins.path, &["add", "192.0.2.1"]);
     assert!(pins.path.exists());
 }
+
+/// `bpf(cmd, attr)` with an attribute of plain integers; panics on failure.
+fn bpf<T>(cmd: libc::c_long, attr: &T) -> i64 {
+    // SAFETY: `attr` is a #[repr(C)] struct of integers (pointers as u64) that the kernel reads
+    // for `cmd`; every pointer in it refers to a live buffer of the right size.
+    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *const T, size_of::<T>()) };
+    assert!(rc >= 0, "bpf({cmd}): {}", std::io::Error::last_os_error());
+    rc
+}
+
+#[repr(C)]
+struct MapCreate {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+}
+
+#[repr(C)]
+struct MapElem {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+#[repr(C)]
+struct ObjPin {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// Creates and pins a map of another collector's layout, with `entries` (key, value) in it.
+fn pin_map(
+    path: &Path,
+    map_type: u32,
+    (key_size, value_size, max_entries, map_flags): (u32, u32, u32, u32),
+    entries: &[(Vec<u8>, Vec<u8>)],
+) {
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+    const BPF_OBJ_PIN: libc::c_long = 6;
+    let fd = bpf(
+        BPF_MAP_CREATE,
+        &MapCreate {
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+            map_flags,
+        },
+    ) as u32;
+    for (key, value) in entries {
+        bpf(
+            BPF_MAP_UPDATE_ELEM,
+            &MapElem {
+                map_fd: fd,
+                _pad: 0,
+                key: key.as_ptr() as u64,
+                value: value.as_ptr() as u64,
+                flags: 0,
+            },
+        );
+    }
+    let path = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    bpf(
+        BPF_OBJ_PIN,
+        &ObjPin {
+            pathname: path.as_ptr() as u64,
+            bpf_fd: fd,
+            file_flags: 0,
+        },
+    );
+    // SAFETY: closing the descriptor we created; the pin keeps the map.
+    unsafe { libc::close(fd as i32) };
+}
+
+#[test]
+fn blocklist_cli_saves_the_rules_of_an_incompatible_layout_as_its_advice_says() {
+    if !privileged("blocklist_cli_saves_the_rules_of_an_incompatible_layout_as_its_advice_says") {
+        return;
+    }
+    use collector_common::xdp::names;
+    const HASH_PERCPU: u32 = 5;
+    const ARRAY: u32 = 2;
+    const ARRAY_PERCPU: u32 = 6;
+    const LPM_TRIE: u32 = 11;
+    const NO_PREALLOC: u32 = 1;
+    let pins = TestPinDir::new("cli-old-layout");
+    std::fs::create_dir(&pins.path).unwrap();
+    // Values of 24 bytes, not today's: an older collector's rules.
+    let old_value = 24;
+    let v4 = |addr: [u8; 4], len: u32| {
+        (
+            len.to_ne_bytes()
+                .iter()
+                .chain(&addr)
+                .copied()
+                .collect::<Vec<u8>>(),
+            vec![7u8; old_value],
+        )
+    };
+    let v6 = |addr: std::net::Ipv6Addr, len: u32| {
+        (
+            len.to_ne_bytes()
+                .iter()
+                .chain(&addr.octets())
+                .copied()
+                .collect::<Vec<u8>>(),
+            vec![7u8; old_value],
+        )
+    };
+    let trie = |name: &str, key: u32, entries: &[(Vec<u8>, Vec<u8>)]| {
+        pin_map(
+            &pins.path.join(name),
+            LPM_TRIE,
+            (key, old_value as u32, 1024, NO_PREALLOC),
+            entries,
+        );
+    };
+    // Set B is the live one; set A holds a stale rule an interrupted replace left.
+    trie(names::V4[0], 8, &[v4([203, 0, 113, 0], 24)]);
+    trie(
+        names::V4[1],
+        8,
+        &[v4([198, 51, 100, 0], 24), v4([192, 0, 2, 7], 32)],
+    );
+    trie(names::V6[0], 20, &[]);
+    trie(names::V6[1], 20, &[v6("2001:db8::".parse().unwrap(), 32)]);
+    pin_map(
+        &pins.path.join(names::ACTIVE),
+        ARRAY,
+        (4, 4, 1, 0),
+        &[(0u32.to_ne_bytes().to_vec(), 1u32.to_ne_bytes().to_vec())],
+    );
+    pin_map(
+        &pins.path.join(names::HITS),
+        HASH_PERCPU,
+        (4, 16, 1024, 0),
+        &[],
+    );
+    pin_map(
+        &pins.path.join(names::TOTALS),
+        ARRAY_PERCPU,
+        (4, 8, 4, 0),
+        &[],
+    );
+
+    // Editing refuses, and says exactly what to run.
+    let output = blocklist(&pins.path, &["add", "192.0.2.1"]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success());
+    let dir = pins.path.display().to_string();
+    let save = format!("collector blocklist --pin-dir {dir} list > rules.txt");
+    let import = format!("collector blocklist --pin-dir {dir} import rules.txt");
+    for text in [&save, &format!("rm -r {dir}"), &import] {
+        assert!(stderr.contains(text.as_str()), "`{text}` not in: {stderr}");
+    }
+
+    // The advice, run as given: list works on the old layout and its output imports.
+    let listed = blocklist(&pins.path, &["list"]);
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&listed.stderr).contains("comments, TTLs and counters"));
+    let saved = tempfile::tempdir().unwrap();
+    let file = saved.path().join("rules.txt");
+    std::fs::write(&file, &listed.stdout).unwrap();
+    let json = blocklist(&pins.path, &["list", "--output", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json["rules"].as_array().unwrap().len(), 3, "{json}");
+    std::fs::remove_dir_all(&pins.path).unwrap();
+    ok(&pins.path, &["import", file.to_str().unwrap()]);
+    let now: Vec<_> = rules(&pins.path)
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        now,
+        ["192.0.2.7/32", "198.51.100.0/24", "2001:db8::/32"],
+        "saved from set B only:\n{}",
+        String::from_utf8_lossy(&listed.stdout)
+    );
+}

@@ -175,7 +175,12 @@ pub fn run(args: BlocklistArgs) -> anyhow::Result<()> {
         BlocklistCommand::List { output } => {
             pins::check_rights(&args.pin_dir)?;
             let (rules, totals) = if list_exists(&args.pin_dir) {
-                let blocklist = Blocklist::open(&args.pin_dir)?;
+                let blocklist = match Blocklist::open(&args.pin_dir) {
+                    Err(BlocklistError::Incompatible { path, detail }) => {
+                        return list_other_layout(&args.pin_dir, output, &path, &detail);
+                    }
+                    opened => opened?,
+                };
                 (blocklist.list()?, blocklist.totals()?)
             } else {
                 (Vec::new(), Totals::default())
@@ -224,6 +229,44 @@ pub fn run(args: BlocklistArgs) -> anyhow::Result<()> {
             eprintln!("removed {removed} rule(s)");
         }
         BlocklistCommand::Detach { .. } => unreachable!("handled before opening the list"),
+    }
+    Ok(())
+}
+
+/// `list` of pins in another layout: the rules only, as an import file (`--output table`)
+/// or JSON, so the advice of [`BlocklistError::Incompatible`] works; what was lost goes to
+/// stderr.
+fn list_other_layout(
+    pin_dir: &Path,
+    output: OutputFormat,
+    path: &str,
+    detail: &str,
+) -> anyhow::Result<()> {
+    let nets = super::salvage::rules(pin_dir)?;
+    let why = format!("pinned map {path} has another layout ({detail})");
+    eprintln!(
+        "warning: {why}: listing its {} rule(s) only, one a line as `import` reads them; \
+         their comments, TTLs and counters cannot be read. To keep the list: `collector \
+         blocklist --pin-dir {dir} list > rules.txt`, `rm -r {dir}`, then `collector blocklist \
+         --pin-dir {dir} import rules.txt`",
+        nets.len(),
+        dir = pin_dir.display()
+    );
+    match output {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({
+                "rules": nets.iter().map(|net| serde_json::json!({"rule": net.to_string()})).collect::<Vec<_>>(),
+                "other_layout": why,
+            })
+        ),
+        OutputFormat::Table => {
+            let mut out = format!("# {}\n", rules::escape(&why));
+            for net in &nets {
+                let _ = writeln!(out, "{net}");
+            }
+            print!("{out}");
+        }
     }
     Ok(())
 }

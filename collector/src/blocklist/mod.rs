@@ -10,6 +10,7 @@ pub mod cli;
 mod link;
 pub mod pins;
 pub mod rules;
+pub mod salvage;
 pub mod store;
 pub mod upkeep;
 
@@ -58,10 +59,13 @@ pub enum BlocklistError {
     CommentTooLong(usize),
     #[error(
         "pinned map {path} does not have the layout this collector expects ({detail}) and is \
-         not one it can move to its own: it was left by another version. Save the rules with \
-         that version's `collector blocklist list`, then remove the pin directory (after \
-         `collector blocklist detach --all` of that version, or with no daemon running) and \
-         import them again"
+         not one it can move to its own: it was left by another version. Save its rules with \
+         `collector blocklist --pin-dir {dir} list > rules.txt` (list reads the rules of another \
+         layout; their comments, TTLs and counters are not kept), detach it where a daemon \
+         pinned it (`collector blocklist --pin-dir {dir} detach --all`, with no daemon running), \
+         remove the directory with `rm -r {dir}`, and import them again with \
+         `collector blocklist --pin-dir {dir} import rules.txt`",
+        dir = pin_dir_of(path)
     )]
     Incompatible { path: String, detail: String },
     #[error(
@@ -96,6 +100,13 @@ pub enum BlocklistError {
     Load(#[from] aya::EbpfError),
     #[error("XDP program: {0}")]
     Program(#[from] aya::programs::ProgramError),
+}
+
+/// The directory of a pinned map's path, as the advice to save and re-import names it.
+fn pin_dir_of(path: &str) -> String {
+    std::path::Path::new(path)
+        .parent()
+        .map_or_else(|| path.to_string(), |dir| dir.display().to_string())
 }
 
 fn join_nets(nets: &[IpNet]) -> String {
