@@ -147,9 +147,10 @@ pub const DEFAULT_FALSE_ALARM_RATE: f64 = 5.0 / 86_400.0;
 /// windows (SPOT's authors use 0.98 too).
 pub const TAIL_LEVEL_QUANTILE: f64 = 0.98;
 /// Windows over the level with fewer than this many under it between them are one episode:
-/// the daemon's hysteresis leaves degraded after 3 normal windows, so closer peaks would be one
+/// the daemon's hysteresis leaves degraded after 3 normal windows
+/// (`hysteresis::DEFAULT_LEAVE_AFTER`, which a test holds equal), so closer peaks would be one
 /// degraded episode anyway.
-pub const TAIL_EPISODE_GAP: usize = crate::hysteresis::DEFAULT_LEAVE_AFTER as usize;
+pub const TAIL_EPISODE_GAP: usize = 3;
 
 /// Default percentile of the calibration (see [`TrainOptions::threshold_percentile`]).
 pub const DEFAULT_THRESHOLD_PERCENTILE: f64 = 99.0;

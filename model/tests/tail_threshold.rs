@@ -84,6 +84,14 @@ fn the_tail_rule_holds_the_false_alarm_rate_asked_for_on_unseen_windows() {
 }
 
 #[test]
+fn an_episode_ends_when_the_hysteresis_would_leave_degraded() {
+    assert_eq!(
+        model::model::TAIL_EPISODE_GAP,
+        model::hysteresis::DEFAULT_LEAVE_AFTER as usize
+    );
+}
+
+#[test]
 fn too_few_windows_for_a_tail_fall_back_to_the_percentile() {
     let train = healthy(300, 3);
     let options = |threshold_rule| TrainOptions {
