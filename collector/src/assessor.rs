@@ -46,6 +46,8 @@ pub struct Assessor {
     judge: Judge,
     hysteresis: Hysteresis,
     baseline_fields: Vec<String>,
+    /// Why the last window was not judged: the same reason is logged once, not per window.
+    last_refusal: Option<String>,
 }
 
 /// The record's numeric top-level fields: exactly what `model` reads from a JSON Lines file.
@@ -138,6 +140,7 @@ impl Assessor {
             judge,
             hysteresis: Hysteresis::new(options.enter_after, options.leave_after),
             baseline_fields: options.baseline_fields.clone(),
+            last_refusal: None,
         })
     }
 
@@ -206,7 +209,11 @@ impl Assessor {
                 };
             }
             Err(err) => {
-                warn!("window not judged: {err}");
+                let reason = err.to_string();
+                if self.last_refusal.as_deref() != Some(reason.as_str()) {
+                    warn!("window not judged: {reason} (logged again only if the reason changes)");
+                    self.last_refusal = Some(reason);
+                }
                 return Verdict {
                     state: self.hysteresis.state().as_str(),
                     score: 0.0,
@@ -217,6 +224,7 @@ impl Assessor {
                 };
             }
         };
+        self.last_refusal = None;
         let anomalous = assessment.state == HealthState::Degraded;
         let state = self.hysteresis.update(anomalous);
         Verdict {
