@@ -436,7 +436,11 @@ impl JsonBuilder {
             // serde_json's map is ordered by name: the columns are in name order.
             self.table.columns = object
                 .iter()
-                .filter(|(name, value)| value.is_number() && !NOT_FEATURES.contains(&name.as_str()))
+                // A null is a value the daemon failed to read (a partial window): still a
+                // column, or a partial first record would drop it from every row unseen.
+                .filter(|(name, value)| {
+                    (value.is_number() || value.is_null()) && !NOT_FEATURES.contains(&name.as_str())
+                })
                 .map(|(name, _)| name.clone())
                 .collect();
             self.first_line = line;
@@ -453,9 +457,17 @@ impl JsonBuilder {
                     self.first_line
                 )
             })?;
-            let number = value
-                .as_f64()
-                .ok_or_else(|| format!("field `{column}` is {value}, not a number"))?;
+            let number = match value {
+                serde_json::Value::Null => {
+                    return Err(format!(
+                        "field `{column}` is null: the daemon could not read it for this window \
+                         (a partial window, see `missing`); leave such windows out of the input"
+                    ));
+                }
+                _ => value
+                    .as_f64()
+                    .ok_or_else(|| format!("field `{column}` is {value}, not a number"))?,
+            };
             self.table.values.push(number);
         }
         let timestamp = match object.get("timestamp") {
