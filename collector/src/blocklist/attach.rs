@@ -368,6 +368,12 @@ impl XdpBlocklist {
         self.interface_locks.clear();
     }
 
+    /// The live rules as (prefix, added automatically), from the upkeep's cache (read again
+    /// first if the list changed since).
+    pub fn listed_rules(&mut self) -> Result<Vec<(IpNet, bool)>, BlocklistError> {
+        self.upkeep.listed(&self.blocklist)
+    }
+
     /// One window's upkeep (see [`Upkeep`]): expired rules removed unless another process
     /// holds the edit lock, then the drop metrics.
     pub fn window_upkeep(

@@ -59,6 +59,12 @@ impl Upkeep {
         self.metrics(list, top)
     }
 
+    /// The live rules as (prefix, added automatically), current as of now.
+    pub fn listed(&mut self, list: &Blocklist) -> Result<Vec<(IpNet, bool)>, BlocklistError> {
+        self.refresh(list)?;
+        Ok(self.rules.values().copied().collect())
+    }
+
     /// Re-reads the rules if the list changed since the last read.
     fn refresh(&mut self, list: &Blocklist) -> Result<(), BlocklistError> {
         // Read before the rules: an edit racing the walk moves it again, and the next window
