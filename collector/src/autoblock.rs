@@ -383,7 +383,7 @@ impl AutoBlocker {
         }
         for block in decision.block {
             // Never waits for the edit lock: a window must not stall on another editor.
-            match xdp.blocklist.add_from_nowait(
+            match xdp.add_nowait(
                 &[block.prefix],
                 Some(&block.reason),
                 Some(self.policy.ttl),

@@ -368,6 +368,19 @@ impl XdpBlocklist {
         self.interface_locks.clear();
     }
 
+    /// Adds rules without waiting for the edit lock and, usually, without walking the list
+    /// ([`Upkeep::add`]).
+    pub fn add_nowait(
+        &mut self,
+        nets: &[IpNet],
+        comment: Option<&str>,
+        ttl: Option<std::time::Duration>,
+        origin: super::Origin,
+    ) -> Result<(), BlocklistError> {
+        self.upkeep
+            .add(&mut self.blocklist, nets, comment, ttl, origin)
+    }
+
     /// The live rules as (prefix, added automatically), from the upkeep's cache (read again
     /// first if the list changed since).
     pub fn listed_rules(&mut self) -> Result<Vec<(IpNet, bool)>, BlocklistError> {
