@@ -341,10 +341,11 @@ impl AutoBlocker {
             self.refused_logged.clear();
             return Ok(());
         }
-        // Read only when degraded: a long list costs two syscalls per rule.
-        let rules = xdp.blocklist.list()?;
-        let listed: Vec<IpNet> = rules.iter().map(|rule| rule.net).collect();
-        let automatic = rules.iter().filter(|rule| rule.automatic).count();
+        // From the daemon's cache of the list (read again only after an edit), not a walk of
+        // every rule and its hits: a full list is 131,072 rules per family.
+        let rules = xdp.listed_rules()?;
+        let listed: Vec<IpNet> = rules.iter().map(|(net, _)| *net).collect();
+        let automatic = rules.iter().filter(|(_, automatic)| *automatic).count();
         self.metrics.active_rules = automatic as u64;
         let own = local_addresses();
         let decision = decide(
@@ -382,7 +383,7 @@ impl AutoBlocker {
         }
         for block in decision.block {
             // Never waits for the edit lock: a window must not stall on another editor.
-            match xdp.blocklist.add_from_nowait(
+            match xdp.add_nowait(
                 &[block.prefix],
                 Some(&block.reason),
                 Some(self.policy.ttl),

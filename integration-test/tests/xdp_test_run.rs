@@ -557,4 +557,51 @@ fn window_upkeep_matches_list_and_postpones_its_sweep_while_the_lock_is_held() {
     );
     // Its own removal did not cost a walk of the list.
     assert_eq!(xdp.upkeep.rescans, rescans + 1);
+
+    // The daemon's own adds (automatic blocking) use the cache too, and keep it current.
+    xdp.add_nowait(
+        &nets(&["10.200.9.0/24"]),
+        Some("flood"),
+        Some(std::time::Duration::from_secs(600)),
+        collector::blocklist::Origin::Automatic,
+    )
+    .unwrap();
+    let err = xdp
+        .add_nowait(
+            &nets(&["10.200.9.0/24"]),
+            None,
+            None,
+            collector::blocklist::Origin::Automatic,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("already listed"), "{err}");
+    assert_eq!(
+        xdp.test_run(&ipv4(v4("10.200.9.1"), &[])).unwrap(),
+        XDP_DROP
+    );
+    let after_add = xdp.window_upkeep(2).unwrap();
+    assert_eq!((after_add.rules, after_add.automatic_rules), (6, 1));
+    assert_eq!(xdp.upkeep.rescans, rescans + 1, "walked the list to add");
+    let listed = xdp.blocklist.list().unwrap();
+    let mut ids: Vec<u32> = listed.iter().map(|rule| rule.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), listed.len(), "two rules share an id: {listed:?}");
+    let added = listed
+        .iter()
+        .find(|rule| rule.rule == "10.200.9.0/24")
+        .unwrap();
+    assert!(added.automatic && added.comment == "flood" && added.packets == 1);
+    // An edit by another process since the cache was read: the add takes the walking path.
+    xdp.blocklist
+        .add(&nets(&["10.200.10.0/24"]), None, None)
+        .unwrap();
+    xdp.add_nowait(
+        &nets(&["10.200.11.0/24"]),
+        None,
+        None,
+        collector::blocklist::Origin::Automatic,
+    )
+    .unwrap();
+    assert_eq!(xdp.window_upkeep(2).unwrap().rules, 8);
 }

@@ -368,6 +368,25 @@ impl XdpBlocklist {
         self.interface_locks.clear();
     }
 
+    /// Adds rules without waiting for the edit lock and, usually, without walking the list
+    /// ([`Upkeep::add`]).
+    pub fn add_nowait(
+        &mut self,
+        nets: &[IpNet],
+        comment: Option<&str>,
+        ttl: Option<std::time::Duration>,
+        origin: super::Origin,
+    ) -> Result<(), BlocklistError> {
+        self.upkeep
+            .add(&mut self.blocklist, nets, comment, ttl, origin)
+    }
+
+    /// The live rules as (prefix, added automatically), from the upkeep's cache (read again
+    /// first if the list changed since).
+    pub fn listed_rules(&mut self) -> Result<Vec<(IpNet, bool)>, BlocklistError> {
+        self.upkeep.listed(&self.blocklist)
+    }
+
     /// One window's upkeep (see [`Upkeep`]): expired rules removed unless another process
     /// holds the edit lock, then the drop metrics.
     pub fn window_upkeep(

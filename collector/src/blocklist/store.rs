@@ -388,7 +388,7 @@ impl Blocklist {
     }
 
     /// Called by every edit, under the edit lock.
-    fn bump_generation(&mut self) -> Result<(), BlocklistError> {
+    pub(super) fn bump_generation(&mut self) -> Result<(), BlocklistError> {
         let next = self.generation()?.wrapping_add(1);
         self.active
             .set(active::GENERATION, next, 0)
@@ -599,7 +599,11 @@ impl Blocklist {
 
     /// Inserts all of `rules` into `set` or, on the first failure, removes what it inserted
     /// and reports why.
-    fn insert_all(&mut self, set: usize, rules: &[(IpNet, Rule)]) -> Result<(), BlocklistError> {
+    pub(super) fn insert_all(
+        &mut self,
+        set: usize,
+        rules: &[(IpNet, Rule)],
+    ) -> Result<(), BlocklistError> {
         for (done, (net, rule)) in rules.iter().enumerate() {
             if let Err(err) = self.insert(set, *net, rule) {
                 for (inserted, _) in &rules[..done] {
@@ -629,33 +633,8 @@ impl Blocklist {
         ttl: Option<Duration>,
         origin: Origin,
     ) -> Result<Vec<(IpNet, Rule)>, BlocklistError> {
-        let comment = encode_comment(comment)?;
-        let ttl = checked_ttl(ttl)?;
-        let now = unix_now();
-        let now_boot = boot_ns();
-        // Both fit: MAX_TTL is checked above.
-        let expires = ttl.map_or(0, |ttl| now + ttl.as_secs().max(1));
-        let expires_boot_ns = ttl.map_or(0, |ttl| {
-            now_boot + ttl.max(Duration::from_secs(1)).as_nanos() as u64
-        });
         let ids = self.allocate_ids(nets.len())?;
-        Ok(nets
-            .iter()
-            .zip(ids)
-            .map(|(net, id)| {
-                (
-                    *net,
-                    Rule {
-                        id,
-                        flags: origin.flags(),
-                        added_unix_s: now,
-                        expires_unix_s: expires,
-                        expires_boot_ns,
-                        comment,
-                    },
-                )
-            })
-            .collect())
+        rules_with_ids(nets, comment, ttl, origin, ids)
     }
 
     /// Adds rules; refuses (changing nothing) if any is already listed or they do not fit.
@@ -682,24 +661,7 @@ impl Blocklist {
         self.add_locked(nets, comment, ttl, origin)
     }
 
-    /// [`Blocklist::add_from`] for the daemon, which must not wait: refuses with
-    /// [`BlocklistError::Busy`] while another process holds the edit lock.
-    pub fn add_from_nowait(
-        &mut self,
-        nets: &[IpNet],
-        comment: Option<&str>,
-        ttl: Option<Duration>,
-        origin: Origin,
-    ) -> Result<(), BlocklistError> {
-        encode_comment(comment)?;
-        checked_ttl(ttl)?;
-        let Some(_lock) = self.pins.try_lock()? else {
-            return Err(BlocklistError::Busy(self.pins.path.display().to_string()));
-        };
-        self.add_locked(nets, comment, ttl, origin)
-    }
-
-    fn add_locked(
+    pub(super) fn add_locked(
         &mut self,
         nets: &[IpNet],
         comment: Option<&str>,
@@ -837,6 +799,42 @@ impl Blocklist {
                 .ok(),
         }
     }
+}
+
+/// Rules for `nets` with these ids (one each), added now.
+pub(super) fn rules_with_ids(
+    nets: &[IpNet],
+    comment: Option<&str>,
+    ttl: Option<Duration>,
+    origin: Origin,
+    ids: Vec<u32>,
+) -> Result<Vec<(IpNet, Rule)>, BlocklistError> {
+    let comment = encode_comment(comment)?;
+    let ttl = checked_ttl(ttl)?;
+    let now = unix_now();
+    let now_boot = boot_ns();
+    // Both fit: MAX_TTL is checked above.
+    let expires = ttl.map_or(0, |ttl| now + ttl.as_secs().max(1));
+    let expires_boot_ns = ttl.map_or(0, |ttl| {
+        now_boot + ttl.max(Duration::from_secs(1)).as_nanos() as u64
+    });
+    Ok(nets
+        .iter()
+        .zip(ids)
+        .map(|(net, id)| {
+            (
+                *net,
+                Rule {
+                    id,
+                    flags: origin.flags(),
+                    added_unix_s: now,
+                    expires_unix_s: expires,
+                    expires_boot_ns,
+                    comment,
+                },
+            )
+        })
+        .collect())
 }
 
 /// Whether the pinned tries hold rules of the layout before boot-time deadlines.

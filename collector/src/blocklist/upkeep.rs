@@ -12,18 +12,18 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BinaryHeap, HashMap},
+    collections::{BinaryHeap, HashMap, HashSet},
     os::fd::AsFd as _,
 };
 
 use aya::maps::IterableMap as _;
-use collector_common::xdp::{RuleHits, rule_flags};
+use collector_common::xdp::{MAX_RULES, RuleHits, rule_flags};
 use ipnet::IpNet;
 
 use super::{
     Blocklist, BlocklistError,
     batch::read_u32_percpu,
-    store::{DropMetrics, boot_ns},
+    store::{DropMetrics, Origin, boot_ns, rules_with_ids},
 };
 
 /// What the daemon knows of the list between edits.
@@ -57,6 +57,77 @@ impl Upkeep {
             tracing::info!(%rule, "drop-list rule expired and removed");
         }
         self.metrics(list, top)
+    }
+
+    /// The live rules as (prefix, added automatically), current as of now.
+    pub fn listed(&mut self, list: &Blocklist) -> Result<Vec<(IpNet, bool)>, BlocklistError> {
+        self.refresh(list)?;
+        Ok(self.rules.values().copied().collect())
+    }
+
+    /// Adds rules for the daemon (automatic blocking): never waits for the edit lock
+    /// ([`BlocklistError::Busy`] while another process holds it), and when nobody edited since
+    /// the cache was read, checks duplicates, room and free ids against the cache instead of
+    /// walking the list (two syscalls per rule, three walks per add), then keeps the cache
+    /// current. Ids in use only in the idle set (left by a replace that died half-way) may be
+    /// reused: the next replace empties the idle set before filling it, so they never meet.
+    pub fn add(
+        &mut self,
+        list: &mut Blocklist,
+        nets: &[IpNet],
+        comment: Option<&str>,
+        ttl: Option<std::time::Duration>,
+        origin: Origin,
+    ) -> Result<(), BlocklistError> {
+        // Refused before the lock, as the CLI path does.
+        rules_with_ids(nets, comment, ttl, origin, Vec::new())?;
+        let Some(_lock) = list.pins.try_lock()? else {
+            return Err(BlocklistError::Busy(list.pins.path.display().to_string()));
+        };
+        if self.generation != Some(list.generation()?) {
+            return list.add_locked(nets, comment, ttl, origin);
+        }
+        let listed: HashSet<IpNet> = self.rules.values().map(|(net, _)| *net).collect();
+        if let Some(dup) = nets.iter().find(|net| listed.contains(net)) {
+            return Err(BlocklistError::Duplicate(dup.to_string()));
+        }
+        for (family, v4) in [("IPv4", true), ("IPv6", false)] {
+            let have = listed
+                .iter()
+                .filter(|net| net.addr().is_ipv4() == v4)
+                .count();
+            let more = nets.iter().filter(|net| net.addr().is_ipv4() == v4).count();
+            if have + more > MAX_RULES as usize {
+                return Err(BlocklistError::Full {
+                    family,
+                    max: MAX_RULES,
+                    have,
+                    adding: more,
+                });
+            }
+        }
+        let ids: Vec<u32> = (1..)
+            .filter(|id| !self.rules.contains_key(id))
+            .take(nets.len())
+            .collect();
+        for id in &ids {
+            // A counter left by a rule removed while a program ran would credit the new rule.
+            let _ = list.hits.remove(id);
+        }
+        let rules = rules_with_ids(nets, comment, ttl, origin, ids)?;
+        let set = list.active_set()?;
+        list.insert_all(set, &rules)?;
+        list.bump_generation()?;
+        for (net, rule) in &rules {
+            self.rules
+                .insert(rule.id, (*net, rule.flags & rule_flags::AUTOMATIC != 0));
+            if rule.expires_boot_ns != 0 {
+                self.deadlines
+                    .push(Reverse((rule.expires_boot_ns, *net, rule.id)));
+            }
+        }
+        self.generation = Some(list.generation()?);
+        Ok(())
     }
 
     /// Re-reads the rules if the list changed since the last read.
