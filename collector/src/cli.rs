@@ -273,11 +273,7 @@ pub struct ProbesArgs {
     pub output: OutputFormat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    Table,
-    Json,
-}
+pub use crate::output::OutputFormat;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {

@@ -520,7 +520,7 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 // sweep, counted) and costs the same per window whatever the number of rules
                 // (see blocklist::upkeep).
                 if let Some(xdp) = xdp.as_mut() {
-                    match xdp.window_upkeep(crate::exporter::XDP_TOP_RULES) {
+                    match xdp.window_upkeep(crate::blocklist::TOP_RULES) {
                         Ok(metrics) => {
                             if let Some(blocker) = auto_block.as_mut() {
                                 blocker.metrics.active_rules = metrics.automatic_rules;

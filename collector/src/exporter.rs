@@ -117,8 +117,9 @@ pub struct ExporterState {
     pub own_events: Option<crate::kernel::OwnEvents>,
 }
 
-/// Rules shown by name in the XDP drop metrics; the rest are summed as `rule="other"`.
-pub const XDP_TOP_RULES: usize = 10;
+/// Rules shown by name in the XDP drop metrics; the rest are summed as `rule="other"`. Kept
+/// with the drop list, which reads them, so the list never imports the exporter.
+pub use crate::blocklist::TOP_RULES as XDP_TOP_RULES;
 
 impl ExporterState {
     pub fn new(node: String) -> Self {

@@ -14,6 +14,7 @@ pub mod devices;
 pub mod exporter;
 pub mod http;
 pub mod kernel;
+pub mod output;
 pub mod pressure;
 pub mod privileges;
 pub mod probe_report;

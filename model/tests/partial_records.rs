@@ -16,9 +16,15 @@ fn a_null_field_is_an_error_naming_its_line_wherever_it_is() {
     let partial = r#"{"timestamp":"2026-12-03T10:00:05Z","psi_io_some_pct":null,"ops_per_s":11,"partial":true}"#;
     // First: the column is not dropped from every row because its first value is missing.
     let err = read(&[partial, whole]).unwrap_err();
-    assert!(err.contains(":1:") && err.contains("`psi_io_some_pct` is null"), "{err}");
+    assert!(
+        err.contains(":1:") && err.contains("`psi_io_some_pct` is null"),
+        "{err}"
+    );
     let err = read(&[whole, partial]).unwrap_err();
-    assert!(err.contains(":2:") && err.contains("`psi_io_some_pct` is null"), "{err}");
+    assert!(
+        err.contains(":2:") && err.contains("`psi_io_some_pct` is null"),
+        "{err}"
+    );
     let table = read(&[whole, whole]).unwrap();
     assert_eq!(table.columns, ["ops_per_s", "psi_io_some_pct"]);
 }

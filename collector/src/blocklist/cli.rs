@@ -13,7 +13,7 @@ use super::{
     Blocklist, BlocklistError, DEFAULT_PIN_DIR, IpNet, ListedRule, Totals, pins,
     rules::{self, BadLine},
 };
-use crate::cli::OutputFormat;
+use crate::output::OutputFormat;
 
 #[derive(Debug, Args)]
 pub struct BlocklistArgs {

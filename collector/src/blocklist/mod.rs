@@ -16,6 +16,10 @@ pub mod upkeep;
 
 pub use ipnet::IpNet;
 
+/// Rules the daemon's upkeep reads hits for by name (the exporter shows them; the rest are
+/// summed as `rule="other"`).
+pub const TOP_RULES: usize = 10;
+
 pub use attach::{AttachedInterface, XdpBlocklist, XdpModeUsed, XdpOptions};
 pub use pins::{DEFAULT_PIN_DIR, PIN_DIR_ENV};
 pub use store::{Blocklist, DropMetrics, ListedRule, Origin, Totals};

@@ -88,8 +88,13 @@ impl Upkeep {
             return list.add_locked(nets, comment, ttl, origin);
         }
         let listed: HashSet<IpNet> = self.rules.values().map(|(net, _)| *net).collect();
-        if let Some(dup) = nets.iter().find(|net| listed.contains(net)) {
-            return Err(BlocklistError::Duplicate(dup.to_string()));
+        let duplicates: Vec<IpNet> = nets
+            .iter()
+            .filter(|net| listed.contains(net))
+            .copied()
+            .collect();
+        if !duplicates.is_empty() {
+            return Err(BlocklistError::Duplicate(duplicates));
         }
         for (family, v4) in [("IPv4", true), ("IPv6", false)] {
             let have = listed
