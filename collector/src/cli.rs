@@ -52,7 +52,7 @@ pub enum Command {
     Probes(ProbesArgs),
     /// Edit the XDP drop list (source addresses and CIDRs dropped on `--xdp-iface`
     /// interfaces), pinned under bpffs; works whether or not the daemon runs. Root only.
-    Blocklist(crate::blocklist::cli::BlocklistArgs),
+    Blocklist(crate::xdp::cli::BlocklistArgs),
     /// Answer a fault-detection oracle: print "Yes" if the node (or, with --prometheus, any
     /// node of the cluster) is degraded, else "No"; --submit POSTs the answer to the
     /// benchmark's conductor as {"solution": "Yes"|"No"}.
@@ -349,45 +349,45 @@ pub struct AutoBlockArgs {
 
     /// Automatic rules live at once, at most (rules added by hand do not count). Past it,
     /// flood sources are logged and counted, not blocked.
-    #[arg(long, env = "NODESTATE_AUTO_BLOCK_MAX_RULES", default_value_t = crate::autoblock::DEFAULT_MAX_RULES as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK_MAX_RULES", default_value_t = crate::xdp::autoblock::DEFAULT_MAX_RULES as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub auto_block_max_rules: u32,
 
     /// Prefixes blocked in one window, at most (the heaviest first).
-    #[arg(long, env = "NODESTATE_AUTO_BLOCK_PER_WINDOW", default_value_t = crate::autoblock::DEFAULT_PER_WINDOW as u32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK_PER_WINDOW", default_value_t = crate::xdp::autoblock::DEFAULT_PER_WINDOW as u32, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub auto_block_per_window: u32,
 
     /// A prefix is blocked only if it passed at least this many packets per second in the
     /// window...
-    #[arg(long, env = "NODESTATE_AUTO_BLOCK_MIN_PPS", default_value_t = crate::autoblock::DEFAULT_MIN_PACKETS_PER_S, value_parser = parse_non_negative)]
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK_MIN_PPS", default_value_t = crate::xdp::autoblock::DEFAULT_MIN_PACKETS_PER_S, value_parser = parse_non_negative)]
     pub auto_block_min_pps: f64,
 
     /// ...and at least this share (0 to 1) of all packets passed on the XDP interfaces.
-    #[arg(long, env = "NODESTATE_AUTO_BLOCK_MIN_SHARE", default_value_t = crate::autoblock::DEFAULT_MIN_SHARE, value_parser = parse_share)]
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK_MIN_SHARE", default_value_t = crate::xdp::autoblock::DEFAULT_MIN_SHARE, value_parser = parse_share)]
     pub auto_block_min_share: f64,
 
     /// The blamed receive feature must be at least this many standard deviations above
     /// healthy.
-    #[arg(long, env = "NODESTATE_AUTO_BLOCK_MIN_Z", default_value_t = crate::autoblock::DEFAULT_MIN_Z, value_parser = parse_non_negative)]
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK_MIN_Z", default_value_t = crate::xdp::autoblock::DEFAULT_MIN_Z, value_parser = parse_non_negative)]
     pub auto_block_min_z: f64,
 
     /// Length of the IPv4 source prefixes counted and blocked (16 to 32).
-    #[arg(long, env = "NODESTATE_AUTO_BLOCK_PREFIX_V4", default_value_t = crate::autoblock::DEFAULT_V4_PREFIX_LEN, value_parser = clap::value_parser!(u8).range(16..=32))]
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK_PREFIX_V4", default_value_t = crate::xdp::autoblock::DEFAULT_V4_PREFIX_LEN, value_parser = clap::value_parser!(u8).range(16..=32))]
     pub auto_block_prefix_v4: u8,
 
     /// Length of the IPv6 source prefixes counted and blocked (32 to 128).
-    #[arg(long, env = "NODESTATE_AUTO_BLOCK_PREFIX_V6", default_value_t = crate::autoblock::DEFAULT_V6_PREFIX_LEN, value_parser = clap::value_parser!(u8).range(32..=128))]
+    #[arg(long, env = "NODESTATE_AUTO_BLOCK_PREFIX_V6", default_value_t = crate::xdp::autoblock::DEFAULT_V6_PREFIX_LEN, value_parser = clap::value_parser!(u8).range(32..=128))]
     pub auto_block_prefix_v6: u8,
 }
 
 impl AutoBlockArgs {
     /// The policy, when automatic blocking is on.
-    pub fn policy(&self) -> Option<crate::autoblock::AutoBlockPolicy> {
+    pub fn policy(&self) -> Option<crate::xdp::autoblock::AutoBlockPolicy> {
         if !self.auto_block {
             return None;
         }
-        let mut allow = crate::autoblock::default_allow();
+        let mut allow = crate::xdp::autoblock::default_allow();
         allow.extend(self.auto_block_allow.iter().copied());
-        Some(crate::autoblock::AutoBlockPolicy {
+        Some(crate::xdp::autoblock::AutoBlockPolicy {
             allow,
             ttl: self.auto_block_ttl,
             max_rules: self.auto_block_max_rules as usize,
@@ -414,7 +414,7 @@ impl AutoBlockArgs {
 }
 
 fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
-    crate::blocklist::rules::parse_rule(text)
+    crate::xdp::rules::parse_rule(text)
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -498,7 +498,7 @@ pub struct CollectArgs {
     /// latencies a sample of it (each window's `syscall_`, `sched_` and
     /// `block_sample_fraction` say how much). Context switches then come from /proc/stat.
     /// "0" keeps them on all the time.
-    #[arg(long, visible_alias = "syscall-budget", env = "NODESTATE_HOOK_BUDGET", default_value = "0.5%", value_parser = crate::sampler::parse_budget)]
+    #[arg(long, visible_alias = "syscall-budget", env = "NODESTATE_HOOK_BUDGET", default_value = "0.5%", value_parser = crate::kernel::sampler::parse_budget)]
     pub hook_budget: f64,
 
     /// Attach the XDP drop list (`collector blocklist`) to this interface; repeat or
@@ -508,17 +508,17 @@ pub struct CollectArgs {
     pub xdp_iface: Vec<String>,
 
     /// bpffs directory of the drop list's pinned maps (see `collector blocklist`).
-    #[arg(long, env = "NODESTATE_PIN_DIR", default_value = crate::blocklist::DEFAULT_PIN_DIR)]
+    #[arg(long, env = "NODESTATE_PIN_DIR", default_value = crate::xdp::DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
 }
 
 impl RunArgs {
     /// How the daemon judges windows, from the flags.
-    pub fn assessor_options(&self) -> crate::assessor::AssessorOptions {
+    pub fn assessor_options(&self) -> crate::judge::AssessorOptions {
         let windows = |span: Duration| {
             (span.as_secs_f64() / self.collect.window.as_secs_f64()).ceil() as usize
         };
-        crate::assessor::AssessorOptions {
+        crate::judge::AssessorOptions {
             model_file: self.model.clone(),
             baseline: model::BaselineOptions {
                 // A baseline from fewer than 10 windows would be noise.
@@ -534,8 +534,8 @@ impl RunArgs {
 }
 
 impl CollectArgs {
-    pub fn xdp_options(&self) -> crate::blocklist::XdpOptions {
-        crate::blocklist::XdpOptions {
+    pub fn xdp_options(&self) -> crate::xdp::XdpOptions {
+        crate::xdp::XdpOptions {
             interfaces: self.xdp_iface.clone(),
             pin_dir: self.pin_dir.clone(),
         }
@@ -558,9 +558,9 @@ impl CollectArgs {
     /// Checks what clap cannot: that every signal id named exists.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(only) = &self.signals {
-            crate::probes::validate_signal_ids(only)?;
+            crate::kernel::probes::validate_signal_ids(only)?;
         }
-        crate::probes::validate_signal_ids(&self.disable_signals)
+        crate::kernel::probes::validate_signal_ids(&self.disable_signals)
     }
 }
 

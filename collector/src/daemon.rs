@@ -19,13 +19,13 @@ use tokio::{
 use tracing::{debug, info, warn};
 
 use crate::{
-    devices::{DeviceNames, split_kernel_dev},
-    exporter::{ExporterState, SharedState},
+    export::{ExporterState, SharedState},
     kernel::{KernelCollector, KernelConfig, KernelLogger, ProgramStats},
-    pressure::{PsiReader, ThrottlingReader},
-    procfile::ReadErrors,
-    record::{ProgramWindow, WindowInputs, WindowRecord},
-    system::{
+    window::devices::{DeviceNames, split_kernel_dev},
+    window::pressure::{PsiReader, ThrottlingReader},
+    window::procfile::ReadErrors,
+    window::record::{ProgramWindow, WindowInputs, WindowRecord},
+    window::system::{
         SyscallSampling, SystemFeatures, SystemFiles, SystemSnapshot, parse_symbolic_names,
         system_features,
     },
@@ -41,11 +41,11 @@ pub struct CollectOptions {
     /// Where to serve /metrics, /healthz, /readyz and /state; `None` serves nothing.
     pub listen: Option<std::net::SocketAddr>,
     /// How windows are judged; `None` only records them.
-    pub assessor: Option<crate::assessor::AssessorOptions>,
+    pub assessor: Option<crate::judge::AssessorOptions>,
     /// The XDP drop list: where to attach it, where its maps are pinned.
-    pub xdp: crate::blocklist::XdpOptions,
+    pub xdp: crate::xdp::XdpOptions,
     /// Automatic flood blocking (needs `xdp` interfaces and an assessor); `None`: off.
-    pub auto_block: Option<crate::autoblock::AutoBlockPolicy>,
+    pub auto_block: Option<crate::xdp::autoblock::AutoBlockPolicy>,
 }
 
 /// Slow-I/O events received from the ring buffer since the last window.
@@ -124,7 +124,7 @@ impl WindowMaker {
             read_errors,
             partial_windows: 0,
             previous_programs: program_stats_by_name(kernel),
-            drop_reason_names: crate::tracefs::Tracefs::find_or_mount()
+            drop_reason_names: crate::kernel::tracefs::Tracefs::find_or_mount()
                 .ok()
                 .and_then(|tracefs| {
                     std::fs::read_to_string(tracefs.root().join("events/skb/kfree_skb/format")).ok()
@@ -155,7 +155,7 @@ impl WindowMaker {
                 .map_or(window_s, |on| on.as_secs_f64().min(window_s))
         };
         let syscall_sampling = SyscallSampling {
-            on_s: on_s(crate::sampler::HookGroup::Syscalls),
+            on_s: on_s(crate::kernel::sampler::HookGroup::Syscalls),
             opens_too: kernel.opens_from_syscall_exit(),
         };
         // The block programs may have been off for part of the window: their counts are of
@@ -167,7 +167,7 @@ impl WindowMaker {
                 1.0
             }
         };
-        let block_on_s = on_s(crate::sampler::HookGroup::Block);
+        let block_on_s = on_s(crate::kernel::sampler::HookGroup::Block);
         let block_scale = if block_on_s > 0.0 {
             window_s / block_on_s
         } else {
@@ -231,8 +231,8 @@ impl WindowMaker {
             psi: self.psi.window(window_s, &mut self.read_errors),
             throttling: self.throttling.window(&mut self.read_errors),
             system: SystemFeatures {
-                sched_sample_fraction: share_on(crate::sampler::HookGroup::Scheduler),
-                block_sample_fraction: share_on(crate::sampler::HookGroup::Block),
+                sched_sample_fraction: share_on(crate::kernel::sampler::HookGroup::Scheduler),
+                block_sample_fraction: share_on(crate::kernel::sampler::HookGroup::Block),
                 ..system_features(
                     &self.previous_system,
                     &system,
@@ -451,10 +451,10 @@ pub enum RunFor {
 pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> anyhow::Result<()> {
     let mut kernel = KernelCollector::load(&options.kernel)?;
     kernel.log_attach_table();
-    let mut xdp = crate::blocklist::attach::start(&options.xdp)?;
+    let mut xdp = crate::xdp::attach::start(&options.xdp)?;
     let mut auto_block = match (&options.auto_block, xdp.as_mut(), &options.assessor) {
         (Some(policy), Some(xdp), Some(_)) => Some(
-            crate::autoblock::AutoBlocker::start(policy.clone(), xdp)
+            crate::xdp::autoblock::AutoBlocker::start(policy.clone(), xdp)
                 .context("starting automatic flood blocking")?,
         ),
         (Some(_), _, _) => {
@@ -479,8 +479,8 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
         .expect("exporter state lock")
         .set_probes(kernel.attach_reports());
     if let Some(listen) = options.listen {
-        let registry = crate::exporter::registry(shared.clone(), Vec::new());
-        let (bound, server) = crate::http::bind(listen, shared.clone(), registry).await?;
+        let registry = crate::export::registry(shared.clone(), Vec::new());
+        let (bound, server) = crate::export::http::bind(listen, shared.clone(), registry).await?;
         info!(%bound, "serving /metrics, /healthz, /readyz, /state");
         tokio::spawn(async move {
             if let Err(err) = server.await {
@@ -492,7 +492,7 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
     let mut assessor = options
         .assessor
         .as_ref()
-        .map(crate::assessor::Assessor::new)
+        .map(crate::judge::Assessor::new)
         .transpose()?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
 
@@ -520,7 +520,7 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 // sweep, counted) and costs the same per window whatever the number of rules
                 // (see blocklist::upkeep).
                 if let Some(xdp) = xdp.as_mut() {
-                    match xdp.window_upkeep(crate::blocklist::TOP_RULES) {
+                    match xdp.window_upkeep(crate::xdp::TOP_RULES) {
                         Ok(metrics) => {
                             if let Some(blocker) = auto_block.as_mut() {
                                 blocker.metrics.active_rules = metrics.automatic_rules;
@@ -607,7 +607,7 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
 fn start_sampled_window(
     kernel: &mut KernelCollector,
     options: &CollectOptions,
-) -> Option<crate::sampler::SamplerStep> {
+) -> Option<crate::kernel::sampler::SamplerStep> {
     if let Err(err) = kernel.resume_sampled_hooks() {
         warn!("{err:#}");
     }
@@ -615,7 +615,7 @@ fn start_sampled_window(
         return None;
     }
     let counts = kernel.sampled_event_counts().ok()?;
-    crate::sampler::window_started(
+    crate::kernel::sampler::window_started(
         options.kernel.hook_budget,
         options.window,
         Instant::now(),
@@ -628,15 +628,15 @@ fn start_sampled_window(
 fn sampler_turn(
     kernel: &mut KernelCollector,
     options: &CollectOptions,
-    step: Option<crate::sampler::SamplerStep>,
-) -> Option<crate::sampler::SamplerStep> {
-    use crate::sampler::SamplerStep;
+    step: Option<crate::kernel::sampler::SamplerStep>,
+) -> Option<crate::kernel::sampler::SamplerStep> {
+    use crate::kernel::sampler::SamplerStep;
     let hooked = kernel.sampled_groups();
     let (groups, so_far) = match step? {
         SamplerStep::Look { window: so_far, .. } => {
             let counts = kernel.sampled_event_counts().ok()?;
             let now = Instant::now();
-            let next = crate::sampler::look(
+            let next = crate::kernel::sampler::look(
                 options.kernel.hook_budget,
                 options.window,
                 so_far,
@@ -662,7 +662,7 @@ fn sampler_turn(
         SamplerStep::Off { groups, window, .. } => (groups, window),
     };
     kernel.pause_hook_groups(groups);
-    crate::sampler::went_off(options.window, so_far, groups, Instant::now(), hooked)
+    crate::kernel::sampler::went_off(options.window, so_far, groups, Instant::now(), hooked)
 }
 
 /// The node's name: `NODE_NAME` (the DaemonSet sets it from the downward API), else the

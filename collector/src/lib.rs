@@ -1,27 +1,19 @@
 //! nodestate's node daemon, as a library so that tests and tools call what `main` calls.
 //!
-//! Data flows one way: kernel maps ([`kernel`]) → windows ([`window`], [`daemon`]) →
-//! records ([`record`]).
+//! The folders are the pipeline, and data flows one way through them:
+//! [`kernel`] (load and attach the programs, read their maps, sample the costly hooks) →
+//! [`window`] (cut time into windows: counter arithmetic, `/proc` and PSI readers, the window
+//! record) → [`judge`] (model or learned baseline, hysteresis: the node's state) →
+//! [`export`] (the exporter's state and the HTTP server). [`xdp`] is the drop list and
+//! automatic flood blocking beside them. [`daemon`] is the loop that wires the stages;
+//! [`cli`], [`config`] and [`output`] are the command line.
 
-pub mod assessor;
-pub mod autoblock;
-pub mod blocklist;
-pub mod btf;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod devices;
-pub mod exporter;
-pub mod http;
+pub mod export;
+pub mod judge;
 pub mod kernel;
 pub mod output;
-pub mod pressure;
-pub mod privileges;
-pub mod probe_report;
-pub mod probes;
-pub mod procfile;
-pub mod record;
-pub mod sampler;
-pub mod system;
-pub mod tracefs;
 pub mod window;
+pub mod xdp;

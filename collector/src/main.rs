@@ -32,8 +32,8 @@ async fn main() -> anyhow::Result<()> {
             let builtin = args
                 .model
                 .as_deref()
-                .is_some_and(|m| m.as_os_str() == collector::assessor::BUILTIN_MODEL);
-            if builtin && args.collect.window != collector::assessor::BUILTIN_MODEL_WINDOW {
+                .is_some_and(|m| m.as_os_str() == collector::judge::BUILTIN_MODEL);
+            if builtin && args.collect.window != collector::judge::BUILTIN_MODEL_WINDOW {
                 tracing::warn!(
                     window_s = args.collect.window.as_secs_f64(),
                     "the builtin model was trained on 2 s windows and some of its features are \
@@ -54,9 +54,9 @@ async fn main() -> anyhow::Result<()> {
             };
             daemon::run(options, SinkSpec::LogOnly, RunFor::UntilSignalled).await
         }
-        Command::Blocklist(args) => collector::blocklist::cli::run(args),
+        Command::Blocklist(args) => collector::xdp::cli::run(args),
         Command::Probes(args) => {
-            let report = collector::probe_report::probe_report(args.exercise)?;
+            let report = collector::kernel::probe_report::probe_report(args.exercise)?;
             match args.output {
                 OutputFormat::Table => print!("{report}"),
                 OutputFormat::Json => println!("{}", serde_json::to_string(&report)?),

@@ -24,7 +24,7 @@ pub const REQUIRE_PRIVILEGED_TESTS: &str = "NODESTATE_REQUIRE_PRIVILEGED_TESTS";
 /// the captured test output) and returns false, or panics when the run demands privileged
 /// tests, so a CI run as root can never pass by skipping them.
 pub fn privileged(test: &str) -> bool {
-    match collector::privileges::check_can_load_programs() {
+    match collector::kernel::privileges::check_can_load_programs() {
         Ok(()) => true,
         Err(err) => {
             if std::env::var_os(REQUIRE_PRIVILEGED_TESTS).is_some() {
@@ -82,7 +82,7 @@ impl LoopDevice {
     /// The kernel-internal `dev_t` the block tracepoints report for this device.
     pub fn kernel_dev(&self) -> u32 {
         let (major, minor) = self.dev();
-        collector::devices::kernel_dev(major, minor)
+        collector::window::devices::kernel_dev(major, minor)
     }
 
     pub fn name(&self) -> String {
@@ -237,7 +237,8 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 /// A model file trained on synthetic windows (every feature 0..6) with exactly the collector's
 /// features: it loads in the daemon, and this machine's real windows are far from all of it.
 pub fn write_synthetic_model(path: &Path) {
-    let features = collector::assessor::window_values(&collector::record::WindowRecord::empty());
+    let features =
+        collector::judge::window_values(&collector::window::record::WindowRecord::empty());
     let rows: Vec<model::input::Row> = (0..40)
         .map(|index| model::input::Row {
             values: features

@@ -342,7 +342,7 @@ fn state_is(veth: &VethPair, listen: &str, wanted: &str) -> Option<serde_json::V
 fn blames_receive(health: &serde_json::Value) -> bool {
     health["explanation"].as_array().is_some_and(|features| {
         features.iter().any(|pair| {
-            collector::autoblock::NET_RECEIVE_FEATURES
+            collector::xdp::autoblock::NET_RECEIVE_FEATURES
                 .iter()
                 .any(|name| pair[0] == *name)
         })

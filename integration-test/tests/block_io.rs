@@ -90,7 +90,7 @@ fn direct_io_on_a_loop_device_is_counted_exactly() {
     assert_eq!(window.errors, 0);
 
     // Names come from sysfs, not numbers.
-    let mut names = collector::devices::DeviceNames::default();
+    let mut names = collector::window::devices::DeviceNames::default();
     assert_eq!(names.name(device.kernel_dev()), device.name());
 }
 

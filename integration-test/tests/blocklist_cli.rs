@@ -346,7 +346,7 @@ fn blocklist_cli_names_each_bad_line_and_shows_what_is_there() {
     // A comment with control characters already in the map (an older collector, or anything
     // else that can write it) is printed escaped.
     {
-        let mut list = collector::blocklist::Blocklist::open(&pins.path).unwrap();
+        let mut list = collector::xdp::Blocklist::open(&pins.path).unwrap();
         list.add(
             &["192.0.2.77/32".parse().unwrap()],
             Some("x\u{1b}[2J\ny"),

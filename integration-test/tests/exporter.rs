@@ -308,7 +308,7 @@ fn bad_configuration_fails_at_start_naming_what_is_wrong() {
             "bogus".to_string(),
         ),
     ];
-    if collector::privileges::check_can_load_programs().is_ok() {
+    if collector::kernel::privileges::check_can_load_programs().is_ok() {
         cases.push((
             vec!["run", "--model", garbage.to_str().unwrap()],
             "garbage.json".to_string(),

@@ -239,7 +239,7 @@ fn a_client_trickling_its_headers_is_cut_off_and_an_idle_one_is_not() {
     wait_for(Duration::from_secs(30), "/healthz", || {
         get(&address, "/healthz").filter(|(status, _)| *status == 200)
     });
-    let timeout = collector::http::HEADER_READ_TIMEOUT;
+    let timeout = collector::export::http::HEADER_READ_TIMEOUT;
 
     // A header that never ends, one byte every 200 ms.
     let kept = trickle(

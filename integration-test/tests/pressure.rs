@@ -9,8 +9,8 @@ use std::{
 };
 
 use collector::{
-    pressure::{CgroupLayout, PsiReader, ThrottlingReader},
-    procfile::ReadErrors,
+    window::pressure::{CgroupLayout, PsiReader, ThrottlingReader},
+    window::procfile::ReadErrors,
 };
 use integration_test::privileged;
 

@@ -12,7 +12,7 @@ use std::{
 
 use collector::{
     kernel::{HookOutcome, KernelCollector, KernelConfig},
-    system::{SyscallSampling, SystemFeatures, SystemSnapshot, system_features},
+    window::system::{SyscallSampling, SystemFeatures, SystemSnapshot, system_features},
 };
 use integration_test::privileged;
 
@@ -61,7 +61,7 @@ fn every_signal_attaches_or_says_why() {
     }
     let kernel = KernelCollector::load(&KernelConfig::default()).expect("loading programs");
     let reports = kernel.attach_reports();
-    assert_eq!(reports.len(), collector::probes::SIGNALS.len());
+    assert_eq!(reports.len(), collector::kernel::probes::SIGNALS.len());
     for report in reports {
         // On our kernels every signal has a hook; a kprobe may have fallen back.
         assert_eq!(report.outcome, HookOutcome::Attached, "{report:?}");

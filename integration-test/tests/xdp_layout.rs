@@ -231,7 +231,7 @@ fn a_list_pinned_by_the_previous_version_is_moved_with_every_rule() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let mut xdp = collector::blocklist::XdpBlocklist::load(&pins.path).expect("loading");
+    let mut xdp = collector::xdp::XdpBlocklist::load(&pins.path).expect("loading");
     assert_eq!(xdp.blocklist.list().unwrap().len(), 3);
     let frame = {
         let mut frame = vec![0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x00];

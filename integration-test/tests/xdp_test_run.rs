@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use collector::blocklist::{IpNet, Totals, XdpBlocklist};
+use collector::xdp::{IpNet, Totals, XdpBlocklist};
 use integration_test::{netns::TestPinDir, privileged};
 
 const XDP_DROP: u32 = 1;
@@ -57,7 +57,7 @@ fn v6(text: &str) -> Ipv6Addr {
 fn nets(rules: &[&str]) -> Vec<IpNet> {
     rules
         .iter()
-        .map(|rule| collector::blocklist::rules::parse_rule(rule).unwrap())
+        .map(|rule| collector::xdp::rules::parse_rule(rule).unwrap())
         .collect()
 }
 
@@ -395,7 +395,7 @@ fn xdp_automatic_rules_drop_like_any_and_are_listed_as_automatic() {
             &nets(&["10.200.2.0/24"]),
             Some("auto: net_rx_packets_per_s z=+9.0"),
             Some(std::time::Duration::from_secs(60)),
-            collector::blocklist::Origin::Automatic,
+            collector::xdp::Origin::Automatic,
         )
         .unwrap();
     for third in [1u8, 2] {
@@ -563,7 +563,7 @@ fn window_upkeep_matches_list_and_postpones_its_sweep_while_the_lock_is_held() {
         &nets(&["10.200.9.0/24"]),
         Some("flood"),
         Some(std::time::Duration::from_secs(600)),
-        collector::blocklist::Origin::Automatic,
+        collector::xdp::Origin::Automatic,
     )
     .unwrap();
     let err = xdp
@@ -571,7 +571,7 @@ fn window_upkeep_matches_list_and_postpones_its_sweep_while_the_lock_is_held() {
             &nets(&["10.200.9.0/24"]),
             None,
             None,
-            collector::blocklist::Origin::Automatic,
+            collector::xdp::Origin::Automatic,
         )
         .unwrap_err();
     assert!(err.to_string().contains("already listed"), "{err}");
@@ -600,7 +600,7 @@ fn window_upkeep_matches_list_and_postpones_its_sweep_while_the_lock_is_held() {
         &nets(&["10.200.11.0/24"]),
         None,
         None,
-        collector::blocklist::Origin::Automatic,
+        collector::xdp::Origin::Automatic,
     )
     .unwrap();
     assert_eq!(xdp.window_upkeep(2).unwrap().rules, 8);

@@ -9,7 +9,7 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use collector::exporter::{ExporterState, ModelInfo};
+use collector::export::{ExporterState, ModelInfo};
 use deploy_check::{
     APP_LABEL, METRICS_PORT, NAMESPACE, Object, consistency_violations, daemonset_violations,
     deploy_dir, overlays, render, uses_xdp,
@@ -298,7 +298,7 @@ fn the_configmap_holds_a_config_and_a_drop_list_the_daemon_accepts() {
         panic!("expected run")
     };
     assert_eq!(run.collect.window, std::time::Duration::from_secs(5));
-    collector::blocklist::rules::parse_import(&data["blocklist.txt"])
+    collector::xdp::rules::parse_import(&data["blocklist.txt"])
         .unwrap_or_else(|err| panic!("blocklist.txt is refused by `blocklist import`: {err}"));
 }
 
@@ -404,12 +404,12 @@ fn exported_metric_names() -> HashSet<String> {
         "tracepoint".into(),
         "attached".into(),
     )];
-    state.xdp = Some(collector::blocklist::store::DropMetrics {
+    state.xdp = Some(collector::xdp::store::DropMetrics {
         top: vec![("192.0.2.0/24".into(), 1, 64)],
         ..Default::default()
     });
     state.xdp_interfaces = vec![("eth0".into(), "native".into())];
-    let registry = collector::exporter::registry(Arc::new(RwLock::new(state)), Vec::new());
+    let registry = collector::export::registry(Arc::new(RwLock::new(state)), Vec::new());
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("encoding");
     text.lines()

@@ -886,7 +886,7 @@ pub fn run(rounds: usize, selected: &[OverheadWorkload]) -> anyhow::Result<Strin
          program attached, 5 s windows; the busiest hooks, syscall exit, scheduler and block, \
          share a budget of 0.5% of one CPU: those whose events would cost more are on for \
          only part of each window, those whose events are cheap stay on, see \
-         collector/src/sampler.rs; program statistics one window in 12); and the same with \
+         collector/src/kernel/sampler.rs; program statistics one window in 12); and the same with \
          `--window 1s` (the sampler takes hooks off and puts them back five times as often, \
          and the kernel interrupts every CPU to patch the tracepoints each time). A \
          configuration's stretch starts {WARM_UP_S} s after it is in place (a collector has \

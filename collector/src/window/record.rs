@@ -9,8 +9,8 @@ use collector_common::op;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    pressure::{PsiWindow, ThrottlingWindow},
-    system::SystemFeatures,
+    window::pressure::{PsiWindow, ThrottlingWindow},
+    window::system::SystemFeatures,
     window::{DeviceWindow, histogram_quantile_us, rate},
 };
 

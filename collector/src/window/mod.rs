@@ -2,6 +2,12 @@
 //!
 //! Pure functions on plain numbers so they are tested without a kernel.
 
+pub mod devices;
+pub mod pressure;
+pub mod procfile;
+pub mod record;
+pub mod system;
+
 use collector_common::{BlockDevStats, LATENCY_BUCKETS, op};
 
 /// `current - previous` for a monotonic counter. A counter that went backwards was reset (the
@@ -70,26 +76,6 @@ pub fn histogram_quantile_us(buckets: &[u64], quantile: f64) -> Option<f64> {
 
 /// One device's counters summed over CPUs, at one instant.
 pub type DeviceCounters = BlockDevStats;
-
-/// Sums per-CPU copies of a device's counters.
-pub fn sum_cpus<'a>(per_cpu: impl IntoIterator<Item = &'a BlockDevStats>) -> BlockDevStats {
-    let mut total = BlockDevStats::ZERO;
-    for stats in per_cpu {
-        for class in 0..op::COUNT {
-            total.ops[class] += stats.ops[class];
-            total.bytes[class] += stats.bytes[class];
-        }
-        total.flushes += stats.flushes;
-        total.tracked_issued += stats.tracked_issued;
-        total.completed += stats.completed;
-        total.errors += stats.errors;
-        total.latency_sum_ns += stats.latency_sum_ns;
-        for bucket in 0..LATENCY_BUCKETS {
-            total.latency_hist[bucket] += stats.latency_hist[bucket];
-        }
-    }
-    total
-}
 
 /// What happened on one device during one window.
 #[derive(Debug, Clone, PartialEq)]
@@ -305,7 +291,7 @@ mod tests {
     fn sums_per_cpu_copies() {
         let a = stats(10, 10, 9, 9);
         let b = stats(5, 5, 6, 6);
-        let total = sum_cpus([&a, &b]);
+        let total = crate::kernel::sum_cpus([&a, &b]);
         assert_eq!(total.ops[op::READ], 15);
         assert_eq!(total.tracked_issued, 15);
         assert_eq!(total.completed, 15);

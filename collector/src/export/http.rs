@@ -21,8 +21,8 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    exporter::{Health, ModelInfo, SharedState},
-    record::WindowRecord,
+    export::{Health, ModelInfo, SharedState},
+    window::record::WindowRecord,
 };
 
 #[derive(Clone)]

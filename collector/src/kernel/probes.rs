@@ -10,8 +10,8 @@ use aya::{
 };
 
 use crate::{
+    kernel::tracefs::Tracefs,
     kernel::{AttachReport, HookOutcome},
-    tracefs::Tracefs,
 };
 
 /// One place a program can be attached.
@@ -542,9 +542,9 @@ impl<'a> Attacher<'a> {
 
 /// Which group of the node's busiest hooks `program` is on, if any: the hook sampler takes a
 /// group off for part of a window when its events come faster than the budget pays for (see
-/// `crate::sampler`): every syscall, every context switch and wake-up, every block request.
-pub fn sampled_group(program: &str) -> Option<crate::sampler::HookGroup> {
-    use crate::sampler::HookGroup;
+/// `crate::kernel::sampler`): every syscall, every context switch and wake-up, every block request.
+pub fn sampled_group(program: &str) -> Option<crate::kernel::sampler::HookGroup> {
+    use crate::kernel::sampler::HookGroup;
     [
         (HookGroup::Syscalls, &SYSCALL_EXIT_PROGRAMS[..]),
         (HookGroup::Scheduler, &SCHED_PROGRAMS[..]),

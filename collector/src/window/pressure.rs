@@ -8,7 +8,7 @@ use std::{
 };
 
 use crate::{
-    procfile::{ProcFile, ReadErrors, source},
+    window::procfile::{ProcFile, ReadErrors, source},
     window::{counter_delta, delta_across},
 };
 

@@ -43,7 +43,7 @@ pub fn probe_report(exercise: bool) -> anyhow::Result<ProbeReport> {
     let probes = kernel
         .attach_reports()
         .iter()
-        .zip(crate::probes::SIGNALS)
+        .zip(crate::kernel::probes::SIGNALS)
         .map(|(report, plan)| ProbeLine {
             id: plan.id.to_string(),
             signal: report.signal.to_string(),

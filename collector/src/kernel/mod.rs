@@ -1,6 +1,14 @@
 //! The kernel side as the daemon sees it: load the object, attach each program by the best hook
 //! this kernel offers, and hand out the maps as typed handles.
 
+pub mod btf;
+pub mod exact;
+pub mod privileges;
+pub mod probe_report;
+pub mod probes;
+pub mod sampler;
+pub mod tracefs;
+
 use std::{
     collections::BTreeMap,
     fmt,
@@ -19,8 +27,7 @@ use collector_common::{
 };
 use tracing::{info, warn};
 
-use crate::{
-    privileges,
+use self::{
     probes::{Attacher, SIGNALS},
     tracefs::Tracefs,
 };
@@ -48,6 +55,28 @@ pub(crate) fn ebpf_object() -> Result<&'static [u8], NoEbpfObject> {
     }
 }
 
+/// Sums the per-CPU copies of a device's counters (a per-CPU map's value, as read).
+pub fn sum_cpus<'a>(
+    per_cpu: impl IntoIterator<Item = &'a collector_common::BlockDevStats>,
+) -> collector_common::BlockDevStats {
+    let mut total = collector_common::BlockDevStats::ZERO;
+    for stats in per_cpu {
+        for class in 0..collector_common::op::COUNT {
+            total.ops[class] += stats.ops[class];
+            total.bytes[class] += stats.bytes[class];
+        }
+        total.flushes += stats.flushes;
+        total.tracked_issued += stats.tracked_issued;
+        total.completed += stats.completed;
+        total.errors += stats.errors;
+        total.latency_sum_ns += stats.latency_sum_ns;
+        for bucket in 0..collector_common::LATENCY_BUCKETS {
+            total.latency_hist[bucket] += stats.latency_hist[bucket];
+        }
+    }
+    total
+}
+
 /// Forwards aya-log records from the kernel programs to the `log` facade (and so to tracing).
 pub type KernelLogger = aya_log::EbpfLogger<&'static dyn log::Log>;
 
@@ -64,7 +93,7 @@ pub struct KernelConfig {
     pub disabled_signals: Vec<String>,
     /// When the kernel keeps per-program run counts and run time.
     pub program_stats: ProgramStatsMode,
-    /// Share of one CPU the sampled hooks may cost (see [`crate::sampler`]); 0: no budget,
+    /// Share of one CPU the sampled hooks may cost (see [`crate::kernel::sampler`]); 0: no budget,
     /// they stay on.
     pub hook_budget: f64,
     /// A process (TGID) whose syscalls, opens and forks are not the node's: the daemon's own,
@@ -108,7 +137,7 @@ impl Default for KernelConfig {
             signals: None,
             disabled_signals: Vec::new(),
             program_stats: ProgramStatsMode::default(),
-            hook_budget: crate::sampler::DEFAULT_HOOK_BUDGET,
+            hook_budget: crate::kernel::sampler::DEFAULT_HOOK_BUDGET,
             exclude_tgid: None,
         }
     }
@@ -150,7 +179,7 @@ impl fmt::Display for HookOutcome {
 }
 
 impl AttachReport {
-    fn disabled(plan: &crate::probes::SignalPlan) -> Self {
+    fn disabled(plan: &crate::kernel::probes::SignalPlan) -> Self {
         let (program, hook) = plan.alternatives[0][0];
         Self {
             signal: plan.signal,
@@ -177,7 +206,7 @@ pub struct KernelCollector {
     logger: Option<KernelLogger>,
     attached: Vec<AttachReport>,
     /// Every attachment, detached together on exit (see [`Self::detach`]).
-    links: Vec<crate::probes::OwnedLink>,
+    links: Vec<crate::kernel::probes::OwnedLink>,
     /// The busiest hooks, apart: the hook sampler takes them off and puts them back.
     sampled: SampledHooks,
     /// Whether the syscall exit program also counts opens (no kprobe for them here).
@@ -252,7 +281,7 @@ impl KernelCollector {
             warn!("tracepoint field {field} missing on this kernel: the features it feeds read 0");
         }
         let open_syscalls = open_syscalls();
-        let kernel_btf = crate::btf::Btf::from_kernel();
+        let kernel_btf = crate::kernel::btf::Btf::from_kernel();
         let exit_code_offsets = match kernel_btf
             .as_ref()
             .map_err(|err| anyhow::anyhow!("{err:#}"))
@@ -318,7 +347,7 @@ impl KernelCollector {
             .map_max_entries(names::SLOW_IO_EVENTS, config.ringbuf_bytes)
             .load(ebpf_object()?)
             .map_err(|err| {
-                let what = match crate::privileges::seccomp_hint() {
+                let what = match crate::kernel::privileges::seccomp_hint() {
                     Some(hint) => format!("loading the eBPF object into the kernel ({hint})"),
                     None => "loading the eBPF object into the kernel".to_string(),
                 };
@@ -335,7 +364,7 @@ impl KernelCollector {
 
         let mut attacher = Attacher::new(&mut ebpf, &tracefs, exit_code_offsets.is_some());
         if task_pid_offset.is_none() {
-            attacher.disable(crate::probes::SCHED_SWITCH_BTF);
+            attacher.disable(crate::kernel::probes::SCHED_SWITCH_BTF);
         }
         if layout.is_none() {
             attacher.disable(names::BLOCK_RQ_ISSUE);
@@ -359,7 +388,7 @@ impl KernelCollector {
         let mut sampled_links = Vec::new();
         let mut links = Vec::new();
         for (program, hook, link) in attacher.into_owned_links() {
-            match crate::probes::sampled_group(program) {
+            match crate::kernel::probes::sampled_group(program) {
                 Some(group) => sampled_links.push(SampledLink {
                     program,
                     hook,
@@ -383,8 +412,8 @@ impl KernelCollector {
                 .iter()
                 .any(|report| report.outcome == HookOutcome::Attached && report.program == program)
         };
-        let opens_from_syscall_exit = uses(crate::probes::SYSCALL_EXIT_COUNTS);
-        let exit_code_from_task = uses(crate::probes::PROCESS_EXIT_COUNTS);
+        let opens_from_syscall_exit = uses(crate::kernel::probes::SYSCALL_EXIT_COUNTS);
+        let exit_code_from_task = uses(crate::kernel::probes::PROCESS_EXIT_COUNTS);
 
         let mut hook_config: Array<MapData, u32> =
             Array::try_from(take_map(&mut ebpf, names::HOOK_CONFIG)?)?;
@@ -486,7 +515,7 @@ impl KernelCollector {
         let mut devices = BTreeMap::new();
         for entry in self.block_dev_stats.iter() {
             let (dev, per_cpu) = entry.context("reading the block device table")?;
-            devices.insert(dev, crate::window::sum_cpus(per_cpu.iter()));
+            devices.insert(dev, sum_cpus(per_cpu.iter()));
         }
         Ok(devices)
     }
@@ -592,11 +621,11 @@ impl KernelCollector {
     /// ms), so the links are dropped on threads of their own; the programs stop running when
     /// the drops start.
     pub fn pause_sampled_hooks(&mut self) {
-        self.pause_hook_groups(crate::sampler::HookGroups::ALL);
+        self.pause_hook_groups(crate::kernel::sampler::HookGroups::ALL);
     }
 
     /// Takes the sampled hooks of `groups` off (see [`Self::pause_sampled_hooks`]).
-    pub fn pause_hook_groups(&mut self, groups: crate::sampler::HookGroups) {
+    pub fn pause_hook_groups(&mut self, groups: crate::kernel::sampler::HookGroups) {
         let hooks = &mut self.sampled;
         let links: Vec<_> = hooks
             .links
@@ -607,7 +636,7 @@ impl KernelCollector {
         if links.is_empty() {
             return;
         }
-        for group in crate::sampler::HookGroup::ALL {
+        for group in crate::kernel::sampler::HookGroup::ALL {
             if groups.contains(group)
                 && let Some(since) = hooks.on_since[group as usize].take()
             {
@@ -629,8 +658,8 @@ impl KernelCollector {
     }
 
     /// The groups that have sampled hooks.
-    pub fn sampled_groups(&self) -> crate::sampler::HookGroups {
-        let mut groups = crate::sampler::HookGroups::default();
+    pub fn sampled_groups(&self) -> crate::kernel::sampler::HookGroups {
+        let mut groups = crate::kernel::sampler::HookGroups::default();
         for sampled in &self.sampled.links {
             groups.insert(sampled.group);
         }
@@ -648,7 +677,7 @@ impl KernelCollector {
     /// Whether the block programs are among the sampled hooks, so that block counts are per
     /// second of the time they were on.
     pub fn samples_block_io(&self) -> bool {
-        self.samples(&crate::probes::BLOCK_PROGRAMS)
+        self.samples(&crate::kernel::probes::BLOCK_PROGRAMS)
     }
 
     /// Syscalls the hook ran for so far (cumulative, summed over CPUs): the node's and the
@@ -678,19 +707,19 @@ impl KernelCollector {
 
     /// The events on the sampled hooks so far, each from where it is exact, for the sampler's
     /// cost estimate; a hook that is not attached counts none.
-    pub fn sampled_event_counts(&self) -> anyhow::Result<crate::sampler::EventCounts> {
-        let mut counts = crate::sampler::EventCounts::default();
-        if self.samples(&crate::probes::SYSCALL_EXIT_PROGRAMS) {
+    pub fn sampled_event_counts(&self) -> anyhow::Result<crate::kernel::sampler::EventCounts> {
+        let mut counts = crate::kernel::sampler::EventCounts::default();
+        if self.samples(&crate::kernel::probes::SYSCALL_EXIT_PROGRAMS) {
             counts.syscalls = self.syscalls_counted()?;
         }
-        if self.samples(&crate::probes::SCHED_PROGRAMS) {
+        if self.samples(&crate::kernel::probes::SCHED_PROGRAMS) {
             // A failed read is no count: 0 here would read as a burst on the next look.
             counts.context_switches =
-                crate::system::read_context_switches(std::path::Path::new("/proc/stat"))
+                self::exact::read_context_switches(std::path::Path::new("/proc/stat"))
                     .context("reading ctxt from /proc/stat")?;
         }
         if self.samples_block_io() {
-            counts.block_requests = crate::devices::block_requests_completed(
+            counts.block_requests = self::exact::block_requests_completed(
                 std::path::Path::new("/proc/diskstats"),
                 std::path::Path::new("/sys/block"),
             )
@@ -707,7 +736,7 @@ impl KernelCollector {
             return Ok(());
         };
         let hooks = &mut self.sampled;
-        let mut off = crate::sampler::HookGroups::default();
+        let mut off = crate::kernel::sampler::HookGroups::default();
         for sampled in hooks.links.iter().filter(|sampled| sampled.link.is_none()) {
             off.insert(sampled.group);
         }
@@ -718,7 +747,7 @@ impl KernelCollector {
         // here on is at or after it. A group that stayed on keeps its time: its waits and
         // requests in progress were watched from their start.
         let now_ns = monotonic_ns();
-        for group in crate::sampler::HookGroup::ALL {
+        for group in crate::kernel::sampler::HookGroup::ALL {
             if off.contains(group) {
                 hooks.sampled_since.set(group as u32, now_ns, 0)?;
             }
@@ -729,13 +758,13 @@ impl KernelCollector {
             .iter_mut()
             .filter(|sampled| sampled.link.is_none())
         {
-            match crate::probes::reattach(ebpf, sampled.program, sampled.hook) {
+            match crate::kernel::probes::reattach(ebpf, sampled.program, sampled.hook) {
                 Ok(attached) => sampled.link = Some(attached),
                 Err(err) => failed.push(format!("{}: {err:#}", sampled.program)),
             }
         }
         let now = Instant::now();
-        for group in crate::sampler::HookGroup::ALL {
+        for group in crate::kernel::sampler::HookGroup::ALL {
             if off.contains(group) {
                 hooks.on_since[group as usize].get_or_insert(now);
             }
@@ -751,7 +780,7 @@ impl KernelCollector {
     pub fn take_sampled_time(&mut self, now: Instant) -> SampledTime {
         let hooks = &mut self.sampled;
         let mut time = SampledTime::default();
-        for group in crate::sampler::HookGroup::ALL {
+        for group in crate::kernel::sampler::HookGroup::ALL {
             let index = group as usize;
             let mut on = std::mem::take(&mut hooks.on_for[index]);
             if let Some(since) = hooks.on_since[index].as_mut() {
@@ -790,7 +819,7 @@ pub struct SampledTime([Option<Duration>; 3]);
 
 impl SampledTime {
     /// `None`: the group has no hooks (its signals are off or missing).
-    pub fn of(&self, group: crate::sampler::HookGroup) -> Option<Duration> {
+    pub fn of(&self, group: crate::kernel::sampler::HookGroup) -> Option<Duration> {
         self.0[group as usize]
     }
 }
@@ -798,17 +827,17 @@ impl SampledTime {
 /// One attachment of a sampled program.
 struct SampledLink {
     program: &'static str,
-    hook: crate::probes::Hook,
-    group: crate::sampler::HookGroup,
+    hook: crate::kernel::probes::Hook,
+    group: crate::kernel::sampler::HookGroup,
     /// While it is on.
-    link: Option<crate::probes::OwnedLink>,
+    link: Option<crate::kernel::probes::OwnedLink>,
 }
 
 /// The attachments of the sampled programs (see `probes::sampled_group`), which the hook
 /// sampler takes off and puts back a group at a time.
 struct SampledHooks {
     links: Vec<SampledLink>,
-    /// Per group ([`crate::sampler::HookGroup`] order): when its hooks last went on, while
+    /// Per group ([`crate::kernel::sampler::HookGroup`] order): when its hooks last went on, while
     /// they are on.
     on_since: [Option<Instant>; 3],
     /// Per group: time on since the last [`KernelCollector::take_sampled_time`], not counting

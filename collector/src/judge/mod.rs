@@ -6,7 +6,18 @@ use std::{collections::BTreeMap, path::PathBuf};
 use model::{BaselineLearner, BaselineOptions, HealthState, Hysteresis, Model};
 use tracing::{info, warn};
 
-use crate::{exporter::ModelInfo, record::WindowRecord};
+use crate::window::record::WindowRecord;
+
+/// What the model in use is: the judge's own description of it, which the exporter shows as
+/// `nodestate_model_info`.
+#[derive(Debug, Clone, serde::Serialize, Default, PartialEq)]
+pub struct ModelInfo {
+    /// "baseline" (learned on this node) or "file".
+    pub source: String,
+    pub version: String,
+    pub trained_at: String,
+    pub k: usize,
+}
 
 /// How the daemon judges windows.
 #[derive(Debug, Clone)]
@@ -83,7 +94,7 @@ fn check_model(model: &Model, path: &std::path::Path) -> anyhow::Result<()> {
 pub const BUILTIN_MODEL: &str = "builtin";
 /// The window length the builtin model's training windows had.
 pub const BUILTIN_MODEL_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
-const BUILTIN_MODEL_JSON: &[u8] = include_bytes!("../../datasets/default-model.json");
+const BUILTIN_MODEL_JSON: &[u8] = include_bytes!("../../../datasets/default-model.json");
 
 fn is_builtin(path: &std::path::Path) -> bool {
     path.as_os_str() == BUILTIN_MODEL

@@ -4,7 +4,7 @@
 //!
 //! [`decide`] is the whole policy, a pure function of one window's evidence; [`AutoBlocker`]
 //! gathers that evidence from the XDP program's per-source counters, adds the rules through
-//! the same [`crate::blocklist::Blocklist`] path as `collector blocklist add`, logs and counts.
+//! the same [`crate::xdp::Blocklist`] path as `collector blocklist add`, logs and counts.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -15,7 +15,7 @@ use std::{
 use ipnet::IpNet;
 use tracing::{info, warn};
 
-use crate::blocklist::{
+use crate::xdp::{
     BlocklistError, Origin, XdpBlocklist,
     attach::{SourceCount, source_deltas},
 };

@@ -469,7 +469,7 @@ pub fn start(options: &XdpOptions) -> anyhow::Result<Option<XdpBlocklist>> {
     }
     // Also the first read of the rules into the upkeep's cache.
     let rules = xdp
-        .window_upkeep(crate::blocklist::TOP_RULES)
+        .window_upkeep(crate::xdp::TOP_RULES)
         .map(|metrics| metrics.rules)
         .unwrap_or(0);
     tracing::info!(

@@ -5,6 +5,7 @@
 //! See docs/blocklist.md for the layout of the pinned maps and how `import --replace` is atomic.
 
 pub mod attach;
+pub mod autoblock;
 mod batch;
 pub mod cli;
 mod link;

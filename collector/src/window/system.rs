@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     kernel::KernelCollector,
-    procfile::{ProcFile, ReadErrors, source},
+    window::procfile::{ProcFile, ReadErrors, source},
     window::{counter_delta, histogram_quantile_us, rate, rate_across},
 };
 
@@ -71,7 +71,10 @@ impl SystemFiles {
 
     /// `ctxt` of /proc/stat, `None` when it cannot be read (noted in `errors`).
     pub fn context_switches(&mut self, errors: &mut ReadErrors) -> Option<u64> {
-        let value = self.stat.read_noted(errors).map(parse_context_switches)?;
+        let value = self
+            .stat
+            .read_noted(errors)
+            .map(crate::kernel::exact::parse_context_switches)?;
         if value.is_none() {
             errors.failed(source::PROC_STAT, self.stat.path(), &"no ctxt line");
         }
@@ -164,16 +167,6 @@ fn parse_vmstat_field(text: &str, name: &str) -> Option<u64> {
         let (key, value) = line.split_once(' ')?;
         (key == name).then(|| value.trim().parse().ok())?
     })
-}
-
-/// The `ctxt` line of /proc/stat: context switches on every CPU since boot.
-pub fn read_context_switches(path: &Path) -> Option<u64> {
-    parse_context_switches(&fs::read_to_string(path).ok()?)
-}
-
-fn parse_context_switches(text: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|line| line.strip_prefix("ctxt ")?.trim().parse().ok())
 }
 
 /// Entries and limit of the conntrack table; `None` when nf_conntrack is not loaded.

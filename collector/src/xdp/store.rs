@@ -136,7 +136,7 @@ pub struct DropMetrics {
 /// `source_prefixes`: entries of the (unpinned, preallocated) per-source table; 1 where
 /// nothing will count sources.
 pub(crate) fn load_object(pins: &PinDir, source_prefixes: u32) -> Result<Ebpf, BlocklistError> {
-    crate::privileges::raise_memlock_limit_on_old_kernels();
+    crate::kernel::privileges::raise_memlock_limit_on_old_kernels();
     let paths: Vec<(&str, std::path::PathBuf)> = names::ALL_MAPS
         .iter()
         .map(|name| (*name, pins.pin(name)))

@@ -5,6 +5,8 @@
 //! names, `device` the node's block devices, `program` and `signal` the object's fixed lists,
 //! `rank` 1..=3.
 
+pub mod http;
+
 use std::{
     borrow::Cow,
     collections::{BTreeMap, VecDeque},
@@ -23,7 +25,7 @@ use serde::Serialize;
 
 use crate::{
     kernel::{AttachReport, HookOutcome},
-    record::WindowRecord,
+    window::record::WindowRecord,
 };
 
 /// How many recent windows `/state` returns.
@@ -69,15 +71,8 @@ impl Default for Health {
     }
 }
 
-/// What the model in use is, for `nodestate_model_info`.
-#[derive(Debug, Clone, Serialize, Default, PartialEq)]
-pub struct ModelInfo {
-    /// "baseline" (learned on this node) or "file".
-    pub source: String,
-    pub version: String,
-    pub trained_at: String,
-    pub k: usize,
-}
+/// What the model in use is (the judge says), for `nodestate_model_info`.
+pub use crate::judge::ModelInfo;
 
 /// Everything the exporter shows, updated by the daemon once per window.
 #[derive(Debug)]
@@ -101,13 +96,13 @@ pub struct ExporterState {
     /// (signal id, signal, kind, outcome) of every signal at start-up.
     pub probes: Vec<(String, String, String, String)>,
     /// The XDP drop list's counters, when it is attached somewhere.
-    pub xdp: Option<crate::blocklist::store::DropMetrics>,
+    pub xdp: Option<crate::xdp::store::DropMetrics>,
     /// (interface, mode) the XDP program is attached to.
     pub xdp_interfaces: Vec<(String, String)>,
     /// Automatic flood blocking's counters, when it is on.
-    pub auto_block: Option<crate::autoblock::AutoBlockMetrics>,
+    pub auto_block: Option<crate::xdp::autoblock::AutoBlockMetrics>,
     /// Failed reads of the files windows are made from, by source (and re-opens).
-    pub read_errors: crate::procfile::ReadErrors,
+    pub read_errors: crate::window::procfile::ReadErrors,
     /// Windows with a missing value.
     pub partial_windows_total: u64,
     /// HTTP connections closed at accept because every slot was taken.
@@ -119,7 +114,7 @@ pub struct ExporterState {
 
 /// Rules shown by name in the XDP drop metrics; the rest are summed as `rule="other"`. Kept
 /// with the drop list, which reads them, so the list never imports the exporter.
-pub use crate::blocklist::TOP_RULES as XDP_TOP_RULES;
+pub use crate::xdp::TOP_RULES as XDP_TOP_RULES;
 
 impl ExporterState {
     pub fn new(node: String) -> Self {
@@ -140,7 +135,7 @@ impl ExporterState {
             xdp: None,
             xdp_interfaces: Vec::new(),
             auto_block: None,
-            read_errors: crate::procfile::ReadErrors::default(),
+            read_errors: crate::window::procfile::ReadErrors::default(),
             partial_windows_total: 0,
             http_connections_refused_total: 0,
             own_events: None,
@@ -150,7 +145,7 @@ impl ExporterState {
     pub fn set_probes(&mut self, reports: &[AttachReport]) {
         self.probes = reports
             .iter()
-            .zip(crate::probes::SIGNALS)
+            .zip(crate::kernel::probes::SIGNALS)
             .map(|(report, plan)| {
                 let outcome = match &report.outcome {
                     HookOutcome::Attached => "attached",
@@ -489,12 +484,12 @@ impl Collector for NodestateMetrics {
         )?;
         // Every source is listed (0 until it fails), so a rate() sees the first failure.
         let sources = [
-            crate::procfile::source::PROC_STAT,
-            crate::procfile::source::PROC_VMSTAT,
-            crate::procfile::source::PSI,
-            crate::procfile::source::CGROUP_CPU_STAT,
-            crate::procfile::source::CONNTRACK,
-            crate::procfile::source::SYSFS_BLOCK,
+            crate::window::procfile::source::PROC_STAT,
+            crate::window::procfile::source::PROC_VMSTAT,
+            crate::window::procfile::source::PSI,
+            crate::window::procfile::source::CGROUP_CPU_STAT,
+            crate::window::procfile::source::CONNTRACK,
+            crate::window::procfile::source::SYSFS_BLOCK,
         ];
         let by_source = |counts: &BTreeMap<&'static str, u64>| -> Vec<(Vec<(&str, String)>, f64)> {
             sources
@@ -752,7 +747,7 @@ impl Collector for NodestateMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blocklist::store::{DropMetrics, Totals};
+    use crate::xdp::store::{DropMetrics, Totals};
 
     fn scrape(state: ExporterState) -> String {
         let registry = registry(Arc::new(RwLock::new(state)), Vec::new());
@@ -791,7 +786,7 @@ mod tests {
             sweeps_postponed: 5,
         });
         state.xdp_interfaces = vec![("eth0".into(), "native".into())];
-        state.auto_block = Some(crate::autoblock::AutoBlockMetrics {
+        state.auto_block = Some(crate::xdp::autoblock::AutoBlockMetrics {
             rules_added: 3,
             refused_allowlisted: 7,
             refused_max_rules: 0,
