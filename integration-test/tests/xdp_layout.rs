@@ -259,7 +259,8 @@ fn a_pin_of_an_unknown_layout_is_refused_with_advice() {
     assert!(!output.status.success());
     assert!(
         stderr.contains("does not have the layout")
-            && stderr.contains("that version's `collector blocklist list`"),
+            && stderr.contains("list > rules.txt`")
+            && stderr.contains("import rules.txt`"),
         "{stderr}"
     );
     // Refused without touching the pins.
