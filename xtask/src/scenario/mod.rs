@@ -385,48 +385,68 @@ pub fn run(scenario: &Scenario, timing: Timing, out_dir: &Path) -> anyhow::Resul
     Ok(files)
 }
 
-/// Pressure (`some avg10`, %) under which the machine counts as quiet before a run: the lab's
-/// own load then makes the healthy period, not what ran before it (a build's writeback, a
-/// deletion's discards, a neighbour on the host).
+/// Pressure (`some`, % of each second stalled) under which the machine counts as quiet before a
+/// run: the lab's own load then makes the healthy period, not what ran before it (a build's
+/// writeback, a deletion's discards, a neighbour on the host).
 const QUIET_PRESSURE_PCT: f64 = 5.0;
+/// ...for this many seconds in a row, each measured on its own from the stall totals. One
+/// reading of `avg10` was not enough: it lags, and the discards of the scenario just torn down
+/// came back in bursts after it had fallen under 5%, into the next run's healthy period.
+const QUIET_SECONDS: u32 = 3;
 /// How long to wait for it; then the run goes ahead, and says the machine was busy.
 const QUIET_WAIT: Duration = Duration::from_secs(90);
 
-/// `some avg10` of /proc/pressure/{cpu,io}, in %; `None` without PSI.
-fn pressure_now() -> Option<(f64, f64)> {
-    let some_avg10 = |resource: &str| -> Option<f64> {
+/// `some total` (µs stalled since boot) of /proc/pressure/{cpu,io}; `None` without PSI.
+fn stall_totals() -> Option<(u64, u64)> {
+    let some_total = |resource: &str| -> Option<u64> {
         let text = fs::read_to_string(format!("/proc/pressure/{resource}")).ok()?;
         let line = text.lines().find(|l| l.starts_with("some"))?;
         line.split_whitespace()
-            .find_map(|field| field.strip_prefix("avg10="))?
+            .find_map(|field| field.strip_prefix("total="))?
             .parse()
             .ok()
     };
-    Some((some_avg10("cpu")?, some_avg10("io")?))
+    Some((some_total("cpu")?, some_total("io")?))
 }
 
-/// Waits until CPU and I/O pressure are below [`QUIET_PRESSURE_PCT`], at most [`QUIET_WAIT`],
-/// saying what it waited for.
+/// Waits until CPU and I/O pressure stay below [`QUIET_PRESSURE_PCT`] for [`QUIET_SECONDS`]
+/// seconds in a row, at most [`QUIET_WAIT`], saying what it waited for.
 fn wait_for_quiet_machine(name: &str) {
     let started = Instant::now();
     let mut said = false;
+    let Some(mut last) = stall_totals() else {
+        println!(
+            "scenario {name}: this kernel has no pressure stall information \
+             (/proc/pressure): not waiting for a quiet machine"
+        );
+        return;
+    };
+    let mut last_at = Instant::now();
+    let mut quiet_for = 0;
     loop {
-        let Some((cpu, io)) = pressure_now() else {
-            println!(
-                "scenario {name}: this kernel has no pressure stall information \
-                 (/proc/pressure): not waiting for a quiet machine"
-            );
+        std::thread::sleep(Duration::from_secs(1));
+        let Some(now) = stall_totals() else {
             return;
         };
+        let elapsed_us = last_at.elapsed().as_secs_f64() * 1e6;
+        let share = |now: u64, before: u64| now.saturating_sub(before) as f64 / elapsed_us * 100.0;
+        let (cpu, io) = (share(now.0, last.0), share(now.1, last.1));
+        (last, last_at) = (now, Instant::now());
         if cpu < QUIET_PRESSURE_PCT && io < QUIET_PRESSURE_PCT {
-            if said {
-                println!(
-                    "scenario {name}: quiet after {:.0} s (pressure cpu {cpu:.1}% io {io:.1}%)",
-                    started.elapsed().as_secs_f64()
-                );
+            quiet_for += 1;
+            if quiet_for >= QUIET_SECONDS {
+                if said {
+                    println!(
+                        "scenario {name}: quiet after {:.0} s (pressure cpu {cpu:.1}% io {io:.1}% \
+                         over the last second, under {QUIET_PRESSURE_PCT}% for {QUIET_SECONDS} s)",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                return;
             }
-            return;
+            continue;
         }
+        quiet_for = 0;
         if started.elapsed() > QUIET_WAIT {
             println!(
                 "scenario {name}: the machine is still busy after {} s (pressure cpu {cpu:.1}% \
@@ -438,11 +458,10 @@ fn wait_for_quiet_machine(name: &str) {
         if !said {
             println!(
                 "scenario {name}: waiting for a quiet machine (pressure cpu {cpu:.1}% io \
-                 {io:.1}%, under {QUIET_PRESSURE_PCT}% wanted)"
+                 {io:.1}%, under {QUIET_PRESSURE_PCT}% for {QUIET_SECONDS} s wanted)"
             );
             said = true;
         }
-        std::thread::sleep(Duration::from_secs(1));
     }
 }
 
