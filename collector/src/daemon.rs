@@ -550,25 +550,19 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                         Err(err) => warn!("reading the daemon's own event counts: {err:#}"),
                     }
                     if let Some((verdict, model)) = &verdict {
-                        state.set_health(
-                            verdict.state,
-                            verdict.score,
-                            verdict.threshold,
-                            verdict.cluster,
-                            verdict.explanation.clone(),
-                        );
+                        state.set_health(verdict);
                         state.model = model.clone();
                     }
                 }
                 if let (Some(blocker), Some(xdp), Some((verdict, _))) =
                     (auto_block.as_mut(), xdp.as_mut(), &verdict)
                 {
-                    blocker.window(xdp, verdict.state, &verdict.explanation, record.window_s);
+                    blocker.window(xdp, verdict.state.as_str(), &verdict.explanation, record.window_s);
                     shared.write().expect("exporter state lock").auto_block = Some(blocker.metrics);
                 }
                 if let Some((verdict, _)) = &verdict {
                     let top = verdict.explanation.first().map(|(f, z)| format!("{f} z={z:+.1}")).unwrap_or_default();
-                    info!(state = verdict.state, score = verdict.score, threshold = verdict.threshold, anomalous = verdict.anomalous, "health {top}");
+                    info!(state = %verdict.state, score = verdict.score, threshold = verdict.threshold, anomalous = verdict.anomalous, "health {top}");
                 }
                 // Last: the sampled hooks' time on must not be the time this daemon spends
                 // closing a window, when it competes with the node's work for a CPU.

@@ -34,8 +34,8 @@ pub const RECENT_WINDOWS: usize = 12;
 /// The node's health as the daemon last judged it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Health {
-    /// "learning" (no model or baseline yet), "healthy" or "degraded".
-    pub state: &'static str,
+    /// Learning (no model or baseline yet), healthy or degraded.
+    pub state: crate::judge::NodeState,
     pub score: f64,
     pub threshold: f64,
     /// Cluster of the last window, when the model has one.
@@ -52,14 +52,14 @@ pub struct Health {
 impl Health {
     /// The node's rank for schedulers, 0–100 (see [`crate::rank`]).
     pub fn rank(&self) -> f64 {
-        model::rank::rank(self.state, self.score, self.threshold)
+        model::rank::rank(self.state.as_str(), self.score, self.threshold)
     }
 }
 
 impl Default for Health {
     fn default() -> Self {
         Self {
-            state: "learning",
+            state: crate::judge::NodeState::Learning,
             score: 0.0,
             threshold: 0.0,
             cluster: None,
@@ -197,14 +197,17 @@ impl ExporterState {
     }
 
     /// Records a new judgement; counts a transition when the state changes.
-    pub fn set_health(
-        &mut self,
-        state: &'static str,
-        score: f64,
-        threshold: f64,
-        cluster: Option<usize>,
-        explanation: Vec<(String, f64)>,
-    ) {
+    /// The judge's verdict on the last window, taken whole.
+    pub fn set_health(&mut self, verdict: &crate::judge::Verdict) {
+        let crate::judge::Verdict {
+            state,
+            score,
+            threshold,
+            cluster,
+            ref explanation,
+            anomalous: _,
+        } = *verdict;
+        let explanation = explanation.clone();
         if state != self.health.state {
             self.health.transitions += 1;
             self.health.since = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
@@ -248,8 +251,6 @@ pub fn registry(state: SharedState, extra: Vec<Box<dyn Collector>>) -> Registry 
     }
     registry
 }
-
-const STATES: [&str; 3] = ["healthy", "degraded", "learning"];
 
 /// Daemon CPU seconds (user + system) and resident bytes, from /proc/self.
 fn process_usage() -> (f64, f64) {
@@ -323,11 +324,11 @@ impl Collector for NodestateMetrics {
         let health = &state.health;
         let none: Vec<(&str, String)> = Vec::new();
 
-        let states: Vec<_> = STATES
+        let states: Vec<_> = crate::judge::NodeState::ALL
             .iter()
             .map(|s| {
                 (
-                    vec![("state", (*s).to_string())],
+                    vec![("state", s.as_str().to_string())],
                     f64::from(u8::from(health.state == *s)),
                 )
             })
@@ -759,13 +760,14 @@ mod tests {
     #[test]
     fn state_enum_explanation_histogram_and_xdp_series() {
         let mut state = ExporterState::new("node-a".into());
-        state.set_health(
-            "degraded",
-            12.5,
-            4.0,
-            Some(2),
-            vec![("proc_exits_nonzero_per_s".into(), 56.7)],
-        );
+        state.set_health(&crate::judge::Verdict {
+            state: crate::judge::NodeState::Degraded,
+            score: 12.5,
+            threshold: 4.0,
+            cluster: Some(2),
+            explanation: vec![("proc_exits_nonzero_per_s".into(), 56.7)],
+            anomalous: true,
+        });
         let mut buckets = [0u64; LATENCY_BUCKETS];
         buckets[3] = 5;
         buckets[LATENCY_BUCKETS - 1] = 1;

@@ -40,11 +40,58 @@ enum Judge {
     Baseline(Box<BaselineLearner>),
 }
 
+/// The node's state after hysteresis, as the judge hands it to the exporter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    /// No model yet: the node is still learning its baseline.
+    #[default]
+    Learning,
+    Healthy,
+    Degraded,
+}
+
+impl NodeState {
+    /// Every state, in the order the exporter lists them.
+    pub const ALL: [NodeState; 3] = [NodeState::Healthy, NodeState::Degraded, NodeState::Learning];
+
+    /// The name the metrics, `/state` and the tools use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Learning => "learning",
+            NodeState::Healthy => "healthy",
+            NodeState::Degraded => "degraded",
+        }
+    }
+}
+
+impl From<HealthState> for NodeState {
+    fn from(state: HealthState) -> Self {
+        match state {
+            HealthState::Healthy => NodeState::Healthy,
+            HealthState::Degraded => NodeState::Degraded,
+        }
+    }
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// So a state compares with its name (`state == "healthy"`), as the tools read it.
+impl PartialEq<&str> for NodeState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// One window's verdict, ready for the exporter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
-    /// "learning", "healthy" or "degraded" (after hysteresis).
-    pub state: &'static str,
+    /// After hysteresis.
+    pub state: NodeState,
     pub score: f64,
     pub threshold: f64,
     pub cluster: Option<usize>,
@@ -211,7 +258,7 @@ impl Assessor {
             Ok(Some(assessment)) => assessment,
             Ok(None) => {
                 return Verdict {
-                    state: "learning",
+                    state: NodeState::Learning,
                     score: 0.0,
                     threshold: 0.0,
                     cluster: None,
@@ -226,7 +273,7 @@ impl Assessor {
                     self.last_refusal = Some(reason);
                 }
                 return Verdict {
-                    state: self.hysteresis.state().as_str(),
+                    state: self.hysteresis.state().into(),
                     score: 0.0,
                     threshold: 0.0,
                     cluster: None,
@@ -239,7 +286,7 @@ impl Assessor {
         let anomalous = assessment.state == HealthState::Degraded;
         let state = self.hysteresis.update(anomalous);
         Verdict {
-            state: state.as_str(),
+            state: state.into(),
             score: assessment.score,
             threshold: assessment.threshold,
             cluster: Some(assessment.cluster),

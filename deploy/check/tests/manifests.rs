@@ -384,13 +384,14 @@ fn the_scrape_job_parses_and_finds_the_daemonset_pods() {
 /// Every metric name a scrape of the exporter shows, with every optional family present.
 fn exported_metric_names() -> HashSet<String> {
     let mut state = ExporterState::new("node-a".into());
-    state.set_health(
-        "degraded",
-        9.0,
-        4.0,
-        Some(1),
-        vec![("cpu_busy".into(), 5.0)],
-    );
+    state.set_health(&collector::judge::Verdict {
+        state: collector::judge::NodeState::Degraded,
+        score: 9.0,
+        threshold: 4.0,
+        cluster: Some(1),
+        explanation: vec![("cpu_busy".into(), 5.0)],
+        anomalous: true,
+    });
     state.model = Some(ModelInfo::default());
     state
         .block_latency
