@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use super::block::median;
 use crate::util::{release_binary, run as run_command};
@@ -60,56 +60,12 @@ impl Drop for Testbed {
 /// The daemon in the receiver's namespace with 1 s windows and only the cheap `oom` signal,
 /// so what grows with the list is what the list costs.
 fn start_daemon() -> anyhow::Result<Child> {
-    let mut child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{RX_NS}"))
-        .arg(release_binary("collector"))
-        .args([
-            "run",
-            "--window",
-            "1s",
-            "--signals",
-            "oom",
-            "--program-stats",
-            "off",
-            "--listen",
-            "127.0.0.1:0",
-            "--xdp-iface",
-            RX_DEV,
-            "--pin-dir",
-            PIN_DIR,
-        ])
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting the collector")?;
-    let stderr = child.stderr.take().context("collector stderr")?;
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("collecting") => break,
-            Some(Ok(_)) => continue,
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("the collector exited before collecting");
-            }
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Ok(child)
+    super::xdp::start_xdp_daemon(RX_NS, RX_DEV, PIN_DIR, "1s", false, &[])
 }
 
 /// utime + stime of `pid` in seconds.
 fn cpu_s(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
-    let rest = &stat[stat.rfind(')').context("stat without a command name")? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok(ticks as f64 / per_s)
+    super::overhead::process_cpu_seconds(pid).with_context(|| format!("reading /proc/{pid}/stat"))
 }
 
 /// Makes the list exactly `count` /32s from 100.64.0.0/10 (no packet comes from there).

@@ -409,19 +409,20 @@ fn machine_state() -> (f64, Vec<String>) {
 
 /// User + system CPU time of process `pid` so far, in seconds (0 if it is gone).
 fn cpu_seconds(pid: u32) -> f64 {
+    process_cpu_seconds(pid).unwrap_or(0.0)
+}
+
+/// User + system CPU time of process `pid` so far, in seconds; `None` if it cannot be read.
+pub(super) fn process_cpu_seconds(pid: u32) -> Option<f64> {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            // After "pid (comm) ": state is field 3, utime 14, stime 15.
-            let rest = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / ticks)
-        })
-        .unwrap_or(0.0)
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After "pid (comm) ": state is field 3, utime 14, stime 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / ticks)
 }
 
 /// The workloads `bench overhead` can measure (`--overhead-workloads`).

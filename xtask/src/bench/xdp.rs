@@ -384,26 +384,33 @@ fn xdp_total(name: &str) -> anyhow::Result<u64> {
 /// The daemon with only the XDP drop list on the packet path: the one cheap signal ("oom")
 /// and no per-program statistics, so nothing else costs per packet. `extra`: more options.
 fn start_daemon(extra: &[&str]) -> anyhow::Result<Child> {
+    // No window turn (and no rule sweep) while the floods run.
+    start_xdp_daemon(RX_NS, RX_DEV, PIN_DIR, "1h", true, extra)
+}
+
+/// `collector run` in namespace `ns` with the drop list on `dev`, the one cheap signal ("oom")
+/// and no per-program statistics; returns once it collects. `native_only`: fail if XDP fell
+/// back to generic mode. Shared by the XDP and drop-list benchmarks.
+pub(super) fn start_xdp_daemon(
+    ns: &str,
+    dev: &str,
+    pin_dir: &str,
+    window: &str,
+    native_only: bool,
+    extra: &[&str],
+) -> anyhow::Result<Child> {
     let mut child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{RX_NS}"))
+        .arg(format!("--net=/run/netns/{ns}"))
         .arg(release_binary("collector"))
-        .args([
-            "run",
-            // No window turn (and no rule sweep) while the floods run.
-            "--window",
-            "1h",
-            "--signals",
-            "oom",
-            "--program-stats",
-            "off",
-        ])
+        .args(["run", "--window", window])
+        .args(["--signals", "oom", "--program-stats", "off"])
         .args([
             "--listen",
             "127.0.0.1:0",
             "--xdp-iface",
-            RX_DEV,
+            dev,
             "--pin-dir",
-            PIN_DIR,
+            pin_dir,
         ])
         .args(extra)
         .env("NO_COLOR", "1")
@@ -417,7 +424,9 @@ fn start_daemon(extra: &[&str]) -> anyhow::Result<Child> {
         match lines.next() {
             Some(Ok(line)) if line.contains("collecting") => break,
             Some(Ok(line))
-                if line.contains("XDP drop list attached") && !line.contains("native") =>
+                if native_only
+                    && line.contains("XDP drop list attached")
+                    && !line.contains("native") =>
             {
                 let _ = super::block::stop(child);
                 bail!("XDP was not attached in native mode: {}", line.trim());
@@ -426,7 +435,7 @@ fn start_daemon(extra: &[&str]) -> anyhow::Result<Child> {
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                bail!("the collector exited before attaching");
+                bail!("the collector exited before collecting");
             }
         }
     }
