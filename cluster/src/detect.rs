@@ -1,19 +1,37 @@
 //! `collector detect`: the answer a fault-detection oracle expects ("Yes": a fault is present,
 //! "No": none), from one node's `/state` or a cluster's Prometheus, optionally submitted as
-//! `{"solution": "Yes"|"No"}` to the benchmark's conductor.
+//! `{"solution": "Yes"|"No"}` to the benchmark's conductor ([`crate::conductor`]).
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
-/// "Yes" when the node is degraded. A node still learning its baseline cannot tell: "No",
-/// with a warning, since the oracle takes only the two answers.
-pub fn answer_from_state(state: &serde_json::Value) -> anyhow::Result<&'static str> {
-    match state["state"].as_str() {
-        Some("degraded") => Ok("Yes"),
-        Some("healthy") => Ok("No"),
-        Some("learning") => {
-            tracing::warn!("the node is still learning its baseline: answering No");
-            Ok("No")
+/// What `detect` can say about a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// A fault is present: the node is degraded.
+    Yes,
+    No,
+    /// The node is still learning its baseline: it cannot tell yet. Not "No": a script (and
+    /// the benchmark) must be able to tell "healthy" from "cannot tell".
+    StillLearning,
+}
+
+impl Answer {
+    /// The oracle's word, for the two answers it takes.
+    pub fn word(self) -> Option<&'static str> {
+        match self {
+            Answer::Yes => Some("Yes"),
+            Answer::No => Some("No"),
+            Answer::StillLearning => None,
         }
+    }
+}
+
+/// The answer for a node's `/state`.
+pub fn answer_from_state(state: &serde_json::Value) -> anyhow::Result<Answer> {
+    match state["state"].as_str() {
+        Some("degraded") => Ok(Answer::Yes),
+        Some("healthy") => Ok(Answer::No),
+        Some("learning") => Ok(Answer::StillLearning),
         other => bail!("/state has no known state (got {other:?})"),
     }
 }
@@ -27,18 +45,10 @@ pub fn node_state(base: &str) -> anyhow::Result<serde_json::Value> {
 }
 
 /// "Yes" when any node was degraded at some point in the last `range` (PromQL duration).
-pub fn cluster_answer(prometheus: &str, range: &str) -> anyhow::Result<&'static str> {
+pub fn cluster_answer(prometheus: &str, range: &str) -> anyhow::Result<Answer> {
     let query = format!("max(max_over_time(nodestate_state{{state=\"degraded\"}}[{range}]))");
     let degraded = crate::promql::instant_query(prometheus, &query, HTTP_TIMEOUT)?
         .iter()
         .any(|sample| sample.value >= 1.0);
-    Ok(if degraded { "Yes" } else { "No" })
-}
-
-/// POSTs `{"solution": answer}` to the conductor and returns its reply.
-pub fn submit(url: &str, answer: &str) -> anyhow::Result<String> {
-    let mut response = ureq::post(url)
-        .send_json(serde_json::json!({ "solution": answer }))
-        .with_context(|| format!("POST {url}"))?;
-    Ok(response.body_mut().read_to_string()?)
+    Ok(if degraded { Answer::Yes } else { Answer::No })
 }

@@ -3,6 +3,7 @@
 //! into [`detect`], [`rank`] and [`extender`]; `model train --prometheus` reads through
 //! [`fleet`]. All of them ask through the one client in [`promql`].
 
+pub mod conductor;
 pub mod detect;
 pub mod extender;
 pub mod fleet;

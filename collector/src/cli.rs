@@ -54,8 +54,9 @@ pub enum Command {
     /// interfaces), pinned under bpffs; works whether or not the daemon runs. Root only.
     Blocklist(crate::xdp::cli::BlocklistArgs),
     /// Answer a fault-detection oracle: print "Yes" if the node (or, with --prometheus, any
-    /// node of the cluster) is degraded, else "No"; --submit POSTs the answer to the
-    /// benchmark's conductor as {"solution": "Yes"|"No"}.
+    /// node of the cluster) is degraded, else "No"; a node still learning its baseline prints
+    /// nothing and exits 5. --submit asks the benchmark's conductor its stage and POSTs
+    /// {"solution": "Yes"|"No"} to a detection stage.
     Detect(DetectArgs),
     /// Print the node's rank for schedulers, 0-100, higher is healthier (healthy nodes rank
     /// 60-100, learning ones 50, degraded ones 0-40; README "Schedulers"), read from its
@@ -257,9 +258,25 @@ pub struct DetectArgs {
     #[arg(long, default_value = "5m")]
     pub range: String,
 
-    /// The conductor's submit endpoint, e.g. http://conductor:8000/submit.
-    #[arg(long)]
+    /// Submit the answer to the benchmark's conductor at this URL (its base, e.g.
+    /// http://conductor:8000, or its /submit endpoint); without a URL, at
+    /// http://$API_HOSTNAME:$API_PORT (port 8000 if unset), as SREGym's agents find it. The
+    /// conductor's stage is asked first: an answer goes only to a detection stage. Exit codes:
+    /// 3 the stage takes no answer now (setup, done), 4 refused (a stage for another kind of
+    /// answer, or the conductor's 4xx, printed), 5 the node is still learning (nothing
+    /// submitted), 6 the conductor stayed busy (503) past --busy-for.
+    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "URL")]
     pub submit: Option<String>,
+
+    /// With --submit: wait up to this long for a stage that takes answers (polling /status)
+    /// instead of refusing at once in setup or done.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, requires = "submit")]
+    pub wait: Duration,
+
+    /// With --submit: retry while the conductor answers 503 (still grading the previous
+    /// stage) for up to this long, backing off from 1 s to 8 s.
+    #[arg(long, default_value = "3m", value_parser = parse_duration, requires = "submit")]
+    pub busy_for: Duration,
 }
 
 #[derive(Debug, Args)]

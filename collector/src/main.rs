@@ -21,6 +21,9 @@ fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `detect`'s exit code when the node is still learning its baseline (README "Exit codes").
+const DETECT_STILL_LEARNING: i32 = 5;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = collector::config::merge_config_file(std::env::args_os().collect())?;
@@ -70,10 +73,42 @@ async fn main() -> anyhow::Result<()> {
                     cluster::detect::answer_from_state(&cluster::detect::node_state(&args.node)?)?
                 }
             };
-            println!("{answer}");
+            let Some(word) = answer.word() else {
+                eprintln!(
+                    "the node is still learning its baseline: it cannot tell yet{}",
+                    if args.submit.is_some() {
+                        " (nothing submitted)"
+                    } else {
+                        ""
+                    }
+                );
+                std::process::exit(DETECT_STILL_LEARNING);
+            };
+            println!("{word}");
             if let Some(url) = &args.submit {
-                let reply = cluster::detect::submit(url, answer)?;
-                eprintln!("submitted {answer} to {url}: {}", reply.trim());
+                let conductor = cluster::conductor::Conductor::locate(url)?;
+                let patience = cluster::conductor::Patience {
+                    wait: args.wait,
+                    busy_for: args.busy_for,
+                    ..Default::default()
+                };
+                let kind = cluster::conductor::AnswerKind::Detection;
+                // Blocking HTTP with sleeps between retries: off the async runtime's threads.
+                let submitted = tokio::task::spawn_blocking(move || {
+                    conductor
+                        .submit(kind, word, patience)
+                        .map(|reply| (conductor, reply))
+                })
+                .await?;
+                match submitted {
+                    Ok((conductor, reply)) => {
+                        eprintln!("submitted {word} to {}: {}", conductor.base(), reply.trim())
+                    }
+                    Err(refusal) => {
+                        eprintln!("error: {refusal}");
+                        std::process::exit(refusal.exit_code().into());
+                    }
+                }
             }
             Ok(())
         }

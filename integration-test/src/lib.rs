@@ -3,6 +3,7 @@
 
 pub mod netns;
 
+pub mod conductor;
 pub mod http;
 
 pub mod process;

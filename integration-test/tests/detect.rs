@@ -1,110 +1,225 @@
-//! `collector detect --submit` against a local HTTP server of the test's that plays both a
-//! node (`GET /state`) and the benchmark's conductor (`POST /submit`, graded like the oracle:
-//! trim, lower-case, exact match).
+//! `collector detect --submit` against a test conductor that follows SREGym's API (stages,
+//! 400/503 bodies, `done`; `integration_test::conductor`) and plays the node's `/state` too.
+//! Answers are graded as the oracle does: trimmed, lower-cased, exact.
 
-use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::TcpListener,
-    process::Command,
-    sync::mpsc,
-};
+use std::process::{Command, Output};
 
-use integration_test::workspace_binary;
+use integration_test::{conductor::TestConductor, workspace_binary};
 
-/// Serves `/state` with `state` and grades one submission against `expected`; sends back the
-/// body it received and the grade.
-fn conductor(
-    state: &'static str,
-    expected: &'static str,
-) -> (String, mpsc::Receiver<(String, u32)>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    let (grades, graded) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(2) {
-            let mut stream = stream.unwrap();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            reader.read_line(&mut request_line).unwrap();
-            let mut length = 0usize;
-            loop {
-                let mut header = String::new();
-                reader.read_line(&mut header).unwrap();
-                if header.trim().is_empty() {
-                    break;
-                }
-                if let Some((name, value)) = header.split_once(':')
-                    && name.eq_ignore_ascii_case("content-length")
-                {
-                    length = value.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0u8; length];
-            reader.read_exact(&mut body).unwrap();
-            let body = String::from_utf8(body).unwrap();
-            let reply = if request_line.starts_with("GET /state") {
-                format!(r#"{{"node":"n1","state":"{state}","score":1.0}}"#)
-            } else if request_line.starts_with("POST /submit") {
-                let submitted: serde_json::Value = serde_json::from_str(&body).unwrap();
-                let solution = submitted["solution"].as_str().unwrap_or_default();
-                let grade = if solution.trim().to_lowercase() == expected {
-                    100
-                } else {
-                    0
-                };
-                grades.send((body.clone(), grade)).unwrap();
-                format!(r#"{{"score":{grade}}}"#)
-            } else {
-                panic!("unexpected request {request_line}");
-            };
-            write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
-                reply.len()
-            )
-            .unwrap();
-        }
-    });
-    (address, graded)
+struct Detect {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
 }
 
-fn detect(address: &str) -> (String, String) {
-    let output = Command::new(workspace_binary("collector"))
-        .args(["detect", "--node", &format!("http://{address}"), "--submit"])
-        .arg(format!("http://{address}/submit"))
+fn detect(node: &TestConductor, extra: &[&str], env: &[(&str, String)]) -> Detect {
+    let mut command = Command::new(workspace_binary("collector"));
+    command
+        .args(["detect", "--node", &node.url()])
+        .args(extra)
         .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(output.status.success(), "{stderr}");
-    (
-        String::from_utf8_lossy(&output.stdout).trim().to_string(),
-        stderr,
-    )
-}
-
-#[test]
-fn a_degraded_node_is_submitted_as_yes_and_graded_100() {
-    let (address, graded) = conductor("degraded", "yes");
-    let (answer, stderr) = detect(&address);
-    assert_eq!(answer, "Yes");
-    let (body, grade) = graded.recv().unwrap();
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&body).unwrap(),
-        serde_json::json!({"solution": "Yes"})
-    );
-    assert_eq!(grade, 100);
-    assert!(stderr.contains("submitted Yes"), "{stderr}");
-}
-
-#[test]
-fn healthy_and_learning_nodes_are_no() {
-    for state in ["healthy", "learning"] {
-        let (address, graded) = conductor(state, "no");
-        let (answer, _) = detect(&address);
-        assert_eq!(answer, "No", "{state}");
-        assert_eq!(graded.recv().unwrap().1, 100, "{state}");
+        .env_remove("API_HOSTNAME")
+        .env_remove("API_PORT");
+    for (name, value) in env {
+        command.env(name, value);
     }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().unwrap();
+    Detect {
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).trim().to_string(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+fn graded_as_oracle(conductor: &TestConductor, expected: &str) -> bool {
+    conductor
+        .graded()
+        .iter()
+        .any(|(stage, solution)| stage == "detection" && solution.trim().to_lowercase() == expected)
+}
+
+#[test]
+fn a_degraded_node_is_submitted_as_yes_to_a_detection_stage() {
+    let conductor = TestConductor::with_detection(&["detection", "done"]);
+    conductor.serve_node_state("degraded");
+    let submit = format!("{}/submit", conductor.url());
+    let run = detect(&conductor, &["--submit", &submit], &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout, "Yes");
+    assert!(
+        graded_as_oracle(&conductor, "yes"),
+        "{:?}",
+        conductor.graded()
+    );
+    assert!(run.stderr.contains("submitted Yes"), "{}", run.stderr);
+    assert_eq!(conductor.stage(), "done");
+}
+
+#[test]
+fn a_healthy_node_is_no_and_the_address_comes_from_api_hostname_and_api_port() {
+    let conductor = TestConductor::with_detection(&["detection", "done"]);
+    conductor.serve_node_state("healthy");
+    let env = [
+        ("API_HOSTNAME", "127.0.0.1".to_string()),
+        ("API_PORT", conductor.port().to_string()),
+    ];
+    let run = detect(&conductor, &["--submit"], &env);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout, "No");
+    assert!(
+        graded_as_oracle(&conductor, "no"),
+        "{:?}",
+        conductor.graded()
+    );
+}
+
+#[test]
+fn submit_without_a_url_or_api_hostname_is_a_clear_error() {
+    let conductor = TestConductor::with_detection(&["detection"]);
+    conductor.serve_node_state("healthy");
+    let run = detect(&conductor, &["--submit"], &[]);
+    assert_ne!(run.code, Some(0));
+    assert!(run.stderr.contains("API_HOSTNAME"), "{}", run.stderr);
+    assert_eq!(conductor.posts(), 0);
+}
+
+#[test]
+fn a_learning_node_exits_5_prints_no_answer_and_submits_nothing() {
+    let conductor = TestConductor::with_detection(&["detection", "done"]);
+    conductor.serve_node_state("learning");
+    let run = detect(&conductor, &[], &[]);
+    assert_eq!(run.code, Some(5), "{}", run.stderr);
+    assert_eq!(run.stdout, "", "no Yes/No when the node cannot tell");
+    assert!(run.stderr.contains("still learning"), "{}", run.stderr);
+
+    let run = detect(&conductor, &["--submit", &conductor.url()], &[]);
+    assert_eq!(run.code, Some(5), "{}", run.stderr);
+    assert_eq!(conductor.posts(), 0);
+    assert_eq!(conductor.stage(), "detection");
+}
+
+#[test]
+fn setup_and_done_take_no_answer_exit_3_at_once() {
+    for stage in ["setup", "done"] {
+        let conductor = TestConductor::sregym(&[stage]);
+        conductor.serve_node_state("degraded");
+        let started = std::time::Instant::now();
+        let run = detect(&conductor, &["--submit", &conductor.url()], &[]);
+        assert_eq!(run.code, Some(3), "{stage}: {}", run.stderr);
+        assert!(run.stderr.contains(&format!("`{stage}`")), "{}", run.stderr);
+        assert_eq!(conductor.posts(), 0, "{stage}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{stage}: not at once"
+        );
+    }
+}
+
+#[test]
+fn wait_polls_status_until_a_detection_stage_opens() {
+    let conductor = std::sync::Arc::new(TestConductor::with_detection(&[
+        "setup",
+        "detection",
+        "done",
+    ]));
+    conductor.serve_node_state("degraded");
+    let opener = conductor.clone();
+    let advance = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        opener.advance();
+    });
+    let run = detect(
+        &conductor,
+        &["--submit", &conductor.url(), "--wait", "20s"],
+        &[],
+    );
+    advance.join().unwrap();
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        graded_as_oracle(&conductor, "yes"),
+        "{:?}",
+        conductor.graded()
+    );
+
+    let closed = TestConductor::sregym(&["setup"]);
+    closed.serve_node_state("degraded");
+    let run = detect(&closed, &["--submit", &closed.url(), "--wait", "2s"], &[]);
+    assert_eq!(run.code, Some(3), "{}", run.stderr);
+    assert!(run.stderr.contains("waited"), "{}", run.stderr);
+    assert_eq!(closed.posts(), 0);
+}
+
+#[test]
+fn a_diagnosis_or_mitigation_stage_refuses_a_yes_no_with_exit_4() {
+    for (stage, hint) in [
+        ("diagnosis", "collector diagnose"),
+        ("mitigation", "read-only"),
+    ] {
+        let conductor = TestConductor::sregym(&[stage, "done"]);
+        conductor.serve_node_state("degraded");
+        let run = detect(&conductor, &["--submit", &conductor.url()], &[]);
+        assert_eq!(run.code, Some(4), "{stage}: {}", run.stderr);
+        assert!(run.stderr.contains(hint), "{stage}: {}", run.stderr);
+        assert_eq!(
+            conductor.posts(),
+            0,
+            "a Yes/No is no diagnosis: never posted"
+        );
+        assert_eq!(run.stdout, "Yes", "the answer is still printed");
+    }
+}
+
+#[test]
+fn busy_503_is_retried_with_back_off_and_gives_up_with_exit_6() {
+    let conductor = TestConductor::with_detection(&["detection", "done"]);
+    conductor.serve_node_state("degraded");
+    conductor.busy_for(2);
+    let run = detect(&conductor, &["--submit", &conductor.url()], &[]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(conductor.posts(), 3, "two 503s, then graded");
+    assert!(graded_as_oracle(&conductor, "yes"));
+
+    let conductor = TestConductor::with_detection(&["detection", "done"]);
+    conductor.serve_node_state("degraded");
+    conductor.busy_for(1000);
+    let run = detect(
+        &conductor,
+        &["--submit", &conductor.url(), "--busy-for", "2s"],
+        &[],
+    );
+    assert_eq!(run.code, Some(6), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("Previous stage is still being evaluated"),
+        "the conductor's words are printed: {}",
+        run.stderr
+    );
+    let posts = conductor.posts();
+    assert!(
+        (2..=3).contains(&posts),
+        "1 s then 2 s of back-off in 2 s: {posts} posts"
+    );
+    assert!(conductor.graded().is_empty());
+}
+
+#[test]
+fn a_4xx_refusal_prints_the_conductors_body_and_exits_4() {
+    let conductor = TestConductor::with_detection(&["detection", "done"]);
+    conductor.serve_node_state("healthy");
+    conductor.fail_next_grading();
+    let run = detect(&conductor, &["--submit", &conductor.url()], &[]);
+    assert_eq!(run.code, Some(4), "{}", run.stderr);
+    assert!(run.stderr.contains("HTTP 400"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("Grading error: the test's grader failed"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
