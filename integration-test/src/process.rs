@@ -65,6 +65,16 @@ pub const PROMETHEUS: &str = "/usr/bin/prometheus";
 /// A real Prometheus scraping `targets` every second as job `nodestate`, storing under `dir`,
 /// listening on `address`.
 pub fn prometheus(targets: &[String], dir: &Path, address: &str) -> Process {
+    prometheus_with_rules(targets, dir, address, &[])
+}
+
+/// [`prometheus`] that also evaluates the alerting rules in `rule_files`.
+pub fn prometheus_with_rules(
+    targets: &[String],
+    dir: &Path,
+    address: &str,
+    rule_files: &[&Path],
+) -> Process {
     let binary = Path::new(PROMETHEUS);
     assert!(
         binary.exists(),
@@ -76,10 +86,15 @@ pub fn prometheus(targets: &[String], dir: &Path, address: &str) -> Process {
         .map(|t| format!("'{t}'"))
         .collect::<Vec<_>>()
         .join(", ");
+    let rules = rule_files
+        .iter()
+        .map(|path| format!("'{}'", path.display()))
+        .collect::<Vec<_>>()
+        .join(", ");
     std::fs::write(
         &config,
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: nodestate\n    static_configs:\n      - targets: [{targets}]\n"
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: [{rules}]\nscrape_configs:\n  - job_name: nodestate\n    static_configs:\n      - targets: [{targets}]\n"
         ),
     )
     .expect("writing prometheus.yml");

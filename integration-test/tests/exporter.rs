@@ -10,7 +10,7 @@ use std::{
 use integration_test::{
     http::{encode, free_port, get, promql_first_series, series_value},
     privileged,
-    process::{Process, prometheus, wait_for},
+    process::{Process, prometheus_with_rules, wait_for},
     workspace_binary, write_synthetic_model,
 };
 
@@ -29,6 +29,9 @@ fn crash_loop(limit: Duration) {
         }
     }
 }
+
+const DEGRADED_ALERT_FIRING: &str =
+    "ALERTS{alertname=\"NodestateNodeDegraded\",alertstate=\"firing\"} == 1";
 
 #[test]
 fn prometheus_scrapes_the_state_and_sees_a_fault_the_test_causes() {
@@ -59,10 +62,13 @@ fn prometheus_scrapes_the_state_and_sees_a_fault_the_test_causes() {
 
     let dir = tempfile::tempdir().unwrap();
     let prometheus_address = format!("127.0.0.1:{}", free_port());
-    let prometheus = prometheus(
+    // With the alerting rules we ship, as a cluster's Prometheus would load them.
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/alerts/nodestate.rules.yaml");
+    let prometheus = prometheus_with_rules(
         std::slice::from_ref(&daemon_address),
         dir.path(),
         &prometheus_address,
+        &[&rules],
     );
 
     // Learning (12 windows), then healthy, as Prometheus sees it.
@@ -87,7 +93,7 @@ fn prometheus_scrapes_the_state_and_sees_a_fault_the_test_causes() {
     let degraded = std::thread::scope(|scope| {
         scope.spawn(|| {
             while !done.load(std::sync::atomic::Ordering::Relaxed)
-                && fault_started.elapsed() < Duration::from_secs(30)
+                && fault_started.elapsed() < Duration::from_secs(90)
             {
                 crash_loop(Duration::from_millis(500));
             }
@@ -98,9 +104,38 @@ fn prometheus_scrapes_the_state_and_sees_a_fault_the_test_causes() {
                 "nodestate_state{state=\"degraded\"} == 1",
             )
         });
+        // The shipped alert fires while the fault lasts: the group is evaluated every 10 s
+        // and waits 10 s more, so within about 20 s of Prometheus seeing the state.
+        let alert = wait_for(
+            Duration::from_secs(45),
+            "NodestateNodeDegraded firing",
+            || query(&prometheus_address, DEGRADED_ALERT_FIRING),
+        );
+        assert_eq!(alert.0["node"], "nodestate-test-node", "{}", alert.0);
+        assert_eq!(alert.0["severity"], "warning", "{}", alert.0);
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         seen
     });
+    // And it clears within the 30 s the benchmark's alert oracle waits once the fault is gone
+    // (3 healthy windows of 1 s, a scrape, an evaluation every 10 s).
+    let fault_ended = Instant::now();
+    wait_for(
+        Duration::from_secs(30),
+        "NodestateNodeDegraded cleared",
+        || {
+            // `or vector(0)`: an answer either way, so a Prometheus that does not answer is not
+            // read as a cleared alert.
+            query(
+            &prometheus_address,
+            "count(ALERTS{alertname=\"NodestateNodeDegraded\",alertstate=\"firing\"}) or vector(0)",
+        )
+        .filter(|(_, firing)| *firing == 0.0)
+        },
+    );
+    eprintln!(
+        "the degraded alert cleared {:?} after the fault",
+        fault_ended.elapsed()
+    );
     assert_eq!(degraded.0["node"], "nodestate-test-node");
     let (_, transitions) = query(&prometheus_address, "nodestate_state_transitions_total").unwrap();
     assert!(

@@ -121,6 +121,56 @@ pub fn unknown_fields(original: &Value, typed: &Value) -> Vec<String> {
     found
 }
 
+/// prometheus-operator's PrometheusRule (monitoring.coreos.com/v1): alerting and recording
+/// rule groups, as a plain Prometheus rules file writes them; an unknown field is refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrometheusRule {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: PrometheusRuleSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusRuleSpec {
+    pub groups: Vec<RuleGroup>,
+}
+
+/// One group of a rules file (Prometheus' `rule_files`, the PrometheusRule's `spec.groups`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleGroup {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record: Option<String>,
+    pub expr: String,
+    #[serde(rename = "for", skip_serializing_if = "Option::is_none")]
+    pub for_: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A plain Prometheus rules file (`groups:` at the top).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesFile {
+    pub groups: Vec<RuleGroup>,
+}
+
 /// prometheus-operator's ServiceMonitor (monitoring.coreos.com/v1), the fields of its CRD
 /// that we use or might; an unknown field is refused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -218,6 +268,7 @@ pub enum Object {
     Service(Box<Service>),
     DaemonSet(Box<DaemonSet>),
     ServiceMonitor(Box<ServiceMonitor>),
+    PrometheusRule(Box<PrometheusRule>),
     NetworkPolicy(Box<NetworkPolicy>),
 }
 
@@ -230,6 +281,7 @@ impl Object {
             Self::Service(o) => &o.metadata,
             Self::DaemonSet(o) => &o.metadata,
             Self::ServiceMonitor(o) => &o.metadata,
+            Self::PrometheusRule(o) => &o.metadata,
             Self::NetworkPolicy(o) => &o.metadata,
         }
     }
@@ -242,6 +294,7 @@ impl Object {
             Self::Service(_) => "Service",
             Self::DaemonSet(_) => "DaemonSet",
             Self::ServiceMonitor(_) => "ServiceMonitor",
+            Self::PrometheusRule(_) => "PrometheusRule",
             Self::NetworkPolicy(_) => "NetworkPolicy",
         }
     }
@@ -291,6 +344,9 @@ pub fn parse_object(value: &Value) -> anyhow::Result<Object> {
                 }
             }
             Object::ServiceMonitor(Box::new(monitor))
+        }
+        ("monitoring.coreos.com/v1", "PrometheusRule") => {
+            Object::PrometheusRule(Box::new(typed(value, &what)?))
         }
         _ => bail!("{what}: a kind deploy-check does not know; add it to parse_object"),
     })

@@ -410,6 +410,7 @@ fn exported_metric_names() -> HashSet<String> {
         ..Default::default()
     });
     state.xdp_interfaces = vec![("eth0".into(), "native".into())];
+    state.auto_block = Some(collector::xdp::autoblock::AutoBlockMetrics::default());
     let registry = collector::export::registry(Arc::new(RwLock::new(state)), Vec::new());
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("encoding");
@@ -731,4 +732,114 @@ fn the_scheduler_extender_manifest_is_api_objects_fenced_to_the_scheduler() {
         !args.iter().any(|a| a.starts_with("--max-body-bytes")),
         "names only: the default cap fits ({args:?})"
     );
+}
+
+fn alerts_dir() -> std::path::PathBuf {
+    deploy_dir().join("alerts")
+}
+
+fn plain_rule_groups() -> Vec<deploy_check::RuleGroup> {
+    let path = alerts_dir().join("nodestate.rules.yaml");
+    let text = std::fs::read_to_string(&path).expect("reading nodestate.rules.yaml");
+    let file: deploy_check::RulesFile =
+        serde_yaml::from_str(&text).unwrap_or_else(|err| panic!("{}: {err}", path.display()));
+    file.groups
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
+    promtool_check("rules", &alerts_dir().join("nodestate.rules.yaml"));
+    let output = Command::new(promtool())
+        .args(["test", "rules", "nodestate.rules.test.yaml"])
+        .current_dir(alerts_dir())
+        .output()
+        .expect("running promtool");
+    assert!(
+        output.status.success(),
+        "promtool test rules fails:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Every alert of the file has a test that fires it and one in which it stays silent.
+    let tests = std::fs::read_to_string(alerts_dir().join("nodestate.rules.test.yaml")).unwrap();
+    let tests: serde_yaml::Value = serde_yaml::from_str(&tests).unwrap();
+    let mut fired = BTreeSet::new();
+    let mut silent = BTreeSet::new();
+    for test in tests["tests"].as_sequence().expect("tests") {
+        for case in test["alert_rule_test"].as_sequence().into_iter().flatten() {
+            let name = case["alertname"].as_str().unwrap().to_string();
+            match case["exp_alerts"].as_sequence() {
+                Some(alerts) if !alerts.is_empty() => fired.insert(name),
+                _ => silent.insert(name),
+            };
+        }
+    }
+    for group in plain_rule_groups() {
+        for rule in group.rules {
+            let Some(alert) = rule.alert else { continue };
+            assert!(fired.contains(&alert), "{alert} is never tested firing");
+            assert!(silent.contains(&alert), "{alert} is never tested silent");
+            for key in ["summary", "description", "runbook_url"] {
+                assert!(rule.annotations.contains_key(key), "{alert} has no {key}");
+            }
+            let anchor = rule.annotations["runbook_url"]
+                .rsplit('#')
+                .next()
+                .unwrap()
+                .to_string();
+            let readme = std::fs::read_to_string(deploy_dir().join("README.md")).unwrap();
+            assert!(
+                readme.contains(&format!("#### {alert}")) && anchor == alert.to_lowercase(),
+                "{alert}'s runbook section is not in deploy/README.md under `#### {alert}`"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_alert_rules_ship_the_same_as_a_file_a_prometheusrule_and_helm_values() {
+    let plain = plain_rule_groups();
+    assert!(!plain.is_empty());
+
+    let objects = rendered("prometheus-operator");
+    let operator = objects
+        .iter()
+        .find_map(|object| match object {
+            Object::PrometheusRule(rule) => Some(rule.spec.groups.clone()),
+            _ => None,
+        })
+        .expect("the prometheus-operator overlay renders a PrometheusRule");
+    assert_eq!(
+        operator, plain,
+        "PrometheusRule and nodestate.rules.yaml differ"
+    );
+
+    let values = std::fs::read_to_string(alerts_dir().join("helm-values.yaml")).unwrap();
+    let values: serde_yaml::Value = serde_yaml::from_str(&values).unwrap();
+    let file: deploy_check::RulesFile =
+        serde_yaml::from_value(values["serverFiles"]["alerting_rules.yml"].clone())
+            .expect("helm-values.yaml has serverFiles.alerting_rules.yml with groups");
+    assert_eq!(
+        file.groups, plain,
+        "helm-values.yaml and nodestate.rules.yaml differ"
+    );
+}
+
+#[test]
+fn the_alert_rules_name_only_metrics_the_exporter_serves() {
+    let exported = exported_metric_names();
+    for group in plain_rule_groups() {
+        for rule in group.rules {
+            let names = metric_names_in(&rule.expr);
+            let up = rule.expr.contains("up{");
+            assert!(!names.is_empty() || up, "{:?} reads no metric", rule.alert);
+            for name in names {
+                assert!(
+                    exported.contains(&name),
+                    "alert {:?} reads {name}, which the exporter does not serve",
+                    rule.alert
+                );
+            }
+        }
+    }
 }
