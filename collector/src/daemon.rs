@@ -448,6 +448,21 @@ pub enum RunFor {
 }
 
 /// Loads the programs and produces windows until a signal (or `run_for`) ends it.
+/// Test-only: while the file this names exists, the window loop blocks before closing a
+/// window, as a stuck kernel map or `/proc` read would (the stall-aware `/healthz` test).
+pub const STALL_FILE_VAR: &str = "NODESTATE_TEST_STALL_FILE";
+
+/// Blocks the loop's thread (not just the task: a stuck read blocks it too) while `file`
+/// exists.
+fn stall_while_present(file: &std::path::Path) {
+    if file.exists() {
+        warn!(file = %file.display(), "{STALL_FILE_VAR}: the window loop stalls on purpose");
+        while file.exists() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> anyhow::Result<()> {
     let mut kernel = KernelCollector::load(&options.kernel)?;
     kernel.log_attach_table();
@@ -478,9 +493,11 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
         .write()
         .expect("exporter state lock")
         .set_probes(kernel.attach_reports());
+    let heartbeat = Arc::new(crate::export::liveness::Heartbeat::new(options.window));
     if let Some(listen) = options.listen {
         let registry = crate::export::registry(shared.clone(), Vec::new());
-        let (bound, server) = crate::export::http::bind(listen, shared.clone(), registry).await?;
+        let (bound, server) =
+            crate::export::http::bind(listen, shared.clone(), registry, heartbeat.clone()).await?;
         info!(%bound, "serving /metrics, /healthz, /readyz, /state");
         tokio::spawn(async move {
             if let Err(err) = server.await {
@@ -508,10 +525,15 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
         node = %options.node,
         "collecting"
     );
+    let stall_file = std::env::var_os(STALL_FILE_VAR).map(std::path::PathBuf::from);
     let mut produced = 0u64;
+    heartbeat.beat();
     loop {
         tokio::select! {
             _ = ticker.tick() => {
+                if let Some(stall) = &stall_file {
+                    stall_while_present(stall);
+                }
                 let slow = std::mem::take(&mut *tally.lock().expect("tally lock"));
                 let closed = windows.close_window(&mut kernel, slow)?;
                 let record = closed.record;
@@ -567,6 +589,7 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 // Last: the sampled hooks' time on must not be the time this daemon spends
                 // closing a window, when it competes with the node's work for a CPU.
                 sampler_step = start_sampled_window(&mut kernel, &options);
+                heartbeat.beat();
                 produced += 1;
                 if let RunFor::Windows(limit) = run_for
                     && produced >= limit

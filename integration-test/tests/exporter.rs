@@ -276,6 +276,57 @@ fn sighup_reloads_the_model_and_refuses_a_bad_one() {
 }
 
 #[test]
+fn healthz_fails_while_the_window_loop_stalls_and_recovers_after() {
+    if !privileged("healthz_fails_while_the_window_loop_stalls_and_recovers_after") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let stall = dir.path().join("stall");
+    let address = format!("127.0.0.1:{}", free_port());
+    let _daemon = Process::start(
+        &workspace_binary("collector"),
+        &["run", "--window", "1s", "--listen", &address],
+        &[("NODESTATE_TEST_STALL_FILE", stall.to_str().unwrap())],
+    );
+    let windows = |address: &str| {
+        get(address, "/metrics").and_then(|(_, body)| {
+            body.lines()
+                .find(|line| line.starts_with("nodestate_windows_total"))
+                .and_then(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        })
+    };
+    wait_for(Duration::from_secs(20), "a window and /healthz 200", || {
+        let ok = get(&address, "/healthz").is_some_and(|(status, _)| status == 200);
+        (ok && windows(&address).is_some_and(|n| n >= 1.0)).then_some(())
+    });
+
+    // The loop blocks: after three windows' time without one, the probe fails, while the
+    // HTTP server still answers (a scrape shows the window count standing still).
+    std::fs::write(&stall, b"").unwrap();
+    let stalled_at = Instant::now();
+    let body = wait_for(
+        Duration::from_secs(10),
+        "/healthz 503 while stalled",
+        || get(&address, "/healthz").and_then(|(status, body)| (status == 503).then_some(body)),
+    );
+    assert!(
+        stalled_at.elapsed() >= Duration::from_secs(2),
+        "failed after {:?}, before three windows of 1 s could pass: {body}",
+        stalled_at.elapsed()
+    );
+    assert!(body.contains("stalled"), "{body}");
+    let before = windows(&address).expect("/metrics is served while the loop is stalled");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(windows(&address), Some(before), "no window while stalled");
+
+    std::fs::remove_file(&stall).unwrap();
+    wait_for(Duration::from_secs(10), "/healthz 200 again", || {
+        get(&address, "/healthz").and_then(|(status, _)| (status == 200).then_some(()))
+    });
+    assert!(windows(&address).unwrap() > before);
+}
+
+#[test]
 fn sigterm_detaches_and_exits_within_two_seconds() {
     if !privileged("sigterm_detaches_and_exits_within_two_seconds") {
         return;

@@ -21,7 +21,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    export::{Health, ModelInfo, SharedState},
+    export::{Health, ModelInfo, SharedState, liveness::Heartbeat},
     window::record::WindowRecord,
 };
 
@@ -29,6 +29,7 @@ use crate::{
 struct AppState {
     shared: SharedState,
     registry: Arc<Registry>,
+    heartbeat: Arc<Heartbeat>,
 }
 
 /// How long a client has to send a request's headers, from its first byte (or, on a new
@@ -93,6 +94,7 @@ pub async fn bind(
     listen: SocketAddr,
     shared: SharedState,
     registry: Registry,
+    heartbeat: Arc<Heartbeat>,
 ) -> anyhow::Result<(SocketAddr, impl Future<Output = std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -109,6 +111,7 @@ pub async fn bind(
         .with_state(AppState {
             shared: shared.clone(),
             registry: Arc::new(registry),
+            heartbeat,
         });
     let limits = ConnectionLimits::for_this_process();
     tracing::info!(
@@ -321,8 +324,21 @@ async fn metrics(State(app): State<AppState>) -> Response {
 
 pub(crate) use cluster::openmetrics_response;
 
-async fn healthz() -> &'static str {
-    "ok\n"
+/// Alive while the window loop closes windows ([`Heartbeat`]); 503 once it has closed none
+/// for three windows' time, so a liveness probe restarts a stuck daemon.
+async fn healthz(State(app): State<AppState>) -> Response {
+    match app.heartbeat.stalled() {
+        None => (StatusCode::OK, "ok\n").into_response(),
+        Some(silent) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "stalled: no window closed for {:.1} s (window {:.1} s)\n",
+                silent.as_secs_f64(),
+                app.heartbeat.window().as_secs_f64()
+            ),
+        )
+            .into_response(),
+    }
 }
 
 async fn readyz(State(app): State<AppState>) -> Response {

@@ -6,6 +6,7 @@
 //! `rank` 1..=3.
 
 pub mod http;
+pub mod liveness;
 
 use std::{
     borrow::Cow,
