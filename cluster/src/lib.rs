@@ -8,6 +8,7 @@ pub mod detect;
 pub mod extender;
 pub mod fleet;
 mod http;
+pub mod mcp;
 pub mod promql;
 pub mod rank;
 

@@ -68,6 +68,11 @@ pub enum Command {
     /// Fails open when Prometheus cannot be read (see --on-prometheus-error). Example
     /// scheduler configuration: deploy/scheduler-extender.yaml.
     Extender(ExtenderArgs),
+    /// Serve the Model Context Protocol so an SRE agent can ask nodestate directly: tools
+    /// node_states (every node's state, score, rank), explain_node (why a node is in its
+    /// state) and detect (the Yes/No of a fault-detection task). Read-only: no tool edits
+    /// anything. On stdin/stdout by default; --http serves MCP's streamable HTTP at /mcp.
+    Mcp(McpArgs),
 }
 
 #[derive(Debug, Args)]
@@ -277,6 +282,21 @@ pub struct DetectArgs {
     /// stage) for up to this long, backing off from 1 s to 8 s.
     #[arg(long, default_value = "3m", value_parser = parse_duration, requires = "submit")]
     pub busy_for: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// A node's daemon, read when there is no --prometheus.
+    #[arg(long, default_value = "http://127.0.0.1:9464")]
+    pub node: String,
+
+    /// A Prometheus that scrapes every node's daemon: the tools answer for the cluster.
+    #[arg(long)]
+    pub prometheus: Option<String>,
+
+    /// Serve MCP's streamable HTTP transport on this address (at /mcp) instead of stdio.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

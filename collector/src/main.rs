@@ -116,6 +116,16 @@ async fn main() -> anyhow::Result<()> {
             let options = args.options();
             tokio::task::spawn_blocking(move || cluster::rank::run(&options)).await?
         }
+        Command::Mcp(args) => {
+            let sources = cluster::mcp::Sources {
+                node: args.node,
+                prometheus: args.prometheus,
+            };
+            match args.http {
+                Some(listen) => cluster::mcp::serve_http(sources, listen).await,
+                None => cluster::mcp::serve_stdio(sources).await,
+            }
+        }
         Command::Extender(args) => {
             let options = args.options().map_err(anyhow::Error::msg)?;
             cluster::extender::run(args.listen, options).await
