@@ -1,5 +1,9 @@
 //! Helpers for tests that touch the real kernel: privilege gating that skips loudly, loop
-//! devices over temporary files, and direct I/O with aligned buffers.
+//! devices over temporary files, direct I/O with aligned buffers, the one starter of
+//! `collector run` ([`daemon::Daemon`]) and the one synthetic model file
+//! ([`write_synthetic_model`]).
+
+pub mod daemon;
 
 pub mod netns;
 

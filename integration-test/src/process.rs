@@ -15,15 +15,20 @@ pub struct Process {
 
 impl Process {
     pub fn start(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(program);
+        command.args(args).envs(env.iter().copied());
+        Self::spawn(command)
+    }
+
+    /// Spawns `command` with stdout discarded, stderr to the log and `RUST_BACKTRACE=0`.
+    pub fn spawn(mut command: Command) -> Self {
         let log = tempfile::NamedTempFile::new().expect("a temporary log file");
-        let child = Command::new(program)
-            .args(args)
-            .envs(env.iter().copied())
+        let child = command
             .env("RUST_BACKTRACE", "0")
             .stdout(Stdio::null())
             .stderr(log.reopen().expect("reopening the log file"))
             .spawn()
-            .unwrap_or_else(|err| panic!("starting {}: {err}", program.display()));
+            .unwrap_or_else(|err| panic!("starting {command:?}: {err}"));
         Self { child, log }
     }
 

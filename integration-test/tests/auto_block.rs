@@ -16,19 +16,19 @@
 use std::{
     net::{SocketAddr, UdpSocket},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::Command,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-        mpsc,
     },
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use integration_test::{
+    daemon::Daemon,
     http,
-    netns::{TestPinDir, VethPair, in_netns, netns_path},
+    netns::{TestPinDir, VethPair, in_netns},
     privileged, workspace_binary,
 };
 
@@ -132,115 +132,34 @@ impl Drop for Sender {
     }
 }
 
-/// The daemon in the receiver's namespace, killed on drop if the test fails first.
-struct Daemon {
-    child: Option<Child>,
-    log: mpsc::Receiver<String>,
-    seen: String,
-}
-
-impl Daemon {
-    fn start(veth: &VethPair, pins: &Path, listen: &str) -> Self {
-        let ttl = format!("{TTL_S}s");
-        let min_pps = MIN_PPS.to_string();
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net={}", netns_path(&veth.receiver)))
-            .arg(workspace_binary("collector"))
-            .args([
-                "run",
-                "--window",
-                "1s",
-                "--learn-for",
-                LEARN_FOR,
-                // The node's health here is also whatever else the machine runs (builds,
-                // other tests' CPU, disks and processes): judged on the network fields alone,
-                // the test sees the flood and not its neighbours.
-                "--baseline-fields",
-                "net_*",
-                "--signals",
-                "net-rx,net-tx,net-drops",
-                "--listen",
-                listen,
-                "--xdp-iface",
-                &veth.rx,
-                "--auto-block",
-                "--auto-block-allow",
-                ALLOWED_RANGE,
-                "--auto-block-ttl",
-                &ttl,
-                "--auto-block-min-pps",
-                &min_pps,
-            ])
-            .arg("--pin-dir")
-            .arg(pins)
-            .env("NO_COLOR", "1")
-            .env_remove("NODESTATE_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting collector run");
-        let (send, log) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                let _ = send.send(line);
-            }
-        });
-        let mut daemon = Self {
-            child: Some(child),
-            log,
-            seen: String::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !daemon.seen.contains("collecting") {
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not start:\n{}",
-                daemon.seen
-            );
-            daemon.drain(Duration::from_millis(200));
-        }
-        daemon
-    }
-
-    /// Moves what the daemon logged into `seen`.
-    fn drain(&mut self, wait: Duration) {
-        if let Ok(line) = self.log.recv_timeout(wait) {
-            self.seen.push_str(&line);
-            self.seen.push('\n');
-        }
-        while let Ok(line) = self.log.try_recv() {
-            self.seen.push_str(&line);
-            self.seen.push('\n');
-        }
-    }
-
-    fn stop(mut self) -> String {
-        let mut child = self.child.take().unwrap();
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let status = child.wait().expect("waiting for the daemon");
-        self.drain(Duration::from_millis(500));
-        assert!(
-            status.success(),
-            "daemon exited with {status}:\n{}",
-            self.seen
-        );
-        std::mem::take(&mut self.seen)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// The daemon in the receiver's namespace with automatic blocking on, listening on `listen`
+/// (inside that namespace).
+fn start_daemon(veth: &VethPair, pins: &Path, listen: &str) -> Daemon {
+    let ttl = format!("{TTL_S}s");
+    let min_pps = MIN_PPS.to_string();
+    Daemon::builder()
+        .xdp(veth, pins)
+        .listen(listen)
+        .args(&[
+            "--learn-for",
+            LEARN_FOR,
+            // The node's health here is also whatever else the machine runs (builds,
+            // other tests' CPU, disks and processes): judged on the network fields alone,
+            // the test sees the flood and not its neighbours.
+            "--baseline-fields",
+            "net_*",
+            "--signals",
+            "net-rx,net-tx,net-drops",
+            "--auto-block",
+            "--auto-block-allow",
+            ALLOWED_RANGE,
+            "--auto-block-ttl",
+            &ttl,
+            "--auto-block-min-pps",
+            &min_pps,
+        ])
+        .start_limit(Duration::from_secs(30))
+        .start()
 }
 
 /// GET inside the receiver's namespace (where the daemon listens).
@@ -298,7 +217,7 @@ fn rule(pins: &Path, prefix: &str) -> Option<serde_json::Value> {
 /// Polls `check` every 250 ms until it returns `Some`, or panics after `limit` with `what`
 /// and the daemon's log.
 fn wait_for<T>(
-    daemon: &mut Daemon,
+    daemon: &Daemon,
     limit: Duration,
     what: &str,
     mut check: impl FnMut() -> Option<T>,
@@ -308,29 +227,18 @@ fn wait_for<T>(
         if let Some(found) = check() {
             return found;
         }
-        daemon.drain(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(250));
         assert!(
             Instant::now() < deadline,
             "{what}: not within {limit:?}; the daemon logged:\n{}",
-            daemon.seen
+            daemon.log()
         );
     }
 }
 
 /// The first line the daemon logs containing `text` (logging trails the metrics a little).
-fn wait_for_log(daemon: &mut Daemon, text: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(line) = daemon.seen.lines().find(|line| line.contains(text)) {
-            return line.to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "`{text}` not logged; the daemon logged:\n{}",
-            daemon.seen
-        );
-        daemon.drain(Duration::from_millis(250));
-    }
+fn wait_for_log(daemon: &Daemon, text: &str) -> String {
+    daemon.wait_for_log(Duration::from_secs(5), text)
 }
 
 fn state_is(veth: &VethPair, listen: &str, wanted: &str) -> Option<serde_json::Value> {
@@ -392,15 +300,15 @@ fn a_flood_is_blocked_automatically_and_the_rule_expires() {
         String::from_utf8_lossy(&add.stderr)
     );
     let sender = Sender::start(&veth);
-    let mut daemon = Daemon::start(&veth, &pins.path, &listen);
+    let daemon = start_daemon(&veth, &pins.path, &listen);
     assert!(
-        daemon.seen.contains("automatic flood blocking on"),
+        daemon.log().contains("automatic flood blocking on"),
         "{}",
-        daemon.seen
+        daemon.log()
     );
 
     wait_for(
-        &mut daemon,
+        &daemon,
         Duration::from_secs(45),
         "healthy after learning",
         || state_is(&veth, &listen, "healthy"),
@@ -426,13 +334,13 @@ fn a_flood_is_blocked_automatically_and_the_rule_expires() {
     assert_eq!(refused_allowlist(&veth), 0.0);
     sender.send_from(ALLOWED);
     let degraded = wait_for(
-        &mut daemon,
+        &daemon,
         Duration::from_secs(20),
         "degraded by the allow-listed flood, blamed on receive features",
         || state_is(&veth, &listen, "degraded").filter(blames_receive),
     );
     wait_for(
-        &mut daemon,
+        &daemon,
         Duration::from_secs(10),
         "the allow-listed flood refused and counted",
         || (refused_allowlist(&veth) >= 1.0).then_some(()),
@@ -444,10 +352,10 @@ fn a_flood_is_blocked_automatically_and_the_rule_expires() {
         "an allow-listed source was blocked ({degraded}): {:?}",
         rules(&pins.path)
     );
-    wait_for_log(&mut daemon, "overlaps an allow-listed range");
+    wait_for_log(&daemon, "overlaps an allow-listed range");
     sender.send_from(LISTED);
     wait_for(
-        &mut daemon,
+        &daemon,
         Duration::from_secs(30),
         "healthy after the allow-listed flood",
         || state_is(&veth, &listen, "healthy"),
@@ -457,7 +365,7 @@ fn a_flood_is_blocked_automatically_and_the_rule_expires() {
     sender.send_from(BLOCKABLE);
     let blocked_at = unix_now();
     let automatic = wait_for(
-        &mut daemon,
+        &daemon,
         Duration::from_secs(20),
         "an automatic rule for the flood's /24",
         || rule(&pins.path, BLOCKABLE_PREFIX),
@@ -507,7 +415,7 @@ fn a_flood_is_blocked_automatically_and_the_rule_expires() {
     );
     // Absorbed before the stack, the flood no longer hurts: healthy while it still runs.
     wait_for(
-        &mut daemon,
+        &daemon,
         Duration::from_secs(20),
         "healthy with the flood blocked",
         || state_is(&veth, &listen, "healthy"),
@@ -516,7 +424,7 @@ fn a_flood_is_blocked_automatically_and_the_rule_expires() {
         rule(&pins.path, BLOCKABLE_PREFIX).is_some(),
         "the rule expired before the node was healthy again: raise TTL_S"
     );
-    let log_line = wait_for_log(&mut daemon, "flood source blocked automatically");
+    let log_line = wait_for_log(&daemon, "flood source blocked automatically");
     assert!(
         log_line.contains(BLOCKABLE_PREFIX) && log_line.contains("ttl=25s"),
         "{log_line}"
@@ -537,7 +445,7 @@ fn a_flood_is_blocked_automatically_and_the_rule_expires() {
     // The flood ends; the rule goes once its TTL has passed.
     sender.send_from(LISTED);
     wait_for(
-        &mut daemon,
+        &daemon,
         Duration::from_secs(TTL_S + 10),
         "the automatic rule removed after its TTL",
         || rule(&pins.path, BLOCKABLE_PREFIX).is_none().then_some(()),
@@ -552,7 +460,7 @@ fn a_flood_is_blocked_automatically_and_the_rule_expires() {
         "the hand-made rule has no TTL and stays"
     );
     wait_for(
-        &mut daemon,
+        &daemon,
         Duration::from_secs(5),
         "no automatic rule counted as active after the expiry",
         || {

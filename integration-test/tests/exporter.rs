@@ -8,6 +8,7 @@ use std::{
 };
 
 use integration_test::{
+    daemon::Daemon,
     http::{encode, free_port, get, promql_first_series, series_value},
     privileged,
     process::{Process, prometheus_with_rules, wait_for},
@@ -39,19 +40,11 @@ fn prometheus_scrapes_the_state_and_sees_a_fault_the_test_causes() {
         return;
     }
     let daemon_address = format!("127.0.0.1:{}", free_port());
-    let daemon = Process::start(
-        &workspace_binary("collector"),
-        &[
-            "run",
-            "--window",
-            "1s",
-            "--learn-for",
-            "12s",
-            "--listen",
-            &daemon_address,
-        ],
-        &[("NODE_NAME", "nodestate-test-node")],
-    );
+    let daemon = Daemon::builder()
+        .listen(&daemon_address)
+        .args(&["--learn-for", "12s"])
+        .env("NODE_NAME", "nodestate-test-node")
+        .start();
     // The daemon answers /healthz at once and /readyz only once it has a baseline.
     wait_for(Duration::from_secs(20), "/healthz", || {
         get(&daemon_address, "/healthz").filter(|(status, _)| *status == 200)
@@ -215,24 +208,10 @@ fn sighup_reloads_the_model_and_refuses_a_bad_one() {
     let dir = tempfile::tempdir().unwrap();
     let model_path = dir.path().join("model.json");
     write_synthetic_model(&model_path);
-    let address = format!("127.0.0.1:{}", free_port());
-    let daemon = Process::start(
-        &workspace_binary("collector"),
-        &[
-            "run",
-            "--window",
-            "1s",
-            "--listen",
-            &address,
-            "--model",
-            model_path.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let daemon = Daemon::builder().model(&model_path).start();
+    let address = daemon.address();
     // With a model file the daemon is ready as soon as a window is judged.
-    wait_for(Duration::from_secs(20), "ready with a model file", || {
-        get(&address, "/readyz").filter(|(status, _)| *status == 200)
-    });
+    daemon.wait_ready(Duration::from_secs(20));
     let model_source = || {
         let (_, body) = get(&address, "/state").unwrap();
         let state: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -331,20 +310,14 @@ fn sigterm_detaches_and_exits_within_two_seconds() {
     if !privileged("sigterm_detaches_and_exits_within_two_seconds") {
         return;
     }
-    let address = format!("127.0.0.1:{}", free_port());
-    let mut daemon = Process::start(
-        &workspace_binary("collector"),
-        &["run", "--window", "1s", "--listen", &address],
-        &[],
-    );
+    let daemon = Daemon::builder().start();
+    let address = daemon.address();
     wait_for(Duration::from_secs(20), "/healthz", || {
         get(&address, "/healthz").filter(|(status, _)| *status == 200)
     });
     let sent = Instant::now();
     daemon.signal(libc::SIGTERM);
-    let status = wait_for(Duration::from_secs(5), "exit after SIGTERM", || {
-        daemon.child.try_wait().unwrap()
-    });
+    let status = daemon.wait_status(Duration::from_secs(5));
     let took = sent.elapsed();
     assert!(status.success(), "exit status {status}: {}", daemon.log());
     assert!(took < Duration::from_secs(2), "took {took:?} to exit");
@@ -433,17 +406,11 @@ fn a_config_file_sets_options_and_flags_win_over_it() {
     )
     .unwrap();
     // The file's listen address is overridden by the flag; its other settings apply.
-    let daemon = Process::start(
-        &workspace_binary("collector"),
-        &[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            &from_flag,
-        ],
-        &[],
-    );
+    let daemon = Daemon::builder()
+        .no_window()
+        .args(&["--config", config.to_str().unwrap()])
+        .listen(&from_flag)
+        .start();
     let (_, metrics) = wait_for(
         Duration::from_secs(20),
         "/metrics on the flag's address",

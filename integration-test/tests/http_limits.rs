@@ -4,15 +4,14 @@
 use std::{
     io::{ErrorKind, Read as _, Write as _},
     net::TcpStream,
-    path::Path,
     time::{Duration, Instant, SystemTime},
 };
 
 use integration_test::{
+    daemon::Daemon,
     http::{free_port, get},
     privileged,
-    process::{Process, wait_for},
-    workspace_binary,
+    process::wait_for,
 };
 
 /// The descriptor limit the daemon runs under: the one the issue reproduced with.
@@ -21,18 +20,14 @@ const NOFILE: u64 = 256;
 const IDLE_CONNECTIONS: usize = 300;
 
 /// The daemon under `ulimit -n limit` (when given), windows of 1 s, listening on `address`.
-fn start_daemon(address: &str, limit: Option<u64>) -> Process {
-    let binary = workspace_binary("collector");
-    let ulimit = limit.map_or_else(String::new, |limit| format!("ulimit -n {limit} && "));
-    Process::start(
-        Path::new("/bin/sh"),
-        &[
-            "-c",
-            &format!("{ulimit}exec \"$0\" run --window 1s --listen {address}"),
-            binary.to_str().expect("a UTF-8 path"),
-        ],
-        &[("NODE_NAME", "nodestate-http-limits")],
-    )
+fn start_daemon(address: &str, limit: Option<u64>) -> Daemon {
+    let mut daemon = Daemon::builder()
+        .listen(address)
+        .env("NODE_NAME", "nodestate-http-limits");
+    if let Some(limit) = limit {
+        daemon = daemon.nofile(limit);
+    }
+    daemon.start()
 }
 
 fn context_switches() -> u64 {
@@ -86,7 +81,7 @@ fn idle_connections_cannot_starve_the_windows_of_descriptors() {
     wait_for(Duration::from_secs(30), "/healthz", || {
         get(&address, "/healthz").filter(|(status, _)| *status == 200)
     });
-    let pid = daemon.child.id();
+    let pid = daemon.pid();
     let span_start_ms = unix_ms();
     let switches_before = context_switches();
 

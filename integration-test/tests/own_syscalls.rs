@@ -17,9 +17,10 @@ use std::{
 };
 
 use integration_test::{
+    daemon::Daemon,
     http::{free_port, get},
     privileged,
-    process::{Process, wait_for},
+    process::wait_for,
     read_windows, workspace_binary,
 };
 
@@ -68,19 +69,10 @@ fn the_daemons_own_syscalls_are_left_out_of_the_node_and_counted_apart() {
     }
     let address = format!("127.0.0.1:{}", free_port());
     // The syscall hook on all the time (no budget), so every window counts every syscall.
-    let daemon = Process::start(
-        &workspace_binary("collector"),
-        &[
-            "run",
-            "--window",
-            "1s",
-            "--hook-budget",
-            "0",
-            "--listen",
-            &address,
-        ],
-        &[],
-    );
+    let daemon = Daemon::builder()
+        .listen(&address)
+        .args(&["--hook-budget", "0"])
+        .start();
     wait_for(Duration::from_secs(20), "the daemon's /healthz", || {
         get(&address, "/healthz").filter(|(status, _)| *status == 200)
     });

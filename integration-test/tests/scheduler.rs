@@ -7,6 +7,7 @@
 use std::{path::Path, process::Command, time::Duration};
 
 use integration_test::{
+    daemon::Daemon,
     http::{free_port, get, post_json, promql_first_series, series_value},
     privileged,
     process::{Process, prometheus, wait_for},
@@ -119,42 +120,19 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
     // is tested here is what schedulers make of the states, not detection.
     let degraded_address = format!("127.0.0.1:{}", free_port());
     let healthy_address = format!("127.0.0.1:{}", free_port());
-    let mut degraded = Process::start(
-        &collector,
-        &[
-            "run",
-            "--window",
-            "1s",
-            "--model",
-            far_model.to_str().unwrap(),
-            "--enter-after",
-            "2",
-            "--leave-after",
-            "100",
-            "--disable-signals",
-            "syscalls",
-            "--listen",
-            &degraded_address,
-        ],
-        &[("NODE_NAME", "pool-a-1")],
-    );
-    let mut healthy = Process::start(
-        &collector,
-        &[
-            "run",
-            "--window",
-            "1s",
-            "--learn-for",
-            "10s",
-            "--enter-after",
-            "100",
-            "--disable-signals",
-            "syscalls",
-            "--listen",
-            &healthy_address,
-        ],
-        &[("NODE_NAME", "pool-a-2")],
-    );
+    let degraded = Daemon::builder()
+        .model(&far_model)
+        .args(&["--enter-after", "2", "--leave-after", "100"])
+        .args(&["--disable-signals", "syscalls"])
+        .listen(&degraded_address)
+        .env("NODE_NAME", "pool-a-1")
+        .spawn();
+    let healthy = Daemon::builder()
+        .args(&["--learn-for", "10s", "--enter-after", "100"])
+        .args(&["--disable-signals", "syscalls"])
+        .listen(&healthy_address)
+        .env("NODE_NAME", "pool-a-2")
+        .spawn();
     for address in [&degraded_address, &healthy_address] {
         wait_for(Duration::from_secs(30), "the daemons' /healthz", || {
             get(address, "/healthz").filter(|(status, _)| *status == 200)
@@ -172,8 +150,7 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
         "pool-a-1 degraded and pool-a-2 healthy in Prometheus",
         || {
             assert!(
-                degraded.child.try_wait().ok().flatten().is_none()
-                    && healthy.child.try_wait().ok().flatten().is_none(),
+                !degraded.exited() && !healthy.exited(),
                 "a daemon exited:\n{}\n{}",
                 degraded.log(),
                 healthy.log()
@@ -372,21 +349,12 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
 
     // The pool's model is what a daemon of the pool runs with.
     let pooled_address = format!("127.0.0.1:{}", free_port());
-    let pooled = Process::start(
-        &collector,
-        &[
-            "run",
-            "--window",
-            "1s",
-            "--model",
-            model_path.to_str().unwrap(),
-            "--disable-signals",
-            "syscalls",
-            "--listen",
-            &pooled_address,
-        ],
-        &[("NODE_NAME", "pool-a-3")],
-    );
+    let pooled = Daemon::builder()
+        .model(&model_path)
+        .args(&["--disable-signals", "syscalls"])
+        .listen(&pooled_address)
+        .env("NODE_NAME", "pool-a-3")
+        .spawn();
     let (_, state) = wait_for(
         Duration::from_secs(30),
         "a daemon ready with the fleet model",

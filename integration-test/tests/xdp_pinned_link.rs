@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use integration_test::{
+    daemon::Daemon,
     netns::{TestPinDir, VethPair},
     privileged,
-    xdp_daemon::{XdpDaemon, blocklist, blocklist_ok, ping, xdp_attached},
+    xdp_daemon::{blocklist, blocklist_ok, ping, xdp_attached},
 };
 
 #[test]
@@ -18,7 +19,7 @@ fn xdp_keeps_dropping_after_kill_9_and_a_restarted_daemon_adopts_the_link() {
     }
     let veth = VethPair::new("fixa-pin");
     let pins = TestPinDir::new("fixa-pinned-link");
-    let first = XdpDaemon::start(&veth, &pins.path, &[]);
+    let first = Daemon::builder().xdp(&veth, &pins.path).start();
     assert!(
         first.log().contains("XDP drop list attached"),
         "{}",
@@ -51,7 +52,7 @@ fn xdp_keeps_dropping_after_kill_9_and_a_restarted_daemon_adopts_the_link() {
     blocklist_ok(&pins.path, &["del", "10.200.0.3"]);
 
     // A restart adopts the link instead of failing on "File exists".
-    let second = XdpDaemon::start(&veth, &pins.path, &[]);
+    let second = Daemon::builder().xdp(&veth, &pins.path).start();
     let log = second.log();
     assert!(log.contains("adopted the link"), "{log}");
     assert!(!log.contains("File exists"), "{log}");
@@ -60,7 +61,7 @@ fn xdp_keeps_dropping_after_kill_9_and_a_restarted_daemon_adopts_the_link() {
 
     // A second daemon on the same interface and pin directory is told who serves it and
     // leaves the first one's link alone.
-    let third = XdpDaemon::spawn(&veth, &pins.path, &[]);
+    let third = Daemon::builder().xdp(&veth, &pins.path).spawn();
     let refused = third.wait_exit(Duration::from_secs(60));
     assert!(
         refused.contains("another nodestate daemon already serves")
@@ -74,7 +75,7 @@ fn xdp_keeps_dropping_after_kill_9_and_a_restarted_daemon_adopts_the_link() {
 
     // A daemon with another pin directory finds the interface taken by our program.
     let other_pins = TestPinDir::new("fixa-pinned-link-other");
-    let fourth = XdpDaemon::spawn(&veth, &other_pins.path, &[]);
+    let fourth = Daemon::builder().xdp(&veth, &other_pins.path).spawn();
     let refused = fourth.wait_exit(Duration::from_secs(60));
     assert!(
         refused.contains("XDP program \"xdp_blocklist\"") && refused.contains("is attached to rx0"),
@@ -109,7 +110,7 @@ fn xdp_keeps_dropping_after_kill_9_and_a_restarted_daemon_adopts_the_link() {
     );
 
     // SIGTERM is a deliberate stop: it detaches and removes the pin.
-    let fifth = XdpDaemon::start(&veth, &pins.path, &[]);
+    let fifth = Daemon::builder().xdp(&veth, &pins.path).start();
     assert!(!fifth.log().contains("adopted"), "{}", fifth.log());
     assert!(!ping(&veth, "10.200.0.1", "10.200.0.2", 2));
     let log = fifth.terminate();

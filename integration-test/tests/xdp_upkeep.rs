@@ -9,11 +9,12 @@ use std::{
 };
 
 use integration_test::{
+    daemon::Daemon,
     http::get,
     netns::{TestPinDir, VethPair, in_netns},
     privileged,
     process::wait_for,
-    xdp_daemon::{XdpDaemon, blocklist_ok, ticks_per_s},
+    xdp_daemon::{blocklist_ok, ticks_per_s},
 };
 
 fn unix_ms() -> u64 {
@@ -50,7 +51,7 @@ fn daemon_windows_keep_their_length_while_another_process_holds_the_drop_list_lo
     const HOLD_S: u64 = 6;
     let veth = VethPair::new("fixa-lock");
     let pins = TestPinDir::new("fixa-lock");
-    let daemon = XdpDaemon::start(&veth, &pins.path, &[]);
+    let daemon = Daemon::builder().xdp(&veth, &pins.path).start();
     let address = daemon.address();
     // Due during the hold, so the daemon's sweep wants the lock while it is held.
     blocklist_ok(&pins.path, &["add", "192.0.2.9", "--ttl", "2s"]);
@@ -116,7 +117,7 @@ fn daemon_windows_keep_their_length_while_another_process_holds_the_drop_list_lo
 }
 
 /// CPU seconds the daemon used per window over `windows` 1 s windows.
-fn cpu_per_window(daemon: &XdpDaemon, windows: u64) -> f64 {
+fn cpu_per_window(daemon: &Daemon, windows: u64) -> f64 {
     let before = daemon.cpu_ticks();
     std::thread::sleep(Duration::from_secs(windows));
     (daemon.cpu_ticks() - before) as f64 / ticks_per_s() / windows as f64
@@ -131,7 +132,7 @@ fn daemon_cpu_per_window_does_not_grow_with_a_full_drop_list() {
     const WINDOWS: u64 = 8;
     let veth = VethPair::new("fixa-cpu");
     let pins = TestPinDir::new("fixa-cpu");
-    let daemon = XdpDaemon::start(&veth, &pins.path, &[]);
+    let daemon = Daemon::builder().xdp(&veth, &pins.path).start();
     let address = daemon.address();
     std::thread::sleep(Duration::from_secs(2));
     let empty = cpu_per_window(&daemon, WINDOWS);

@@ -3,120 +3,21 @@
 //! sources. Only addresses inside these namespaces are used (10.200.0.0/24, fd00:200::/64).
 
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream, UdpSocket},
     path::Path,
-    process::{Child, Command, Stdio},
-    sync::mpsc,
+    process::Command,
     time::Duration,
 };
 
 use integration_test::{
-    netns::{TestPinDir, VethPair, in_netns, netns_path},
+    daemon::Daemon,
+    netns::{TestPinDir, VethPair, in_netns},
     privileged, workspace_binary,
 };
 
 const UDP_DATAGRAMS: u64 = 50;
 const PINGS: u64 = 3;
-
-/// The daemon, in the receiver's network namespace, killed on drop if a test fails first.
-struct Daemon {
-    child: Option<Child>,
-    log: mpsc::Receiver<String>,
-}
-
-impl Daemon {
-    fn start(veth: &VethPair, pins: &Path) -> (Self, String) {
-        let mut child = Command::new("nsenter")
-            .arg(format!("--net={}", netns_path(&veth.receiver)))
-            .arg(workspace_binary("collector"))
-            .args([
-                "run",
-                "--window",
-                "1s",
-                "--listen",
-                "127.0.0.1:0",
-                "--xdp-iface",
-                &veth.rx,
-            ])
-            .arg("--pin-dir")
-            .arg(pins)
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting collector run");
-        let (send, log) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = send.send(strip_colours(&line));
-            }
-        });
-        let mut daemon = Self {
-            child: Some(child),
-            log,
-        };
-        let mut seen = String::new();
-        loop {
-            match daemon.log.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) => {
-                    seen.push_str(&line);
-                    seen.push('\n');
-                    if line.contains("collecting") {
-                        break;
-                    }
-                }
-                Err(_) => {
-                    let _ = daemon.child.as_mut().unwrap().kill();
-                    panic!("the daemon did not start:\n{seen}");
-                }
-            }
-        }
-        (daemon, seen)
-    }
-
-    fn stop(mut self) -> String {
-        let mut child = self.child.take().unwrap();
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let status = child.wait().expect("waiting for the daemon");
-        let mut rest = String::new();
-        while let Ok(line) = self.log.recv_timeout(Duration::from_millis(500)) {
-            rest.push_str(&line);
-            rest.push('\n');
-        }
-        assert!(status.success(), "daemon exited with {status}:\n{rest}");
-        rest
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Drops ANSI colour sequences, should the log still carry them.
-fn strip_colours(line: &str) -> String {
-    let mut out = String::new();
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c == 'm' {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 fn blocklist(pins: &Path, args: &[&str]) {
     let output = Command::new(workspace_binary("collector"))
@@ -231,7 +132,8 @@ fn xdp_drops_listed_sources_on_a_veth_pair_and_survives_a_restart() {
     }
     let veth = VethPair::new("xdp");
     let pins = TestPinDir::new("veth");
-    let (daemon, log) = Daemon::start(&veth, &pins.path);
+    let daemon = Daemon::builder().xdp(&veth, &pins.path).start();
+    let log = daemon.log();
     assert!(log.contains("XDP drop list attached"), "{log}");
     assert!(log.contains("mode=native"), "veth has native XDP: {log}");
 
@@ -291,7 +193,8 @@ fn xdp_drops_listed_sources_on_a_veth_pair_and_survives_a_restart() {
         ping(&veth, "fd00:200::1", "fd00:200::2"),
         "nothing drops without the daemon"
     );
-    let (daemon, log) = Daemon::start(&veth, &pins.path);
+    let daemon = Daemon::builder().xdp(&veth, &pins.path).start();
+    let log = daemon.log();
     assert!(log.contains("rules=1"), "{log}");
     assert!(
         !ping(&veth, "fd00:200::1", "fd00:200::2"),

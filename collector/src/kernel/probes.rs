@@ -9,9 +9,9 @@ use aya::{
     programs::{BtfTracePoint, KProbe, RawTracePoint, TracePoint},
 };
 
-use crate::{
-    kernel::tracefs::Tracefs,
-    kernel::{AttachReport, HookOutcome},
+use super::{
+    report::{AttachReport, HookOutcome},
+    tracefs::Tracefs,
 };
 
 /// One place a program can be attached.

@@ -8,6 +8,8 @@ pub mod attach;
 pub mod autoblock;
 mod batch;
 pub mod cli;
+mod edit;
+mod layout;
 mod link;
 pub mod pins;
 pub mod rules;

@@ -153,8 +153,20 @@ fn fio_iops(device: &str, seconds: u64) -> anyhow::Result<f64> {
 /// Starts the collector with `args` and waits until it says it is collecting (programs
 /// attached).
 pub(super) fn start_collector(args: &[&str]) -> anyhow::Result<Child> {
-    let mut child = Command::new(crate::util::release_binary("collector"))
-        .args(args)
+    let mut command = Command::new(crate::util::release_binary("collector"));
+    command.args(args);
+    start_and_wait(command, |_| None)
+}
+
+/// Starts `command` (a `collector run …`, perhaps behind nsenter) and waits until it says it
+/// is collecting; the one starter of the benchmarks' daemons. `refuse` sees each line logged
+/// before that and may name a reason to stop it (with SIGTERM, so it detaches what it
+/// attached) and fail.
+pub(super) fn start_and_wait(
+    mut command: Command,
+    refuse: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Child> {
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -164,8 +176,17 @@ pub(super) fn start_collector(args: &[&str]) -> anyhow::Result<Child> {
     loop {
         match lines.next() {
             Some(Ok(line)) if line.contains("collecting") => break,
-            Some(Ok(_)) => continue,
-            _ => bail!("the collector exited before attaching"),
+            Some(Ok(line)) => {
+                if let Some(reason) = refuse(&line) {
+                    let _ = stop(child);
+                    bail!("{reason}");
+                }
+            }
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("the collector exited before collecting");
+            }
         }
     }
     // Keep draining its log so it never blocks on a full pipe.

@@ -3,16 +3,30 @@
 
 use std::process::Command;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 
 use crate::util::{output, release_binary, run};
 
 pub fn run_bench() -> anyhow::Result<String> {
     // scikit-learn is the baseline; it comes from PyPI, only for this benchmark.
-    let has_sklearn = output(Command::new("python3").args(["-c", "import sklearn"])).is_some();
-    if !has_sklearn {
+    let has_sklearn = || output(Command::new("python3").args(["-c", "import sklearn"])).is_some();
+    if !has_sklearn() {
         eprintln!("xtask bench: installing scikit-learn (PyPI) for the k-means baseline");
-        run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "scikit-learn"]))?;
+        let pip =
+            run(Command::new("python3").args(["-m", "pip", "install", "--quiet", "scikit-learn"]));
+        // Debian's own python3 refuses pip into the system ("externally-managed-environment",
+        // PEP 668): its package is the way there.
+        if let Err(err) = pip {
+            eprintln!("xtask bench: {err:#}; trying Debian's python3-sklearn");
+            let _ = run(Command::new("apt-get").args(["install", "-y", "python3-sklearn"]));
+        }
+        if !has_sklearn() {
+            bail!(
+                "bench model needs scikit-learn for `python3` and could not install it: run \
+                 `python3 -m pip install scikit-learn` (in a venv if pip calls the system \
+                 python externally managed) or `apt-get install python3-sklearn`"
+            );
+        }
     }
     let model = release_binary("model");
     let mut sections = Vec::new();

@@ -399,7 +399,8 @@ pub(super) fn start_xdp_daemon(
     native_only: bool,
     extra: &[&str],
 ) -> anyhow::Result<Child> {
-    let mut child = Command::new("nsenter")
+    let mut command = Command::new("nsenter");
+    command
         .arg(format!("--net=/run/netns/{ns}"))
         .arg(release_binary("collector"))
         .args(["run", "--window", window])
@@ -413,34 +414,11 @@ pub(super) fn start_xdp_daemon(
             pin_dir,
         ])
         .args(extra)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("starting the collector")?;
-    let stderr = child.stderr.take().context("collector stderr")?;
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("collecting") => break,
-            Some(Ok(line))
-                if native_only
-                    && line.contains("XDP drop list attached")
-                    && !line.contains("native") =>
-            {
-                let _ = super::block::stop(child);
-                bail!("XDP was not attached in native mode: {}", line.trim());
-            }
-            Some(Ok(_)) => continue,
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("the collector exited before collecting");
-            }
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Ok(child)
+        .env("NO_COLOR", "1");
+    super::block::start_and_wait(command, |line| {
+        (native_only && line.contains("XDP drop list attached") && !line.contains("native"))
+            .then(|| format!("XDP was not attached in native mode: {}", line.trim()))
+    })
 }
 
 /// Loads `rules` into an nftables set and a drop rule at `hook`; returns the table's family.

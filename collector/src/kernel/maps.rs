@@ -1,0 +1,132 @@
+//! Reading the programs' maps: per-CPU counters, histograms and the block device table,
+//! summed over CPUs into cumulative totals (the window takes the deltas).
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use aya::maps::{MapData, PerCpuArray};
+use collector_common::{
+    BlockDevStats, DROP_REASON_SLOTS, ERRNO_SLOTS, Histogram, counter, event, hist,
+};
+
+use super::KernelCollector;
+
+/// Sums the per-CPU copies of a device's counters (a per-CPU map's value, as read).
+pub fn sum_cpus<'a>(
+    per_cpu: impl IntoIterator<Item = &'a collector_common::BlockDevStats>,
+) -> collector_common::BlockDevStats {
+    let mut total = collector_common::BlockDevStats::ZERO;
+    for stats in per_cpu {
+        for class in 0..collector_common::op::COUNT {
+            total.ops[class] += stats.ops[class];
+            total.bytes[class] += stats.bytes[class];
+        }
+        total.flushes += stats.flushes;
+        total.tracked_issued += stats.tracked_issued;
+        total.completed += stats.completed;
+        total.errors += stats.errors;
+        total.latency_sum_ns += stats.latency_sum_ns;
+        for bucket in 0..collector_common::LATENCY_BUCKETS {
+            total.latency_hist[bucket] += stats.latency_hist[bucket];
+        }
+    }
+    total
+}
+
+impl KernelCollector {
+    /// Cumulative counters of every block device seen, summed over CPUs, by kernel `dev_t`.
+    pub fn block_snapshot(&self) -> anyhow::Result<BTreeMap<u32, BlockDevStats>> {
+        let mut devices = BTreeMap::new();
+        for entry in self.block_dev_stats.iter() {
+            let (dev, per_cpu) = entry.context("reading the block device table")?;
+            devices.insert(dev, sum_cpus(per_cpu.iter()));
+        }
+        Ok(devices)
+    }
+
+    /// The kernel side's own counters (see `collector_common::counter`), summed over CPUs.
+    pub fn counters(&self) -> anyhow::Result<[u64; counter::COUNT as usize]> {
+        let totals = sum_array(&self.counters, counter::COUNT)?;
+        Ok(totals
+            .try_into()
+            .expect("sum_array returns one total per slot"))
+    }
+
+    /// Node-wide event counts (see `collector_common::event`), summed over CPUs.
+    pub fn events(&self) -> anyhow::Result<Vec<u64>> {
+        sum_array(&self.events, event::COUNT)
+    }
+
+    /// Failed syscalls by errno (index = errno), summed over CPUs.
+    pub fn errnos(&self) -> anyhow::Result<Vec<u64>> {
+        sum_array(&self.errnos, ERRNO_SLOTS)
+    }
+
+    /// Freed-and-dropped packets by `enum skb_drop_reason`, summed over CPUs.
+    pub fn drop_reasons(&self) -> anyhow::Result<Vec<u64>> {
+        sum_array(&self.drop_reasons, DROP_REASON_SLOTS)
+    }
+
+    /// Latency histograms (see `collector_common::hist`), summed over CPUs.
+    pub fn histograms(&self) -> anyhow::Result<Vec<Histogram>> {
+        (0..hist::COUNT)
+            .map(|index| {
+                let per_cpu = self
+                    .histograms
+                    .get(&index, 0)
+                    .context("reading the latency histograms")?;
+                let mut total = Histogram::default();
+                for histogram in per_cpu.iter() {
+                    for (sum, count) in total.buckets.iter_mut().zip(&histogram.buckets) {
+                        *sum += count;
+                    }
+                }
+                Ok(total)
+            })
+            .collect()
+    }
+
+    /// Syscalls the hook ran for so far (cumulative, summed over CPUs): the node's and the
+    /// excluded process's, since the hook costs the same on both.
+    pub fn syscalls_counted(&self) -> anyhow::Result<u64> {
+        let events = self.events()?;
+        let slot = |index: u32| events.get(index as usize).copied().unwrap_or(0);
+        Ok(slot(event::SYSCALLS) + slot(event::OWN_SYSCALLS))
+    }
+
+    /// What the excluded process ([`KernelConfig::exclude_tgid`]) did so far, counted apart
+    /// from the node's (cumulative; its syscalls only while the syscall hook was on).
+    pub fn own_events(&self) -> anyhow::Result<OwnEvents> {
+        let slot = |index: u32| -> anyhow::Result<u64> {
+            Ok(self
+                .events
+                .get(&index, 0)
+                .context("reading a per-CPU counter array")?
+                .iter()
+                .sum())
+        };
+        Ok(OwnEvents {
+            syscalls: slot(event::OWN_SYSCALLS)?,
+            forks: slot(event::OWN_FORKS)?,
+        })
+    }
+}
+
+/// The excluded process's own events (see [`KernelCollector::own_events`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OwnEvents {
+    pub syscalls: u64,
+    pub forks: u64,
+}
+
+/// Sums each slot of a per-CPU array over CPUs.
+fn sum_array(array: &PerCpuArray<MapData, u64>, slots: u32) -> anyhow::Result<Vec<u64>> {
+    (0..slots)
+        .map(|index| {
+            array
+                .get(&index, 0)
+                .map(|per_cpu| per_cpu.iter().sum())
+                .context("reading a per-CPU counter array")
+        })
+        .collect()
+}
