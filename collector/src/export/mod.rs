@@ -429,13 +429,13 @@ impl Collector for NodestateMetrics {
         }
 
         if let Some(latest) = state.recent.back() {
-            let value = serde_json::to_value(latest).map_err(|_| std::fmt::Error)?;
-            let features: Vec<_> = value
-                .as_object()
-                .into_iter()
-                .flatten()
-                .filter(|(name, _)| !matches!(name.as_str(), "unix_ms" | "schema"))
-                .filter_map(|(name, v)| Some((vec![("feature", name.clone())], v.as_f64()?)))
+            // Every number of the window, features and how it was measured (fleet training
+            // reads `window_s` here), not what identifies the row; a missing value has no
+            // series this window.
+            let features: Vec<_> = latest
+                .fields()
+                .filter(|(name, _)| !model::input::ROW_FIELDS.contains(name))
+                .filter_map(|(name, value)| Some((vec![("feature", name.to_string())], value?)))
                 .collect();
             gauges(
                 &mut encoder,
@@ -836,6 +836,45 @@ mod tests {
             text.ends_with("# EOF\n"),
             "OpenMetrics text ends with # EOF"
         );
+    }
+
+    #[test]
+    fn feature_series_are_the_numbers_of_the_records_json() {
+        let record = WindowRecord::populated();
+        // What the exporter showed when it read the record's JSON: every number but
+        // `unix_ms` and `schema`, in name order; nulls (missing values) have no series.
+        let json = serde_json::to_value(&record).unwrap();
+        let expected: Vec<(String, f64)> = json
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| !matches!(name.as_str(), "unix_ms" | "schema"))
+            .filter_map(|(name, value)| {
+                Some((
+                    format!(r#"nodestate_feature{{node="n",feature="{name}"}}"#),
+                    value.as_f64()?,
+                ))
+            })
+            .collect();
+        let mut state = ExporterState::new("n".into());
+        state.add_window(&record, &[]);
+        let text = scrape(state);
+        let shown: Vec<(String, f64)> = text
+            .lines()
+            .filter(|line| line.starts_with("nodestate_feature{"))
+            .map(|line| {
+                let (labels, value) = line.rsplit_once(' ').unwrap();
+                (labels.to_string(), value.parse().unwrap())
+            })
+            .collect();
+        assert!(expected.len() > 50, "{expected:?}");
+        assert_eq!(shown, expected, "{text}");
+        for window_field in ["window_s", "syscall_sample_fraction"] {
+            assert!(
+                text.contains(&format!(r#"feature="{window_field}""#)),
+                "{text}"
+            );
+        }
     }
 
     #[test]
