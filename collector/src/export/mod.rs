@@ -74,6 +74,14 @@ impl Default for Health {
 /// What the model in use is (the judge says), for `nodestate_model_info`.
 pub use crate::judge::ModelInfo;
 
+/// One device's block latencies since the daemon started, in the kernel's log2 buckets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceLatency {
+    pub buckets: [u64; LATENCY_BUCKETS],
+    /// Sum of the latencies counted, seconds.
+    pub sum_s: f64,
+}
+
 /// Everything the exporter shows, updated by the daemon once per window.
 #[derive(Debug)]
 pub struct ExporterState {
@@ -91,8 +99,8 @@ pub struct ExporterState {
     pub slow_io_events_total: u64,
     /// Cumulative runs and run time (ns) per program, from sampled windows.
     pub program_totals: BTreeMap<String, (u64, u64)>,
-    /// Cumulative block latency histogram per device: buckets and sum in seconds.
-    pub block_latency: BTreeMap<String, ([u64; LATENCY_BUCKETS], f64)>,
+    /// Cumulative block latency histogram per device.
+    pub block_latency: BTreeMap<String, DeviceLatency>,
     /// (signal id, signal, kind, outcome) of every signal at start-up.
     pub probes: Vec<(String, String, String, String)>,
     /// The XDP drop list's counters, when it is attached somewhere.
@@ -167,11 +175,7 @@ impl ExporterState {
     }
 
     /// Folds one finished window in.
-    pub fn add_window(
-        &mut self,
-        record: &WindowRecord,
-        device_histograms: &[(String, [u64; LATENCY_BUCKETS], u64)],
-    ) {
+    pub fn add_window(&mut self, record: &WindowRecord) {
         self.windows_total += 1;
         self.events_lost_total += record.events_lost;
         self.slow_io_events_total += record.block_slow_io_events;
@@ -180,15 +184,12 @@ impl ExporterState {
             total.0 += program.runs;
             total.1 += program.run_time_ns;
         }
-        for (device, buckets, sum_ns) in device_histograms {
-            let (total, sum_s) = self
-                .block_latency
-                .entry(device.clone())
-                .or_insert(([0; LATENCY_BUCKETS], 0.0));
-            for (t, b) in total.iter_mut().zip(buckets) {
+        for (device, window) in &record.block_devices {
+            let total = self.block_latency.entry(device.clone()).or_default();
+            for (t, b) in total.buckets.iter_mut().zip(&window.latency.buckets) {
                 *t += b;
             }
-            *sum_s += *sum_ns as f64 / 1e9;
+            total.sum_s += window.latency.sum_ns as f64 / 1e9;
         }
         if self.recent.len() == RECENT_WINDOWS {
             self.recent.pop_front();
@@ -453,7 +454,7 @@ impl Collector for NodestateMetrics {
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        for (device, (buckets, sum_s)) in &state.block_latency {
+        for (device, DeviceLatency { buckets, sum_s }) in &state.block_latency {
             let mut cumulative = 0u64;
             let bounds: Vec<(f64, u64)> = buckets
                 .iter()
@@ -771,7 +772,13 @@ mod tests {
         let mut buckets = [0u64; LATENCY_BUCKETS];
         buckets[3] = 5;
         buckets[LATENCY_BUCKETS - 1] = 1;
-        state.block_latency.insert("vda".into(), (buckets, 0.25));
+        state.block_latency.insert(
+            "vda".into(),
+            DeviceLatency {
+                buckets,
+                sum_s: 0.25,
+            },
+        );
         state.xdp = Some(DropMetrics {
             top: vec![("10.0.0.0/8".into(), 40, 4000)],
             other_packets: 2,
@@ -857,7 +864,7 @@ mod tests {
             })
             .collect();
         let mut state = ExporterState::new("n".into());
-        state.add_window(&record, &[]);
+        state.add_window(&record);
         let text = scrape(state);
         let shown: Vec<(String, f64)> = text
             .lines()
@@ -875,6 +882,44 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn device_histograms_come_with_the_record_and_accumulate() {
+        use crate::window::record::{DeviceRecord, DeviceSample};
+        let mut hist = [0u64; LATENCY_BUCKETS];
+        hist[3] = 4;
+        let window = crate::window::DeviceWindow {
+            ops: [4, 0, 0, 0, 0],
+            bytes: [16384, 0, 0, 0, 0],
+            flushes: 0,
+            completed: 4,
+            errors: 0,
+            inflight: 0,
+            latency_sum_ns: 40_000,
+            latency_hist: hist,
+        };
+        let mut record = WindowRecord::empty();
+        record.block_devices.insert(
+            "vdb".into(),
+            DeviceRecord::new(&DeviceSample {
+                name: "vdb".into(),
+                major: 254,
+                minor: 16,
+                window,
+                slow_io_events: 0,
+            }),
+        );
+        let mut state = ExporterState::new("n".into());
+        state.add_window(&record);
+        state.add_window(&record);
+        assert_eq!(state.block_latency["vdb"].buckets[3], 8);
+        assert!((state.block_latency["vdb"].sum_s - 80e-6).abs() < 1e-12);
+        let text = scrape(state);
+        assert!(
+            text.contains(r#"nodestate_block_io_latency_seconds_count{node="n",device="vdb"} 8"#),
+            "{text}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use collector_common::op;
+use collector_common::{LATENCY_BUCKETS, op};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -266,10 +266,42 @@ pub struct DeviceRecord {
     pub latency_p90_us: f64,
     pub latency_p99_us: f64,
     pub slow_io_events: u64,
+    /// The window's latency histogram, which the exporter accumulates. Not in the JSON Lines
+    /// (the percentiles above are): a record read back from a file has an empty one.
+    #[serde(skip)]
+    pub latency: LatencyHistogram,
+}
+
+/// Block request latencies of one window (issue to completion), in the kernel's log2 buckets
+/// (see `window::bucket_bounds_us`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyHistogram {
+    pub buckets: [u64; LATENCY_BUCKETS],
+    /// Sum of the latencies counted, ns.
+    pub sum_ns: u64,
+}
+
+/// One block device's window, as the window maker hands it over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSample {
+    /// Its name under /dev (`vda`), or `major:minor` when sysfs does not know it.
+    pub name: String,
+    pub major: u32,
+    pub minor: u32,
+    pub window: DeviceWindow,
+    /// Slow-I/O events received for it in the window.
+    pub slow_io_events: u64,
 }
 
 impl DeviceRecord {
-    pub fn new(major: u32, minor: u32, window: &DeviceWindow, slow_io_events: u64) -> Self {
+    pub fn new(sample: &DeviceSample) -> Self {
+        let DeviceSample {
+            major,
+            minor,
+            ref window,
+            slow_io_events,
+            ..
+        } = *sample;
         Self {
             major,
             minor,
@@ -290,6 +322,10 @@ impl DeviceRecord {
             latency_p90_us: window.latency_quantile_us(0.90).unwrap_or(0.0),
             latency_p99_us: window.latency_quantile_us(0.99).unwrap_or(0.0),
             slow_io_events,
+            latency: LatencyHistogram {
+                buckets: window.latency_hist,
+                sum_ns: window.latency_sum_ns,
+            },
         }
     }
 }
@@ -299,8 +335,8 @@ pub struct WindowInputs<'a> {
     pub timestamp: std::time::SystemTime,
     pub window_s: f64,
     pub node: &'a str,
-    /// Per device: name, major, minor, window, slow events received.
-    pub devices: Vec<(String, u32, u32, DeviceWindow, u64)>,
+    /// The devices with something to show in this window.
+    pub devices: Vec<DeviceSample>,
     pub slow_io_events: u64,
     pub events_lost: u64,
     pub psi: PsiWindow,
@@ -327,8 +363,8 @@ impl WindowRecord {
         let mut ops = [0u64; op::COUNT];
         let mut bytes = [0u64; op::COUNT];
         let (mut flushes, mut errors, mut inflight, mut latency_sum_ns) = (0, 0, 0, 0);
-        let mut hist = [0u64; collector_common::LATENCY_BUCKETS];
-        for (_, _, _, window, _) in &devices {
+        let mut hist = [0u64; LATENCY_BUCKETS];
+        for DeviceSample { window, .. } in &devices {
             for class in 0..op::COUNT {
                 ops[class] += window.ops[class];
                 bytes[class] += window.bytes[class];
@@ -391,10 +427,8 @@ impl WindowRecord {
             system,
             programs,
             block_devices: devices
-                .into_iter()
-                .map(|(name, major, minor, window, slow)| {
-                    (name, DeviceRecord::new(major, minor, &window, slow))
-                })
+                .iter()
+                .map(|device| (device.name.clone(), DeviceRecord::new(device)))
                 .collect(),
         };
         record.missing = record.null_fields();
@@ -549,8 +583,20 @@ mod tests {
             window_s: 2.0,
             node: "node-a",
             devices: vec![
-                ("vda".into(), 254, 0, device(10, 20, 11), 1),
-                ("loop0".into(), 7, 0, device(30, 0, 11), 0),
+                DeviceSample {
+                    name: "vda".into(),
+                    major: 254,
+                    minor: 0,
+                    window: device(10, 20, 11),
+                    slow_io_events: 1,
+                },
+                DeviceSample {
+                    name: "loop0".into(),
+                    major: 7,
+                    minor: 0,
+                    window: device(30, 0, 11),
+                    slow_io_events: 0,
+                },
             ],
             slow_io_events: 1,
             events_lost: 0,
@@ -577,6 +623,69 @@ mod tests {
         assert_eq!(record.block_devices["vda"].slow_io_events, 1);
         let hist_len = LATENCY_BUCKETS;
         assert!(hist_len > 11);
+    }
+
+    #[test]
+    fn devices_carry_their_histograms_which_stay_out_of_the_json() {
+        let record = WindowRecord::build(WindowInputs {
+            timestamp: std::time::UNIX_EPOCH,
+            window_s: 1.0,
+            node: "n",
+            devices: vec![DeviceSample {
+                name: "vda".into(),
+                major: 254,
+                minor: 0,
+                window: device(10, 20, 11),
+                slow_io_events: 2,
+            }],
+            slow_io_events: 2,
+            events_lost: 0,
+            psi: PsiWindow::default(),
+            throttling: None,
+            system: SystemFeatures::default(),
+            programs: BTreeMap::new(),
+        });
+        let vda = &record.block_devices["vda"];
+        assert_eq!(vda.latency.buckets[11], 30);
+        assert_eq!(vda.latency.buckets.iter().sum::<u64>(), 30);
+        assert_eq!(vda.latency.sum_ns, 30 * 3_000_000);
+        // The JSON Lines keep the device's fields as they were: no histogram.
+        let json = serde_json::to_value(&record).unwrap();
+        let keys: Vec<&str> = json["block_devices"]["vda"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = vec![
+            "major",
+            "minor",
+            "reads",
+            "writes",
+            "discards",
+            "flushes",
+            "other_ops",
+            "read_bytes",
+            "write_bytes",
+            "discard_bytes",
+            "completed",
+            "errors",
+            "inflight",
+            "latency_mean_us",
+            "latency_p50_us",
+            "latency_p90_us",
+            "latency_p99_us",
+            "slow_io_events",
+        ];
+        expected.sort_unstable();
+        assert_eq!(keys, expected);
+        // Read back from a file, a device has its percentiles and an empty histogram.
+        let back: WindowRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            back.block_devices["vda"].latency,
+            LatencyHistogram::default()
+        );
+        assert_eq!(back.block_devices["vda"].latency_p99_us, vda.latency_p99_us);
     }
 
     #[test]
