@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::Context as _;
 use aya::maps::{MapData, RingBuf};
-use collector_common::{BlockDevStats, LATENCY_BUCKETS, SlowIoEvent, counter};
+use collector_common::{BlockDevStats, SlowIoEvent, counter};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
@@ -24,7 +24,7 @@ use crate::{
     window::devices::{DeviceNames, split_kernel_dev},
     window::pressure::{PsiReader, ThrottlingReader},
     window::procfile::ReadErrors,
-    window::record::{ProgramWindow, WindowInputs, WindowRecord},
+    window::record::{DeviceSample, ProgramWindow, WindowInputs, WindowRecord},
     window::system::{
         SyscallSampling, SystemFeatures, SystemFiles, SystemSnapshot, parse_symbolic_names,
         system_features,
@@ -71,13 +71,6 @@ pub fn parse_slow_io_event(bytes: &[u8]) -> Option<SlowIoEvent> {
     // SAFETY: the length is checked above and SlowIoEvent is plain integers (every bit pattern
     // is valid); read_unaligned because ring-buffer items are only 8-byte aligned by contract.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<SlowIoEvent>()) })
-}
-
-/// A finished window: its record, and the per-device latency histograms the exporter
-/// accumulates (the record keeps only percentiles).
-pub struct ClosedWindow {
-    pub record: WindowRecord,
-    pub device_latency: Vec<(String, [u64; LATENCY_BUCKETS], u64)>,
 }
 
 /// Turns successive snapshots of the kernel's cumulative counters into window records.
@@ -140,7 +133,7 @@ impl WindowMaker {
         &mut self,
         kernel: &mut KernelCollector,
         slow: SlowIoTally,
-    ) -> anyhow::Result<ClosedWindow> {
+    ) -> anyhow::Result<WindowRecord> {
         let stats_were_on = kernel.program_stats_on();
         let now = Instant::now();
         let current = kernel.block_snapshot()?;
@@ -190,8 +183,13 @@ impl WindowMaker {
                 continue;
             }
             let (major, minor) = split_kernel_dev(dev);
-            let name = self.names.name_noted(dev, &mut self.read_errors);
-            devices.push((name, major, minor, window, slow_here));
+            devices.push(DeviceSample {
+                name: self.names.name_noted(dev, &mut self.read_errors),
+                major,
+                minor,
+                window,
+                slow_io_events: slow_here,
+            });
         }
         let lost = counter_delta(
             self.previous_counters[counter::SLOW_IO_LOST as usize],
@@ -215,12 +213,6 @@ impl WindowMaker {
                 warn!("{delta} {what} in this window");
             }
         }
-        let device_latency = devices
-            .iter()
-            .map(|(name, _, _, window, _)| {
-                (name.clone(), window.latency_hist, window.latency_sum_ns)
-            })
-            .collect();
         let record = WindowRecord::build(WindowInputs {
             timestamp: SystemTime::now(),
             window_s,
@@ -257,10 +249,7 @@ impl WindowMaker {
         self.previous = current;
         self.previous_counters = counters;
         self.previous_at = now;
-        Ok(ClosedWindow {
-            record,
-            device_latency,
-        })
+        Ok(record)
     }
 }
 
@@ -535,8 +524,7 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                     stall_while_present(stall);
                 }
                 let slow = std::mem::take(&mut *tally.lock().expect("tally lock"));
-                let closed = windows.close_window(&mut kernel, slow)?;
-                let record = closed.record;
+                let record = windows.close_window(&mut kernel, slow)?;
                 // After the window is closed, so nothing here can stretch it. The upkeep
                 // never waits for the drop list's edit lock (a held lock postpones the TTL
                 // sweep, counted) and costs the same per window whatever the number of rules
@@ -564,7 +552,7 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 let own_events = kernel.own_events();
                 {
                     let mut state = shared.write().expect("exporter state lock");
-                    state.add_window(&record, &closed.device_latency);
+                    state.add_window(&record);
                     state.read_errors = windows.read_errors().clone();
                     state.partial_windows_total = windows.partial_windows();
                     match own_events {

@@ -242,13 +242,12 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 /// A model file trained on synthetic windows (every feature 0..6) with exactly the collector's
 /// features: it loads in the daemon, and this machine's real windows are far from all of it.
 pub fn write_synthetic_model(path: &Path) {
-    let features =
-        collector::judge::window_values(&collector::window::record::WindowRecord::empty());
+    let features: Vec<&str> = collector::window::record::WindowRecord::feature_names().collect();
     let rows: Vec<model::input::Row> = (0..40)
         .map(|index| model::input::Row {
             values: features
-                .keys()
-                .map(|name| (name.clone(), (index % 7) as f64))
+                .iter()
+                .map(|name| (name.to_string(), (index % 7) as f64))
                 .collect(),
             timestamp_s: None,
             label: None,

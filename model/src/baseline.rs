@@ -209,8 +209,9 @@ impl BaselineLearner {
 
     /// [`BaselineLearner::observe`] for a window in which the fields named in `absent` are
     /// missing values (reads the collector could not make). Such a window is judged on what
-    /// it has ([`Model::score_inputs_partial`]) and never learned from: it is not kept for
-    /// a (re)training and does not fix the baseline's fields. While learning it is skipped.
+    /// it has (as [`Model::score`] judges a window with missing values) and never learned
+    /// from: it is not kept for a (re)training and does not fix the baseline's fields. While
+    /// learning it is skipped.
     pub fn observe_partial(
         &mut self,
         record: impl WindowFields,

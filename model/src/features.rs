@@ -8,7 +8,7 @@
 //! No field name is required: a CSV of columns `0..37` gets 38 raw features and no derived
 //! ones; a daemon record gets one feature per top-level number plus the derived ones.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -448,43 +448,6 @@ impl CompiledSchema {
                 }
             })
             .collect()
-    }
-
-    /// Gathers the inputs from a JSON object into `inputs`. Missing (or non-numeric) fields
-    /// are left at `fill` and their positions returned through `missing`.
-    pub fn gather_json(
-        &self,
-        object: &serde_json::Map<String, serde_json::Value>,
-        inputs: &mut [f64],
-        missing: &mut Vec<usize>,
-    ) -> Result<(), String> {
-        missing.clear();
-        for (index, (name, slot)) in self.inputs.iter().zip(inputs.iter_mut()).enumerate() {
-            match object.get(name).and_then(serde_json::Value::as_f64) {
-                Some(value) if value.is_finite() => *slot = value,
-                Some(value) => return Err(format!("field `{name}` is {value}, not finite")),
-                None => missing.push(index),
-            }
-        }
-        Ok(())
-    }
-
-    /// Gathers the inputs from named values; like [`Self::gather_json`].
-    pub fn gather_map(
-        &self,
-        values: &BTreeMap<String, f64>,
-        inputs: &mut [f64],
-        missing: &mut Vec<usize>,
-    ) -> Result<(), String> {
-        missing.clear();
-        for (index, (name, slot)) in self.inputs.iter().zip(inputs.iter_mut()).enumerate() {
-            match values.get(name) {
-                Some(value) if value.is_finite() => *slot = *value,
-                Some(value) => return Err(format!("field `{name}` is {value}, not finite")),
-                None => missing.push(index),
-            }
-        }
-        Ok(())
     }
 }
 

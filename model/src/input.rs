@@ -13,18 +13,37 @@ use std::{
 use crate::error::{ModelError, Result};
 
 /// Top-level fields of a window record that are bookkeeping, not features (they describe the
-/// row, not the node). The `*_sample_fraction`s are how much of a window the collector's
-/// sampled hooks (syscall exit, scheduler, block) watched.
-pub const NOT_FEATURES: [&str; 8] = [
-    "timestamp",
-    "unix_ms",
+/// row, not the node): the [`ROW_FIELDS`] and the [`MEASUREMENT_FIELDS`]. The one list of what
+/// is not a feature; the collector's judge and exporter use it too.
+pub const NOT_FEATURES: [&str; 8] = {
+    let mut all = [""; 8];
+    let mut index = 0;
+    while index < 4 {
+        all[index] = ROW_FIELDS[index];
+        all[index + 4] = MEASUREMENT_FIELDS[index];
+        index += 1;
+    }
+    all
+};
+
+/// Not features: what identifies a row (when it ends, its schema, its label). The daemon
+/// exports neither these nor anything else that is not a number of the window.
+pub const ROW_FIELDS: [&str; 4] = ["timestamp", "unix_ms", "schema", "label"];
+
+/// Not features: how a window was measured (its length, and how much of it the collector's
+/// sampled hooks, syscall exit, scheduler and block, watched). The daemon exports them with
+/// the features (`nodestate_feature`): fleet training reads the window's length there.
+pub const MEASUREMENT_FIELDS: [&str; 4] = [
     "window_s",
-    "schema",
-    "label",
     "syscall_sample_fraction",
     "sched_sample_fraction",
     "block_sample_fraction",
 ];
+
+/// Whether a top-level numeric field is a feature (not in [`NOT_FEATURES`]).
+pub fn is_feature(name: &str) -> bool {
+    !NOT_FEATURES.contains(&name)
+}
 
 /// A label as a fault flag: 0 is healthy, 1 a fault. Anything else is refused rather than
 /// read as "nonzero = fault": a 2 or a -1 is a column that means something else (a class
@@ -274,17 +293,39 @@ impl TrainingData for Vec<Row> {
     }
 }
 
-/// Anything a window's named numbers can be read from: a JSON window record, or named values.
+/// Anything a window's named numbers can be read from: the collector's window record, a JSON
+/// window record, or named values. What [`crate::Model::score`] and the
+/// [`crate::BaselineLearner`] read.
+///
+/// A name is in one of three states in a window:
+/// - a number: [`WindowFields::field`] gives it;
+/// - missing: the window has the field but its value could not be read (a failed read of a
+///   `/proc` file: `null` in the JSON Lines, listed in the record's `missing`).
+///   [`WindowFields::field`] gives `None` and [`WindowFields::is_missing`] `true`; a model leaves
+///   what is computed from it out of the score, never reads it as 0;
+/// - absent: the window has no such field (`field` gives `None`, `is_missing` `false`); a model
+///   that needs it refuses the window.
 pub trait WindowFields {
     /// The field's value when it is there and a number.
     fn field(&self, name: &str) -> Option<f64>;
+    /// Whether the window has this field but could not read its value (a missing value). Named
+    /// values have none: the default is `false`.
+    fn is_missing(&self, _name: &str) -> bool {
+        false
+    }
     /// The numeric fields that are features (not `timestamp`, `unix_ms`, …), in name order.
+    /// Missing values are not among them.
     fn feature_fields(&self) -> Vec<String>;
 }
 
 impl WindowFields for serde_json::Value {
     fn field(&self, name: &str) -> Option<f64> {
         self.get(name).and_then(serde_json::Value::as_f64)
+    }
+
+    /// A `null`, as the daemon writes a value it could not read.
+    fn is_missing(&self, name: &str) -> bool {
+        self.get(name).is_some_and(serde_json::Value::is_null)
     }
 
     fn feature_fields(&self) -> Vec<String> {
@@ -341,6 +382,10 @@ impl WindowFields for Vec<(String, f64)> {
 impl<T: WindowFields + ?Sized> WindowFields for &T {
     fn field(&self, name: &str) -> Option<f64> {
         (**self).field(name)
+    }
+
+    fn is_missing(&self, name: &str) -> bool {
+        (**self).is_missing(name)
     }
 
     fn feature_fields(&self) -> Vec<String> {

@@ -4,7 +4,8 @@
 //! nearest healthy centroid, against a threshold calibrated on the training windows.
 //!
 //! The daemon uses:
-//! - [`Model::load`] and [`Model::score`] (a window record in, an [`Assessment`] out),
+//! - [`Model::load`] and [`Model::score`] (a window in, anything with named fields:
+//!   [`WindowFields`], an [`Assessment`] out; [`Model::score_table`] scores many rows),
 //! - [`Hysteresis`] to turn per-window judgements into the node's state,
 //! - [`BaselineLearner`] when it has no model file: it learns the node's own baseline.
 //!

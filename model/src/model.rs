@@ -1,10 +1,7 @@
 //! The model: a feature schema, a scaler, k-means clusters with a state each, and an anomaly
 //! threshold calibrated on the training windows. Its serde form is the model file.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use linfa::prelude::*;
 use linfa_clustering::{KMeans, KMeansInit};
@@ -611,37 +608,59 @@ impl Model {
         (best.0, best.1.sqrt())
     }
 
-    /// Judges one window record (a JSON object whose top-level numbers are the fields).
-    /// Every field of [`Model::required_fields`] must be there: a missing one is an error,
-    /// never a silent 0, which would read as an idle (or a broken) node.
-    pub fn score(&self, record: &serde_json::Value) -> Result<Assessment> {
-        let object = record
-            .as_object()
-            .ok_or_else(|| ModelError::InvalidRecord("not a JSON object".into()))?;
-        let mut inputs = vec![0.0; self.prepared.schema.inputs.len()];
-        let mut missing = Vec::new();
-        self.prepared
-            .schema
-            .gather_json(object, &mut inputs, &mut missing)
-            .map_err(ModelError::InvalidRecord)?;
-        self.check_missing(&missing)?;
-        Ok(self.score_checked(&inputs))
+    /// Judges one window: anything with named fields ([`WindowFields`]: the collector's
+    /// window record, a JSON record, a `BTreeMap<String, f64>`, a `[(String, f64)]`). With
+    /// [`Model::score_table`] (many rows), the one way to score.
+    ///
+    /// Every field of [`Model::required_fields`] must be there: an absent one is an error,
+    /// never a silent 0, which would read as an idle (or a broken) node; so is a value that is
+    /// not finite. A field the window marks missing ([`WindowFields::is_missing`]: a read the
+    /// collector could not make, `null` in a JSON record) is left out: every feature computed
+    /// from it is left out of the score, the distances and the explanation, never read as 0.
+    /// Distances over fewer features are never larger, so the threshold calibrated on whole
+    /// windows stays a conservative bound. A window in which every feature is missing is an
+    /// error.
+    pub fn score(&self, window: &impl WindowFields) -> Result<Assessment> {
+        let (inputs, missing) = self.gather(window)?;
+        self.score_partial_checked(&inputs, &missing)
     }
 
-    /// A window record's feature vector, standardized, in [`Model::feature_names`] order
-    /// (what the score is computed from; for export or debugging).
-    pub fn feature_vector(&self, record: &serde_json::Value) -> Result<Vec<f64>> {
-        let object = record
-            .as_object()
-            .ok_or_else(|| ModelError::InvalidRecord("not a JSON object".into()))?;
-        let mut inputs = vec![0.0; self.prepared.schema.inputs.len()];
-        let mut missing = Vec::new();
-        self.prepared
-            .schema
-            .gather_json(object, &mut inputs, &mut missing)
-            .map_err(ModelError::InvalidRecord)?;
+    /// A window's feature vector, standardized, in [`Model::feature_names`] order (what the
+    /// score is computed from; for export or debugging). A missing value is an error here.
+    pub fn feature_vector(&self, window: &impl WindowFields) -> Result<Vec<f64>> {
+        let (inputs, missing) = self.gather(window)?;
         self.check_missing(&missing)?;
         Ok(self.standardize(&inputs))
+    }
+
+    /// The window's raw inputs in [`Model::required_fields`] order (0 in a missing value's
+    /// slot) and the positions of its missing values. An absent field, or a value that is not
+    /// finite, is an error.
+    fn gather(&self, window: &impl WindowFields) -> Result<(Vec<f64>, Vec<usize>)> {
+        let names = &self.prepared.schema.inputs;
+        let mut inputs = Vec::with_capacity(names.len());
+        let mut missing = Vec::new();
+        let mut absent = Vec::new();
+        for (index, name) in names.iter().enumerate() {
+            match window.field(name) {
+                Some(value) if value.is_finite() => inputs.push(value),
+                Some(value) => {
+                    return Err(ModelError::InvalidRecord(format!(
+                        "field `{name}` is {value}, not finite"
+                    )));
+                }
+                None => {
+                    if window.is_missing(name) {
+                        missing.push(index);
+                    } else {
+                        absent.push(index);
+                    }
+                    inputs.push(0.0);
+                }
+            }
+        }
+        self.check_missing(&absent)?;
+        Ok((inputs, missing))
     }
 
     fn standardize(&self, inputs: &[f64]) -> Vec<f64> {
@@ -657,75 +676,14 @@ impl Model {
         x
     }
 
-    /// Judges a window given as anything with named fields ([`WindowFields`]: a JSON record,
-    /// a `BTreeMap<String, f64>`, a `[(String, f64)]`).
-    pub fn score_fields(&self, record: &impl WindowFields) -> Result<Assessment> {
-        let names = &self.prepared.schema.inputs;
-        let mut inputs = Vec::with_capacity(names.len());
-        let mut missing = Vec::new();
-        for name in names {
-            match record.field(name) {
-                Some(value) if value.is_finite() => inputs.push(value),
-                Some(value) => {
-                    return Err(ModelError::InvalidRecord(format!(
-                        "field `{name}` is {value}, not finite"
-                    )));
-                }
-                None => {
-                    missing.push(inputs.len());
-                    inputs.push(0.0);
-                }
-            }
-        }
-        self.check_missing(&missing)?;
-        Ok(self.score_checked(&inputs))
-    }
-
-    /// [`Model::score_map`] by its older name.
-    pub fn assess(&self, values: &BTreeMap<String, f64>) -> Result<Assessment> {
-        self.score_map(values)
-    }
-
-    /// [`Model::score`] for named values.
-    pub fn score_map(&self, values: &BTreeMap<String, f64>) -> Result<Assessment> {
-        let mut inputs = vec![0.0; self.prepared.schema.inputs.len()];
-        let mut missing = Vec::new();
-        self.prepared
-            .schema
-            .gather_map(values, &mut inputs, &mut missing)
-            .map_err(ModelError::InvalidRecord)?;
-        self.check_missing(&missing)?;
-        Ok(self.score_checked(&inputs))
-    }
-
-    /// Judges a window in which the fields named in `absent` are missing values (a read the
-    /// collector could not make): every feature computed from one of them is left out of the
-    /// score, the distances and the explanation, never read as 0. Distances over fewer
-    /// features are never larger, so the threshold calibrated on whole windows stays a
-    /// conservative bound. Any other field the model needs and `values` lacks is still an
-    /// error, and so is a window in which every feature is missing.
-    pub fn score_map_partial(
-        &self,
-        values: &BTreeMap<String, f64>,
-        absent: &[String],
-    ) -> Result<Assessment> {
-        let mut inputs = vec![0.0; self.prepared.schema.inputs.len()];
-        let mut missing = Vec::new();
-        self.prepared
-            .schema
-            .gather_map(values, &mut inputs, &mut missing)
-            .map_err(ModelError::InvalidRecord)?;
-        let (allowed, unexpected): (Vec<usize>, Vec<usize>) = missing
-            .into_iter()
-            .partition(|&i| absent.contains(&self.prepared.schema.inputs[i]));
-        self.check_missing(&unexpected)?;
-        self.score_partial_checked(&inputs, &allowed)
-    }
-
     /// [`Model::score_inputs`] with the inputs at positions `missing` (in
     /// [`Model::required_fields`] order) being missing values, left out as in
-    /// [`Model::score_map_partial`]; their slots in `inputs` are ignored.
-    pub fn score_inputs_partial(&self, inputs: &[f64], missing: &[usize]) -> Result<Assessment> {
+    /// [`Model::score`]; their slots in `inputs` are ignored. The baseline learner's way in.
+    pub(crate) fn score_inputs_partial(
+        &self,
+        inputs: &[f64],
+        missing: &[usize],
+    ) -> Result<Assessment> {
         let expected = self.prepared.schema.inputs.len();
         if inputs.len() != expected {
             return Err(ModelError::InvalidRecord(format!(
@@ -834,8 +792,8 @@ impl Model {
     }
 
     /// Judges one window given its raw fields in [`Model::required_fields`] order: the
-    /// cheapest way in, for a caller that gathers fields itself.
-    pub fn score_inputs(&self, inputs: &[f64]) -> Result<Assessment> {
+    /// cheapest way in, for the baseline learner, which gathers fields itself.
+    pub(crate) fn score_inputs(&self, inputs: &[f64]) -> Result<Assessment> {
         let expected = self.prepared.schema.inputs.len();
         if inputs.len() != expected {
             return Err(ModelError::InvalidRecord(format!(
@@ -1216,6 +1174,7 @@ mod tests {
     use super::percentile;
     use super::*;
     use crate::input::Row;
+    use std::collections::BTreeMap;
 
     /// A model of a steady node: ~1000 context switches/s, ~20 % CPU pressure.
     fn steady_model() -> Model {
@@ -1245,17 +1204,15 @@ mod tests {
     #[test]
     fn a_missing_value_is_left_out_of_the_score_not_read_as_zero() {
         let model = steady_model();
-        let window = |cs: f64| BTreeMap::from([("sched_context_switches_per_s".to_string(), cs)]);
-        let absent = vec!["psi_cpu_some_pct".to_string()];
+        // A missing value is a `null` (as the daemon writes one), or a field the collector's
+        // record marks missing: both reach the model through `WindowFields::is_missing`.
+        let window = |cs: f64| serde_json::json!({"sched_context_switches_per_s": cs, "psi_cpu_some_pct": null});
         // Read as 0 % (what a failed read used to give), a steady node looks degraded.
-        let mut as_zero = window(1020.0);
+        let mut as_zero = BTreeMap::from([("sched_context_switches_per_s".to_string(), 1020.0)]);
         as_zero.insert("psi_cpu_some_pct".into(), 0.0);
-        assert_eq!(
-            model.score_map(&as_zero).unwrap().state,
-            HealthState::Degraded
-        );
+        assert_eq!(model.score(&as_zero).unwrap().state, HealthState::Degraded);
         // Left out, it is judged on what was read.
-        let partial = model.score_map_partial(&window(1020.0), &absent).unwrap();
+        let partial = model.score(&window(1020.0)).unwrap();
         assert_eq!(partial.state, HealthState::Healthy, "{partial:?}");
         assert!(
             partial
@@ -1265,19 +1222,16 @@ mod tests {
             "{partial:?}"
         );
         // What was read still counts: a burst of context switches is still a fault.
-        let burst = model
-            .score_map_partial(&window(16_700_000.0), &absent)
-            .unwrap();
+        let burst = model.score(&window(16_700_000.0)).unwrap();
         assert_eq!(burst.state, HealthState::Degraded);
         assert_eq!(burst.explanation[0].feature, "sched_context_switches_per_s");
         // A field missing without being declared missing is still an error, and so is a
         // window with nothing left to judge.
-        assert!(model.score_map_partial(&window(1020.0), &[]).is_err());
-        let nothing = vec![
-            "psi_cpu_some_pct".to_string(),
-            "sched_context_switches_per_s".to_string(),
-        ];
-        assert!(model.score_map_partial(&BTreeMap::new(), &nothing).is_err());
+        let undeclared = BTreeMap::from([("sched_context_switches_per_s".to_string(), 1020.0)]);
+        assert!(model.score(&undeclared).is_err());
+        let nothing =
+            serde_json::json!({"sched_context_switches_per_s": null, "psi_cpu_some_pct": null});
+        assert!(model.score(&nothing).is_err());
         // The same through positions (the baseline learner's way in), NaN in a missing slot
         // ignored.
         let position = model

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use model::{BaselineLearner, BaselineOptions, HealthState, Hysteresis, Model};
 
-/// As `assessor::window_values`.
+/// The record's numeric top-level fields, as named values (the collector's record gives the
+/// model the same names through `WindowFields`).
 fn window_values(record: &serde_json::Value) -> BTreeMap<String, f64> {
     model::input::Row::from_json(record, 0)
         .map(|row| row.values)
@@ -24,7 +25,7 @@ fn judge(
     values: BTreeMap<String, f64>,
 ) -> Result<Option<model::Assessment>, String> {
     let assessment = match judge {
-        Judge::File { model, .. } => model.assess(&values).map(Some),
+        Judge::File { model, .. } => model.score(&values).map(Some),
         Judge::Baseline(learner) => learner.observe(values),
     };
     assessment.map_err(|err| format!("window not judged: {err}"))
@@ -59,7 +60,7 @@ fn the_collectors_calls_compile_and_work() {
     trained.save(&path).unwrap();
     let loaded = Model::load(&path).unwrap();
 
-    // As `assessor::check_model`: every field the model reads is one the record has, derived
+    // As the judge's `check_model`: every field the model reads is one the record has, derived
     // features included (they are computed from fields, not read).
     let missing: Vec<&str> = loaded
         .features

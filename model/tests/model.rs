@@ -902,20 +902,27 @@ fn every_way_of_scoring_agrees_and_bad_values_are_errors() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    assert_eq!(model.score_map(&map).unwrap(), by_record);
-    let inputs: Vec<f64> = model.required_fields().iter().map(|f| map[f]).collect();
-    assert_eq!(model.score_inputs(&inputs).unwrap(), by_record);
+    assert_eq!(model.score(&map).unwrap(), by_record);
+    // The raw fields in `required_fields` order, as named values: one entry point for all.
+    let inputs: Vec<(String, f64)> = model
+        .required_fields()
+        .iter()
+        .map(|f| (f.clone(), map[f]))
+        .collect();
+    assert_eq!(model.score(&inputs).unwrap(), by_record);
     let pairs: Vec<(String, f64)> = map.clone().into_iter().collect();
-    assert_eq!(model.score_fields(&pairs).unwrap(), by_record);
-    assert_eq!(model.score_fields(&record).unwrap(), by_record);
-    assert!(model.score_fields(&pairs[..1].to_vec()).is_err());
+    assert_eq!(model.score(&pairs).unwrap(), by_record);
+    assert_eq!(model.score(&record).unwrap(), by_record);
+    assert!(model.score(&pairs[..1].to_vec()).is_err());
     let vector = model.feature_vector(&record).unwrap();
     assert_eq!(vector.len(), model.feature_names().count());
-    assert!(model.score_inputs(&inputs[..2]).is_err());
-    assert!(model.score_inputs(&[f64::NAN, 1.0, 1.0]).is_err());
+    assert!(model.score(&inputs[..2].to_vec()).is_err());
+    let mut not_a_number = inputs.clone();
+    not_a_number[0].1 = f64::NAN;
+    assert!(model.score(&not_a_number).is_err());
     let mut infinite = map.clone();
     infinite.insert("ops_per_s".into(), f64::INFINITY);
-    assert!(model.score_map(&infinite).is_err());
+    assert!(model.score(&infinite).is_err());
     assert_eq!(by_record.state.as_str(), "healthy");
     assert_eq!(HealthState::Degraded.as_str(), "degraded");
 }

@@ -1,9 +1,9 @@
 //! Turning each window into the node's health: the model (a file, or the baseline this node
 //! learns by itself), then hysteresis. The daemon calls [`Assessor::judge`] once per window.
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::path::PathBuf;
 
-use model::{BaselineLearner, BaselineOptions, HealthState, Hysteresis, Model};
+use model::{BaselineLearner, BaselineOptions, HealthState, Hysteresis, Model, WindowFields};
 use tracing::{info, warn};
 
 use crate::window::record::WindowRecord;
@@ -108,21 +108,45 @@ pub struct Assessor {
     last_refusal: Option<String>,
 }
 
-/// The record's numeric top-level fields: exactly what `model` reads from a JSON Lines file.
-pub fn window_values(record: &WindowRecord) -> BTreeMap<String, f64> {
-    let value = serde_json::to_value(record).unwrap_or_default();
-    model::input::Row::from_json(&value, 0)
-        .map(|row| row.values)
-        .unwrap_or_default()
+/// A record seen through `--baseline-fields`: the fields no pattern matches are absent.
+struct Selected<'a> {
+    record: &'a WindowRecord,
+    patterns: &'a [String],
+}
+
+impl Selected<'_> {
+    fn kept(&self, name: &str) -> bool {
+        self.patterns.is_empty()
+            || self
+                .patterns
+                .iter()
+                .any(|pattern| field_matches(pattern, name))
+    }
+}
+
+impl WindowFields for Selected<'_> {
+    fn field(&self, name: &str) -> Option<f64> {
+        self.record.field(name).filter(|_| self.kept(name))
+    }
+
+    fn is_missing(&self, name: &str) -> bool {
+        self.kept(name) && self.record.is_missing(name)
+    }
+
+    fn feature_fields(&self) -> Vec<String> {
+        let mut fields = self.record.feature_fields();
+        fields.retain(|name| self.kept(name));
+        fields
+    }
 }
 
 /// Refuses a model that wants features this collector does not produce.
 fn check_model(model: &Model, path: &std::path::Path) -> anyhow::Result<()> {
-    let produced = window_values(&WindowRecord::empty());
+    let produced: std::collections::HashSet<&str> = WindowRecord::feature_names().collect();
     let missing: Vec<&str> = model
         .features
         .iter()
-        .filter(|feature| !produced.contains_key(*feature))
+        .filter(|feature| !produced.contains(feature.as_str()))
         .map(String::as_str)
         .collect();
     if !missing.is_empty() {
@@ -172,9 +196,8 @@ impl Assessor {
                 }
             }
             None => {
-                let fields = window_values(&WindowRecord::empty());
                 for pattern in &options.baseline_fields {
-                    if !fields.keys().any(|field| field_matches(pattern, field)) {
+                    if !WindowRecord::feature_names().any(|field| field_matches(pattern, field)) {
                         anyhow::bail!(
                             "--baseline-fields: `{pattern}` matches no window field (they are \
                              the numeric fields of `collector record` output, e.g. \
@@ -238,21 +261,18 @@ impl Assessor {
     }
 
     pub fn judge(&mut self, record: &WindowRecord) -> Verdict {
-        let mut values = window_values(record);
-        // A partial window's missing fields (null in the record, so absent from `values`) are
-        // left out of the score and never learned from; never read as 0.
-        let absent = &record.missing;
+        // The model reads the record's fields directly. A partial window's missing fields
+        // (null in the JSON Lines) are left out of the score and never learned from; never
+        // read as 0.
         let assessment = match &mut self.judge {
-            Judge::File { model, .. } => model.score_map_partial(&values, absent).map(Some),
-            Judge::Baseline(learner) => {
-                if !self.baseline_fields.is_empty() {
-                    let patterns = &self.baseline_fields;
-                    values.retain(|field, _| {
-                        patterns.iter().any(|pattern| field_matches(pattern, field))
-                    });
-                }
-                learner.observe_partial(values, absent)
-            }
+            Judge::File { model, .. } => model.score(record).map(Some),
+            Judge::Baseline(learner) => learner.observe_partial(
+                Selected {
+                    record,
+                    patterns: &self.baseline_fields,
+                },
+                &record.missing,
+            ),
         };
         let assessment = match assessment {
             Ok(Some(assessment)) => assessment,

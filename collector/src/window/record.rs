@@ -2,10 +2,14 @@
 //!
 //! Field names are a stable interface (documented in docs/window-record.md). Top-level numeric
 //! fields are node-wide features; `block_devices` carries per-device detail.
+//!
+//! The judge and the exporter read the numbers through [`WindowRecord::fields`] and the
+//! model's [`model::WindowFields`]: typed, never through JSON. Only the JSON Lines sink (and
+//! `/state`) serialises a record; a test checks that the two forms agree field for field.
 
 use std::collections::BTreeMap;
 
-use collector_common::op;
+use collector_common::{LATENCY_BUCKETS, op};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -13,6 +17,64 @@ use crate::{
     window::system::SystemFeatures,
     window::{DeviceWindow, histogram_quantile_us, rate},
 };
+
+/// A numeric field of `T`: its name in the window record, and how its value is read (`None`:
+/// a missing value, `null` in the JSON Lines).
+pub type NumericField<T> = (&'static str, fn(&T) -> Option<f64>);
+
+/// A field's value as the model reads it. A value that is not finite is missing, as it is in
+/// the JSON Lines (serde_json writes NaN and infinities as `null`).
+pub trait Numeric {
+    fn number(self) -> Option<f64>;
+}
+
+impl Numeric for f64 {
+    fn number(self) -> Option<f64> {
+        self.is_finite().then_some(self)
+    }
+}
+
+impl Numeric for u64 {
+    fn number(self) -> Option<f64> {
+        Some(self as f64)
+    }
+}
+
+impl Numeric for u32 {
+    fn number(self) -> Option<f64> {
+        Some(f64::from(self))
+    }
+}
+
+impl<T: Numeric> Numeric for Option<T> {
+    fn number(self) -> Option<f64> {
+        self.and_then(Numeric::number)
+    }
+}
+
+/// `numeric_fields!(Type: a, b, …)`: the [`NumericField`]s of `Type`'s fields `a`, `b`, …
+/// (written in name order).
+macro_rules! numeric_fields {
+    ($type:ty: $($field:ident),+ $(,)?) => {
+        &[$((stringify!($field), |value: &$type| {
+            $crate::window::record::Numeric::number(value.$field)
+        })),+]
+    };
+}
+pub(crate) use numeric_fields;
+
+/// Two lists of (name, …) in name order as one, in name order.
+fn merge_by_name<T>(
+    a: impl Iterator<Item = (&'static str, T)>,
+    b: impl Iterator<Item = (&'static str, T)>,
+) -> impl Iterator<Item = (&'static str, T)> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if y.0 < x.0 => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
+}
 
 /// Version of the record's schema; bumped when a field changes meaning or is removed.
 pub const RECORD_SCHEMA_VERSION: u32 = 1;
@@ -79,6 +141,101 @@ pub struct WindowRecord {
     pub programs: BTreeMap<String, ProgramWindow>,
 }
 
+impl WindowRecord {
+    /// The record's own numeric fields (the flattened [`SystemFeatures`] have theirs), in
+    /// name order.
+    const NUMERIC_FIELDS: &[NumericField<Self>] = numeric_fields!(WindowRecord:
+        block_discard_ops_per_s,
+        block_errors_per_s,
+        block_flush_ops_per_s,
+        block_inflight,
+        block_latency_mean_us,
+        block_latency_p50_us,
+        block_latency_p90_us,
+        block_latency_p99_us,
+        block_read_bytes_per_s,
+        block_read_ops_per_s,
+        block_slow_io_events,
+        block_write_bytes_per_s,
+        block_write_ops_per_s,
+        cpu_throttled_cgroups,
+        cpu_throttled_ms_per_s,
+        cpu_throttled_periods_per_s,
+        events_lost,
+        psi_cpu_some_pct,
+        psi_io_full_pct,
+        psi_io_some_pct,
+        psi_memory_full_pct,
+        psi_memory_some_pct,
+        schema,
+        unix_ms,
+        window_s,
+    );
+
+    /// Every numeric top-level field with its value (`None`: missing), in name order: the
+    /// numbers (and `null`s) of the record's JSON, read without JSON. Features and bookkeeping
+    /// alike (see `model::input::NOT_FEATURES`); `partial`, strings and the per-device and
+    /// per-program maps are not numbers of the window.
+    pub fn fields(&self) -> impl Iterator<Item = (&'static str, Option<f64>)> + '_ {
+        merge_by_name(
+            Self::NUMERIC_FIELDS
+                .iter()
+                .map(move |(name, value)| (*name, value(self))),
+            SystemFeatures::NUMERIC_FIELDS
+                .iter()
+                .map(move |(name, value)| (*name, value(&self.system))),
+        )
+    }
+
+    /// The names of [`WindowRecord::fields`], in name order: what every record has.
+    pub fn field_names() -> impl Iterator<Item = &'static str> {
+        merge_by_name(
+            Self::NUMERIC_FIELDS.iter().map(|(name, _)| (*name, ())),
+            SystemFeatures::NUMERIC_FIELDS
+                .iter()
+                .map(|(name, _)| (*name, ())),
+        )
+        .map(|(name, ())| name)
+    }
+
+    /// The features this collector produces: [`WindowRecord::field_names`] without the
+    /// bookkeeping (`model::input::NOT_FEATURES`). What a model may ask for.
+    pub fn feature_names() -> impl Iterator<Item = &'static str> {
+        Self::field_names().filter(|name| model::input::is_feature(name))
+    }
+
+    /// One field: `None` when the record has no such numeric field, `Some(None)` when it is
+    /// missing in this window.
+    fn numeric(&self, name: &str) -> Option<Option<f64>> {
+        if let Ok(index) = Self::NUMERIC_FIELDS.binary_search_by(|(own, _)| (*own).cmp(name)) {
+            return Some((Self::NUMERIC_FIELDS[index].1)(self));
+        }
+        SystemFeatures::NUMERIC_FIELDS
+            .binary_search_by(|(own, _)| (*own).cmp(name))
+            .ok()
+            .map(|index| (SystemFeatures::NUMERIC_FIELDS[index].1)(&self.system))
+    }
+}
+
+/// The model reads a record directly: a field the collector could not read this window is
+/// missing ([`model::WindowFields::is_missing`]), one it never has is absent.
+impl model::WindowFields for WindowRecord {
+    fn field(&self, name: &str) -> Option<f64> {
+        self.numeric(name).flatten()
+    }
+
+    fn is_missing(&self, name: &str) -> bool {
+        matches!(self.numeric(name), Some(None))
+    }
+
+    fn feature_fields(&self) -> Vec<String> {
+        self.fields()
+            .filter(|(name, value)| value.is_some() && model::input::is_feature(name))
+            .map(|(name, _)| name.to_string())
+            .collect()
+    }
+}
+
 /// One program's runs and run time within one window (kernel BPF run-time statistics).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ProgramWindow {
@@ -109,10 +266,42 @@ pub struct DeviceRecord {
     pub latency_p90_us: f64,
     pub latency_p99_us: f64,
     pub slow_io_events: u64,
+    /// The window's latency histogram, which the exporter accumulates. Not in the JSON Lines
+    /// (the percentiles above are): a record read back from a file has an empty one.
+    #[serde(skip)]
+    pub latency: LatencyHistogram,
+}
+
+/// Block request latencies of one window (issue to completion), in the kernel's log2 buckets
+/// (see `window::bucket_bounds_us`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyHistogram {
+    pub buckets: [u64; LATENCY_BUCKETS],
+    /// Sum of the latencies counted, ns.
+    pub sum_ns: u64,
+}
+
+/// One block device's window, as the window maker hands it over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSample {
+    /// Its name under /dev (`vda`), or `major:minor` when sysfs does not know it.
+    pub name: String,
+    pub major: u32,
+    pub minor: u32,
+    pub window: DeviceWindow,
+    /// Slow-I/O events received for it in the window.
+    pub slow_io_events: u64,
 }
 
 impl DeviceRecord {
-    pub fn new(major: u32, minor: u32, window: &DeviceWindow, slow_io_events: u64) -> Self {
+    pub fn new(sample: &DeviceSample) -> Self {
+        let DeviceSample {
+            major,
+            minor,
+            ref window,
+            slow_io_events,
+            ..
+        } = *sample;
         Self {
             major,
             minor,
@@ -133,6 +322,10 @@ impl DeviceRecord {
             latency_p90_us: window.latency_quantile_us(0.90).unwrap_or(0.0),
             latency_p99_us: window.latency_quantile_us(0.99).unwrap_or(0.0),
             slow_io_events,
+            latency: LatencyHistogram {
+                buckets: window.latency_hist,
+                sum_ns: window.latency_sum_ns,
+            },
         }
     }
 }
@@ -142,8 +335,8 @@ pub struct WindowInputs<'a> {
     pub timestamp: std::time::SystemTime,
     pub window_s: f64,
     pub node: &'a str,
-    /// Per device: name, major, minor, window, slow events received.
-    pub devices: Vec<(String, u32, u32, DeviceWindow, u64)>,
+    /// The devices with something to show in this window.
+    pub devices: Vec<DeviceSample>,
     pub slow_io_events: u64,
     pub events_lost: u64,
     pub psi: PsiWindow,
@@ -170,8 +363,8 @@ impl WindowRecord {
         let mut ops = [0u64; op::COUNT];
         let mut bytes = [0u64; op::COUNT];
         let (mut flushes, mut errors, mut inflight, mut latency_sum_ns) = (0, 0, 0, 0);
-        let mut hist = [0u64; collector_common::LATENCY_BUCKETS];
-        for (_, _, _, window, _) in &devices {
+        let mut hist = [0u64; LATENCY_BUCKETS];
+        for DeviceSample { window, .. } in &devices {
             for class in 0..op::COUNT {
                 ops[class] += window.ops[class];
                 bytes[class] += window.bytes[class];
@@ -234,10 +427,8 @@ impl WindowRecord {
             system,
             programs,
             block_devices: devices
-                .into_iter()
-                .map(|(name, major, minor, window, slow)| {
-                    (name, DeviceRecord::new(major, minor, &window, slow))
-                })
+                .iter()
+                .map(|device| (device.name.clone(), DeviceRecord::new(device)))
                 .collect(),
         };
         record.missing = record.null_fields();
@@ -247,14 +438,10 @@ impl WindowRecord {
 
     /// The top-level fields that are `null` (missing values), by name.
     fn null_fields(&self) -> Vec<String> {
-        match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(fields)) => fields
-                .into_iter()
-                .filter(|(_, value)| value.is_null())
-                .map(|(name, _)| name)
-                .collect(),
-            _ => Vec::new(),
-        }
+        self.fields()
+            .filter(|(_, value)| value.is_none())
+            .map(|(name, _)| name.to_string())
+            .collect()
     }
 
     /// A window with nothing in it: the schema, for checking what a model expects.
@@ -336,6 +523,36 @@ impl WindowRecord {
     }
 }
 
+#[cfg(test)]
+impl WindowRecord {
+    /// A record with every numeric field set to a value of its own (a few missing), built
+    /// through its JSON so that a field added later is populated too.
+    pub(crate) fn populated() -> Self {
+        let mut json = serde_json::to_value(WindowRecord::empty()).unwrap();
+        for (index, (_, value)) in json.as_object_mut().unwrap().iter_mut().enumerate() {
+            if let serde_json::Value::Number(number) = value {
+                *value = if number.is_f64() {
+                    serde_json::json!(index as f64 + 0.25)
+                } else {
+                    serde_json::json!(index + 1)
+                };
+            }
+        }
+        for missing in [
+            "psi_io_full_pct",
+            "cpu_throttled_cgroups",
+            "mem_major_faults_per_s",
+            "conntrack_fill_pct",
+        ] {
+            json[missing] = serde_json::Value::Null;
+        }
+        let mut record: WindowRecord = serde_json::from_value(json).unwrap();
+        // serde_json writes a NaN as null: the typed path reads it as missing too.
+        record.block_latency_p99_us = f64::NAN;
+        record
+    }
+}
+
 /// A value for the log line: `?` when missing.
 fn shown(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "?".to_string(), |value| format!("{value:.decimals$}"))
@@ -366,8 +583,20 @@ mod tests {
             window_s: 2.0,
             node: "node-a",
             devices: vec![
-                ("vda".into(), 254, 0, device(10, 20, 11), 1),
-                ("loop0".into(), 7, 0, device(30, 0, 11), 0),
+                DeviceSample {
+                    name: "vda".into(),
+                    major: 254,
+                    minor: 0,
+                    window: device(10, 20, 11),
+                    slow_io_events: 1,
+                },
+                DeviceSample {
+                    name: "loop0".into(),
+                    major: 7,
+                    minor: 0,
+                    window: device(30, 0, 11),
+                    slow_io_events: 0,
+                },
             ],
             slow_io_events: 1,
             events_lost: 0,
@@ -394,6 +623,69 @@ mod tests {
         assert_eq!(record.block_devices["vda"].slow_io_events, 1);
         let hist_len = LATENCY_BUCKETS;
         assert!(hist_len > 11);
+    }
+
+    #[test]
+    fn devices_carry_their_histograms_which_stay_out_of_the_json() {
+        let record = WindowRecord::build(WindowInputs {
+            timestamp: std::time::UNIX_EPOCH,
+            window_s: 1.0,
+            node: "n",
+            devices: vec![DeviceSample {
+                name: "vda".into(),
+                major: 254,
+                minor: 0,
+                window: device(10, 20, 11),
+                slow_io_events: 2,
+            }],
+            slow_io_events: 2,
+            events_lost: 0,
+            psi: PsiWindow::default(),
+            throttling: None,
+            system: SystemFeatures::default(),
+            programs: BTreeMap::new(),
+        });
+        let vda = &record.block_devices["vda"];
+        assert_eq!(vda.latency.buckets[11], 30);
+        assert_eq!(vda.latency.buckets.iter().sum::<u64>(), 30);
+        assert_eq!(vda.latency.sum_ns, 30 * 3_000_000);
+        // The JSON Lines keep the device's fields as they were: no histogram.
+        let json = serde_json::to_value(&record).unwrap();
+        let keys: Vec<&str> = json["block_devices"]["vda"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = vec![
+            "major",
+            "minor",
+            "reads",
+            "writes",
+            "discards",
+            "flushes",
+            "other_ops",
+            "read_bytes",
+            "write_bytes",
+            "discard_bytes",
+            "completed",
+            "errors",
+            "inflight",
+            "latency_mean_us",
+            "latency_p50_us",
+            "latency_p90_us",
+            "latency_p99_us",
+            "slow_io_events",
+        ];
+        expected.sort_unstable();
+        assert_eq!(keys, expected);
+        // Read back from a file, a device has its percentiles and an empty histogram.
+        let back: WindowRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(
+            back.block_devices["vda"].latency,
+            LatencyHistogram::default()
+        );
+        assert_eq!(back.block_devices["vda"].latency_p99_us, vda.latency_p99_us);
     }
 
     #[test]
@@ -461,6 +753,97 @@ mod tests {
         assert!(record.summary().contains("partial, missing: "));
         let back: WindowRecord = serde_json::from_value(json).unwrap();
         assert_eq!(back, record);
+    }
+
+    #[test]
+    fn the_typed_fields_are_the_numbers_of_the_json() {
+        use model::WindowFields as _;
+        let record = WindowRecord::populated();
+        let json = serde_json::to_value(&record).unwrap();
+        let from_json: Vec<(String, Option<f64>)> = json
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, value)| value.is_number() || value.is_null())
+            .map(|(name, value)| (name.clone(), value.as_f64()))
+            .collect();
+        let typed: Vec<(String, Option<f64>)> = record
+            .fields()
+            .map(|(name, value)| (name.to_string(), value))
+            .collect();
+        // Same names, same order (name order, as the exporter lists them), same values.
+        assert_eq!(typed, from_json);
+        assert!(
+            WindowRecord::field_names().eq(typed.iter().map(|(name, _)| name.as_str())),
+            "field_names lists the fields"
+        );
+        assert!(
+            WindowRecord::field_names()
+                .zip(WindowRecord::field_names().skip(1))
+                .all(|(a, b)| a < b),
+            "the field tables are in name order (binary search relies on it)"
+        );
+        let mut nulls = 0;
+        for (name, value) in json.as_object().unwrap() {
+            if model::input::NOT_FEATURES.contains(&name.as_str()) {
+                continue;
+            }
+            if value.is_null() {
+                nulls += 1;
+                assert!(record.is_missing(name), "{name} is null: missing");
+                assert_eq!(record.field(name), None, "{name}");
+            } else if let Some(number) = value.as_f64() {
+                assert_eq!(record.field(name), Some(number), "{name}");
+                assert!(!record.is_missing(name), "{name}");
+            } else {
+                assert_eq!(record.field(name), None, "{name} is not a number");
+                assert!(!record.is_missing(name), "{name} is not a missing number");
+            }
+        }
+        assert_eq!(nulls, 5, "four missing values and a NaN");
+        // An absent field is neither a number nor missing.
+        assert_eq!(record.field("no_such_field"), None);
+        assert!(!record.is_missing("no_such_field"));
+        // The features a baseline learns from: what `model` reads from the JSON Lines.
+        let values = model::input::Row::from_json(&json, 1).unwrap().values;
+        assert_eq!(
+            record.feature_fields(),
+            values.keys().cloned().collect::<Vec<_>>()
+        );
+        assert!(
+            WindowRecord::feature_names().eq(WindowRecord::empty()
+                .feature_fields()
+                .iter()
+                .map(String::as_str)),
+            "an empty record has every feature"
+        );
+    }
+
+    #[test]
+    fn the_missing_list_names_the_null_fields_in_json_order() {
+        let record = WindowRecord::build(WindowInputs {
+            timestamp: std::time::UNIX_EPOCH,
+            window_s: 5.0,
+            node: "n",
+            devices: vec![],
+            slow_io_events: 0,
+            events_lost: 0,
+            // Every PSI share missing, and the throttling and the system's reads too.
+            psi: PsiWindow::default(),
+            throttling: None,
+            system: SystemFeatures::default(),
+            programs: BTreeMap::new(),
+        });
+        let json = serde_json::to_value(&record).unwrap();
+        let nulls: Vec<&String> = json
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, value)| value.is_null())
+            .map(|(name, _)| name)
+            .collect();
+        assert!(!nulls.is_empty());
+        assert_eq!(record.missing.iter().collect::<Vec<_>>(), nulls);
     }
 
     #[test]

@@ -328,6 +328,53 @@ pub struct SystemFeatures {
     pub net_drops_by_reason: BTreeMap<String, u64>,
 }
 
+impl SystemFeatures {
+    /// Every numeric field, by its name in the window record, in name order: the record's
+    /// typed fields (`WindowRecord::fields`) take these along with its own. A field added to
+    /// the struct goes here too (a test compares this list with the record's JSON).
+    pub const NUMERIC_FIELDS: &[crate::window::record::NumericField<Self>] = crate::window::record::numeric_fields!(SystemFeatures:
+        block_sample_fraction,
+        conntrack_fill_pct,
+        file_open_errors_per_s,
+        file_opens_per_s,
+        fsync_latency_p99_us,
+        fsyncs_per_s,
+        mem_major_faults_per_s,
+        mem_oom_kills,
+        mem_reclaim_stall_ms_per_s,
+        mem_reclaims_per_s,
+        net_drops_per_s,
+        net_rx_bytes_per_s,
+        net_rx_packets_per_s,
+        net_tx_bytes_per_s,
+        net_tx_errors_per_s,
+        net_tx_packets_per_s,
+        proc_exits_nonzero_per_s,
+        proc_exits_per_s,
+        proc_fatal_signals_per_s,
+        proc_forks_per_s,
+        sched_context_switches_per_s,
+        sched_runqueue_latency_p50_us,
+        sched_runqueue_latency_p99_us,
+        sched_sample_fraction,
+        syscall_eaddrnotavail_per_s,
+        syscall_eagain_per_s,
+        syscall_econnrefused_per_s,
+        syscall_eio_per_s,
+        syscall_emfile_per_s,
+        syscall_enospc_per_s,
+        syscall_errors_per_s,
+        syscall_etimedout_per_s,
+        syscall_sample_fraction,
+        syscalls_per_s,
+        tcp_accepts_per_s,
+        tcp_connect_failures_per_s,
+        tcp_connects_per_s,
+        tcp_resets_per_s,
+        tcp_retransmits_per_s,
+    );
+}
+
 /// How long the syscall exit hook watched in a window: the syscall sampler takes it off for
 /// part of a window when syscalls come too fast for its budget, and the syscall rates are then
 /// what it counted over the time it was on.

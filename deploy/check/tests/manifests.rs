@@ -393,9 +393,13 @@ fn exported_metric_names() -> HashSet<String> {
         anomalous: true,
     });
     state.model = Some(ModelInfo::default());
-    state
-        .block_latency
-        .insert("vda".into(), ([1; collector_common::LATENCY_BUCKETS], 0.5));
+    state.block_latency.insert(
+        "vda".into(),
+        collector::export::DeviceLatency {
+            buckets: [1; collector_common::LATENCY_BUCKETS],
+            sum_s: 0.5,
+        },
+    );
     state
         .program_totals
         .insert("block_rq_issue".into(), (10, 1000));

@@ -1,0 +1,109 @@
+//! How collecting went: windows made, failed reads, partial windows, refused HTTP
+//! connections, lost events, the daemon's own events left out, slow-I/O events received.
+
+use std::collections::BTreeMap;
+
+use prometheus_client::encoding::DescriptorEncoder;
+
+use super::counters;
+use crate::export::ExporterState;
+
+/// `nodestate_windows` … `nodestate_slow_io_events`.
+pub(in crate::export) fn encode(
+    encoder: &mut DescriptorEncoder,
+    state: &ExporterState,
+) -> Result<(), std::fmt::Error> {
+    let none: Vec<(&str, String)> = Vec::new();
+    counters(
+        encoder,
+        "nodestate_windows",
+        "Windows processed",
+        None,
+        &[(none.clone(), state.windows_total as f64)],
+    )?;
+    // Every source is listed (0 until it fails), so a rate() sees the first failure.
+    let sources = [
+        crate::window::procfile::source::PROC_STAT,
+        crate::window::procfile::source::PROC_VMSTAT,
+        crate::window::procfile::source::PSI,
+        crate::window::procfile::source::CGROUP_CPU_STAT,
+        crate::window::procfile::source::CONNTRACK,
+        crate::window::procfile::source::SYSFS_BLOCK,
+    ];
+    let by_source = |counts: &BTreeMap<&'static str, u64>| -> Vec<(Vec<(&str, String)>, f64)> {
+        sources
+            .iter()
+            .map(|source| {
+                (
+                    vec![("source", (*source).to_string())],
+                    counts.get(source).copied().unwrap_or(0) as f64,
+                )
+            })
+            .collect()
+    };
+    counters(
+        encoder,
+        "nodestate_read_errors",
+        "Failed reads of the files windows are made from; the features they give are missing \
+             (null) in those windows, never 0",
+        None,
+        &by_source(&state.read_errors.total),
+    )?;
+    counters(
+        encoder,
+        "nodestate_read_reopens",
+        "Kept-open files opened again after a read on their descriptor failed",
+        None,
+        &by_source(&state.read_errors.reopens),
+    )?;
+    counters(
+        encoder,
+        "nodestate_partial_windows",
+        "Windows with a missing value (`partial` in the window record)",
+        None,
+        &[(none.clone(), state.partial_windows_total as f64)],
+    )?;
+    counters(
+        encoder,
+        "nodestate_http_connections_refused",
+        "HTTP connections closed at accept because every connection slot was taken",
+        None,
+        &[(none.clone(), state.http_connections_refused_total as f64)],
+    )?;
+    counters(
+        encoder,
+        "nodestate_events_lost",
+        "Events the kernel could not hand over because a ring buffer was full",
+        None,
+        &[(
+            vec![("ring", "slow_io".to_string())],
+            state.events_lost_total as f64,
+        )],
+    )?;
+    if let Some(own) = &state.own_events {
+        counters(
+            encoder,
+            "nodestate_own_syscalls",
+            "Syscalls of the daemon itself while the syscall hook was on: left out of the \
+                 node's syscall features, counted here",
+            None,
+            &[(none.clone(), own.syscalls as f64)],
+        )?;
+        counters(
+            encoder,
+            "nodestate_own_forks",
+            "Threads the daemon itself started: left out of the node's fork rate, counted \
+                 here",
+            None,
+            &[(none.clone(), own.forks as f64)],
+        )?;
+    }
+    counters(
+        encoder,
+        "nodestate_slow_io_events",
+        "Block requests over the slow-I/O threshold received",
+        None,
+        &[(none.clone(), state.slow_io_events_total as f64)],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! The node's health: state, score, threshold, rank, transitions, cluster, explanation, and
+//! the model in use.
+
+use prometheus_client::{encoding::DescriptorEncoder, registry::Unit};
+
+use super::{counters, gauges};
+use crate::export::ExporterState;
+
+/// `nodestate_state` … `nodestate_model_info`.
+pub(in crate::export) fn encode(
+    encoder: &mut DescriptorEncoder,
+    state: &ExporterState,
+) -> Result<(), std::fmt::Error> {
+    let health = &state.health;
+    let none: Vec<(&str, String)> = Vec::new();
+    let states: Vec<_> = crate::judge::NodeState::ALL
+        .iter()
+        .map(|s| {
+            (
+                vec![("state", s.as_str().to_string())],
+                f64::from(u8::from(health.state == *s)),
+            )
+        })
+        .collect();
+    gauges(
+        encoder,
+        "nodestate_state",
+        "1 for the node's current health state, 0 for the others",
+        None,
+        &states,
+    )?;
+    gauges(
+        encoder,
+        "nodestate_anomaly_score",
+        "Distance of the last window from the nearest healthy centroid (scaled units)",
+        None,
+        &[(none.clone(), health.score)],
+    )?;
+    gauges(
+        encoder,
+        "nodestate_anomaly_threshold",
+        "Score above which a window counts as anomalous",
+        None,
+        &[(none.clone(), health.threshold)],
+    )?;
+    gauges(
+        encoder,
+        "nodestate_rank",
+        "The node's rank for schedulers, 0-100, higher is healthier: healthy 60-100, learning 50, degraded 0-40",
+        None,
+        &[(none.clone(), health.rank())],
+    )?;
+    counters(
+        encoder,
+        "nodestate_state_transitions",
+        "Changes of the health state since the daemon started",
+        None,
+        &[(none.clone(), health.transitions as f64)],
+    )?;
+    gauges(
+        encoder,
+        "nodestate_state_since",
+        "Seconds since the health state last changed",
+        Some(&Unit::Seconds),
+        &[(none.clone(), health.since_instant.elapsed().as_secs_f64())],
+    )?;
+    gauges(
+        encoder,
+        "nodestate_cluster",
+        "Model cluster of the last window (-1 when there is none)",
+        None,
+        &[(none.clone(), health.cluster.map_or(-1.0, |c| c as f64))],
+    )?;
+    let explanation: Vec<_> = health
+        .explanation
+        .iter()
+        .enumerate()
+        .map(|(rank, (feature, z))| {
+            (
+                vec![
+                    ("rank", (rank + 1).to_string()),
+                    ("feature", feature.clone()),
+                ],
+                *z,
+            )
+        })
+        .collect();
+    gauges(
+        encoder,
+        "nodestate_explanation_z",
+        "Top features pushing the last window away from healthy, by rank, as z-distance",
+        None,
+        &explanation,
+    )?;
+    counters(
+        encoder,
+        "nodestate_model_reload_failures",
+        "SIGHUP reloads that refused the model file and kept the old model (the log says why)",
+        None,
+        &[(none.clone(), state.model_reload_failures as f64)],
+    )?;
+    if let Some(model) = &state.model {
+        gauges(
+            encoder,
+            "nodestate_model_info",
+            "The model in use",
+            None,
+            &[(
+                vec![
+                    ("source", model.source.clone()),
+                    ("version", model.version.clone()),
+                    ("trained_at", model.trained_at.clone()),
+                    ("k", model.k.to_string()),
+                ],
+                1.0,
+            )],
+        )?;
+    }
+    Ok(())
+}

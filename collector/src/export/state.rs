@@ -1,0 +1,240 @@
+//! The exporter's state: one snapshot the daemon updates once per window (health, totals,
+//! histograms, the last windows) and every scrape, `/state` and `/rank` read.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::{Arc, RwLock},
+    time::{Instant, SystemTime},
+};
+
+use collector_common::LATENCY_BUCKETS;
+use serde::Serialize;
+
+use crate::{
+    kernel::{AttachReport, HookOutcome},
+    window::record::WindowRecord,
+};
+
+/// How many recent windows `/state` returns.
+pub const RECENT_WINDOWS: usize = 12;
+
+/// The node's health as the daemon last judged it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Health {
+    /// Learning (no model or baseline yet), healthy or degraded.
+    pub state: crate::judge::NodeState,
+    pub score: f64,
+    pub threshold: f64,
+    /// Cluster of the last window, when the model has one.
+    pub cluster: Option<usize>,
+    /// Top features pushing the window away from healthy: (feature, z-distance).
+    pub explanation: Vec<(String, f64)>,
+    /// When the state last changed (RFC 3339).
+    pub since: String,
+    #[serde(skip)]
+    pub since_instant: Instant,
+    pub transitions: u64,
+}
+
+impl Health {
+    /// The node's rank for schedulers, 0–100 (see [`crate::rank`]).
+    pub fn rank(&self) -> f64 {
+        model::rank::rank(self.state.as_str(), self.score, self.threshold)
+    }
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            state: crate::judge::NodeState::Learning,
+            score: 0.0,
+            threshold: 0.0,
+            cluster: None,
+            explanation: Vec::new(),
+            since: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            since_instant: Instant::now(),
+            transitions: 0,
+        }
+    }
+}
+
+/// What the model in use is (the judge says), for `nodestate_model_info`.
+pub use crate::judge::ModelInfo;
+
+/// One device's block latencies since the daemon started, in the kernel's log2 buckets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceLatency {
+    pub buckets: [u64; LATENCY_BUCKETS],
+    /// Sum of the latencies counted, seconds.
+    pub sum_s: f64,
+}
+
+/// Everything the exporter shows, updated by the daemon once per window.
+#[derive(Debug)]
+pub struct ExporterState {
+    pub node: String,
+    pub started: Instant,
+    pub health: Health,
+    pub model: Option<ModelInfo>,
+    /// SIGHUP reloads that refused the model file (the old model was kept).
+    pub model_reload_failures: u64,
+    /// Ready once the programs are attached and a model or baseline is in place.
+    pub programs_attached: bool,
+    pub recent: VecDeque<WindowRecord>,
+    pub windows_total: u64,
+    pub events_lost_total: u64,
+    pub slow_io_events_total: u64,
+    /// Cumulative runs and run time (ns) per program, from sampled windows.
+    pub program_totals: BTreeMap<String, (u64, u64)>,
+    /// Cumulative block latency histogram per device.
+    pub block_latency: BTreeMap<String, DeviceLatency>,
+    /// (signal id, signal, kind, outcome) of every signal at start-up.
+    pub probes: Vec<(String, String, String, String)>,
+    /// The XDP drop list's counters, when it is attached somewhere.
+    pub xdp: Option<crate::xdp::store::DropMetrics>,
+    /// (interface, mode) the XDP program is attached to.
+    pub xdp_interfaces: Vec<(String, String)>,
+    /// Automatic flood blocking's counters, when it is on.
+    pub auto_block: Option<crate::xdp::autoblock::AutoBlockMetrics>,
+    /// Failed reads of the files windows are made from, by source (and re-opens).
+    pub read_errors: crate::window::procfile::ReadErrors,
+    /// Windows with a missing value.
+    pub partial_windows_total: u64,
+    /// HTTP connections closed at accept because every slot was taken.
+    pub http_connections_refused_total: u64,
+    /// The daemon's own syscalls and thread spawns, which the programs leave out of the
+    /// node's features (cumulative; see `kernel::KernelConfig::exclude_tgid`).
+    pub own_events: Option<crate::kernel::OwnEvents>,
+}
+
+/// Rules shown by name in the XDP drop metrics; the rest are summed as `rule="other"`. Kept
+/// with the drop list, which reads them, so the list never imports the exporter.
+pub use crate::xdp::TOP_RULES as XDP_TOP_RULES;
+
+impl ExporterState {
+    pub fn new(node: String) -> Self {
+        Self {
+            node,
+            started: Instant::now(),
+            health: Health::default(),
+            model: None,
+            model_reload_failures: 0,
+            programs_attached: false,
+            recent: VecDeque::with_capacity(RECENT_WINDOWS),
+            windows_total: 0,
+            events_lost_total: 0,
+            slow_io_events_total: 0,
+            program_totals: BTreeMap::new(),
+            block_latency: BTreeMap::new(),
+            probes: Vec::new(),
+            xdp: None,
+            xdp_interfaces: Vec::new(),
+            auto_block: None,
+            read_errors: crate::window::procfile::ReadErrors::default(),
+            partial_windows_total: 0,
+            http_connections_refused_total: 0,
+            own_events: None,
+        }
+    }
+
+    pub fn set_probes(&mut self, reports: &[AttachReport]) {
+        self.probes = reports
+            .iter()
+            .zip(crate::kernel::probes::SIGNALS)
+            .map(|(report, plan)| {
+                let outcome = match &report.outcome {
+                    HookOutcome::Attached => "attached",
+                    HookOutcome::Disabled => "disabled",
+                    HookOutcome::Missing => "missing",
+                    HookOutcome::Failed(_) => "failed",
+                };
+                (
+                    plan.id.to_string(),
+                    report.signal.to_string(),
+                    report.kind.to_string(),
+                    outcome.to_string(),
+                )
+            })
+            .collect();
+        self.programs_attached = reports
+            .iter()
+            .any(|report| report.outcome == HookOutcome::Attached);
+    }
+
+    /// Folds one finished window in.
+    pub fn add_window(&mut self, record: &WindowRecord) {
+        self.windows_total += 1;
+        self.events_lost_total += record.events_lost;
+        self.slow_io_events_total += record.block_slow_io_events;
+        for (name, program) in &record.programs {
+            let total = self.program_totals.entry(name.clone()).or_default();
+            total.0 += program.runs;
+            total.1 += program.run_time_ns;
+        }
+        for (device, window) in &record.block_devices {
+            let total = self.block_latency.entry(device.clone()).or_default();
+            for (t, b) in total.buckets.iter_mut().zip(&window.latency.buckets) {
+                *t += b;
+            }
+            total.sum_s += window.latency.sum_ns as f64 / 1e9;
+        }
+        if self.recent.len() == RECENT_WINDOWS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(record.clone());
+    }
+
+    /// Records a new judgement; counts a transition when the state changes.
+    /// The judge's verdict on the last window, taken whole.
+    pub fn set_health(&mut self, verdict: &crate::judge::Verdict) {
+        let crate::judge::Verdict {
+            state,
+            score,
+            threshold,
+            cluster,
+            ref explanation,
+            anomalous: _,
+        } = *verdict;
+        let explanation = explanation.clone();
+        if state != self.health.state {
+            self.health.transitions += 1;
+            self.health.since = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+            self.health.since_instant = Instant::now();
+        }
+        self.health.state = state;
+        self.health.score = score;
+        self.health.threshold = threshold;
+        self.health.cluster = cluster;
+        self.health.explanation = explanation;
+    }
+
+    pub fn ready(&self) -> Result<(), &'static str> {
+        if !self.programs_attached {
+            Err("kernel programs not attached")
+        } else if self.model.is_none() {
+            Err("no model yet: still learning this node's baseline")
+        } else {
+            Ok(())
+        }
+    }
+}
+
+pub type SharedState = Arc<RwLock<ExporterState>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_needs_programs_and_a_model() {
+        let mut state = ExporterState::new("n".into());
+        assert!(state.ready().is_err());
+        state.programs_attached = true;
+        assert_eq!(
+            state.ready(),
+            Err("no model yet: still learning this node's baseline")
+        );
+        state.model = Some(ModelInfo::default());
+        assert_eq!(state.ready(), Ok(()));
+    }
+}
