@@ -84,7 +84,8 @@ enum Command {
         runs: usize,
         #[arg(long, default_value_t = 300)]
         max_iterations: u64,
-        /// Percentile of the healthy training windows' scores that sets the threshold.
+        /// With `--threshold-rule percentile` (or when the tail rule falls back): the
+        /// percentile of the healthy training windows' scores that sets the threshold.
         #[arg(long, default_value_t = DEFAULT_THRESHOLD_PERCENTILE)]
         threshold_percentile: f64,
         /// Factor over that percentile.
@@ -108,16 +109,26 @@ enum Command {
         /// minimum beyond 0.1.
         #[arg(long, default_value_t = 0.0)]
         min_threshold: f64,
-        /// How the threshold is set: `percentile` (--threshold-percentile times
-        /// --threshold-margin) or `tail` (a generalized Pareto fit to the episodes in the
-        /// healthy scores' tail, for --false-alarm-rate; falls back to the percentile with
-        /// fewer than about a thousand training windows).
-        #[arg(long, value_enum, default_value_t = RuleArg::Percentile)]
+        /// How the threshold is set: `tail` (the default: a generalized Pareto fit to the
+        /// episodes in the healthy scores' tail, for --false-alarm-rate; falls back to the
+        /// percentile with fewer than about a thousand training windows, and the summary says
+        /// so) or `percentile` (--threshold-percentile times --threshold-margin).
+        #[arg(long, value_enum, default_value_t = RuleArg::Tail)]
         threshold_rule: RuleArg,
         /// With `--threshold-rule tail`: the probability, per window, that a healthy window
         /// starts a false alarm. Default: one per day of 5 s windows.
         #[arg(long, default_value_t = model::model::DEFAULT_FALSE_ALARM_RATE, value_parser = parse_probability)]
         false_alarm_rate: f64,
+        /// At most this share of the training windows is dropped as unlabelled incidents
+        /// (windows far in the tail of the first fit's scores) before fitting again; 0 turns
+        /// trimming off. The summary says how many were dropped.
+        #[arg(long, default_value_t = model::model::DEFAULT_TRIM, value_parser = parse_trim)]
+        trim: f64,
+        /// How each feature's centre and spread are measured before the floors: `robust`
+        /// (median; spread of the values clipped to their 1st-99th percentiles, so a few
+        /// windows far out cannot widen it) or `standard` (mean and standard deviation).
+        #[arg(long, value_enum, default_value_t = ScalingArg::Robust)]
+        scaling: ScalingArg,
     },
     /// Score windows: one output row per input row (score, cluster, state, explanation).
     Score {
@@ -258,6 +269,8 @@ fn run() -> anyhow::Result<()> {
             min_threshold,
             threshold_rule,
             false_alarm_rate,
+            trim,
+            scaling,
         } => {
             // Before any work: a model written over its own training data (or labels) would
             // destroy them.
@@ -332,6 +345,11 @@ fn run() -> anyhow::Result<()> {
                     RuleArg::Tail => model::model::ThresholdRule::Tail {
                         false_alarm: false_alarm_rate,
                     },
+                },
+                trim,
+                scaling: match scaling {
+                    ScalingArg::Robust => model::model::Scaling::Robust,
+                    ScalingArg::Standard => model::model::Scaling::Standard,
                 },
                 ..TrainOptions::default()
             };
@@ -648,6 +666,24 @@ fn bench_text(report: &BenchReport) -> String {
 enum RuleArg {
     Percentile,
     Tail,
+}
+
+/// `model train --scaling`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ScalingArg {
+    Robust,
+    Standard,
+}
+
+fn parse_trim(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|err| format!("{text}: {err}"))?;
+    if (0.0..=0.5).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{text} is not a share between 0 and 0.5 of the training windows (0: no trimming)"
+        ))
+    }
 }
 
 fn parse_probability(text: &str) -> Result<f64, String> {
