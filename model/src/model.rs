@@ -512,7 +512,8 @@ impl Model {
     /// Of the training windows `kept` (ascending), those (ascending) the model scores in the
     /// far tail: over [`TRIM_CUTOFF_SPREADS`] times the spread of their scores beyond the
     /// median (and over the minimum threshold), the highest first, at most `budget`. Windows
-    /// labelled faulty are never trimmed (their clusters are what makes states degraded).
+    /// labelled faulty, or nearest a degraded cluster, are never trimmed: their clusters are
+    /// what makes states degraded.
     fn far_tail(
         &self,
         transformed: &Array2<f64>,
@@ -536,8 +537,16 @@ impl Model {
                 {
                     *slot = (value - center) / spread;
                 }
-                (row, self.nearest_healthy(&scaled).1)
+                let in_healthy = self.clusters[nearest_of(&self.clusters, &scaled).0].state
+                    == HealthState::Healthy;
+                (row, in_healthy, self.nearest_healthy(&scaled).1)
             })
+            // A window nearest a degraded cluster is already an outlier the model knows: it
+            // sets no threshold, and its cluster flags the windows like it (on the
+            // `contaminated` set such clusters find the test part's faults of the same kind;
+            // trimming them lost that).
+            .filter(|&(_, in_healthy, _)| in_healthy)
+            .map(|(row, _, score)| (row, score))
             .collect();
         let mut sorted: Vec<f64> = scored.iter().map(|(_, score)| *score).collect();
         sorted.sort_by(f64::total_cmp);
