@@ -171,12 +171,19 @@ enum Command {
         json: bool,
     },
     /// Write the synthetic server-metric data set (train.csv, test.csv, test_labels.csv,
-    /// test_segments.csv) used by the tests and the README's examples.
+    /// test_segments.csv) used by the tests and the README's examples, or with --set one of
+    /// the sets with what real data has (3000 training and 2000 test windows each):
+    /// heavy-tails (Pareto latencies, log-normal rates, bursty errors), contaminated (4%
+    /// unlabelled incidents in the training part), drift (load, memory and latency growing
+    /// through train and test), shapes (24 correlated features of very different scales).
     Synth {
         #[arg(long, short)]
         out: PathBuf,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// A named set instead of the default small one.
+        #[arg(long, value_parser = parse_set)]
+        set: Option<model::synthetic::SyntheticSet>,
     },
     /// Training time against scikit-learn and per-window inference time.
     #[command(hide = true)]
@@ -441,7 +448,7 @@ fn run() -> anyhow::Result<()> {
                 emit(&report::inspect(&model))?;
             }
         }
-        Command::Synth { out, seed } => write_synthetic(&out, seed)?,
+        Command::Synth { out, seed, set } => write_synthetic(&out, seed, set)?,
         Command::Bench {
             rows,
             dims,
@@ -575,9 +582,16 @@ fn save_records(path: &Path, records: &[serde_json::Value]) -> anyhow::Result<()
     Ok(())
 }
 
-fn write_synthetic(out: &Path, seed: u64) -> anyhow::Result<()> {
+fn write_synthetic(
+    out: &Path,
+    seed: u64,
+    set: Option<model::synthetic::SyntheticSet>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let data = model::synthetic::server_metrics(seed);
+    let data = match set {
+        Some(set) => model::synthetic::synthetic_set(set, seed),
+        None => model::synthetic::server_metrics(seed),
+    };
     for (name, text) in [
         ("train.csv", &data.train_csv),
         ("test.csv", &data.test_csv),
@@ -673,6 +687,16 @@ enum RuleArg {
 enum ScalingArg {
     Robust,
     Standard,
+}
+
+fn parse_set(text: &str) -> Result<model::synthetic::SyntheticSet, String> {
+    model::synthetic::SyntheticSet::from_name(text).ok_or_else(|| {
+        let names: Vec<&str> = model::synthetic::SyntheticSet::ALL
+            .iter()
+            .map(|set| set.name())
+            .collect();
+        format!("no set named {text:?}; the sets are {}", names.join(", "))
+    })
 }
 
 fn parse_trim(text: &str) -> Result<f64, String> {
