@@ -61,6 +61,8 @@ struct Outcome {
     threshold: f64,
     rule: String,
     trimmed: usize,
+    /// Share of the healthy test windows flagged.
+    false_alarms: f64,
 }
 
 /// The model's own verdicts on `test`, and the best F1 any threshold on the same scores
@@ -82,6 +84,9 @@ fn outcome(model: &Model, tests: &[(Table, Vec<bool>)]) -> anyhow::Result<Outcom
         recall,
         f1,
     } = Scores::of(&own, &truth);
+    let healthy = truth.iter().filter(|t| !**t).count();
+    let false_alarms =
+        own.iter().zip(&truth).filter(|(o, t)| **o && !**t).count() as f64 / healthy.max(1) as f64;
     // Sweep the threshold down through every score: flagged = in a degraded cluster or
     // above it. Counts kept incrementally.
     scored.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -137,6 +142,7 @@ fn outcome(model: &Model, tests: &[(Table, Vec<bool>)]) -> anyhow::Result<Outcom
         threshold: model.threshold.value,
         rule,
         trimmed: model.training.trimmed,
+        false_alarms,
     })
 }
 
@@ -237,20 +243,23 @@ pub fn section(recorded: &[Recorded]) -> anyhow::Result<String> {
          point-wise, before hysteresis. **Upper bound**: the best F1 any threshold on the same \
          scores would give, chosen on the test labels; no model can know it, it is not our \
          result, and no default was set from it. Goal: own F1 within {GOAL} of the upper \
-         bound.\n",
+         bound. The tail rule is asked for about one false episode per node-day (5.8e-5 per \
+         window), stricter than what maximises F1 on a test part where 5% of the windows are \
+         faults: where it misses the goal, it is the subtle faults (half of each set's, at half \
+         strength) that fall under it, and the healthy windows it flags show the other side.\n",
         model::synthetic::SET_TRAIN_ROWS,
         model::synthetic::SET_TEST_ROWS,
     )?;
     writeln!(
         md,
-        "| data | test windows (faulty) | before: F1 (P / R) | before: upper bound | after: F1 (P / R) | after: upper bound | after: threshold, rule, windows trimmed | after within {GOAL}? |\n|---|---|---|---|---|---|---|---|"
+        "| data | test windows (faulty) | before: F1 (P / R) | before: upper bound | after: F1 (P / R) | after: upper bound | after: threshold, rule, windows trimmed | healthy test windows flagged, before / after | after within {GOAL}? |\n|---|---|---|---|---|---|---|---|---|"
     )?;
     for row in &rows {
         let cell = |o: &Outcome| format!("{:.2} ({:.2} / {:.2})", o.f1, o.precision, o.recall);
         let gap = row.after.best - row.after.f1;
         writeln!(
             md,
-            "| {} | {} ({}) | {} | {:.2} | {} | {:.2} | {:.2}, {}, {} | {} |",
+            "| {} | {} ({}) | {} | {:.2} | {} | {:.2} | {:.2}, {}, {} | {:.1}% / {:.1}% | {} |",
             row.name,
             row.windows,
             row.faulty,
@@ -261,6 +270,8 @@ pub fn section(recorded: &[Recorded]) -> anyhow::Result<String> {
             row.after.threshold,
             row.after.rule,
             row.after.trimmed,
+            100.0 * row.before.false_alarms,
+            100.0 * row.after.false_alarms,
             if gap <= GOAL {
                 format!("yes ({gap:.2} below)")
             } else {
