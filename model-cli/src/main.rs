@@ -84,7 +84,8 @@ enum Command {
         runs: usize,
         #[arg(long, default_value_t = 300)]
         max_iterations: u64,
-        /// Percentile of the healthy training windows' scores that sets the threshold.
+        /// With `--threshold-rule percentile` (or when the tail rule falls back): the
+        /// percentile of the healthy training windows' scores that sets the threshold.
         #[arg(long, default_value_t = DEFAULT_THRESHOLD_PERCENTILE)]
         threshold_percentile: f64,
         /// Factor over that percentile.
@@ -108,16 +109,26 @@ enum Command {
         /// minimum beyond 0.1.
         #[arg(long, default_value_t = 0.0)]
         min_threshold: f64,
-        /// How the threshold is set: `percentile` (--threshold-percentile times
-        /// --threshold-margin) or `tail` (a generalized Pareto fit to the episodes in the
-        /// healthy scores' tail, for --false-alarm-rate; falls back to the percentile with
-        /// fewer than about a thousand training windows).
-        #[arg(long, value_enum, default_value_t = RuleArg::Percentile)]
+        /// How the threshold is set: `tail` (the default: a generalized Pareto fit to the
+        /// episodes in the healthy scores' tail, for --false-alarm-rate; falls back to the
+        /// percentile with fewer than about a thousand training windows, and the summary says
+        /// so) or `percentile` (--threshold-percentile times --threshold-margin).
+        #[arg(long, value_enum, default_value_t = RuleArg::Tail)]
         threshold_rule: RuleArg,
         /// With `--threshold-rule tail`: the probability, per window, that a healthy window
         /// starts a false alarm. Default: one per day of 5 s windows.
         #[arg(long, default_value_t = model::model::DEFAULT_FALSE_ALARM_RATE, value_parser = parse_probability)]
         false_alarm_rate: f64,
+        /// At most this share of the training windows is dropped as unlabelled incidents
+        /// (windows far in the tail of the first fit's scores) before fitting again; 0 turns
+        /// trimming off. The summary says how many were dropped.
+        #[arg(long, default_value_t = model::model::DEFAULT_TRIM, value_parser = parse_trim)]
+        trim: f64,
+        /// How each feature's centre and spread are measured before the floors: `robust`
+        /// (median; spread of the values clipped to their 1st-99th percentiles, so a few
+        /// windows far out cannot widen it) or `standard` (mean and standard deviation).
+        #[arg(long, value_enum, default_value_t = ScalingArg::Robust)]
+        scaling: ScalingArg,
     },
     /// Score windows: one output row per input row (score, cluster, state, explanation).
     Score {
@@ -160,12 +171,19 @@ enum Command {
         json: bool,
     },
     /// Write the synthetic server-metric data set (train.csv, test.csv, test_labels.csv,
-    /// test_segments.csv) used by the tests and the README's examples.
+    /// test_segments.csv) used by the tests and the README's examples, or with --set one of
+    /// the sets with what real data has (3000 training and 2000 test windows each):
+    /// heavy-tails (Pareto latencies, log-normal rates, bursty errors), contaminated (4%
+    /// unlabelled incidents in the training part), drift (load, memory and latency growing
+    /// through train and test), shapes (24 correlated features of very different scales).
     Synth {
         #[arg(long, short)]
         out: PathBuf,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// A named set instead of the default small one.
+        #[arg(long, value_parser = parse_set)]
+        set: Option<model::synthetic::SyntheticSet>,
     },
     /// Training time against scikit-learn and per-window inference time.
     #[command(hide = true)]
@@ -258,6 +276,8 @@ fn run() -> anyhow::Result<()> {
             min_threshold,
             threshold_rule,
             false_alarm_rate,
+            trim,
+            scaling,
         } => {
             // Before any work: a model written over its own training data (or labels) would
             // destroy them.
@@ -332,6 +352,11 @@ fn run() -> anyhow::Result<()> {
                     RuleArg::Tail => model::model::ThresholdRule::Tail {
                         false_alarm: false_alarm_rate,
                     },
+                },
+                trim,
+                scaling: match scaling {
+                    ScalingArg::Robust => model::model::Scaling::Robust,
+                    ScalingArg::Standard => model::model::Scaling::Standard,
                 },
                 ..TrainOptions::default()
             };
@@ -423,7 +448,7 @@ fn run() -> anyhow::Result<()> {
                 emit(&report::inspect(&model))?;
             }
         }
-        Command::Synth { out, seed } => write_synthetic(&out, seed)?,
+        Command::Synth { out, seed, set } => write_synthetic(&out, seed, set)?,
         Command::Bench {
             rows,
             dims,
@@ -557,9 +582,16 @@ fn save_records(path: &Path, records: &[serde_json::Value]) -> anyhow::Result<()
     Ok(())
 }
 
-fn write_synthetic(out: &Path, seed: u64) -> anyhow::Result<()> {
+fn write_synthetic(
+    out: &Path,
+    seed: u64,
+    set: Option<model::synthetic::SyntheticSet>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let data = model::synthetic::server_metrics(seed);
+    let data = match set {
+        Some(set) => model::synthetic::synthetic_set(set, seed),
+        None => model::synthetic::server_metrics(seed),
+    };
     for (name, text) in [
         ("train.csv", &data.train_csv),
         ("test.csv", &data.test_csv),
@@ -648,6 +680,34 @@ fn bench_text(report: &BenchReport) -> String {
 enum RuleArg {
     Percentile,
     Tail,
+}
+
+/// `model train --scaling`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ScalingArg {
+    Robust,
+    Standard,
+}
+
+fn parse_set(text: &str) -> Result<model::synthetic::SyntheticSet, String> {
+    model::synthetic::SyntheticSet::from_name(text).ok_or_else(|| {
+        let names: Vec<&str> = model::synthetic::SyntheticSet::ALL
+            .iter()
+            .map(|set| set.name())
+            .collect();
+        format!("no set named {text:?}; the sets are {}", names.join(", "))
+    })
+}
+
+fn parse_trim(text: &str) -> Result<f64, String> {
+    let value: f64 = text.parse().map_err(|err| format!("{text}: {err}"))?;
+    if (0.0..=0.5).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!(
+            "{text} is not a share between 0 and 0.5 of the training windows (0: no trimming)"
+        ))
+    }
 }
 
 fn parse_probability(text: &str) -> Result<f64, String> {

@@ -580,3 +580,66 @@ fn outputs_never_overwrite_the_model_or_the_input() {
         &model_file,
     ]));
 }
+
+#[test]
+fn train_sets_the_threshold_from_the_tail_by_default_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = dir.path().join("contaminated");
+    let set_dir = set.display().to_string();
+    stdout(&model(&[
+        "synth",
+        "--set",
+        "contaminated",
+        "--out",
+        &set_dir,
+    ]));
+    let train = path(&set, "train.csv");
+    let out = path(dir.path(), "model.json");
+    // Defaults: tail rule (3000 windows hold enough episodes), robust scaling, trimming on.
+    let summary = stdout(&model(&["train", "--input", &train, "--out", &out]));
+    assert!(summary.contains("= tail rule:"), "{summary}");
+    assert!(summary.contains("generalized Pareto shape"), "{summary}");
+    assert!(summary.contains("robust scaling"), "{summary}");
+    assert!(summary.contains("(at most 5%)"), "{summary}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(saved["threshold"]["tail"]["peaks"].as_u64().unwrap() >= 20);
+    assert_eq!(saved["scaler"]["method"], "robust");
+    // The rule before: percentile, no trimming, mean and standard deviation.
+    let summary = stdout(&model(&[
+        "train",
+        "--input",
+        &train,
+        "--out",
+        &out,
+        "--threshold-rule",
+        "percentile",
+        "--trim",
+        "0",
+        "--scaling",
+        "standard",
+    ]));
+    assert!(summary.contains("= p99 of"), "{summary}");
+    assert!(summary.contains("no trimming"), "{summary}");
+    assert!(summary.contains("standard scaling"), "{summary}");
+    // Too few windows for a tail: the percentile rule, and the summary says why.
+    let summary = stdout(&model(&[
+        "train",
+        "--input",
+        &data("train.csv"),
+        "--out",
+        &out,
+    ]));
+    assert!(
+        summary.contains("found fewer than 20 episodes to fit a tail"),
+        "{summary}"
+    );
+    fails_with(
+        &["train", "--input", &train, "--out", &out, "--trim", "0.9"],
+        "not a share between 0 and 0.5",
+    );
+    fails_with(
+        &["synth", "--set", "nope", "--out", &set_dir],
+        "the sets are heavy-tails, contaminated, drift, shapes",
+    );
+}

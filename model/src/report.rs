@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::{
     eval::{Evaluation, HysteresisResult},
-    model::{Assessment, HealthState, Model},
+    model::{Assessment, HealthState, Model, Scaling},
 };
 
 /// Clusters, sizes, states and the features that set each cluster apart.
@@ -22,10 +22,31 @@ pub fn summary(model: &Model) -> String {
         model.training.seed,
         model.training.inertia,
     );
+    let _ = writeln!(
+        text,
+        "{}; {}",
+        match model.scaler.method {
+            Scaling::Robust =>
+                "robust scaling (median, spread of the values clipped to their \
+                                1st-99th percentiles)",
+            Scaling::Standard => "standard scaling (mean, standard deviation)",
+        },
+        if model.training.trim > 0.0 {
+            format!(
+                "{} of {} training windows trimmed as incidents in the far tail (at most {:.0}%)",
+                model.training.trimmed,
+                model.training.windows,
+                100.0 * model.training.trim
+            )
+        } else {
+            "no trimming".to_string()
+        }
+    );
     let calibration = match &model.threshold.tail {
         Some(tail) => format!(
-            "the tail of {} healthy training scores: false-alarm rate {:.2e} per window; {} \
-             episodes over {:.3}, generalized Pareto shape {:.3} scale {:.3}",
+            "tail rule: the tail of {} healthy training scores, for a false-alarm rate of {:.2e} \
+             per window asked; {} episodes over the level {:.3}, generalized Pareto shape \
+             {:.3} scale {:.3}",
             model.threshold.calibration_windows,
             tail.false_alarm,
             tail.peaks,
@@ -34,8 +55,18 @@ pub fn summary(model: &Model) -> String {
             tail.scale
         ),
         None => format!(
-            "p{} of {} healthy training scores x {}",
-            model.threshold.percentile, model.threshold.calibration_windows, model.threshold.margin,
+            "p{} of {} healthy training scores x {}{}",
+            model.threshold.percentile,
+            model.threshold.calibration_windows,
+            model.threshold.margin,
+            match model.threshold.tail_fallback {
+                Some(rate) => format!(
+                    " (percentile rule: the tail rule, asked for a false-alarm rate of \
+                     {rate:.2e} per window, found fewer than {} episodes to fit a tail)",
+                    crate::tail::MIN_PEAKS
+                ),
+                None => String::new(),
+            }
         ),
     };
     let _ = match model.threshold.raised_from {

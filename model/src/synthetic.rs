@@ -312,3 +312,302 @@ pub fn blobs_csv(seed: u64, rows: usize, dims: usize, centers: usize) -> String 
     }
     text
 }
+
+/// The named synthetic sets of `model synth --set`: what real data has and the default set
+/// lacks. Each is a train part without labels and a test part with eight labelled faults,
+/// half of them strong and half subtle (so that where the threshold sits matters), in the
+/// same four files as [`server_metrics`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyntheticSet {
+    /// Heavy-tailed features: Pareto latencies and queue depths, log-normal rates with a wide
+    /// spread, bursty sparse error counts.
+    HeavyTails,
+    /// The server-metric machine with 4 % unlabelled incidents inside the training part (12
+    /// episodes of 10 windows), as real "healthy" training data has.
+    Contaminated,
+    /// The server-metric machine under slow drift: load, memory and latency grow all along
+    /// the train and the test parts (the test part is beyond anything trained on).
+    Drift,
+    /// A machine of another shape: 24 features in four correlated groups, scales from 1e-3
+    /// to 1e5, sparse counters and a constant; faults include a broken correlation.
+    Shapes,
+}
+
+impl SyntheticSet {
+    pub const ALL: [Self; 4] = [
+        Self::HeavyTails,
+        Self::Contaminated,
+        Self::Drift,
+        Self::Shapes,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HeavyTails => "heavy-tails",
+            Self::Contaminated => "contaminated",
+            Self::Drift => "drift",
+            Self::Shapes => "shapes",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|set| set.name() == name)
+    }
+
+    /// One line for people (EVALUATION.md, `model synth --help`).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::HeavyTails => {
+                "Pareto latencies (shape 2.5) and queue depths, log-normal rates (spread 0.5), \
+                 bursty sparse errors"
+            }
+            Self::Contaminated => {
+                "server metrics with 4% unlabelled incidents in the training part"
+            }
+            Self::Drift => {
+                "server metrics whose load, memory and latency grow slowly through train and test"
+            }
+            Self::Shapes => {
+                "24 features in 4 correlated groups, scales 1e-3 to 1e5, sparse counters, a \
+                 constant; one fault breaks a correlation"
+            }
+        }
+    }
+}
+
+/// Rows of the train and test parts of every named set (5 s windows: about 4 and 3 hours).
+pub const SET_TRAIN_ROWS: usize = 3000;
+pub const SET_TEST_ROWS: usize = 2000;
+
+/// A fault in a test part: its kind (0-3, what it moves depends on the set) and strength
+/// (1: strong, 0.5: subtle).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Planted {
+    kind: usize,
+    strength: f64,
+}
+
+/// The test part's faults: (first row, length), kinds cycling, strong and subtle alternating.
+const TEST_FAULTS: [(usize, usize); 8] = [
+    (120, 12),
+    (350, 8),
+    (600, 20),
+    (820, 6),
+    (1050, 15),
+    (1300, 10),
+    (1550, 18),
+    (1800, 8),
+];
+
+fn pareto(noise: &mut Noise, shape: f64) -> f64 {
+    noise.uniform().powf(-1.0 / shape)
+}
+
+/// One window of a set's machine at row `t` (counted from the start of the train part).
+struct Machine {
+    set: SyntheticSet,
+    /// Slow latent factors of [`SyntheticSet::Shapes`] (AR(1)).
+    factors: [f64; 4],
+}
+
+impl Machine {
+    fn columns(&self) -> Vec<String> {
+        match self.set {
+            SyntheticSet::HeavyTails => [
+                "cpu_pct",
+                "requests_per_s",
+                "latency_p99_ms",
+                "gc_pause_ms",
+                "disk_await_ms",
+                "queue_depth",
+                "net_kbps",
+                "errors_per_s",
+            ]
+            .map(String::from)
+            .to_vec(),
+            SyntheticSet::Contaminated | SyntheticSet::Drift => {
+                SERVER_METRIC_COLUMNS.map(String::from).to_vec()
+            }
+            SyntheticSet::Shapes => (0..24)
+                .map(|j| match j {
+                    20..=22 => format!("g{}_events_{j}", j % 4),
+                    23 => "constant".to_string(),
+                    _ if j % 5 == 4 => format!("g{}_share_{j}_pct", j % 4),
+                    _ => format!("g{}_rate_{j}", j % 4),
+                })
+                .collect(),
+        }
+    }
+
+    fn row(&mut self, noise: &mut Noise, t: usize, fault: Option<Planted>) -> Vec<f64> {
+        let busy = (t / 80).is_multiple_of(2);
+        match self.set {
+            SyntheticSet::HeavyTails => {
+                let load = if busy { 1.0 } else { 0.4 };
+                let mut cpu = (20.0 + 40.0 * load + 6.0 * noise.normal()).clamp(0.0, 100.0);
+                let mut requests = noise.around(800.0 * load, 0.5);
+                let mut latency = 20.0 * pareto(noise, 2.5);
+                let gc = if noise.uniform() < 0.3 {
+                    5.0 * pareto(noise, 1.8)
+                } else {
+                    0.0
+                };
+                let mut await_ms = noise.around(3.0, 0.6);
+                let mut queue = (pareto(noise, 2.0) - 1.0).floor();
+                let net = noise.around(4000.0 * load, 0.4);
+                let mut errors = if noise.uniform() < 0.03 {
+                    pareto(noise, 1.5).floor()
+                } else {
+                    0.0
+                };
+                if let Some(Planted { kind, strength: s }) = fault {
+                    match kind {
+                        0 => {
+                            latency *= 1.0 + 9.0 * s;
+                            cpu = (cpu + 30.0 * s).min(100.0);
+                        }
+                        1 => errors = noise.around(60.0 * s, 0.3).round(),
+                        2 => {
+                            await_ms *= 1.0 + 19.0 * s;
+                            queue += (20.0 * s).round();
+                        }
+                        _ => {
+                            cpu = (cpu + 60.0 * s).min(100.0);
+                            requests *= 1.0 - 0.6 * s;
+                            latency *= 1.0 + 2.0 * s;
+                        }
+                    }
+                }
+                vec![cpu, requests, latency, gc, await_ms, queue, net, errors]
+            }
+            SyntheticSet::Contaminated => {
+                server_row(noise, busy, fault.map(|f| server_fault(f.kind))).to_vec()
+            }
+            SyntheticSet::Drift => {
+                let total = (SET_TRAIN_ROWS + SET_TEST_ROWS) as f64;
+                let d = t as f64 / total;
+                let mut row = server_row(noise, busy, fault.map(|f| server_fault(f.kind)));
+                // cpu, mem, load1, read, write, await, net in, net out grow; errors do not.
+                row[0] = (row[0] * (1.0 + 0.4 * d)).min(100.0);
+                row[1] = (row[1] - 12.0 + 25.0 * d).clamp(0.0, 100.0);
+                for value in &mut row[2..8] {
+                    *value *= 1.0 + 0.8 * d;
+                }
+                row.to_vec()
+            }
+            SyntheticSet::Shapes => {
+                for (k, factor) in self.factors.iter_mut().enumerate() {
+                    *factor = 0.97 * *factor
+                        + 0.24 * noise.normal()
+                        + if busy { 0.01 } else { -0.01 } * k as f64;
+                }
+                let mut row: Vec<f64> = (0..24)
+                    .map(|j| {
+                        let group = self.factors[j % 4];
+                        let scale = 10f64.powi((j % 9) as i32 - 3);
+                        match j {
+                            20..=22 => {
+                                if noise.uniform() < 0.02 {
+                                    (1.0 + 3.0 * noise.uniform()).floor()
+                                } else {
+                                    0.0
+                                }
+                            }
+                            23 => 42.0,
+                            _ if j % 5 == 4 => {
+                                (30.0 + 8.0 * group + 2.0 * noise.normal()).clamp(0.0, 100.0)
+                            }
+                            _ => scale * (0.4 * group + 0.1 * noise.normal()).exp(),
+                        }
+                    })
+                    .collect();
+                if let Some(Planted { kind, strength: s }) = fault {
+                    match kind {
+                        // One feature of group 1 leaves its group: a broken correlation.
+                        0 => row[1] *= 1.0 + 3.0 * s,
+                        // All of group 2 shifts.
+                        1 => {
+                            for j in (2..20).step_by(4) {
+                                if j % 5 == 4 {
+                                    row[j] = (row[j] + 25.0 * s).min(100.0);
+                                } else {
+                                    row[j] *= 1.0 + 2.0 * s;
+                                }
+                            }
+                        }
+                        // A sparse counter bursts.
+                        2 => row[21] = (8.0 * s + 4.0 * noise.uniform()).round(),
+                        // A share jumps.
+                        _ => row[9] = (row[9] + 30.0 * s).min(100.0),
+                    }
+                }
+                row
+            }
+        }
+    }
+}
+
+fn server_fault(kind: usize) -> Fault {
+    match kind % 3 {
+        0 => Fault::DiskStall,
+        1 => Fault::ErrorBurst,
+        _ => Fault::CpuSaturation,
+    }
+}
+
+/// A named synthetic set (see [`SyntheticSet`]), for `seed`.
+pub fn synthetic_set(set: SyntheticSet, seed: u64) -> ServerMetrics {
+    let mut noise = Noise::new(seed);
+    let mut machine = Machine {
+        set,
+        factors: [0.0; 4],
+    };
+    let header = format!("timestamp,{}\n", machine.columns().join(","));
+    let mut train_csv = header.clone();
+    // Contamination: 12 episodes of 10 windows, evenly spread, kinds cycling.
+    let contaminated = |row: usize| -> Option<Planted> {
+        (set == SyntheticSet::Contaminated && row % 250 >= 240).then_some(Planted {
+            kind: row / 250,
+            strength: 1.0,
+        })
+    };
+    for row in 0..SET_TRAIN_ROWS {
+        let values = machine.row(&mut noise, row, contaminated(row));
+        csv_line(&mut train_csv, &timestamp(row), &values);
+    }
+    let mut test_csv = header;
+    let mut test_labels_csv = String::from("label\n");
+    let mut test_segments_csv = String::from("start,end\n");
+    for row in 0..SET_TEST_ROWS {
+        let at = SET_TRAIN_ROWS + row;
+        let fault = TEST_FAULTS
+            .iter()
+            .enumerate()
+            .find(|(_, (start, length))| (*start..start + length).contains(&row))
+            .map(|(index, _)| Planted {
+                kind: index % 4,
+                strength: if (index / 4).is_multiple_of(2) {
+                    1.0
+                } else {
+                    0.5
+                },
+            });
+        let values = machine.row(&mut noise, at, fault);
+        csv_line(&mut test_csv, &timestamp(at), &values);
+        test_labels_csv.push_str(if fault.is_some() { "1\n" } else { "0\n" });
+    }
+    for (start, length) in TEST_FAULTS {
+        let _ = writeln!(
+            test_segments_csv,
+            "{},{}",
+            timestamp(SET_TRAIN_ROWS + start),
+            timestamp(SET_TRAIN_ROWS + start + length - 1)
+        );
+    }
+    ServerMetrics {
+        train_csv,
+        test_csv,
+        test_labels_csv,
+        test_segments_csv,
+    }
+}

@@ -41,7 +41,7 @@ pub struct Recorded {
 
 impl Recorded {
     /// Windows at least half inside the fault: the ones that should be flagged.
-    fn truth(&self) -> Vec<bool> {
+    pub fn truth(&self) -> Vec<bool> {
         self.windows
             .iter()
             .map(|w| {
@@ -54,6 +54,19 @@ impl Recorded {
     /// Windows wholly before the fault or burst: the healthy part of the run.
     fn before(&self) -> impl Iterator<Item = &Window> {
         self.windows.iter().filter(|w| w.end_s <= self.start_s)
+    }
+
+    /// Every window's record.
+    pub fn records(&self) -> anyhow::Result<Vec<Value>> {
+        self.windows
+            .iter()
+            .map(|w| Ok(serde_json::from_str(&w.line)?))
+            .collect()
+    }
+
+    /// The records of the windows before the fault or burst.
+    pub fn healthy_records(&self) -> impl Iterator<Item = anyhow::Result<Value>> + '_ {
+        self.before().map(|w| Ok(serde_json::from_str(&w.line)?))
     }
 }
 
@@ -576,6 +589,7 @@ fn evaluate_in(
     )?;
     let path: PathBuf = workspace_root().join("EVALUATION.md");
     fs::write(&path, md)?;
+    crate::calibration::write_section(&crate::calibration::section(recorded)?)?;
     write_datasets_table(dir, recorded)?;
     println!("evaluate: wrote EVALUATION.md and datasets/default-model.json");
     Ok(())

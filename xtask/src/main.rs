@@ -2,6 +2,7 @@
 
 mod bench;
 mod build;
+mod calibration;
 mod evaluate;
 mod image;
 mod scenario;
@@ -70,6 +71,10 @@ enum Command {
     /// Train on the recorded datasets' healthy windows, replay every scenario as the daemon
     /// would judge it, write EVALUATION.md and the default model datasets/default-model.json.
     Evaluate,
+    /// Train before/after issue 24's calibration defaults on the named synthetic sets and
+    /// the recorded scenarios; write the calibration section of EVALUATION.md (own-threshold
+    /// F1 beside the test-tuned upper bound). `evaluate` runs it too.
+    Calibration,
     /// A scenario's helper workload (used by the scenarios themselves).
     #[command(hide = true, subcommand)]
     ScenarioWorker(scenario::worker::Worker),
@@ -157,6 +162,7 @@ fn main() -> anyhow::Result<()> {
             build::build_release()?;
             evaluate::evaluate()
         }
+        Command::Calibration => calibration::calibration(),
         Command::ScenarioWorker(worker) => scenario::worker::run(worker),
         Command::BenchWorkload {
             kind,

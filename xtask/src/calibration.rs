@@ -1,0 +1,324 @@
+//! `cargo xtask calibration`: where each model's own threshold lands, before and after issue
+//! 24's calibration (tail rule, trimming, robust scaling), on the named synthetic sets and on
+//! the recorded scenarios, beside the best F1 a threshold tuned on the test labels would
+//! reach. Writes its section of EVALUATION.md (between markers, so `cargo xtask evaluate`
+//! keeps it and calls it too).
+//!
+//! The upper bound uses the test labels and is only that: no default is set from it. Every
+//! default of the "after" column (the tail rule's false-alarm rate, the trimmed share and its
+//! cutoff, the level quantile, the floors) comes from `model`'s constants, whose comments say
+//! which training, synthetic or scenario data they come from.
+
+use std::{fmt::Write as _, fs, path::Path};
+
+use anyhow::{Context as _, bail};
+use model::{
+    Model, Table, TrainOptions,
+    eval::Scores,
+    model::{HealthState, Scaling, ThresholdRule},
+    synthetic::{SyntheticSet, synthetic_set},
+};
+
+use crate::{
+    evaluate::{self, BUILTIN_FEATURES, Recorded},
+    scenario::{Kind, SCENARIOS},
+    util::workspace_root,
+};
+
+const BEGIN: &str = "<!-- calibration -->";
+const END: &str = "<!-- /calibration -->";
+/// The seed of every synthetic set (the default set's too).
+const SEED: u64 = 7;
+/// Own-threshold F1 within this of the upper bound is the issue's goal.
+const GOAL: f64 = 0.15;
+
+/// "Before": the rule the model had (p99 x 1.2), no trimming, mean and standard deviation.
+fn before(options: TrainOptions) -> TrainOptions {
+    TrainOptions {
+        threshold_rule: ThresholdRule::Percentile,
+        trim: 0.0,
+        scaling: Scaling::Standard,
+        ..options
+    }
+}
+
+/// One row of the table.
+struct Row {
+    name: String,
+    what: String,
+    windows: usize,
+    faulty: usize,
+    before: Outcome,
+    after: Outcome,
+}
+
+struct Outcome {
+    f1: f64,
+    precision: f64,
+    recall: f64,
+    /// Best F1 over every threshold, on the test labels: an upper bound, not a result.
+    best: f64,
+    threshold: f64,
+    rule: String,
+    trimmed: usize,
+    /// Share of the healthy test windows flagged.
+    false_alarms: f64,
+}
+
+/// The model's own verdicts on `test`, and the best F1 any threshold on the same scores
+/// would give (windows nearest a degraded cluster stay flagged, as the model flags them).
+fn outcome(model: &Model, tests: &[(Table, Vec<bool>)]) -> anyhow::Result<Outcome> {
+    let mut own = Vec::new();
+    let mut truth = Vec::new();
+    let mut scored = Vec::new();
+    for (table, labels) in tests {
+        for (assessment, &label) in model.score_table(table)?.iter().zip(labels) {
+            own.push(assessment.is_anomalous());
+            truth.push(label);
+            let in_degraded = model.clusters[assessment.cluster].state == HealthState::Degraded;
+            scored.push((assessment.score, in_degraded, label));
+        }
+    }
+    let Scores {
+        precision,
+        recall,
+        f1,
+    } = Scores::of(&own, &truth);
+    let healthy = truth.iter().filter(|t| !**t).count();
+    let false_alarms =
+        own.iter().zip(&truth).filter(|(o, t)| **o && !**t).count() as f64 / healthy.max(1) as f64;
+    // Sweep the threshold down through every score: flagged = in a degraded cluster or
+    // above it. Counts kept incrementally.
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let positives = truth.iter().filter(|t| **t).count() as f64;
+    let (mut tp, mut fp) = (0.0, 0.0);
+    for &(_, degraded, label) in &scored {
+        if degraded {
+            if label {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+        }
+    }
+    let f1_of = |tp: f64, fp: f64| {
+        if tp == 0.0 {
+            0.0
+        } else {
+            2.0 * tp / (2.0 * tp + fp + (positives - tp))
+        }
+    };
+    let mut best = f1_of(tp, fp);
+    let mut index = 0;
+    while index < scored.len() {
+        // Windows with equal scores go over together.
+        let score = scored[index].0;
+        while index < scored.len() && scored[index].0 == score {
+            let (_, degraded, label) = scored[index];
+            if !degraded {
+                if label {
+                    tp += 1.0;
+                } else {
+                    fp += 1.0;
+                }
+            }
+            index += 1;
+        }
+        best = best.max(f1_of(tp, fp));
+    }
+    let rule = match (&model.threshold.tail, model.threshold.raised_from) {
+        (_, Some(_)) => "minimum".to_string(),
+        (Some(tail), None) => format!("tail ({} episodes)", tail.peaks),
+        (None, None) if model.threshold.tail_fallback.is_some() => {
+            "p99 x 1.2 (too few episodes for a tail)".to_string()
+        }
+        (None, None) => "p99 x 1.2".to_string(),
+    };
+    Ok(Outcome {
+        f1,
+        precision,
+        recall,
+        best,
+        threshold: model.threshold.value,
+        rule,
+        trimmed: model.training.trimmed,
+        false_alarms,
+    })
+}
+
+fn synthetic_row(set: SyntheticSet, work: &Path) -> anyhow::Result<Row> {
+    let data = synthetic_set(set, SEED);
+    let dir = work.join(set.name());
+    fs::create_dir_all(&dir)?;
+    let (train, test, labels) = (
+        dir.join("train.csv"),
+        dir.join("test.csv"),
+        dir.join("test_labels.csv"),
+    );
+    fs::write(&train, &data.train_csv)?;
+    fs::write(&test, &data.test_csv)?;
+    fs::write(&labels, &data.test_labels_csv)?;
+    let train = model::read_table(&train)?;
+    let test = model::read_table(&test)?;
+    let truth = model::Labels::read(&labels)?.per_row(&test, &labels)?;
+    let faulty = truth.iter().filter(|t| **t).count();
+    let windows = truth.len();
+    let tests = [(test, truth)];
+    let fit = |options: &TrainOptions| -> anyhow::Result<Outcome> {
+        outcome(&Model::train(&train, options)?, &tests)
+    };
+    Ok(Row {
+        name: format!("synthetic `{}`", set.name()),
+        what: set.describe().to_string(),
+        windows,
+        faulty,
+        before: fit(&before(TrainOptions::default()))?,
+        after: fit(&TrainOptions::default())?,
+    })
+}
+
+/// The scenarios: trained as the built-in model is (its features, floors and minimum
+/// threshold) on every run's windows before its fault, then every window of every run
+/// judged, pooled.
+fn scenario_row(recorded: &[Recorded]) -> anyhow::Result<Row> {
+    let healthy: Vec<serde_json::Value> = recorded
+        .iter()
+        .flat_map(|r| r.healthy_records())
+        .collect::<anyhow::Result<_>>()?;
+    let train = Table::from_records(&healthy)?;
+    let mut tests = Vec::new();
+    for r in recorded {
+        tests.push((Table::from_records(&r.records()?)?, r.truth()));
+    }
+    let windows = tests.iter().map(|(_, t)| t.len()).sum();
+    let faulty = tests.iter().flat_map(|(_, t)| t).filter(|t| **t).count();
+    let builtin = TrainOptions {
+        features: BUILTIN_FEATURES.iter().map(|f| f.to_string()).collect(),
+        floor_scale: evaluate::BUILTIN_FLOOR_SCALE.parse()?,
+        min_threshold: evaluate::BUILTIN_MIN_THRESHOLD.parse()?,
+        ..TrainOptions::default()
+    };
+    let fit = |options: &TrainOptions| -> anyhow::Result<Outcome> {
+        outcome(&Model::train(&train, options)?, &tests)
+    };
+    let faults = recorded
+        .iter()
+        .filter(|r| r.scenario.kind == Kind::Fault)
+        .count();
+    Ok(Row {
+        name: "scenario recordings".into(),
+        what: format!(
+            "all {} runs pooled ({faults} faults), trained like the built-in model on the {} \
+             healthy windows before each fault",
+            recorded.len(),
+            healthy.len()
+        ),
+        windows,
+        faulty,
+        before: fit(&before(builtin.clone()))?,
+        after: fit(&builtin)?,
+    })
+}
+
+/// The section's text (with its markers).
+pub fn section(recorded: &[Recorded]) -> anyhow::Result<String> {
+    let work = tempfile::tempdir()?;
+    let mut rows = Vec::new();
+    for set in SyntheticSet::ALL {
+        rows.push(synthetic_row(set, work.path())?);
+    }
+    if !recorded.is_empty() {
+        rows.push(scenario_row(recorded)?);
+    }
+    let mut md = String::new();
+    writeln!(
+        md,
+        "{BEGIN}\n## Calibration: the model's own threshold, before and after (issue 24)\n\n\
+         `cargo xtask calibration` (also run by `cargo xtask evaluate`). Each synthetic set \
+         (`model synth --set NAME --seed {SEED}`: {} training windows without labels, {} test \
+         windows with 8 labelled faults, half of them subtle) and the scenario recordings: \
+         `model train` with the defaults **before** (threshold p99 x 1.2, no trimming, mean \
+         and standard deviation) and **after** (tail rule for 5.8e-5 false episodes per \
+         window, at most 5% trimmed, robust scaling), then every test window judged. F1 is \
+         point-wise, before hysteresis. **Upper bound**: the best F1 any threshold on the same \
+         scores would give, chosen on the test labels; no model can know it, it is not our \
+         result, and no default was set from it. Goal: own F1 within {GOAL} of the upper \
+         bound. The tail rule is asked for about one false episode per node-day (5.8e-5 per \
+         window), stricter than what maximises F1 on a test part where 5% of the windows are \
+         faults: where it misses the goal, it is the subtle faults (half of each set's, at half \
+         strength) that fall under it, and the healthy windows it flags show the other side.\n",
+        model::synthetic::SET_TRAIN_ROWS,
+        model::synthetic::SET_TEST_ROWS,
+    )?;
+    writeln!(
+        md,
+        "| data | test windows (faulty) | before: F1 (P / R) | before: upper bound | after: F1 (P / R) | after: upper bound | after: threshold, rule, windows trimmed | healthy test windows flagged, before / after | after within {GOAL}? |\n|---|---|---|---|---|---|---|---|---|"
+    )?;
+    for row in &rows {
+        let cell = |o: &Outcome| format!("{:.2} ({:.2} / {:.2})", o.f1, o.precision, o.recall);
+        let gap = row.after.best - row.after.f1;
+        writeln!(
+            md,
+            "| {} | {} ({}) | {} | {:.2} | {} | {:.2} | {:.2}, {}, {} | {:.1}% / {:.1}% | {} |",
+            row.name,
+            row.windows,
+            row.faulty,
+            cell(&row.before),
+            row.before.best,
+            cell(&row.after),
+            row.after.best,
+            row.after.threshold,
+            row.after.rule,
+            row.after.trimmed,
+            100.0 * row.before.false_alarms,
+            100.0 * row.after.false_alarms,
+            if gap <= GOAL {
+                format!("yes ({gap:.2} below)")
+            } else {
+                format!("**no** ({gap:.2} below)")
+            },
+        )?;
+    }
+    writeln!(md)?;
+    for row in &rows {
+        writeln!(md, "- {}: {}.", row.name, row.what)?;
+    }
+    writeln!(md, "{END}")?;
+    Ok(md)
+}
+
+/// Replaces the section in EVALUATION.md (appends it when absent).
+pub fn write_section(section: &str) -> anyhow::Result<()> {
+    let path = workspace_root().join("EVALUATION.md");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let updated = match (text.find(BEGIN), text.find(END)) {
+        (Some(begin), Some(end)) if begin < end => format!(
+            "{}{}{}",
+            &text[..begin],
+            section.trim_end(),
+            &text[end + END.len()..]
+        ),
+        (None, None) => format!("{}\n{}", text.trim_end(), "\n".to_string() + section),
+        _ => bail!(
+            "{} has one calibration marker without the other",
+            path.display()
+        ),
+    };
+    fs::write(&path, updated)?;
+    Ok(())
+}
+
+pub fn calibration() -> anyhow::Result<()> {
+    let dir = workspace_root().join("datasets");
+    let mut recorded = Vec::new();
+    for scenario in SCENARIOS {
+        if let Some(r) = evaluate::load(&dir, scenario)? {
+            recorded.push(r);
+        }
+    }
+    let section = section(&recorded)?;
+    print!("{section}");
+    write_section(&section)?;
+    println!("calibration: wrote its section of EVALUATION.md");
+    Ok(())
+}
