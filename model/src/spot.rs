@@ -173,6 +173,16 @@ impl Spot {
             self.skipped += 1;
             return true;
         }
+        self.learn(score);
+        false
+    }
+
+    /// Learns `score` as a normal window's, whatever the threshold: for a caller whose own
+    /// judgement (a conservative floor above this threshold) called the window normal.
+    pub fn learn(&mut self, score: f64) {
+        if !score.is_finite() {
+            return;
+        }
         let excess = score - self.average() - self.level;
         self.windows += 1.0;
         if excess > 0.0 {
@@ -194,7 +204,6 @@ impl Spot {
                 self.sum -= old;
             }
         }
-        false
     }
 
     fn add_peak(&mut self, excess: f64) {
