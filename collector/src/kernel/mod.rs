@@ -281,6 +281,7 @@ impl KernelCollector {
             warn!("tracepoint field {field} missing on this kernel: the features it feeds read 0");
         }
         let open_syscalls = open_syscalls();
+        let wait_syscalls = wait_syscalls();
         let kernel_btf = crate::kernel::btf::Btf::from_kernel();
         let exit_code_offsets = match kernel_btf
             .as_ref()
@@ -327,6 +328,7 @@ impl KernelCollector {
             .override_global(names::BLOCK_LAYOUT, &layout_value, true)
             .override_global(names::SYSTEM_LAYOUT, &system_layout, true)
             .override_global(names::OPEN_SYSCALLS, &open_syscalls, true)
+            .override_global(names::WAIT_SYSCALLS, &wait_syscalls, true)
             .override_global("EXIT_CODE_OFFSETS", &exit_code_offsets_value, true)
             .override_global(
                 names::TASK_PID_OFFSET,
@@ -929,6 +931,32 @@ fn open_syscalls() -> OpenSyscalls {
     #[cfg(not(target_arch = "x86_64"))]
     let numbers = [libc::SYS_openat, libc::SYS_openat2, -1, -1];
     OpenSyscalls { numbers }
+}
+
+/// This architecture's timed waits (see [`collector_common::WaitSyscalls`]): syscalls that
+/// return ETIMEDOUT, EAGAIN or 0 when the time they were given runs out, as they are asked
+/// to. Only futex, futex_waitv and the message queues report it as ETIMEDOUT; the others are
+/// listed so that no future kernel's ETIMEDOUT from a wait reads as a failure.
+fn wait_syscalls() -> collector_common::WaitSyscalls {
+    let known = [
+        libc::SYS_futex,
+        libc::SYS_futex_waitv,
+        libc::SYS_mq_timedsend,
+        libc::SYS_mq_timedreceive,
+        libc::SYS_semtimedop,
+        libc::SYS_rt_sigtimedwait,
+        libc::SYS_io_getevents,
+        libc::SYS_ppoll,
+        libc::SYS_pselect6,
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_pwait2,
+        libc::SYS_clock_nanosleep,
+    ];
+    let mut numbers = [-1i64; collector_common::WAIT_SYSCALL_SLOTS];
+    for (slot, number) in numbers.iter_mut().zip(known) {
+        *slot = number;
+    }
+    collector_common::WaitSyscalls { numbers }
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {
