@@ -225,6 +225,16 @@ struct LearnedModel {
     model: Model,
     /// Position in `columns` of each of the model's required fields.
     positions: Vec<usize>,
+    /// Of those (in the same order), the latencies no kept window had a sample of (0 in
+    /// every one): a latency with no history has no normal to be compared with, and a
+    /// node's first fsync would otherwise be "infinitely" slower than none. They are left
+    /// out of the score, as missing values are, until a refresh has seen them.
+    unseen: Vec<usize>,
+}
+
+/// A latency field (`*_latency_*`): 0 when the window had no sample of it.
+fn is_latency(field: &str) -> bool {
+    field.contains("_latency_")
 }
 
 impl BaselineLearner {
@@ -416,11 +426,22 @@ impl BaselineLearner {
                     .iter()
                     .map(|f| table.columns.iter().position(|c| c == f).unwrap_or(0))
                     .collect();
+                let unseen: Vec<usize> = positions
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &p)| {
+                        is_latency(&table.columns[p]) && rows.iter().all(|(_, row)| row[p] == 0.0)
+                    })
+                    .map(|(slot, _)| slot)
+                    .collect();
                 let scores: Vec<f64> = rows
                     .iter()
                     .filter_map(|(_, row)| {
                         let inputs: Vec<f64> = positions.iter().map(|&p| row[p]).collect();
-                        model.score_inputs(&inputs).ok().map(|a| a.score)
+                        model
+                            .score_inputs_partial(&inputs, &unseen)
+                            .ok()
+                            .map(|a| a.score)
                     })
                     .collect();
                 // A level low enough to leave some 50 windows over it (a few tens of
@@ -432,7 +453,11 @@ impl BaselineLearner {
                     ..self.options.spot
                 };
                 self.spot = Spot::initialize(&scores, spot_options);
-                self.model = Some(LearnedModel { model, positions });
+                self.model = Some(LearnedModel {
+                    model,
+                    positions,
+                    unseen,
+                });
                 self.trainings += 1;
                 self.last_error = None;
             }
@@ -502,6 +527,11 @@ impl BaselineLearner {
                     }
                 }
             }
+            for &slot in &learned.unseen {
+                if !missing.contains(&slot) {
+                    missing.push(slot);
+                }
+            }
             let assessment = learned.model.score_inputs_partial(&inputs, &missing)?;
             return Ok(Some(self.rejudge(assessment)));
         }
@@ -520,7 +550,11 @@ impl BaselineLearner {
             return Ok(None);
         };
         let inputs: Vec<f64> = learned.positions.iter().map(|&p| row[p]).collect();
-        let assessment = self.rejudge(learned.model.score_inputs(&inputs)?);
+        let assessment = self.rejudge(
+            learned
+                .model
+                .score_inputs_partial(&inputs, &learned.unseen)?,
+        );
         // Only windows judged healthy feed the refresh and the tail, so an incident does not
         // become the new normal. (A slow drift still can: the refresh is meant to follow it.)
         if assessment.state == HealthState::Healthy {
@@ -660,6 +694,48 @@ mod widening_tests {
         assert!(status.tail_peaks >= crate::tail::MIN_PEAKS, "{status:?}");
         assert_eq!(status.windows_seen, 1222);
         assert!(status.trainings >= 6, "{status:?}");
+    }
+
+    #[test]
+    fn a_latency_never_sampled_while_learning_is_not_judged_until_seen() {
+        let mut learner = BaselineLearner::new(BaselineOptions {
+            refresh_every: 30,
+            ..options()
+        });
+        let mut noise = Noise::new(3);
+        let quiet = |noise: &mut Noise| {
+            let mut window = quiet_window(noise);
+            window.insert("fsync_latency_p99_us".into(), 0.0);
+            window
+        };
+        for _ in 0..20 {
+            learner.observe(quiet(&mut noise)).unwrap();
+        }
+        // The node's first fsyncs: 2 ms each. Not slower than a normal never seen.
+        let mut first = quiet(&mut noise);
+        first.insert("fsync_latency_p99_us".into(), 2000.0);
+        let judged = learner.observe(first.clone()).unwrap().expect("judged");
+        assert_eq!(judged.state, HealthState::Healthy, "{judged:?}");
+        assert!(
+            judged
+                .explanation
+                .iter()
+                .all(|c| c.feature != "fsync_latency_p99_us"),
+            "{judged:?}"
+        );
+        // Fsyncs become part of the node's life; after a refresh they have a normal, and a
+        // stalled one (a minute) is judged. (The windows without a fsync, 0, are still part
+        // of that normal and widen it: a latency's "no sample" is a value to the model.)
+        for _ in 0..100 {
+            let mut window = quiet(&mut noise);
+            window.insert("fsync_latency_p99_us".into(), noise.around(2000.0, 0.1));
+            learner.observe(window).unwrap();
+        }
+        let mut slow = quiet(&mut noise);
+        slow.insert("fsync_latency_p99_us".into(), 60_000_000.0);
+        let judged = learner.observe(slow).unwrap().expect("judged");
+        assert_eq!(judged.state, HealthState::Degraded, "{judged:?}");
+        assert_eq!(judged.explanation[0].feature, "fsync_latency_p99_us");
     }
 
     #[test]
