@@ -207,7 +207,12 @@ pub mod event {
     /// Threads and processes the daemon's own process created, counted here and not in
     /// [`FORKS`].
     pub const OWN_FORKS: u32 = 28;
-    pub const COUNT: u32 = 29;
+    /// ETIMEDOUT returned by a timed wait ([`super::WaitSyscalls`]: futex and the like), where
+    /// a timeout is the ordinary outcome, not a failure: counted here and not in
+    /// [`SYSCALL_ERRORS`] or the errno counts, so `syscall_etimedout_per_s` means a connection
+    /// or an operation that timed out.
+    pub const WAIT_TIMEOUTS: u32 = 29;
+    pub const COUNT: u32 = 30;
 }
 
 /// Errno values are counted in a per-CPU array of this many slots (errno 1..=255).
@@ -313,6 +318,21 @@ pub struct OpenSyscalls {
     pub numbers: [i64; 4],
 }
 
+/// ETIMEDOUT (the asm-generic value, which x86_64 and aarch64 share).
+pub const ETIMEDOUT: u32 = 110;
+
+/// Syscall numbers of the timed waits on this architecture (-1: unused slot), set before load
+/// from the daemon's `libc::SYS_*`, so another architecture needs no kernel-side table. Their
+/// ETIMEDOUT is counted as [`event::WAIT_TIMEOUTS`].
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct WaitSyscalls {
+    pub numbers: [i64; WAIT_SYSCALL_SLOTS],
+}
+
+/// Slots of [`WaitSyscalls`].
+pub const WAIT_SYSCALL_SLOTS: usize = 16;
+
 /// Map and program names, shared so a rename on one side breaks the build, not the daemon.
 pub mod names {
     pub const BLOCK_RQ_ISSUE: &str = "block_rq_issue";
@@ -330,6 +350,7 @@ pub mod names {
     pub const HOOK_CONFIG: &str = "HOOK_CONFIG";
     pub const SYSTEM_LAYOUT: &str = "SYSTEM_LAYOUT";
     pub const OPEN_SYSCALLS: &str = "OPEN_SYSCALLS";
+    pub const WAIT_SYSCALLS: &str = "WAIT_SYSCALLS";
     /// Byte offset of `pid` in `struct task_struct` (from BTF) for the BTF tracepoints.
     pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
     pub const SAMPLED_SINCE: &str = "SAMPLED_SINCE";
@@ -359,6 +380,7 @@ mod pod {
     unsafe impl aya::Pod for super::Histogram {}
     unsafe impl aya::Pod for super::SystemTracepointLayout {}
     unsafe impl aya::Pod for super::OpenSyscalls {}
+    unsafe impl aya::Pod for super::WaitSyscalls {}
     unsafe impl aya::Pod for super::ExitCodeOffsets {}
 }
 

@@ -31,8 +31,8 @@ use aya_ebpf::{
     },
 };
 use collector_common::{
-    ABSENT, DROP_REASON_SLOTS, ERRNO_SLOTS, ExitCodeOffsets, Histogram, OpenSyscalls,
-    RUNQUEUE_SLOTS, SystemTracepointLayout, event, hist, hook_config, sampled_group,
+    ABSENT, DROP_REASON_SLOTS, ERRNO_SLOTS, ETIMEDOUT, ExitCodeOffsets, Histogram, OpenSyscalls,
+    RUNQUEUE_SLOTS, SystemTracepointLayout, WaitSyscalls, event, hist, hook_config, sampled_group,
 };
 
 use crate::util::{SAMPLED_SINCE, add, current_is_ignored, record_latency};
@@ -44,6 +44,16 @@ static SYSTEM_LAYOUT: SystemTracepointLayout = SystemTracepointLayout::LINUX_6;
 #[unsafe(no_mangle)]
 static OPEN_SYSCALLS: OpenSyscalls = OpenSyscalls {
     numbers: [2, 257, 437, 85],
+};
+
+/// x86_64 futex, futex_waitv, mq_timedsend, mq_timedreceive, semtimedop, rt_sigtimedwait,
+/// io_getevents, ppoll, pselect6, epoll_pwait, epoll_pwait2, clock_nanosleep;
+/// the daemon writes this architecture's (from `libc::SYS_*`).
+#[unsafe(no_mangle)]
+static WAIT_SYSCALLS: WaitSyscalls = WaitSyscalls {
+    numbers: [
+        202, 449, 242, 243, 220, 128, 208, 271, 270, 281, 441, 230, -1, -1, -1, -1,
+    ],
 };
 
 #[map]
@@ -443,21 +453,36 @@ fn count_syscall_exit(ret: i64, syscall_nr: impl FnOnce() -> Result<i64, i32>) -
     count(event::SYSCALLS);
     // Only -4095..=-1 are errors; other negative values are legitimate results (lseek, mmap).
     let failed = (-4095..0).contains(&ret);
-    if failed {
-        count(event::SYSCALL_ERRORS);
-        let errno = (-ret) as u32;
-        if errno < ERRNO_SLOTS {
-            add(&ERRNOS, errno, 1);
-        }
-    }
+    let errno = if failed { (-ret) as u32 } else { 0 };
     let opens_here = HOOK_CONFIG
         .get(hook_config::OPENS_FROM_SYSCALL_EXIT)
         .is_some_and(|enabled| *enabled != 0);
+    // The syscall number is read only when needed: for the opens, and for an ETIMEDOUT (rare
+    // but for timed waits), whose meaning depends on the syscall. Unknown (-1) matches none.
+    let timed_out = errno == ETIMEDOUT;
+    let id = if opens_here || timed_out {
+        syscall_nr().unwrap_or(-1)
+    } else {
+        -1
+    };
+    if failed {
+        // SAFETY: plain read of a static rewritten by the loader.
+        let waits = unsafe { core::ptr::read_volatile(&WAIT_SYSCALLS) };
+        if timed_out && id >= 0 && waits.numbers.contains(&id) {
+            // A timed wait ran out: its ordinary outcome (a lock or condition polled with a
+            // timeout), not a failure of the node.
+            count(event::WAIT_TIMEOUTS);
+        } else {
+            count(event::SYSCALL_ERRORS);
+            if errno < ERRNO_SLOTS {
+                add(&ERRNOS, errno, 1);
+            }
+        }
+    }
     if opens_here {
-        let id = syscall_nr()?;
         // SAFETY: plain read of a static rewritten by the loader.
         let opens = unsafe { core::ptr::read_volatile(&OPEN_SYSCALLS) };
-        if opens.numbers.contains(&id) {
+        if id >= 0 && opens.numbers.contains(&id) {
             count(event::OPENS);
             if failed {
                 count(event::OPEN_ERRORS);

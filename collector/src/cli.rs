@@ -340,7 +340,11 @@ pub struct RunArgs {
 
     /// Without --model: learn and judge only the window fields matching these patterns
     /// (comma-separated, `*` is a wildcard), e.g. "net_*,tcp_*" on a node whose CPU and disk
-    /// are busy with work nobody should be alerted for. Default: every field.
+    /// are busy with work nobody should be alerted for. Default: the saturation, error and
+    /// latency signals (pressure, throttling, failing exits, errors, drops, retransmits, I/O
+    /// and fsync latency), as the built-in model; volumes (syscalls, packets, bytes, I/O
+    /// operations) change with the work a node is given, not with its health. "*" judges
+    /// every field.
     #[arg(
         long,
         env = "NODESTATE_BASELINE_FIELDS",
@@ -561,6 +565,7 @@ impl RunArgs {
                 // A baseline from fewer than 10 windows would be noise.
                 learn_windows: windows(self.learn_for).max(10),
                 refresh_every: windows(self.refresh_every).max(10),
+                window_s: self.collect.window.as_secs_f64(),
                 ..model::BaselineOptions::default()
             },
             baseline_fields: self.baseline_fields.clone(),

@@ -1,14 +1,77 @@
 //! The embedded default: started without a model file, the daemon learns its node's own
 //! baseline from the first windows, then judges; it refreshes the baseline from windows
 //! judged healthy, in bounded memory.
+//!
+//! Three minutes of a node's life is not its normal: a nightly backup or a build must not page
+//! anyone the first time it runs. So the baseline widens as it sees more:
+//! - **A reservoir across hours.** Half of the windows kept are the most recent ones; the other
+//!   half is a uniform sample (reservoir sampling, Vitter's algorithm R) of every older window
+//!   judged healthy, so last night's backup stays in the baseline next to the last hour.
+//!   Each refresh retrains the model and refits the tail from both halves.
+//! - **A streaming tail.** Between refreshes, the threshold is DSPOT's ([`crate::spot`]),
+//!   updated by every window judged healthy, never by one judged anomalous.
+//! - **A conservative floor until enough windows.** One false episode a day at 5 s windows
+//!   is 6e-5 per window: a tail fitted to a few dozen windows cannot place that. Until
+//!   [`BaselineOptions::floor_windows`] windows were seen and a tail could be fitted, the
+//!   threshold is never below [`BaselineOptions::floor_threshold`] (the built-in model's
+//!   minimum threshold, over its widened floors).
 
-use std::{collections::VecDeque, path::PathBuf, time::Duration};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::{
     error::{ModelError, Result},
     input::{Table, WindowFields},
     model::{Assessment, HealthState, Model, TrainOptions},
+    spot::{Spot, SpotOptions},
 };
+
+/// splitmix64: the reservoir's choices, seeded, so the same windows keep the same sample.
+#[derive(Debug, Clone)]
+struct Draws(u64);
+
+impl Draws {
+    /// Uniform in [0, 1).
+    fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// The fields the learned baseline judges by default: saturation, error and latency signals,
+/// the ones the built-in model uses (`cargo xtask evaluate`'s feature list, which a test holds
+/// equal). Volumes (syscalls, context switches, I/O operations, packets, bytes) change with
+/// the work a node is given, not with its health: a new `dd oflag=dsync` writer moved
+/// `block_flush_ops_per_s` by z = +86 on an idle node. The daemon's `--baseline-fields`
+/// asks for others (`*` for every field).
+pub const JUDGED_FIELDS: &[&str] = &[
+    "psi_*",
+    "cpu_throttled_*",
+    "proc_exits_nonzero_*",
+    "proc_fatal_signals_per_s",
+    "mem_oom_kills",
+    "mem_reclaim*",
+    "block_errors_per_s",
+    "block_error_fraction",
+    "block_latency_p99_us",
+    "fsync_latency_p99_us",
+    "syscall_enospc_per_s",
+    "syscall_emfile_per_s",
+    "syscall_eio_per_s",
+    "syscall_econnrefused_per_s",
+    "syscall_eaddrnotavail_per_s",
+    "net_drops_per_s",
+    "net_tx_error*",
+    "tcp_retransmits_per_s",
+    "tcp_connect_failure*",
+    "tcp_resets_per_s",
+    "conntrack_fill_pct",
+];
 
 /// Settings of a [`BaselineLearner`], in windows.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,12 +80,21 @@ pub struct BaselineOptions {
     pub learn_windows: usize,
     /// Retrain every this many judged windows, from the healthy windows kept.
     pub refresh_every: usize,
-    /// At most this many windows are kept (the oldest go first): the memory bound, about
-    /// `max_kept × fields × 8` bytes.
+    /// At most this many windows are kept, half the most recent and half a sample of the
+    /// older ones: the memory bound, about `max_kept × fields × 8` bytes.
     pub max_kept: usize,
+    /// Length of a window, in seconds: for the hours the baseline covers and the per-window
+    /// false-alarm probability (one false episode per day).
+    pub window_s: f64,
+    /// The floor holds until this many windows were seen…
+    pub floor_windows: usize,
+    /// …and the threshold is never below this until then (standardized units).
+    pub floor_threshold: f64,
     /// k-means settings of every (re)training. `k` is lowered to a tenth of the windows
     /// available, so a short baseline is not cut into clusters of one window.
     pub train: TrainOptions,
+    /// The streaming tail; its `false_alarm` is set from `window_s` (one episode a day).
+    pub spot: SpotOptions,
 }
 
 /// 5 minutes of 5 s windows: long enough to see a node's usual short cycles (cron, scrapes,
@@ -30,8 +102,20 @@ pub struct BaselineOptions {
 pub const DEFAULT_LEARN_WINDOWS: usize = 60;
 /// 30 minutes of 5 s windows.
 pub const DEFAULT_REFRESH_EVERY: usize = 360;
-/// 2 hours of 5 s windows; with 60 fields, about 700 KB.
-pub const DEFAULT_MAX_KEPT: usize = 1440;
+/// 2,048 recent windows (2.8 hours of 5 s windows) and a sample of 2,048 older ones: with
+/// the 21 judged fields about 700 KB (2 MB with every field). Enough windows for a tail fit
+/// (some 80 over the 98th percentile) and a training that takes tens of milliseconds.
+pub const DEFAULT_MAX_KEPT: usize = 4096;
+/// "Order of a thousand" windows: 1.4 hours of 5 s windows. Below it a tail of 6e-5 per
+/// window cannot be placed from the node's own windows.
+pub const DEFAULT_FLOOR_WINDOWS: usize = 1000;
+/// The built-in model's minimum threshold (`cargo xtask evaluate`, BUILTIN_MIN_THRESHOLD),
+/// over spreads floored as widely as its own ([`DEFAULT_FLOOR_SCALE`]): three floors from
+/// normal, 15 points of pressure on their own. Every fault of EVALUATION.md is further out.
+pub const DEFAULT_FLOOR_THRESHOLD: f64 = 3.0;
+/// The built-in model's floor scale (BUILTIN_FLOOR_SCALE): a 65% change of a rate is one
+/// standard deviation at the least, whatever a quiet hour's own spread.
+pub const DEFAULT_FLOOR_SCALE: f64 = 5.0;
 
 impl Default for BaselineOptions {
     fn default() -> Self {
@@ -39,11 +123,16 @@ impl Default for BaselineOptions {
             learn_windows: DEFAULT_LEARN_WINDOWS,
             refresh_every: DEFAULT_REFRESH_EVERY,
             max_kept: DEFAULT_MAX_KEPT,
+            window_s: 5.0,
+            floor_windows: DEFAULT_FLOOR_WINDOWS,
+            floor_threshold: DEFAULT_FLOOR_THRESHOLD,
             train: TrainOptions {
                 k: 3,
                 n_runs: 5,
+                floor_scale: DEFAULT_FLOOR_SCALE,
                 ..TrainOptions::default()
             },
+            spot: SpotOptions::default(),
         }
     }
 }
@@ -64,10 +153,49 @@ impl BaselineOptions {
             learn_windows,
             refresh_every: windows(refresh).max(1),
             max_kept: windows(keep).max(learn_windows),
+            window_s: window.as_secs_f64(),
             ..Self::default()
         }
     }
+
+    /// Windows of the recent half (never fewer than learning needs).
+    fn recent_capacity(&self) -> usize {
+        (self.max_kept / 2)
+            .max(self.learn_windows.min(self.max_kept))
+            .max(1)
+    }
+
+    /// Windows of the sampled half.
+    fn sampled_capacity(&self) -> usize {
+        self.max_kept.saturating_sub(self.recent_capacity())
+    }
 }
+
+/// How much the baseline has seen, for the daemon's `/state` and metrics.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct BaselineStatus {
+    /// Complete windows fed to the learner since the start.
+    pub windows_seen: u64,
+    /// Windows kept for the next refresh: the recent ones and the sample of older ones.
+    pub windows_kept: usize,
+    pub windows_recent: usize,
+    pub windows_sampled: usize,
+    /// From the oldest window kept to the newest.
+    pub hours_covered: f64,
+    pub trainings: usize,
+    /// The threshold is held at `floor_threshold` or above (too few windows seen, or no tail
+    /// fitted yet).
+    pub floor_applies: bool,
+    pub floor_threshold: f64,
+    /// "tail" (the streaming fit) or "percentile" (no tail could be fitted yet).
+    pub threshold_rule: &'static str,
+    /// Episodes in the streaming tail's peaks set (0 without a fit).
+    pub tail_peaks: usize,
+    pub threshold: f64,
+}
+
+/// A window kept for retraining, with its position in the stream (windows seen before it).
+type Kept = (u64, Vec<f64>);
 
 /// Learns, then judges, then refreshes. Feed it every window with [`BaselineLearner::observe`].
 #[derive(Debug)]
@@ -75,8 +203,17 @@ pub struct BaselineLearner {
     options: BaselineOptions,
     /// The numeric fields of the first window: the baseline's columns for good.
     columns: Option<Vec<String>>,
-    kept: VecDeque<Vec<f64>>,
+    /// The most recent windows judged healthy (all windows while learning).
+    recent: VecDeque<Kept>,
+    /// A uniform sample of the windows that left `recent`.
+    sampled: Vec<Kept>,
+    /// Windows that left `recent` so far (algorithm R's count).
+    left_recent: u64,
+    draws: Draws,
+    /// Complete windows seen.
+    seen: u64,
     model: Option<LearnedModel>,
+    spot: Option<Spot>,
     /// Windows since the last (attempted) training.
     since_training: usize,
     trainings: usize,
@@ -88,15 +225,30 @@ struct LearnedModel {
     model: Model,
     /// Position in `columns` of each of the model's required fields.
     positions: Vec<usize>,
+    /// Of those (in the same order), the latencies no kept window had a sample of (0 in
+    /// every one): a latency with no history has no normal to be compared with, and a
+    /// node's first fsync would otherwise be "infinitely" slower than none. They are left
+    /// out of the score, as missing values are, until a refresh has seen them.
+    unseen: Vec<usize>,
+}
+
+/// A latency field (`*_latency_*`): 0 when the window had no sample of it.
+fn is_latency(field: &str) -> bool {
+    field.contains("_latency_")
 }
 
 impl BaselineLearner {
     pub fn new(options: BaselineOptions) -> Self {
         Self {
-            kept: VecDeque::with_capacity(options.max_kept.min(4096)),
+            recent: VecDeque::with_capacity(options.recent_capacity().min(4096)),
+            sampled: Vec::new(),
+            left_recent: 0,
+            draws: Draws(options.train.seed),
+            seen: 0,
             options,
             columns: None,
             model: None,
+            spot: None,
             since_training: 0,
             trainings: 0,
             last_error: None,
@@ -113,7 +265,7 @@ impl BaselineLearner {
         if self.model.is_some() {
             0
         } else {
-            self.learn_windows().saturating_sub(self.kept.len())
+            self.learn_windows().saturating_sub(self.recent.len())
         }
     }
 
@@ -121,13 +273,14 @@ impl BaselineLearner {
     fn learn_windows(&self) -> usize {
         self.options
             .learn_windows
-            .min(self.options.max_kept.max(1))
+            .min(self.options.recent_capacity())
             .max(1)
     }
 
-    /// Windows held for the next refresh (never more than `max_kept`).
+    /// Windows held for the next refresh (never more than `max_kept`, or the learning
+    /// windows when that is more).
     pub fn kept(&self) -> usize {
-        self.kept.len()
+        self.recent.len() + self.sampled.len()
     }
 
     /// Trainings done so far (the first one and the refreshes).
@@ -138,6 +291,62 @@ impl BaselineLearner {
     /// Why the last training failed, if it did (the learner then keeps its previous model).
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
+    }
+
+    /// Whether the conservative floor still holds the threshold up.
+    pub fn floor_applies(&self) -> bool {
+        self.seen < self.options.floor_windows as u64 || self.spot.is_none()
+    }
+
+    /// The threshold windows are judged against now (0 while learning).
+    pub fn threshold(&self) -> f64 {
+        let Some(learned) = &self.model else {
+            return 0.0;
+        };
+        let own = self
+            .spot
+            .as_ref()
+            .map_or(learned.model.threshold.value, Spot::threshold);
+        let floor = if self.floor_applies() {
+            self.options.floor_threshold
+        } else {
+            0.0
+        };
+        // The smallest threshold worth reporting, as in training: a tenth of a deviation.
+        own.max(floor).max(0.1)
+    }
+
+    /// How much the baseline has seen.
+    pub fn status(&self) -> BaselineStatus {
+        let (first, last) = self
+            .recent
+            .iter()
+            .chain(&self.sampled)
+            .fold((u64::MAX, 0), |(lo, hi), (at, _)| {
+                (lo.min(*at), hi.max(*at))
+            });
+        let hours_covered = if first <= last {
+            (last - first + 1) as f64 * self.options.window_s / 3600.0
+        } else {
+            0.0
+        };
+        BaselineStatus {
+            windows_seen: self.seen,
+            windows_kept: self.kept(),
+            windows_recent: self.recent.len(),
+            windows_sampled: self.sampled.len(),
+            hours_covered,
+            trainings: self.trainings,
+            floor_applies: self.floor_applies(),
+            floor_threshold: self.options.floor_threshold,
+            threshold_rule: if self.spot.is_some() {
+                "tail"
+            } else {
+                "percentile"
+            },
+            tail_peaks: self.spot.as_ref().map_or(0, Spot::peaks),
+            threshold: self.threshold(),
+        }
     }
 
     fn gather(&mut self, record: &impl WindowFields) -> Result<Vec<f64>> {
@@ -161,41 +370,119 @@ impl BaselineLearner {
             .collect()
     }
 
+    /// Keeps a window: in the recent half; the one it pushes out goes to the sample, where
+    /// each window that ever left the recent half has the same chance to be.
     fn keep(&mut self, row: Vec<f64>) {
-        if self.kept.len() >= self.options.max_kept.max(1) {
-            self.kept.pop_front();
+        self.recent.push_back((self.seen, row));
+        if self.recent.len() <= self.options.recent_capacity() {
+            return;
         }
-        self.kept.push_back(row);
+        let Some(old) = self.recent.pop_front() else {
+            return;
+        };
+        self.left_recent += 1;
+        let capacity = self.options.sampled_capacity();
+        if self.sampled.len() < capacity {
+            self.sampled.push(old);
+        } else if capacity > 0 {
+            let slot = (self.draws.uniform() * self.left_recent as f64) as u64;
+            if let Some(place) = self.sampled.get_mut(slot as usize) {
+                *place = old;
+            }
+        }
     }
 
     fn train(&mut self) {
         self.since_training = 0;
         let columns = self.columns.clone().unwrap_or_default();
+        // In stream order, so that the tail fit's episodes are runs of windows.
+        let mut rows: Vec<&Kept> = self.sampled.iter().chain(&self.recent).collect();
+        rows.sort_by_key(|(at, _)| *at);
         let table = Table {
-            values: self.kept.iter().flatten().copied().collect(),
-            lines: (1..=self.kept.len()).collect(),
-            timestamps: vec![None; self.kept.len()],
-            files: vec![(PathBuf::from("<baseline>"), 0..self.kept.len())],
+            values: rows.iter().flat_map(|(_, row)| row).copied().collect(),
+            lines: (1..=rows.len()).collect(),
+            timestamps: vec![None; rows.len()],
+            files: vec![(PathBuf::from("<baseline>"), 0..rows.len())],
             columns,
             labels: None,
         };
         let options = TrainOptions {
-            k: self.options.train.k.min(self.kept.len() / 10).max(1),
+            k: self.options.train.k.min(rows.len() / 10).max(1),
+            // The threshold is the learner's own (tail, floor): none from training.
+            min_threshold: 0.0,
+            // After the first training every window kept was judged healthy: a small cluster
+            // is an hour seen rarely (a backup), not outliers.
+            min_healthy_share: if self.trainings == 0 {
+                self.options.train.min_healthy_share
+            } else {
+                0.0
+            },
             ..self.options.train.clone()
         };
         match Model::train(&table, &options) {
             Ok(model) => {
-                let positions = model
+                let positions: Vec<usize> = model
                     .required_fields()
                     .iter()
                     .map(|f| table.columns.iter().position(|c| c == f).unwrap_or(0))
                     .collect();
-                self.model = Some(LearnedModel { model, positions });
+                let unseen: Vec<usize> = positions
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &p)| {
+                        is_latency(&table.columns[p]) && rows.iter().all(|(_, row)| row[p] == 0.0)
+                    })
+                    .map(|(slot, _)| slot)
+                    .collect();
+                let scores: Vec<f64> = rows
+                    .iter()
+                    .filter_map(|(_, row)| {
+                        let inputs: Vec<f64> = positions.iter().map(|&p| row[p]).collect();
+                        model
+                            .score_inputs_partial(&inputs, &unseen)
+                            .ok()
+                            .map(|a| a.score)
+                    })
+                    .collect();
+                // A level low enough to leave some 50 windows over it (a few tens of
+                // episodes), at most the asked quantile: a small baseline still gets a tail.
+                let enough = 2.5 * crate::tail::MIN_PEAKS as f64 / scores.len().max(1) as f64;
+                let spot_options = SpotOptions {
+                    false_alarm: (self.options.window_s / 86_400.0).clamp(1e-9, 0.5),
+                    level_quantile: self.options.spot.level_quantile.min(1.0 - enough),
+                    ..self.options.spot
+                };
+                self.spot = Spot::initialize(&scores, spot_options);
+                self.model = Some(LearnedModel {
+                    model,
+                    positions,
+                    unseen,
+                });
                 self.trainings += 1;
                 self.last_error = None;
             }
             Err(err) => self.last_error = Some(err.to_string()),
         }
+    }
+
+    /// The model's assessment against the learner's threshold.
+    fn rejudge(&self, mut assessment: Assessment) -> Assessment {
+        let Some(learned) = &self.model else {
+            return assessment;
+        };
+        let threshold = self.threshold();
+        let cluster_degraded = learned
+            .model
+            .clusters
+            .get(assessment.cluster)
+            .is_some_and(|c| c.state == HealthState::Degraded);
+        assessment.threshold = threshold;
+        assessment.state = if assessment.score > threshold || cluster_degraded {
+            HealthState::Degraded
+        } else {
+            HealthState::Healthy
+        };
+        assessment
     }
 
     /// Feeds one window: a JSON window record (`&serde_json::Value`) or its named values
@@ -241,17 +528,21 @@ impl BaselineLearner {
                     }
                 }
             }
-            return learned
-                .model
-                .score_inputs_partial(&inputs, &missing)
-                .map(Some);
+            for &slot in &learned.unseen {
+                if !missing.contains(&slot) {
+                    missing.push(slot);
+                }
+            }
+            let assessment = learned.model.score_inputs_partial(&inputs, &missing)?;
+            return Ok(Some(self.rejudge(assessment)));
         }
         let row = self.gather(&record)?;
         self.since_training += 1;
+        self.seen += 1;
         let Some(learned) = &self.model else {
             self.keep(row);
             let retry_after = (self.learn_windows() / 4).max(1);
-            if self.kept.len() >= self.learn_windows()
+            if self.recent.len() >= self.learn_windows()
                 && (self.trainings == 0 && self.last_error.is_none()
                     || self.since_training >= retry_after)
             {
@@ -260,10 +551,17 @@ impl BaselineLearner {
             return Ok(None);
         };
         let inputs: Vec<f64> = learned.positions.iter().map(|&p| row[p]).collect();
-        let assessment = learned.model.score_inputs(&inputs)?;
-        // Only windows judged healthy feed the refresh, so an incident does not become the
-        // new normal. (A slow drift still can: the refresh is meant to follow it.)
+        let assessment = self.rejudge(
+            learned
+                .model
+                .score_inputs_partial(&inputs, &learned.unseen)?,
+        );
+        // Only windows judged healthy feed the refresh and the tail, so an incident does not
+        // become the new normal. (A slow drift still can: the refresh is meant to follow it.)
         if assessment.state == HealthState::Healthy {
+            if let Some(spot) = &mut self.spot {
+                spot.learn(assessment.score);
+            }
             self.keep(row);
         }
         if self.since_training >= self.options.refresh_every.max(1) {
@@ -333,5 +631,141 @@ mod tests {
         assert_eq!(burst.state, HealthState::Degraded);
         // A field gone without being declared missing is still an error.
         assert!(learner.observe_partial(window(1010.0, None), &[]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod widening_tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::synthetic::Noise;
+
+    fn quiet_window(noise: &mut Noise) -> BTreeMap<String, f64> {
+        BTreeMap::from([
+            (
+                "psi_cpu_some_pct".to_string(),
+                (5.0 + 0.3 * noise.normal()).max(0.0),
+            ),
+            (
+                "block_latency_p99_us".to_string(),
+                noise.around(400.0, 0.05),
+            ),
+        ])
+    }
+
+    fn options() -> BaselineOptions {
+        BaselineOptions {
+            learn_windows: 20,
+            refresh_every: 200,
+            max_kept: 400,
+            floor_windows: 1000,
+            ..BaselineOptions::default()
+        }
+    }
+
+    #[test]
+    fn the_floor_holds_the_threshold_until_enough_windows_and_a_tail() {
+        let mut learner = BaselineLearner::new(options());
+        let mut noise = Noise::new(1);
+        for _ in 0..20 {
+            assert!(learner.observe(quiet_window(&mut noise)).unwrap().is_none());
+        }
+        let status = learner.status();
+        assert!(status.floor_applies, "{status:?}");
+        assert_eq!(status.threshold, DEFAULT_FLOOR_THRESHOLD, "{status:?}");
+        // Pressure 4 points up after three minutes of a quiet node: a build starting. The
+        // node's own spread (0.3 points) calls it 13 deviations; under the floor it is
+        // normal (the widened spread is 5 points, the floor 3 of them).
+        let mut busier = quiet_window(&mut noise);
+        busier.insert("psi_cpu_some_pct".into(), 9.0);
+        let judged = learner.observe(busier).unwrap().expect("judged");
+        assert_eq!(judged.state, HealthState::Healthy, "{judged:?}");
+        // A fault is still one: 40 points of pressure.
+        let mut fault = quiet_window(&mut noise);
+        fault.insert("psi_cpu_some_pct".into(), 45.0);
+        let judged = learner.observe(fault).unwrap().expect("judged");
+        assert_eq!(judged.state, HealthState::Degraded, "{judged:?}");
+        for _ in 0..1200 {
+            learner.observe(quiet_window(&mut noise)).unwrap();
+        }
+        let status = learner.status();
+        assert!(!status.floor_applies, "{status:?}");
+        assert_eq!(status.threshold_rule, "tail", "{status:?}");
+        assert!(status.tail_peaks >= crate::tail::MIN_PEAKS, "{status:?}");
+        assert_eq!(status.windows_seen, 1222);
+        assert!(status.trainings >= 6, "{status:?}");
+    }
+
+    #[test]
+    fn a_latency_never_sampled_while_learning_is_not_judged_until_seen() {
+        let mut learner = BaselineLearner::new(BaselineOptions {
+            refresh_every: 30,
+            ..options()
+        });
+        let mut noise = Noise::new(3);
+        let quiet = |noise: &mut Noise| {
+            let mut window = quiet_window(noise);
+            window.insert("fsync_latency_p99_us".into(), 0.0);
+            window
+        };
+        for _ in 0..20 {
+            learner.observe(quiet(&mut noise)).unwrap();
+        }
+        // The node's first fsyncs: 2 ms each. Not slower than a normal never seen.
+        let mut first = quiet(&mut noise);
+        first.insert("fsync_latency_p99_us".into(), 2000.0);
+        let judged = learner.observe(first.clone()).unwrap().expect("judged");
+        assert_eq!(judged.state, HealthState::Healthy, "{judged:?}");
+        assert!(
+            judged
+                .explanation
+                .iter()
+                .all(|c| c.feature != "fsync_latency_p99_us"),
+            "{judged:?}"
+        );
+        // Fsyncs become part of the node's life; after a refresh they have a normal, and a
+        // stalled one (a minute) is judged. (The windows without a fsync, 0, are still part
+        // of that normal and widen it: a latency's "no sample" is a value to the model.)
+        for _ in 0..100 {
+            let mut window = quiet(&mut noise);
+            window.insert("fsync_latency_p99_us".into(), noise.around(2000.0, 0.1));
+            learner.observe(window).unwrap();
+        }
+        let mut slow = quiet(&mut noise);
+        slow.insert("fsync_latency_p99_us".into(), 60_000_000.0);
+        let judged = learner.observe(slow).unwrap().expect("judged");
+        assert_eq!(judged.state, HealthState::Degraded, "{judged:?}");
+        assert_eq!(judged.explanation[0].feature, "fsync_latency_p99_us");
+    }
+
+    #[test]
+    fn the_kept_windows_span_every_hour_seen_in_bounded_memory() {
+        let mut learner = BaselineLearner::new(options());
+        let mut noise = Noise::new(2);
+        let total = 5000;
+        for _ in 0..total {
+            learner.observe(quiet_window(&mut noise)).unwrap();
+        }
+        let status = learner.status();
+        assert_eq!(status.windows_kept, 400, "{status:?}");
+        assert_eq!((status.windows_recent, status.windows_sampled), (200, 200));
+        let hours = total as f64 * 5.0 / 3600.0;
+        // A queue of the last 400 would cover 0.56 hours of the 6.9.
+        assert!(
+            status.hours_covered > 0.9 * hours,
+            "{status:?} of {hours} hours"
+        );
+        // The sample is uniform over what left the recent half: about half from each half.
+        let middle = (total - 200) as u64 / 2;
+        let early = learner
+            .sampled
+            .iter()
+            .filter(|(at, _)| *at <= middle)
+            .count();
+        assert!(
+            (70..=130).contains(&early),
+            "{early} of 200 from the first half"
+        );
     }
 }

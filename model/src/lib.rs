@@ -24,6 +24,7 @@ mod kmeans;
 pub mod model;
 pub mod rank;
 pub mod report;
+pub mod spot;
 pub mod synthetic;
 pub mod tail;
 

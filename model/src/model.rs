@@ -888,9 +888,9 @@ impl Model {
         x
     }
 
-    /// [`Model::score_inputs`] with the inputs at positions `missing` (in
-    /// [`Model::required_fields`] order) being missing values, left out as in
-    /// [`Model::score`]; their slots in `inputs` are ignored. The baseline learner's way in.
+    /// Judges raw inputs in [`Model::required_fields`] order, those at positions `missing`
+    /// being missing values, left out as in [`Model::score`] (their slots in `inputs` are
+    /// ignored). The baseline learner's way in: it gathers fields itself.
     pub(crate) fn score_inputs_partial(
         &self,
         inputs: &[f64],
@@ -1001,25 +1001,6 @@ impl Model {
             "missing or non-numeric field(s) the model needs: {}",
             names.join(", ")
         )))
-    }
-
-    /// Judges one window given its raw fields in [`Model::required_fields`] order: the
-    /// cheapest way in, for the baseline learner, which gathers fields itself.
-    pub(crate) fn score_inputs(&self, inputs: &[f64]) -> Result<Assessment> {
-        let expected = self.prepared.schema.inputs.len();
-        if inputs.len() != expected {
-            return Err(ModelError::InvalidRecord(format!(
-                "{} values given, the model needs {expected}",
-                inputs.len()
-            )));
-        }
-        if let Some(index) = inputs.iter().position(|v| !v.is_finite()) {
-            return Err(ModelError::InvalidRecord(format!(
-                "field `{}` is {}, not finite",
-                self.prepared.schema.inputs[index], inputs[index]
-            )));
-        }
-        Ok(self.score_checked(inputs))
     }
 
     /// Scores inputs known to be complete and finite.

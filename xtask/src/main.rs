@@ -7,6 +7,7 @@ mod evaluate;
 mod image;
 mod scenario;
 mod setup;
+mod soak;
 mod test;
 mod util;
 mod vm;
@@ -91,6 +92,21 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Set up, build, and run the daemon with its learned baseline on this machine (as root)
+    /// while benign work changes under it (compile loop, package build, backup-like copy,
+    /// loopback connections, idle): reports degraded episodes per hour, their explanations,
+    /// and a 95% upper bound on the rate.
+    Soak {
+        #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        window: std::time::Duration,
+        #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
+        learn_for: std::time::Duration,
+        /// The JSON report (default target/soak-report.json).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Set up, build and run the benchmarks, writing their sections of BENCHMARKS.md.
     Bench {
         /// Run only the benchmarks whose name contains this.
@@ -163,6 +179,21 @@ fn main() -> anyhow::Result<()> {
             evaluate::evaluate()
         }
         Command::Calibration => calibration::calibration(),
+        Command::Soak {
+            duration,
+            window,
+            learn_for,
+            out,
+        } => {
+            setup::setup()?;
+            build::build_release()?;
+            soak::soak(&soak::SoakOptions {
+                duration,
+                window,
+                learn_for,
+                out,
+            })
+        }
         Command::ScenarioWorker(worker) => scenario::worker::run(worker),
         Command::BenchWorkload {
             kind,

@@ -182,6 +182,7 @@ mod tests {
             version: "1".into(),
             trained_at: "2026-12-03T00:00:00Z".into(),
             k: 3,
+            baseline: None,
         });
         state.add_window(&WindowRecord::populated());
         state

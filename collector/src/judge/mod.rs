@@ -17,6 +17,9 @@ pub struct ModelInfo {
     pub version: String,
     pub trained_at: String,
     pub k: usize,
+    /// A learned baseline's: how much it has seen (windows, hours, trainings, the floor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<model::baseline::BaselineStatus>,
 }
 
 /// How the daemon judges windows.
@@ -26,7 +29,8 @@ pub struct AssessorOptions {
     pub model_file: Option<PathBuf>,
     pub baseline: BaselineOptions,
     /// Without a model file: learn and judge only the fields matching one of these patterns
-    /// (`*` matches any run of characters); empty: every field.
+    /// (`*` matches any run of characters); empty: the saturation, error and latency signals
+    /// ([`model::baseline::JUDGED_FIELDS`]), `*`: every field.
     pub baseline_fields: Vec<String>,
     pub enter_after: u32,
     pub leave_after: u32,
@@ -208,7 +212,7 @@ impl Assessor {
                 info!(
                     windows = options.baseline.learn_windows,
                     fields = %if options.baseline_fields.is_empty() {
-                        "all".to_string()
+                        "saturation, error and latency signals".to_string()
                     } else {
                         options.baseline_fields.join(",")
                     },
@@ -220,7 +224,14 @@ impl Assessor {
         Ok(Self {
             judge,
             hysteresis: Hysteresis::new(options.enter_after, options.leave_after),
-            baseline_fields: options.baseline_fields.clone(),
+            baseline_fields: if options.baseline_fields.is_empty() {
+                model::baseline::JUDGED_FIELDS
+                    .iter()
+                    .map(|field| field.to_string())
+                    .collect()
+            } else {
+                options.baseline_fields.clone()
+            },
             last_refusal: None,
         })
     }
@@ -237,6 +248,10 @@ impl Assessor {
             version: model.version.to_string(),
             trained_at: model.trained_at.clone(),
             k: model.centroids.len(),
+            baseline: match &self.judge {
+                Judge::Baseline(learner) => Some(learner.status()),
+                Judge::File { .. } => None,
+            },
         })
     }
 
@@ -347,7 +362,8 @@ mod tests {
                 learn_windows: 10,
                 ..BaselineOptions::default()
             },
-            baseline_fields: Vec::new(),
+            // Context switches are a volume, judged only when asked for.
+            baseline_fields: vec!["*".into()],
             enter_after: 1,
             leave_after: 1,
         };
@@ -378,6 +394,49 @@ mod tests {
         zeros.system.sched_context_switches_per_s = Some(0.0);
         zeros.psi_cpu_some_pct = Some(0.0);
         assert!(assessor.judge(&zeros).anomalous);
+    }
+
+    #[test]
+    fn by_default_the_baseline_judges_signals_and_not_volumes() {
+        let options = AssessorOptions {
+            model_file: None,
+            baseline: BaselineOptions {
+                learn_windows: 10,
+                ..BaselineOptions::default()
+            },
+            baseline_fields: Vec::new(),
+            enter_after: 1,
+            leave_after: 1,
+        };
+        let mut assessor = Assessor::new(&options).unwrap();
+        let mut record = WindowRecord::empty();
+        for n in 0..12 {
+            record.block_flush_ops_per_s = f64::from(n % 2);
+            record.psi_io_some_pct = Some(f64::from(n % 2));
+            assessor.judge(&record);
+        }
+        // A new `dd oflag=dsync` writer: hundreds of flushes a second, and no pressure.
+        record.block_flush_ops_per_s = 400.0;
+        let verdict = assessor.judge(&record);
+        assert_eq!(verdict.state, "healthy", "{verdict:?}");
+        assert!(
+            verdict
+                .explanation
+                .iter()
+                .all(|(feature, _)| feature != "block_flush_ops_per_s"),
+            "{verdict:?}"
+        );
+        // Stalled I/O is judged.
+        record.psi_io_some_pct = Some(60.0);
+        let verdict = assessor.judge(&record);
+        assert_eq!(verdict.state, "degraded", "{verdict:?}");
+        assert_eq!(verdict.explanation[0].0, "psi_io_some_pct");
+        let status = assessor
+            .model_info()
+            .and_then(|info| info.baseline)
+            .expect("a baseline's status");
+        assert_eq!(status.windows_seen, 14, "{status:?}");
+        assert!(status.floor_applies, "{status:?}");
     }
 
     #[test]

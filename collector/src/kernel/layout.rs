@@ -110,3 +110,29 @@ pub(super) fn open_syscalls() -> OpenSyscalls {
     let numbers = [libc::SYS_openat, libc::SYS_openat2, -1, -1];
     OpenSyscalls { numbers }
 }
+
+/// This architecture's timed waits (see [`collector_common::WaitSyscalls`]): syscalls that
+/// return ETIMEDOUT, EAGAIN or 0 when the time they were given runs out, as they are asked
+/// to. Only futex, futex_waitv and the message queues report it as ETIMEDOUT; the others are
+/// listed so that no future kernel's ETIMEDOUT from a wait reads as a failure.
+pub(super) fn wait_syscalls() -> collector_common::WaitSyscalls {
+    let known = [
+        libc::SYS_futex,
+        libc::SYS_futex_waitv,
+        libc::SYS_mq_timedsend,
+        libc::SYS_mq_timedreceive,
+        libc::SYS_semtimedop,
+        libc::SYS_rt_sigtimedwait,
+        libc::SYS_io_getevents,
+        libc::SYS_ppoll,
+        libc::SYS_pselect6,
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_pwait2,
+        libc::SYS_clock_nanosleep,
+    ];
+    let mut numbers = [-1i64; collector_common::WAIT_SYSCALL_SLOTS];
+    for (slot, number) in numbers.iter_mut().zip(known) {
+        *slot = number;
+    }
+    collector_common::WaitSyscalls { numbers }
+}

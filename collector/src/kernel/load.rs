@@ -16,7 +16,9 @@ use tracing::{info, warn};
 use super::{
     config::KernelConfig,
     hooks::{SampledHooks, SampledLink},
-    layout::{PT_REGS_SYSCALL_NR_OFFSET, block_layout, open_syscalls, system_layout},
+    layout::{
+        PT_REGS_SYSCALL_NR_OFFSET, block_layout, open_syscalls, system_layout, wait_syscalls,
+    },
     privileges,
     probes::{Attacher, SIGNALS},
     report::{AttachReport, HookOutcome},
@@ -99,6 +101,7 @@ impl KernelCollector {
             warn!("tracepoint field {field} missing on this kernel: the features it feeds read 0");
         }
         let open_syscalls = open_syscalls();
+        let wait_syscalls = wait_syscalls();
         let kernel_btf = crate::kernel::btf::Btf::from_kernel();
         let exit_code_offsets = match kernel_btf
             .as_ref()
@@ -145,6 +148,7 @@ impl KernelCollector {
             .override_global(names::BLOCK_LAYOUT, &layout_value, true)
             .override_global(names::SYSTEM_LAYOUT, &system_layout, true)
             .override_global(names::OPEN_SYSCALLS, &open_syscalls, true)
+            .override_global(names::WAIT_SYSCALLS, &wait_syscalls, true)
             .override_global("EXIT_CODE_OFFSETS", &exit_code_offsets_value, true)
             .override_global(
                 names::TASK_PID_OFFSET,

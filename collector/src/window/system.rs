@@ -300,6 +300,10 @@ pub struct SystemFeatures {
     pub syscall_emfile_per_s: f64,
     pub syscall_eagain_per_s: f64,
     pub syscall_etimedout_per_s: f64,
+    /// ETIMEDOUT from timed waits (futex, message queues): their ordinary outcome, counted
+    /// apart from `syscall_etimedout_per_s` and `syscall_errors_per_s`.
+    #[serde(default)]
+    pub syscall_wait_timeouts_per_s: f64,
     pub syscall_econnrefused_per_s: f64,
     pub syscall_eio_per_s: f64,
     pub syscall_eaddrnotavail_per_s: f64,
@@ -366,6 +370,7 @@ impl SystemFeatures {
         syscall_errors_per_s,
         syscall_etimedout_per_s,
         syscall_sample_fraction,
+        syscall_wait_timeouts_per_s,
         syscalls_per_s,
         tcp_accepts_per_s,
         tcp_connect_failures_per_s,
@@ -487,6 +492,7 @@ pub fn system_features(
         syscall_emfile_per_s: errno_per_s(libc::EMFILE) + errno_per_s(libc::ENFILE),
         syscall_eagain_per_s: errno_per_s(libc::EAGAIN),
         syscall_etimedout_per_s: errno_per_s(libc::ETIMEDOUT),
+        syscall_wait_timeouts_per_s: syscall_per_s(event::WAIT_TIMEOUTS),
         syscall_econnrefused_per_s: errno_per_s(libc::ECONNREFUSED),
         syscall_eio_per_s: errno_per_s(libc::EIO),
         syscall_eaddrnotavail_per_s: errno_per_s(libc::EADDRNOTAVAIL),

@@ -115,6 +115,32 @@ pub(in crate::export) fn encode(
                 1.0,
             )],
         )?;
+        if let Some(baseline) = &model.baseline {
+            for (name, help, value) in [
+                (
+                    "nodestate_baseline_windows_seen",
+                    "Windows the learned baseline has seen since the daemon started",
+                    baseline.windows_seen as f64,
+                ),
+                (
+                    "nodestate_baseline_windows_kept",
+                    "Windows the learned baseline keeps for its refresh (recent and sampled)",
+                    baseline.windows_kept as f64,
+                ),
+                (
+                    "nodestate_baseline_hours_covered",
+                    "Hours from the oldest window the learned baseline keeps to the newest",
+                    baseline.hours_covered,
+                ),
+                (
+                    "nodestate_baseline_floor_applies",
+                    "1 while the learned baseline's threshold is held at its conservative floor",
+                    f64::from(u8::from(baseline.floor_applies)),
+                ),
+            ] {
+                gauges(encoder, name, help, None, &[(none.clone(), value)])?;
+            }
+        }
     }
     Ok(())
 }

@@ -1,0 +1,484 @@
+//! `cargo xtask soak`: the daemon with its learned baseline on this machine for a set time,
+//! while benign work changes under it (a compile loop, package building and unpacking, a
+//! backup-like copy, a burst of loopback connections, idle stretches). Every degraded episode
+//! is a false one here: the report gives their rate per hour, a Poisson 95% upper bound on
+//! it, and what each episode's explanation was.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::util::{release_binary, workspace_root};
+
+/// What `cargo xtask soak` is asked for.
+#[derive(Debug, Clone)]
+pub struct SoakOptions {
+    pub duration: Duration,
+    pub window: Duration,
+    pub learn_for: Duration,
+    /// Where the JSON report goes (besides the summary on stdout).
+    pub out: Option<PathBuf>,
+}
+
+/// The benign work of one phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    Idle,
+    /// `rustc -O` of a generated crate, again and again.
+    Build,
+    /// Building a .deb of 140 MB of documentation (xz), unpacking it, `dpkg --verify`.
+    Package,
+    /// A 300 MB file set: `tar | gzip`, a copy, `sync`, removal.
+    Backup,
+    /// Loopback TCP connections opened and closed, four clients.
+    Connections,
+}
+
+impl Work {
+    fn name(self) -> &'static str {
+        match self {
+            Work::Idle => "idle",
+            Work::Build => "build",
+            Work::Package => "package",
+            Work::Backup => "backup",
+            Work::Connections => "connections",
+        }
+    }
+}
+
+/// One cycle of phases (30 minutes at full length; shorter soaks scale it down).
+const CYCLE: &[(Work, u64)] = &[
+    (Work::Idle, 5),
+    (Work::Build, 6),
+    (Work::Idle, 3),
+    (Work::Package, 4),
+    (Work::Backup, 4),
+    (Work::Connections, 3),
+    (Work::Idle, 5),
+];
+
+/// A running workload, stopped on drop.
+struct Running {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Runs `command` to its end unless `stop` is set first (then it is killed).
+fn run_until(mut command: Command, stop: &AtomicBool) {
+    let Ok(mut child) = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn() else {
+        return;
+    };
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        if stop.load(Ordering::Relaxed) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn sh(script: &str) -> Command {
+    let mut command = Command::new("sh");
+    command.args(["-c", script]);
+    command
+}
+
+fn start(work: Work, dir: &Path) -> Running {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    let dir = dir.to_path_buf();
+    match work {
+        Work::Idle => {}
+        Work::Build => {
+            let stop = stop.clone();
+            threads.push(std::thread::spawn(move || {
+                let source = dir.join("build.rs");
+                let mut text = String::new();
+                for i in 0..400 {
+                    text.push_str(&format!(
+                        "pub fn f{i}<T: Copy + Into<u64>>(x: &[T]) -> u64 {{ \
+                         x.iter().map(|v| (*v).into().wrapping_mul({i})).sum() }}\n\
+                         pub fn g{i}(x: &[u32]) -> u64 {{ f{i}(x) }}\n"
+                    ));
+                }
+                if std::fs::write(&source, text).is_err() {
+                    return;
+                }
+                while !stop.load(Ordering::Relaxed) {
+                    let mut rustc = Command::new("rustc");
+                    rustc
+                        .args(["--crate-type", "lib", "-O", "-C", "codegen-units=2", "-o"])
+                        .arg(dir.join("libbuild.rlib"))
+                        .arg(&source);
+                    run_until(rustc, &stop);
+                }
+            }));
+        }
+        Work::Package => {
+            let stop = stop.clone();
+            threads.push(std::thread::spawn(move || {
+                let d = dir.display();
+                let script = format!(
+                    "rm -rf {d}/pkg {d}/unpacked {d}/pkg.deb && mkdir -p {d}/pkg/DEBIAN \
+                     {d}/pkg/usr/share && cp -r /usr/share/doc {d}/pkg/usr/share/ && \
+                     printf 'Package: soak\\nVersion: 1\\nArchitecture: all\\nMaintainer: x \
+                     <x@example.com>\\nDescription: soak\\n' > {d}/pkg/DEBIAN/control && \
+                     dpkg-deb -Zxz --build {d}/pkg {d}/pkg.deb && dpkg-deb -x {d}/pkg.deb \
+                     {d}/unpacked && (dpkg --verify coreutils dpkg apt || true) && \
+                     rm -rf {d}/pkg {d}/unpacked {d}/pkg.deb"
+                );
+                while !stop.load(Ordering::Relaxed) {
+                    run_until(sh(&script), &stop);
+                }
+            }));
+        }
+        Work::Backup => {
+            let stop = stop.clone();
+            threads.push(std::thread::spawn(move || {
+                let d = dir.display();
+                let make = format!(
+                    "mkdir -p {d}/data && for i in $(seq 1 30); do \
+                     head -c 10M /dev/urandom > {d}/data/f$i; done"
+                );
+                run_until(sh(&make), &stop);
+                let copy = format!(
+                    "tar cf - -C {d} data | gzip -1 > {d}/backup.tgz && cp -r {d}/data \
+                     {d}/copy && sync && rm -rf {d}/copy {d}/backup.tgz"
+                );
+                while !stop.load(Ordering::Relaxed) {
+                    run_until(sh(&copy), &stop);
+                }
+                let _ = std::fs::remove_dir_all(dir.join("data"));
+            }));
+        }
+        Work::Connections => {
+            let Ok(listener) = TcpListener::bind("127.0.0.1:0") else {
+                return Running { stop, threads };
+            };
+            let _ = listener.set_nonblocking(true);
+            let address = listener
+                .local_addr()
+                .expect("a bound listener has an address");
+            {
+                let stop = stop.clone();
+                threads.push(std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match listener.accept() {
+                            Ok((mut stream, _)) => {
+                                let _ = stream.write_all(b"ok");
+                            }
+                            Err(_) => std::thread::sleep(Duration::from_millis(1)),
+                        }
+                    }
+                }));
+            }
+            for _ in 0..4 {
+                let stop = stop.clone();
+                threads.push(std::thread::spawn(move || {
+                    // At most 500 connections a second per client: a busy service's, bounded.
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        if let Ok(mut stream) = TcpStream::connect(address) {
+                            let mut buffer = [0u8; 2];
+                            let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+                            let _ = stream.read(&mut buffer);
+                        }
+                        if let Some(rest) = Duration::from_millis(2).checked_sub(started.elapsed())
+                        {
+                            std::thread::sleep(rest);
+                        }
+                    }
+                }));
+            }
+        }
+    }
+    Running { stop, threads }
+}
+
+fn http_get(address: &str, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.split_whitespace()
+        .nth(1)
+        .is_some_and(|status| status == "200")
+        .then(|| body.to_string())
+}
+
+/// A degraded episode.
+#[derive(Debug, Clone)]
+struct Episode {
+    /// Seconds after the daemon started.
+    started_s: f64,
+    windows: usize,
+    phase: &'static str,
+    /// The first degraded window's top features (feature, z), and its score and threshold.
+    explanation: Vec<(String, f64)>,
+    score: f64,
+    threshold: f64,
+}
+
+/// The smallest rate λ (events per unit of exposure) with P(N ≤ k | λ·exposure) ≤ 0.05: the
+/// one-sided 95% upper bound on a Poisson rate after `k` events.
+pub fn poisson_upper_95(k: usize, exposure: f64) -> f64 {
+    let cdf = |mean: f64| {
+        let mut term = (-mean).exp();
+        let mut sum = term;
+        for i in 1..=k {
+            term *= mean / i as f64;
+            sum += term;
+        }
+        sum
+    };
+    let (mut lo, mut hi) = (0.0, k as f64 + 50.0);
+    for _ in 0..200 {
+        let mid = (lo + hi) / 2.0;
+        if cdf(mid) > 0.05 { lo = mid } else { hi = mid }
+    }
+    hi / exposure.max(1e-9)
+}
+
+pub fn soak(options: &SoakOptions) -> anyhow::Result<()> {
+    if options.duration <= options.learn_for {
+        bail!("--duration must be longer than --learn-for");
+    }
+    let collector = release_binary("collector");
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let address = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir()?;
+    let log = std::fs::File::create(dir.path().join("daemon.log"))?;
+    let window = humantime::format_duration(options.window).to_string();
+    let learn_for = humantime::format_duration(options.learn_for).to_string();
+    let mut daemon: Child = Command::new(&collector)
+        .args(["run", "--window", &window, "--learn-for", &learn_for])
+        .args(["--listen", &address])
+        .env_remove("NODESTATE_CONFIG")
+        .env_remove("NODESTATE_MODEL")
+        .env_remove("NODESTATE_BASELINE_FIELDS")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", collector.display()))?;
+    let started = Instant::now();
+    let result = watch(options, &address, dir.path(), started);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    if result.is_err() {
+        let log = std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        eprintln!(
+            "the daemon's last lines:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    result
+}
+
+fn watch(options: &SoakOptions, address: &str, dir: &Path, started: Instant) -> anyhow::Result<()> {
+    // The phases after learning, scaled so at least one whole cycle fits.
+    let judged = options.duration - options.learn_for;
+    let cycle_minutes: u64 = CYCLE.iter().map(|(_, m)| m).sum();
+    let scale = (judged.as_secs_f64() / (cycle_minutes as f64 * 60.0)).min(1.0);
+    let phases: Vec<(Work, Duration)> = CYCLE
+        .iter()
+        .map(|&(work, minutes)| (work, Duration::from_secs_f64(minutes as f64 * 60.0 * scale)))
+        .collect();
+    let mut phase_index = 0usize;
+    let mut phase_ends = started + options.learn_for + phases[0].1;
+    let mut current = Work::Idle;
+    let mut running: Option<Running> = None;
+    let mut phase_seconds: std::collections::BTreeMap<&str, f64> = Default::default();
+    let mut last_window: Option<u64> = None;
+    let mut windows_judged = 0usize;
+    let mut windows_anomalous = 0usize;
+    let mut episodes: Vec<Episode> = Vec::new();
+    let mut open: Option<Episode> = None;
+    let mut judging_since: Option<Instant> = None;
+    let mut last_state = serde_json::Value::Null;
+    let polls = AtomicU64::new(0);
+    let deadline = started + options.duration;
+    println!(
+        "soak: {} with a learned baseline ({} windows, learning {}), then cycles of {}",
+        humantime::format_duration(options.duration),
+        humantime::format_duration(options.window),
+        humantime::format_duration(options.learn_for),
+        phases
+            .iter()
+            .map(|(w, d)| format!("{} {}s", w.name(), d.as_secs()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    while Instant::now() < deadline {
+        // The schedule: learning is idle, then the cycle again and again.
+        if judging_since.is_some() || started.elapsed() >= options.learn_for {
+            if Instant::now() >= phase_ends {
+                phase_index = (phase_index + 1) % phases.len();
+                phase_ends += phases[phase_index].1;
+            }
+            let work = phases[phase_index].0;
+            if work != current || running.is_none() && work != Work::Idle {
+                // The old work stops before the new one starts.
+                drop(running.take());
+                running = Some(start(work, dir));
+                current = work;
+                println!(
+                    "  {:>6.0}s phase {}",
+                    started.elapsed().as_secs_f64(),
+                    work.name()
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        polls.fetch_add(1, Ordering::Relaxed);
+        let Some(body) = http_get(address, "/state") else {
+            if started.elapsed() > Duration::from_secs(60) && judging_since.is_none() {
+                bail!("the daemon at {address} does not answer /state after a minute");
+            }
+            continue;
+        };
+        let state: serde_json::Value = serde_json::from_str(&body).context("/state is JSON")?;
+        let Some(unix_ms) = state["windows"]
+            .as_array()
+            .and_then(|w| w.last())
+            .and_then(|w| w["unix_ms"].as_u64())
+        else {
+            continue;
+        };
+        if last_window == Some(unix_ms) {
+            continue;
+        }
+        last_window = Some(unix_ms);
+        let health = state["state"].as_str().unwrap_or_default().to_string();
+        if health == "learning" {
+            continue;
+        }
+        judging_since.get_or_insert_with(Instant::now);
+        windows_judged += 1;
+        *phase_seconds.entry(current.name()).or_default() += options.window.as_secs_f64();
+        let score = state["score"].as_f64().unwrap_or(0.0);
+        let threshold = state["threshold"].as_f64().unwrap_or(0.0);
+        if score > threshold {
+            windows_anomalous += 1;
+        }
+        let explanation: Vec<(String, f64)> = state["explanation"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|pair| Some((pair[0].as_str()?.to_string(), pair[1].as_f64()?)))
+            .collect();
+        match (&mut open, health == "degraded") {
+            (None, true) => {
+                let episode = Episode {
+                    started_s: started.elapsed().as_secs_f64(),
+                    windows: 1,
+                    phase: current.name(),
+                    explanation,
+                    score,
+                    threshold,
+                };
+                println!(
+                    "  {:>6.0}s DEGRADED during {}: score {score:.2} > {threshold:.2}, {:?}",
+                    episode.started_s, episode.phase, episode.explanation
+                );
+                open = Some(episode);
+            }
+            (Some(episode), true) => episode.windows += 1,
+            (Some(_), false) => episodes.extend(open.take()),
+            (None, false) => {}
+        }
+        last_state = state;
+    }
+    episodes.extend(open.take());
+    drop(running);
+    let judged_hours = judging_since.map_or(0.0, |since| since.elapsed().as_secs_f64() / 3600.0);
+    let rate = episodes.len() as f64 / judged_hours.max(1e-9);
+    let upper = poisson_upper_95(episodes.len(), judged_hours);
+    let baseline = last_state["model"]["baseline"].clone();
+    let report = serde_json::json!({
+        "duration_s": options.duration.as_secs_f64(),
+        "window_s": options.window.as_secs_f64(),
+        "learn_for_s": options.learn_for.as_secs_f64(),
+        "judged_hours": judged_hours,
+        "windows_judged": windows_judged,
+        "windows_anomalous": windows_anomalous,
+        "seconds_by_phase": phase_seconds,
+        "episodes": episodes.iter().map(|e| serde_json::json!({
+            "started_s": e.started_s,
+            "windows": e.windows,
+            "phase": e.phase,
+            "score": e.score,
+            "threshold": e.threshold,
+            "explanation": e.explanation,
+        })).collect::<Vec<_>>(),
+        "episodes_per_hour": rate,
+        "episodes_per_hour_upper_95": upper,
+        "episodes_per_day_upper_95": upper * 24.0,
+        "baseline": baseline,
+    });
+    println!(
+        "soak: {} degraded episode(s) in {judged_hours:.2} judged hours ({windows_judged} \
+         windows, {windows_anomalous} over the threshold before hysteresis): {rate:.2}/hour, \
+         95% upper bound {upper:.2}/hour ({:.1}/day). A run of this length can show a rate \
+         of one per day only if it runs {:.0} hours without an episode.",
+        episodes.len(),
+        upper * 24.0,
+        poisson_upper_95(0, 1.0) * 24.0,
+    );
+    println!("soak: baseline at the end: {baseline}");
+    let out = options
+        .out
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("target/soak-report.json"));
+    std::fs::write(&out, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("soak: report in {}", out.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_poisson_bound_is_the_textbook_one() {
+        // Zero events: -ln(0.05) = 3.00 per unit of exposure; one event: 4.74; five: 10.51.
+        assert!((poisson_upper_95(0, 1.0) - 2.996).abs() < 0.01);
+        assert!((poisson_upper_95(1, 1.0) - 4.744).abs() < 0.01);
+        assert!((poisson_upper_95(5, 2.0) - 10.513 / 2.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn the_learned_baseline_judges_the_builtin_models_fields() {
+        assert_eq!(
+            model::baseline::JUDGED_FIELDS,
+            crate::evaluate::BUILTIN_FEATURES
+        );
+    }
+}
