@@ -44,9 +44,9 @@ impl Draws {
 }
 
 /// The fields the learned baseline judges by default: saturation, error and latency signals,
-/// the ones the built-in model uses (`cargo xtask evaluate`'s feature list, which a test holds
-/// equal). Volumes (syscalls, context switches, I/O operations, packets, bytes) change with
-/// the work a node is given, not with its health: a new `dd oflag=dsync` writer moved
+/// the ones the built-in model uses (`cargo xtask evaluate` trains it on this very list).
+/// Volumes (syscalls, context switches, I/O operations, packets, bytes) change with the work a
+/// node is given, not with its health: a new `dd oflag=dsync` writer moved
 /// `block_flush_ops_per_s` by z = +86 on an idle node. The daemon's `--baseline-fields`
 /// asks for others (`*` for every field).
 pub const JUDGED_FIELDS: &[&str] = &[

@@ -308,29 +308,9 @@ fn verdict(recorded: &Recorded, scored: &Scored, enter_after: u32, leave_after: 
 /// on any node, pressure stalls, throttling, OOM kills, crashes, failed I/O, errno spikes,
 /// drops and retransmits are what a fault looks like. The volumes stay in the windows, the
 /// metrics and the learned baseline, which is fitted to its own node.
-pub const BUILTIN_FEATURES: &[&str] = &[
-    "psi_*",
-    "cpu_throttled_*",
-    "proc_exits_nonzero_*",
-    "proc_fatal_signals_per_s",
-    "mem_oom_kills",
-    "mem_reclaim*",
-    "block_errors_per_s",
-    "block_error_fraction",
-    "block_latency_p99_us",
-    "fsync_latency_p99_us",
-    "syscall_enospc_per_s",
-    "syscall_emfile_per_s",
-    "syscall_eio_per_s",
-    "syscall_econnrefused_per_s",
-    "syscall_eaddrnotavail_per_s",
-    "net_drops_per_s",
-    "net_tx_error*",
-    "tcp_retransmits_per_s",
-    "tcp_connect_failure*",
-    "tcp_resets_per_s",
-    "conntrack_fill_pct",
-];
+///
+/// The same list is what the learned baseline judges by default, so it is defined once, there.
+pub const BUILTIN_FEATURES: &[&str] = model::baseline::JUDGED_FIELDS;
 
 /// The built-in model's spread floors, times the defaults: five points of pressure, half a
 /// log unit (a 65% change) of a rate or latency, 0.05 of a fraction. The lab is quieter than

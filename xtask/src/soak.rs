@@ -473,12 +473,4 @@ mod tests {
         assert!((poisson_upper_95(1, 1.0) - 4.744).abs() < 0.01);
         assert!((poisson_upper_95(5, 2.0) - 10.513 / 2.0).abs() < 0.01);
     }
-
-    #[test]
-    fn the_learned_baseline_judges_the_builtin_models_fields() {
-        assert_eq!(
-            model::baseline::JUDGED_FIELDS,
-            crate::evaluate::BUILTIN_FEATURES
-        );
-    }
 }
