@@ -235,23 +235,29 @@ impl Conductor {
         Ok((status, body))
     }
 
-    /// The stage the conductor is in.
-    pub fn stage(&self) -> anyhow::Result<Stage> {
-        let (status, body) = self.get("/status")?;
+    /// `GET path` answered 200 with JSON: that JSON and the body as it came (for messages).
+    fn get_json(&self, path: &str) -> anyhow::Result<(serde_json::Value, String)> {
+        let (status, body) = self.get(path)?;
         let json: serde_json::Value = serde_json::from_str(&body).with_context(|| {
             format!(
-                "{}/status answered HTTP {status} without JSON: {}",
+                "{}{path} answered HTTP {status} without JSON: {}",
                 self.base,
                 body.trim()
             )
         })?;
         if status != 200 {
             anyhow::bail!(
-                "{}/status answered HTTP {status}: {}",
+                "{}{path} answered HTTP {status}: {}",
                 self.base,
                 detail(&json, &body)
             );
         }
+        Ok((json, body))
+    }
+
+    /// The stage the conductor is in.
+    pub fn stage(&self) -> anyhow::Result<Stage> {
+        let (json, body) = self.get_json("/status")?;
         match json["stage"].as_str() {
             Some(stage) => Ok(Stage::parse(stage)),
             None => anyhow::bail!("{}/status has no `stage`: {}", self.base, body.trim()),
@@ -260,21 +266,7 @@ impl Conductor {
 
     /// The application's namespaces (`GET /get_app`: `namespaces`, else `namespace`).
     pub fn app_namespaces(&self) -> anyhow::Result<Vec<String>> {
-        let (status, body) = self.get("/get_app")?;
-        let json: serde_json::Value = serde_json::from_str(&body).with_context(|| {
-            format!(
-                "{}/get_app answered HTTP {status} without JSON: {}",
-                self.base,
-                body.trim()
-            )
-        })?;
-        if status != 200 {
-            anyhow::bail!(
-                "{}/get_app answered HTTP {status}: {}",
-                self.base,
-                detail(&json, &body)
-            );
-        }
+        let (json, body) = self.get_json("/get_app")?;
         let mut namespaces: Vec<String> = json["namespaces"]
             .as_array()
             .map(|list| {
