@@ -43,6 +43,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "CPU, memory and crash load of the fault scenarios",
     ),
     ("iperf3", "TCP traffic through the network fault scenarios"),
+    (
+        "python3",
+        "the AIOpsLab agent and its tests (integrations/aiopslab)",
+    ),
     ("ethtool", "veth offloads (GRO, TSO) for the XDP benchmark"),
     (
         "buildah",
