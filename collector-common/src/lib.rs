@@ -333,6 +333,70 @@ pub struct WaitSyscalls {
 /// Slots of [`WaitSyscalls`].
 pub const WAIT_SYSCALL_SLOTS: usize = 16;
 
+/// Errnos counted per cgroup (issue 20): the ones a fault shows as, in the order of
+/// [`CgroupStats::errors`].
+pub mod cgroup_errno {
+    pub const ENOSPC: usize = 0;
+    pub const EMFILE: usize = 1;
+    pub const ENFILE: usize = 2;
+    pub const EIO: usize = 3;
+    pub const ECONNREFUSED: usize = 4;
+    pub const EADDRNOTAVAIL: usize = 5;
+    pub const ENOMEM: usize = 6;
+    pub const COUNT: usize = 7;
+    /// Linux errno numbers (asm-generic; identical on x86_64 and aarch64).
+    pub const NUMBERS: [i64; COUNT] = [28, 24, 23, 5, 111, 99, 12];
+    pub const NAMES: [&str; COUNT] = [
+        "ENOSPC",
+        "EMFILE",
+        "ENFILE",
+        "EIO",
+        "ECONNREFUSED",
+        "EADDRNOTAVAIL",
+        "ENOMEM",
+    ];
+}
+
+/// What one cgroup did, cumulative since load: the per-cgroup side of the node's counters, so a
+/// degraded verdict can name the workload behind it (issue 20). Keyed by a `u64` cgroup id: on
+/// the unified hierarchy (cgroup v2) the task's default-hierarchy id; on cgroup v1 the kernfs
+/// id (the directory's inode number) of the task's cgroup in the memory hierarchy, else cpu.
+/// Key [`CGROUP_UNATTRIBUTED`] collects events whose cgroup is unknown (softirq context, a task
+/// the pid map has not seen) and [`CGROUP_REFUSED`] those of cgroups refused because the
+/// table was full: nothing is dropped silently.
+#[repr(C)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupStats {
+    /// Time on CPU, ns.
+    pub oncpu_ns: u64,
+    /// Time runnable but waiting for a CPU, ns (a victim-side signal).
+    pub runq_wait_ns: u64,
+    /// Block requests issued (charged at bio submission, to the submitting task's cgroup).
+    pub io_ops: u64,
+    pub io_bytes: u64,
+    /// Sum of the completion latencies of the requests it issued, ns (victim-side).
+    pub io_latency_ns: u64,
+    /// Syscalls that failed with each of [`cgroup_errno::NAMES`].
+    pub errors: [u64; cgroup_errno::COUNT],
+    pub exits_nonzero: u64,
+    pub fatal_signals: u64,
+    /// Tasks of this cgroup chosen as OOM-kill victims.
+    pub oom_victims: u64,
+    /// Time its tasks spent in direct reclaim, ns (victim-side).
+    pub reclaim_stall_ns: u64,
+    pub tcp_retransmits: u64,
+    pub tcp_resets: u64,
+    pub tcp_connect_failures: u64,
+}
+
+/// Entries of the per-cgroup table; a node with more live cgroups charges the rest to
+/// [`CGROUP_REFUSED`]. 4096 entries x 136 bytes x CPUs (per-CPU hash).
+pub const CGROUP_STATS_ENTRIES: u32 = 4096;
+/// Key for events whose task's cgroup is not known.
+pub const CGROUP_UNATTRIBUTED: u64 = 0;
+/// Key for events of cgroups that did not fit in the table.
+pub const CGROUP_REFUSED: u64 = u64::MAX;
+
 /// Map and program names, shared so a rename on one side breaks the build, not the daemon.
 pub mod names {
     pub const BLOCK_RQ_ISSUE: &str = "block_rq_issue";
@@ -351,6 +415,8 @@ pub mod names {
     pub const SYSTEM_LAYOUT: &str = "SYSTEM_LAYOUT";
     pub const OPEN_SYSCALLS: &str = "OPEN_SYSCALLS";
     pub const WAIT_SYSCALLS: &str = "WAIT_SYSCALLS";
+    /// Per-cgroup counters, [`super::CgroupStats`] keyed by cgroup id (issue 20).
+    pub const CGROUP_STATS: &str = "CGROUP_STATS";
     /// Byte offset of `pid` in `struct task_struct` (from BTF) for the BTF tracepoints.
     pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
     pub const SAMPLED_SINCE: &str = "SAMPLED_SINCE";
@@ -373,6 +439,7 @@ mod pod {
     // SAFETY: all of these are #[repr(C)], Copy, made only of integers, with explicit padding
     // fields, so every bit pattern is a valid value.
     unsafe impl aya::Pod for super::BlockDevStats {}
+    unsafe impl aya::Pod for super::CgroupStats {}
     unsafe impl aya::Pod for super::InflightKey {}
     unsafe impl aya::Pod for super::InflightSlot {}
     unsafe impl aya::Pod for super::SlowIoEvent {}

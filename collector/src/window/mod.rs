@@ -2,6 +2,7 @@
 //!
 //! Pure functions on plain numbers so they are tested without a kernel.
 
+pub mod cgroups;
 pub mod devices;
 pub mod pressure;
 pub mod procfile;
