@@ -5,6 +5,7 @@
 
 pub mod conductor;
 pub mod detect;
+pub mod diagnose;
 pub mod extender;
 pub mod fleet;
 mod http;

@@ -58,6 +58,13 @@ pub enum Command {
     /// nothing and exits 5. --submit asks the benchmark's conductor its stage and POSTs
     /// {"solution": "Yes"|"No"} to a detection stage.
     Detect(DetectArgs),
+    /// State the root cause as the fault benchmarks structure one (component, namespace,
+    /// description), from evidence: which node(s) are degraded and since when, which signals
+    /// moved and by how much, and which workloads drive them. From one node (--node) or a
+    /// cluster (--prometheus, over --range). Nothing degraded: component "none", exit 0.
+    /// --submit asks the benchmark's conductor its stage and POSTs the text to a diagnosis
+    /// stage (exit codes as detect's).
+    Diagnose(DiagnoseArgs),
     /// Print the node's rank for schedulers, 0-100, higher is healthier (healthy nodes rank
     /// 60-100, learning ones 50, degraded ones 0-40; README "Schedulers"), read from its
     /// daemon's /rank. --elim prints OpenLava/LSF elim lines, `1 rank <value>`, every
@@ -280,6 +287,51 @@ pub struct DetectArgs {
 
     /// With --submit: retry while the conductor answers 503 (still grading the previous
     /// stage) for up to this long, backing off from 1 s to 8 s.
+    #[arg(long, default_value = "3m", value_parser = parse_duration, requires = "submit")]
+    pub busy_for: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    /// A node's daemon, e.g. http://127.0.0.1:9464 (its /state is read).
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:9464",
+        conflicts_with = "prometheus"
+    )]
+    pub node: String,
+
+    /// A Prometheus that scrapes every node's daemon: every node degraded within --range is
+    /// diagnosed.
+    #[arg(long)]
+    pub prometheus: Option<String>,
+
+    /// How far back to look in Prometheus (a PromQL duration).
+    #[arg(long, default_value = "10m")]
+    pub range: String,
+
+    /// The application's namespace(s): workloads in them are named first. Repeat or separate
+    /// with commas. With --submit and no --namespace, read from the conductor's /get_app.
+    #[arg(long, value_delimiter = ',')]
+    pub namespace: Vec<String>,
+
+    /// Output format: text (component, namespace, description lines) or one JSON document
+    /// {component, namespace, description, evidence: [{signal, z, share, since}], ...}.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// Submit the statement to the benchmark's conductor (its base URL or its /submit; without
+    /// a URL, http://$API_HOSTNAME:$API_PORT). Its stage is asked first: only a diagnosis
+    /// stage takes it. Exit codes: 3 not now (setup, done), 4 refused, 6 busy past --busy-for;
+    /// 5 every node is still learning (nothing submitted).
+    #[arg(long, num_args = 0..=1, default_missing_value = "", value_name = "URL")]
+    pub submit: Option<String>,
+
+    /// With --submit: wait up to this long for a stage that takes answers.
+    #[arg(long, default_value = "0s", value_parser = parse_duration, requires = "submit")]
+    pub wait: Duration,
+
+    /// With --submit: retry while the conductor answers 503 for up to this long.
     #[arg(long, default_value = "3m", value_parser = parse_duration, requires = "submit")]
     pub busy_for: Duration,
 }

@@ -112,6 +112,77 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Diagnose(args) => {
+            let conductor = match &args.submit {
+                Some(url) => Some(cluster::conductor::Conductor::locate(url)?),
+                None => None,
+            };
+            let diagnosis = tokio::task::spawn_blocking(move || {
+                let findings = match &args.prometheus {
+                    Some(prometheus) => {
+                        cluster::diagnose::cluster_findings(prometheus, &args.range)?
+                    }
+                    None => cluster::diagnose::node_findings(&args.node)?,
+                };
+                let mut namespaces = args.namespace.clone();
+                if namespaces.is_empty()
+                    && let Some(conductor) = &conductor
+                {
+                    // The application's namespaces scope the culprits; a conductor that cannot
+                    // say them costs the scope, not the answer.
+                    match conductor.app_namespaces() {
+                        Ok(found) => namespaces = found,
+                        Err(err) => tracing::warn!(
+                            "{err:#}: the diagnosis is not scoped to the application's namespaces"
+                        ),
+                    }
+                }
+                let diagnosis = cluster::diagnose::diagnose(&findings, &namespaces);
+                let all_learning = findings.nodes.is_empty() && !findings.learning.is_empty();
+                anyhow::Ok((diagnosis, all_learning, args, conductor))
+            })
+            .await??;
+            let (diagnosis, all_learning, args, conductor) = diagnosis;
+            match args.output {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&diagnosis)?),
+                OutputFormat::Table => println!("{}", diagnosis.text()),
+            }
+            if let Some(conductor) = conductor {
+                if all_learning {
+                    eprintln!(
+                        "every node is still learning its baseline: it cannot tell yet (nothing submitted)"
+                    );
+                    std::process::exit(DETECT_STILL_LEARNING);
+                }
+                let patience = cluster::conductor::Patience {
+                    wait: args.wait,
+                    busy_for: args.busy_for,
+                    ..Default::default()
+                };
+                let text = diagnosis.text();
+                let kind = cluster::conductor::AnswerKind::Diagnosis;
+                let submitted = tokio::task::spawn_blocking(move || {
+                    conductor
+                        .submit(kind, &text, patience)
+                        .map(|reply| (conductor, reply))
+                })
+                .await?;
+                match submitted {
+                    Ok((conductor, reply)) => {
+                        eprintln!(
+                            "submitted the diagnosis to {}: {}",
+                            conductor.base(),
+                            reply.trim()
+                        )
+                    }
+                    Err(refusal) => {
+                        eprintln!("error: {refusal}");
+                        std::process::exit(refusal.exit_code().into());
+                    }
+                }
+            }
+            Ok(())
+        }
         Command::Rank(args) => {
             let options = args.options();
             tokio::task::spawn_blocking(move || cluster::rank::run(&options)).await?

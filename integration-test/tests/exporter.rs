@@ -31,6 +31,47 @@ fn crash_loop(limit: Duration) {
     }
 }
 
+/// `collector diagnose ... --output json` during the crash loop: the node is the component,
+/// the namespace is none (nothing in Kubernetes), and the evidence holds the non-zero exits
+/// with a positive z and the time the state changed.
+fn diagnosis_names_the_crash_loop(source: &[String]) {
+    let output = Command::new(workspace_binary("collector"))
+        .arg("diagnose")
+        .args(source)
+        .args(["--output", "json"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "diagnose {source:?}: {stderr}");
+    let diagnosis: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("diagnose {source:?} printed no JSON ({err}): {stderr}"));
+    let component = diagnosis["component"].as_str().unwrap_or_default();
+    assert!(
+        component.starts_with("node nodestate-test-node"),
+        "{source:?}: {diagnosis:#}"
+    );
+    let exits = diagnosis["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|evidence| evidence["signal"] == "proc_exits_nonzero_per_s")
+        .unwrap_or_else(|| panic!("{source:?}: no non-zero exits in {diagnosis:#}"));
+    assert!(exits["z"].as_f64().unwrap() > 0.0, "{exits}");
+    assert!(
+        exits["since"]
+            .as_str()
+            .is_some_and(|since| since.starts_with("20")),
+        "{exits}"
+    );
+    assert!(
+        diagnosis["description"]
+            .as_str()
+            .unwrap()
+            .contains("processes exiting with an error"),
+        "{diagnosis:#}"
+    );
+}
+
 const DEGRADED_ALERT_FIRING: &str =
     "ALERTS{alertname=\"NodestateNodeDegraded\",alertstate=\"firing\"} == 1";
 
@@ -106,6 +147,19 @@ fn prometheus_scrapes_the_state_and_sees_a_fault_the_test_causes() {
         );
         assert_eq!(alert.0["node"], "nodestate-test-node", "{}", alert.0);
         assert_eq!(alert.0["severity"], "warning", "{}", alert.0);
+        // `collector diagnose` states the fault from the same evidence, from Prometheus and
+        // from the node itself: the node, since when, and the crash loop's signal.
+        for source in [
+            vec![
+                "--prometheus".to_string(),
+                format!("http://{prometheus_address}"),
+                "--range".into(),
+                "2m".into(),
+            ],
+            vec!["--node".to_string(), format!("http://{daemon_address}")],
+        ] {
+            diagnosis_names_the_crash_loop(&source);
+        }
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         seen
     });
