@@ -25,6 +25,8 @@ struct Inner {
     /// grader raises).
     grading_error: bool,
     node_state: Option<String>,
+    /// A whole `/state` document, served instead of the one made from `node_state`.
+    node_state_json: Option<serde_json::Value>,
     namespaces: Vec<String>,
     /// (stage, solution) of every graded submission.
     graded: Vec<(String, String)>,
@@ -87,6 +89,11 @@ impl TestConductor {
     /// Also serve a node's `/state` with this state.
     pub fn serve_node_state(&self, state: &str) {
         self.inner.lock().unwrap().node_state = Some(state.to_string());
+    }
+
+    /// Also serve this whole document as the node's `/state` (explanation, culprits...).
+    pub fn serve_node_state_json(&self, state: serde_json::Value) {
+        self.inner.lock().unwrap().node_state_json = Some(state);
     }
 
     /// Answer the next `count` submissions with 503.
@@ -157,6 +164,7 @@ fn serve(mut stream: TcpStream, shared: &Mutex<Inner>) {
             }),
         ),
         ["GET", "/state"] => match &inner.node_state {
+            _ if inner.node_state_json.is_some() => (200, inner.node_state_json.clone().unwrap()),
             Some(state) => (
                 200,
                 serde_json::json!({ "node": "n1", "state": state, "score": 1.0 }),
