@@ -46,6 +46,20 @@ pub struct DetectRequest {
     pub range: Option<String>,
 }
 
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub struct DiagnoseRequest {
+    #[schemars(
+        description = "With a Prometheus: how far back to look, a PromQL duration such as 10m (default 10m)."
+    )]
+    #[serde(default)]
+    pub range: Option<String>,
+    #[schemars(
+        description = "The application's namespaces: workloads in them are named first (optional)."
+    )]
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NodestateMcp {
     sources: Arc<Sources>,
@@ -280,6 +294,44 @@ impl NodestateMcp {
             Err(err) => refusal(format!("cannot answer: {err:#}")),
         })
     }
+
+    #[tool(
+        description = "A root-cause statement from evidence, as fault benchmarks structure one: component (the degraded node and the workload driving it), namespace, description (since when, which signals moved by how much, which workloads drive them with their share), and the evidence list. component is null when nothing moved."
+    )]
+    async fn diagnose(
+        &self,
+        Parameters(DiagnoseRequest { range, namespaces }): Parameters<DiagnoseRequest>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let range = range.unwrap_or_else(|| "10m".into());
+        if !is_promql_duration(&range) {
+            return Ok(refusal(format!(
+                "range `{range}` is not a PromQL duration such as 10m or 1h30m"
+            )));
+        }
+        if let Some(bad) = namespaces
+            .iter()
+            .find(|namespace| namespace.is_empty() || namespace.len() > 63)
+        {
+            return Ok(refusal(format!(
+                "`{bad}` is not a Kubernetes namespace name"
+            )));
+        }
+        let sources = self.sources.clone();
+        let findings = blocking(move || match &sources.prometheus {
+            Some(prometheus) => crate::diagnose::cluster_findings(prometheus, &range),
+            None => crate::diagnose::node_findings(&sources.node),
+        })
+        .await;
+        Ok(match findings {
+            Ok(findings) => {
+                match serde_json::to_value(crate::diagnose::diagnose(&findings, &namespaces)) {
+                    Ok(value) => json_result(value),
+                    Err(err) => refusal(format!("cannot write the diagnosis: {err}")),
+                }
+            }
+            Err(err) => refusal(format!("cannot diagnose: {err:#}")),
+        })
+    }
 }
 
 #[tool_handler]
@@ -288,7 +340,8 @@ impl ServerHandler for NodestateMcp {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build()).with_instructions(
             "nodestate judges each node healthy or degraded from kernel signals. node_states lists \
              every node, explain_node says why one is degraded, detect gives the Yes/No a \
-             fault-detection task asks. Read-only.",
+             fault-detection task asks, diagnose states the root cause (node, workload, \
+             namespace, evidence). Read-only.",
         )
     }
 }

@@ -136,7 +136,7 @@ fn an_agent_asks_nodestate_over_mcp() {
             .map(|tool| tool.name.to_string())
             .collect();
         tools.sort();
-        assert_eq!(tools, ["detect", "explain_node", "node_states"]);
+        assert_eq!(tools, ["detect", "diagnose", "explain_node", "node_states"]);
 
         let states = ok(&node, "node_states", serde_json::json!({})).await;
         assert_eq!(states["nodes"][0]["node"], NODE, "{states}");
@@ -147,6 +147,27 @@ fn an_agent_asks_nodestate_over_mcp() {
         assert!(explained["score"].as_f64().unwrap() <= explained["threshold"].as_f64().unwrap());
         let answer = ok(&node, "detect", serde_json::json!({})).await;
         assert_eq!(answer["answer"], "No", "{answer}");
+        // A healthy node: nothing to blame, said so.
+        let diagnosis = ok(
+            &node,
+            "diagnose",
+            serde_json::json!({"namespaces": ["shop"]}),
+        )
+        .await;
+        assert_eq!(
+            diagnosis["component"],
+            serde_json::Value::Null,
+            "{diagnosis}"
+        );
+        assert!(
+            diagnosis["description"]
+                .as_str()
+                .unwrap()
+                .contains("No node is degraded"),
+            "{diagnosis}"
+        );
+        let text = refused(&node, "diagnose", serde_json::json!({"namespaces": [""]})).await;
+        assert!(text.contains("namespace"), "{text}");
 
         let text = refused(
             &node,
@@ -197,6 +218,19 @@ fn an_agent_asks_nodestate_over_mcp() {
         assert!(text.contains("required"), "{text}");
         let answer = ok(&cluster, "detect", serde_json::json!({"range": "1m"})).await;
         assert_eq!(answer["answer"], "No", "{answer}");
+        let diagnosis = ok(&cluster, "diagnose", serde_json::json!({"range": "1m"})).await;
+        assert_eq!(
+            diagnosis["component"],
+            serde_json::Value::Null,
+            "{diagnosis}"
+        );
+        let text = refused(
+            &cluster,
+            "diagnose",
+            serde_json::json!({"range": "ten minutes"}),
+        )
+        .await;
+        assert!(text.contains("PromQL duration"), "{text}");
         cluster.cancel().await.unwrap();
     });
 
@@ -271,5 +305,5 @@ fn an_agent_asks_nodestate_over_mcp() {
         .filter_map(|tool| tool["name"].as_str())
         .collect();
     names.sort();
-    assert_eq!(names, ["detect", "explain_node", "node_states"]);
+    assert_eq!(names, ["detect", "diagnose", "explain_node", "node_states"]);
 }
