@@ -93,6 +93,15 @@ fn prometheus_scrapes_the_state_and_sees_a_fault_the_test_causes() {
     let (status, body) = get(&daemon_address, "/readyz").unwrap();
     assert_eq!(status, 503, "ready while still learning: {body}");
     assert!(body.contains("learning"), "{body}");
+    // And its metric says the same, for the NodestateNotReady alert.
+    let (_, metrics) = get(&daemon_address, "/metrics").unwrap();
+    assert!(
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("nodestate_ready{"))
+            .any(|line| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) == Some(0.0)),
+        "nodestate_ready is not 0 while learning"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let prometheus_address = format!("127.0.0.1:{}", free_port());
@@ -120,6 +129,9 @@ fn prometheus_scrapes_the_state_and_sees_a_fault_the_test_causes() {
     assert!(threshold > 0.0, "threshold {threshold}");
     let (status, _) = get(&daemon_address, "/readyz").unwrap();
     assert_eq!(status, 200, "not ready after learning:\n{}", daemon.log());
+    let (_, ready) =
+        query(&prometheus_address, "nodestate_ready").expect("nodestate_ready scraped");
+    assert_eq!(ready, 1.0, "nodestate_ready after learning");
 
     // A crash loop: the daemon must call it degraded, and Prometheus must see that.
     let fault_started = Instant::now();

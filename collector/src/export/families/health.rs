@@ -50,6 +50,13 @@ pub(in crate::export) fn encode(
         None,
         &[(none.clone(), health.rank())],
     )?;
+    gauges(
+        encoder,
+        "nodestate_ready",
+        "1 when the daemon is ready (kernel programs attached and a model or learned baseline in place, as /readyz answers), else 0",
+        None,
+        &[(none.clone(), f64::from(u8::from(state.ready().is_ok())))],
+    )?;
     counters(
         encoder,
         "nodestate_state_transitions",
