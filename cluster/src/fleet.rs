@@ -161,6 +161,7 @@ fn get(query: &FleetQuery, path: &str, params: &[(&str, String)]) -> Result<serd
             &url,
             match err {
                 crate::promql::ApiGetError::Call(err) => err.to_string(),
+                crate::promql::ApiGetError::Token(err) => format!("{err:#}"),
                 crate::promql::ApiGetError::NotJson { status, source } => {
                     format!("answered {status} without JSON: {source}")
                 }

@@ -17,13 +17,41 @@ pub struct Cli {
     pub command: Command,
 
     /// Log level: error, warn, info, debug or trace (or a tracing filter such as
-    /// "collector=debug").
+    /// "collector=debug"). Without this flag and NODESTATE_LOG, RUST_LOG is read; the flag
+    /// wins over NODESTATE_LOG, which wins over RUST_LOG.
     #[arg(long, global = true, env = "NODESTATE_LOG", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
 
     /// Log format: human-readable text, or one JSON object per line for log shippers.
     #[arg(long, global = true, env = "NODESTATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// The log filter: `--log-level` (or `NODESTATE_LOG`) when given, else `RUST_LOG` (the
+/// variable every Rust program's users know) when set, else the default "info".
+/// `log_level_given` says whether `log_level` came from the flag or NODESTATE_LOG rather than
+/// the default; `rust_log` is `RUST_LOG`'s value.
+pub fn log_filter(log_level: &str, log_level_given: bool, rust_log: Option<&str>) -> String {
+    match rust_log.filter(|text| !text.trim().is_empty()) {
+        Some(rust_log) if !log_level_given => rust_log.to_string(),
+        _ => log_level.to_string(),
+    }
+}
+
+impl Cli {
+    /// Parses `args` (exits with clap's message on an error, as `Parser::parse_from`), and
+    /// says whether `--log-level` was given (flag, NODESTATE_LOG or the config file) rather
+    /// than defaulted.
+    pub fn parse_with_sources(args: Vec<std::ffi::OsString>) -> (Self, bool) {
+        use clap::{CommandFactory as _, FromArgMatches as _};
+        let matches = Self::command().get_matches_from(args);
+        let given = !matches!(
+            matches.value_source("log_level"),
+            None | Some(clap::parser::ValueSource::DefaultValue)
+        );
+        let cli = Self::from_arg_matches(&matches).unwrap_or_else(|err| err.exit());
+        (cli, given)
+    }
 }
 
 fn parse_log_level(text: &str) -> Result<String, String> {
@@ -105,8 +133,13 @@ pub struct RankArgs {
     #[arg(long, default_value_t = model::rank::NEUTRAL_RANK, value_parser = parse_rank, requires = "elim")]
     pub unreachable_rank: f64,
 
-    /// Print the daemon's whole /rank answer as JSON (node, rank, state, score, threshold).
-    #[arg(long, conflicts_with = "elim")]
+    /// "json" prints the daemon's whole /rank answer as JSON (node, rank, state, score,
+    /// threshold); "table" the rank alone.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table, conflicts_with = "elim")]
+    pub output: OutputFormat,
+
+    /// Deprecated spelling of `--output json` (kept for one release).
+    #[arg(long, hide = true, conflicts_with_all = ["elim", "output"])]
     pub json: bool,
 }
 
@@ -118,7 +151,7 @@ impl RankArgs {
             interval: self.interval,
             count: self.count,
             unreachable_rank: self.unreachable_rank,
-            json: self.json,
+            json: self.json || self.output == OutputFormat::Json,
         }
     }
 }
@@ -187,6 +220,9 @@ pub struct ExtenderArgs {
     /// calls an extender one request at a time).
     #[arg(long, default_value_t = cluster::extender::DEFAULT_MAX_CONCURRENT_REQUESTS, value_parser = parse_concurrent_requests)]
     pub max_concurrent_requests: usize,
+
+    #[command(flatten)]
+    pub prometheus_client: cluster::promql::PrometheusClientArgs,
 }
 
 fn parse_concurrent_requests(text: &str) -> Result<usize, String> {
@@ -289,6 +325,14 @@ pub struct DetectArgs {
     /// stage) for up to this long, backing off from 1 s to 8 s.
     #[arg(long, default_value = "3m", value_parser = parse_duration, requires = "submit")]
     pub busy_for: Duration,
+
+    /// "json" prints one object, {"answer": "Yes"|"No"|null, "learning": bool}, instead of
+    /// the bare word (the exit codes stay the same).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    #[command(flatten)]
+    pub prometheus_client: cluster::promql::PrometheusClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -349,6 +393,9 @@ pub struct McpArgs {
     /// Serve MCP's streamable HTTP transport on this address (at /mcp) instead of stdio.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<std::net::SocketAddr>,
+
+    #[command(flatten)]
+    pub prometheus_client: cluster::promql::PrometheusClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -595,10 +642,17 @@ pub struct CollectArgs {
     pub hook_budget: f64,
 
     /// Attach the XDP drop list (`collector blocklist`) to this interface; repeat or
-    /// comma-separate for several. Native mode, generic where the driver lacks XDP. None by
+    /// comma-separate for several. See --xdp-mode for how. None by
     /// default.
     #[arg(long, env = "NODESTATE_XDP_IFACE", value_delimiter = ',')]
     pub xdp_iface: Vec<String>,
+
+    /// How the XDP drop list attaches (as xdp-filter's --mode): "native" in the driver
+    /// (fails where the driver has no XDP), "skb" (generic: works on every interface, after
+    /// the kernel built the packet's buffer, so costs more per packet), or "auto": native,
+    /// generic where native fails.
+    #[arg(long, env = "NODESTATE_XDP_MODE", value_enum, default_value_t = crate::xdp::XdpAttachMode::Auto)]
+    pub xdp_mode: crate::xdp::XdpAttachMode,
 
     /// bpffs directory of the drop list's pinned maps (see `collector blocklist`).
     #[arg(long, env = "NODESTATE_PIN_DIR", default_value = crate::xdp::DEFAULT_PIN_DIR)]
@@ -632,6 +686,7 @@ impl CollectArgs {
         crate::xdp::XdpOptions {
             interfaces: self.xdp_iface.clone(),
             pin_dir: self.pin_dir.clone(),
+            mode: self.xdp_mode,
         }
     }
 
@@ -687,6 +742,157 @@ mod tests {
     fn the_cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    /// Every subcommand (nested ones too, hidden or not, whoever adds them), depth first,
+    /// with its path, e.g. "collector blocklist add".
+    fn every_command(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Command)>) {
+        // clap's own `help` subcommand is not ours to document.
+        for sub in command
+            .get_subcommands()
+            .filter(|sub| sub.get_name() != "help")
+        {
+            let path = format!("{path} {}", sub.get_name());
+            out.push((path.clone(), sub.clone()));
+            every_command(sub, &path, out);
+        }
+    }
+
+    fn commands() -> Vec<(String, clap::Command)> {
+        use clap::CommandFactory;
+        let mut root = Cli::command();
+        root.build();
+        let mut out = vec![("collector".to_string(), root.clone())];
+        every_command(&root, "collector", &mut out);
+        out
+    }
+
+    #[test]
+    fn every_argument_and_command_has_help_text() {
+        let mut missing = Vec::new();
+        for (path, command) in commands() {
+            if path != "collector" && command.get_about().is_none() {
+                missing.push(format!("{path} (the command itself)"));
+            }
+            for argument in command.get_arguments() {
+                if matches!(argument.get_id().as_str(), "help" | "version") {
+                    continue;
+                }
+                let help = argument.get_help().map(ToString::to_string);
+                if help.is_none_or(|text| text.trim().is_empty()) {
+                    missing.push(format!("{path}: {}", argument.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
+
+    /// Commands whose output no script reads: they run until stopped (`run`, `extender`,
+    /// `mcp`, `rank --elim` aside) or write a file (`record`). Every other command (one added
+    /// later too) must offer `--output json`.
+    const NO_MACHINE_OUTPUT: [&str; 4] = [
+        "collector run",
+        "collector record",
+        "collector extender",
+        "collector mcp",
+    ];
+
+    #[test]
+    fn every_command_a_script_reads_has_output_json_and_no_other_spelling() {
+        let mut wrong = Vec::new();
+        for (path, command) in commands() {
+            // Groups of subcommands (`blocklist`) print nothing of their own.
+            if command.has_subcommands() || NO_MACHINE_OUTPUT.contains(&path.as_str()) {
+                continue;
+            }
+            let output = command
+                .get_arguments()
+                .find(|argument| argument.get_long() == Some("output"));
+            match output {
+                None => wrong.push(format!("{path}: no --output")),
+                Some(output) => {
+                    let values: Vec<String> = output
+                        .get_possible_values()
+                        .iter()
+                        .map(|value| value.get_name().to_string())
+                        .collect();
+                    if !values.iter().any(|value| value == "json") {
+                        wrong.push(format!("{path}: --output takes {values:?}, not json"));
+                    }
+                }
+            }
+            // The old spellings stay for one release, hidden: help shows one way.
+            for argument in command.get_arguments() {
+                if matches!(argument.get_long(), Some("json" | "format")) && !argument.is_hide_set()
+                {
+                    wrong.push(format!("{path}: visible --{}", argument.get_id()));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    #[test]
+    fn nodestate_log_wins_over_rust_log_which_wins_over_the_default() {
+        let given = |args: &[&str]| {
+            let args = args.iter().map(std::ffi::OsString::from).collect();
+            let (cli, given) = Cli::parse_with_sources(args);
+            (cli.log_level, given)
+        };
+        // These run with the test's environment: only meaningful without NODESTATE_LOG.
+        if std::env::var_os("NODESTATE_LOG").is_none() {
+            let (level, from_user) = given(&["collector", "probes"]);
+            assert!(!from_user);
+            assert_eq!(log_filter(&level, from_user, Some("debug")), "debug");
+            assert_eq!(log_filter(&level, from_user, None), "info");
+            assert_eq!(log_filter(&level, from_user, Some(" ")), "info");
+            let (level, from_user) = given(&["collector", "--log-level", "warn", "probes"]);
+            assert!(from_user);
+            assert_eq!(log_filter(&level, from_user, Some("debug")), "warn");
+        }
+        // NODESTATE_LOG counts as given, as the flag does.
+        let cli = Cli::try_parse_from(["collector", "probes"]).unwrap();
+        assert_eq!(
+            log_filter(&cli.log_level, true, Some("trace")),
+            cli.log_level
+        );
+    }
+
+    #[test]
+    fn xdp_mode_defaults_to_auto_and_takes_native_or_skb() {
+        assert_eq!(
+            run_args(&[]).unwrap().collect.xdp_options().mode,
+            crate::xdp::XdpAttachMode::Auto
+        );
+        for (text, mode) in [
+            ("native", crate::xdp::XdpAttachMode::Native),
+            ("skb", crate::xdp::XdpAttachMode::Skb),
+        ] {
+            let args = run_args(&["--xdp-iface", "eth0", "--xdp-mode", text]).unwrap();
+            assert_eq!(args.collect.xdp_options().mode, mode);
+        }
+        let err = run_args(&["--xdp-mode", "offload"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("native") && err.contains("skb"), "{err}");
+    }
+
+    #[test]
+    fn rank_json_is_a_hidden_alias_of_output_json() {
+        for spelling in [&["--output", "json"][..], &["--json"][..]] {
+            let mut args = vec!["collector", "rank"];
+            args.extend_from_slice(spelling);
+            let Command::Rank(rank) = Cli::try_parse_from(args).unwrap().command else {
+                panic!("expected rank")
+            };
+            assert!(rank.options().json, "{spelling:?}");
+        }
+        let Command::Rank(rank) = Cli::try_parse_from(["collector", "rank"]).unwrap().command
+        else {
+            panic!("expected rank")
+        };
+        assert!(!rank.options().json);
+        assert!(Cli::try_parse_from(["collector", "rank", "--json", "--output", "json"]).is_err());
     }
 
     #[test]

@@ -1,14 +1,18 @@
 use anyhow::Context as _;
-use clap::Parser as _;
 use collector::{
     cli::{Cli, Command, LogFormat, OutputFormat},
     daemon::{self, CollectOptions, RunFor, SinkSpec},
 };
 use tracing_subscriber::EnvFilter;
 
-fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_new(level)
-        .with_context(|| format!("--log-level `{level}` is not a level or tracing filter"))?;
+fn init_logging(level: &str, given: bool, format: LogFormat) -> anyhow::Result<()> {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let level = collector::cli::log_filter(level, given, rust_log.as_deref());
+    let filter = EnvFilter::try_new(&level).with_context(|| {
+        format!(
+            "--log-level (or NODESTATE_LOG, RUST_LOG) `{level}` is not a level or tracing filter"
+        )
+    })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -27,8 +31,8 @@ const DETECT_STILL_LEARNING: i32 = 5;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = collector::config::merge_config_file(std::env::args_os().collect())?;
-    let cli = Cli::parse_from(args);
-    init_logging(&cli.log_level, cli.log_format)?;
+    let (cli, log_level_given) = Cli::parse_with_sources(args);
+    init_logging(&cli.log_level, log_level_given, cli.log_format)?;
     match cli.command {
         Command::Run(args) => {
             args.collect.validate().map_err(anyhow::Error::msg)?;
@@ -67,12 +71,19 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Detect(args) => {
+            args.prometheus_client.install()?;
             let answer = match &args.prometheus {
                 Some(prometheus) => cluster::detect::cluster_answer(prometheus, &args.range)?,
                 None => {
                     cluster::detect::answer_from_state(&cluster::detect::node_state(&args.node)?)?
                 }
             };
+            if args.output == OutputFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"answer": answer.word(), "learning": answer.word().is_none()})
+                );
+            }
             let Some(word) = answer.word() else {
                 eprintln!(
                     "the node is still learning its baseline: it cannot tell yet{}",
@@ -84,7 +95,9 @@ async fn main() -> anyhow::Result<()> {
                 );
                 std::process::exit(DETECT_STILL_LEARNING);
             };
-            println!("{word}");
+            if args.output == OutputFormat::Table {
+                println!("{word}");
+            }
             if let Some(url) = &args.submit {
                 let conductor = cluster::conductor::Conductor::locate(url)?;
                 let patience = cluster::conductor::Patience {
@@ -184,10 +197,14 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Rank(args) => {
+            if args.json {
+                eprintln!("warning: --json is deprecated: use --output json");
+            }
             let options = args.options();
             tokio::task::spawn_blocking(move || cluster::rank::run(&options)).await?
         }
         Command::Mcp(args) => {
+            args.prometheus_client.install()?;
             let sources = cluster::mcp::Sources {
                 node: args.node,
                 prometheus: args.prometheus,
@@ -198,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Extender(args) => {
+            args.prometheus_client.install()?;
             let options = args.options().map_err(anyhow::Error::msg)?;
             cluster::extender::run(args.listen, options).await
         }

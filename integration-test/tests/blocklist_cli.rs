@@ -142,7 +142,6 @@ fn blocklist_cli_bad_input_changes_nothing() {
         ),
         (vec!["add", "10.200.300.1"], vec!["not an address"]),
         (vec!["add", "fd00:200::/129"], vec!["not an address"]),
-        (vec!["add", "10.200.0.0/16"], vec!["already listed"]),
         (vec!["add", "192.0.2.1", "192.0.2.1"], vec!["twice"]),
         (vec!["add", "192.0.2.1", "nope"], vec!["argument 2", "nope"]),
         (
@@ -290,13 +289,6 @@ fn blocklist_cli_names_each_bad_line_and_shows_what_is_there() {
         (
             vec!["add", "192.0.2.9", "192.0.2.9/32"],
             vec!["argument 2: 192.0.2.9/32 is given twice (also as argument 1)"],
-        ),
-        (
-            vec!["add", "192.0.2.9", "10.200.0.0/16", "fd00:200::/64"],
-            vec![
-                "argument 2: 10.200.0.0/16 is already listed",
-                "argument 3: fd00:200::/64 is already listed",
-            ],
         ),
         (
             vec!["import", &listed_twice],
@@ -592,5 +584,100 @@ fn blocklist_cli_saves_the_rules_of_an_incompatible_layout_as_its_advice_says() 
         ["192.0.2.7/32", "198.51.100.0/24", "2001:db8::/32"],
         "saved from set B only:\n{}",
         String::from_utf8_lossy(&listed.stdout)
+    );
+}
+
+/// `add` of rules already listed changes nothing and says so, with exit 0 (as `ip route
+/// replace` users expect); the new ones among them are added.
+#[test]
+fn blocklist_add_of_a_listed_rule_is_a_no_op_that_says_so() {
+    if !privileged("blocklist_add_of_a_listed_rule_is_a_no_op_that_says_so") {
+        return;
+    }
+    let pins = TestPinDir::new("cli-noop");
+    ok(
+        &pins.path,
+        &["add", "10.200.0.0/16", "fd00:200::/64", "--comment", "keep"],
+    );
+    let before = rules(&pins.path);
+    let output = blocklist(&pins.path, &["add", "10.200.0.0/16", "--comment", "other"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("10.200.0.0/16 is already listed: left unchanged"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("added 0 rule(s)"), "{stderr}");
+    assert_eq!(rules(&pins.path), before, "the listed rule changed");
+
+    // Mixed: the new one is added, the listed ones are left as they are.
+    let output = blocklist(
+        &pins.path,
+        &[
+            "add",
+            "192.0.2.9",
+            "10.200.0.0/16",
+            "fd00:200::/64",
+            "--output",
+            "json",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["added"], serde_json::json!(["192.0.2.9/32"]));
+    assert_eq!(
+        report["already_listed"],
+        serde_json::json!(["10.200.0.0/16", "fd00:200::/64"])
+    );
+    let now = rules(&pins.path);
+    assert_eq!(now.len(), 3, "{now:?}");
+    for rule in &before {
+        assert!(now.contains(rule), "{rule} changed: {now:?}");
+    }
+}
+
+/// Every `blocklist` command prints one JSON document on stdout with `--output json`.
+#[test]
+fn blocklist_commands_print_json_with_output_json() {
+    if !privileged("blocklist_commands_print_json_with_output_json") {
+        return;
+    }
+    let pins = TestPinDir::new("cli-json");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.txt");
+    std::fs::write(&file, "203.0.113.0/24\n# a comment\n2001:db8::/48\n").unwrap();
+    let file = file.to_str().unwrap();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut args = args.to_vec();
+        args.extend(["--output", "json"]);
+        let output = blocklist(&pins.path, &args);
+        assert!(
+            output.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+            panic!(
+                "{args:?} printed no JSON ({err}): {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })
+    };
+    assert_eq!(
+        json(&["add", "192.0.2.1"])["added"],
+        serde_json::json!(["192.0.2.1/32"])
+    );
+    assert_eq!(json(&["import", file])["added"], 2);
+    assert_eq!(json(&["list"])["rules"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        json(&["del", "192.0.2.1"])["removed"],
+        serde_json::json!(["192.0.2.1/32"])
+    );
+    assert_eq!(json(&["import", "--replace", file])["replaced_with"], 2);
+    assert_eq!(json(&["flush"])["removed"], 2);
+    assert_eq!(
+        json(&["detach", "--all"])["detached"],
+        serde_json::json!([])
     );
 }

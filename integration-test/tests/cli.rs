@@ -202,3 +202,88 @@ fn record_on_a_full_file_system_keeps_whole_lines_only() {
         "{kept} lines kept: {stderr}"
     );
 }
+
+/// `--output json` on the commands a script reads from a node (`probes`, `rank`, `detect`):
+/// each prints one JSON document; the old `rank --json` still works, with a deprecation note.
+#[test]
+fn node_commands_print_json_with_output_json() {
+    if !integration_test::privileged("node_commands_print_json_with_output_json") {
+        return;
+    }
+    let collector = workspace_binary("collector");
+    let json = |args: &[&str]| -> (Option<i32>, serde_json::Value, String) {
+        let output = Command::new(&collector)
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("running collector");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        let value = serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
+            panic!(
+                "{args:?} printed no JSON ({err}): {}\n{stderr}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        });
+        (output.status.code(), value, stderr)
+    };
+    let (code, probes, stderr) = json(&["probes", "--output", "json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(probes.is_object() || probes.is_array(), "{probes}");
+
+    let daemon = integration_test::daemon::Daemon::builder()
+        .free_port()
+        .args(&["--learn-for", "10m", "--disable-signals", "syscalls"])
+        .start();
+    let node = format!("http://{}", daemon.address());
+    let (code, rank, stderr) = json(&["rank", "--node", &node, "--output", "json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(rank["state"], "learning", "{rank}");
+    assert!(rank["rank"].is_number(), "{rank}");
+    let (code, old, stderr) = json(&["rank", "--node", &node, "--json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(old["rank"], rank["rank"]);
+    assert!(
+        stderr.contains("--json is deprecated: use --output json"),
+        "{stderr}"
+    );
+    // Still learning: no answer, exit 5 as without --output json, and a document saying so.
+    let (code, detect, stderr) = json(&["detect", "--node", &node, "--output", "json"]);
+    assert_eq!(code, Some(5), "{stderr}");
+    assert_eq!(
+        detect,
+        serde_json::json!({"answer": null, "learning": true})
+    );
+}
+
+/// `RUST_LOG` is honoured when neither `--log-level` nor `NODESTATE_LOG` is given, which
+/// win over it.
+#[test]
+fn rust_log_sets_the_level_unless_log_level_or_nodestate_log_is_given() {
+    let collector = workspace_binary("collector");
+    // `rank` against nothing logs at debug (ureq's connection attempts) only when asked to.
+    let stderr = |env: &[(&str, &str)], args: &[&str]| {
+        let port = integration_test::http::free_port();
+        let mut command = Command::new(&collector);
+        command
+            .args(["rank", "--node", &format!("http://127.0.0.1:{port}")])
+            .args(args)
+            .env_remove("NODESTATE_LOG")
+            .env_remove("RUST_LOG");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        String::from_utf8_lossy(&command.output().unwrap().stderr).into_owned()
+    };
+    let debug = |text: &str| text.contains("DEBUG") || text.contains("TRACE");
+    assert!(!debug(&stderr(&[], &[])));
+    let with_rust_log = stderr(&[("RUST_LOG", "trace")], &[]);
+    assert!(debug(&with_rust_log), "{with_rust_log}");
+    assert!(!debug(&stderr(
+        &[("RUST_LOG", "trace"), ("NODESTATE_LOG", "warn")],
+        &[]
+    )));
+    assert!(!debug(&stderr(
+        &[("RUST_LOG", "trace")],
+        &["--log-level", "info"]
+    )));
+}

@@ -48,6 +48,8 @@ enum Command {
         /// for the whole node pool; rows per node are printed before the model summary.
         #[arg(long)]
         prometheus: Option<String>,
+        #[command(flatten)]
+        prometheus_client: cluster::promql::PrometheusClientArgs,
         /// With --prometheus: how far back to read, e.g. "6h", "30m".
         #[arg(long, value_parser = parse_duration)]
         since: Option<std::time::Duration>,
@@ -82,6 +84,7 @@ enum Command {
         /// Independent k-means++ initialisations; the lowest inertia wins.
         #[arg(long, default_value_t = 10)]
         runs: usize,
+        /// Most Lloyd iterations of one k-means run before it stops unconverged.
         #[arg(long, default_value_t = 300)]
         max_iterations: u64,
         /// With `--threshold-rule percentile` (or when the tail rule falls back): the
@@ -129,24 +132,37 @@ enum Command {
         /// windows far out cannot widen it) or `standard` (mean and standard deviation).
         #[arg(long, value_enum, default_value_t = ScalingArg::Robust)]
         scaling: ScalingArg,
+        /// "json" prints one JSON object on stdout ({"out", "model", and with --prometheus
+        /// "fleet": what was read}) instead of the text summary, which then goes to stderr.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
     /// Score windows: one output row per input row (score, cluster, state, explanation).
     Score {
+        /// The model file (`model train --out`).
         #[arg(long, short)]
         model: PathBuf,
+        /// The windows to score (JSON Lines or .csv).
         #[arg(long, short)]
         input: PathBuf,
         /// Write here instead of standard output.
         #[arg(long, short)]
         out: Option<PathBuf>,
+        /// "csv" (a header row, then one row per window) or "json" (JSON Lines: one object
+        /// per window).
         #[arg(long, value_enum, default_value_t = Format::Csv)]
-        format: Format,
+        output: Format,
+        /// Deprecated spelling of --output (`--format jsonl` is `--output json`).
+        #[arg(long, value_enum, hide = true, conflicts_with = "output")]
+        format: Option<Format>,
     },
     /// Compare the model's verdicts with labels: precision, recall, F1, point-adjusted F1,
     /// time to detect per fault segment, and a hysteresis sweep.
     Eval {
+        /// The model file (`model train --out`).
         #[arg(long, short)]
         model: PathBuf,
+        /// The windows to judge (JSON Lines or .csv), in time order.
         #[arg(long, short)]
         input: PathBuf,
         /// A CSV with a 0/1 `label` column (one row per input row) or `start`,`end` fault
@@ -159,15 +175,22 @@ enum Command {
         /// …and leave after M normal ones.
         #[arg(long, default_value_t = DEFAULT_LEAVE_AFTER)]
         leave_after: u32,
-        /// Print the report as JSON.
-        #[arg(long)]
+        /// "table" for people; "json" prints the report as one JSON object.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// Deprecated spelling of `--output json` (kept for one release).
+        #[arg(long, hide = true, conflicts_with = "output")]
         json: bool,
     },
     /// Show what a model holds.
     Inspect {
+        /// The model file to show.
         model: PathBuf,
-        /// Print the model file's JSON (normalized) instead.
-        #[arg(long)]
+        /// "table" for people; "json" prints the model file's JSON (normalized).
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// Deprecated spelling of `--output json` (kept for one release).
+        #[arg(long, hide = true, conflicts_with = "output")]
         json: bool,
     },
     /// Write the synthetic server-metric data set (train.csv, test.csv, test_labels.csv,
@@ -177,8 +200,10 @@ enum Command {
     /// unlabelled incidents in the training part), drift (load, memory and latency growing
     /// through train and test), shapes (24 correlated features of very different scales).
     Synth {
+        /// Directory to write the CSV files into (created if missing).
         #[arg(long, short)]
         out: PathBuf,
+        /// Seed of the generator: the same seed writes the same data.
         #[arg(long, default_value_t = 7)]
         seed: u64,
         /// A named set instead of the default small one.
@@ -188,16 +213,22 @@ enum Command {
     /// Training time against scikit-learn and per-window inference time.
     #[command(hide = true)]
     Bench {
+        /// Rows of the synthetic training set.
         #[arg(long, default_value_t = 20_000)]
         rows: usize,
+        /// Features (columns) of each row.
         #[arg(long, default_value_t = 16)]
         dims: usize,
+        /// Number of clusters.
         #[arg(long, default_value_t = 8)]
         k: usize,
+        /// k-means++ initialisations per fit.
         #[arg(long, default_value_t = 10)]
         n_init: usize,
+        /// Most Lloyd iterations per run.
         #[arg(long, default_value_t = 300)]
         max_iterations: u64,
+        /// Fits timed per side; the median is reported.
         #[arg(long, default_value_t = 3)]
         repeats: usize,
         /// Threads for each side (`model train`'s k-means runs; scikit-learn's OpenMP and BLAS
@@ -207,15 +238,33 @@ enum Command {
         /// Skip the scikit-learn side.
         #[arg(long)]
         no_sklearn: bool,
+        /// The Python interpreter with scikit-learn.
         #[arg(long, default_value = "python3")]
         python: String,
     },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
+    /// A header row, then one row per window.
     Csv,
-    Jsonl,
+    /// JSON Lines: one object per window.
+    #[value(alias = "jsonl")]
+    Json,
+}
+
+/// How a command prints what it reports (`--output`), as `collector`'s commands do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Text for people.
+    Table,
+    /// One JSON document for scripts.
+    Json,
+}
+
+/// The note an old spelling of `--output` gets (it still works, for one release).
+fn deprecated(old: &str, new: &str) {
+    eprintln!("warning: {old} is deprecated: use {new}");
 }
 
 fn main() -> std::process::ExitCode {
@@ -278,7 +327,20 @@ fn run() -> anyhow::Result<()> {
             false_alarm_rate,
             trim,
             scaling,
+            output,
+            prometheus_client,
         } => {
+            // In JSON mode stdout holds the one JSON document; the text goes to stderr.
+            let say = |text: &str| -> std::io::Result<()> {
+                match output {
+                    Output::Table => emit(text),
+                    Output::Json => {
+                        eprint!("{text}");
+                        Ok(())
+                    }
+                }
+            };
+            let mut fleet = None;
             // Before any work: a model written over its own training data (or labels) would
             // destroy them.
             let mut sources: Vec<(&str, &Path)> =
@@ -292,6 +354,7 @@ fn run() -> anyhow::Result<()> {
             refuse_overwriting("--out", &out, &sources)?;
             let table = match &prometheus {
                 Some(prometheus) => {
+                    prometheus_client.install()?;
                     let mut query = cluster::fleet::FleetQuery::new(
                         prometheus,
                         since.context(
@@ -302,7 +365,8 @@ fn run() -> anyhow::Result<()> {
                     query.step = step;
                     query.node_label = node_label;
                     let windows = cluster::fleet::fetch(&query)?;
-                    emit(&windows.summary(prometheus))?;
+                    say(&windows.summary(prometheus))?;
+                    fleet = Some(windows.summary(prometheus));
                     if let Some(path) = &save_windows {
                         save_records(path, &windows.records)?;
                     }
@@ -381,15 +445,28 @@ fn run() -> anyhow::Result<()> {
                     model.threshold.calibration_windows
                 );
             }
-            emit(&report::summary(&model))?;
-            emit(&format!("model written to {}\n", out.display()))?;
+            say(&report::summary(&model))?;
+            say(&format!("model written to {}\n", out.display()))?;
+            if output == Output::Json {
+                let document = serde_json::json!({
+                    "out": out.display().to_string(),
+                    "fleet": fleet,
+                    "model": serde_json::from_str::<serde_json::Value>(&model.to_json())?,
+                });
+                emit(&(document.to_string() + "\n"))?;
+            }
         }
         Command::Score {
             model,
             input,
             out,
+            output,
             format,
         } => {
+            if format.is_some() {
+                deprecated("--format", "--output (csv or json)");
+            }
+            let format = format.unwrap_or(output);
             if let Some(path) = &out {
                 refuse_overwriting(
                     "--out",
@@ -402,7 +479,7 @@ fn run() -> anyhow::Result<()> {
             let assessments = model.score_table(&table)?;
             let format = match format {
                 Format::Csv => ScoreFormat::Csv,
-                Format::Jsonl => ScoreFormat::JsonLines,
+                Format::Json => ScoreFormat::JsonLines,
             };
             match &out {
                 Some(path) => {
@@ -422,8 +499,12 @@ fn run() -> anyhow::Result<()> {
             labels,
             enter_after,
             leave_after,
+            output,
             json,
         } => {
+            if json {
+                deprecated("--json", "--output json");
+            }
             let model = Model::load(&model)?;
             let table = read_table(&input)?;
             let truth = Labels::read(&labels)?.per_row(&table, &labels)?;
@@ -434,15 +515,22 @@ fn run() -> anyhow::Result<()> {
                 &table.timestamps,
                 (enter_after, leave_after),
             );
-            if json {
+            if json || output == Output::Json {
                 emit(&(serde_json::to_string_pretty(&report)? + "\n"))?;
             } else {
                 emit(&report.to_string())?;
             }
         }
-        Command::Inspect { model, json } => {
-            let model = Model::load(&model)?;
+        Command::Inspect {
+            model,
+            output,
+            json,
+        } => {
             if json {
+                deprecated("--json", "--output json");
+            }
+            let model = Model::load(&model)?;
+            if json || output == Output::Json {
                 emit(&model.to_json())?;
             } else {
                 emit(&report::inspect(&model))?;
@@ -718,5 +806,108 @@ fn parse_probability(text: &str) -> Result<f64, String> {
         Err(format!(
             "{text} is not a probability between 0 and 1 (exclusive)"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    /// Every subcommand, hidden ones too (clap's own `help` aside), with its path.
+    fn commands() -> Vec<(String, clap::Command)> {
+        let mut root = Cli::command();
+        root.build();
+        let mut out = Vec::new();
+        let mut stack = vec![("model".to_string(), root)];
+        while let Some((path, command)) = stack.pop() {
+            for sub in command
+                .get_subcommands()
+                .filter(|sub| sub.get_name() != "help")
+            {
+                stack.push((format!("{path} {}", sub.get_name()), sub.clone()));
+            }
+            out.push((path, command));
+        }
+        out
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_argument_and_command_has_help_text() {
+        let mut missing = Vec::new();
+        for (path, command) in commands() {
+            if command.get_about().is_none() {
+                missing.push(format!("{path} (the command itself)"));
+            }
+            for argument in command.get_arguments() {
+                if matches!(argument.get_id().as_str(), "help" | "version") {
+                    continue;
+                }
+                if argument
+                    .get_help()
+                    .is_none_or(|help| help.to_string().trim().is_empty())
+                {
+                    missing.push(format!("{path}: {}", argument.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
+
+    /// Commands whose output no script reads: `synth` writes files, `bench` is for people.
+    const NO_MACHINE_OUTPUT: [&str; 2] = ["model synth", "model bench"];
+
+    #[test]
+    fn every_command_a_script_reads_has_output_json_and_no_other_spelling() {
+        let mut wrong = Vec::new();
+        for (path, command) in commands() {
+            if command.has_subcommands() || NO_MACHINE_OUTPUT.contains(&path.as_str()) {
+                continue;
+            }
+            match command
+                .get_arguments()
+                .find(|argument| argument.get_long() == Some("output"))
+            {
+                Some(output)
+                    if output
+                        .get_possible_values()
+                        .iter()
+                        .any(|value| value.get_name() == "json") => {}
+                _ => wrong.push(format!("{path}: no --output json")),
+            }
+            for argument in command.get_arguments() {
+                if matches!(argument.get_long(), Some("json" | "format")) && !argument.is_hide_set()
+                {
+                    wrong.push(format!("{path}: visible --{}", argument.get_id()));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+
+    #[test]
+    fn old_spellings_still_parse() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.command);
+        let Command::Score { output, format, .. } =
+            parse(&["model", "score", "-m", "m", "-i", "i", "--format", "jsonl"]).unwrap()
+        else {
+            panic!("expected score")
+        };
+        assert_eq!((output, format), (Format::Csv, Some(Format::Json)));
+        let Command::Score { output, .. } =
+            parse(&["model", "score", "-m", "m", "-i", "i", "--output", "json"]).unwrap()
+        else {
+            panic!("expected score")
+        };
+        assert_eq!(output, Format::Json);
+        assert!(parse(&["model", "inspect", "m", "--json"]).is_ok());
+        assert!(parse(&["model", "inspect", "m", "--json", "--output", "json"]).is_err());
+        assert!(parse(&["model", "eval", "-m", "m", "-i", "i", "-l", "l", "--json"]).is_ok());
     }
 }

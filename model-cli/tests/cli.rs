@@ -643,3 +643,85 @@ fn train_sets_the_threshold_from_the_tail_by_default_and_says_so() {
         "the sets are heavy-tails, contaminated, drift, shapes",
     );
 }
+
+/// `--output json` on every command a script reads (train, score, eval, inspect) prints JSON
+/// on stdout (JSON Lines for score: one object a window); the old spellings still work, with
+/// a deprecation note on stderr.
+#[test]
+fn output_json_parses_on_every_command_and_old_spellings_warn() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_file = path(dir.path(), "model.json");
+    let parse = |text: &str| -> serde_json::Value {
+        serde_json::from_str(text).unwrap_or_else(|err| panic!("not JSON ({err}): {text}"))
+    };
+    let trained = parse(&stdout(&model(&[
+        "train",
+        "--input",
+        &data("train.csv"),
+        "--out",
+        &model_file,
+        "--output",
+        "json",
+    ])));
+    assert_eq!(trained["out"], model_file.as_str());
+    assert!(trained["model"]["clusters"].is_array(), "{trained}");
+
+    let scores = stdout(&model(&[
+        "score",
+        "--model",
+        &model_file,
+        "--input",
+        &data("test.csv"),
+        "--output",
+        "json",
+    ]));
+    assert_eq!(scores.lines().count(), 240, "one object per input row");
+    for line in scores.lines() {
+        assert!(parse(line)["score"].is_number(), "{line}");
+    }
+    let evaluation = parse(&stdout(&model(&[
+        "eval",
+        "--model",
+        &model_file,
+        "--input",
+        &data("test.csv"),
+        "--labels",
+        &data("test_labels.csv"),
+        "--output",
+        "json",
+    ])));
+    assert_eq!(evaluation["windows"]["segments_detected"], 3);
+    let inspected = parse(&stdout(&model(&[
+        "inspect",
+        &model_file,
+        "--output",
+        "json",
+    ])));
+    assert_eq!(inspected, trained["model"]);
+
+    for (args, old) in [
+        (vec!["inspect", model_file.as_str(), "--json"], "--json"),
+        (
+            vec![
+                "score",
+                "--model",
+                &model_file,
+                "--input",
+                &data("test.csv"),
+                "--format",
+                "jsonl",
+            ],
+            "--format",
+        ),
+    ] {
+        let output = model(&args);
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(stderr.contains(&format!("{old} is deprecated")), "{stderr}");
+        let text = stdout(&output);
+        // inspect prints one pretty document; score one object a line.
+        match old {
+            "--json" => parse(&text),
+            _ => parse(text.lines().next().unwrap_or_default()),
+        };
+    }
+}

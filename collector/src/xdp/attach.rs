@@ -65,6 +65,29 @@ impl fmt::Display for XdpModeUsed {
     }
 }
 
+/// How to attach (`--xdp-mode`), as xdp-filter's `--mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum XdpAttachMode {
+    /// Native, or generic where the driver cannot.
+    #[default]
+    Auto,
+    /// In the driver only: an error where it has no XDP.
+    Native,
+    /// Generic (SKB) mode only.
+    Skb,
+}
+
+impl XdpAttachMode {
+    /// Whether a link attached in `used` mode is one this mode asks for.
+    fn accepts(self, used: XdpModeUsed) -> bool {
+        match self {
+            Self::Auto => true,
+            Self::Native => used == XdpModeUsed::Native,
+            Self::Skb => used == XdpModeUsed::Generic,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct AttachedInterface {
     pub interface: String,
@@ -204,6 +227,17 @@ impl XdpBlocklist {
     /// one (swapping in this load's program, atomically), else attaches in native mode, or in
     /// generic mode where the driver cannot, and pins the new link.
     pub fn attach(&mut self, interface: &str) -> Result<&AttachedInterface, BlocklistError> {
+        self.attach_in(interface, XdpAttachMode::Auto)
+    }
+
+    /// [`XdpBlocklist::attach`] in the given mode: `Native` or `Skb` only, or `Auto`. A link
+    /// pinned earlier in the other mode is not adopted: attaching then fails, saying how to
+    /// detach it.
+    pub fn attach_in(
+        &mut self,
+        interface: &str,
+        mode: XdpAttachMode,
+    ) -> Result<&AttachedInterface, BlocklistError> {
         let dir = link_dir(&self.blocklist.pins.path, interface);
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -225,9 +259,9 @@ impl XdpBlocklist {
                 }
             )));
         };
-        let attached = match self.adopt(interface, &dir)? {
+        let attached = match self.adopt(interface, &dir, mode)? {
             Some(attached) => attached,
-            None => self.attach_new(interface, &dir)?,
+            None => self.attach_new(interface, &dir, mode)?,
         };
         self.interface_locks.push(lock);
         self.attached.push(attached);
@@ -239,10 +273,11 @@ impl XdpBlocklist {
         &mut self,
         interface: &str,
         dir: &Path,
+        wanted: XdpAttachMode,
     ) -> Result<Option<AttachedInterface>, BlocklistError> {
         for (name, mode) in LINK_PIN_NAMES {
             let path = dir.join(name);
-            if !path.exists() {
+            if !path.exists() || !wanted.accepts(mode) {
                 continue;
             }
             let stale = |why: String| {
@@ -284,18 +319,40 @@ impl XdpBlocklist {
         &mut self,
         interface: &str,
         dir: &Path,
+        wanted: XdpAttachMode,
     ) -> Result<AttachedInterface, BlocklistError> {
         let busy = |err: &aya::programs::ProgramError| {
             let text = format!("{err:?}");
             text.contains("File exists") || text.contains("Device or resource busy")
         };
-        let (id, mode, native_error) = match self.program().attach(interface, XdpMode::Driver) {
+        let first = match wanted {
+            XdpAttachMode::Skb => XdpMode::Skb,
+            XdpAttachMode::Auto | XdpAttachMode::Native => XdpMode::Driver,
+        };
+        let (id, mode, native_error) = match self.program().attach(interface, first) {
+            Ok(id) if wanted == XdpAttachMode::Skb => (id, XdpModeUsed::Generic, None),
             Ok(id) => (id, XdpModeUsed::Native, None),
             Err(native) if busy(&native) => {
                 return Err(BlocklistError::Attach(format!(
                     "cannot attach the XDP drop list to {interface}: {}. Detach it first (for \
                      one of ours: `collector blocklist detach --iface {interface}`)",
                     link::describe_holder(interface)
+                )));
+            }
+            Err(err) if wanted != XdpAttachMode::Auto => {
+                return Err(BlocklistError::Attach(format!(
+                    "cannot attach the XDP drop list to {interface} in {} mode (--xdp-mode): \
+                     {err}{}",
+                    if wanted == XdpAttachMode::Native {
+                        "native"
+                    } else {
+                        "generic (SKB)"
+                    },
+                    if wanted == XdpAttachMode::Native {
+                        "; the driver may have no XDP: --xdp-mode skb works on every interface"
+                    } else {
+                        ""
+                    }
                 )));
             }
             Err(native) => {
@@ -433,6 +490,8 @@ pub struct XdpOptions {
     /// Interfaces to attach the program to; none: the daemon leaves XDP alone.
     pub interfaces: Vec<String>,
     pub pin_dir: std::path::PathBuf,
+    /// Native, generic (SKB), or native with generic where native fails.
+    pub mode: XdpAttachMode,
 }
 
 /// Loads the program and attaches it to every configured interface, logging the mode each
@@ -451,7 +510,7 @@ pub fn start(options: &XdpOptions) -> anyhow::Result<Option<XdpBlocklist>> {
     })?;
     for interface in &options.interfaces {
         let attached = xdp
-            .attach(interface)
+            .attach_in(interface, options.mode)
             .with_context(|| format!("attaching the XDP drop list to {interface}"))?;
         match &attached.native_error {
             None if attached.adopted => tracing::info!(

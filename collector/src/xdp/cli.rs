@@ -28,7 +28,10 @@ pub struct BlocklistArgs {
 #[derive(Debug, Subcommand)]
 pub enum BlocklistCommand {
     /// Drop packets from these sources: addresses (a /32 or /128) or CIDRs, IPv4 or IPv6.
+    /// A rule already listed is left as it is (its comment and TTL too) and said so: adding
+    /// it again is not an error.
     Add {
+        /// Source addresses or CIDRs to drop, e.g. 192.0.2.7 203.0.113.0/24 2001:db8::/48.
         #[arg(required = true, value_name = "IP|CIDR")]
         rules: Vec<String>,
         /// Note kept with the rules (at most 64 bytes of printable text on one line), shown by
@@ -38,20 +41,30 @@ pub enum BlocklistCommand {
         /// Remove the rules after this long, e.g. "1h", "30m"; the daemon does the removing.
         #[arg(long, value_parser = parse_ttl)]
         ttl: Option<Duration>,
+        /// "json" prints {"added": [...], "already_listed": [...]} on stdout.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
     },
     /// Stop dropping these sources (exactly as listed).
     Del {
+        /// Rules to remove, written as `list` shows them (or any spelling of the same
+        /// address or CIDR).
         #[arg(required = true, value_name = "IP|CIDR")]
         rules: Vec<String>,
+        /// "json" prints {"removed": [...]} on stdout.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
     },
     /// Show the rules with their hits, age, TTL, who added them (the daemon's automatic flood
     /// blocking, "auto", or "user") and their comment (an automatic rule's says why).
     List {
+        /// "table" for people; "json" prints {"rules": [...], "totals": {...}}.
         #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
         output: OutputFormat,
     },
     /// Add the rules of a file (one a line, `#` comments), all or none.
     Import {
+        /// The rules file: one address or CIDR a line, `#` starts a comment.
         file: PathBuf,
         /// Replace the whole list with the file's rules, atomically.
         #[arg(long)]
@@ -59,9 +72,16 @@ pub enum BlocklistCommand {
         /// Note kept with every imported rule.
         #[arg(long)]
         comment: Option<String>,
+        /// "json" prints {"added": N} (or {"replaced_with": N}) on stdout.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
     },
     /// Remove every rule.
-    Flush,
+    Flush {
+        /// "json" prints {"removed": N} on stdout.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
+    },
     /// Detach the XDP program from interfaces whose link a daemon pinned (it stays attached
     /// when the daemon dies, so the list keeps dropping); for uninstalling. The rules stay.
     Detach {
@@ -71,6 +91,9 @@ pub enum BlocklistCommand {
         /// Every interface with a pinned link.
         #[arg(long, conflicts_with = "iface")]
         all: bool,
+        /// "json" prints {"detached": [...]} on stdout.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+        output: OutputFormat,
     },
 }
 
@@ -132,9 +155,12 @@ fn already_listed(err: BlocklistError, sources: &[(usize, IpNet)], file: bool) -
 }
 
 pub fn run(args: BlocklistArgs) -> anyhow::Result<()> {
-    if let BlocklistCommand::Detach { iface, .. } = &args.command {
+    if let BlocklistCommand::Detach { iface, output, .. } = &args.command {
         // Needs no maps: works on a pin directory of any layout.
         let detached = super::attach::detach_pinned_links(&args.pin_dir, iface)?;
+        if *output == OutputFormat::Json {
+            println!("{}", serde_json::json!({ "detached": detached }));
+        }
         eprintln!(
             "detached the XDP drop list from {} interface(s){}",
             detached.len(),
@@ -153,23 +179,59 @@ pub fn run(args: BlocklistArgs) -> anyhow::Result<()> {
             rules,
             comment,
             ttl,
+            output,
         } => {
             let nets = rules::parse_args(&rules)?;
             check_comment(comment.as_deref())?;
             let mut blocklist = Blocklist::open(&args.pin_dir)?;
-            let positions: Vec<(usize, IpNet)> = (1..).zip(nets.iter().copied()).collect();
-            blocklist
-                .add(&nets, comment.as_deref(), ttl)
-                .map_err(|err| already_listed(err, &positions, false))?;
-            eprintln!("added {} rule(s)", nets.len());
+            // As `ip route replace` users expect: a rule already there is no error. It stays
+            // as it is (comment, TTL, counters), and the command says so.
+            let (present, added) = match blocklist.add(&nets, comment.as_deref(), ttl) {
+                Ok(()) => (Vec::new(), nets),
+                Err(BlocklistError::Duplicate(present)) => {
+                    let missing: Vec<IpNet> = nets
+                        .iter()
+                        .filter(|net| !present.contains(net))
+                        .copied()
+                        .collect();
+                    if !missing.is_empty() {
+                        blocklist.add(&missing, comment.as_deref(), ttl)?;
+                    }
+                    (present, missing)
+                }
+                Err(err) => return Err(err.into()),
+            };
+            for net in &present {
+                eprintln!(
+                    "{net} is already listed: left unchanged (`del` it first to change its                      comment or TTL)"
+                );
+            }
+            if output == OutputFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "added": added.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        "already_listed": present.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    })
+                );
+            }
+            eprintln!("added {} rule(s)", added.len());
         }
-        BlocklistCommand::Del { rules } => {
+        BlocklistCommand::Del { rules, output } => {
             let nets = rules::parse_args(&rules)?;
             pins::check_rights(&args.pin_dir)?;
             if !list_exists(&args.pin_dir) {
                 return Err(BlocklistError::NotListed(nets[0].to_string()).into());
             }
             Blocklist::open(&args.pin_dir)?.delete(&nets)?;
+            if output == OutputFormat::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "removed": nets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    })
+                );
+            }
             eprintln!("removed {} rule(s)", nets.len());
         }
         BlocklistCommand::List { output } => {
@@ -200,6 +262,7 @@ pub fn run(args: BlocklistArgs) -> anyhow::Result<()> {
             file,
             replace,
             comment,
+            output,
         } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
@@ -210,22 +273,31 @@ pub fn run(args: BlocklistArgs) -> anyhow::Result<()> {
             let mut blocklist = Blocklist::open(&args.pin_dir)?;
             if replace {
                 blocklist.replace(&nets, comment.as_deref())?;
+                if output == OutputFormat::Json {
+                    println!("{}", serde_json::json!({ "replaced_with": nets.len() }));
+                }
                 eprintln!("replaced the list with {} rule(s)", nets.len());
             } else {
                 blocklist
                     .add(&nets, comment.as_deref(), None)
                     .map_err(|err| already_listed(err, &lines, true))
                     .with_context(|| format!("importing {}", file.display()))?;
+                if output == OutputFormat::Json {
+                    println!("{}", serde_json::json!({ "added": nets.len() }));
+                }
                 eprintln!("added {} rule(s)", nets.len());
             }
         }
-        BlocklistCommand::Flush => {
+        BlocklistCommand::Flush { output } => {
             pins::check_rights(&args.pin_dir)?;
             let removed = if list_exists(&args.pin_dir) {
                 Blocklist::open(&args.pin_dir)?.flush()?
             } else {
                 0
             };
+            if output == OutputFormat::Json {
+                println!("{}", serde_json::json!({ "removed": removed }));
+            }
             eprintln!("removed {removed} rule(s)");
         }
         BlocklistCommand::Detach { .. } => unreachable!("handled before opening the list"),

@@ -23,7 +23,7 @@ pub use ipnet::IpNet;
 /// summed as `rule="other"`).
 pub const TOP_RULES: usize = 10;
 
-pub use attach::{AttachedInterface, XdpBlocklist, XdpModeUsed, XdpOptions};
+pub use attach::{AttachedInterface, XdpAttachMode, XdpBlocklist, XdpModeUsed, XdpOptions};
 pub use pins::{DEFAULT_PIN_DIR, PIN_DIR_ENV};
 pub use store::{Blocklist, DropMetrics, ListedRule, Origin, Totals};
 
