@@ -378,6 +378,9 @@ pub struct DiagnoseArgs {
     /// With --submit: retry while the conductor answers 503 for up to this long.
     #[arg(long, default_value = "3m", value_parser = parse_duration, requires = "submit")]
     pub busy_for: Duration,
+
+    #[command(flatten)]
+    pub prometheus_client: cluster::promql::PrometheusClientArgs,
 }
 
 #[derive(Debug, Args)]

@@ -126,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Diagnose(args) => {
+            args.prometheus_client.install()?;
             let conductor = match &args.submit {
                 Some(url) => Some(cluster::conductor::Conductor::locate(url)?),
                 None => None,
