@@ -874,7 +874,7 @@ fn dashboard_configmap_yaml(json: &str) -> String {
         "# Generated from deploy/grafana-dashboard.json by deploy/check's tests \
          (NODESTATE_BLESS=1): do not edit.\n\
          apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: nodestate-grafana-dashboard\n  \
-         labels:\n    grafana_dashboard: \"1\"\ndata:\n  nodestate.json: |\n",
+         namespace: nodestate\n  labels:\n    grafana_dashboard: \"1\"\ndata:\n  nodestate.json: |\n",
     );
     for line in json.lines() {
         if !line.is_empty() {
