@@ -421,9 +421,17 @@ pub struct RunArgs {
     #[arg(long, env = "NODESTATE_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Address for /metrics (OpenMetrics), /healthz, /readyz and /state.
+    /// Address for / (a page for people), /metrics (OpenMetrics or the classic text format,
+    /// as the scraper asks), /healthz, /readyz and /state.
     #[arg(long, env = "NODESTATE_LISTEN", default_value = "0.0.0.0:9464")]
     pub listen: std::net::SocketAddr,
+
+    /// Which series /metrics serves: "default" (state, score, threshold, rank, explanation,
+    /// drops and losses, the daemon's own cost: what a fleet scrapes) or "full" (also every
+    /// window feature and per-device block latency histograms, for one node's dashboard or
+    /// fleet training). docs/metrics.md counts both.
+    #[arg(long, env = "NODESTATE_METRICS", default_value_t = crate::export::MetricSet::Default, value_name = "SET")]
+    pub metrics: crate::export::MetricSet,
 
     /// A model trained with `model train` on windows from `collector record`, or "builtin"
     /// for the one trained on the recorded fault scenarios' healthy windows (datasets/,

@@ -40,6 +40,8 @@ pub struct CollectOptions {
     pub node: String,
     /// Where to serve /metrics, /healthz, /readyz and /state; `None` serves nothing.
     pub listen: Option<std::net::SocketAddr>,
+    /// Which series /metrics serves.
+    pub metrics: crate::export::MetricSet,
     /// How windows are judged; `None` only records them.
     pub assessor: Option<crate::judge::AssessorOptions>,
     /// The XDP drop list: where to attach it, where its maps are pinned.
@@ -478,10 +480,13 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
     let shared: SharedState = Arc::new(std::sync::RwLock::new(ExporterState::new(
         options.node.clone(),
     )));
-    shared
-        .write()
-        .expect("exporter state lock")
-        .set_probes(kernel.attach_reports());
+    {
+        let mut state = shared.write().expect("exporter state lock");
+        state.set_probes(kernel.attach_reports());
+        state.metric_set = options.metrics;
+        // The page at `/` draws the last hour.
+        state.set_history_span(Duration::from_secs(3600), options.window);
+    }
     let heartbeat = Arc::new(crate::export::liveness::Heartbeat::new(options.window));
     if let Some(listen) = options.listen {
         let registry = crate::export::registry(shared.clone(), Vec::new());

@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
                 xdp: args.collect.xdp_options(),
                 node: daemon::node_name(),
                 listen: Some(args.listen),
+                metrics: args.metrics,
                 assessor: Some(args.assessor_options()),
                 auto_block: args.auto_block.policy(),
             };
@@ -233,6 +234,7 @@ async fn main() -> anyhow::Result<()> {
                 xdp: args.collect.xdp_options(),
                 node: daemon::node_name(),
                 listen: None,
+                metrics: collector::export::MetricSet::Default,
                 assessor: None,
                 auto_block: None,
             };

@@ -126,12 +126,16 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
         .args(&["--disable-signals", "syscalls"])
         .listen(&degraded_address)
         .env("NODE_NAME", "pool-a-1")
+        // Fleet training below reads their `nodestate_feature` series: the full set.
+        .args(&["--metrics", "full"])
         .spawn();
     let healthy = Daemon::builder()
         .args(&["--learn-for", "10s", "--enter-after", "100"])
         .args(&["--disable-signals", "syscalls"])
         .listen(&healthy_address)
         .env("NODE_NAME", "pool-a-2")
+        // Fleet training below reads their `nodestate_feature` series: the full set.
+        .args(&["--metrics", "full"])
         .spawn();
     for address in [&degraded_address, &healthy_address] {
         wait_for(Duration::from_secs(30), "the daemons' /healthz", || {

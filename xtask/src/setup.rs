@@ -49,6 +49,10 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ),
     ("ethtool", "veth offloads (GRO, TSO) for the XDP benchmark"),
     (
+        "chromium",
+        "headless Chromium loads the daemon's page at / in the page test",
+    ),
+    (
         "buildah",
         "cargo xtask image: the container image, assembled from scratch (no registry needed)",
     ),

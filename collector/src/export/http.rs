@@ -1,4 +1,5 @@
-//! The daemon's HTTP endpoints: `/metrics` (OpenMetrics), `/healthz`, `/readyz`, `/state`,
+//! The daemon's HTTP endpoints: `/` (a page for people), `/metrics` (OpenMetrics when the
+//! scraper asks for it, else the classic text format 0.0.4), `/healthz`, `/readyz`, `/state`,
 //! `/rank` (JSON: node, rank, state, score, threshold; `/rank?format=text` is the bare number).
 
 use std::{
@@ -9,12 +10,14 @@ use std::{
     time::{Duration, Instant},
 };
 
+use std::fmt::Write as _;
+
 use anyhow::Context as _;
 use axum::{
     Json, Router,
     extract::{Query, State},
-    http::StatusCode,
-    response::{IntoResponse, Response},
+    http::{HeaderMap, StatusCode, header},
+    response::{Html, IntoResponse, Response},
     routing::get,
 };
 use prometheus_client::registry::Registry;
@@ -103,6 +106,7 @@ pub async fn bind(
         })?;
     let bound = listener.local_addr()?;
     let app = Router::new()
+        .route("/", get(page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -307,6 +311,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn openmetrics_only_for_scrapers_that_ask() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(wants_openmetrics(Some(prometheus)));
+        assert!(wants_openmetrics(Some("application/openmetrics-text")));
+        assert!(!wants_openmetrics(Some("text/plain;version=0.0.4")));
+        assert!(!wants_openmetrics(Some("*/*")));
+        assert!(!wants_openmetrics(None));
+        assert!(!wants_openmetrics(Some(
+            "application/openmetrics-text;q=0, text/plain"
+        )));
+    }
+
+    #[test]
+    fn the_text_format_names_counters_with_total_and_has_no_unit_or_eof() {
+        let openmetrics = "# HELP a_total_thing Things with \"quotes\"\n# TYPE a_total_thing counter\n\
+             a_total_thing_total{node=\"n\"} 3\n# HELP b_seconds Age\n# TYPE b_seconds gauge\n\
+             # UNIT b_seconds seconds\nb_seconds{node=\"n\"} 1.5\n# TYPE c unknown\nc 1\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(openmetrics),
+            "# HELP a_total_thing_total Things with \"quotes\"\n# TYPE a_total_thing_total counter\n\
+             a_total_thing_total{node=\"n\"} 3\n# HELP b_seconds Age\n# TYPE b_seconds gauge\n\
+             b_seconds{node=\"n\"} 1.5\n# TYPE c untyped\nc 1\n"
+        );
+    }
+
+    #[test]
     fn the_connection_cap_leaves_descriptors_for_the_daemon() {
         // ulimit -n 256 with 60 open: (256 - 60 - 64) / 2 = 66, capped at 64.
         assert_eq!(connection_cap(256, 60), 64);
@@ -318,11 +348,110 @@ mod tests {
     }
 }
 
-async fn metrics(State(app): State<AppState>) -> Response {
-    openmetrics_response(&app.registry)
+async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    if wants_openmetrics(accept) {
+        return openmetrics_response(&app.registry);
+    }
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &app.registry) {
+        Ok(()) => (
+            [(header::CONTENT_TYPE, TEXT_FORMAT)],
+            openmetrics_to_text(&body),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding metrics failed\n",
+        )
+            .into_response(),
+    }
 }
 
 pub(crate) use cluster::openmetrics_response;
+
+/// The classic Prometheus text format's content type.
+pub const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether the `Accept` header asks for OpenMetrics (a media range
+/// `application/openmetrics-text` with a non-zero q), as Prometheus itself does. Anything else
+/// (curl's `*/*`, `text/plain`, no header) gets the classic text format, as node_exporter
+/// answers: older parsers, such as Debian's `promtool check metrics`, refuse OpenMetrics.
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|accept| {
+        accept.split(',').any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default();
+            let refused = parts.any(|param| {
+                param
+                    .strip_prefix("q=")
+                    .and_then(|q| q.parse::<f64>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+        })
+    })
+}
+
+/// An OpenMetrics exposition (as prometheus-client writes it) in the classic text format
+/// 0.0.4: no `# UNIT` or `# EOF` lines, counters' HELP and TYPE name the `_total` series
+/// (OpenMetrics names the family without it), `unknown` is `untyped`. Sample lines are the
+/// same in both formats.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            if let Some(previous) = help.replace(line) {
+                out.push_str(previous);
+                out.push('\n');
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.rsplit_once(' ').unwrap_or((rest, "untyped"));
+            let (name, kind) = match kind {
+                "counter" if !name.ends_with("_total") => (format!("{name}_total"), kind),
+                "unknown" => (name.to_string(), "untyped"),
+                _ => (name.to_string(), kind),
+            };
+            if let Some(help) = help.take() {
+                let text = help
+                    .strip_prefix("# HELP ")
+                    .and_then(|rest| rest.split_once(' '))
+                    .map_or("", |(_, text)| text);
+                let _ = writeln!(out, "# HELP {name} {text}");
+            }
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            continue;
+        }
+        if let Some(previous) = help.take() {
+            out.push_str(previous);
+            out.push('\n');
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    if let Some(previous) = help {
+        out.push_str(previous);
+        out.push('\n');
+    }
+    out
+}
+
+/// `/`: the page for people ([`super::page`]), reloading itself every window (at least 5 s).
+async fn page(State(app): State<AppState>) -> Response {
+    let refresh_s = app.heartbeat.window().as_secs().max(5);
+    let Ok(state) = app.shared.read() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned\n").into_response();
+    };
+    Html(super::page::render(&state, refresh_s)).into_response()
+}
 
 /// Alive while the window loop closes windows ([`Heartbeat`]); 503 once it has closed none
 /// for three windows' time, so a liveness probe restarts a stuck daemon.

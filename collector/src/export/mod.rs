@@ -12,6 +12,7 @@
 mod families;
 pub mod http;
 pub mod liveness;
+pub mod page;
 mod state;
 
 use std::borrow::Cow;
@@ -19,7 +20,8 @@ use std::borrow::Cow;
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, registry::Registry};
 
 pub use state::{
-    DeviceLatency, ExporterState, Health, ModelInfo, RECENT_WINDOWS, SharedState, XDP_TOP_RULES,
+    DEFAULT_HISTORY_LEN, DeviceLatency, ExporterState, Health, HistoryPoint, MAX_HISTORY_LEN,
+    MetricSet, ModelInfo, RECENT_WINDOWS, SharedState, XDP_TOP_RULES,
 };
 
 /// Encodes [`ExporterState`] on each scrape.
@@ -45,8 +47,12 @@ impl Collector for NodestateMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let state = self.state.read().map_err(|_| std::fmt::Error)?;
         families::health::encode(&mut encoder, &state)?;
-        families::features::encode(&mut encoder, &state)?;
-        families::devices::encode(&mut encoder, &state)?;
+        // Per-feature and per-device detail only when asked for (`--metrics full`): a fleet
+        // of nodes scraping every 5 s cannot afford ~60 + 34 per device series each.
+        if state.metric_set == MetricSet::Full {
+            families::features::encode(&mut encoder, &state)?;
+            families::devices::encode(&mut encoder, &state)?;
+        }
         families::collection::encode(&mut encoder, &state)?;
         families::programs::encode(&mut encoder, &state)?;
         families::xdp::encode(&mut encoder, &state)?;
@@ -75,6 +81,7 @@ mod tests {
     #[test]
     fn state_enum_explanation_histogram_and_xdp_series() {
         let mut state = ExporterState::new("node-a".into());
+        state.metric_set = MetricSet::Full;
         state.set_health(&crate::judge::Verdict {
             state: crate::judge::NodeState::Degraded,
             score: 12.5,
@@ -166,6 +173,7 @@ mod tests {
     #[test]
     fn families_names_help_labels_and_order_are_as_recorded() {
         let mut state = ExporterState::new("node-a".into());
+        state.metric_set = MetricSet::Full;
         state.set_health(&crate::judge::Verdict {
             state: crate::judge::NodeState::Healthy,
             score: 1.5,
@@ -248,6 +256,7 @@ mod tests {
             })
             .collect();
         let mut state = ExporterState::new("n".into());
+        state.metric_set = MetricSet::Full;
         state.add_window(&record);
         let text = scrape(state);
         let shown: Vec<(String, f64)> = text
@@ -295,6 +304,7 @@ mod tests {
             }),
         );
         let mut state = ExporterState::new("n".into());
+        state.metric_set = MetricSet::Full;
         state.add_window(&record);
         state.add_window(&record);
         assert_eq!(state.block_latency["vdb"].buckets[3], 8);
@@ -304,5 +314,62 @@ mod tests {
             text.contains(r#"nodestate_block_io_latency_seconds_count{node="n",device="vdb"} 8"#),
             "{text}"
         );
+    }
+
+    /// The default set leaves out the per-feature and per-device detail and keeps what a
+    /// fleet watches; the model's training time is a value, not a label.
+    #[test]
+    fn the_default_set_has_no_feature_or_device_series() {
+        let full_state = |set: MetricSet| {
+            let mut state = ExporterState::new("n".into());
+            state.metric_set = set;
+            state.model = Some(ModelInfo {
+                source: "file".into(),
+                version: "1".into(),
+                trained_at: "2026-12-03T00:00:00Z".into(),
+                k: 3,
+                baseline: None,
+            });
+            state.add_window(&WindowRecord::populated());
+            state
+                .block_latency
+                .insert("vda".into(), DeviceLatency::default());
+            state
+                .program_totals
+                .insert("block_rq_issue".into(), (10, 1000));
+            state
+        };
+        let default = scrape(full_state(MetricSet::Default));
+        let full = scrape(full_state(MetricSet::Full));
+        for detail in [
+            "nodestate_feature{",
+            "nodestate_block_io_latency_seconds_bucket{",
+            "nodestate_program_runs_total{",
+        ] {
+            assert!(
+                !default.contains(detail),
+                "{detail} in the default set:\n{default}"
+            );
+            assert!(
+                full.contains(detail),
+                "{detail} missing from the full set:\n{full}"
+            );
+        }
+        for kept in [
+            "nodestate_state{",
+            "nodestate_anomaly_score{",
+            "nodestate_anomaly_threshold{",
+            "nodestate_rank{",
+            "nodestate_state_last_change_timestamp_seconds{",
+            "nodestate_events_lost_total{",
+            "process_cpu_seconds_total{",
+            "process_resident_memory_bytes{",
+            r#"nodestate_model_trained_timestamp_seconds{node="n"} 1796256000"#,
+        ] {
+            assert!(default.contains(kept), "{kept} missing:\n{default}");
+        }
+        assert!(!default.contains("trained_at="), "{default}");
+        let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+        assert!(series(&default) + 90 < series(&full), "{default}");
     }
 }

@@ -18,6 +18,45 @@ use crate::{
 /// How many recent windows `/state` returns.
 pub const RECENT_WINDOWS: usize = 12;
 
+/// Judgements `/` draws by default: an hour of 5 s windows (the daemon sets the capacity from
+/// its window length, see [`ExporterState::set_history_span`]).
+pub const DEFAULT_HISTORY_LEN: usize = 720;
+/// The page never keeps more points than this, whatever the window length (an hour of 1 s
+/// windows; the page's SVG stays a few hundred KiB at most).
+pub const MAX_HISTORY_LEN: usize = 3600;
+
+/// One judged window, for the page's chart.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct HistoryPoint {
+    /// End of the window, ms since the Unix epoch.
+    pub unix_ms: u64,
+    pub score: f64,
+    pub threshold: f64,
+    pub degraded: bool,
+}
+
+/// Which metric families `/metrics` serves (`--metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricSet {
+    /// What a fleet scrapes: state, score, threshold, rank, explanation, model, drops and
+    /// losses, the daemon's own cost, probes. A few dozen series per node.
+    #[default]
+    Default,
+    /// Also every window feature (`nodestate_feature`, ~60 series) and the per-device block
+    /// latency histograms (34 series per device), for one node's dashboard or fleet training.
+    Full,
+}
+
+impl std::fmt::Display for MetricSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MetricSet::Default => "default",
+            MetricSet::Full => "full",
+        })
+    }
+}
+
 /// The node's health as the daemon last judged it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Health {
@@ -33,6 +72,9 @@ pub struct Health {
     pub since: String,
     #[serde(skip)]
     pub since_instant: Instant,
+    /// When the state last changed, for `nodestate_state_last_change_timestamp_seconds`.
+    #[serde(skip)]
+    pub since_system: SystemTime,
     pub transitions: u64,
 }
 
@@ -53,6 +95,7 @@ impl Default for Health {
             explanation: Vec::new(),
             since: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             since_instant: Instant::now(),
+            since_system: SystemTime::now(),
             transitions: 0,
         }
     }
@@ -105,6 +148,12 @@ pub struct ExporterState {
     /// The daemon's own syscalls and thread spawns, which the programs leave out of the
     /// node's features (cumulative; see `kernel::KernelConfig::exclude_tgid`).
     pub own_events: Option<crate::kernel::OwnEvents>,
+    /// Which families `/metrics` serves.
+    pub metric_set: MetricSet,
+    /// The last hour's judgements, oldest first, for the page at `/`.
+    pub history: VecDeque<HistoryPoint>,
+    /// How many judgements `history` keeps.
+    pub history_len: usize,
 }
 
 /// Rules shown by name in the XDP drop metrics; the rest are summed as `rule="other"`. Kept
@@ -134,6 +183,19 @@ impl ExporterState {
             partial_windows_total: 0,
             http_connections_refused_total: 0,
             own_events: None,
+            metric_set: MetricSet::default(),
+            history: VecDeque::new(),
+            history_len: DEFAULT_HISTORY_LEN,
+        }
+    }
+
+    /// Keeps `span` (an hour) of judgements at one per `window`, at most [`MAX_HISTORY_LEN`].
+    pub fn set_history_span(&mut self, span: std::time::Duration, window: std::time::Duration) {
+        let per_window = window.as_secs_f64().max(1e-3);
+        self.history_len =
+            ((span.as_secs_f64() / per_window).ceil() as usize).clamp(1, MAX_HISTORY_LEN);
+        while self.history.len() > self.history_len {
+            self.history.pop_front();
         }
     }
 
@@ -200,12 +262,24 @@ impl ExporterState {
             self.health.transitions += 1;
             self.health.since = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
             self.health.since_instant = Instant::now();
+            self.health.since_system = SystemTime::now();
         }
         self.health.state = state;
         self.health.score = score;
         self.health.threshold = threshold;
         self.health.cluster = cluster;
         self.health.explanation = explanation;
+        if self.history.len() >= self.history_len {
+            self.history.pop_front();
+        }
+        self.history.push_back(HistoryPoint {
+            unix_ms: SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_millis() as u64),
+            score,
+            threshold,
+            degraded: state == crate::judge::NodeState::Degraded,
+        });
     }
 
     pub fn ready(&self) -> Result<(), &'static str> {
@@ -224,6 +298,35 @@ pub type SharedState = Arc<RwLock<ExporterState>>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_history_keeps_an_hour_of_windows_and_no_more() {
+        let mut state = ExporterState::new("n".into());
+        state.set_history_span(
+            std::time::Duration::from_secs(3600),
+            std::time::Duration::from_secs(5),
+        );
+        assert_eq!(state.history_len, 720);
+        for index in 0..800 {
+            state.set_health(&crate::judge::Verdict {
+                state: crate::judge::NodeState::Healthy,
+                score: f64::from(index),
+                threshold: 4.0,
+                cluster: None,
+                explanation: Vec::new(),
+                anomalous: false,
+            });
+        }
+        assert_eq!(state.history.len(), 720);
+        assert_eq!(state.history.front().map(|p| p.score), Some(80.0));
+        assert_eq!(state.history.back().map(|p| p.score), Some(799.0));
+        // 1 ms windows would keep millions: capped.
+        state.set_history_span(
+            std::time::Duration::from_secs(3600),
+            std::time::Duration::from_millis(1),
+        );
+        assert_eq!(state.history_len, MAX_HISTORY_LEN);
+    }
 
     #[test]
     fn readiness_needs_programs_and_a_model() {

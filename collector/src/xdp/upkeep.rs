@@ -42,6 +42,21 @@ pub struct Upkeep {
     pub rescans: u64,
     /// `false` once the kernel refused a batch read: iterate instead (kernels before 5.6).
     no_batch: bool,
+    /// Each hit rule's counters at the last window, by (id, prefix), to take deltas.
+    last_hits: HashMap<(u32, IpNet), (u64, u64)>,
+    /// Packets and bytes dropped by rules while they were outside the top rules (or in the
+    /// window they expired), summed since the daemon started: `rule="other"` only grows.
+    other: (u64, u64),
+}
+
+/// What a rule's (packets, bytes) counter added since `before`; a counter lower than before
+/// was reset (its id reused for a new rule), so all of it is new.
+fn counter_delta(before: (u64, u64), now: (u64, u64)) -> (u64, u64) {
+    if now.0 < before.0 || now.1 < before.1 {
+        now
+    } else {
+        (now.0 - before.0, now.1 - before.1)
+    }
 }
 
 impl Upkeep {
@@ -249,15 +264,15 @@ impl Upkeep {
     }
 
     fn metrics(&mut self, list: &Blocklist, top: usize) -> Result<DropMetrics, BlocklistError> {
-        let mut hit: Vec<(IpNet, RuleHits)> = self
+        let mut hit: Vec<(u32, IpNet, RuleHits)> = self
             .hits(list)?
             .into_iter()
             // Counters of rules no longer listed (a removal racing a packet) are left out,
             // as `list` leaves them out.
-            .filter_map(|(id, hits)| self.rules.get(&id).map(|(net, _)| (*net, hits)))
-            .filter(|(_, hits)| hits.packets > 0)
+            .filter_map(|(id, hits)| self.rules.get(&id).map(|(net, _)| (id, *net, hits)))
+            .filter(|(_, _, hits)| hits.packets > 0)
             .collect();
-        hit.sort_by(|a, b| b.1.packets.cmp(&a.1.packets).then(a.0.cmp(&b.0)));
+        hit.sort_by(|a, b| b.2.packets.cmp(&a.2.packets).then(a.1.cmp(&b.1)));
         let mut metrics = DropMetrics {
             totals: list.totals()?,
             automatic_rules: self.rules.values().filter(|(_, auto)| *auto).count() as u64,
@@ -265,16 +280,36 @@ impl Upkeep {
             sweeps_postponed: self.sweeps_postponed,
             ..DropMetrics::default()
         };
-        for (rank, (net, hits)) in hit.into_iter().enumerate() {
+        let mut seen = HashMap::with_capacity(hit.len());
+        for (rank, (id, net, hits)) in hit.into_iter().enumerate() {
+            let now = (hits.packets, hits.bytes);
             if rank < top {
-                metrics
-                    .top
-                    .push((net.to_string(), hits.packets, hits.bytes));
+                metrics.top.push((net.to_string(), now.0, now.1));
             } else {
-                metrics.other_packets += hits.packets;
-                metrics.other_bytes += hits.bytes;
+                let before = self.last_hits.get(&(id, net)).copied().unwrap_or((0, 0));
+                let (packets, bytes) = counter_delta(before, now);
+                self.other.0 += packets;
+                self.other.1 += bytes;
             }
+            seen.insert((id, net), now);
         }
+        // A rule that left (expired, deleted) keeps what it added to `other`; its last
+        // window's drops (between the previous read and its removal) are in the totals.
+        self.last_hits = seen;
+        (metrics.other_packets, metrics.other_bytes) = self.other;
         Ok(metrics)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counter_delta;
+
+    #[test]
+    fn a_counter_delta_is_what_was_added_and_a_reset_counter_counts_whole() {
+        assert_eq!(counter_delta((10, 640), (15, 960)), (5, 320));
+        assert_eq!(counter_delta((0, 0), (3, 192)), (3, 192));
+        // The id was reused by a new rule: its counter started again.
+        assert_eq!(counter_delta((10, 640), (2, 128)), (2, 128));
     }
 }

@@ -678,11 +678,28 @@ pub fn network_policy_violations(
     violations
 }
 
+/// A ConfigMap Grafana's dashboard sidecar loads (label `grafana_dashboard`).
+pub fn is_grafana_dashboard(object: &Object) -> bool {
+    matches!(object, Object::ConfigMap(_))
+        && object
+            .metadata()
+            .labels
+            .as_ref()
+            .is_some_and(|labels| labels.contains_key("grafana_dashboard"))
+}
+
 /// What the rendered objects must say about each other: one namespace, the Service and the
 /// ServiceMonitor select the DaemonSet's pods, the ConfigMap the pods mount exists.
 pub fn consistency_violations(objects: &[Object]) -> Vec<String> {
     let mut violations = Vec::new();
-    let count = |kind: &str| objects.iter().filter(|o| o.kind() == kind).count();
+    // The Grafana dashboard's ConfigMap (components/grafana-dashboard) is for Grafana, not
+    // the pods: the one-of-each rule is about the daemon's own objects.
+    let count = |kind: &str| {
+        objects
+            .iter()
+            .filter(|o| o.kind() == kind && !is_grafana_dashboard(o))
+            .count()
+    };
     for kind in [
         "Namespace",
         "ServiceAccount",

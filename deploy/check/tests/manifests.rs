@@ -415,6 +415,7 @@ fn exported_metric_names() -> HashSet<String> {
     });
     state.xdp_interfaces = vec![("eth0".into(), "native".into())];
     state.auto_block = Some(collector::xdp::autoblock::AutoBlockMetrics::default());
+    state.metric_set = collector::export::MetricSet::Full;
     let registry = collector::export::registry(Arc::new(RwLock::new(state)), Vec::new());
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("encoding");
@@ -425,10 +426,28 @@ fn exported_metric_names() -> HashSet<String> {
         .collect()
 }
 
+/// The metric names an expression reads: ours (`nodestate_…`) and the standard process
+/// metrics the daemon serves (`process_…`).
 fn metric_names_in(expr: &str) -> Vec<String> {
     let mut names = Vec::new();
     let mut rest = expr;
-    while let Some(start) = rest.find("nodestate_") {
+    let next = |text: &str| {
+        ["nodestate_", "process_"]
+            .iter()
+            .filter_map(|prefix| {
+                text.match_indices(prefix)
+                    .find(|(at, _)| {
+                        // A whole name, not the tail of another (`my_process_x`).
+                        !text[..*at]
+                            .chars()
+                            .next_back()
+                            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                    })
+                    .map(|(at, _)| at)
+            })
+            .min()
+    };
+    while let Some(start) = next(rest) {
         let tail = &rest[start..];
         let end = tail
             .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -505,8 +524,8 @@ fn the_dashboard_queries_only_metrics_the_exporter_serves() {
         "XDP drops"
     );
     assert!(
-        has("timeseries", "nodestate_process_cpu_seconds_total")
-            && has("timeseries", "nodestate_process_resident_memory_bytes"),
+        has("timeseries", "process_cpu_seconds_total")
+            && has("timeseries", "process_resident_memory_bytes"),
         "the collector's own cost"
     );
     let variables: Vec<&str> = dashboard["templating"]["list"]
@@ -846,4 +865,65 @@ fn the_alert_rules_name_only_metrics_the_exporter_serves() {
             }
         }
     }
+}
+
+/// deploy/components/grafana-dashboard/configmap.yaml as it must be: the dashboard's JSON,
+/// verbatim, in a ConfigMap Grafana's sidecar loads.
+fn dashboard_configmap_yaml(json: &str) -> String {
+    let mut out = String::from(
+        "# Generated from deploy/grafana-dashboard.json by deploy/check's tests \
+         (NODESTATE_BLESS=1): do not edit.\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: nodestate-grafana-dashboard\n  \
+         namespace: nodestate\n  labels:\n    grafana_dashboard: \"1\"\ndata:\n  nodestate.json: |\n",
+    );
+    for line in json.lines() {
+        if !line.is_empty() {
+            out.push_str("    ");
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_configmap_is_the_dashboard_json_with_the_sidecar_label() {
+    let json = std::fs::read_to_string(deploy_dir().join("grafana-dashboard.json")).unwrap();
+    let path = deploy_dir().join("components/grafana-dashboard/configmap.yaml");
+    let expected = dashboard_configmap_yaml(&json);
+    if std::env::var_os("NODESTATE_BLESS").is_some() {
+        std::fs::write(&path, &expected).expect("writing configmap.yaml");
+    }
+    let shipped = std::fs::read_to_string(&path).expect("reading configmap.yaml");
+    assert!(
+        shipped == expected,
+        "{} differs from grafana-dashboard.json: regenerate it with NODESTATE_BLESS=1 \
+         cargo test -p deploy-check --test manifests dashboard",
+        path.display()
+    );
+    // What kustomize renders is the same JSON, labelled for the sidecar.
+    let objects = render_base_with(&["grafana-dashboard"]);
+    let configmap = objects
+        .iter()
+        .find_map(|object| match object {
+            Object::ConfigMap(map)
+                if map.metadata.name.as_deref() == Some("nodestate-grafana-dashboard") =>
+            {
+                Some(map)
+            }
+            _ => None,
+        })
+        .expect("the component renders the dashboard's ConfigMap");
+    let labels = configmap.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("grafana_dashboard").map(String::as_str),
+        Some("1"),
+        "{labels:?}"
+    );
+    let data = configmap.data.clone().unwrap_or_default();
+    assert_eq!(
+        data.get("nodestate.json"),
+        Some(&json),
+        "the ConfigMap's JSON"
+    );
 }

@@ -6,6 +6,11 @@ use prometheus_client::{encoding::DescriptorEncoder, registry::Unit};
 use super::{counters, gauges};
 use crate::export::ExporterState;
 
+fn unix_seconds(time: std::time::SystemTime) -> f64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+}
+
 /// `nodestate_state` … `nodestate_model_info`.
 pub(in crate::export) fn encode(
     encoder: &mut DescriptorEncoder,
@@ -66,10 +71,10 @@ pub(in crate::export) fn encode(
     )?;
     gauges(
         encoder,
-        "nodestate_state_since",
-        "Seconds since the health state last changed",
+        "nodestate_state_last_change_timestamp",
+        "When the health state last changed (or the daemon started), seconds since the Unix epoch",
         Some(&Unit::Seconds),
-        &[(none.clone(), health.since_instant.elapsed().as_secs_f64())],
+        &[(none.clone(), unix_seconds(health.since_system))],
     )?;
     gauges(
         encoder,
@@ -116,12 +121,22 @@ pub(in crate::export) fn encode(
                 vec![
                     ("source", model.source.clone()),
                     ("version", model.version.clone()),
-                    ("trained_at", model.trained_at.clone()),
                     ("k", model.k.to_string()),
                 ],
                 1.0,
             )],
         )?;
+        // The training time is a value, not a label: a label would start a new series at
+        // every baseline refresh. A model without a readable time has no series.
+        if let Ok(trained) = humantime::parse_rfc3339_weak(&model.trained_at) {
+            gauges(
+                encoder,
+                "nodestate_model_trained_timestamp",
+                "When the model in use was trained, seconds since the Unix epoch",
+                Some(&Unit::Seconds),
+                &[(none.clone(), unix_seconds(trained))],
+            )?;
+        }
         if let Some(baseline) = &model.baseline {
             for (name, help, value) in [
                 (
@@ -134,10 +149,11 @@ pub(in crate::export) fn encode(
                     "Windows the learned baseline keeps for its refresh (recent and sampled)",
                     baseline.windows_kept as f64,
                 ),
+                // In seconds, Prometheus' base unit (promtool's lint refuses hours).
                 (
-                    "nodestate_baseline_hours_covered",
-                    "Hours from the oldest window the learned baseline keeps to the newest",
-                    baseline.hours_covered,
+                    "nodestate_baseline_covered_seconds",
+                    "Time from the oldest window the learned baseline keeps to the newest, seconds",
+                    baseline.hours_covered * 3600.0,
                 ),
                 (
                     "nodestate_baseline_floor_applies",

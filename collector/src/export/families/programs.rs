@@ -10,8 +10,13 @@ pub(in crate::export) fn encode(
     encoder: &mut DescriptorEncoder,
     state: &ExporterState,
 ) -> Result<(), std::fmt::Error> {
-    let runs: Vec<_> = state
-        .program_totals
+    // Per-program cost is detail (two series per program): the default set keeps the
+    // daemon's whole cost (`process_cpu_seconds_total`) and leaves it to `--metrics full`.
+    let program_totals = match state.metric_set {
+        crate::export::MetricSet::Full => &state.program_totals,
+        crate::export::MetricSet::Default => &std::collections::BTreeMap::new(),
+    };
+    let runs: Vec<_> = program_totals
         .iter()
         .map(|(name, (runs, _))| (vec![("program", name.clone())], *runs as f64))
         .collect();
@@ -22,8 +27,7 @@ pub(in crate::export) fn encode(
         None,
         &runs,
     )?;
-    let run_time: Vec<_> = state
-        .program_totals
+    let run_time: Vec<_> = program_totals
         .iter()
         .map(|(name, (_, ns))| (vec![("program", name.clone())], *ns as f64 / 1e9))
         .collect();
