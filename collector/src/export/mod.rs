@@ -51,6 +51,7 @@ impl Collector for NodestateMetrics {
         families::programs::encode(&mut encoder, &state)?;
         families::xdp::encode(&mut encoder, &state)?;
         families::process::encode(&mut encoder)?;
+        families::build_info::encode(&mut encoder)?;
         Ok(())
     }
 }
@@ -304,5 +305,21 @@ mod tests {
             text.contains(r#"nodestate_block_io_latency_seconds_count{node="n",device="vdb"} 8"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn build_info_carries_the_package_version_revision_and_compiler() {
+        let text = scrape(ExporterState::new("node-a".into()));
+        let line = text
+            .lines()
+            .find(|line| line.starts_with("nodestate_build_info{"))
+            .unwrap_or_else(|| panic!("no nodestate_build_info in:\n{text}"));
+        assert!(
+            line.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+            "{line}"
+        );
+        assert!(line.contains("revision=\""), "{line}");
+        assert!(line.contains("rustc=\"rustc "), "{line}");
+        assert!(line.ends_with("} 1"), "{line}");
     }
 }
