@@ -466,22 +466,36 @@ fn oci_index(images: &[String], out: &Path) -> anyhow::Result<()> {
 pub const SBOM: &str = "nodestate.cdx.json";
 
 /// A CycloneDX SBOM of the two shipped binaries' dependency graphs (cargo-cyclonedx, installed
-/// by `cargo xtask setup`).
+/// by `cargo xtask setup`). It writes one file per workspace member beside its Cargo.toml;
+/// we keep the collector's and the model command's and delete the rest.
 fn sbom(out: &Path) -> anyhow::Result<()> {
+    const NAME: &str = "nodestate-dist-sbom";
     let scratch = tempfile::tempdir()?;
-    for package in ["collector", "model-cli"] {
-        run(cargo()
-            .args(["cyclonedx", "--format", "json", "--spec-version", "1.5"])
-            .args(["--manifest-path", &format!("{package}/Cargo.toml")])
-            .args(["--override-filename", package])
-            .args(["--target", "all"]))
-        .context("cargo cyclonedx (run `cargo xtask setup` to install cargo-cyclonedx)")?;
-        let written = workspace_root()
-            .join(package)
-            .join(format!("{package}.json"));
-        fs::rename(&written, scratch.path().join(format!("{package}.json")))
-            .with_context(|| format!("moving {}", written.display()))?;
+    let result = run(cargo()
+        .args(["cyclonedx", "--format", "json", "--spec-version", "1.5"])
+        .args(["--override-filename", NAME])
+        .args(["--target", Arch::X86_64.triple()]))
+    .context("cargo cyclonedx (run `cargo xtask setup` to install cargo-cyclonedx)");
+    let metadata =
+        crate::util::output(cargo().args(["metadata", "--no-deps", "--format-version", "1"]))
+            .context("cargo metadata")?;
+    let metadata: serde_json::Value = serde_json::from_str(&metadata)?;
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        let Some(manifest) = package["manifest_path"].as_str() else {
+            continue;
+        };
+        let written = Path::new(manifest).with_file_name(format!("{NAME}.json"));
+        if !written.exists() {
+            continue;
+        }
+        let name = package["name"].as_str().unwrap_or_default();
+        if name == "collector" || name == "model-cli" {
+            fs::rename(&written, scratch.path().join(format!("{name}.json")))?;
+        } else {
+            fs::remove_file(&written)?;
+        }
     }
+    result?;
     // One document: the collector's, with the model command's components added.
     let read = |name: &str| -> anyhow::Result<serde_json::Value> {
         Ok(serde_json::from_slice(&fs::read(

@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod calibration;
+mod deb_test;
 mod dist;
 mod evaluate;
 mod image;
@@ -60,6 +61,10 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// As root: install target/dist's x86_64 .deb into a fresh Debian root (debootstrap,
+    /// cached under target/deb-test/), verify its systemd unit, run the unit's ExecStart until
+    /// it serves /healthz, purge it and check that nothing is left. Run `dist` first.
+    DebTest,
     /// Set up, build, and boot Debian's stock kernel under qemu (no KVM) to prove that the
     /// kprobe programs attach and count where kprobes exist. Part of `test`.
     VmTest,
@@ -177,6 +182,7 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             dist::dist(&arches, !no_image)
         }
+        Command::DebTest => deb_test::deb_test(),
         Command::VmTest => {
             setup::setup()?;
             build::build_release()?;
