@@ -21,6 +21,18 @@ fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` to standard output; a reader that closed the pipe early is not an error.
+fn print_ignoring_closed_pipe(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(err).context("writing to standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `detect`'s exit code when the node is still learning its baseline (README "Exit codes").
 const DETECT_STILL_LEARNING: i32 = 5;
 
@@ -155,11 +167,15 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
-            clap_complete::generate(shell, &mut command, "collector", &mut std::io::stdout());
-            Ok(())
+            // Into memory first: clap_complete panics when its writer fails (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "collector", &mut script);
+            print_ignoring_closed_pipe(&script)
         }
-        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-            .render(&mut std::io::stdout())
-            .context("writing the man page"),
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
+            print_ignoring_closed_pipe(&page)
+        }
     }
 }

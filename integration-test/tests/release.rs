@@ -108,3 +108,76 @@ fn a_scrape_reports_the_build_it_serves() {
     assert!(line.ends_with("} 1"), "{line}");
     daemon.stop();
 }
+
+/// Runs `binary args` with its standard output a pipe nobody reads (closed before it starts).
+fn run_into_closed_pipe(binary: &str, args: &[&str]) -> std::process::Output {
+    use std::os::fd::FromRawFd as _;
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe(2) writes.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: fds[0] is the read end pipe(2) just made; closing it makes every write fail.
+    unsafe { libc::close(fds[0]) };
+    // SAFETY: fds[1] is the pipe's write end, owned by nothing else.
+    let write_end = unsafe { std::process::Stdio::from_raw_fd(fds[1]) };
+    Command::new(workspace_binary(binary))
+        .args(args)
+        .stdout(write_end)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn completions_and_man_pages_come_from_the_clap_commands() {
+    for (binary, shell, marker) in [
+        ("collector", "bash", "_collector()"),
+        ("collector", "zsh", "#compdef collector"),
+        ("collector", "fish", "complete -c collector"),
+        ("model", "bash", "_model()"),
+        ("model", "zsh", "#compdef model"),
+    ] {
+        let output = Command::new(workspace_binary(binary))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{binary} completions {shell}: {output:?}"
+        );
+        let script = String::from_utf8(output.stdout).unwrap();
+        assert!(script.contains(marker), "{binary} {shell}: no {marker}");
+    }
+    // Subcommands of the real command appear in its completion and its man page.
+    let bash = Command::new(workspace_binary("collector"))
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&bash.stdout).contains("blocklist"));
+    for (binary, subcommand) in [("collector", "blocklist"), ("model", "train")] {
+        let output = Command::new(workspace_binary(binary))
+            .arg("man")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{binary} man: {output:?}");
+        let page = String::from_utf8(output.stdout).unwrap();
+        assert!(page.contains(&format!(".TH {binary} 1")), "{page}");
+        assert!(
+            page.contains(subcommand),
+            "{binary}'s man page lacks {subcommand}"
+        );
+    }
+    // A reader that goes away (`collector completions bash | head`) is no crash.
+    for (binary, args) in [
+        ("collector", &["completions", "bash"][..]),
+        ("collector", &["man"][..]),
+        ("model", &["completions", "bash"][..]),
+        ("model", &["man"][..]),
+    ] {
+        let output = run_into_closed_pipe(binary, args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && !stderr.contains("panicked"),
+            "{binary} {args:?} into a closed pipe: {}\n{stderr}",
+            output.status
+        );
+    }
+}
