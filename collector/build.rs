@@ -13,6 +13,7 @@ const OBJECT: &str = "collector-ebpf";
 /// warning, as aya's own tree does: the workspace still checks, lints and runs the tests that
 /// load no program, and the built daemon refuses to load programs with an error saying why.
 fn main() -> anyhow::Result<()> {
+    build_identity();
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     let skip = std::env::var("AYA_BUILD_SKIP")
         .is_ok_and(|value| value == "1" || value.eq_ignore_ascii_case("true"));
@@ -53,4 +54,43 @@ fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     aya_build::build_ebpf([ebpf_package], Toolchain::default())
+}
+
+/// What `nodestate_build_info` and `collector --version` report besides the package version:
+/// the git revision built (`NODESTATE_REVISION` overrides it, e.g. in a build from a tarball
+/// without `.git`; "unknown" when neither says) and the compiler's version.
+fn build_identity() {
+    println!("cargo:rerun-if-env-changed=NODESTATE_REVISION");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+            .filter(|text| !text.is_empty())
+    };
+    let revision = std::env::var("NODESTATE_REVISION")
+        .ok()
+        .filter(|revision| !revision.is_empty())
+        .or_else(|| {
+            // Rebuild when HEAD moves (a commit, a checkout), so the revision never goes stale.
+            for path in ["HEAD", "logs/HEAD"] {
+                if let Some(file) = git(&["rev-parse", "--git-path", path]) {
+                    println!("cargo:rerun-if-changed={file}");
+                }
+            }
+            git(&["rev-parse", "--short=12", "HEAD"])
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let rustc_version = std::process::Command::new(rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+        .filter(|text| !text.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=NODESTATE_REVISION={revision}");
+    println!("cargo:rustc-env=NODESTATE_RUSTC_VERSION={rustc_version}");
 }

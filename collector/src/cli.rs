@@ -108,6 +108,12 @@ pub enum Command {
     /// state) and detect (the Yes/No of a fault-detection task). Read-only: no tool edits
     /// anything. On stdin/stdout by default; --http serves MCP's streamable HTTP at /mcp.
     Mcp(McpArgs),
+    /// Print a shell completion script for this command (the release packages ship them).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print this command's man page (roff; the release packages ship it).
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Args)]

@@ -6,8 +6,10 @@
 //! record) → [`judge`] (model or learned baseline, hysteresis: the node's state) →
 //! [`export`] (the exporter's state and the HTTP server). [`xdp`] is the drop list and
 //! automatic flood blocking beside them. [`daemon`] is the loop that wires the stages;
-//! [`cli`], [`config`] and [`output`] are the command line.
+//! [`cli`], [`config`] and [`output`] are the command line; [`build_info`] says which build
+//! this is.
 
+pub mod build_info;
 pub mod cli;
 pub mod config;
 pub mod daemon;

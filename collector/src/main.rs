@@ -25,6 +25,18 @@ fn init_logging(level: &str, given: bool, format: LogFormat) -> anyhow::Result<(
     Ok(())
 }
 
+/// Writes `bytes` to standard output; a reader that closed the pipe early is not an error.
+fn print_ignoring_closed_pipe(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(err).context("writing to standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `detect`'s exit code when the node is still learning its baseline (README "Exit codes").
 const DETECT_STILL_LEARNING: i32 = 5;
 
@@ -244,6 +256,18 @@ async fn main() -> anyhow::Result<()> {
                 RunFor::Windows(windows),
             )
             .await
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            // Into memory first: clap_complete panics when its writer fails (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "collector", &mut script);
+            print_ignoring_closed_pipe(&script)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
+            print_ignoring_closed_pipe(&page)
         }
     }
 }

@@ -242,6 +242,12 @@ enum Command {
         #[arg(long, default_value = "python3")]
         python: String,
     },
+    /// Print a shell completion script for this command (the release packages ship them).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print this command's man page (roff; the release packages ship it).
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -567,6 +573,17 @@ fn run() -> anyhow::Result<()> {
             };
             let report = model::bench::run(&options)?;
             emit(&bench_text(&report))?;
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "model", &mut script);
+            emit(&String::from_utf8_lossy(&script))?;
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut page)?;
+            emit(&String::from_utf8_lossy(&page))?;
         }
     }
     Ok(())

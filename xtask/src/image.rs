@@ -29,7 +29,7 @@ pub fn image_name() -> String {
 /// The Containerfile `cargo xtask image` builds: a builder stage that holds the staged files
 /// at `/rootfs` (copied from the build context's `rootfs/`), then the runtime stage of
 /// `containerfile` as written. The runtime stage is the last one and must be `FROM scratch`.
-fn local_containerfile(containerfile: &str) -> anyhow::Result<String> {
+pub(crate) fn local_containerfile(containerfile: &str) -> anyhow::Result<String> {
     let lines: Vec<&str> = containerfile.lines().collect();
     let start = lines
         .iter()

@@ -3,6 +3,8 @@
 mod bench;
 mod build;
 mod calibration;
+mod deb_test;
+mod dist;
 mod evaluate;
 mod image;
 mod scenario;
@@ -45,6 +47,24 @@ enum Command {
     /// as the rendered DaemonSet runs it (its capabilities, mounts, config). Root; part of
     /// `test`.
     Image,
+    /// Set up, then build every release artifact into target/dist/: static (musl) binaries
+    /// with the eBPF object embedded, a tarball, a .deb and an OCI image archive per
+    /// architecture, a multi-arch OCI index, a CycloneDX SBOM and SHA256SUMS; then check them.
+    Dist {
+        /// Architectures to build (default: x86_64 and aarch64).
+        #[arg(long, value_enum, value_delimiter = ',')]
+        arch: Vec<dist::Arch>,
+        /// Skip the OCI images (no buildah, or no root for it).
+        #[arg(long)]
+        no_image: bool,
+        /// Only check an existing target/dist/ (what `dist` ends with).
+        #[arg(long)]
+        check: bool,
+    },
+    /// As root: install target/dist's x86_64 .deb into a fresh Debian root (debootstrap,
+    /// cached under target/deb-test/), verify its systemd unit, run the unit's ExecStart until
+    /// it serves /healthz, purge it and check that nothing is left. Run `dist` first.
+    DebTest,
     /// Set up, build, and boot Debian's stock kernel under qemu (no KVM) to prove that the
     /// kprobe programs attach and count where kprobes exist. Part of `test`.
     VmTest,
@@ -146,6 +166,23 @@ fn main() -> anyhow::Result<()> {
             build::build_release()?;
             image::image_test()
         }
+        Command::Dist {
+            arch,
+            no_image,
+            check,
+        } => {
+            let arches = if arch.is_empty() {
+                dist::Arch::ALL.to_vec()
+            } else {
+                arch
+            };
+            if check {
+                return dist::check(&dist::dist_dir(), &arches);
+            }
+            setup::setup()?;
+            dist::dist(&arches, !no_image)
+        }
+        Command::DebTest => deb_test::deb_test(),
         Command::VmTest => {
             setup::setup()?;
             build::build_release()?;

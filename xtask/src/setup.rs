@@ -61,6 +61,19 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "the image test runs the built image (podman run) and checks it prints --help",
     ),
     (
+        "gcc-aarch64-linux-gnu",
+        "cargo xtask dist: the linker of the aarch64 (arm64) musl binaries",
+    ),
+    (
+        "qemu-system-arm",
+        "vm-test --arch arm64: Debian's arm64 kernel under emulation",
+    ),
+    (
+        "debootstrap",
+        "cargo xtask deb-test: a Debian root the .deb is installed into and purged from",
+    ),
+    ("file", "release checks: what each artifact is"),
+    (
         "runc",
         "podman's runtime for the image test: crun 1.8 refuses our hybrid cgroup v1 layout",
     ),
@@ -70,7 +83,38 @@ pub fn setup() -> anyhow::Result<()> {
     debian_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    release_targets()?;
+    cargo_tool("cargo-cyclonedx", "cyclonedx")?;
     Ok(())
+}
+
+/// The Rust targets `cargo xtask dist` builds the static release binaries for.
+pub const RELEASE_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
+
+fn release_targets() -> anyhow::Result<()> {
+    let installed =
+        output(Command::new("rustup").args(["target", "list", "--installed"])).unwrap_or_default();
+    let missing: Vec<&str> = RELEASE_TARGETS
+        .into_iter()
+        .filter(|target| !installed.lines().any(|line| line.trim() == *target))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: adding the Rust targets {missing:?}");
+    run(Command::new("rustup")
+        .args(["target", "add"])
+        .args(&missing))
+}
+
+/// A cargo subcommand from crates.io (`cargo install --locked`), when `cargo SUBCOMMAND
+/// --version` does not run yet.
+fn cargo_tool(package: &str, subcommand: &str) -> anyhow::Result<()> {
+    if output(Command::new("cargo").args([subcommand, "--version"])).is_some() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing {package} (cargo install, a few minutes)");
+    run(Command::new("cargo").args(["install", "--locked", package]))
 }
 
 fn is_installed(package: &str) -> bool {

@@ -57,6 +57,7 @@ impl Collector for NodestateMetrics {
         families::programs::encode(&mut encoder, &state)?;
         families::xdp::encode(&mut encoder, &state)?;
         families::process::encode(&mut encoder)?;
+        families::build_info::encode(&mut encoder)?;
         Ok(())
     }
 }
@@ -223,6 +224,15 @@ mod tests {
                     format!("{line}\n")
                 } else {
                     let (series, _value) = line.rsplit_once(' ').unwrap_or((line, ""));
+                    // The build's labels change with every commit and compiler: recorded by
+                    // name only.
+                    if let Some(labels) = series.strip_prefix("nodestate_build_info{") {
+                        let names: Vec<&str> = labels
+                            .split("\",")
+                            .filter_map(|pair| pair.split_once('=').map(|(name, _)| name))
+                            .collect();
+                        return format!("nodestate_build_info{{{}}}\n", names.join(","));
+                    }
                     format!("{series}\n")
                 }
             })
@@ -371,5 +381,22 @@ mod tests {
         assert!(!default.contains("trained_at="), "{default}");
         let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
         assert!(series(&default) + 90 < series(&full), "{default}");
+    }
+
+    #[test]
+    fn build_info_carries_the_package_version_revision_and_compiler() {
+        let text = scrape(ExporterState::new("node-a".into()));
+        let line = text
+            .lines()
+            .find(|line| line.starts_with("nodestate_build_info{"))
+            .unwrap_or_else(|| panic!("no nodestate_build_info in:\n{text}"));
+        assert!(
+            line.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+            "{line}"
+        );
+        assert!(line.contains("revision=\""), "{line}");
+        assert!(line.contains("rustc=\"rustc "), "{line}");
+        let value: f64 = line.rsplit_once(' ').unwrap().1.parse().unwrap();
+        assert_eq!(value, 1.0, "{line}");
     }
 }
