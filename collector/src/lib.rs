@@ -16,4 +16,5 @@ pub mod judge;
 pub mod kernel;
 pub mod output;
 pub mod window;
+pub mod workload;
 pub mod xdp;
