@@ -73,6 +73,58 @@ pub enum Command {
     /// state) and detect (the Yes/No of a fault-detection task). Read-only: no tool edits
     /// anything. On stdin/stdout by default; --http serves MCP's streamable HTTP at /mcp.
     Mcp(McpArgs),
+    /// Per workload (pod and container, container, service or cgroup), per signal, the
+    /// daemon's last window, like `top`: on-CPU time, I/O issued, syscall errors, non-zero
+    /// exits, fatal signals, OOM kills, TCP failures, and the waits they suffer, with the
+    /// culprits while the node is degraded. Read from the daemon's /workloads. Without a
+    /// terminal it prints one snapshot and exits; with one it refreshes every --interval.
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The node's daemon, e.g. http://127.0.0.1:9464 (its /workloads is read).
+    #[arg(long, env = "NODESTATE_NODE", default_value = "http://127.0.0.1:9464")]
+    pub node: String,
+
+    /// Sort by this signal, highest first: oncpu_time, io_issued, errors, exits_nonzero,
+    /// fatal_signals, oom_victims, tcp_failures, runq_wait, io_latency, reclaim_stall.
+    #[arg(long, default_value = "oncpu_time", value_parser = parse_signal)]
+    pub sort: crate::judge::culprits::Signal,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// How often a terminal's view refreshes.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Show at most this many workloads.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+impl TopArgs {
+    pub fn options(&self) -> crate::top::TopOptions {
+        crate::top::TopOptions {
+            node: self.node.clone(),
+            sort: self.sort,
+            output: self.output,
+            interval: self.interval,
+            limit: self.limit,
+        }
+    }
+}
+
+fn parse_signal(name: &str) -> Result<crate::judge::culprits::Signal, String> {
+    crate::judge::culprits::Signal::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = crate::judge::culprits::Signal::ALL
+            .iter()
+            .map(|signal| signal.as_str())
+            .collect();
+        format!("unknown signal `{name}`: use one of {}", names.join(", "))
+    })
 }
 
 #[derive(Debug, Args)]

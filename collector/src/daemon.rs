@@ -502,6 +502,10 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
         .transpose()?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
 
+    let mut attributor = options
+        .assessor
+        .as_ref()
+        .map(|_| start_attribution(&options));
     let mut windows = WindowMaker::start(&mut kernel, &options.node)?;
     let mut sampler_step = start_sampled_window(&mut kernel, &options);
     let mut ticker =
@@ -549,6 +553,15 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 info!("{}", record.summary());
                 sink.write(&record)?;
                 let verdict = assessor.as_mut().map(|assessor| (assessor.judge(&record), assessor.model_info()));
+                // The window's per-cgroup table, once the kernel side's per-cgroup counters are
+                // read into windows; until then there is none, and no one is named.
+                let cgroups: Option<crate::window::cgroups::CgroupTable> = None;
+                let attributed = match (attributor.as_mut(), cgroups, &verdict) {
+                    (Some(attributor), Some(table), Some((verdict, _))) => {
+                        Some(attribute(attributor, &table, verdict, &options.node))
+                    }
+                    _ => None,
+                };
                 let own_events = kernel.own_events();
                 {
                     let mut state = shared.write().expect("exporter state lock");
@@ -563,6 +576,14 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                         state.set_health(verdict);
                         state.model = model.clone();
                     }
+                    match attributed.clone() {
+                        Some((view, attribution, stats)) => {
+                            state.workloads = Some(view);
+                            state.attribution = attribution;
+                            state.attribution_stats = stats;
+                        }
+                        None => state.attribution = Default::default(),
+                    }
                 }
                 if let (Some(blocker), Some(xdp), Some((verdict, _))) =
                     (auto_block.as_mut(), xdp.as_mut(), &verdict)
@@ -572,7 +593,11 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 }
                 if let Some((verdict, _)) = &verdict {
                     let top = verdict.explanation.first().map(|(f, z)| format!("{f} z={z:+.1}")).unwrap_or_default();
-                    info!(state = %verdict.state, score = verdict.score, threshold = verdict.threshold, anomalous = verdict.anomalous, "health {top}");
+                    let culprits = attributed
+                        .as_ref()
+                        .map(|(_, attribution, _)| culprits_line(attribution))
+                        .unwrap_or_default();
+                    info!(state = %verdict.state, score = verdict.score, threshold = verdict.threshold, anomalous = verdict.anomalous, "health {top}{culprits}");
                 }
                 // Last: the sampled hooks' time on must not be the time this daemon spends
                 // closing a window, when it competes with the node's work for a CPU.
@@ -606,6 +631,77 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
     }
     kernel.detach();
     Ok(())
+}
+
+/// The resolver and culprit ranking, on the hierarchy this node names cgroups by.
+fn start_attribution(options: &CollectOptions) -> crate::judge::culprits::Attributor {
+    use crate::workload::{ContainerNames, PodNames, Resolver, paths};
+    let cgroup_fs = std::path::Path::new(paths::CGROUP_FS);
+    let mode = paths::mode_of_this_node(cgroup_fs);
+    let root = paths::hierarchy_root(mode, cgroup_fs);
+    info!(?mode, root = ?root, node = %options.node, "attribution: cgroup ids are named from this hierarchy");
+    crate::judge::culprits::Attributor::new(Resolver::new(
+        paths::CgroupPaths::new(root),
+        PodNames::default(),
+        ContainerNames::system(),
+    ))
+}
+
+/// Names the window's workloads and ranks its culprits: the `/workloads` view, the
+/// attribution, and the resolver's counters.
+fn attribute(
+    attributor: &mut crate::judge::culprits::Attributor,
+    table: &crate::window::cgroups::CgroupTable,
+    verdict: &crate::judge::Verdict,
+    node: &str,
+) -> (
+    crate::export::WorkloadsView,
+    crate::judge::culprits::Attribution,
+    crate::export::AttributionStats,
+) {
+    let (rows, attribution) = attributor.window(table, verdict);
+    let view = crate::export::WorkloadsView {
+        node: node.to_string(),
+        window_s: table.window_s,
+        state: verdict.state.to_string(),
+        workloads: rows
+            .iter()
+            .map(|row| crate::export::WorkloadRow {
+                workload: row.workload.clone(),
+                cgroups: row.cgroups,
+                rates: crate::export::signal_rates(&row.delta, table.window_s),
+            })
+            .collect(),
+        unattributed: crate::export::signal_rates(&table.unattributed, table.window_s),
+        refused: crate::export::signal_rates(&table.refused, table.window_s),
+    };
+    let resolver = &attributor.resolver;
+    let stats = crate::export::AttributionStats {
+        walk: resolver.paths.stats,
+        container_name_errors: resolver.containers.read_errors,
+        pod_name_fallbacks: resolver.pod_name_fallbacks,
+        tracked_workloads: attributor.ranker.tracked() as u64,
+    };
+    (view, attribution.unwrap_or_default(), stats)
+}
+
+/// `; culprits: 87% of I/O issued: shop/db-0 (postgres), …; victims: …` for the health log
+/// line, or nothing when no one is named.
+pub fn culprits_line(attribution: &crate::judge::culprits::Attribution) -> String {
+    let join = |list: &[crate::judge::culprits::Blame]| {
+        list.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut line = String::new();
+    if !attribution.culprits.is_empty() {
+        line.push_str(&format!("; culprits: {}", join(&attribution.culprits)));
+    }
+    if !attribution.victims.is_empty() {
+        line.push_str(&format!("; victims: {}", join(&attribution.victims)));
+    }
+    line
 }
 
 /// A window starts: the sampled hooks go (back) on, and the sampler's probe is due.

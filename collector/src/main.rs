@@ -112,6 +112,10 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Top(args) => {
+            let options = args.options();
+            tokio::task::spawn_blocking(move || collector::top::run(&options)).await?
+        }
         Command::Rank(args) => {
             let options = args.options();
             tokio::task::spawn_blocking(move || cluster::rank::run(&options)).await?

@@ -108,6 +108,7 @@ pub async fn bind(
         .route("/readyz", get(readyz))
         .route("/state", get(state))
         .route("/rank", get(rank))
+        .route("/workloads", get(workloads))
         .with_state(AppState {
             shared: shared.clone(),
             registry: Arc::new(registry),
@@ -368,6 +369,11 @@ struct StateView {
     health: Health,
     rank: f64,
     model: Option<ModelInfo>,
+    /// While degraded: who is to blame, best first, and who suffers (issue 20).
+    culprits: Vec<crate::judge::culprits::Blame>,
+    victims: Vec<crate::judge::culprits::Blame>,
+    /// The culprits in a sentence each: `87% of I/O issued: shop/db-0 (postgres)`.
+    culprits_text: Vec<String>,
     windows: Vec<WindowRecord>,
 }
 
@@ -380,9 +386,33 @@ async fn state(State(app): State<AppState>) -> Response {
         health: state.health.clone(),
         rank: state.health.rank(),
         model: state.model.clone(),
+        culprits: state.attribution.culprits.clone(),
+        victims: state.attribution.victims.clone(),
+        culprits_text: state
+            .attribution
+            .culprits
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         windows: state.recent.iter().cloned().collect(),
     })
     .into_response()
+}
+
+/// The last window per workload (`collector top` reads it).
+async fn workloads(State(app): State<AppState>) -> Response {
+    let Ok(state) = app.shared.read() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned\n").into_response();
+    };
+    match &state.workloads {
+        Some(view) => Json(view.clone()).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no per-workload window yet: attribution is off on this node, or no window has \
+             closed since it started\n",
+        )
+            .into_response(),
+    }
 }
 
 /// What `/rank` returns (and `collector rank` reads).

@@ -19,7 +19,8 @@ use std::borrow::Cow;
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, registry::Registry};
 
 pub use state::{
-    DeviceLatency, ExporterState, Health, ModelInfo, RECENT_WINDOWS, SharedState, XDP_TOP_RULES,
+    AttributionStats, DeviceLatency, ExporterState, Health, ModelInfo, RECENT_WINDOWS, SharedState,
+    WorkloadRow, WorkloadsView, XDP_TOP_RULES, signal_rates,
 };
 
 /// Encodes [`ExporterState`] on each scrape.
@@ -45,6 +46,7 @@ impl Collector for NodestateMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let state = self.state.read().map_err(|_| std::fmt::Error)?;
         families::health::encode(&mut encoder, &state)?;
+        families::attribution::encode(&mut encoder, &state)?;
         families::features::encode(&mut encoder, &state)?;
         families::devices::encode(&mut encoder, &state)?;
         families::collection::encode(&mut encoder, &state)?;
@@ -157,6 +159,67 @@ mod tests {
             text.ends_with("# EOF\n"),
             "OpenMetrics text ends with # EOF"
         );
+    }
+
+    fn degraded_with_culprits(state: &mut ExporterState, degraded: bool) {
+        use crate::judge::culprits::{Attribution, Blame, Signal};
+        state.set_health(&crate::judge::Verdict {
+            state: if degraded {
+                crate::judge::NodeState::Degraded
+            } else {
+                crate::judge::NodeState::Healthy
+            },
+            score: 9.0,
+            threshold: 4.0,
+            cluster: Some(0),
+            explanation: vec![("psi_io_some_pct".into(), 11.0)],
+            anomalous: degraded,
+        });
+        let blame = |namespace: &str, pod: &str, container: &str, share: f64| Blame {
+            workload: crate::workload::Workload {
+                namespace: namespace.into(),
+                pod: pod.into(),
+                container: container.into(),
+                name: format!("{namespace}/{pod} ({container})"),
+            },
+            signal: Signal::IoIssued,
+            share,
+            rate: 100.0,
+            baseline: 1.0,
+        };
+        state.attribution = Attribution {
+            culprits: vec![
+                blame("shop", "db-0", "postgres", 0.87),
+                blame("", "", "backup.service", 0.1),
+                blame("", "", "exited cgroup 42", 0.02),
+                blame("", "", "never-shown", 0.01),
+            ],
+            victims: Vec::new(),
+        };
+    }
+
+    #[test]
+    fn the_culprit_gauge_names_the_top_three_only_while_degraded() {
+        let mut state = ExporterState::new("node-a".into());
+        degraded_with_culprits(&mut state, true);
+        let text = scrape(state);
+        for expected in [
+            r#"nodestate_culprit_share{node="node-a",namespace="shop",pod="db-0",container="postgres",signal="io_issued"} 0.87"#,
+            r#"nodestate_culprit_share{node="node-a",namespace="",pod="",container="backup.service",signal="io_issued"} 0.1"#,
+            r#"nodestate_culprit_share{node="node-a",namespace="",pod="",container="exited cgroup 42",signal="io_issued"} 0.02"#,
+        ] {
+            assert!(text.contains(expected), "missing {expected} in:\n{text}");
+        }
+        assert!(!text.contains("never-shown"), "{text}");
+        // Healthy again: the series are gone.
+        let mut state = ExporterState::new("node-a".into());
+        degraded_with_culprits(&mut state, false);
+        let text = scrape(state);
+        assert!(
+            text.contains("# TYPE nodestate_culprit_share gauge"),
+            "{text}"
+        );
+        assert!(!text.contains("nodestate_culprit_share{"), "{text}");
     }
 
     /// Every family's name, type, unit and HELP text, and every series' labels, in the order

@@ -161,7 +161,10 @@ pub const FEATURE_SIGNALS: &[(&str, &[Signal], &[Signal])] = &[
 
 /// The signals the verdict's moved features point to, each weighted by the largest |z| of a
 /// feature pointing to it; `(causes, victims)`. Nothing mapped: every signal, weight 1.
-pub fn moved_signals(explanation: &[(String, f64)]) -> (Vec<(Signal, f64)>, Vec<(Signal, f64)>) {
+/// Signals with their weights.
+pub type Weighted = Vec<(Signal, f64)>;
+
+pub fn moved_signals(explanation: &[(String, f64)]) -> (Weighted, Weighted) {
     let mut causes: Vec<(Signal, f64)> = Vec::new();
     let mut victims: Vec<(Signal, f64)> = Vec::new();
     let add = |list: &mut Vec<(Signal, f64)>, signal: Signal, weight: f64| match list
@@ -442,6 +445,37 @@ impl CulpritRanker {
     }
 }
 
+/// The attribution stage of the daemon: names the window's cgroups, then ranks the culprits.
+#[derive(Debug)]
+pub struct Attributor {
+    pub resolver: crate::workload::Resolver,
+    pub ranker: CulpritRanker,
+}
+
+impl Attributor {
+    pub fn new(resolver: crate::workload::Resolver) -> Self {
+        Self {
+            resolver,
+            ranker: CulpritRanker::new(),
+        }
+    }
+
+    /// One window: its per-workload rows, and its culprits when the verdict is degraded.
+    pub fn window(
+        &mut self,
+        table: &crate::window::cgroups::CgroupTable,
+        verdict: &Verdict,
+    ) -> (Vec<WorkloadWindow>, Option<Attribution>) {
+        let rows = self.resolver.workloads(table);
+        let mut uncharged = table.unattributed;
+        crate::workload::add_stats(&mut uncharged, &table.refused);
+        let attribution = self
+            .ranker
+            .window(&rows, &uncharged, table.window_s, verdict);
+        (rows, attribution)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,8 +536,10 @@ mod tests {
         db.delta.io_latency_ns = 80_000_000_000;
         let rows = [db, row("batch", 40, 1800, 0)];
         let degraded = verdict(NodeState::Degraded, &[("psi_io_some_pct", 11.0)]);
-        let mut unattributed = CgroupStats::default();
-        unattributed.io_ops = 200;
+        let unattributed = CgroupStats {
+            io_ops: 200,
+            ..CgroupStats::default()
+        };
         let attribution = ranker
             .window(&rows, &unattributed, 1.0, &degraded)
             .expect("a degraded window is attributed");

@@ -149,6 +149,8 @@ pub struct Resolver {
     pub pods: PodNames,
     pub containers: ContainerNames,
     window: u64,
+    /// Rows naming a pod by its UID because [`PodNames`] did not know it.
+    pub pod_name_fallbacks: u64,
 }
 
 impl Resolver {
@@ -158,6 +160,7 @@ impl Resolver {
             pods,
             containers,
             window: 0,
+            pod_name_fallbacks: 0,
         }
     }
 
@@ -177,6 +180,9 @@ impl Resolver {
                 },
             };
             let workload = name(&identity, &self.pods, &mut self.containers);
+            if matches!(identity, Identity::Pod { .. }) && workload.namespace.is_empty() {
+                self.pod_name_fallbacks += 1;
+            }
             let entry = by_workload.entry(workload).or_default();
             add_stats(&mut entry.0, &row.delta);
             entry.1 += 1;

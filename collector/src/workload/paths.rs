@@ -15,6 +15,9 @@ use crate::window::cgroups::CgroupMode;
 /// At most this many directories per walk; the rest of a larger hierarchy is left unnamed
 /// (counted in [`WalkStats::truncated`]). A Kubernetes node with a few hundred pods has a few
 /// thousand cgroups per hierarchy.
+/// Where the cgroup file systems are mounted.
+pub const CGROUP_FS: &str = "/sys/fs/cgroup";
+
 pub const MAX_WALK_DIRS: usize = 65_536;
 
 /// Where one cgroup id led.
@@ -58,6 +61,32 @@ pub fn hierarchy_root(mode: CgroupMode, cgroup_fs: &Path) -> Option<PathBuf> {
         CgroupMode::Unified => Some(cgroup_fs.to_path_buf()),
         CgroupMode::V1 { hierarchy } => Some(cgroup_fs.join(hierarchy)),
         CgroupMode::Off => None,
+    }
+}
+
+/// Which hierarchy names the cgroups on this node, judged from the file systems: the unified
+/// one when `cgroup_fs` itself is cgroup2, else the v1 `memory` hierarchy, else `cpu`. (A v2
+/// mount beside v1 controllers, as on hybrid hosts, is not used: every task sits at its root.)
+pub fn mode_of_this_node(cgroup_fs: &Path) -> CgroupMode {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let Ok(path) = std::ffi::CString::new(cgroup_fs.as_os_str().as_encoded_bytes()) else {
+        return CgroupMode::Off;
+    };
+    // SAFETY: statfs writes into the zeroed struct we own; the path is NUL-terminated.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(path.as_ptr(), &mut fs) } == 0
+        && fs.f_type as i64 == CGROUP2_SUPER_MAGIC
+    {
+        return CgroupMode::Unified;
+    }
+    if cgroup_fs.join("memory").is_dir() {
+        CgroupMode::V1 {
+            hierarchy: "memory",
+        }
+    } else if cgroup_fs.join("cpu").is_dir() {
+        CgroupMode::V1 { hierarchy: "cpu" }
+    } else {
+        CgroupMode::Off
     }
 }
 
@@ -182,10 +211,11 @@ mod tests {
         paths.resolve(&[service_id], 2);
         assert_eq!(paths.stats.walks, 1);
 
-        // The pod's cgroup goes, a new one comes: the miss re-walks once per window.
-        std::fs::remove_dir(&pod).unwrap();
+        // A new cgroup comes, the pod's goes (made first so the file system cannot hand the
+        // new one the old inode): the miss re-walks once per window.
         let fresh = root.path().join("system.slice/cron.service");
         std::fs::create_dir(&fresh).unwrap();
+        std::fs::remove_dir(&pod).unwrap();
         let fresh_id = ino(&fresh);
         let resolved = paths.resolve(&[fresh_id, pod_id], 3);
         assert_eq!(
