@@ -19,7 +19,8 @@ use std::borrow::Cow;
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, registry::Registry};
 
 pub use state::{
-    DeviceLatency, ExporterState, Health, ModelInfo, RECENT_WINDOWS, SharedState, XDP_TOP_RULES,
+    AttributionView, DeviceLatency, ExporterState, Health, ModelInfo, RECENT_WINDOWS, SharedState,
+    XDP_TOP_RULES,
 };
 
 /// Encodes [`ExporterState`] on each scrape.
@@ -50,6 +51,7 @@ impl Collector for NodestateMetrics {
         families::collection::encode(&mut encoder, &state)?;
         families::programs::encode(&mut encoder, &state)?;
         families::xdp::encode(&mut encoder, &state)?;
+        families::attribution::encode(&mut encoder, &state)?;
         families::process::encode(&mut encoder)?;
         Ok(())
     }
@@ -206,6 +208,15 @@ mod tests {
         state.own_events = Some(crate::kernel::OwnEvents {
             syscalls: 1,
             forks: 1,
+        });
+        state.attribution = Some(AttributionView {
+            mode: crate::window::cgroups::CgroupMode::V1 {
+                hierarchy: "memory",
+            },
+            describe: String::new(),
+            window: Default::default(),
+            totals: Vec::new(),
+            counters: Default::default(),
         });
         let text = scrape(state);
         let skeleton: String = text

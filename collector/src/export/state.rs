@@ -105,6 +105,21 @@ pub struct ExporterState {
     /// The daemon's own syscalls and thread spawns, which the programs leave out of the
     /// node's features (cumulative; see `kernel::KernelConfig::exclude_tgid`).
     pub own_events: Option<crate::kernel::OwnEvents>,
+    /// Per-cgroup attribution: the last window's table and the kernel side's bookkeeping.
+    pub attribution: Option<AttributionView>,
+}
+
+/// Per-cgroup attribution as of the last window (issue 20).
+#[derive(Debug, Clone)]
+pub struct AttributionView {
+    pub mode: crate::window::cgroups::CgroupMode,
+    /// The mode in words, with the hierarchy's mount (the start-up log's line).
+    pub describe: String,
+    /// What each cgroup did in the last window.
+    pub window: crate::window::cgroups::CgroupTable,
+    /// Cumulative per-cgroup counters since load, as last read.
+    pub totals: Vec<(u64, collector_common::CgroupStats)>,
+    pub counters: crate::kernel::AttributionCounters,
 }
 
 /// Rules shown by name in the XDP drop metrics; the rest are summed as `rule="other"`. Kept
@@ -134,6 +149,7 @@ impl ExporterState {
             partial_windows_total: 0,
             http_connections_refused_total: 0,
             own_events: None,
+            attribution: None,
         }
     }
 

@@ -25,6 +25,8 @@ pub struct KernelConfig {
     /// process: for a caller that causes the events it measures, as tests and
     /// `collector probes --exercise` do.
     pub exclude_tgid: Option<u32>,
+    /// Per-cgroup attribution: which cgroup id to charge, or off.
+    pub cgroup_attribution: super::cgroups::AttributionChoice,
 }
 
 impl Default for KernelConfig {
@@ -37,6 +39,7 @@ impl Default for KernelConfig {
             program_stats: ProgramStatsMode::default(),
             hook_budget: crate::kernel::sampler::DEFAULT_HOOK_BUDGET,
             exclude_tgid: None,
+            cgroup_attribution: super::cgroups::AttributionChoice::Auto,
         }
     }
 }

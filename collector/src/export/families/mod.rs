@@ -1,6 +1,7 @@
 //! The metric families, one file per group, each encoding its part of the
 //! [`super::ExporterState`] on a scrape. `export::NodestateMetrics` calls them in the order `/metrics` lists them.
 
+pub(super) mod attribution;
 pub(super) mod collection;
 pub(super) mod devices;
 pub(super) mod features;
