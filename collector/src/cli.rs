@@ -602,6 +602,7 @@ impl CollectArgs {
             // The daemon (or recorder) itself: its upkeep is not the node's work.
             exclude_tgid: Some(std::process::id()),
             cgroup_attribution: self.cgroup_attribution,
+            cgroup_table_entries: collector_common::CGROUP_STATS_ENTRIES,
         }
     }
 

@@ -327,3 +327,109 @@ fn entries_of_removed_cgroups_are_swept() {
         .expect("reading the counters");
     assert_eq!(counters.removed, removed as u64);
 }
+
+/// Loads the programs with v1 attribution (and `entries` table entries); `None` (after saying
+/// why, or panicking in a run that requires privileged tests) where there is no v1 hierarchy.
+fn load_v1(test: &str, entries: u32) -> Option<(KernelCollector, PathBuf)> {
+    if !privileged(test) {
+        return None;
+    }
+    let kernel = KernelCollector::load(&KernelConfig {
+        cgroup_attribution: AttributionChoice::V1,
+        cgroup_table_entries: entries,
+        ..KernelConfig::default()
+    })
+    .expect("loading the programs");
+    let Some(root) = kernel.attribution().root().map(Path::to_path_buf) else {
+        let reason = format!("{test}: attribution is {}", kernel.attribution().describe());
+        if std::env::var_os(integration_test::REQUIRE_PRIVILEGED_TESTS).is_some() {
+            panic!("{reason}");
+        }
+        let _ = writeln!(std::io::stderr(), "SKIPPING {reason}");
+        return None;
+    };
+    Some((kernel, root))
+}
+
+/// A table with room for nothing but its two special keys: every cgroup is refused, and what
+/// its tasks did is charged to `CGROUP_REFUSED` and counted, not lost.
+#[test]
+fn a_full_table_charges_refused_events_and_counts_them() {
+    let Some((mut kernel, root)) =
+        load_v1("a_full_table_charges_refused_events_and_counts_them", 2)
+    else {
+        return;
+    };
+    let before = kernel.cgroup_snapshot().expect("reading the table");
+    let refused_emfile = |rows: &[(u64, collector_common::CgroupStats)]| {
+        rows.iter()
+            .find(|(key, _)| *key == collector_common::CGROUP_REFUSED)
+            .map_or(0, |(_, stats)| {
+                stats.errors[collector_common::cgroup_errno::EMFILE]
+            })
+    };
+    let cgroup = TestCgroup::new(&root, "refused");
+    let status = shell_in(
+        &cgroup,
+        "exec 2>/dev/null; ulimit -n 3; for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 \
+         19 20; do true < /dev/null; done; exit 1",
+    )
+    .wait()
+    .expect("waiting for the shell");
+    assert_eq!(status.code(), Some(1));
+    let after = kernel.cgroup_snapshot().expect("reading the table");
+    assert_eq!(after.len(), 2, "only the special keys fit: {after:?}");
+    assert!(
+        refused_emfile(&after) >= refused_emfile(&before) + 20,
+        "the refused cgroup's 20 failed opens are not under CGROUP_REFUSED: {after:?}"
+    );
+    let counters = kernel
+        .attribution_counters()
+        .expect("attribution on")
+        .expect("reading the counters");
+    assert!(counters.refused_events >= 20, "{counters:?}");
+}
+
+/// TCP events in softirq context (a refused connect's reset and failure) are charged to the
+/// cgroup that connected, learnt when it called connect(); so is connect()'s ECONNREFUSED
+/// (blocking connects, so the errno is the syscall's, not a later getsockopt's).
+#[test]
+fn refused_connects_are_charged_to_the_connecting_cgroup() {
+    let Some((mut kernel, root)) = load_v1(
+        "refused_connects_are_charged_to_the_connecting_cgroup",
+        4096,
+    ) else {
+        return;
+    };
+    // A loopback port nobody listens on: bound once to learn a free one, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("finding a free port")
+        .port();
+    const CONNECTS: u64 = 20;
+    let cgroup = TestCgroup::new(&root, "connects");
+    let status = shell_in(
+        &cgroup,
+        &format!(
+            "exec /usr/bin/python3 -c 'import socket\nfor _ in range({CONNECTS}):\n    \
+             try:\n        socket.create_connection((\"127.0.0.1\", {port}))\n    \
+             except ConnectionRefusedError:\n        pass\n'"
+        ),
+    )
+    .wait()
+    .expect("waiting for the connects");
+    assert_eq!(status.code(), Some(0));
+    let id = cgroup.id();
+    let snapshot = kernel.cgroup_snapshot().expect("reading the table");
+    let stats = snapshot
+        .iter()
+        .find(|(key, _)| *key == id)
+        .map(|(_, stats)| *stats)
+        .unwrap_or_else(|| panic!("no row for cgroup {id}: {snapshot:?}"));
+    assert!(stats.tcp_connect_failures >= CONNECTS, "{stats:?}");
+    assert!(stats.tcp_resets >= CONNECTS, "{stats:?}");
+    assert!(
+        stats.errors[collector_common::cgroup_errno::ECONNREFUSED] >= CONNECTS,
+        "{stats:?}"
+    );
+}

@@ -189,6 +189,8 @@ impl KernelCollector {
             )
             .override_global(names::IGNORED_TGID, &config.exclude_tgid.unwrap_or(0), true)
             .map_max_entries(names::SLOW_IO_EVENTS, config.ringbuf_bytes)
+            // The two special keys must fit.
+            .map_max_entries(names::CGROUP_STATS, config.cgroup_table_entries.max(2))
             .load(ebpf_object()?)
             .map_err(|err| {
                 let what = match crate::kernel::privileges::seccomp_hint() {
