@@ -603,6 +603,13 @@ pub struct CollectArgs {
     /// bpffs directory of the drop list's pinned maps (see `collector blocklist`).
     #[arg(long, env = "NODESTATE_PIN_DIR", default_value = crate::xdp::DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
+
+    /// Per-cgroup attribution (which workload is behind each signal): "auto" charges cgroup
+    /// v2 ids where /sys/fs/cgroup is cgroup2, else the v1 memory (or cpu) hierarchy's;
+    /// "unified" the cgroup2 hierarchy wherever it is mounted; "v1" the v1 hierarchy even on
+    /// a cgroup2 node; "off" nothing (the programs' attribution paths are pruned at load).
+    #[arg(long, env = "NODESTATE_CGROUP_ATTRIBUTION", value_enum, default_value_t = crate::kernel::AttributionChoice::Auto)]
+    pub cgroup_attribution: crate::kernel::AttributionChoice,
 }
 
 impl RunArgs {
@@ -646,6 +653,8 @@ impl CollectArgs {
             hook_budget: self.hook_budget,
             // The daemon (or recorder) itself: its upkeep is not the node's work.
             exclude_tgid: Some(std::process::id()),
+            cgroup_attribution: self.cgroup_attribution,
+            cgroup_table_entries: collector_common::CGROUP_STATS_ENTRIES,
         }
     }
 

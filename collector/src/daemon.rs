@@ -29,7 +29,11 @@ use crate::{
         SyscallSampling, SystemFeatures, SystemFiles, SystemSnapshot, parse_symbolic_names,
         system_features,
     },
-    window::{DeviceWindow, counter_delta},
+    window::{
+        DeviceWindow,
+        cgroups::{CgroupMode, CgroupTable, window_table},
+        counter_delta,
+    },
 };
 
 /// What the collection loop needs.
@@ -93,7 +97,17 @@ pub struct WindowMaker {
     drop_reason_names: BTreeMap<usize, String>,
     /// Windows closed so far; decides when program statistics are sampled.
     closed: u64,
+    /// The per-cgroup counters at the start of the window (cumulative, summed over CPUs).
+    previous_cgroups: Vec<(u64, collector_common::CgroupStats)>,
+    /// The last window's per-cgroup table, until the loop takes it.
+    cgroup_table: Option<CgroupTable>,
+    /// When the per-cgroup table was last swept of dead cgroups.
+    cgroups_swept_at: Instant,
 }
+
+/// How often the per-cgroup table is swept of cgroups that no longer exist: a walk of the
+/// cgroup tree, kept off every window.
+pub const CGROUP_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 impl WindowMaker {
     /// Starts the first window now, from the counters as they are.
@@ -108,6 +122,12 @@ impl WindowMaker {
             node: node.to_string(),
             names: DeviceNames::default(),
             previous: kernel.block_snapshot()?,
+            previous_cgroups: kernel.cgroup_snapshot().unwrap_or_else(|err| {
+                warn!("reading the per-cgroup table: {err:#}");
+                Vec::new()
+            }),
+            cgroup_table: None,
+            cgroups_swept_at: now,
             previous_counters: kernel.counters()?,
             previous_at: now,
             psi: PsiReader::default(),
@@ -141,6 +161,14 @@ impl WindowMaker {
         let system = SystemSnapshot::read_from(kernel, &mut self.files, &mut self.read_errors)?;
         let programs = program_stats_by_name(kernel);
         let window_s = now.duration_since(self.previous_at).as_secs_f64();
+        // A failed read of the per-cgroup table costs that table's window, never the node's.
+        let cgroups = match kernel.cgroup_snapshot() {
+            Ok(cgroups) => Some(cgroups),
+            Err(err) => {
+                warn!("reading the per-cgroup table: {err:#}");
+                None
+            }
+        };
         let sampled_time = kernel.take_sampled_time(now);
         let on_s = |group| {
             sampled_time
@@ -244,6 +272,10 @@ impl WindowMaker {
             self.partial_windows += 1;
         }
         kernel.set_program_stats(kernel.program_stats_mode().on_in_window(self.closed));
+        if let Some(cgroups) = cgroups {
+            self.cgroup_table = Some(window_table(&self.previous_cgroups, &cgroups, window_s));
+            self.previous_cgroups = cgroups;
+        }
         self.previous_system = system;
         self.previous_programs = programs;
         self.previous = current;
@@ -254,6 +286,27 @@ impl WindowMaker {
 }
 
 impl WindowMaker {
+    /// The per-cgroup table of the window just closed (`None` if attribution is off or its
+    /// read failed).
+    pub fn take_cgroup_table(&mut self) -> Option<CgroupTable> {
+        self.cgroup_table.take()
+    }
+
+    /// The per-cgroup counters as last read (cumulative since load), for `/debug/cgroups`.
+    pub fn cgroup_totals(&self) -> &[(u64, collector_common::CgroupStats)] {
+        &self.previous_cgroups
+    }
+
+    /// Every [`CGROUP_SWEEP_EVERY`], after a window: drops the table entries of cgroups that
+    /// no longer exist, so dead ids do not fill it (counted in
+    /// `nodestate_cgroup_entries_removed_total`).
+    pub fn sweep_cgroups(&mut self, kernel: &mut KernelCollector) {
+        if self.cgroups_swept_at.elapsed() >= CGROUP_SWEEP_EVERY {
+            self.cgroups_swept_at = Instant::now();
+            kernel.remove_dead_cgroups();
+        }
+    }
+
     /// Failed reads so far, by source.
     pub fn read_errors(&self) -> &ReadErrors {
         &self.read_errors
@@ -552,6 +605,28 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 }
                 info!("{}", record.summary());
                 sink.write(&record)?;
+                // The window's per-cgroup table, handed on beside the record (the judge names
+                // culprits from it); then, now and then, the sweep of dead cgroups.
+                let cgroup_table = windows.take_cgroup_table();
+                if let Some(table) = cgroup_table {
+                    let counters = match kernel.attribution_counters() {
+                        Some(Ok(counters)) => counters,
+                        Some(Err(err)) => {
+                            warn!("reading the attribution counters: {err:#}");
+                            Default::default()
+                        }
+                        None => Default::default(),
+                    };
+                    let mut state = shared.write().expect("exporter state lock");
+                    state.attribution = Some(crate::export::AttributionView {
+                        mode: CgroupMode::from(kernel.attribution()),
+                        describe: kernel.attribution().describe(),
+                        window: table,
+                        totals: windows.cgroup_totals().to_vec(),
+                        counters,
+                    });
+                }
+                windows.sweep_cgroups(&mut kernel);
                 let verdict = assessor.as_mut().map(|assessor| (assessor.judge(&record), assessor.model_info()));
                 // The window's per-cgroup table, once the kernel side's per-cgroup counters are
                 // read into windows; until then there is none, and no one is named.

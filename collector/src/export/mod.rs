@@ -19,8 +19,8 @@ use std::borrow::Cow;
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, registry::Registry};
 
 pub use state::{
-    AttributionStats, DeviceLatency, ExporterState, Health, ModelInfo, RECENT_WINDOWS, SharedState,
-    WorkloadRow, WorkloadsView, XDP_TOP_RULES, signal_rates,
+    AttributionStats, AttributionView, DeviceLatency, ExporterState, Health, ModelInfo,
+    RECENT_WINDOWS, SharedState, WorkloadRow, WorkloadsView, XDP_TOP_RULES, signal_rates,
 };
 
 /// Encodes [`ExporterState`] on each scrape.
@@ -46,12 +46,13 @@ impl Collector for NodestateMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let state = self.state.read().map_err(|_| std::fmt::Error)?;
         families::health::encode(&mut encoder, &state)?;
-        families::attribution::encode(&mut encoder, &state)?;
+        families::culprits::encode(&mut encoder, &state)?;
         families::features::encode(&mut encoder, &state)?;
         families::devices::encode(&mut encoder, &state)?;
         families::collection::encode(&mut encoder, &state)?;
         families::programs::encode(&mut encoder, &state)?;
         families::xdp::encode(&mut encoder, &state)?;
+        families::attribution::encode(&mut encoder, &state)?;
         families::process::encode(&mut encoder)?;
         Ok(())
     }
@@ -269,6 +270,15 @@ mod tests {
         state.own_events = Some(crate::kernel::OwnEvents {
             syscalls: 1,
             forks: 1,
+        });
+        state.attribution = Some(AttributionView {
+            mode: crate::window::cgroups::CgroupMode::V1 {
+                hierarchy: "memory",
+            },
+            describe: String::new(),
+            window: Default::default(),
+            totals: Vec::new(),
+            counters: Default::default(),
         });
         let text = scrape(state);
         let skeleton: String = text

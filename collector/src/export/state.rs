@@ -105,8 +105,10 @@ pub struct ExporterState {
     /// The daemon's own syscalls and thread spawns, which the programs leave out of the
     /// node's features (cumulative; see `kernel::KernelConfig::exclude_tgid`).
     pub own_events: Option<crate::kernel::OwnEvents>,
+    /// Per-cgroup attribution: the last window's table and the kernel side's bookkeeping.
+    pub attribution: Option<AttributionView>,
     /// The last window's culprits and victims (empty unless it was degraded).
-    pub attribution: crate::judge::culprits::Attribution,
+    pub culprits: crate::judge::culprits::Attribution,
     /// The last window's per-workload table (`/workloads`, `collector top`); `None` while
     /// nothing produces per-cgroup counters.
     pub workloads: Option<WorkloadsView>,
@@ -160,6 +162,19 @@ pub fn signal_rates(stats: &collector_common::CgroupStats, window_s: f64) -> BTr
         .collect()
 }
 
+/// Per-cgroup attribution as of the last window (issue 20).
+#[derive(Debug, Clone)]
+pub struct AttributionView {
+    pub mode: crate::window::cgroups::CgroupMode,
+    /// The mode in words, with the hierarchy's mount (the start-up log's line).
+    pub describe: String,
+    /// What each cgroup did in the last window.
+    pub window: crate::window::cgroups::CgroupTable,
+    /// Cumulative per-cgroup counters since load, as last read.
+    pub totals: Vec<(u64, collector_common::CgroupStats)>,
+    pub counters: crate::kernel::AttributionCounters,
+}
+
 /// Rules shown by name in the XDP drop metrics; the rest are summed as `rule="other"`. Kept
 /// with the drop list, which reads them, so the list never imports the exporter.
 pub use crate::xdp::TOP_RULES as XDP_TOP_RULES;
@@ -187,9 +202,10 @@ impl ExporterState {
             partial_windows_total: 0,
             http_connections_refused_total: 0,
             own_events: None,
-            attribution: Default::default(),
+            culprits: Default::default(),
             workloads: None,
             attribution_stats: AttributionStats::default(),
+            attribution: None,
         }
     }
 

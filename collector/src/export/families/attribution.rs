@@ -1,80 +1,74 @@
-//! Who is to blame (issue 20): the culprit gauge, present only while the node is degraded and
-//! only for the top 3, and the attribution's own counters.
-//!
-//! Labels of `nodestate_culprit_share`: a Kubernetes container is `namespace`, `pod`,
-//! `container` (pod = its UID while the API has not named it); any other workload has
-//! namespace "" and pod "", and `container` is its container name, systemd unit, cgroup path
-//! or `exited cgroup <id>`; `signal` is one of the cause-side signals (`oncpu_time`,
-//! `io_issued`, `errors`, `exits_nonzero`, `fatal_signals`, `oom_victims`, `tcp_failures`).
-//! At most 3 series: the cardinality is bounded whatever runs on the node.
+//! Per-cgroup attribution's own bookkeeping (issue 20): which cgroup ids are charged, and
+//! what could not be charged to one: nothing is dropped silently.
 
+use collector_common::CGROUP_STATS_ENTRIES;
 use prometheus_client::encoding::DescriptorEncoder;
 
 use super::{counters, gauges};
-use crate::{export::ExporterState, judge::NodeState};
+use crate::export::ExporterState;
 
+/// `nodestate_cgroup_attribution_mode`, `nodestate_cgroup_refused_events_total`,
+/// `nodestate_cgroup_unattributed_events_total`, `nodestate_cgroup_task_table_full_total`,
+/// `nodestate_cgroup_table_entries`, `nodestate_cgroup_table_capacity`,
+/// `nodestate_cgroup_entries_removed_total`. Absent before the first window.
 pub(in crate::export) fn encode(
     encoder: &mut DescriptorEncoder,
     state: &ExporterState,
 ) -> Result<(), std::fmt::Error> {
-    let culprits: Vec<_> = if state.health.state == NodeState::Degraded {
-        state
-            .attribution
-            .culprits
-            .iter()
-            .take(crate::judge::culprits::TOP)
-            .map(|blame| {
-                (
-                    vec![
-                        ("namespace", blame.workload.namespace.clone()),
-                        ("pod", blame.workload.pod.clone()),
-                        ("container", blame.workload.container.clone()),
-                        ("signal", blame.signal.as_str().to_string()),
-                    ],
-                    blame.share,
-                )
-            })
-            .collect()
-    } else {
-        Vec::new()
+    let Some(view) = &state.attribution else {
+        return Ok(());
     };
+    let none: Vec<(&str, String)> = Vec::new();
+    let counts = &view.counters;
     gauges(
         encoder,
-        "nodestate_culprit_share",
-        "While degraded: the top 3 workloads' share (0-1) of the node's rise in the signal that moved (namespace/pod empty outside Kubernetes)",
+        "nodestate_cgroup_attribution_mode",
+        "Which cgroup ids per-cgroup attribution charges (unified, v1_memory, v1_cpu or off); 1",
         None,
-        &culprits,
+        &[(vec![("mode", view.mode.label())], 1.0)],
     )?;
-    let stats = &state.attribution_stats;
-    let none: Vec<(&str, String)> = Vec::new();
-    for (name, help, value) in [
-        (
-            "nodestate_cgroup_walks",
-            "Walks of the cgroup hierarchy to name cgroup ids (at most one per window)",
-            stats.walk.walks,
-        ),
-        (
-            "nodestate_cgroup_walks_truncated",
-            "Walks stopped at their bound of directories (cgroups past it stay unnamed)",
-            stats.walk.truncated,
-        ),
-        (
-            "nodestate_cgroups_exited",
-            "Cgroup ids looked up that no walk found: cgroups removed before they were named",
-            stats.walk.exited,
-        ),
-        (
-            "nodestate_container_name_errors",
-            "Reads of a container runtime's container list that failed to parse",
-            stats.container_name_errors,
-        ),
-        (
-            "nodestate_pod_name_fallbacks",
-            "Pods named by their UID because the Kubernetes API had not named them",
-            stats.pod_name_fallbacks,
-        ),
-    ] {
-        counters(encoder, name, help, None, &[(none.clone(), value as f64)])?;
-    }
+    counters(
+        encoder,
+        "nodestate_cgroup_refused_events",
+        "Events charged to no cgroup of their own because the per-cgroup table was full",
+        None,
+        &[(none.clone(), counts.refused_events as f64)],
+    )?;
+    counters(
+        encoder,
+        "nodestate_cgroup_unattributed_events",
+        "Events whose cgroup was unknown (softirq context without a known socket owner, a task \
+         not in the task table)",
+        None,
+        &[(none.clone(), counts.unattributed_events as f64)],
+    )?;
+    counters(
+        encoder,
+        "nodestate_cgroup_task_table_full",
+        "Threads the task-to-cgroup table had no room for (their events go unattributed)",
+        None,
+        &[(none.clone(), counts.task_table_full as f64)],
+    )?;
+    gauges(
+        encoder,
+        "nodestate_cgroup_table_entries",
+        "Entries of the per-cgroup table in use (its two special keys included)",
+        None,
+        &[(none.clone(), counts.entries as f64)],
+    )?;
+    gauges(
+        encoder,
+        "nodestate_cgroup_table_capacity",
+        "Entries the per-cgroup table can hold",
+        None,
+        &[(none.clone(), f64::from(CGROUP_STATS_ENTRIES))],
+    )?;
+    counters(
+        encoder,
+        "nodestate_cgroup_entries_removed",
+        "Per-cgroup table entries of cgroups that no longer exist, removed by the daemon",
+        None,
+        &[(none, counts.removed as f64)],
+    )?;
     Ok(())
 }

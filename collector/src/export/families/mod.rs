@@ -3,6 +3,7 @@
 
 pub(super) mod attribution;
 pub(super) mod collection;
+pub(super) mod culprits;
 pub(super) mod devices;
 pub(super) mod features;
 pub(super) mod health;
