@@ -416,6 +416,13 @@ pub struct RunArgs {
     #[command(flatten)]
     pub auto_block: AutoBlockArgs,
 
+    /// Where pods get their names (namespace, pod, container, owner) for the culprits: the
+    /// Kubernetes API at this URL, "in-cluster" (the service account; the default when
+    /// KUBERNETES_SERVICE_HOST is set), or "off" (pods are named by their UID). The daemon
+    /// watches the pods with spec.nodeName=$NODE_NAME (RBAC: get, list, watch pods).
+    #[arg(long, env = "NODESTATE_KUBE_API", value_name = "URL|in-cluster|off")]
+    pub kube_api: Option<String>,
+
     #[command(flatten)]
     pub collect: CollectArgs,
 }
@@ -614,6 +621,17 @@ pub struct CollectArgs {
 
 impl RunArgs {
     /// How the daemon judges windows, from the flags.
+    /// `--kube-api`, with its default.
+    pub fn kube_api(&self) -> Option<crate::workload::kube::ApiSource> {
+        use crate::workload::kube::ApiSource;
+        match self.kube_api.as_deref() {
+            Some("off") => None,
+            Some("in-cluster") => Some(ApiSource::InCluster),
+            Some(url) => Some(ApiSource::Url(url.to_string())),
+            None => std::env::var_os("KUBERNETES_SERVICE_HOST").map(|_| ApiSource::InCluster),
+        }
+    }
+
     pub fn assessor_options(&self) -> crate::judge::AssessorOptions {
         let windows = |span: Duration| {
             (span.as_secs_f64() / self.collect.window.as_secs_f64()).ceil() as usize

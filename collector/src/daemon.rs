@@ -50,6 +50,8 @@ pub struct CollectOptions {
     pub xdp: crate::xdp::XdpOptions,
     /// Automatic flood blocking (needs `xdp` interfaces and an assessor); `None`: off.
     pub auto_block: Option<crate::xdp::autoblock::AutoBlockPolicy>,
+    /// Where pods get their names for the culprits; `None`: pods are named by their UID.
+    pub kube_api: Option<crate::workload::kube::ApiSource>,
 }
 
 /// Slow-I/O events received from the ring buffer since the last window.
@@ -558,7 +560,7 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
     let mut attributor = options
         .assessor
         .as_ref()
-        .map(|_| start_attribution(&options));
+        .map(|_| start_attribution(&options, CgroupMode::from(kernel.attribution())));
     let mut windows = WindowMaker::start(&mut kernel, &options.node)?;
     let mut sampler_step = start_sampled_window(&mut kernel, &options);
     let mut ticker =
@@ -608,6 +610,7 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 // The window's per-cgroup table, handed on beside the record (the judge names
                 // culprits from it); then, now and then, the sweep of dead cgroups.
                 let cgroup_table = windows.take_cgroup_table();
+                let cgroups = cgroup_table.clone();
                 if let Some(table) = cgroup_table {
                     let counters = match kernel.attribution_counters() {
                         Some(Ok(counters)) => counters,
@@ -628,9 +631,8 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 }
                 windows.sweep_cgroups(&mut kernel);
                 let verdict = assessor.as_mut().map(|assessor| (assessor.judge(&record), assessor.model_info()));
-                // The window's per-cgroup table, once the kernel side's per-cgroup counters are
-                // read into windows; until then there is none, and no one is named.
-                let cgroups: Option<crate::window::cgroups::CgroupTable> = None;
+                // The culprits, from the window's per-cgroup table (none while attribution is
+                // off: no one is named then).
                 let attributed = match (attributor.as_mut(), cgroups, &verdict) {
                     (Some(attributor), Some(table), Some((verdict, _))) => {
                         Some(attribute(attributor, &table, verdict, &options.node))
@@ -654,10 +656,10 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                     match attributed.clone() {
                         Some((view, attribution, stats)) => {
                             state.workloads = Some(view);
-                            state.attribution = attribution;
+                            state.culprits = attribution;
                             state.attribution_stats = stats;
                         }
-                        None => state.attribution = Default::default(),
+                        None => state.culprits = Default::default(),
                     }
                 }
                 if let (Some(blocker), Some(xdp), Some((verdict, _))) =
@@ -709,15 +711,25 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
 }
 
 /// The resolver and culprit ranking, on the hierarchy this node names cgroups by.
-fn start_attribution(options: &CollectOptions) -> crate::judge::culprits::Attributor {
+fn start_attribution(
+    options: &CollectOptions,
+    mode: CgroupMode,
+) -> crate::judge::culprits::Attributor {
     use crate::workload::{ContainerNames, PodNames, Resolver, paths};
     let cgroup_fs = std::path::Path::new(paths::CGROUP_FS);
-    let mode = paths::mode_of_this_node(cgroup_fs);
     let root = paths::hierarchy_root(mode, cgroup_fs);
     info!(?mode, root = ?root, node = %options.node, "attribution: cgroup ids are named from this hierarchy");
+    let pods = PodNames::default();
+    if let Some(source) = options.kube_api.clone() {
+        tokio::spawn(crate::workload::kube::watch_pods(
+            source,
+            options.node.clone(),
+            pods.clone(),
+        ));
+    }
     crate::judge::culprits::Attributor::new(Resolver::new(
         paths::CgroupPaths::new(root),
-        PodNames::default(),
+        pods,
         ContainerNames::system(),
     ))
 }
@@ -755,6 +767,7 @@ fn attribute(
         walk: resolver.paths.stats,
         container_name_errors: resolver.containers.read_errors,
         pod_name_fallbacks: resolver.pod_name_fallbacks,
+        kube_api_errors: resolver.pods.api_errors(),
         tracked_workloads: attributor.ranker.tracked() as u64,
     };
     (view, attribution.unwrap_or_default(), stats)

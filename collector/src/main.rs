@@ -54,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
                 listen: Some(args.listen),
                 assessor: Some(args.assessor_options()),
                 auto_block: args.auto_block.policy(),
+                kube_api: args.kube_api(),
             };
             daemon::run(options, SinkSpec::LogOnly, RunFor::UntilSignalled).await
         }
@@ -149,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
                 listen: None,
                 assessor: None,
                 auto_block: None,
+                kube_api: None,
             };
             daemon::run(
                 options,

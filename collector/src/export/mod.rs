@@ -188,7 +188,7 @@ mod tests {
             rate: 100.0,
             baseline: 1.0,
         };
-        state.attribution = Attribution {
+        state.culprits = Attribution {
             culprits: vec![
                 blame("shop", "db-0", "postgres", 0.87),
                 blame("", "", "backup.service", 0.1),

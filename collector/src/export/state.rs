@@ -146,9 +146,11 @@ pub struct AttributionStats {
     pub walk: crate::workload::WalkStats,
     /// The runtimes' container lists that could not be read or parsed.
     pub container_name_errors: u64,
-    /// Windows that named a pod by its UID because the API had not named it (unreachable,
-    /// refused, or not yet listed).
+    /// Workload rows (one per pod container per window) that named a pod by its UID because
+    /// the API had not named it (unreachable, refused, or not yet listed).
     pub pod_name_fallbacks: u64,
+    /// Failed list or watch calls of the Kubernetes API (unreachable, 403, garbage).
+    pub kube_api_errors: u64,
     /// Workloads with a baseline in the culprit ranking.
     pub tracked_workloads: u64,
 }

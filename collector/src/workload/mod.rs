@@ -8,6 +8,7 @@
 //! most once per window.
 
 pub mod identity;
+pub mod kube;
 pub mod names;
 pub mod paths;
 

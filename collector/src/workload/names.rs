@@ -25,9 +25,20 @@ pub struct PodInfo {
 #[derive(Debug, Clone, Default)]
 pub struct PodNames {
     pods: Arc<RwLock<HashMap<String, PodInfo>>>,
+    /// Failed list or watch calls of the Kubernetes API (unreachable, 403, garbage).
+    errors: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PodNames {
+    pub fn api_errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn count_api_error(&self) {
+        self.errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn get(&self, uid: &str) -> Option<PodInfo> {
         self.pods.read().ok()?.get(uid).cloned()
     }

@@ -64,32 +64,6 @@ pub fn hierarchy_root(mode: CgroupMode, cgroup_fs: &Path) -> Option<PathBuf> {
     }
 }
 
-/// Which hierarchy names the cgroups on this node, judged from the file systems: the unified
-/// one when `cgroup_fs` itself is cgroup2, else the v1 `memory` hierarchy, else `cpu`. (A v2
-/// mount beside v1 controllers, as on hybrid hosts, is not used: every task sits at its root.)
-pub fn mode_of_this_node(cgroup_fs: &Path) -> CgroupMode {
-    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-    let Ok(path) = std::ffi::CString::new(cgroup_fs.as_os_str().as_encoded_bytes()) else {
-        return CgroupMode::Off;
-    };
-    // SAFETY: statfs writes into the zeroed struct we own; the path is NUL-terminated.
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(path.as_ptr(), &mut fs) } == 0
-        && fs.f_type as i64 == CGROUP2_SUPER_MAGIC
-    {
-        return CgroupMode::Unified;
-    }
-    if cgroup_fs.join("memory").is_dir() {
-        CgroupMode::V1 {
-            hierarchy: "memory",
-        }
-    } else if cgroup_fs.join("cpu").is_dir() {
-        CgroupMode::V1 { hierarchy: "cpu" }
-    } else {
-        CgroupMode::Off
-    }
-}
-
 impl CgroupPaths {
     pub fn new(root: Option<PathBuf>) -> Self {
         Self::with_limit(root, MAX_WALK_DIRS)

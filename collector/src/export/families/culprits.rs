@@ -70,8 +70,13 @@ pub(in crate::export) fn encode(
         ),
         (
             "nodestate_pod_name_fallbacks",
-            "Pods named by their UID because the Kubernetes API had not named them",
+            "Workload rows (per window) naming a pod by its UID because the Kubernetes API had not named it",
             stats.pod_name_fallbacks,
+        ),
+        (
+            "nodestate_kube_api_errors",
+            "Failed list or watch calls of the Kubernetes API (unreachable, refused, garbage): pods are named by their UID meanwhile",
+            stats.kube_api_errors,
         ),
     ] {
         counters(encoder, name, help, None, &[(none.clone(), value as f64)])?;
