@@ -390,12 +390,85 @@ pub struct CgroupStats {
 }
 
 /// Entries of the per-cgroup table; a node with more live cgroups charges the rest to
-/// [`CGROUP_REFUSED`]. 4096 entries x 136 bytes x CPUs (per-CPU hash).
+/// [`CGROUP_REFUSED`]. 4096 entries x 152 bytes x CPUs (per-CPU hash): 608 KiB per CPU.
 pub const CGROUP_STATS_ENTRIES: u32 = 4096;
+const _: () = assert!(size_of::<CgroupStats>() == 152);
 /// Key for events whose task's cgroup is not known.
 pub const CGROUP_UNATTRIBUTED: u64 = 0;
 /// Key for events of cgroups that did not fit in the table.
 pub const CGROUP_REFUSED: u64 = u64::MAX;
+
+/// Which cgroup id the programs charge (the `CGROUP_MODE` global, set before load; read-only
+/// data, so with [`cgroup_mode::OFF`] the verifier prunes every attribution path).
+pub mod cgroup_mode {
+    /// No per-cgroup counting.
+    pub const OFF: u32 = 0;
+    /// `bpf_get_current_cgroup_id()`: the default (cgroup v2) hierarchy.
+    pub const UNIFIED: u32 = 1;
+    /// The task → cgroup table (`TASK_CGROUP`), fed by `cgroup:cgroup_attach_task` for one v1
+    /// hierarchy, by forks and by the daemon's `/proc` scan at start-up.
+    pub const V1: u32 = 2;
+}
+
+/// Indices into the `CGROUP_COUNTERS` per-CPU array: attribution's own bookkeeping.
+pub mod cgroup_counter {
+    /// Events charged to [`super::CGROUP_REFUSED`] because the per-cgroup table was full.
+    pub const REFUSED_EVENTS: u32 = 0;
+    /// Events charged to [`super::CGROUP_UNATTRIBUTED`] (cgroup of the task or socket unknown).
+    pub const UNATTRIBUTED_EVENTS: u32 = 1;
+    /// Tasks the task → cgroup table had no room for (their events go unattributed).
+    pub const TASK_TABLE_FULL: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// Entries of the task → cgroup table (`TASK_CGROUP`, by thread id): one per live thread.
+pub const TASK_CGROUP_ENTRIES: u32 = 65536;
+/// Entries of the socket → cgroup table (`SOCK_CGROUP`, an LRU by socket address).
+pub const SOCK_CGROUP_ENTRIES: u32 = 16384;
+/// Slots of the bio-origin table (`BIO_ORIGIN`): who submitted the bio at (device, sector),
+/// read back at the request's completion to charge its latency (a power of two).
+pub const BIO_ORIGIN_SLOTS: u32 = 8192;
+
+/// Field offsets the attribution programs read, from tracefs at start-up ([`ABSENT`]: the
+/// field, or its tracepoint, is missing here, and that part of attribution is off).
+#[repr(C)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct CgroupTracepointLayout {
+    pub attach_dst_root: u32,
+    pub attach_dst_id: u32,
+    pub attach_pid: u32,
+    pub fork_parent_pid: u32,
+    pub fork_child_pid: u32,
+    pub victim_pid: u32,
+    pub signal_pid: u32,
+    pub bio_dev: u32,
+    pub bio_sector: u32,
+    pub bio_nr_sector: u32,
+    pub set_state_skaddr: u32,
+    pub retransmit_skaddr: u32,
+    pub receive_reset_skaddr: u32,
+    pub send_reset_skaddr: u32,
+}
+
+impl CgroupTracepointLayout {
+    /// Linux 6.x offsets; only a compiled-in default, overwritten at start-up.
+    pub const LINUX_6: Self = Self {
+        attach_dst_root: 8,
+        attach_dst_id: 16,
+        attach_pid: 24,
+        fork_parent_pid: 12,
+        fork_child_pid: 20,
+        victim_pid: 8,
+        signal_pid: 36,
+        bio_dev: 8,
+        bio_sector: 16,
+        bio_nr_sector: 24,
+        set_state_skaddr: 8,
+        retransmit_skaddr: 16,
+        receive_reset_skaddr: 8,
+        send_reset_skaddr: 16,
+    };
+}
 
 /// Map and program names, shared so a rename on one side breaks the build, not the daemon.
 pub mod names {
@@ -417,6 +490,14 @@ pub mod names {
     pub const WAIT_SYSCALLS: &str = "WAIT_SYSCALLS";
     /// Per-cgroup counters, [`super::CgroupStats`] keyed by cgroup id (issue 20).
     pub const CGROUP_STATS: &str = "CGROUP_STATS";
+    pub const CGROUP_COUNTERS: &str = "CGROUP_COUNTERS";
+    pub const TASK_CGROUP: &str = "TASK_CGROUP";
+    pub const CGROUP_MODE: &str = "CGROUP_MODE";
+    /// The v1 hierarchy id (`/proc/cgroups`) whose moves `cgroup_attach_task` follows.
+    pub const CGROUP_V1_HIERARCHY: &str = "CGROUP_V1_HIERARCHY";
+    pub const CGROUP_LAYOUT: &str = "CGROUP_LAYOUT";
+    pub const CGROUP_ATTACH_TASK: &str = "cgroup_attach_task";
+    pub const BLOCK_BIO_QUEUE: &str = "block_bio_queue";
     /// Byte offset of `pid` in `struct task_struct` (from BTF) for the BTF tracepoints.
     pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
     pub const SAMPLED_SINCE: &str = "SAMPLED_SINCE";
@@ -449,6 +530,7 @@ mod pod {
     unsafe impl aya::Pod for super::OpenSyscalls {}
     unsafe impl aya::Pod for super::WaitSyscalls {}
     unsafe impl aya::Pod for super::ExitCodeOffsets {}
+    unsafe impl aya::Pod for super::CgroupTracepointLayout {}
 }
 
 /// The XDP drop list: source-address rules in LPM tries, hit counters in per-CPU maps.

@@ -302,6 +302,7 @@ fn try_block_rq_complete(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     };
     let latency_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(started);
+    crate::cgroup::request_completed(dev, sector, latency_ns);
 
     let Some(stats) = device_stats(dev) else {
         bump(counter::DEVICE_TABLE_FULL);

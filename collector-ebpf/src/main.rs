@@ -6,6 +6,7 @@
 #![no_main]
 
 mod block;
+mod cgroup;
 mod system;
 mod util;
 mod xdp;

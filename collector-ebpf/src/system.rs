@@ -35,7 +35,10 @@ use collector_common::{
     RUNQUEUE_SLOTS, SystemTracepointLayout, WaitSyscalls, event, hist, hook_config, sampled_group,
 };
 
-use crate::util::{SAMPLED_SINCE, add, current_is_ignored, record_latency};
+use crate::{
+    cgroup,
+    util::{SAMPLED_SINCE, add, current_is_ignored, record_latency},
+};
 
 #[unsafe(no_mangle)]
 static SYSTEM_LAYOUT: SystemTracepointLayout = SystemTracepointLayout::LINUX_6;
@@ -173,6 +176,7 @@ fn runqueue_leave(pid: u32, now: u64) {
         return;
     }
     record_latency(&HISTOGRAMS, hist::RUNQUEUE, waited);
+    cgroup::waited(pid, waited);
 }
 
 /// One context switch: `prev` goes back on a run queue if it is still runnable, `next` ends
@@ -183,11 +187,12 @@ fn context_switch(prev_pid: u32, prev_runnable: bool, next_pid: u32) {
     // hook is sampled.
     let prev_waits = prev_pid != 0 && prev_runnable;
     // A task blocking with the CPU going idle (half the switches of a lightly loaded CPU)
-    // needs no clock read.
-    if !prev_waits && next_pid == 0 {
+    // needs no clock read, unless its on-CPU time is charged to its cgroup.
+    if !prev_waits && next_pid == 0 && !cgroup::enabled() {
         return;
     }
     let now = now_ns();
+    cgroup::switched(prev_pid, now);
     if prev_waits {
         runqueue_enter(prev_pid, now);
     }
@@ -282,7 +287,8 @@ fn wakeup_btf(ctx: &BtfTracePointContext) {
 /// Runs in the parent: the daemon's own thread spawns (its hook sampler starts a few per
 /// window) are counted apart.
 #[tracepoint]
-pub fn sched_process_fork(_ctx: TracePointContext) -> u32 {
+pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
+    cgroup::forked(&ctx);
     if current_is_ignored() {
         count(event::OWN_FORKS);
     } else {
@@ -305,6 +311,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     // Without `group_dead` (older kernels) every thread exit counts.
     let process_gone = offset == ABSENT || field::<u8>(&ctx, offset).is_ok_and(|dead| dead != 0);
     if !process_gone {
+        cgroup::thread_exited();
         return 0;
     }
     count(event::EXITS);
@@ -319,7 +326,10 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         && group_exit_status(offsets).is_ok_and(|status| (status >> 8) & 0xff != 0)
     {
         count(event::EXITS_NONZERO);
+        cgroup::exited_nonzero();
     }
+    // After the charge above, which looks the exiting task up.
+    cgroup::thread_exited();
     0
 }
 
@@ -346,6 +356,7 @@ fn group_exit_status(offsets: ExitCodeOffsets) -> Result<i32, i32> {
 pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
     if field::<i64>(&ctx, layout().exit_group_error_code).is_ok_and(|code| code != 0) {
         count(event::EXITS_NONZERO);
+        cgroup::exited_nonzero();
     }
     0
 }
@@ -355,13 +366,15 @@ pub fn signal_generate(ctx: TracePointContext) -> u32 {
     // SIGILL 4, SIGABRT 6, SIGBUS 7, SIGFPE 8, SIGSEGV 11, SIGSYS 31: a program crashing.
     if let Ok(4 | 6 | 7 | 8 | 11 | 31) = field::<i32>(&ctx, layout().signal_sig) {
         count(event::FATAL_SIGNALS);
+        cgroup::fatal_signal(&ctx);
     }
     0
 }
 
 #[tracepoint]
-pub fn oom_mark_victim(_ctx: TracePointContext) -> u32 {
+pub fn oom_mark_victim(ctx: TracePointContext) -> u32 {
     count(event::OOM_KILLS);
+    cgroup::oom_victim(&ctx);
     0
 }
 
@@ -382,7 +395,9 @@ pub fn reclaim_end(_ctx: TracePointContext) -> u32 {
     if let Some(started) = unsafe { RECLAIM_START.get(task).copied() } {
         let _ = RECLAIM_START.remove(task);
         count(event::RECLAIMS);
-        add(&EVENTS, event::RECLAIM_NS, now_ns().saturating_sub(started));
+        let stall_ns = now_ns().saturating_sub(started);
+        add(&EVENTS, event::RECLAIM_NS, stall_ns);
+        cgroup::reclaim_stalled(stall_ns);
     }
     0
 }
@@ -477,6 +492,7 @@ fn count_syscall_exit(ret: i64, syscall_nr: impl FnOnce() -> Result<i64, i32>) -
             if errno < ERRNO_SLOTS {
                 add(&ERRNOS, errno, 1);
             }
+            cgroup::syscall_failed(errno);
         }
     }
     if opens_here {
@@ -590,8 +606,9 @@ pub fn kfree_skb(ctx: TracePointContext) -> u32 {
 }
 
 #[tracepoint]
-pub fn tcp_retransmit_skb(_ctx: TracePointContext) -> u32 {
+pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     count(event::TCP_RETRANSMITS);
+    cgroup::tcp_retransmit(&ctx);
     0
 }
 
@@ -615,6 +632,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     }
     let old: i32 = field(ctx, layout.set_state_oldstate)?;
     let new: i32 = field(ctx, layout.set_state_newstate)?;
+    cgroup::tcp_state(ctx, old, new);
     match (old, new) {
         (TCP_SYN_SENT, TCP_ESTABLISHED) => count(event::TCP_CONNECTS),
         (TCP_SYN_SENT, TCP_CLOSE) => count(event::TCP_CONNECT_FAILURES),
@@ -625,13 +643,15 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Result<(), i32> {
 }
 
 #[tracepoint]
-pub fn tcp_receive_reset(_ctx: TracePointContext) -> u32 {
+pub fn tcp_receive_reset(ctx: TracePointContext) -> u32 {
     count(event::TCP_RESETS_RECEIVED);
+    cgroup::tcp_reset(&ctx, true);
     0
 }
 
 #[tracepoint]
-pub fn tcp_send_reset(_ctx: TracePointContext) -> u32 {
+pub fn tcp_send_reset(ctx: TracePointContext) -> u32 {
     count(event::TCP_RESETS_SENT);
+    cgroup::tcp_reset(&ctx, false);
     0
 }

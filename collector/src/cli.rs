@@ -110,10 +110,65 @@ pub enum Command {
     Mcp(McpArgs),
     /// Print a shell completion script for this command (the release packages ship them).
     #[command(hide = true)]
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell to write the script for.
+        shell: clap_complete::Shell,
+    },
     /// Print this command's man page (roff; the release packages ship it).
     #[command(hide = true)]
     Man,
+    /// Per workload (pod and container, container, service or cgroup), per signal, the
+    /// daemon's last window, like `top`: on-CPU time, I/O issued, syscall errors, non-zero
+    /// exits, fatal signals, OOM kills, TCP failures, and the waits they suffer, with the
+    /// culprits while the node is degraded. Read from the daemon's /workloads. Without a
+    /// terminal it prints one snapshot and exits; with one it refreshes every --interval.
+    Top(TopArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The node's daemon, e.g. http://127.0.0.1:9464 (its /workloads is read).
+    #[arg(long, env = "NODESTATE_NODE", default_value = "http://127.0.0.1:9464")]
+    pub node: String,
+
+    /// Sort by this signal, highest first: oncpu_time, io_issued, errors, exits_nonzero,
+    /// fatal_signals, oom_victims, tcp_failures, runq_wait, io_latency, reclaim_stall.
+    #[arg(long, default_value = "oncpu_time", value_parser = parse_signal)]
+    pub sort: crate::judge::culprits::Signal,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+
+    /// How often a terminal's view refreshes.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// Show at most this many workloads.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+impl TopArgs {
+    pub fn options(&self) -> crate::top::TopOptions {
+        crate::top::TopOptions {
+            node: self.node.clone(),
+            sort: self.sort,
+            output: self.output,
+            interval: self.interval,
+            limit: self.limit,
+        }
+    }
+}
+
+fn parse_signal(name: &str) -> Result<crate::judge::culprits::Signal, String> {
+    crate::judge::culprits::Signal::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = crate::judge::culprits::Signal::ALL
+            .iter()
+            .map(|signal| signal.as_str())
+            .collect();
+        format!("unknown signal `{name}`: use one of {}", names.join(", "))
+    })
 }
 
 #[derive(Debug, Args)]
@@ -480,6 +535,13 @@ pub struct RunArgs {
     #[command(flatten)]
     pub auto_block: AutoBlockArgs,
 
+    /// Where pods get their names (namespace, pod, container, owner) for the culprits: the
+    /// Kubernetes API at this URL, "in-cluster" (the service account; the default when
+    /// KUBERNETES_SERVICE_HOST is set), or "off" (pods are named by their UID). The daemon
+    /// watches the pods with spec.nodeName=$NODE_NAME (RBAC: get, list, watch pods).
+    #[arg(long, env = "NODESTATE_KUBE_API", value_name = "URL|in-cluster|off")]
+    pub kube_api: Option<String>,
+
     #[command(flatten)]
     pub collect: CollectArgs,
 }
@@ -674,10 +736,28 @@ pub struct CollectArgs {
     /// bpffs directory of the drop list's pinned maps (see `collector blocklist`).
     #[arg(long, env = "NODESTATE_PIN_DIR", default_value = crate::xdp::DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
+
+    /// Per-cgroup attribution (which workload is behind each signal): "auto" charges cgroup
+    /// v2 ids where /sys/fs/cgroup is cgroup2, else the v1 memory (or cpu) hierarchy's;
+    /// "unified" the cgroup2 hierarchy wherever it is mounted; "v1" the v1 hierarchy even on
+    /// a cgroup2 node; "off" nothing (the programs' attribution paths are pruned at load).
+    #[arg(long, env = "NODESTATE_CGROUP_ATTRIBUTION", value_enum, default_value_t = crate::kernel::AttributionChoice::Auto)]
+    pub cgroup_attribution: crate::kernel::AttributionChoice,
 }
 
 impl RunArgs {
     /// How the daemon judges windows, from the flags.
+    /// `--kube-api`, with its default.
+    pub fn kube_api(&self) -> Option<crate::workload::kube::ApiSource> {
+        use crate::workload::kube::ApiSource;
+        match self.kube_api.as_deref() {
+            Some("off") => None,
+            Some("in-cluster") => Some(ApiSource::InCluster),
+            Some(url) => Some(ApiSource::Url(url.to_string())),
+            None => std::env::var_os("KUBERNETES_SERVICE_HOST").map(|_| ApiSource::InCluster),
+        }
+    }
+
     pub fn assessor_options(&self) -> crate::judge::AssessorOptions {
         let windows = |span: Duration| {
             (span.as_secs_f64() / self.collect.window.as_secs_f64()).ceil() as usize
@@ -718,6 +798,8 @@ impl CollectArgs {
             hook_budget: self.hook_budget,
             // The daemon (or recorder) itself: its upkeep is not the node's work.
             exclude_tgid: Some(std::process::id()),
+            cgroup_attribution: self.cgroup_attribution,
+            cgroup_table_entries: collector_common::CGROUP_STATS_ENTRIES,
         }
     }
 
@@ -807,11 +889,14 @@ mod tests {
     /// Commands whose output no script reads: they run until stopped (`run`, `extender`,
     /// `mcp`, `rank --elim` aside) or write a file (`record`). Every other command (one added
     /// later too) must offer `--output json`.
-    const NO_MACHINE_OUTPUT: [&str; 4] = [
+    /// Commands whose output is a service, a file, or a script/page in a format of its own.
+    const NO_MACHINE_OUTPUT: [&str; 6] = [
         "collector run",
         "collector record",
         "collector extender",
         "collector mcp",
+        "collector completions",
+        "collector man",
     ];
 
     #[test]

@@ -29,7 +29,11 @@ use crate::{
         SyscallSampling, SystemFeatures, SystemFiles, SystemSnapshot, parse_symbolic_names,
         system_features,
     },
-    window::{DeviceWindow, counter_delta},
+    window::{
+        DeviceWindow,
+        cgroups::{CgroupMode, CgroupTable, window_table},
+        counter_delta,
+    },
 };
 
 /// What the collection loop needs.
@@ -48,6 +52,8 @@ pub struct CollectOptions {
     pub xdp: crate::xdp::XdpOptions,
     /// Automatic flood blocking (needs `xdp` interfaces and an assessor); `None`: off.
     pub auto_block: Option<crate::xdp::autoblock::AutoBlockPolicy>,
+    /// Where pods get their names for the culprits; `None`: pods are named by their UID.
+    pub kube_api: Option<crate::workload::kube::ApiSource>,
 }
 
 /// Slow-I/O events received from the ring buffer since the last window.
@@ -95,7 +101,17 @@ pub struct WindowMaker {
     drop_reason_names: BTreeMap<usize, String>,
     /// Windows closed so far; decides when program statistics are sampled.
     closed: u64,
+    /// The per-cgroup counters at the start of the window (cumulative, summed over CPUs).
+    previous_cgroups: Vec<(u64, collector_common::CgroupStats)>,
+    /// The last window's per-cgroup table, until the loop takes it.
+    cgroup_table: Option<CgroupTable>,
+    /// When the per-cgroup table was last swept of dead cgroups.
+    cgroups_swept_at: Instant,
 }
+
+/// How often the per-cgroup table is swept of cgroups that no longer exist: a walk of the
+/// cgroup tree, kept off every window.
+pub const CGROUP_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 impl WindowMaker {
     /// Starts the first window now, from the counters as they are.
@@ -110,6 +126,12 @@ impl WindowMaker {
             node: node.to_string(),
             names: DeviceNames::default(),
             previous: kernel.block_snapshot()?,
+            previous_cgroups: kernel.cgroup_snapshot().unwrap_or_else(|err| {
+                warn!("reading the per-cgroup table: {err:#}");
+                Vec::new()
+            }),
+            cgroup_table: None,
+            cgroups_swept_at: now,
             previous_counters: kernel.counters()?,
             previous_at: now,
             psi: PsiReader::default(),
@@ -143,6 +165,14 @@ impl WindowMaker {
         let system = SystemSnapshot::read_from(kernel, &mut self.files, &mut self.read_errors)?;
         let programs = program_stats_by_name(kernel);
         let window_s = now.duration_since(self.previous_at).as_secs_f64();
+        // A failed read of the per-cgroup table costs that table's window, never the node's.
+        let cgroups = match kernel.cgroup_snapshot() {
+            Ok(cgroups) => Some(cgroups),
+            Err(err) => {
+                warn!("reading the per-cgroup table: {err:#}");
+                None
+            }
+        };
         let sampled_time = kernel.take_sampled_time(now);
         let on_s = |group| {
             sampled_time
@@ -246,6 +276,10 @@ impl WindowMaker {
             self.partial_windows += 1;
         }
         kernel.set_program_stats(kernel.program_stats_mode().on_in_window(self.closed));
+        if let Some(cgroups) = cgroups {
+            self.cgroup_table = Some(window_table(&self.previous_cgroups, &cgroups, window_s));
+            self.previous_cgroups = cgroups;
+        }
         self.previous_system = system;
         self.previous_programs = programs;
         self.previous = current;
@@ -256,6 +290,27 @@ impl WindowMaker {
 }
 
 impl WindowMaker {
+    /// The per-cgroup table of the window just closed (`None` if attribution is off or its
+    /// read failed).
+    pub fn take_cgroup_table(&mut self) -> Option<CgroupTable> {
+        self.cgroup_table.take()
+    }
+
+    /// The per-cgroup counters as last read (cumulative since load), for `/debug/cgroups`.
+    pub fn cgroup_totals(&self) -> &[(u64, collector_common::CgroupStats)] {
+        &self.previous_cgroups
+    }
+
+    /// Every [`CGROUP_SWEEP_EVERY`], after a window: drops the table entries of cgroups that
+    /// no longer exist, so dead ids do not fill it (counted in
+    /// `nodestate_cgroup_entries_removed_total`).
+    pub fn sweep_cgroups(&mut self, kernel: &mut KernelCollector) {
+        if self.cgroups_swept_at.elapsed() >= CGROUP_SWEEP_EVERY {
+            self.cgroups_swept_at = Instant::now();
+            kernel.remove_dead_cgroups();
+        }
+    }
+
     /// Failed reads so far, by source.
     pub fn read_errors(&self) -> &ReadErrors {
         &self.read_errors
@@ -507,6 +562,10 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
         .transpose()?;
     let mut sighup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
 
+    let mut attributor = options
+        .assessor
+        .as_ref()
+        .map(|_| start_attribution(&options, CgroupMode::from(kernel.attribution())));
     let mut windows = WindowMaker::start(&mut kernel, &options.node)?;
     let mut sampler_step = start_sampled_window(&mut kernel, &options);
     let mut ticker =
@@ -553,7 +612,38 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 }
                 info!("{}", record.summary());
                 sink.write(&record)?;
+                // The window's per-cgroup table, handed on beside the record (the judge names
+                // culprits from it); then, now and then, the sweep of dead cgroups.
+                let cgroup_table = windows.take_cgroup_table();
+                let cgroups = cgroup_table.clone();
+                if let Some(table) = cgroup_table {
+                    let counters = match kernel.attribution_counters() {
+                        Some(Ok(counters)) => counters,
+                        Some(Err(err)) => {
+                            warn!("reading the attribution counters: {err:#}");
+                            Default::default()
+                        }
+                        None => Default::default(),
+                    };
+                    let mut state = shared.write().expect("exporter state lock");
+                    state.attribution = Some(crate::export::AttributionView {
+                        mode: CgroupMode::from(kernel.attribution()),
+                        describe: kernel.attribution().describe(),
+                        window: table,
+                        totals: windows.cgroup_totals().to_vec(),
+                        counters,
+                    });
+                }
+                windows.sweep_cgroups(&mut kernel);
                 let verdict = assessor.as_mut().map(|assessor| (assessor.judge(&record), assessor.model_info()));
+                // The culprits, from the window's per-cgroup table (none while attribution is
+                // off: no one is named then).
+                let attributed = match (attributor.as_mut(), cgroups, &verdict) {
+                    (Some(attributor), Some(table), Some((verdict, _))) => {
+                        Some(attribute(attributor, &table, verdict, &options.node))
+                    }
+                    _ => None,
+                };
                 let own_events = kernel.own_events();
                 {
                     let mut state = shared.write().expect("exporter state lock");
@@ -568,6 +658,14 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                         state.set_health(verdict);
                         state.model = model.clone();
                     }
+                    match attributed.clone() {
+                        Some((view, attribution, stats)) => {
+                            state.workloads = Some(view);
+                            state.culprits = attribution;
+                            state.attribution_stats = stats;
+                        }
+                        None => state.culprits = Default::default(),
+                    }
                 }
                 if let (Some(blocker), Some(xdp), Some((verdict, _))) =
                     (auto_block.as_mut(), xdp.as_mut(), &verdict)
@@ -577,7 +675,11 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                 }
                 if let Some((verdict, _)) = &verdict {
                     let top = verdict.explanation.first().map(|(f, z)| format!("{f} z={z:+.1}")).unwrap_or_default();
-                    info!(state = %verdict.state, score = verdict.score, threshold = verdict.threshold, anomalous = verdict.anomalous, "health {top}");
+                    let culprits = attributed
+                        .as_ref()
+                        .map(|(_, attribution, _)| culprits_line(attribution))
+                        .unwrap_or_default();
+                    info!(state = %verdict.state, score = verdict.score, threshold = verdict.threshold, anomalous = verdict.anomalous, "health {top}{culprits}");
                 }
                 // Last: the sampled hooks' time on must not be the time this daemon spends
                 // closing a window, when it competes with the node's work for a CPU.
@@ -611,6 +713,88 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
     }
     kernel.detach();
     Ok(())
+}
+
+/// The resolver and culprit ranking, on the hierarchy this node names cgroups by.
+fn start_attribution(
+    options: &CollectOptions,
+    mode: CgroupMode,
+) -> crate::judge::culprits::Attributor {
+    use crate::workload::{ContainerNames, PodNames, Resolver, paths};
+    let cgroup_fs = std::path::Path::new(paths::CGROUP_FS);
+    let root = paths::hierarchy_root(mode, cgroup_fs);
+    info!(?mode, root = ?root, node = %options.node, "attribution: cgroup ids are named from this hierarchy");
+    let pods = PodNames::default();
+    if let Some(source) = options.kube_api.clone() {
+        tokio::spawn(crate::workload::kube::watch_pods(
+            source,
+            options.node.clone(),
+            pods.clone(),
+        ));
+    }
+    crate::judge::culprits::Attributor::new(Resolver::new(
+        paths::CgroupPaths::new(root),
+        pods,
+        ContainerNames::system(),
+    ))
+}
+
+/// Names the window's workloads and ranks its culprits: the `/workloads` view, the
+/// attribution, and the resolver's counters.
+fn attribute(
+    attributor: &mut crate::judge::culprits::Attributor,
+    table: &crate::window::cgroups::CgroupTable,
+    verdict: &crate::judge::Verdict,
+    node: &str,
+) -> (
+    crate::export::WorkloadsView,
+    crate::judge::culprits::Attribution,
+    crate::export::AttributionStats,
+) {
+    let (rows, attribution) = attributor.window(table, verdict);
+    let view = crate::export::WorkloadsView {
+        node: node.to_string(),
+        window_s: table.window_s,
+        state: verdict.state.to_string(),
+        workloads: rows
+            .iter()
+            .map(|row| crate::export::WorkloadRow {
+                workload: row.workload.clone(),
+                cgroups: row.cgroups,
+                rates: crate::export::signal_rates(&row.delta, table.window_s),
+            })
+            .collect(),
+        unattributed: crate::export::signal_rates(&table.unattributed, table.window_s),
+        refused: crate::export::signal_rates(&table.refused, table.window_s),
+    };
+    let resolver = &attributor.resolver;
+    let stats = crate::export::AttributionStats {
+        walk: resolver.paths.stats,
+        container_name_errors: resolver.containers.read_errors,
+        pod_name_fallbacks: resolver.pod_name_fallbacks,
+        kube_api_errors: resolver.pods.api_errors(),
+        tracked_workloads: attributor.ranker.tracked() as u64,
+    };
+    (view, attribution.unwrap_or_default(), stats)
+}
+
+/// `; culprits: 87% of I/O issued: shop/db-0 (postgres), …; victims: …` for the health log
+/// line, or nothing when no one is named.
+pub fn culprits_line(attribution: &crate::judge::culprits::Attribution) -> String {
+    let join = |list: &[crate::judge::culprits::Blame]| {
+        list.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut line = String::new();
+    if !attribution.culprits.is_empty() {
+        line.push_str(&format!("; culprits: {}", join(&attribution.culprits)));
+    }
+    if !attribution.victims.is_empty() {
+        line.push_str(&format!("; victims: {}", join(&attribution.victims)));
+    }
+    line
 }
 
 /// A window starts: the sampled hooks go (back) on, and the sampler's probe is due.

@@ -17,5 +17,7 @@ pub mod export;
 pub mod judge;
 pub mod kernel;
 pub mod output;
+pub mod top;
 pub mod window;
+pub mod workload;
 pub mod xdp;

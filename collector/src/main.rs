@@ -71,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
                 metrics: args.metrics,
                 assessor: Some(args.assessor_options()),
                 auto_block: args.auto_block.policy(),
+                kube_api: args.kube_api(),
             };
             daemon::run(options, SinkSpec::LogOnly, RunFor::UntilSignalled).await
         }
@@ -210,6 +211,10 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Top(args) => {
+            let options = args.options();
+            tokio::task::spawn_blocking(move || collector::top::run(&options)).await?
+        }
         Command::Rank(args) => {
             if args.json {
                 eprintln!("warning: --json is deprecated: use --output json");
@@ -249,6 +254,7 @@ async fn main() -> anyhow::Result<()> {
                 metrics: collector::export::MetricSet::Default,
                 assessor: None,
                 auto_block: None,
+                kube_api: None,
             };
             daemon::run(
                 options,

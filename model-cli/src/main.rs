@@ -244,7 +244,10 @@ enum Command {
     },
     /// Print a shell completion script for this command (the release packages ship them).
     #[command(hide = true)]
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell to write the script for.
+        shell: clap_complete::Shell,
+    },
     /// Print this command's man page (roff; the release packages ship it).
     #[command(hide = true)]
     Man,
@@ -877,8 +880,14 @@ mod tests {
         assert!(missing.is_empty(), "arguments without help: {missing:#?}");
     }
 
-    /// Commands whose output no script reads: `synth` writes files, `bench` is for people.
-    const NO_MACHINE_OUTPUT: [&str; 2] = ["model synth", "model bench"];
+    /// Commands whose output no script reads: `synth` writes files, `bench` is for people,
+    /// `completions` and `man` print a script and a page in formats of their own.
+    const NO_MACHINE_OUTPUT: [&str; 4] = [
+        "model synth",
+        "model bench",
+        "model completions",
+        "model man",
+    ];
 
     #[test]
     fn every_command_a_script_reads_has_output_json_and_no_other_spelling() {

@@ -1,6 +1,9 @@
 //! The daemon's HTTP endpoints: `/` (a page for people), `/metrics` (OpenMetrics when the
 //! scraper asks for it, else the classic text format 0.0.4), `/healthz`, `/readyz`, `/state`,
-//! `/rank` (JSON: node, rank, state, score, threshold; `/rank?format=text` is the bare number).
+//! `/rank` (JSON: node, rank, state, score, threshold; `/rank?format=text` is the bare number),
+//! `/workloads` (the last window per workload), `/debug/cgroups` (the per-cgroup table of the
+//! last window and the totals since load, by cgroup id: the raw view under attribution, for
+//! tests and debugging).
 
 use std::{
     net::SocketAddr,
@@ -112,6 +115,8 @@ pub async fn bind(
         .route("/readyz", get(readyz))
         .route("/state", get(state))
         .route("/rank", get(rank))
+        .route("/workloads", get(workloads))
+        .route("/debug/cgroups", get(debug_cgroups))
         .with_state(AppState {
             shared: shared.clone(),
             registry: Arc::new(registry),
@@ -497,6 +502,11 @@ struct StateView {
     health: Health,
     rank: f64,
     model: Option<ModelInfo>,
+    /// While degraded: who is to blame, best first, and who suffers (issue 20).
+    culprits: Vec<crate::judge::culprits::Blame>,
+    victims: Vec<crate::judge::culprits::Blame>,
+    /// The culprits in a sentence each: `87% of I/O issued: shop/db-0 (postgres)`.
+    culprits_text: Vec<String>,
     windows: Vec<WindowRecord>,
 }
 
@@ -509,8 +519,94 @@ async fn state(State(app): State<AppState>) -> Response {
         health: state.health.clone(),
         rank: state.health.rank(),
         model: state.model.clone(),
+        culprits: state.culprits.culprits.clone(),
+        victims: state.culprits.victims.clone(),
+        culprits_text: state
+            .culprits
+            .culprits
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         windows: state.recent.iter().cloned().collect(),
     })
+    .into_response()
+}
+
+/// The last window per workload (`collector top` reads it).
+async fn workloads(State(app): State<AppState>) -> Response {
+    let Ok(state) = app.shared.read() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned\n").into_response();
+    };
+    match &state.workloads {
+        Some(view) => Json(view.clone()).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no per-workload window yet: attribution is off on this node, or no window has \
+             closed since it started\n",
+        )
+            .into_response(),
+    }
+}
+
+/// One cgroup's counters as JSON, by field name (errors by errno name).
+pub fn cgroup_stats_json(stats: &collector_common::CgroupStats) -> serde_json::Value {
+    let errors: serde_json::Map<String, serde_json::Value> = collector_common::cgroup_errno::NAMES
+        .iter()
+        .zip(stats.errors)
+        .map(|(name, count)| ((*name).to_string(), count.into()))
+        .collect();
+    serde_json::json!({
+        "oncpu_ns": stats.oncpu_ns,
+        "runq_wait_ns": stats.runq_wait_ns,
+        "io_ops": stats.io_ops,
+        "io_bytes": stats.io_bytes,
+        "io_latency_ns": stats.io_latency_ns,
+        "errors": errors,
+        "exits_nonzero": stats.exits_nonzero,
+        "fatal_signals": stats.fatal_signals,
+        "oom_victims": stats.oom_victims,
+        "reclaim_stall_ns": stats.reclaim_stall_ns,
+        "tcp_retransmits": stats.tcp_retransmits,
+        "tcp_resets": stats.tcp_resets,
+        "tcp_connect_failures": stats.tcp_connect_failures,
+    })
+}
+
+async fn debug_cgroups(State(app): State<AppState>) -> Response {
+    let Ok(state) = app.shared.read() else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned\n").into_response();
+    };
+    let Some(view) = &state.attribution else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no window closed yet: the per-cgroup table comes with the first\n",
+        )
+            .into_response();
+    };
+    let rows = |rows: &mut dyn Iterator<Item = (u64, &collector_common::CgroupStats)>| {
+        rows.map(|(id, stats)| {
+            let mut row = cgroup_stats_json(stats);
+            row["cgroup_id"] = id.into();
+            row
+        })
+        .collect::<Vec<_>>()
+    };
+    Json(serde_json::json!({
+        "mode": view.mode.label(),
+        "attribution": view.describe,
+        "window": {
+            "window_s": view.window.window_s,
+            "rows": rows(&mut view.window.rows.iter().map(|row| (row.cgroup_id, &row.delta))),
+            "unattributed": cgroup_stats_json(&view.window.unattributed),
+            "refused": cgroup_stats_json(&view.window.refused),
+        },
+        "totals": rows(&mut view.totals.iter().map(|(id, stats)| (*id, stats))),
+        "refused_events": view.counters.refused_events,
+        "unattributed_events": view.counters.unattributed_events,
+        "task_table_full": view.counters.task_table_full,
+        "entries": view.counters.entries,
+        "entries_removed": view.counters.removed,
+    }))
     .into_response()
 }
 

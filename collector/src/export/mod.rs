@@ -20,8 +20,9 @@ use std::borrow::Cow;
 use prometheus_client::{collector::Collector, encoding::DescriptorEncoder, registry::Registry};
 
 pub use state::{
-    DEFAULT_HISTORY_LEN, DeviceLatency, ExporterState, Health, HistoryPoint, MAX_HISTORY_LEN,
-    MetricSet, ModelInfo, RECENT_WINDOWS, SharedState, XDP_TOP_RULES,
+    AttributionStats, AttributionView, DEFAULT_HISTORY_LEN, DeviceLatency, ExporterState, Health,
+    HistoryPoint, MAX_HISTORY_LEN, MetricSet, ModelInfo, RECENT_WINDOWS, SharedState, WorkloadRow,
+    WorkloadsView, XDP_TOP_RULES, signal_rates,
 };
 
 /// Encodes [`ExporterState`] on each scrape.
@@ -47,6 +48,8 @@ impl Collector for NodestateMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let state = self.state.read().map_err(|_| std::fmt::Error)?;
         families::health::encode(&mut encoder, &state)?;
+        // The culprits are in every set: at most 3 series, only while degraded.
+        families::culprits::encode(&mut encoder, &state)?;
         // Per-feature and per-device detail only when asked for (`--metrics full`): a fleet
         // of nodes scraping every 5 s cannot afford ~60 + 34 per device series each.
         if state.metric_set == MetricSet::Full {
@@ -56,6 +59,7 @@ impl Collector for NodestateMetrics {
         families::collection::encode(&mut encoder, &state)?;
         families::programs::encode(&mut encoder, &state)?;
         families::xdp::encode(&mut encoder, &state)?;
+        families::attribution::encode(&mut encoder, &state)?;
         families::process::encode(&mut encoder)?;
         families::build_info::encode(&mut encoder)?;
         Ok(())
@@ -167,6 +171,67 @@ mod tests {
         );
     }
 
+    fn degraded_with_culprits(state: &mut ExporterState, degraded: bool) {
+        use crate::judge::culprits::{Attribution, Blame, Signal};
+        state.set_health(&crate::judge::Verdict {
+            state: if degraded {
+                crate::judge::NodeState::Degraded
+            } else {
+                crate::judge::NodeState::Healthy
+            },
+            score: 9.0,
+            threshold: 4.0,
+            cluster: Some(0),
+            explanation: vec![("psi_io_some_pct".into(), 11.0)],
+            anomalous: degraded,
+        });
+        let blame = |namespace: &str, pod: &str, container: &str, share: f64| Blame {
+            workload: crate::workload::Workload {
+                namespace: namespace.into(),
+                pod: pod.into(),
+                container: container.into(),
+                name: format!("{namespace}/{pod} ({container})"),
+            },
+            signal: Signal::IoIssued,
+            share,
+            rate: 100.0,
+            baseline: 1.0,
+        };
+        state.culprits = Attribution {
+            culprits: vec![
+                blame("shop", "db-0", "postgres", 0.87),
+                blame("", "", "backup.service", 0.1),
+                blame("", "", "exited cgroup 42", 0.02),
+                blame("", "", "never-shown", 0.01),
+            ],
+            victims: Vec::new(),
+        };
+    }
+
+    #[test]
+    fn the_culprit_gauge_names_the_top_three_only_while_degraded() {
+        let mut state = ExporterState::new("node-a".into());
+        degraded_with_culprits(&mut state, true);
+        let text = scrape(state);
+        for expected in [
+            r#"nodestate_culprit_share{node="node-a",namespace="shop",pod="db-0",container="postgres",signal="io_issued"} 0.87"#,
+            r#"nodestate_culprit_share{node="node-a",namespace="",pod="",container="backup.service",signal="io_issued"} 0.1"#,
+            r#"nodestate_culprit_share{node="node-a",namespace="",pod="",container="exited cgroup 42",signal="io_issued"} 0.02"#,
+        ] {
+            assert!(text.contains(expected), "missing {expected} in:\n{text}");
+        }
+        assert!(!text.contains("never-shown"), "{text}");
+        // Healthy again: the series are gone.
+        let mut state = ExporterState::new("node-a".into());
+        degraded_with_culprits(&mut state, false);
+        let text = scrape(state);
+        assert!(
+            text.contains("# TYPE nodestate_culprit_share gauge"),
+            "{text}"
+        );
+        assert!(!text.contains("nodestate_culprit_share{"), "{text}");
+    }
+
     /// Every family's name, type, unit and HELP text, and every series' labels, in the order
     /// `/metrics` lists them, for a state with every family in it: the scrape with the values
     /// left out (they are checked elsewhere), compared with `testdata/scrape-skeleton.txt`.
@@ -215,6 +280,15 @@ mod tests {
         state.own_events = Some(crate::kernel::OwnEvents {
             syscalls: 1,
             forks: 1,
+        });
+        state.attribution = Some(AttributionView {
+            mode: crate::window::cgroups::CgroupMode::V1 {
+                hierarchy: "memory",
+            },
+            describe: String::new(),
+            window: Default::default(),
+            totals: Vec::new(),
+            counters: Default::default(),
         });
         let text = scrape(state);
         let skeleton: String = text

@@ -154,6 +154,76 @@ pub struct ExporterState {
     pub history: VecDeque<HistoryPoint>,
     /// How many judgements `history` keeps.
     pub history_len: usize,
+    /// Per-cgroup attribution: the last window's table and the kernel side's bookkeeping.
+    pub attribution: Option<AttributionView>,
+    /// The last window's culprits and victims (empty unless it was degraded).
+    pub culprits: crate::judge::culprits::Attribution,
+    /// The last window's per-workload table (`/workloads`, `collector top`); `None` while
+    /// nothing produces per-cgroup counters.
+    pub workloads: Option<WorkloadsView>,
+    /// The resolver's counters (walks, exited cgroups, names that could not be read).
+    pub attribution_stats: AttributionStats,
+}
+
+/// One workload's rates over the last window, per signal (per second; seconds per second for
+/// the times).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct WorkloadRow {
+    #[serde(flatten)]
+    pub workload: crate::workload::Workload,
+    /// Cgroups that make it up.
+    pub cgroups: usize,
+    /// Signal name ([`crate::judge::culprits::Signal::as_str`]) → rate.
+    pub rates: BTreeMap<String, f64>,
+}
+
+/// What `/workloads` serves: the last window, per workload.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct WorkloadsView {
+    pub node: String,
+    pub window_s: f64,
+    pub state: String,
+    pub workloads: Vec<WorkloadRow>,
+    /// Events no cgroup could be charged with, and those of cgroups the table refused.
+    pub unattributed: BTreeMap<String, f64>,
+    pub refused: BTreeMap<String, f64>,
+}
+
+/// The attribution's own counters, cumulative.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct AttributionStats {
+    pub walk: crate::workload::WalkStats,
+    /// The runtimes' container lists that could not be read or parsed.
+    pub container_name_errors: u64,
+    /// Workload rows (one per pod container per window) that named a pod by its UID because
+    /// the API had not named it (unreachable, refused, or not yet listed).
+    pub pod_name_fallbacks: u64,
+    /// Failed list or watch calls of the Kubernetes API (unreachable, 403, garbage).
+    pub kube_api_errors: u64,
+    /// Workloads with a baseline in the culprit ranking.
+    pub tracked_workloads: u64,
+}
+
+/// Per-signal rates of one window's counters.
+pub fn signal_rates(stats: &collector_common::CgroupStats, window_s: f64) -> BTreeMap<String, f64> {
+    let window_s = if window_s > 0.0 { window_s } else { 1.0 };
+    crate::judge::culprits::Signal::ALL
+        .iter()
+        .map(|signal| (signal.as_str().to_string(), signal.amount(stats) / window_s))
+        .collect()
+}
+
+/// Per-cgroup attribution as of the last window (issue 20).
+#[derive(Debug, Clone)]
+pub struct AttributionView {
+    pub mode: crate::window::cgroups::CgroupMode,
+    /// The mode in words, with the hierarchy's mount (the start-up log's line).
+    pub describe: String,
+    /// What each cgroup did in the last window.
+    pub window: crate::window::cgroups::CgroupTable,
+    /// Cumulative per-cgroup counters since load, as last read.
+    pub totals: Vec<(u64, collector_common::CgroupStats)>,
+    pub counters: crate::kernel::AttributionCounters,
 }
 
 /// Rules shown by name in the XDP drop metrics; the rest are summed as `rule="other"`. Kept
@@ -183,6 +253,10 @@ impl ExporterState {
             partial_windows_total: 0,
             http_connections_refused_total: 0,
             own_events: None,
+            culprits: Default::default(),
+            workloads: None,
+            attribution_stats: AttributionStats::default(),
+            attribution: None,
             metric_set: MetricSet::default(),
             history: VecDeque::new(),
             history_len: DEFAULT_HISTORY_LEN,

@@ -1,6 +1,8 @@
 //! Turning each window into the node's health: the model (a file, or the baseline this node
 //! learns by itself), then hysteresis. The daemon calls [`Assessor::judge`] once per window.
 
+pub mod culprits;
+
 use std::path::PathBuf;
 
 use model::{BaselineLearner, BaselineOptions, HealthState, Hysteresis, Model, WindowFields};

@@ -25,6 +25,11 @@ pub struct KernelConfig {
     /// process: for a caller that causes the events it measures, as tests and
     /// `collector probes --exercise` do.
     pub exclude_tgid: Option<u32>,
+    /// Per-cgroup attribution: which cgroup id to charge, or off.
+    pub cgroup_attribution: super::cgroups::AttributionChoice,
+    /// Entries of the per-cgroup table (its two special keys included); the default is
+    /// `collector_common::CGROUP_STATS_ENTRIES`. Tests make it tiny to fill it.
+    pub cgroup_table_entries: u32,
 }
 
 impl Default for KernelConfig {
@@ -37,6 +42,8 @@ impl Default for KernelConfig {
             program_stats: ProgramStatsMode::default(),
             hook_budget: crate::kernel::sampler::DEFAULT_HOOK_BUDGET,
             exclude_tgid: None,
+            cgroup_attribution: super::cgroups::AttributionChoice::Auto,
+            cgroup_table_entries: collector_common::CGROUP_STATS_ENTRIES,
         }
     }
 }

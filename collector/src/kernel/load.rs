@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use collector_common::{
     ABSENT, BlockDevStats, BlockTracepointLayout, ExitCodeOffsets, Histogram, hook_config, names,
@@ -14,6 +14,7 @@ use collector_common::{
 use tracing::{info, warn};
 
 use super::{
+    cgroups::{Attribution, CgroupTables},
     config::KernelConfig,
     hooks::{SampledHooks, SampledLink},
     layout::{
@@ -74,6 +75,10 @@ pub struct KernelCollector {
     /// Holding it keeps the kernel's per-program run-time statistics on.
     pub(super) stats: Option<std::os::fd::OwnedFd>,
     pub(super) program_stats: ProgramStatsMode,
+    /// Which cgroup ids the programs charge.
+    pub(super) attribution: Attribution,
+    /// The per-cgroup table and its counters, while attribution is on.
+    pub(super) cgroups: Option<CgroupTables>,
 }
 
 impl KernelCollector {
@@ -142,7 +147,24 @@ impl KernelCollector {
             signal_group_exit_code: ABSENT,
         });
 
+        let mut attribution = super::cgroups::decide(config.cgroup_attribution);
+        let (cgroup_layout, cgroup_absent) = super::cgroups::tracepoint_layout(&tracefs);
+        if attribution.mode() != collector_common::cgroup_mode::OFF && !cgroup_absent.is_empty() {
+            warn!(
+                "tracepoint fields missing for per-cgroup attribution ({}): the signals they \
+                 feed are not attributed",
+                cgroup_absent.join(", ")
+            );
+        }
+        let v1_hierarchy = match &attribution {
+            Attribution::V1 { hierarchy_id, .. } => *hierarchy_id,
+            _ => 0,
+        };
+
         let mut ebpf = EbpfLoader::new()
+            .override_global(names::CGROUP_MODE, &attribution.mode(), true)
+            .override_global(names::CGROUP_V1_HIERARCHY, &v1_hierarchy, true)
+            .override_global(names::CGROUP_LAYOUT, &cgroup_layout, true)
             // The XDP program's LRU table is preallocated; this copy is never used.
             .map_max_entries(collector_common::xdp::names::SOURCE_TRAFFIC, 1)
             .override_global(names::BLOCK_LAYOUT, &layout_value, true)
@@ -167,6 +189,8 @@ impl KernelCollector {
             )
             .override_global(names::IGNORED_TGID, &config.exclude_tgid.unwrap_or(0), true)
             .map_max_entries(names::SLOW_IO_EVENTS, config.ringbuf_bytes)
+            // The two special keys must fit.
+            .map_max_entries(names::CGROUP_STATS, config.cgroup_table_entries.max(2))
             .load(ebpf_object()?)
             .map_err(|err| {
                 let what = match crate::kernel::privileges::seccomp_hint() {
@@ -199,7 +223,9 @@ impl KernelCollector {
                     .signals
                     .as_ref()
                     .is_none_or(|only| only.iter().any(|id| id == plan.id))
-                    && !config.disabled_signals.iter().any(|id| id == plan.id);
+                    && !config.disabled_signals.iter().any(|id| id == plan.id)
+                    && (attribution.mode() != collector_common::cgroup_mode::OFF
+                        || !crate::kernel::probes::ATTRIBUTION_SIGNALS.contains(&plan.id));
                 if wanted {
                     attacher.attach(plan)
                 } else {
@@ -258,6 +284,20 @@ impl KernelCollector {
         let errnos = PerCpuArray::try_from(take_map(&mut ebpf, names::ERRNOS)?)?;
         let drop_reasons = PerCpuArray::try_from(take_map(&mut ebpf, names::DROP_REASONS)?)?;
         let histograms = PerCpuArray::try_from(take_map(&mut ebpf, names::HISTOGRAMS)?)?;
+        let cgroups = match attribution.mode() {
+            collector_common::cgroup_mode::OFF => None,
+            _ => match start_attribution(&mut ebpf, &attribution) {
+                Ok(tables) => Some(tables),
+                Err(err) => {
+                    warn!("per-cgroup attribution unavailable: {err:#}");
+                    attribution = Attribution::Off {
+                        reason: format!("{err:#}"),
+                    };
+                    None
+                }
+            },
+        };
+        info!("cgroup attribution: {}", attribution.describe());
         let mut collector = Self {
             ebpf: Some(ebpf),
             block_dev_stats,
@@ -274,6 +314,8 @@ impl KernelCollector {
             opens_from_syscall_exit,
             stats: None,
             program_stats: config.program_stats,
+            attribution,
+            cgroups,
         };
         collector.set_program_stats(config.program_stats.on_in_window(0));
         Ok(collector)
@@ -339,6 +381,39 @@ impl KernelCollector {
         });
         self.ebpf = None;
     }
+}
+
+/// Takes the per-cgroup maps, inserts the special keys and seeds the task table from /proc
+/// (after the programs are attached, so a task forked or moved meanwhile is caught by them;
+/// the scan never overwrites what they wrote).
+/// `BPF_NOEXIST` (linux/bpf.h): insert only a key not already there.
+const BPF_NOEXIST: u64 = 1;
+
+fn start_attribution(ebpf: &mut Ebpf, attribution: &Attribution) -> anyhow::Result<CgroupTables> {
+    let stats = PerCpuHashMap::try_from(take_map(ebpf, names::CGROUP_STATS)?)?;
+    let counters = PerCpuArray::try_from(take_map(ebpf, names::CGROUP_COUNTERS)?)?;
+    let tables = CgroupTables::new(stats, counters)?;
+    let mut tasks: HashMap<MapData, u32, u64> =
+        HashMap::try_from(take_map(ebpf, names::TASK_CGROUP)?)?;
+    let started = Instant::now();
+    let scanned = super::cgroups::scan_tasks(attribution);
+    let mut full = 0usize;
+    for (tid, cgroup) in &scanned {
+        if let Err(err) = tasks.insert(tid, cgroup, BPF_NOEXIST) {
+            // EEXIST: a program recorded the thread since (fresher than our read).
+            if !matches!(&err, aya::maps::MapError::SyscallError(call) if call.io_error.raw_os_error() == Some(libc::EEXIST))
+            {
+                full += 1;
+            }
+        }
+    }
+    info!(
+        threads = scanned.len(),
+        not_stored = full,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "cgroup attribution: task table seeded from /proc"
+    );
+    Ok(tables)
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<aya::maps::Map> {

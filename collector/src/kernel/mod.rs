@@ -5,6 +5,7 @@
 //! table), `config`; beside them the probe plans, the sampler, BTF, tracefs and privileges.
 
 pub mod btf;
+pub mod cgroups;
 pub mod config;
 pub mod exact;
 pub mod hooks;
@@ -21,6 +22,7 @@ pub mod tracefs;
 
 pub(crate) use self::load::ebpf_object;
 pub use self::{
+    cgroups::{Attribution, AttributionChoice, AttributionCounters},
     config::KernelConfig,
     hooks::SampledTime,
     layout::{block_layout, system_layout},

@@ -30,6 +30,9 @@ pub struct Exercise {
 #[derive(Debug, Serialize)]
 pub struct ProbeReport {
     pub kernel: String,
+    /// Per-cgroup attribution: `unified`, `v1` or `off` (`cgroup_mode::*`), and in words.
+    pub cgroup_mode: String,
+    pub cgroup_attribution: String,
     pub probes: Vec<ProbeLine>,
     pub exercise: Option<Exercise>,
 }
@@ -62,7 +65,14 @@ pub fn probe_report(exercise: bool) -> anyhow::Result<ProbeReport> {
     } else {
         None
     };
+    let cgroup_mode = match kernel.attribution() {
+        crate::kernel::Attribution::Unified { .. } => "unified".to_string(),
+        crate::kernel::Attribution::V1 { controller, .. } => format!("v1_{controller}"),
+        crate::kernel::Attribution::Off { .. } => "off".to_string(),
+    };
     Ok(ProbeReport {
+        cgroup_mode,
+        cgroup_attribution: kernel.attribution().describe(),
         kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
             .trim()
@@ -102,6 +112,7 @@ fn run_exercise(kernel: &KernelCollector) -> anyhow::Result<Exercise> {
 impl std::fmt::Display for ProbeReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "kernel {}", self.kernel)?;
+        writeln!(f, "cgroup attribution: {}", self.cgroup_attribution)?;
         writeln!(
             f,
             "{:<16} {:<36} {:<11} {:<52} result",

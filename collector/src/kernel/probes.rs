@@ -263,6 +263,23 @@ pub const SIGNALS: &[SignalPlan] = &[
             ("tcp_send_reset", Tracepoint("tcp", "tcp_send_reset")),
         ]],
     },
+    // Per-cgroup attribution only (see `kernel::cgroups`).
+    SignalPlan {
+        id: "cgroup-moves",
+        signal: "cgroup moves of tasks (attribution)",
+        alternatives: &[&[(
+            collector_common::names::CGROUP_ATTACH_TASK,
+            Tracepoint("cgroup", "cgroup_attach_task"),
+        )]],
+    },
+    SignalPlan {
+        id: "block-submit",
+        signal: "block I/O submitters (attribution)",
+        alternatives: &[&[(
+            collector_common::names::BLOCK_BIO_QUEUE,
+            Tracepoint("block", "block_bio_queue"),
+        )]],
+    },
 ];
 
 /// Checks a list of signal ids against the table, naming the unknown ones.
@@ -567,10 +584,15 @@ pub const SCHED_PROGRAMS: [&str; 5] = [
 ];
 
 /// The programs of the block signals, issue and completion.
-pub const BLOCK_PROGRAMS: [&str; 2] = [
+pub const BLOCK_PROGRAMS: [&str; 3] = [
     collector_common::names::BLOCK_RQ_ISSUE,
     collector_common::names::BLOCK_RQ_COMPLETE,
+    collector_common::names::BLOCK_BIO_QUEUE,
 ];
+
+/// Ids of the signals that exist only for per-cgroup attribution: not attached when it is
+/// off.
+pub const ATTRIBUTION_SIGNALS: [&str; 2] = ["cgroup-moves", "block-submit"];
 
 /// Attaches a program again at `hook` (it was loaded and attached once, then detached): the
 /// hook sampler's way back on.

@@ -21,6 +21,29 @@ pub enum CgroupMode {
     Off,
 }
 
+impl From<&crate::kernel::Attribution> for CgroupMode {
+    fn from(attribution: &crate::kernel::Attribution) -> Self {
+        match attribution {
+            crate::kernel::Attribution::Unified { .. } => Self::Unified,
+            crate::kernel::Attribution::V1 { controller, .. } => Self::V1 {
+                hierarchy: controller,
+            },
+            crate::kernel::Attribution::Off { .. } => Self::Off,
+        }
+    }
+}
+
+impl CgroupMode {
+    /// `unified`, `v1_memory`, `v1_cpu` or `off` (a metric label, a JSON value).
+    pub fn label(&self) -> String {
+        match self {
+            Self::Unified => "unified".into(),
+            Self::V1 { hierarchy } => format!("v1_{hierarchy}"),
+            Self::Off => "off".into(),
+        }
+    }
+}
+
 /// One cgroup's counters over one window.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CgroupWindow {

@@ -270,6 +270,8 @@ pub enum Object {
     ServiceMonitor(Box<ServiceMonitor>),
     PrometheusRule(Box<PrometheusRule>),
     NetworkPolicy(Box<NetworkPolicy>),
+    ClusterRole(Box<k8s_openapi::api::rbac::v1::ClusterRole>),
+    ClusterRoleBinding(Box<k8s_openapi::api::rbac::v1::ClusterRoleBinding>),
 }
 
 impl Object {
@@ -283,6 +285,8 @@ impl Object {
             Self::ServiceMonitor(o) => &o.metadata,
             Self::PrometheusRule(o) => &o.metadata,
             Self::NetworkPolicy(o) => &o.metadata,
+            Self::ClusterRole(o) => &o.metadata,
+            Self::ClusterRoleBinding(o) => &o.metadata,
         }
     }
 
@@ -296,6 +300,8 @@ impl Object {
             Self::ServiceMonitor(_) => "ServiceMonitor",
             Self::PrometheusRule(_) => "PrometheusRule",
             Self::NetworkPolicy(_) => "NetworkPolicy",
+            Self::ClusterRole(_) => "ClusterRole",
+            Self::ClusterRoleBinding(_) => "ClusterRoleBinding",
         }
     }
 }
@@ -329,6 +335,12 @@ pub fn parse_object(value: &Value) -> anyhow::Result<Object> {
         ("v1", "ConfigMap") => Object::ConfigMap(Box::new(typed(value, &what)?)),
         ("v1", "Service") => Object::Service(Box::new(typed(value, &what)?)),
         ("apps/v1", "DaemonSet") => Object::DaemonSet(Box::new(typed(value, &what)?)),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+            Object::ClusterRole(Box::new(typed(value, &what)?))
+        }
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            Object::ClusterRoleBinding(Box::new(typed(value, &what)?))
+        }
         ("networking.k8s.io/v1", "NetworkPolicy") => {
             Object::NetworkPolicy(Box::new(typed(value, &what)?))
         }
@@ -527,9 +539,8 @@ fn pod_rules(pod: &PodSpec, xdp: bool, violations: &mut Vec<String>) {
     if pod.host_ipc == Some(true) {
         violations.push("hostIPC".into());
     }
-    if pod.automount_service_account_token != Some(false) {
-        violations.push("a service account token is mounted; the collector needs none".into());
-    }
+    // The token is mounted for the read-only watch of the node's pods; what it may do is
+    // checked on the ClusterRole (`rbac_violations`).
     let everywhere =
         pod.tolerations.iter().flatten().any(|t| {
             t.operator.as_deref() == Some("Exists") && t.key.is_none() && t.effect.is_none()
@@ -688,10 +699,52 @@ pub fn is_grafana_dashboard(object: &Object) -> bool {
             .is_some_and(|labels| labels.contains_key("grafana_dashboard"))
 }
 
-/// What the rendered objects must say about each other: one namespace, the Service and the
-/// ServiceMonitor select the DaemonSet's pods, the ConfigMap the pods mount exists.
-pub fn consistency_violations(objects: &[Object]) -> Vec<String> {
+/// What the service account may do: read pods (get, list, watch), nothing else, and only the
+/// collector's account is bound.
+pub fn rbac_violations(objects: &[Object]) -> Vec<String> {
     let mut violations = Vec::new();
+    for object in objects {
+        match object {
+            Object::ClusterRole(role) => {
+                for rule in role.rules.iter().flatten() {
+                    let groups = rule.api_groups.clone().unwrap_or_default();
+                    let resources = rule.resources.clone().unwrap_or_default();
+                    let read_only = rule
+                        .verbs
+                        .iter()
+                        .all(|verb| ["get", "list", "watch"].contains(&verb.as_str()));
+                    if groups != [""] || resources != ["pods"] || !read_only {
+                        violations.push(format!(
+                            "ClusterRole {:?} grants {:?} on {groups:?}/{resources:?}: only get, list and watch of pods",
+                            role.metadata.name, rule.verbs
+                        ));
+                    }
+                }
+            }
+            Object::ClusterRoleBinding(binding) => {
+                for subject in binding.subjects.iter().flatten() {
+                    if subject.kind != "ServiceAccount"
+                        || subject.name != "nodestate"
+                        || subject.namespace.as_deref() != Some(NAMESPACE)
+                    {
+                        violations.push(format!(
+                            "ClusterRoleBinding {:?} binds {} {}: only the collector's account",
+                            binding.metadata.name, subject.kind, subject.name
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    violations
+}
+
+/// What the rendered objects must say about each other: one namespace, the Service and the
+/// ServiceMonitor select the DaemonSet's pods, the ConfigMap the pods mount exists, the
+/// service account reads pods and nothing else.
+pub fn consistency_violations(objects: &[Object]) -> Vec<String> {
+    let mut violations = rbac_violations(objects);
     // The Grafana dashboard's ConfigMap (components/grafana-dashboard) is for Grafana, not
     // the pods: the one-of-each rule is about the daemon's own objects.
     let count = |kind: &str| {
@@ -719,6 +772,8 @@ pub fn consistency_violations(objects: &[Object]) -> Vec<String> {
                 violations.push(format!("Namespace {name}, expected {NAMESPACE}"));
             }
             Object::Namespace(_) => {}
+            // Cluster-scoped: no namespace.
+            Object::ClusterRole(_) | Object::ClusterRoleBinding(_) => {}
             _ if meta.namespace.as_deref() != Some(NAMESPACE) => violations.push(format!(
                 "{} {name} is in namespace {:?}, expected {NAMESPACE}",
                 object.kind(),

@@ -393,6 +393,22 @@ fn exported_metric_names() -> HashSet<String> {
         anomalous: true,
     });
     state.model = Some(ModelInfo::default());
+    // A degraded node names a culprit: its gauge is served only then.
+    state.culprits = collector::judge::culprits::Attribution {
+        culprits: vec![collector::judge::culprits::Blame {
+            workload: collector::workload::Workload {
+                namespace: "shop".into(),
+                pod: "db-0".into(),
+                container: "postgres".into(),
+                name: "shop/db-0 (postgres)".into(),
+            },
+            signal: collector::judge::culprits::Signal::ALL[0],
+            share: 0.9,
+            rate: 1.0,
+            baseline: 0.1,
+        }],
+        victims: Vec::new(),
+    };
     state.block_latency.insert(
         "vda".into(),
         collector::export::DeviceLatency {

@@ -1,8 +1,10 @@
 //! The metric families, one file per group, each encoding its part of the
 //! [`super::ExporterState`] on a scrape. `export::NodestateMetrics` calls them in the order `/metrics` lists them.
 
+pub(super) mod attribution;
 pub(super) mod build_info;
 pub(super) mod collection;
+pub(super) mod culprits;
 pub(super) mod devices;
 pub(super) mod features;
 pub(super) mod health;
