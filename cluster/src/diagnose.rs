@@ -177,13 +177,26 @@ fn culprit_from_json(node: &str, value: &serde_json::Value) -> Option<Culprit> {
         namespace: text(&workload["namespace"]),
         pod: text(&workload["pod"]),
         container: text(&workload["container"]),
-        owner: text(&workload["owner"]),
+        owner: text(&workload["owner"])
+            .or_else(|| text(&workload["name"]).as_deref().and_then(owner_from_name)),
         name: text(&workload["name"])
             .or_else(|| text(&workload["display"]))
             .or_else(|| text(&value["workload"])),
         signal: text(&value["signal"]).unwrap_or_else(|| "activity".into()),
         share,
     })
+}
+
+/// The owning controller a pod's display name carries (the daemon names a pod
+/// `shop/web-7d9f (nginx, Deployment web)` when the Kubernetes API says who owns it), as a
+/// root cause names it: `deployment/web`.
+fn owner_from_name(name: &str) -> Option<String> {
+    let tail = name.rsplit_once(", ")?.1.trim_end_matches(')');
+    let (kind, owner) = tail.split_once(' ')?;
+    let is_kind =
+        kind.chars().next()?.is_ascii_uppercase() && kind.chars().all(|c| c.is_ascii_alphabetic());
+    (is_kind && !owner.is_empty() && !owner.contains(' '))
+        .then(|| format!("{}/{owner}", kind.to_lowercase()))
 }
 
 /// The findings of one node's `/state` (as its daemon serves it).
@@ -512,6 +525,33 @@ mod tests {
                 .contains("shop/db-0 (postgres) on node worker-2 (87% of errors returned)"),
             "{}",
             diagnosis.description
+        );
+    }
+
+    #[test]
+    fn the_owner_comes_from_the_daemons_name_for_a_pod() {
+        assert_eq!(
+            owner_from_name("shop/web-7d9f (nginx, Deployment web)").as_deref(),
+            Some("deployment/web")
+        );
+        assert_eq!(
+            owner_from_name("shop/db-0, StatefulSet db").as_deref(),
+            Some("statefulset/db")
+        );
+        assert_eq!(owner_from_name("shop/db-0 (postgres)"), None);
+        assert_eq!(owner_from_name("podman web"), None);
+        assert_eq!(owner_from_name("system.slice/a, b.service"), None);
+        // Flattened as the daemon serves it: the owner names the component.
+        let state = json!({
+            "node": "n1", "state": "degraded", "explanation": [["cpu_busy", 5.0]],
+            "culprits": [{"namespace": "shop", "pod": "web-7d9f", "container": "nginx",
+                          "name": "shop/web-7d9f (nginx, Deployment web)",
+                          "signal": "oncpu_time", "share": 0.8}]
+        });
+        let diagnosis = diagnose(&findings_from_state(&state).unwrap(), &[]);
+        assert_eq!(
+            diagnosis.component.as_deref(),
+            Some("node n1 + deployment/web")
         );
     }
 

@@ -60,6 +60,18 @@ pub struct DiagnoseRequest {
     pub namespaces: Vec<String>,
 }
 
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+pub struct TopRequest {
+    #[schemars(
+        description = "Sort by this signal, highest first, e.g. oncpu_time, io_issued, errors, exits_nonzero, tcp_failures, runq_wait (default oncpu_time). One node's daemon only."
+    )]
+    #[serde(default)]
+    pub sort: Option<String>,
+    #[schemars(description = "At most this many workloads (default 10, at most 100).")]
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
 #[derive(Debug, Clone)]
 pub struct NodestateMcp {
     sources: Arc<Sources>,
@@ -296,6 +308,90 @@ impl NodestateMcp {
     }
 
     #[tool(
+        description = "Which workloads (pod and container, container, service or cgroup) do what on a node: with one node's daemon, every workload's rates in the last window per signal (on-CPU time, I/O issued, errors, non-zero exits, OOM kills, TCP failures, and the waits they suffer), sorted; with a Prometheus, the culprits every degraded node names, with their share."
+    )]
+    async fn top_workloads(
+        &self,
+        Parameters(TopRequest { sort, limit }): Parameters<TopRequest>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let limit = limit.unwrap_or(10);
+        if !(1..=100).contains(&limit) {
+            return Ok(refusal(format!("limit {limit} is not from 1 to 100")));
+        }
+        let sources = self.sources.clone();
+        let read = blocking(
+            move || -> anyhow::Result<Result<serde_json::Value, String>> {
+                if let Some(prometheus) = &sources.prometheus {
+                    let culprits =
+                        promql::instant_query(prometheus, "nodestate_culprit_share", HTTP_TIMEOUT)?;
+                    let mut culprits: Vec<serde_json::Value> = culprits
+                        .iter()
+                        .map(|sample| {
+                            let label = |name: &str| {
+                                sample
+                                    .labels
+                                    .get(&format!("exported_{name}"))
+                                    .or_else(|| sample.labels.get(name))
+                                    .cloned()
+                                    .unwrap_or_default()
+                            };
+                            serde_json::json!({
+                                "node": label("node"),
+                                "namespace": label("namespace"),
+                                "pod": label("pod"),
+                                "container": label("container"),
+                                "signal": label("signal"),
+                                "share": sample.value,
+                            })
+                        })
+                        .collect();
+                    culprits.sort_by(|a, b| {
+                        b["share"]
+                            .as_f64()
+                            .unwrap_or(0.0)
+                            .total_cmp(&a["share"].as_f64().unwrap_or(0.0))
+                    });
+                    culprits.truncate(limit);
+                    return Ok(Ok(serde_json::json!({ "culprits": culprits })));
+                }
+                let view = crate::promql::get_json(&sources.node, "/workloads", HTTP_TIMEOUT)?;
+                let sort = sort.unwrap_or_else(|| "oncpu_time".into());
+                let mut rows: Vec<serde_json::Value> =
+                    view["workloads"].as_array().cloned().unwrap_or_default();
+                let known = rows
+                    .first()
+                    .is_none_or(|row| row["rates"].get(&sort).is_some());
+                if !known {
+                    let names: Vec<String> = rows[0]["rates"]
+                        .as_object()
+                        .map(|rates| rates.keys().cloned().collect())
+                        .unwrap_or_default();
+                    return Ok(Err(format!(
+                        "unknown signal `{sort}`: sort by one of {}",
+                        names.join(", ")
+                    )));
+                }
+                let rate = |row: &serde_json::Value| row["rates"][&sort].as_f64().unwrap_or(0.0);
+                rows.sort_by(|a, b| rate(b).total_cmp(&rate(a)));
+                rows.truncate(limit);
+                Ok(Ok(serde_json::json!({
+                    "node": view["node"],
+                    "state": view["state"],
+                    "window_s": view["window_s"],
+                    "sorted_by": sort,
+                    "workloads": rows,
+                })))
+            },
+        )
+        .await;
+        Ok(match read {
+            Ok(Ok(value)) => json_result(value),
+            Ok(Err(refused)) => refusal(refused),
+            Err(err) => refusal(format!("cannot read the workloads: {err:#}")),
+        })
+    }
+
+    #[tool(
         description = "A root-cause statement from evidence, as fault benchmarks structure one: component (the degraded node and the workload driving it), namespace, description (since when, which signals moved by how much, which workloads drive them with their share), and the evidence list. component is null when nothing moved."
     )]
     async fn diagnose(
@@ -341,7 +437,7 @@ impl ServerHandler for NodestateMcp {
             "nodestate judges each node healthy or degraded from kernel signals. node_states lists \
              every node, explain_node says why one is degraded, detect gives the Yes/No a \
              fault-detection task asks, diagnose states the root cause (node, workload, \
-             namespace, evidence). Read-only.",
+             namespace, evidence), top_workloads shows what each workload does. Read-only.",
         )
     }
 }

@@ -105,7 +105,8 @@ pub enum Command {
     Extender(ExtenderArgs),
     /// Serve the Model Context Protocol so an SRE agent can ask nodestate directly: tools
     /// node_states (every node's state, score, rank), explain_node (why a node is in its
-    /// state) and detect (the Yes/No of a fault-detection task). Read-only: no tool edits
+    /// state), detect (the Yes/No of a fault-detection task), diagnose (the root cause with
+    /// its evidence) and top_workloads (what each workload does). Read-only: no tool edits
     /// anything. On stdin/stdout by default; --http serves MCP's streamable HTTP at /mcp.
     Mcp(McpArgs),
     /// Print a shell completion script for this command (the release packages ship them).

@@ -136,7 +136,16 @@ fn an_agent_asks_nodestate_over_mcp() {
             .map(|tool| tool.name.to_string())
             .collect();
         tools.sort();
-        assert_eq!(tools, ["detect", "diagnose", "explain_node", "node_states"]);
+        assert_eq!(
+            tools,
+            [
+                "detect",
+                "diagnose",
+                "explain_node",
+                "node_states",
+                "top_workloads"
+            ]
+        );
 
         let states = ok(&node, "node_states", serde_json::json!({})).await;
         assert_eq!(states["nodes"][0]["node"], NODE, "{states}");
@@ -168,6 +177,30 @@ fn an_agent_asks_nodestate_over_mcp() {
         );
         let text = refused(&node, "diagnose", serde_json::json!({"namespaces": [""]})).await;
         assert!(text.contains("namespace"), "{text}");
+        // What each workload does in the last window, sorted by the signal asked for.
+        let top = ok(
+            &node,
+            "top_workloads",
+            serde_json::json!({"sort": "oncpu_time"}),
+        )
+        .await;
+        assert_eq!(top["node"], NODE, "{top}");
+        assert_eq!(top["sorted_by"], "oncpu_time", "{top}");
+        let rows = top["workloads"].as_array().expect("a workloads list");
+        let cpu: Vec<f64> = rows
+            .iter()
+            .map(|row| row["rates"]["oncpu_time"].as_f64().unwrap())
+            .collect();
+        assert!(cpu.windows(2).all(|pair| pair[0] >= pair[1]), "{top}");
+        if !rows.is_empty() {
+            let text = refused(&node, "top_workloads", serde_json::json!({"sort": "bogus"})).await;
+            assert!(
+                text.contains("oncpu_time"),
+                "names the signals it knows: {text}"
+            );
+        }
+        let text = refused(&node, "top_workloads", serde_json::json!({"limit": 0})).await;
+        assert!(text.contains("limit"), "{text}");
 
         let text = refused(
             &node,
@@ -231,6 +264,12 @@ fn an_agent_asks_nodestate_over_mcp() {
         )
         .await;
         assert!(text.contains("PromQL duration"), "{text}");
+        let top = ok(&cluster, "top_workloads", serde_json::json!({})).await;
+        assert_eq!(
+            top["culprits"],
+            serde_json::json!([]),
+            "a healthy cluster names no culprit: {top}"
+        );
         cluster.cancel().await.unwrap();
     });
 
@@ -305,5 +344,14 @@ fn an_agent_asks_nodestate_over_mcp() {
         .filter_map(|tool| tool["name"].as_str())
         .collect();
     names.sort();
-    assert_eq!(names, ["detect", "diagnose", "explain_node", "node_states"]);
+    assert_eq!(
+        names,
+        [
+            "detect",
+            "diagnose",
+            "explain_node",
+            "node_states",
+            "top_workloads"
+        ]
+    );
 }

@@ -168,7 +168,25 @@ Score <b>{score:.2}</b>, threshold {threshold:.2}, rank {rank:.0}.</p>
         );
     }
     html.push_str("</table>\n");
-    // Culprits (the workloads behind the top features) go here once the judge names them.
+    // The workloads behind the top features, while the node is degraded.
+    html.push_str(
+        "<h2>Culprits</h2>\n<table id=\"culprits\"><tr><th>workload</th><th>share</th><th>of</th></tr>\n",
+    );
+    for blame in &state.culprits.culprits {
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td class=\"n\">{:.0}%</td><td>{}</td></tr>",
+            escape(&blame.workload.name),
+            blame.share * 100.0,
+            escape(blame.signal.describe())
+        );
+    }
+    if state.culprits.culprits.is_empty() {
+        html.push_str(
+            "<tr><td colspan=\"3\">none (named only while the node is degraded, when a workload stands out)</td></tr>\n",
+        );
+    }
+    html.push_str("</table>\n");
     html.push_str(
         "<h2>Probes</h2>\n<table id=\"probes\"><tr><th>signal</th><th>hook</th><th>outcome</th></tr>\n",
     );
@@ -279,5 +297,32 @@ mod tests {
         assert!(page.contains("proc_exits_nonzero_per_s</td><td class=\"n\">+6.50"));
         assert!(page.contains(r#"<path id="score" d="M"#), "{page}");
         assert!(page.contains("not attached"), "{page}");
+        assert!(
+            page.contains("<td colspan=\"3\">none"),
+            "no culprit yet: {page}"
+        );
+
+        // A named culprit is shown with its share, its name escaped.
+        state.culprits = crate::judge::culprits::Attribution {
+            culprits: vec![crate::judge::culprits::Blame {
+                workload: crate::workload::Workload {
+                    namespace: "shop".into(),
+                    pod: "db-0".into(),
+                    container: "postgres".into(),
+                    name: "shop/db-0 (<postgres>)".into(),
+                },
+                signal: crate::judge::culprits::Signal::ALL[0],
+                share: 0.87,
+                rate: 1.0,
+                baseline: 0.1,
+            }],
+            victims: Vec::new(),
+        };
+        let page = render(&state, 5);
+        let row = format!(
+            "<tr><td>shop/db-0 (&lt;postgres&gt;)</td><td class=\"n\">87%</td><td>{}</td></tr>",
+            crate::judge::culprits::Signal::ALL[0].describe()
+        );
+        assert!(page.contains(&row), "{page}");
     }
 }
