@@ -149,6 +149,11 @@ pub fn signal_words(signal: &str) -> Option<&'static str> {
         .map(|(_, words)| *words)
 }
 
+/// A share as 0–1, whether it came as a fraction or as a percentage.
+fn fraction(share: f64) -> f64 {
+    if share > 1.0 { share / 100.0 } else { share }
+}
+
 fn number(value: &serde_json::Value) -> Option<f64> {
     value.as_f64().filter(|x| x.is_finite())
 }
@@ -168,10 +173,7 @@ fn culprit_from_json(node: &str, value: &serde_json::Value) -> Option<Culprit> {
     } else {
         value
     };
-    let mut share = number(&value["share"])?;
-    if share > 1.0 {
-        share /= 100.0;
-    }
+    let share = fraction(number(&value["share"])?);
     Some(Culprit {
         node: node.to_string(),
         namespace: text(&workload["namespace"]),
@@ -375,7 +377,7 @@ pub fn node_findings(base: &str) -> anyhow::Result<Findings> {
 
 /// A label that may have been renamed by the scrape: a normal pod scrape moves a target's own
 /// `namespace` label to `exported_namespace`.
-fn label(sample: &promql::Sample, name: &str) -> Option<String> {
+pub(crate) fn label(sample: &promql::Sample, name: &str) -> Option<String> {
     sample
         .labels
         .get(&format!("exported_{name}"))
@@ -452,11 +454,7 @@ pub fn cluster_findings(prometheus: &str, range: &str) -> anyhow::Result<Finding
                 owner: label(&sample, "owner"),
                 name: label(&sample, "workload"),
                 signal: label(&sample, "signal").unwrap_or_else(|| "activity".into()),
-                share: if sample.value > 1.0 {
-                    sample.value / 100.0
-                } else {
-                    sample.value
-                },
+                share: fraction(sample.value),
             });
         }
     }

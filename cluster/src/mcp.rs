@@ -328,12 +328,7 @@ impl NodestateMcp {
                         .iter()
                         .map(|sample| {
                             let label = |name: &str| {
-                                sample
-                                    .labels
-                                    .get(&format!("exported_{name}"))
-                                    .or_else(|| sample.labels.get(name))
-                                    .cloned()
-                                    .unwrap_or_default()
+                                crate::diagnose::label(sample, name).unwrap_or_default()
                             };
                             serde_json::json!({
                                 "node": label("node"),
