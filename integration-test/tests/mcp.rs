@@ -153,7 +153,17 @@ fn an_agent_asks_nodestate_over_mcp() {
         let explained = ok(&node, "explain_node", serde_json::json!({})).await;
         assert_eq!(explained["node"], NODE, "{explained}");
         assert!(explained["explanation"].is_array(), "{explained}");
-        assert!(explained["score"].as_f64().unwrap() <= explained["threshold"].as_f64().unwrap());
+        // A score above the threshold for one window does not change the state (the judge
+        // waits for several windows), so only the numbers' presence is checked here.
+        assert_eq!(explained["state"], "healthy", "{explained}");
+        assert!(
+            explained["score"].as_f64().is_some_and(f64::is_finite),
+            "{explained}"
+        );
+        assert!(
+            explained["threshold"].as_f64().is_some_and(|t| t > 0.0),
+            "{explained}"
+        );
         let answer = ok(&node, "detect", serde_json::json!({})).await;
         assert_eq!(answer["answer"], "No", "{answer}");
         // A healthy node: nothing to blame, said so.
