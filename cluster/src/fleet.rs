@@ -1,10 +1,10 @@
 //! Fleet training data: the windows of many nodes, read back from the Prometheus that scrapes
 //! their daemons.
 //!
-//! Each daemon run with `--metrics full` exports its last window's numeric fields as
-//! `nodestate_feature{feature="…"}` (the same top-level fields `model train` reads from
-//! `collector record` files); the default set leaves them out, so a fleet trains from the
-//! nodes (a pool, say) whose daemons serve the full set. A
+//! Each daemon exports its last window's numeric fields as `nodestate_feature{feature="…"}`
+//! (the same top-level fields `model train` reads from `collector record` files): the default
+//! set the judged ones (what the built-in model is made of), `--metrics full` every one, so a
+//! fleet that scrapes the default set trains a model of the judged features. A
 //! `query_range` over `--since` at one `--step` gives, per node and per step, one value per
 //! feature: that is one window row. Rows that lack a feature (a scrape missed, a daemon
 //! starting) are dropped and counted; features some node never reports are left out for all
@@ -213,8 +213,8 @@ fn nothing_found(query: &FleetQuery, promql: &str) -> FleetError {
         &query.prometheus,
         format!(
             "no daemon windows in the last {}: {promql} is empty (does this Prometheus scrape \
-             the daemons? do they run with `--metrics full`, which fleet training needs? does \
-             --selector match?)",
+             the daemons? are they nodestate 0.2 or later, which serves `nodestate_feature` \
+             in every metric set? does --selector match?)",
             humantime::format_duration(query.since)
         ),
     )

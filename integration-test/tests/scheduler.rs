@@ -126,16 +126,14 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
         .args(&["--disable-signals", "syscalls"])
         .listen(&degraded_address)
         .env("NODE_NAME", "pool-a-1")
-        // Fleet training below reads their `nodestate_feature` series: the full set.
-        .args(&["--metrics", "full"])
+        // Fleet training below reads their `nodestate_feature` series from the default set.
         .spawn();
     let healthy = Daemon::builder()
         .args(&["--learn-for", "10s", "--enter-after", "100"])
         .args(&["--disable-signals", "syscalls"])
         .listen(&healthy_address)
         .env("NODE_NAME", "pool-a-2")
-        // Fleet training below reads their `nodestate_feature` series: the full set.
-        .args(&["--metrics", "full"])
+        // Fleet training below reads their `nodestate_feature` series from the default set.
         .spawn();
     for address in [&degraded_address, &healthy_address] {
         wait_for(Duration::from_secs(30), "the daemons' /healthz", || {
@@ -317,6 +315,26 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
     let trained: serde_json::Value =
         json(&std::fs::read_to_string(&model_path).expect("the model file"));
     assert_eq!(trained["training"]["windows"], total, "{summary}");
+    // The default set serves the judged features: the fleet's model is made of them, as the
+    // built-in model is, and of no volume.
+    let features: Vec<&str> = trained["schema"]["features"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no features in the model: {trained}"))
+        .iter()
+        .filter_map(|feature| feature["name"].as_str())
+        .collect();
+    assert!(
+        features.contains(&"psi_cpu_some_pct") && features.contains(&"proc_exits_nonzero_per_s"),
+        "{features:?}"
+    );
+    for feature in &features {
+        assert!(
+            model::baseline::JUDGED_FIELDS
+                .iter()
+                .any(|pattern| model::features::name_matches(pattern, feature)),
+            "{feature} is not a judged field: the default set served a volume"
+        );
+    }
 
     // The model loads and scores the saved windows, one row each.
     let scored = run(

@@ -50,10 +50,11 @@ impl Collector for NodestateMetrics {
         families::health::encode(&mut encoder, &state)?;
         // The culprits are in every set: at most 3 series, only while degraded.
         families::culprits::encode(&mut encoder, &state)?;
-        // Per-feature and per-device detail only when asked for (`--metrics full`): a fleet
-        // of nodes scraping every 5 s cannot afford ~60 + 34 per device series each.
+        // The judged features in every set (fleet training reads them), the volumes and the
+        // per-device detail only when asked for (`--metrics full`): a fleet of nodes scraping
+        // every 5 s cannot afford ~40 more + 34 per device series each.
+        families::features::encode(&mut encoder, &state)?;
         if state.metric_set == MetricSet::Full {
-            families::features::encode(&mut encoder, &state)?;
             families::devices::encode(&mut encoder, &state)?;
         }
         families::collection::encode(&mut encoder, &state)?;
@@ -400,10 +401,11 @@ mod tests {
         );
     }
 
-    /// The default set leaves out the per-feature and per-device detail and keeps what a
-    /// fleet watches; the model's training time is a value, not a label.
+    /// The default set leaves out the volumes and the per-device detail and keeps what a
+    /// fleet watches and trains on (the judged features); the model's training time is a
+    /// value, not a label.
     #[test]
-    fn the_default_set_has_no_feature_or_device_series() {
+    fn the_default_set_has_the_judged_features_and_no_volume_or_device_series() {
         let full_state = |set: MetricSet| {
             let mut state = ExporterState::new("n".into());
             state.metric_set = set;
@@ -426,7 +428,9 @@ mod tests {
         let default = scrape(full_state(MetricSet::Default));
         let full = scrape(full_state(MetricSet::Full));
         for detail in [
-            "nodestate_feature{",
+            "nodestate_feature{node=\"n\",feature=\"syscalls_per_s\"}",
+            "nodestate_feature{node=\"n\",feature=\"sched_context_switches_per_s\"}",
+            "nodestate_feature{node=\"n\",feature=\"net_rx_bytes_per_s\"}",
             "nodestate_block_io_latency_seconds_bucket{",
             "nodestate_program_runs_total{",
         ] {
@@ -438,6 +442,24 @@ mod tests {
                 full.contains(detail),
                 "{detail} missing from the full set:\n{full}"
             );
+        }
+        // What fleet training reads from a fleet that scrapes the default set: every judged
+        // field the window has, and the window's length for its step.
+        let record = WindowRecord::populated();
+        let judged: Vec<&str> = record
+            .fields()
+            .filter(|(_, value)| value.is_some())
+            .map(|(name, _)| name)
+            .filter(|name| {
+                model::baseline::JUDGED_FIELDS
+                    .iter()
+                    .any(|pattern| model::features::name_matches(pattern, name))
+            })
+            .collect();
+        assert!(judged.len() >= 15, "{judged:?}");
+        for name in judged.iter().chain(&["window_s"]) {
+            let series = format!("nodestate_feature{{node=\"n\",feature=\"{name}\"}}");
+            assert!(default.contains(&series), "{series} missing:\n{default}");
         }
         for kept in [
             "nodestate_state{",
@@ -454,7 +476,7 @@ mod tests {
         }
         assert!(!default.contains("trained_at="), "{default}");
         let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
-        assert!(series(&default) + 90 < series(&full), "{default}");
+        assert!(series(&default) + 60 < series(&full), "{default}");
     }
 
     #[test]

@@ -39,12 +39,14 @@ pub struct HistoryPoint {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MetricSet {
-    /// What a fleet scrapes: state, score, threshold, rank, explanation, model, drops and
-    /// losses, the daemon's own cost, probes. A few dozen series per node.
+    /// What a fleet scrapes and trains on: state, score, threshold, rank, explanation,
+    /// culprits, model, the judged window features, drops and losses, the daemon's own cost,
+    /// probes. About a hundred series per node.
     #[default]
     Default,
-    /// Also every window feature (`nodestate_feature`, ~60 series) and the per-device block
-    /// latency histograms (34 series per device), for one node's dashboard or fleet training.
+    /// Also the window's volumes (~40 more `nodestate_feature` series), the per-device block
+    /// latency histograms (34 series per device) and per-program costs, for one node's
+    /// dashboard.
     Full,
 }
 
