@@ -329,9 +329,7 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
     );
     for feature in &features {
         assert!(
-            model::baseline::JUDGED_FIELDS
-                .iter()
-                .any(|pattern| model::features::name_matches(pattern, feature)),
+            model::baseline::is_judged(feature),
             "{feature} is not a judged field: the default set served a volume"
         );
     }

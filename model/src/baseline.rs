@@ -73,6 +73,13 @@ pub const JUDGED_FIELDS: &[&str] = &[
     "conntrack_fill_pct",
 ];
 
+/// Whether the field `name` is one of the [`JUDGED_FIELDS`] (a pattern there matches it).
+pub fn is_judged(name: &str) -> bool {
+    JUDGED_FIELDS
+        .iter()
+        .any(|pattern| crate::features::name_matches(pattern, name))
+}
+
 /// Settings of a [`BaselineLearner`], in windows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BaselineOptions {
@@ -582,6 +589,20 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    #[test]
+    fn judged_fields_are_the_saturation_error_and_latency_signals_not_the_volumes() {
+        for judged in [
+            "psi_cpu_some_pct",
+            "mem_reclaim_stall_ms_per_s",
+            "tcp_resets_per_s",
+        ] {
+            assert!(is_judged(judged), "{judged}");
+        }
+        for volume in ["syscalls_per_s", "sched_context_switches_per_s", "window_s"] {
+            assert!(!is_judged(volume), "{volume}");
+        }
+    }
 
     fn window(cs: f64, psi: Option<f64>) -> BTreeMap<String, f64> {
         let mut values = BTreeMap::from([("sched_context_switches_per_s".to_string(), cs)]);

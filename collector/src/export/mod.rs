@@ -450,11 +450,7 @@ mod tests {
             .fields()
             .filter(|(_, value)| value.is_some())
             .map(|(name, _)| name)
-            .filter(|name| {
-                model::baseline::JUDGED_FIELDS
-                    .iter()
-                    .any(|pattern| model::features::name_matches(pattern, name))
-            })
+            .filter(|name| model::baseline::is_judged(name))
             .collect();
         assert!(judged.len() >= 15, "{judged:?}");
         for name in judged.iter().chain(&["window_s"]) {

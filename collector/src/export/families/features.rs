@@ -17,12 +17,7 @@ const ALWAYS: &[&str] = &["window_s"];
 pub(in crate::export) fn served(set: MetricSet, name: &str) -> bool {
     match set {
         MetricSet::Full => true,
-        MetricSet::Default => {
-            ALWAYS.contains(&name)
-                || model::baseline::JUDGED_FIELDS
-                    .iter()
-                    .any(|pattern| model::features::name_matches(pattern, name))
-        }
+        MetricSet::Default => ALWAYS.contains(&name) || model::baseline::is_judged(name),
     }
 }
 
