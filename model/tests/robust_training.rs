@@ -177,3 +177,116 @@ fn a_model_file_from_before_robust_training_still_loads_as_mean_and_deviation() 
     };
     assert_eq!(scores(&loaded), scores(&model));
 }
+
+/// Like [`windows`], with a fourth column: a sparse error count, 1 or 2 in `sparse` of the
+/// windows, scattered (each window on its own draw), as a healthy service's odd failed
+/// request is.
+fn windows_with_sparse_errors(rows: usize, sparse: f64, seed: u64) -> Table {
+    let mut noise = Noise::new(seed);
+    let mut values = Vec::with_capacity(rows * 4);
+    for _ in 0..rows {
+        values.extend(healthy_row(&mut noise));
+        values.push(if noise.uniform() < sparse {
+            (1.0 + 2.0 * noise.uniform()).floor()
+        } else {
+            0.0
+        });
+    }
+    Table {
+        columns: [
+            "reads_per_s",
+            "latency_p99_us",
+            "psi_io_some_pct",
+            "errors_per_s",
+        ]
+        .map(String::from)
+        .to_vec(),
+        values,
+        lines: (2..rows + 2).collect(),
+        timestamps: vec![None; rows],
+        labels: None,
+        files: vec![(PathBuf::from("<test>"), 0..rows)],
+    }
+}
+
+fn flagged_share(model: &Model, table: &Table) -> f64 {
+    let assessed = model.score_table(table).unwrap();
+    assessed.iter().filter(|a| a.is_anomalous()).count() as f64 / assessed.len() as f64
+}
+
+#[test]
+fn scattered_rare_windows_are_a_healthy_mode_not_an_incident_cluster() {
+    // 3 % of the windows carry an error or two, one window at a time: k-means gives them a
+    // cluster of their own, smaller than the 5 % an unlabelled healthy cluster needs.
+    let train = windows_with_sparse_errors(3000, 0.03, 31);
+    let unseen = windows_with_sparse_errors(3000, 0.03, 32);
+    let options = TrainOptions {
+        k: 3,
+        ..TrainOptions::default()
+    };
+    let model = Model::train(&train, &options).unwrap();
+    // Flagged as incidents, that cluster flagged about 3 % of healthy windows it never saw,
+    // hundreds of times the false-alarm rate asked for. As a healthy mode, they are judged
+    // by their distance like any window.
+    let share = flagged_share(&model, &unseen);
+    assert!(share < 0.003, "{share} of unseen healthy windows flagged");
+    // The old rule (no trimming: small clusters are incidents, whatever their time shape)
+    // shows what this test guards against.
+    let old = Model::train(
+        &train,
+        &TrainOptions {
+            trim: 0.0,
+            ..options.clone()
+        },
+    )
+    .unwrap();
+    assert!(
+        flagged_share(&old, &unseen) > 0.02,
+        "{} flagged by the size rule alone",
+        flagged_share(&old, &unseen)
+    );
+    // A lasting incident (episodes of 10 windows) still makes a degraded cluster.
+    let mut noise = Noise::new(33);
+    let mut incidents = train.clone();
+    for row in (0..3000).filter(|row| row % 300 >= 290) {
+        let values = incident_row(&mut noise);
+        incidents.values[row * 4..row * 4 + 3].copy_from_slice(&values);
+        incidents.values[row * 4 + 3] = 40.0;
+    }
+    let model = Model::train(&incidents, &options).unwrap();
+    let degraded: usize = model
+        .clusters
+        .iter()
+        .filter(|c| c.state == model::HealthState::Degraded)
+        .map(|c| c.size)
+        .sum();
+    assert!(
+        degraded + model.training.trimmed >= 100,
+        "{degraded} windows in degraded clusters, {} trimmed",
+        model.training.trimmed
+    );
+}
+
+#[test]
+fn a_lone_far_window_is_the_tail_not_an_incident_to_trim() {
+    // Ten windows far out, each alone (a heavy-tailed machine's tail): none is trimmed, so
+    // the tail fit keeps them. The same ten windows in one run are an incident.
+    let mut noise = Noise::new(41);
+    let mut rows: Vec<[f64; 3]> = (0..3000).map(|_| healthy_row(&mut noise)).collect();
+    let mut lone = rows.clone();
+    for i in 0..10 {
+        lone[150 + 300 * i] = incident_row(&mut noise);
+    }
+    for row in rows.iter_mut().skip(1500).take(10) {
+        *row = incident_row(&mut noise);
+    }
+    let train = |rows: &[[f64; 3]]| {
+        Model::train(
+            &table(rows),
+            &options(DEFAULT_TRIM, ThresholdRule::default()),
+        )
+        .unwrap()
+    };
+    assert_eq!(train(&lone).training.trimmed, 0);
+    assert_eq!(train(&rows).training.trimmed, 10);
+}
