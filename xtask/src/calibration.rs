@@ -32,6 +32,43 @@ const SEED: u64 = 7;
 /// Own-threshold F1 within this of the upper bound is the issue's goal.
 const GOAL: f64 = 0.15;
 
+/// What the two sets that miss the goal show. Measured on the development seeds (11-13), on
+/// training parts only (no test label, and not this report's seed): how the figures above
+/// came to be, not a choice made from them.
+const WHY: &str = "Where the goal is missed, measured on other seeds (11-13) and on training \
+parts only, never on these test labels:\n\n\
+- `heavy-tails`: the tail rule now holds the rate asked for, and that rate is the conflict. \
+Two things used to break it: the windows with an error or two (2-3%, scattered) made a \
+cluster under the 5% share, taken for incidents, which flagged 2.4-2.9% of held-out healthy \
+windows; and trimming cut the healthy far tail (lone windows), so the fitted tail looked \
+bounded (shape -0.2 to -0.37) and 0.4-0.6% of held-out healthy windows went over it. Both are \
+fixed (a scattered cluster is a healthy mode, a lone far window is the tail: an incident \
+lasts). Trained on seeds 11, 12 and 13 and judged on 60,000 held-out healthy windows (the \
+training parts of seeds 100-119), the thresholds (19.3, 38.4, 16.4; tail shape 0.27-0.56) \
+flag 4, 1 and 4 windows: 1.7e-5 to 6.7e-5 per window, 5.8e-5 asked. The healthy scores' own \
+1 - 5.8e-5 quantile on those windows is 15.9-23.9: a threshold that holds the rate sits \
+there or higher, while the best-F1 threshold on a 2000-window test part sits near its largest healthy score, the 1 - 5e-4 quantile \
+(11.5-17.2 there), about 9 times the false-alarm rate asked. On a machine this heavy-tailed, \
+one false episode per day and this F1 cannot both be had.\n\
+- `contaminated`: not fixed. The error-burst and disk-stall incidents are degraded clusters \
+of their own; the CPU-saturation incidents (1.3% of the windows, 4 runs of 10) are not far: \
+each feature's spread is measured across the busy and the quiet halves (CPU 55% and 15%), so \
+a CPU at 97% with 4 times the load is about 2 spreads from busy. They score 4.0-5.4 where \
+the healthy windows reach 4.4-4.7, sit in a healthy cluster, are among the top episodes \
+of the tail fit, and raise the threshold over a model trained without them (5.34 to 6.82, 5.67 to \
+5.96, 4.93 to 5.31 on seeds 11-13); the test part's CPU saturations then fall under it. \
+Tried and dropped: spreads measured without the incident clusters' windows (the ordinary \
+5xx spike then looks far: the level rose from 3.5 to 4.8), and setting aside tail episodes \
+a fit to the others cannot explain (on `heavy-tails` it set aside 17 of 69 healthy \
+episodes). What would fix it is a spread per mode (within each healthy cluster), a change \
+to scoring itself.\n\
+- `drift` misses since the same change: its own F1 rose (0.48 to 0.64) and the healthy test \
+windows flagged fell (7.3% to 3.2%), as a small cluster of scattered windows is no longer \
+called degraded, but the upper bound rose more (0.55 to 0.83: it counts a degraded \
+cluster's windows as flagged at any threshold). The healthy windows still flagged are the \
+test part's drift beyond anything trained on: on seeds 11-13, held-out training parts (seeds \
+12-14, the same range) have none flagged.";
+
 /// "Before": the rule the model had (p99 x 1.2), no trimming, mean and standard deviation.
 fn before(options: TrainOptions) -> TrainOptions {
     TrainOptions {
@@ -245,8 +282,7 @@ pub fn section(recorded: &[Recorded]) -> anyhow::Result<String> {
          result, and no default was set from it. Goal: own F1 within {GOAL} of the upper \
          bound. The tail rule is asked for about one false episode per node-day (5.8e-5 per \
          window), stricter than what maximises F1 on a test part where 5% of the windows are \
-         faults: where it misses the goal, it is the subtle faults (half of each set's, at half \
-         strength) that fall under it, and the healthy windows it flags show the other side.\n",
+         faults: where it misses the goal, the notes under the table say why.\n",
         model::synthetic::SET_TRAIN_ROWS,
         model::synthetic::SET_TEST_ROWS,
     )?;
@@ -283,6 +319,7 @@ pub fn section(recorded: &[Recorded]) -> anyhow::Result<String> {
     for row in &rows {
         writeln!(md, "- {}: {}.", row.name, row.what)?;
     }
+    writeln!(md, "\n{WHY}")?;
     writeln!(md, "{END}")?;
     Ok(md)
 }
