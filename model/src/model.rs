@@ -1274,15 +1274,17 @@ impl Model {
 /// [`crate::hysteresis::DEFAULT_ENTER_AFTER`] anomalous windows in a row. A small cluster
 /// most of whose windows (in time order, as training reads them) are not in runs of at least
 /// that many windows of the same cluster is a scattered normal mode: it becomes healthy, and
-/// its windows are judged by their distance like any others. (The `contaminated` set's
-/// incidents come in runs of 10 and stay degraded clusters.)
+/// its windows are judged by their distance like any others, if it recurs (at least
+/// [`crate::tail::MIN_PEAKS`] separate episodes). (The `contaminated` set's incidents come in
+/// runs of 10, and the default server-metric set's one stalled-disk window is one episode:
+/// both stay degraded clusters.)
 fn scattered_modes_are_healthy(assignment: &[usize], states: &mut [HealthState]) {
     let run = crate::hysteresis::DEFAULT_ENTER_AFTER as usize;
     for (cluster, state) in states.iter_mut().enumerate() {
         if *state != HealthState::Degraded {
             continue;
         }
-        let (mut windows, mut in_runs) = (0usize, 0usize);
+        let (mut windows, mut in_runs, mut episodes) = (0usize, 0usize, 0usize);
         let mut length = 0usize;
         for (row, &assigned) in assignment.iter().enumerate() {
             if assigned == cluster {
@@ -1291,13 +1293,16 @@ fn scattered_modes_are_healthy(assignment: &[usize], states: &mut [HealthState])
             }
             let ends = assigned != cluster || row + 1 == assignment.len();
             if ends && length > 0 {
+                episodes += 1;
                 if length >= run {
                     in_runs += length;
                 }
                 length = 0;
             }
         }
-        if windows > 0 && 2 * in_runs < windows {
+        // A mode recurs: a cluster of a few lone windows (one stalled disk, once) is an
+        // outlier, not part of normal. As many separate episodes as a tail fit needs.
+        if episodes >= crate::tail::MIN_PEAKS && 2 * in_runs < windows {
             *state = HealthState::Healthy;
         }
     }
