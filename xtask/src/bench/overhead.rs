@@ -370,7 +370,7 @@ impl EmptySyscallHook {
     }
 }
 
-fn bpf(command: libc::c_long, attr: &mut [u64; 16]) -> anyhow::Result<i32> {
+pub(super) fn bpf(command: libc::c_long, attr: &mut [u64; 16]) -> anyhow::Result<i32> {
     // SAFETY: `attr` is a zeroed union bpf_attr (128 bytes) with this command's fields set,
     // and every pointer in it outlives the call.
     let fd = unsafe {
