@@ -4,6 +4,7 @@
 mod block;
 mod droplist;
 mod http;
+mod idle;
 mod model;
 mod overhead;
 mod xdp;
@@ -53,6 +54,7 @@ const BENCHMARKS: &[Benchmark] = &[
     ("model", |_| model::run_bench()),
     ("xdp", |_| xdp::run()),
     ("droplist", |_| droplist::run()),
+    ("idle", |_| idle::run()),
 ];
 
 pub fn run(filter: Option<&str>, options: &Options) -> anyhow::Result<()> {

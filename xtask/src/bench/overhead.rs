@@ -370,7 +370,7 @@ impl EmptySyscallHook {
     }
 }
 
-fn bpf(command: libc::c_long, attr: &mut [u64; 16]) -> anyhow::Result<i32> {
+pub(super) fn bpf(command: libc::c_long, attr: &mut [u64; 16]) -> anyhow::Result<i32> {
     // SAFETY: `attr` is a zeroed union bpf_attr (128 bytes) with this command's fields set,
     // and every pointer in it outlives the call.
     let fd = unsafe {
@@ -389,7 +389,7 @@ fn bpf(command: libc::c_long, attr: &mut [u64; 16]) -> anyhow::Result<i32> {
 
 /// How busy the machine is: the 1-minute load average, and other collectors running (whose
 /// programs would be attached during the runs "without").
-fn machine_state() -> (f64, Vec<String>) {
+pub(super) fn machine_state() -> (f64, Vec<String>) {
     let load = fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|text| text.split_whitespace().next()?.parse().ok())
@@ -493,10 +493,18 @@ enum Config {
     Default,
     /// `collector run --window 1s`: five times the sampler's cycles.
     OneSecondWindows,
+    /// `collector run --cgroup-attribution off`: as shipped but for the per-cgroup counting
+    /// (its paths pruned at load), so the attribution's own share is the difference.
+    AttributionOff,
 }
 
 /// The configurations other than the shipped one, one of them per round in turn.
-const OTHERS: [Config; 3] = [Config::Floor, Config::AlwaysOn, Config::OneSecondWindows];
+const OTHERS: [Config; 4] = [
+    Config::Floor,
+    Config::AlwaysOn,
+    Config::OneSecondWindows,
+    Config::AttributionOff,
+];
 
 /// The configurations of round `round`, in order; a stretch without the collector follows
 /// each.
@@ -702,11 +710,15 @@ pub fn run(rounds: usize, selected: &[OverheadWorkload]) -> anyhow::Result<Strin
                         stretches.push(counted(config));
                         drop(hook);
                     }
-                    Config::AlwaysOn | Config::Default | Config::OneSecondWindows => {
+                    Config::AlwaysOn
+                    | Config::Default
+                    | Config::OneSecondWindows
+                    | Config::AttributionOff => {
                         let mut args = vec!["run", "--listen", "127.0.0.1:0"];
                         match config {
                             Config::AlwaysOn => args.extend(["--hook-budget", "0"]),
                             Config::OneSecondWindows => args.extend(["--window", "1s"]),
+                            Config::AttributionOff => args.extend(["--cgroup-attribution", "off"]),
                             _ => {}
                         }
                         // The workload is running as the daemon starts, as on a node whose
@@ -768,6 +780,14 @@ pub fn run(rounds: usize, selected: &[OverheadWorkload]) -> anyhow::Result<Strin
         if !of(Config::OneSecondWindows).is_empty() {
             worst_one_second = worst_one_second.max(1.0 - summary(of(Config::OneSecondWindows)).0);
         }
+        // The attribution's own share: how much more the workload lost to the collector as
+        // shipped than to the same collector without per-cgroup counting, in points.
+        let attribution_share = if of(Config::AttributionOff).is_empty() {
+            "—".to_string()
+        } else {
+            let off = summary(of(Config::AttributionOff)).0;
+            format!("{:+.1} points", (off - ratio) * 100.0)
+        };
 
         let text = fs::read_to_string(&recording).context("reading the recording")?;
         for (name, (runs, ns)) in program_costs(&text) {
@@ -798,7 +818,8 @@ pub fn run(rounds: usize, selected: &[OverheadWorkload]) -> anyhow::Result<Strin
         );
         rows.push(format!(
             "| {} | {:.0} {} | {} | {} | **{ratio:.3}** ({low:.3}–{high:.3}; {}) | \
-             **{:+.1}%** ({:+.1}% to {:+.1}%) | {on_share} | {:.1}% | {} |",
+             **{:+.1}%** ({:+.1}% to {:+.1}%) | {} | {attribution_share} | {on_share} | {:.1}% | \
+             {} |",
             workload.name,
             median(&without),
             workload.unit,
@@ -808,6 +829,7 @@ pub fn run(rounds: usize, selected: &[OverheadWorkload]) -> anyhow::Result<Strin
             (ratio - 1.0) * 100.0,
             (interval_low - 1.0) * 100.0,
             (interval_high - 1.0) * 100.0,
+            cell(Config::AttributionOff),
             median(&daemon_cpu) * 100.0,
             cell(Config::OneSecondWindows),
         ));
@@ -889,7 +911,11 @@ pub fn run(rounds: usize, selected: &[OverheadWorkload]) -> anyhow::Result<Strin
          only part of each window, those whose events are cheap stay on, see \
          collector/src/kernel/sampler.rs; program statistics one window in 12); and the same with \
          `--window 1s` (the sampler takes hooks off and puts them back five times as often, \
-         and the kernel interrupts every CPU to patch the tracepoints each time). A \
+         and the kernel interrupts every CPU to patch the tracepoints each time); and with \
+         `--cgroup-attribution off` (as shipped but without the per-cgroup counting that \
+         names culprits: its paths are pruned at load; the attribution's share is how many \
+         more points of the workload's rate the shipped collector costs than this one, \
+         medians against medians, so within the stretches' noise it can come out negative). A \
          configuration's stretch starts {WARM_UP_S} s after it is in place (a collector has \
          said it is collecting), so it holds one whole 5 s window's cycle of the sampler, and \
          five 1 s ones; a stretch without starts {TEARDOWN_MS} ms after a collector stops \
@@ -905,9 +931,9 @@ pub fn run(rounds: usize, selected: &[OverheadWorkload]) -> anyhow::Result<Strin
          shipped after the rounds. Daemon CPU: the collector's own user + system time during \
          its stretches, as a share of one CPU (median, as shipped; it runs on any CPU).{busy}\n\n\
          | workload | without | empty `sys_exit` program | every hook always on | collector \
-         as shipped ({samples} stretches) | change (95% interval) | hooks on | daemon CPU | \
-         as shipped, 1 s windows |\n\
-         |---|---|---|---|---|---|---|---|---|\n{}\n\n{verdict}\n\n\
+         as shipped ({samples} stretches) | change (95% interval) | attribution off | \
+         attribution's share | hooks on | daemon CPU | as shipped, 1 s windows |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n{}\n\n{verdict}\n\n\
          Which hooks cost most: that one more collector per workload had `--program-stats \
          always` (kernel BPF statistics: runs and mean ns per run, which includes the \
          statistics' own ~90 ns; the share is of the total program time; it leaves out what \
