@@ -1,307 +1,223 @@
-//! `cargo xtask vm-test`: prove the kprobe path where kprobes exist. Boots Debian's stock kernel
-//! under qemu (software emulation: no KVM needed) with a tiny initramfs holding busybox and the
-//! collector, runs `collector probes --exercise` inside, and checks that the kprobe programs
-//! attached and counted the opens and fsyncs the guest caused.
+//! `cargo xtask vm-test`: the programs on kernels other than this machine's. Boots Debian's
+//! stock kernels (6.1 and 6.12 series, x86_64 and arm64) under qemu (software emulation: no
+//! KVM needed) with a tiny initramfs holding busybox and the collector, runs `collector probes
+//! --exercise` inside with a virtio disk, and checks that the whole program set as shipped
+//! loaded, that the kprobes attached (Debian's kernels have them, ours has not), and that every
+//! signal the exercise caused was counted. One file per job: `kernel` (packages), `initramfs`,
+//! `qemu` (boot), `matrix` (results and the table).
+
+mod initramfs;
+mod kernel;
+mod matrix;
+mod qemu;
 
 use std::{
     fs,
-    io::Read as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::util::{output, run};
+pub use self::kernel::{Arch, Series};
+use self::matrix::Row;
 
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
-const RESULT_MARKER: &str = "NODESTATE-VM-RESULT ";
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct VmOptions {
+    pub kernels: Vec<Series>,
+    pub arches: Vec<Arch>,
+    /// Prebuilt collector binaries; each serves the architecture its ELF header names.
+    pub collectors: Vec<PathBuf>,
+}
 
-/// The signals that have a kprobe and must get it inside the guest.
-const KPROBE_SIGNALS: [&str; 2] = ["file opens", "fsync latency"];
+impl Default for VmOptions {
+    /// What `cargo xtask test` runs: one x86 kernel, so CI time does not grow with the matrix.
+    fn default() -> Self {
+        Self {
+            kernels: vec![Series::V6_1],
+            arches: vec![Arch::X86_64],
+            collectors: Vec::new(),
+        }
+    }
+}
 
-pub fn vm_test() -> anyhow::Result<()> {
+/// Parses `--kernel` (6.1, 6.12 or all).
+pub fn parse_kernels(value: &str) -> Result<Vec<Series>, String> {
+    match value {
+        "all" => Ok(Series::ALL.to_vec()),
+        _ => Series::ALL
+            .into_iter()
+            .find(|series| series.name() == value)
+            .map(|series| vec![series])
+            .ok_or_else(|| format!("unknown kernel series {value:?}: 6.1, 6.12 or all")),
+    }
+}
+
+/// Parses `--arch` (x86_64, arm64 or all; amd64 and aarch64 as aliases).
+pub fn parse_arches(value: &str) -> Result<Vec<Arch>, String> {
+    match value {
+        "all" => Ok(Arch::ALL.to_vec()),
+        "x86_64" | "amd64" => Ok(vec![Arch::X86_64]),
+        "arm64" | "aarch64" => Ok(vec![Arch::Arm64]),
+        _ => Err(format!(
+            "unknown architecture {value:?}: x86_64, arm64 or all"
+        )),
+    }
+}
+
+pub fn vm_test(options: &VmOptions) -> anyhow::Result<()> {
     let dir = crate::util::target_dir().join("vm");
     fs::create_dir_all(&dir)?;
-    let kernel = guest_kernel(&dir)?;
-    let initramfs = dir.join("initramfs.cpio");
-    build_initramfs(&initramfs)?;
-    eprintln!(
-        "xtask vm-test: booting {} under qemu (TCG, no KVM)",
-        kernel.display()
-    );
-    let console = boot(&kernel, &initramfs)?;
-    fs::write(dir.join("console.log"), &console)?;
-    check(&console, &dir.join("console.log"))
-}
-
-/// The stock kernel image of Debian's `linux-image-amd64`, downloaded and unpacked once.
-fn guest_kernel(dir: &Path) -> anyhow::Result<PathBuf> {
-    let package = match kernel_package() {
-        Some(package) => package,
-        None => {
-            // Package lists may be missing on a machine where set-up had nothing to install.
-            run(Command::new("apt-get").args(["update", "-qq"]))?;
-            kernel_package().context("no linux-image-amd64 in Debian's package lists")?
-        }
-    };
-    let unpacked = dir.join(&package);
-    if let Some(image) = find_vmlinuz(&unpacked) {
-        return Ok(image);
-    }
-    let downloads = dir.join("downloads");
-    fs::create_dir_all(&downloads)?;
-    eprintln!("xtask vm-test: downloading {package}");
-    run(Command::new("apt-get")
-        .args(["download", "-qq", &package])
-        .current_dir(&downloads))?;
-    let deb = fs::read_dir(&downloads)?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .find(|path| {
-            path.file_name()
-                .is_some_and(|name| name.to_string_lossy().starts_with(&package))
-        })
-        .context("apt-get download left no .deb")?;
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
-    let _ = fs::remove_file(&deb);
-    find_vmlinuz(&unpacked).context("the kernel package holds no boot/vmlinuz")
-}
-
-/// "linux-image-6.1.0-56-amd64": what the `linux-image-amd64` metapackage depends on.
-fn kernel_package() -> Option<String> {
-    let depends = output(Command::new("apt-cache").args(["depends", "linux-image-amd64"]))?;
-    depends.lines().find_map(|line| {
-        let name = line.trim().strip_prefix("Depends: ")?;
-        name.starts_with("linux-image-").then(|| name.to_string())
-    })
-}
-
-fn find_vmlinuz(unpacked: &Path) -> Option<PathBuf> {
-    fs::read_dir(unpacked.join("boot"))
-        .ok()?
-        .filter_map(Result::ok)
-        .map(|entry| entry.path())
-        .find(|path| {
-            path.file_name()
-                .is_some_and(|name| name.to_string_lossy().starts_with("vmlinuz"))
-        })
-}
-
-const INIT: &str = r#"#!/bin/busybox sh
-bb=/bin/busybox
-$bb mkdir -p /proc /sys /dev /tmp
-$bb mount -t proc proc /proc
-$bb mount -t sysfs sys /sys
-$bb mount -t devtmpfs dev /dev
-$bb mount -t tmpfs tmp /tmp
-$bb mount -t tracefs nodev /sys/kernel/tracing
-$bb mount -t bpf bpf /sys/fs/bpf
-echo NODESTATE-VM-BEGIN
-/collector --log-level warn probes --exercise --output json > /tmp/out 2> /tmp/err
-echo "NODESTATE-VM-EXIT $?"
-echo "NODESTATE-VM-RESULT $($bb cat /tmp/out)"
-$bb cat /tmp/err
-$bb poweroff -f
-"#;
-
-/// An uncompressed newc initramfs: /init, busybox, the collector and the shared libraries it
-/// links, and /dev/console so init has a console before devtmpfs is mounted.
-fn build_initramfs(path: &Path) -> anyhow::Result<()> {
-    let collector = crate::util::release_binary("collector");
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|path| path.exists())
-        .context("busybox not found (the busybox-static package)")?;
-    let mut archive = Cpio::default();
-    for dir in [
-        "bin", "dev", "proc", "sys", "tmp", "lib", "lib64", "usr", "usr/lib",
-    ] {
-        archive.directory(dir);
-    }
-    archive.character_device("dev/console", 5, 1);
-    archive.file("init", INIT.as_bytes(), 0o755);
-    archive.file("bin/busybox", &fs::read(&busybox)?, 0o755);
-    archive.file("collector", &fs::read(&collector)?, 0o755);
-    for library in shared_libraries(&collector)? {
-        let relative = library.strip_prefix("/").unwrap_or(&library);
-        let mut parent = PathBuf::new();
-        for component in relative.parent().into_iter().flat_map(Path::components) {
-            parent.push(component);
-            archive.directory(&parent.to_string_lossy());
-        }
-        let bytes = fs::read(&library).with_context(|| format!("reading {}", library.display()))?;
-        archive.file(&relative.to_string_lossy(), &bytes, 0o755);
-    }
-    fs::write(path, archive.finish()).with_context(|| format!("writing {}", path.display()))
-}
-
-/// Absolute paths of the shared objects `binary` loads (its dynamic loader included).
-fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let listing = output(Command::new("ldd").arg(binary)).context("ldd failed")?;
-    Ok(listing
-        .lines()
-        .filter_map(|line| {
-            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux… (0x…)"
-            let path = match line.split_once("=>") {
-                Some((_, right)) => right.split_whitespace().next()?,
-                None => line.split_whitespace().next()?,
+    let collectors = collectors_by_arch(&options.collectors)?;
+    let mut rows = Vec::new();
+    for &arch in &options.arches {
+        for &series in &options.kernels {
+            let row = match collectors.iter().find(|(a, _)| *a == arch) {
+                None => Row::not_run(
+                    series,
+                    arch,
+                    format!("not run: no {} build of the collector", arch.name()),
+                ),
+                Some((_, collector)) => boot_one(&dir, series, arch, collector)
+                    .unwrap_or_else(|err| Row::failed(series, arch, format!("{err:#}"))),
             };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect())
-}
-
-fn boot(kernel: &Path, initramfs: &Path) -> anyhow::Result<String> {
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args([
-            "-accel",
-            "tcg",
-            "-m",
-            "1024",
-            "-smp",
-            "1",
-            "-nographic",
-            "-no-reboot",
-        ])
-        .arg("-kernel")
-        .arg(kernel)
-        .arg("-initrd")
-        .arg(initramfs)
-        .args(["-append", "console=ttyS0 panic=-1 rdinit=/init quiet"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting qemu-system-x86_64 (the qemu-system-x86 package)")?;
-    let mut stdout = qemu.stdout.take().context("qemu stdout")?;
-    let reader = std::thread::spawn(move || {
-        let mut console = Vec::new();
-        let _ = stdout.read_to_end(&mut console);
-        console
-    });
-    let started = Instant::now();
-    loop {
-        if qemu.try_wait()?.is_some() {
-            break;
-        }
-        if started.elapsed() > BOOT_TIMEOUT {
-            let _ = qemu.kill();
-            let _ = qemu.wait();
-            bail!("the guest did not power off within {BOOT_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let console = reader
-        .join()
-        .map_err(|_| anyhow::anyhow!("console reader panicked"))?;
-    eprintln!(
-        "xtask vm-test: guest ran for {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    Ok(String::from_utf8_lossy(&console).into_owned())
-}
-
-fn check(console: &str, log: &Path) -> anyhow::Result<()> {
-    let result = console
-        .lines()
-        .find_map(|line| line.trim_end_matches('\r').split_once(RESULT_MARKER))
-        .map(|(_, json)| json.trim())
-        .with_context(|| format!("no result line from the guest; see {}", log.display()))?;
-    let report: serde_json::Value = serde_json::from_str(result)
-        .with_context(|| format!("the guest's result is not JSON: {result}"))?;
-    let kernel = report["kernel"].as_str().unwrap_or("?");
-    let probes = report["probes"]
-        .as_array()
-        .context("no probes in the result")?;
-    for signal in KPROBE_SIGNALS {
-        let probe = probes
-            .iter()
-            .find(|probe| probe["signal"] == signal)
-            .with_context(|| format!("no report for {signal}"))?;
-        if probe["kind"] != "kprobe" || probe["outcome"] != "attached" {
-            bail!("in the guest (kernel {kernel}) {signal} did not get its kprobe: {probe}");
+            eprintln!("xtask vm-test: {} {}: {}", row.kernel, row.arch, row.result);
+            rows.push(row);
         }
     }
-    let exercise = &report["exercise"];
-    let counted = |name: &str| exercise[name].as_u64().unwrap_or(0);
-    for (caused, counted_name) in [
-        ("opens_caused", "opens_counted"),
-        ("fsyncs_caused", "fsyncs_counted"),
-    ] {
-        if counted(counted_name) < counted(caused) || counted(caused) == 0 {
-            bail!("in the guest the kprobes counted too little: {exercise}");
-        }
+    let table = matrix::table(&rows, &today());
+    let table_path = dir.join("matrix.md");
+    fs::write(&table_path, &table)?;
+    println!("{table}");
+    eprintln!("xtask vm-test: table written to {}", table_path.display());
+    let bad: Vec<String> = rows
+        .iter()
+        .filter(|row| !row.passed())
+        .map(|row| format!("{} {}: {}", row.kernel, row.arch, row.result))
+        .collect();
+    if !bad.is_empty() {
+        bail!(
+            "{} of {} boots did not pass:\n{}",
+            bad.len(),
+            rows.len(),
+            bad.join("\n")
+        );
     }
-    eprintln!(
-        "xtask vm-test: kernel {kernel}: kprobes attached; {} opens caused, {} counted; {} fsyncs caused, {} counted",
-        counted("opens_caused"),
-        counted("opens_counted"),
-        counted("fsyncs_caused"),
-        counted("fsyncs_counted")
-    );
     Ok(())
 }
 
-/// A minimal writer of the "newc" cpio format the kernel unpacks as an initramfs.
-#[derive(Default)]
-struct Cpio {
-    bytes: Vec<u8>,
-    inode: u32,
-    directories: std::collections::HashSet<String>,
+/// Which collector binary each architecture boots: those given, else this workspace's builds
+/// (the host build for x86_64; the aarch64 musl build of `cargo xtask dist` for arm64).
+fn collectors_by_arch(given: &[PathBuf]) -> anyhow::Result<Vec<(Arch, PathBuf)>> {
+    let mut found = Vec::new();
+    for path in given {
+        let arch = elf_arch(path)?;
+        if found.iter().any(|(a, _)| *a == arch) {
+            bail!("--collector given twice for {}", arch.name());
+        }
+        found.push((arch, path.clone()));
+    }
+    let defaults = [
+        (Arch::X86_64, crate::util::release_binary("collector")),
+        (
+            Arch::Arm64,
+            crate::util::target_dir().join("aarch64-unknown-linux-musl/release/collector"),
+        ),
+    ];
+    for (arch, path) in defaults {
+        if !found.iter().any(|(a, _)| *a == arch) && path.exists() {
+            found.push((arch, path));
+        }
+    }
+    Ok(found)
 }
 
-impl Cpio {
-    fn entry(&mut self, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)) {
-        self.inode += 1;
-        let header = format!(
-            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
-            self.inode,
-            mode,
-            0,
-            0,
-            1,
-            0,
-            data.len(),
-            0,
-            0,
-            rdev.0,
-            rdev.1,
-            name.len() + 1,
-            0
-        );
-        self.bytes.extend_from_slice(header.as_bytes());
-        self.bytes.extend_from_slice(name.as_bytes());
-        self.bytes.push(0);
-        self.pad();
-        self.bytes.extend_from_slice(data);
-        self.pad();
+/// The architecture an ELF binary is for, from its header's `e_machine`.
+fn elf_arch(path: &Path) -> anyhow::Result<Arch> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() < 20 || &bytes[..4] != b"\x7fELF" {
+        bail!("{} is not an ELF binary", path.display());
+    }
+    let machine = u16::from_le_bytes([bytes[18], bytes[19]]);
+    Arch::ALL
+        .into_iter()
+        .find(|arch| arch.elf_machine() == machine)
+        .with_context(|| {
+            format!(
+                "{}: ELF machine {machine} is neither x86_64 nor arm64",
+                path.display()
+            )
+        })
+}
+
+fn boot_one(dir: &Path, series: Series, arch: Arch, collector: &Path) -> anyhow::Result<Row> {
+    let kernel = kernel::guest_kernel(dir, series, arch)?;
+    let modules = kernel::modules_with_dependencies(&kernel.modules, kernel::disk_modules(arch))?;
+    let busybox = match arch {
+        Arch::X86_64 => ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|path| path.exists())
+            .context("busybox not found (the busybox-static package)")?,
+        Arch::Arm64 => kernel::unpack(dir, "busybox-static", arch)?.join("bin/busybox"),
+    };
+    let name = format!("{}-{}", series.name(), arch.name());
+    let initramfs = dir.join(format!("initramfs-{name}.cpio"));
+    initramfs::build(
+        &initramfs,
+        collector,
+        &busybox,
+        &modules,
+        arch == Arch::X86_64,
+    )?;
+    let disk = dir.join(format!("disk-{name}.img"));
+    fs::File::create(&disk)?.set_len(qemu::DISK_BYTES)?;
+    eprintln!(
+        "xtask vm-test: booting {} ({}) under qemu (TCG, no KVM) with {}",
+        kernel.package,
+        arch.name(),
+        collector.display()
+    );
+    let console = qemu::boot(arch, &kernel.image, &initramfs, &disk)?;
+    let log = dir.join(format!("console-{name}.log"));
+    fs::write(&log, &console)?;
+    let _ = fs::remove_file(&disk);
+    matrix::check(series, arch, &kernel.package, &console, &log)
+}
+
+fn today() -> String {
+    crate::util::output(std::process::Command::new("date").args(["-u", "+%Y-%m-%d"]))
+        .map(|date| date.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_and_arch_choices_parse() {
+        assert_eq!(parse_kernels("all").unwrap(), Series::ALL);
+        assert_eq!(parse_kernels("6.12").unwrap(), [Series::V6_12]);
+        assert!(parse_kernels("5.10").is_err());
+        assert_eq!(parse_arches("aarch64").unwrap(), [Arch::Arm64]);
+        assert!(parse_arches("riscv64").is_err());
     }
 
-    fn pad(&mut self) {
-        while !self.bytes.len().is_multiple_of(4) {
-            self.bytes.push(0);
-        }
+    #[test]
+    fn elf_arch_reads_the_machine_field() {
+        let mut header = vec![0u8; 64];
+        header[..4].copy_from_slice(b"\x7fELF");
+        header[18..20].copy_from_slice(&183u16.to_le_bytes());
+        let file = tempfile_path("elf-arm64");
+        fs::write(&file, &header).unwrap();
+        assert_eq!(elf_arch(&file).unwrap(), Arch::Arm64);
+        fs::write(&file, b"#!/bin/sh\n").unwrap();
+        assert!(elf_arch(&file).is_err());
+        let _ = fs::remove_file(&file);
     }
 
-    fn directory(&mut self, name: &str) {
-        if self.directories.insert(name.to_string()) {
-            self.entry(name, 0o040_755, &[], (0, 0));
-        }
-    }
-
-    fn file(&mut self, name: &str, data: &[u8], permissions: u32) {
-        self.entry(name, 0o100_000 | permissions, data, (0, 0));
-    }
-
-    fn character_device(&mut self, name: &str, major: u32, minor: u32) {
-        self.entry(name, 0o020_600, &[], (major, minor));
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.entry("TRAILER!!!", 0, &[], (0, 0));
-        self.bytes
+    fn tempfile_path(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("xtask-vm-{name}-{}", std::process::id()))
     }
 }
