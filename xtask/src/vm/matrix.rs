@@ -152,7 +152,7 @@ fn judge(arch: Arch, report: &serde_json::Value) -> Row {
 /// A Markdown table with one column per boot and one row per signal.
 pub fn table(rows: &[Row], date: &str) -> String {
     let mut out = format!(
-        "Kernel matrix (`cargo xtask vm-test --kernel all --arch all`, {date}): each boot loads \
+        "Kernel matrix (`cargo xtask vm-test`, {date}): each boot loads \
          the whole program set and runs `collector probes --exercise` with a virtio disk. A \
          cell is the hook the signal got (`off`: turned off, as the per-cgroup signals are \
          when attribution is off) and, for the signals the exercise causes, whether every caused event was \
