@@ -440,8 +440,8 @@ fn fork_children() -> anyhow::Result<Children> {
 
 /// Forks a child that ends as told and reaps it; returns its wait status.
 fn fork_and_wait(end: ChildEnd) -> anyhow::Result<i32> {
-    // SAFETY: the child calls only async-signal-safe functions (signal, raise, _exit), as a
-    // child of a possibly multi-threaded process must.
+    // SAFETY: the child makes only plain system calls (setrlimit, signal, raise, _exit), as a
+    // child of a possibly multi-threaded process must: no allocation, no locks.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error()).context("fork");
@@ -454,9 +454,15 @@ fn fork_and_wait(end: ChildEnd) -> anyhow::Result<i32> {
             }
             ChildEnd::Segfault => {
                 // The Rust runtime installs a SIGSEGV handler (stack overflow detection): put
-                // the default action back so the signal kills the child like a real crash.
-                // SAFETY: async-signal-safe calls in the child only.
+                // the default action back so the signal kills the child like a real crash. No
+                // core file: the crash is ours, the node's disk is not the place for it.
+                let no_core = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                // SAFETY: plain system calls in the child only (no allocation, no locks).
                 unsafe {
+                    libc::setrlimit(libc::RLIMIT_CORE, &no_core);
                     libc::signal(libc::SIGSEGV, libc::SIG_DFL);
                     libc::raise(libc::SIGSEGV);
                     libc::_exit(120)
