@@ -75,8 +75,8 @@ pub enum Command {
     /// line) for `model train`.
     Record(RecordArgs),
     /// Show which hook each signal gets on this kernel (kprobe, tracepoint fallback, or
-    /// missing) and why, then exit. `--exercise` also causes file opens and fsyncs and reports
-    /// how many the programs counted.
+    /// missing) and why, then exit. `--exercise` also causes each signal it safely can and
+    /// reports, per signal, caused against counted.
     Probes(ProbesArgs),
     /// Edit the XDP drop list (source addresses and CIDRs dropped on `--xdp-iface`
     /// interfaces), pinned under bpffs; works whether or not the daemon runs. Root only.
@@ -465,9 +465,18 @@ pub struct McpArgs {
 
 #[derive(Debug, Args)]
 pub struct ProbesArgs {
-    /// Cause 200 failing opens and 20 fsyncs and report what was counted.
+    /// Cause the signals that are cheap and safe to cause (failing opens, fsyncs of a temporary
+    /// file, forks, a child that exits 3, a child killed by SIGSEGV, a TCP connect to a
+    /// loopback listener and a refused loopback connect) and report, per signal, how many were
+    /// caused and counted. Takes a few seconds; no traffic leaves loopback. Exits non-zero
+    /// when a caused event was not counted.
     #[arg(long)]
     pub exercise: bool,
+
+    /// With --exercise, also read up to 64 blocks of 4 KiB from this block device (direct
+    /// I/O, read-only: nothing is written) and check the block programs counted them.
+    #[arg(long, value_name = "PATH", requires = "exercise")]
+    pub block_device: Option<std::path::PathBuf>,
 
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]

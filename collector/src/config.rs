@@ -254,6 +254,7 @@ mod tests {
             &mut cli.command,
             crate::cli::Command::Probes(crate::cli::ProbesArgs {
                 exercise: false,
+                block_device: None,
                 output: crate::cli::OutputFormat::Table,
             }),
         );

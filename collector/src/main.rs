@@ -77,12 +77,27 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Blocklist(args) => collector::xdp::cli::run(args),
         Command::Probes(args) => {
-            let report = collector::kernel::probe_report::probe_report(args.exercise)?;
+            let options = collector::kernel::exercise::ExerciseOptions {
+                block_device: args.block_device.clone(),
+            };
+            let report =
+                collector::kernel::probe_report::probe_report(args.exercise.then_some(&options))?;
             match args.output {
                 OutputFormat::Table => print!("{report}"),
                 OutputFormat::Json => println!("{}", serde_json::to_string(&report)?),
             }
-            Ok(())
+            match &report.exercise {
+                Some(exercise) if !exercise.all_counted => {
+                    let missed: Vec<String> = exercise
+                        .lines
+                        .iter()
+                        .filter(|line| line.result != "counted")
+                        .map(|line| format!("{} ({})", line.what, line.result))
+                        .collect();
+                    anyhow::bail!("caused but not counted: {}", missed.join(", "))
+                }
+                _ => Ok(()),
+            }
         }
         Command::Detect(args) => {
             args.prometheus_client.install()?;

@@ -65,9 +65,26 @@ enum Command {
     /// cached under target/deb-test/), verify its systemd unit, run the unit's ExecStart until
     /// it serves /healthz, purge it and check that nothing is left. Run `dist` first.
     DebTest,
-    /// Set up, build, and boot Debian's stock kernel under qemu (no KVM) to prove that the
-    /// kprobe programs attach and count where kprobes exist. Part of `test`.
-    VmTest,
+    /// Set up, build, and boot Debian's stock kernels under qemu (software emulation, no KVM)
+    /// with a virtio disk: each boot loads the whole program set, runs `collector probes
+    /// --exercise` and checks that the kprobes attached and every caused event was counted.
+    /// Writes the matrix table to target/vm/matrix.md. `test` runs the default (6.1, x86_64).
+    VmTest {
+        /// Kernel series: 6.1, 6.12 or all (the newest Debian package of each series).
+        #[arg(long, default_value = "6.1", value_parser = ["6.1", "6.12", "all"])]
+        kernel: String,
+        /// Guest architecture: x86_64, arm64 or all.
+        #[arg(long, default_value = "x86_64", value_parser = ["x86_64", "arm64", "all"])]
+        arch: String,
+        /// Use the binaries already built (or given with --collector): no set-up, no build.
+        #[arg(long)]
+        no_build: bool,
+        /// A prebuilt collector to boot; its ELF header says which architecture it serves (for
+        /// arm64 the aarch64 musl build). Repeat for both architectures. Default: this
+        /// workspace's release build, and for arm64 its aarch64-unknown-linux-musl build.
+        #[arg(long, value_name = "PATH")]
+        collector: Vec<std::path::PathBuf>,
+    },
     /// Set up, build, and run one fault scenario (as root): healthy period, fault, recovery,
     /// recorded by `collector record` into datasets/NAME.{jsonl.gz,labels.csv,json}.
     Scenario {
@@ -183,10 +200,21 @@ fn main() -> anyhow::Result<()> {
             dist::dist(&arches, !no_image)
         }
         Command::DebTest => deb_test::deb_test(),
-        Command::VmTest => {
-            setup::setup()?;
-            build::build_release()?;
-            vm::vm_test()
+        Command::VmTest {
+            kernel,
+            arch,
+            no_build,
+            collector,
+        } => {
+            if !no_build {
+                setup::setup()?;
+                build::build_release()?;
+            }
+            vm::vm_test(&vm::VmOptions {
+                kernels: vm::parse_kernels(&kernel).map_err(anyhow::Error::msg)?,
+                arches: vm::parse_arches(&arch).map_err(anyhow::Error::msg)?,
+                collectors: collector,
+            })
         }
         Command::Scenario { name, list, short } => {
             if list {

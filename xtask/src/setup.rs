@@ -81,6 +81,7 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
 
 pub fn setup() -> anyhow::Result<()> {
     debian_packages()?;
+    arm64_package_lists()?;
     nightly_rust_src()?;
     bpf_linker()?;
     release_targets()?;
@@ -146,6 +147,28 @@ fn debian_packages() -> anyhow::Result<()> {
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
     Ok(())
+}
+
+/// `vm-test --arch arm64` downloads Debian's arm64 kernels and busybox (`apt-get download`,
+/// nothing is installed): apt lists them once dpkg knows the architecture.
+fn arm64_package_lists() -> anyhow::Result<()> {
+    let foreign =
+        output(Command::new("dpkg").arg("--print-foreign-architectures")).unwrap_or_default();
+    if foreign.lines().any(|arch| arch.trim() == "arm64") {
+        return Ok(());
+    }
+    if !is_root() {
+        eprintln!(
+            "xtask setup: dpkg lacks the arm64 architecture (vm-test --arch arm64 needs it); \
+             run `cargo xtask setup` as root"
+        );
+        return Ok(());
+    }
+    eprintln!("xtask setup: adding the arm64 architecture to dpkg (for vm-test's arm64 kernels)");
+    run(Command::new("dpkg").args(["--add-architecture", "arm64"]))?;
+    run(Command::new("apt-get")
+        .args(["update", "-qq"])
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn nightly_sysroot() -> Option<PathBuf> {

@@ -54,7 +54,7 @@ pub fn test_all() -> anyhow::Result<()> {
     }
 
     // The kprobe path, in a VM whose kernel has kprobes (ours has none).
-    crate::vm::vm_test().context("vm-test failed")?;
+    crate::vm::vm_test(&crate::vm::VmOptions::default()).context("vm-test failed")?;
     println!("xtask test: unit, integration, image and vm tests passed");
     Ok(())
 }

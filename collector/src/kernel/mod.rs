@@ -8,6 +8,7 @@ pub mod btf;
 pub mod cgroups;
 pub mod config;
 pub mod exact;
+pub mod exercise;
 pub mod hooks;
 pub mod layout;
 pub mod load;

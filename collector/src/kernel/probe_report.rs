@@ -1,11 +1,13 @@
 //! `collector probes`: which hook each signal gets on this kernel, and (with `--exercise`)
-//! proof that the attached programs count: the command causes file opens and fsyncs itself
-//! and reports how many the kernel programs saw.
+//! proof that the attached programs count: the command causes the signals itself (see
+//! [`crate::kernel::exercise`]) and reports, per signal, caused against counted.
 
-use collector_common::event;
 use serde::Serialize;
 
-use crate::kernel::{HookOutcome, KernelCollector, KernelConfig};
+use crate::kernel::{
+    HookOutcome, KernelCollector, KernelConfig,
+    exercise::{Exercise, ExerciseOptions},
+};
 
 #[derive(Debug, Serialize)]
 pub struct ProbeLine {
@@ -18,15 +20,6 @@ pub struct ProbeLine {
     pub tried: Vec<String>,
 }
 
-/// What `--exercise` caused and what the programs counted.
-#[derive(Debug, Serialize)]
-pub struct Exercise {
-    pub opens_caused: u64,
-    pub opens_counted: u64,
-    pub fsyncs_caused: u64,
-    pub fsyncs_counted: u64,
-}
-
 #[derive(Debug, Serialize)]
 pub struct ProbeReport {
     pub kernel: String,
@@ -37,11 +30,9 @@ pub struct ProbeReport {
     pub exercise: Option<Exercise>,
 }
 
-const OPENS: u64 = 200;
-const FSYNCS: u64 = 20;
-
-/// Loads the programs, reports each signal's hook, and optionally exercises opens and fsync.
-pub fn probe_report(exercise: bool) -> anyhow::Result<ProbeReport> {
+/// Loads the programs, reports each signal's hook, and with `exercise` causes the signals and
+/// reports what was counted.
+pub fn probe_report(exercise: Option<&ExerciseOptions>) -> anyhow::Result<ProbeReport> {
     let kernel = KernelCollector::load(&KernelConfig::default())?;
     let probes = kernel
         .attach_reports()
@@ -60,11 +51,9 @@ pub fn probe_report(exercise: bool) -> anyhow::Result<ProbeReport> {
             tried: report.tried.clone(),
         })
         .collect();
-    let exercise = if exercise {
-        Some(run_exercise(&kernel)?)
-    } else {
-        None
-    };
+    let exercise = exercise
+        .map(|options| crate::kernel::exercise::run(&kernel, options))
+        .transpose()?;
     let cgroup_mode = match kernel.attribution() {
         crate::kernel::Attribution::Unified { .. } => "unified".to_string(),
         crate::kernel::Attribution::V1 { controller, .. } => format!("v1_{controller}"),
@@ -79,33 +68,6 @@ pub fn probe_report(exercise: bool) -> anyhow::Result<ProbeReport> {
             .to_string(),
         probes,
         exercise,
-    })
-}
-
-fn run_exercise(kernel: &KernelCollector) -> anyhow::Result<Exercise> {
-    let before = kernel.events()?;
-    for index in 0..OPENS {
-        // Failing opens: no file system state needed, and they still enter the open path.
-        let _ = std::fs::File::open(format!("/nonexistent/nodestate-probe/{index}"));
-    }
-    let dir = std::env::temp_dir();
-    let path = dir.join(format!("nodestate-probe-{}", std::process::id()));
-    {
-        use std::io::Write as _;
-        let mut file = std::fs::File::create(&path)?;
-        for _ in 0..FSYNCS {
-            file.write_all(b"nodestate")?;
-            file.sync_all()?;
-        }
-    }
-    let _ = std::fs::remove_file(&path);
-    let after = kernel.events()?;
-    let delta = |index: u32| after[index as usize].saturating_sub(before[index as usize]);
-    Ok(Exercise {
-        opens_caused: OPENS,
-        opens_counted: delta(event::OPENS),
-        fsyncs_caused: FSYNCS,
-        fsyncs_counted: delta(event::FSYNCS),
     })
 }
 
@@ -129,13 +91,30 @@ impl std::fmt::Display for ProbeReport {
             }
         }
         if let Some(exercise) = &self.exercise {
+            writeln!(f)?;
             writeln!(
                 f,
-                "exercise: {} opens caused, {} counted; {} fsyncs caused, {} counted",
-                exercise.opens_caused,
-                exercise.opens_counted,
-                exercise.fsyncs_caused,
-                exercise.fsyncs_counted
+                "{:<16} {:<28} {:<15} {:>7} {:>8}  result",
+                "id", "exercised", "hook", "caused", "counted"
+            )?;
+            for line in &exercise.lines {
+                writeln!(
+                    f,
+                    "{:<16} {:<28} {:<15} {:>7} {:>8}  {}",
+                    line.id, line.what, line.hook, line.caused, line.counted, line.result
+                )?;
+            }
+            for skipped in &exercise.not_caused {
+                writeln!(f, "{:<16} not caused: {}", skipped.id, skipped.why)?;
+            }
+            writeln!(
+                f,
+                "exercise: {}",
+                if exercise.all_counted {
+                    "every caused event was counted"
+                } else {
+                    "some caused events were NOT counted"
+                }
             )?;
         }
         Ok(())
