@@ -112,7 +112,7 @@ pub(super) fn pt_regs_syscall_nr_offset(btf: Result<&Btf, &anyhow::Error>) -> u3
     };
     match btf
         .map_err(|err| anyhow::anyhow!("{err:#}"))
-        .and_then(|btf| Ok(syscall_nr_slot(btf, member, SYSCALL_NR_BYTES)?))
+        .and_then(|btf| syscall_nr_slot(btf, member, SYSCALL_NR_BYTES))
     {
         Ok(offset) => offset,
         Err(err) => {

@@ -9,8 +9,8 @@
 //!
 //! Why musl: a statically linked binary runs on any distribution's libc (old glibc included),
 //! in a `FROM scratch` image with nothing beside it, and in the VM tests' busybox initramfs.
-//! The only C and assembly in the graph (ring's, psm's) needs no C library beyond musl's; for
-//! aarch64 Debian's cross gcc compiles it (see [`Arch::cross_env`]).
+//! The only C and assembly in the graph (ring's, psm's) needs no C library beyond musl's; Debian's
+//! gcc for the target (a cross gcc for aarch64) compiles it (see [`Arch::c_toolchain`]).
 
 use std::{
     fs,
@@ -68,22 +68,35 @@ impl Arch {
         }
     }
 
-    /// What a cross build from another architecture sets: Debian's `gcc-aarch64-linux-gnu`
-    /// links musl binaries too, since Rust's musl targets bring their own C runtime and libc
-    /// (self-contained); and it compiles the C and assembly of the dependencies that have some
-    /// (ring, psm), which the `cc` crate would otherwise look for as `aarch64-linux-musl-gcc`
-    /// (not packaged by Debian). Their few libc headers come from `libc6-dev-arm64-cross`.
-    fn cross_env(self) -> &'static [(&'static str, &'static str)] {
+    /// The C toolchain of a build for this architecture: Debian's gcc for it (native, or
+    /// the cross compiler `gcc-aarch64-linux-gnu`). The `cc` crate would look for
+    /// `x86_64-linux-musl-gcc` / `aarch64-linux-musl-gcc`, which Debian does not package, to
+    /// compile the C and assembly of ring and psm; their few libc headers come from glibc's
+    /// (`libc6-dev-arm64-cross` for aarch64). Rust's musl targets bring their own C runtime
+    /// and libc (self-contained), so the same gcc links them; the linker is set only for a
+    /// cross build (natively cargo's default `cc` is that gcc).
+    fn c_toolchain(self) -> (&'static str, &'static str, &'static str, &'static str) {
         match self {
-            Arch::X86_64 => &[],
-            Arch::Aarch64 => &[
-                (
-                    "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER",
-                    "aarch64-linux-gnu-gcc",
-                ),
-                ("CC_aarch64_unknown_linux_musl", "aarch64-linux-gnu-gcc"),
-                ("AR_aarch64_unknown_linux_musl", "aarch64-linux-gnu-ar"),
-            ],
+            Arch::X86_64 => (
+                "x86_64-linux-gnu-gcc",
+                "x86_64-linux-gnu-ar",
+                "CC_x86_64_unknown_linux_musl",
+                "AR_x86_64_unknown_linux_musl",
+            ),
+            Arch::Aarch64 => (
+                "aarch64-linux-gnu-gcc",
+                "aarch64-linux-gnu-ar",
+                "CC_aarch64_unknown_linux_musl",
+                "AR_aarch64_unknown_linux_musl",
+            ),
+        }
+    }
+
+    /// Cargo's variable for this target's linker.
+    fn linker_variable(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER",
+            Arch::Aarch64 => "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER",
         }
     }
 
@@ -171,16 +184,18 @@ fn build(arch: Arch, revision: &str) -> anyhow::Result<()> {
         .args(["-p", "collector", "--bin", "collector"])
         .args(["-p", "model-cli", "--bin", "model"])
         .env("NODESTATE_REVISION", revision);
-    if arch.name() != std::env::consts::ARCH {
-        for (variable, tool) in arch.cross_env() {
-            if which::which(tool).is_err() {
-                bail!(
-                    "{tool} not found: `cargo xtask setup` installs it (Debian packages \
-                     gcc-aarch64-linux-gnu and libc6-dev-arm64-cross)"
-                );
-            }
-            command.env(variable, tool);
+    let (cc, ar, cc_variable, ar_variable) = arch.c_toolchain();
+    for tool in [cc, ar] {
+        if which::which(tool).is_err() {
+            bail!(
+                "{tool} not found: `cargo xtask setup` installs it (Debian packages gcc, \
+                 gcc-aarch64-linux-gnu and libc6-dev-arm64-cross)"
+            );
         }
+    }
+    command.env(cc_variable, cc).env(ar_variable, ar);
+    if arch.name() != std::env::consts::ARCH {
+        command.env(arch.linker_variable(), cc);
     }
     run(&mut command)
 }
