@@ -5,6 +5,11 @@ use which::which;
 /// aya-template). Without it, say so and go on: collector's build.rs then embeds an empty stub
 /// object, so `cargo check`, `clippy` and the tests that load no program still work.
 fn main() {
+    // aya-build passes `--cfg bpf_target_arch="…"` (the target's CARGO_CFG_TARGET_ARCH): the
+    // programs read `struct pt_regs` per architecture and the object records which it is for.
+    println!(
+        "cargo::rustc-check-cfg=cfg(bpf_target_arch, values(\"x86_64\", \"aarch64\", \"arm\", \"riscv64\", \"loongarch64\", \"mips\", \"mips64\", \"powerpc64\", \"s390x\"))"
+    );
     match which("bpf-linker") {
         Ok(bpf_linker) => println!("cargo:rerun-if-changed={}", bpf_linker.display()),
         Err(err) => {

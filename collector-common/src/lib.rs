@@ -280,6 +280,14 @@ pub struct SystemTracepointLayout {
 /// Marks a tracepoint field missing on this kernel.
 pub const ABSENT: u32 = u32::MAX;
 
+/// Which architecture an eBPF object was built for: the object keeps this prefix, the
+/// architecture (the `bpf_target_arch` aya-build passes, e.g. `aarch64`) and NULs in a
+/// read-only static of [`EBPF_ARCH_MARKER_BYTES`]. Context structs differ between
+/// architectures (`struct pt_regs`), so the release checks look for it in each binary to prove
+/// the binary embeds its own architecture's object. The daemon itself never reads it.
+pub const EBPF_ARCH_MARKER: &[u8] = b"nodestate-ebpf-arch=";
+pub const EBPF_ARCH_MARKER_BYTES: usize = 32;
+
 impl SystemTracepointLayout {
     /// Linux 6.x offsets; only a compiled-in default, overwritten at start-up.
     pub const LINUX_6: Self = Self {

@@ -404,10 +404,22 @@ pub fn reclaim_end(_ctx: TracePointContext) -> u32 {
 
 // --- syscalls and files ----------------------------------------------------------------------
 
-/// Offset of the syscall number in `struct pt_regs` (x86_64 `orig_ax`), for the raw
-/// tracepoint which gets the registers, not a record. The daemon writes its architecture's.
+/// Offset of the syscall number in `struct pt_regs`, for the raw and BTF tracepoints, which
+/// get the registers, not a record. The daemon writes the running kernel's: x86_64 `orig_ax`
+/// (a stable uapi layout), arm64 `syscallno` (from the kernel's BTF), or `ABSENT`.
+#[cfg(not(bpf_target_arch = "aarch64"))]
 #[unsafe(no_mangle)]
 static PT_REGS_SYSCALL_NR_OFFSET: u32 = 120;
+#[cfg(bpf_target_arch = "aarch64")]
+#[unsafe(no_mangle)]
+static PT_REGS_SYSCALL_NR_OFFSET: u32 = ABSENT;
+
+/// The width of that slot: x86_64's `orig_ax` is an `unsigned long`; arm64's `syscallno` an
+/// `s32`, sign-extended (its -1 means "no syscall", which matches no number we look for).
+#[cfg(not(bpf_target_arch = "aarch64"))]
+type SyscallNrSlot = i64;
+#[cfg(bpf_target_arch = "aarch64")]
+type SyscallNrSlot = i32;
 
 /// Every syscall return: the rate, failures by errno, and opens when no kprobe counts them.
 /// The raw tracepoint is the cheap hook: the kernel builds no trace record for it.
@@ -423,7 +435,8 @@ pub fn sys_exit_raw(ctx: RawTracePointContext) -> i32 {
             return Err(0);
         }
         // SAFETY: the helper checks the read; the offset is the architecture's pt_regs layout.
-        unsafe { bpf_probe_read_kernel(regs.wrapping_add(offset as usize).cast::<i64>()) }
+        unsafe { bpf_probe_read_kernel(regs.wrapping_add(offset as usize).cast::<SyscallNrSlot>()) }
+            .map(i64::from)
     });
     0
 }
@@ -443,7 +456,10 @@ pub fn sys_exit_btf(ctx: BtfTracePointContext) -> i32 {
         }
         // SAFETY: `regs` is the tracepoint's `struct pt_regs *` and the offset this
         // architecture's syscall number slot in it; the verifier checks the access.
-        Ok(unsafe { core::ptr::read_volatile(regs.wrapping_add(offset as usize).cast::<i64>()) })
+        let nr = unsafe {
+            core::ptr::read_volatile(regs.wrapping_add(offset as usize).cast::<SyscallNrSlot>())
+        };
+        Ok(i64::from(nr))
     });
     0
 }

@@ -182,3 +182,29 @@ fn completions_and_man_pages_come_from_the_clap_commands() {
         );
     }
 }
+
+/// The eBPF object is built per architecture (`struct pt_regs` differs): the collector must
+/// embed the one built for its own. The object names its architecture in a marker
+/// (`collector_common::EBPF_ARCH_MARKER`); `cargo xtask dist --check` makes the same check on
+/// every architecture's release binary.
+#[test]
+fn the_collector_embeds_the_ebpf_object_of_its_own_architecture() {
+    let binary = std::fs::read(workspace_binary("collector")).unwrap();
+    let marker = collector_common::EBPF_ARCH_MARKER;
+    let mut arches: Vec<String> = binary
+        .windows(marker.len())
+        .enumerate()
+        .filter(|(_, window)| *window == marker)
+        .map(|(at, _)| {
+            let name = &binary[at + marker.len()..at + collector_common::EBPF_ARCH_MARKER_BYTES];
+            let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+            String::from_utf8_lossy(&name[..end]).into_owned()
+        })
+        .collect();
+    arches.dedup();
+    assert_eq!(
+        arches,
+        [std::env::consts::ARCH],
+        "the collector embeds eBPF objects for {arches:?} (none: built without bpf-linker?)"
+    );
+}

@@ -65,6 +65,14 @@ pub const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "cargo xtask dist: the linker of the aarch64 (arm64) musl binaries",
     ),
     (
+        "libc6-dev-arm64-cross",
+        "cargo xtask dist: the libc headers the C code of ring and psm needs for aarch64",
+    ),
+    (
+        "qemu-user-static",
+        "cargo xtask dist: runs the aarch64 binaries (`--version`) to check the cross build",
+    ),
+    (
         "qemu-system-arm",
         "vm-test --arch arm64: Debian's arm64 kernel under emulation",
     ),

@@ -16,6 +16,8 @@ pub enum BtfError {
     NoStruct(String),
     #[error("struct {structure} has no member {member}")]
     NoMember { structure: String, member: String },
+    #[error("the size of BTF type {0} cannot be resolved")]
+    UnsizedType(u32),
 }
 
 const MAGIC: u16 = 0xeb9f;
@@ -28,9 +30,30 @@ struct Composite {
     members: Vec<(String, u32, u32)>,
 }
 
-/// The structs and unions of a BTF blob, by type id.
+/// How big a type is: its own size (integers, enums, structs, unions, floats), that of the
+/// type it names or qualifies (typedef, const, volatile, restrict, type tag), or an array's.
+#[derive(Clone, Copy)]
+enum Size {
+    Bytes(u32),
+    Of(u32),
+    Array { element: u32, count: u32 },
+    Unknown,
+}
+
+/// A struct member as the kernel lays it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member {
+    /// Byte offset from the start of the struct.
+    pub offset: u32,
+    /// Size in bytes (of the member's type, through typedefs and qualifiers).
+    pub size: u32,
+}
+
+/// The structs and unions of a BTF blob, by type id, and every type's size.
 pub struct Btf {
     composites: HashMap<u32, Composite>,
+    /// Indexed by type id (0 is `void`).
+    sizes: Vec<Size>,
 }
 
 fn u16_at(bytes: &[u8], at: usize) -> Result<u16, BtfError> {
@@ -72,6 +95,7 @@ impl Btf {
             String::from_utf8_lossy(&bytes[start..end]).into_owned()
         };
         let mut composites = HashMap::new();
+        let mut sizes = vec![Size::Unknown];
         let mut at = types;
         let mut id = 1u32;
         while at < types + type_len {
@@ -80,6 +104,19 @@ impl Btf {
             let kind = (info >> 24) & 0x1f;
             let vlen = (info & 0xffff) as usize;
             let kind_flag = info >> 31 == 1;
+            // The third word is a size for the sized kinds, a type id for the referring ones.
+            let size_or_type = u32_at(bytes, at + 8)?;
+            sizes.push(match kind {
+                1 | KIND_STRUCT | KIND_UNION | 6 | 16 | 19 => Size::Bytes(size_or_type),
+                // Pointers are 8 bytes on the 64-bit kernels we read.
+                2 => Size::Bytes(8),
+                8..=11 | 18 => Size::Of(size_or_type),
+                3 => Size::Array {
+                    element: u32_at(bytes, at + 12)?,
+                    count: u32_at(bytes, at + 20)?,
+                },
+                _ => Size::Unknown,
+            });
             at += 12;
             // Size of what follows the common header, by kind (see the kernel's btf.rst).
             let extra = match kind {
@@ -123,7 +160,7 @@ impl Btf {
             at += extra;
             id += 1;
         }
-        Ok(Self { composites })
+        Ok(Self { composites, sizes })
     }
 
     pub fn from_kernel() -> Result<Self, anyhow::Error> {
@@ -134,6 +171,22 @@ impl Btf {
     /// Byte offset of `member` in `struct structure`, looking through anonymous struct and
     /// union members (as the C compiler does).
     pub fn member_offset(&self, structure: &str, member: &str) -> Result<u32, BtfError> {
+        self.find_member(structure, member)
+            .map(|(bits, _)| bits / 8)
+    }
+
+    /// Offset and size of `member` in `struct structure`, for a field a program reads with a
+    /// fixed width: the caller checks the width before handing the offset over.
+    pub fn member(&self, structure: &str, member: &str) -> Result<Member, BtfError> {
+        let (bits, type_id) = self.find_member(structure, member)?;
+        Ok(Member {
+            offset: bits / 8,
+            size: self.type_size(type_id)?,
+        })
+    }
+
+    /// The bit offset and type id of `member` in `struct structure`.
+    fn find_member(&self, structure: &str, member: &str) -> Result<(u32, u32), BtfError> {
         let (_, composite) = self
             .composites
             .iter()
@@ -143,17 +196,42 @@ impl Btf {
             .max_by_key(|(_, c)| c.members.len())
             .ok_or_else(|| BtfError::NoStruct(structure.to_string()))?;
         self.find_in(composite, member, 0)
-            .map(|bits| bits / 8)
             .ok_or_else(|| BtfError::NoMember {
                 structure: structure.to_string(),
                 member: member.to_string(),
             })
     }
 
-    fn find_in(&self, composite: &Composite, member: &str, base_bits: u32) -> Option<u32> {
+    /// Size in bytes of type `id`, following typedefs, qualifiers and arrays (a bounded
+    /// number of steps: malformed BTF could make a cycle).
+    fn type_size(&self, id: u32) -> Result<u32, BtfError> {
+        let mut current = id;
+        let mut multiplier = 1u32;
+        for _ in 0..32 {
+            match self.sizes.get(current as usize) {
+                Some(Size::Bytes(bytes)) => {
+                    return bytes
+                        .checked_mul(multiplier)
+                        .ok_or(BtfError::UnsizedType(id));
+                }
+                Some(Size::Of(next)) => current = *next,
+                Some(Size::Array { element, count }) => {
+                    multiplier = multiplier
+                        .checked_mul(*count)
+                        .ok_or(BtfError::UnsizedType(id))?;
+                    current = *element;
+                }
+                Some(Size::Unknown) | None => break,
+            }
+        }
+        Err(BtfError::UnsizedType(id))
+    }
+
+    /// (bit offset, type id) of `member`, searching anonymous members too.
+    fn find_in(&self, composite: &Composite, member: &str, base_bits: u32) -> Option<(u32, u32)> {
         for (name, type_id, bit_offset) in &composite.members {
             if name == member {
-                return Some(base_bits + bit_offset);
+                return Some((base_bits + bit_offset, *type_id));
             }
             if name.is_empty()
                 && let Some(inner) = self.composites.get(type_id)
@@ -223,6 +301,52 @@ mod tests {
         assert_eq!(btf.member_offset("task", "pid"), Ok(0));
         assert_eq!(btf.member_offset("task", "a"), Ok(8));
         assert_eq!(btf.member_offset("task", "exit_code"), Ok(12));
+    }
+
+    #[test]
+    fn member_sizes_follow_the_member_type() {
+        let btf = Btf::parse(&sample()).unwrap();
+        assert_eq!(btf.member("task", "pid"), Ok(Member { offset: 0, size: 4 }));
+        assert_eq!(btf.member("task", "a"), Ok(Member { offset: 8, size: 8 }));
+        assert_eq!(
+            btf.member("task", "exit_code"),
+            Ok(Member {
+                offset: 12,
+                size: 4
+            })
+        );
+    }
+
+    /// This machine's kernel: x86_64's `struct pt_regs` keeps the syscall number in
+    /// `orig_ax` (an `unsigned long` at byte 120, the uapi layout the x86 daemon relies on)
+    /// and has no arm64 `syscallno`.
+    #[test]
+    fn reads_pt_regs_from_the_running_kernel() {
+        let btf = match Btf::from_kernel() {
+            Ok(btf) => btf,
+            Err(err) => {
+                assert!(
+                    std::env::var_os("NODESTATE_REQUIRE_PRIVILEGED_TESTS").is_none(),
+                    "the kernel's BTF is unreadable: {err:#}"
+                );
+                eprintln!("skipping test - the kernel's BTF is unreadable: {err:#}");
+                return;
+            }
+        };
+        assert!(btf.member("task_struct", "pid").is_ok_and(|m| m.size == 4));
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(
+                btf.member("pt_regs", "orig_ax"),
+                Ok(Member {
+                    offset: 120,
+                    size: 8
+                })
+            );
+            assert!(matches!(
+                btf.member("pt_regs", "syscallno"),
+                Err(BtfError::NoMember { .. })
+            ));
+        }
     }
 
     #[test]

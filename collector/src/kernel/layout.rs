@@ -5,7 +5,9 @@ use collector_common::{
     ABSENT, BlockTracepointLayout, OpenSyscalls, RECORD_HEAD_BYTES, SystemTracepointLayout,
 };
 
-use super::tracefs::Tracefs;
+use tracing::warn;
+
+use super::{btf::Btf, tracefs::Tracefs};
 
 /// The tracepoint record layout of the block events on the running kernel.
 pub fn block_layout(tracefs: &Tracefs) -> anyhow::Result<BlockTracepointLayout> {
@@ -90,12 +92,62 @@ pub fn system_layout(tracefs: &Tracefs) -> (SystemTracepointLayout, Vec<String>)
     (layout, absent)
 }
 
-/// Where `struct pt_regs` keeps the syscall number (x86_64 `orig_ax`, a stable uapi layout);
-/// `ABSENT` elsewhere, so the raw syscall exit program never miscounts opens.
-#[cfg(target_arch = "x86_64")]
-pub(super) const PT_REGS_SYSCALL_NR_OFFSET: u32 = 15 * 8;
-#[cfg(not(target_arch = "x86_64"))]
-pub(super) const PT_REGS_SYSCALL_NR_OFFSET: u32 = ABSENT;
+/// Where `struct pt_regs` keeps the syscall number the raw and BTF `sys_exit` programs read,
+/// for the architecture this daemon (and so its embedded eBPF object) is built for: x86_64's
+/// `orig_ax` is a stable uapi layout (byte 120, no BTF needed); arm64's `syscallno` (an `s32`,
+/// byte 280 on Debian's 6.1 and 6.12 kernels) is looked up in the kernel's BTF. `ABSENT` when
+/// unknown: the programs then count no opens from the syscall exit and read every ETIMEDOUT as
+/// an error, so the daemon says so.
+pub(super) fn pt_regs_syscall_nr_offset(btf: Result<&Btf, &anyhow::Error>) -> u32 {
+    if cfg!(target_arch = "x86_64") {
+        return 15 * 8;
+    }
+    let Some(member) = PT_REGS_SYSCALL_NR else {
+        warn!(
+            "no known syscall number slot in struct pt_regs on {}: opens are not counted from \
+             the syscall exit and timed waits read as errors",
+            std::env::consts::ARCH
+        );
+        return ABSENT;
+    };
+    match btf
+        .map_err(|err| anyhow::anyhow!("{err:#}"))
+        .and_then(|btf| syscall_nr_slot(btf, member, SYSCALL_NR_BYTES))
+    {
+        Ok(offset) => offset,
+        Err(err) => {
+            warn!(
+                "pt_regs.{member} not usable from the kernel's BTF ({err:#}): opens are not \
+                 counted from the syscall exit and timed waits read as errors"
+            );
+            ABSENT
+        }
+    }
+}
+
+/// The `struct pt_regs` member with the syscall number and its width, as the eBPF object
+/// built for this architecture reads it (`collector-ebpf`'s `SyscallNrSlot`).
+#[cfg(target_arch = "aarch64")]
+const PT_REGS_SYSCALL_NR: Option<&str> = Some("syscallno");
+#[cfg(not(target_arch = "aarch64"))]
+const PT_REGS_SYSCALL_NR: Option<&str> = None;
+#[cfg(target_arch = "aarch64")]
+const SYSCALL_NR_BYTES: u32 = 4;
+#[cfg(not(target_arch = "aarch64"))]
+const SYSCALL_NR_BYTES: u32 = 8;
+
+/// The byte offset of `pt_regs.<member>`, if the kernel's BTF gives it the width the programs
+/// read: a different width would read a neighbouring field's bytes as the syscall number.
+pub(super) fn syscall_nr_slot(btf: &Btf, member: &str, bytes: u32) -> anyhow::Result<u32> {
+    let found = btf.member("pt_regs", member)?;
+    if found.size != bytes {
+        anyhow::bail!(
+            "pt_regs.{member} is {} bytes in the kernel's BTF, the programs read {bytes}",
+            found.size
+        );
+    }
+    Ok(found.offset)
+}
 
 /// This architecture's open-family syscall numbers.
 pub(super) fn open_syscalls() -> OpenSyscalls {
@@ -135,4 +187,42 @@ pub(super) fn wait_syscalls() -> collector_common::WaitSyscalls {
         *slot = number;
     }
     collector_common::WaitSyscalls { numbers }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The lookup on this machine's kernel: its own architecture's slot must be found with
+    /// the width the programs read, a wrong width or a missing member is an error.
+    #[test]
+    fn syscall_number_slot_comes_from_btf_with_its_width() {
+        let btf = match Btf::from_kernel() {
+            Ok(btf) => btf,
+            Err(err) => {
+                assert!(
+                    std::env::var_os("NODESTATE_REQUIRE_PRIVILEGED_TESTS").is_none(),
+                    "the kernel's BTF is unreadable: {err:#}"
+                );
+                eprintln!("skipping test - the kernel's BTF is unreadable: {err:#}");
+                return;
+            }
+        };
+        let (member, bytes, offset) = if cfg!(target_arch = "x86_64") {
+            ("orig_ax", 8, 120)
+        } else {
+            ("syscallno", 4, 280)
+        };
+        assert_eq!(syscall_nr_slot(&btf, member, bytes).unwrap(), offset);
+        let err = syscall_nr_slot(&btf, member, bytes / 2).unwrap_err();
+        assert!(
+            err.to_string().contains("bytes in the kernel's BTF"),
+            "{err}"
+        );
+        assert!(syscall_nr_slot(&btf, "no_such_member", bytes).is_err());
+        // What the loader hands the programs: the x86 constant agrees with the BTF lookup.
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(pt_regs_syscall_nr_offset(Ok(&btf)), offset);
+        }
+    }
 }

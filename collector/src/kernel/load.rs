@@ -18,7 +18,7 @@ use super::{
     config::KernelConfig,
     hooks::{SampledHooks, SampledLink},
     layout::{
-        PT_REGS_SYSCALL_NR_OFFSET, block_layout, open_syscalls, system_layout, wait_syscalls,
+        block_layout, open_syscalls, pt_regs_syscall_nr_offset, system_layout, wait_syscalls,
     },
     privileges,
     probes::{Attacher, SIGNALS},
@@ -142,6 +142,7 @@ impl KernelCollector {
                 None
             }
         };
+        let syscall_nr_offset = pt_regs_syscall_nr_offset(kernel_btf.as_ref());
         let exit_code_offsets_value = exit_code_offsets.unwrap_or(ExitCodeOffsets {
             task_signal: ABSENT,
             signal_group_exit_code: ABSENT,
@@ -177,11 +178,7 @@ impl KernelCollector {
                 &task_pid_offset.unwrap_or(ABSENT),
                 true,
             )
-            .override_global(
-                "PT_REGS_SYSCALL_NR_OFFSET",
-                &PT_REGS_SYSCALL_NR_OFFSET,
-                true,
-            )
+            .override_global("PT_REGS_SYSCALL_NR_OFFSET", &syscall_nr_offset, true)
             .override_global(
                 names::SLOW_IO_THRESHOLD_NS,
                 &config.slow_io_threshold_ns,

@@ -8,8 +8,9 @@
 //! OCI index, a CycloneDX SBOM and SHA256SUMS.
 //!
 //! Why musl: a statically linked binary runs on any distribution's libc (old glibc included),
-//! in a `FROM scratch` image with nothing beside it, and in the VM tests' busybox initramfs;
-//! nothing in the dependency graph has C code that would make a musl build hard (no TLS stack).
+//! in a `FROM scratch` image with nothing beside it, and in the VM tests' busybox initramfs.
+//! The only C and assembly in the graph (ring's, psm's) needs no C library beyond musl's; Debian's
+//! gcc for the target (a cross gcc for aarch64) compiles it (see [`Arch::c_toolchain`]).
 
 use std::{
     fs,
@@ -20,6 +21,9 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::util::{cargo, output, run, target_dir, workspace_root};
+
+mod check;
+pub use check::check;
 
 /// An architecture we release for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -64,16 +68,48 @@ impl Arch {
         }
     }
 
-    /// The cross linker when building on another architecture: Debian's
-    /// `gcc-aarch64-linux-gnu` links musl binaries too, since Rust's musl targets bring their
-    /// own C runtime and libc (self-contained).
-    fn linker(self) -> Option<(&'static str, &'static str)> {
+    /// The C toolchain of a build for this architecture: Debian's gcc for it (native, or
+    /// the cross compiler `gcc-aarch64-linux-gnu`). The `cc` crate would look for
+    /// `x86_64-linux-musl-gcc` / `aarch64-linux-musl-gcc`, which Debian does not package, to
+    /// compile the C and assembly of ring and psm; their few libc headers come from glibc's
+    /// (`libc6-dev-arm64-cross` for aarch64). Rust's musl targets bring their own C runtime
+    /// and libc (self-contained), so the same gcc links them; the linker is set only for a
+    /// cross build (natively cargo's default `cc` is that gcc).
+    fn c_toolchain(self) -> (&'static str, &'static str, &'static str, &'static str) {
         match self {
-            Arch::X86_64 => None,
-            Arch::Aarch64 => Some((
-                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER",
+            Arch::X86_64 => (
+                "x86_64-linux-gnu-gcc",
+                "x86_64-linux-gnu-ar",
+                "CC_x86_64_unknown_linux_musl",
+                "AR_x86_64_unknown_linux_musl",
+            ),
+            Arch::Aarch64 => (
                 "aarch64-linux-gnu-gcc",
-            )),
+                "aarch64-linux-gnu-ar",
+                "CC_aarch64_unknown_linux_musl",
+                "AR_aarch64_unknown_linux_musl",
+            ),
+        }
+    }
+
+    /// Cargo's variable for this target's linker.
+    fn linker_variable(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER",
+            Arch::Aarch64 => "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER",
+        }
+    }
+
+    /// How this machine runs the architecture's binaries: directly on its own, else under
+    /// qemu's user-mode emulator (Debian's `qemu-user-static`).
+    pub fn runner(self) -> Option<&'static str> {
+        if self.name() == std::env::consts::ARCH {
+            None
+        } else {
+            Some(match self {
+                Arch::X86_64 => "qemu-x86_64-static",
+                Arch::Aarch64 => "qemu-aarch64-static",
+            })
         }
     }
 }
@@ -148,13 +184,18 @@ fn build(arch: Arch, revision: &str) -> anyhow::Result<()> {
         .args(["-p", "collector", "--bin", "collector"])
         .args(["-p", "model-cli", "--bin", "model"])
         .env("NODESTATE_REVISION", revision);
-    if let Some((variable, linker)) = arch.linker() {
-        if which::which(linker).is_err() {
+    let (cc, ar, cc_variable, ar_variable) = arch.c_toolchain();
+    for tool in [cc, ar] {
+        if which::which(tool).is_err() {
             bail!(
-                "{linker} not found: `cargo xtask setup` installs it (Debian package gcc-aarch64-linux-gnu)"
+                "{tool} not found: `cargo xtask setup` installs it (Debian packages gcc, \
+                 gcc-aarch64-linux-gnu and libc6-dev-arm64-cross)"
             );
         }
-        command.env(variable, linker);
+    }
+    command.env(cc_variable, cc).env(ar_variable, ar);
+    if arch.name() != std::env::consts::ARCH {
+        command.env(arch.linker_variable(), cc);
     }
     run(&mut command)
 }
@@ -533,193 +574,4 @@ fn sha256sums(out: &Path) -> anyhow::Result<()> {
     let sums = capture(Command::new("sha256sum").args(&names).current_dir(out))?;
     fs::write(out.join("SHA256SUMS"), sums)?;
     Ok(())
-}
-
-/// The checks the release test makes on `target/dist/`: every artifact present, binaries for
-/// the right machine, statically linked, with the eBPF object embedded; checksums match; the
-/// SBOM parses and lists components.
-pub fn check(out: &Path, arches: &[Arch]) -> anyhow::Result<()> {
-    let mut failures = Vec::new();
-    let sums = fs::read_to_string(out.join("SHA256SUMS")).context("no SHA256SUMS")?;
-    let verified = Command::new("sha256sum")
-        .args(["--check", "--strict", "--quiet", "SHA256SUMS"])
-        .current_dir(out)
-        .status()?;
-    if !verified.success() {
-        failures.push("SHA256SUMS does not match the files".to_string());
-    }
-    let mut expected = vec![SBOM.to_string()];
-    for &arch in arches {
-        expected.push(format!("{}.tar.gz", tarball_name(arch)));
-        expected.push(deb_name(arch));
-    }
-    for name in &expected {
-        if !sums
-            .lines()
-            .any(|line| line.ends_with(&format!("  {name}")))
-        {
-            failures.push(format!("{name} is missing (or not in SHA256SUMS)"));
-        }
-    }
-    for &arch in arches {
-        let unpacked = tempfile::tempdir()?;
-        run(Command::new("tar")
-            .arg("-xzf")
-            .arg(out.join(format!("{}.tar.gz", tarball_name(arch))))
-            .arg("-C")
-            .arg(unpacked.path()))?;
-        let tree = unpacked.path().join(tarball_name(arch));
-        for file in [
-            "bin/collector",
-            "bin/model",
-            "README.md",
-            "LICENSE-MIT",
-            "LICENSE-APACHE",
-            "CHANGELOG.md",
-            "deploy/base/daemonset.yaml",
-            "deploy/alerts/nodestate.rules.yaml",
-            "deploy/grafana-dashboard.json",
-            "deploy/host/nodestate.service",
-            "model/default-model.json",
-            "completions/collector.bash",
-            "completions/_model",
-            "man/man1/collector.1",
-            "man/man1/model.1",
-        ] {
-            if !tree.join(file).is_file() {
-                failures.push(format!("{} lacks {file}", tarball_name(arch)));
-            }
-        }
-        for name in ["collector", "model"] {
-            let path = tree.join("bin").join(name);
-            let Ok(bytes) = fs::read(&path) else {
-                continue;
-            };
-            if let Err(err) = check_elf(&bytes, arch) {
-                failures.push(format!("{}/{name}: {err}", arch.name()));
-            }
-            if name == "collector" && !contains(&bytes, b"sys_exit_raw") {
-                failures.push(format!(
-                    "{}/collector: no eBPF object embedded (no program name sys_exit_raw)",
-                    arch.name()
-                ));
-            }
-        }
-        let fields = capture(
-            Command::new("dpkg-deb")
-                .args(["--field"])
-                .arg(out.join(deb_name(arch)))
-                .args(["Package", "Version", "Architecture"]),
-        )?;
-        let fields = String::from_utf8_lossy(&fields);
-        for field in [
-            "Package: nodestate".to_string(),
-            format!("Version: {VERSION}"),
-            format!("Architecture: {}", arch.debian()),
-        ] {
-            if !fields.contains(&field) {
-                failures.push(format!("{}: no `{field}` in {fields}", deb_name(arch)));
-            }
-        }
-    }
-    match fs::read(out.join(SBOM))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-    {
-        Some(sbom) => {
-            let components = sbom["components"].as_array().map_or(0, Vec::len);
-            let names: Vec<&str> = sbom["components"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c["name"].as_str())
-                .collect();
-            if sbom["bomFormat"] != "CycloneDX" || components < 20 || !names.contains(&"aya") {
-                failures.push(format!(
-                    "the SBOM is not a CycloneDX document listing our dependencies ({components} components)"
-                ));
-            }
-        }
-        None => failures.push(format!("{SBOM} is not JSON")),
-    }
-    if failures.is_empty() {
-        eprintln!(
-            "xtask dist: checked {} artifacts for {:?}",
-            sums.lines().count(),
-            arches.iter().map(|arch| arch.name()).collect::<Vec<_>>()
-        );
-        Ok(())
-    } else {
-        bail!(
-            "the release artifacts fail their checks:\n  {}",
-            failures.join("\n  ")
-        )
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle)
-}
-
-/// A 64-bit little-endian ELF executable for `arch` with no program interpreter (static).
-pub fn check_elf(bytes: &[u8], arch: Arch) -> anyhow::Result<()> {
-    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
-        bail!("not an ELF file");
-    }
-    if bytes[4] != 2 || bytes[5] != 1 {
-        bail!("not a 64-bit little-endian ELF");
-    }
-    let machine = u16::from_le_bytes([bytes[18], bytes[19]]);
-    if machine != arch.elf_machine() {
-        bail!(
-            "e_machine {machine}, expected {} ({})",
-            arch.elf_machine(),
-            arch.name()
-        );
-    }
-    // Program headers: e_phoff at 32 (u64), e_phentsize at 54, e_phnum at 56.
-    let phoff = u64::from_le_bytes(bytes[32..40].try_into().expect("8 bytes")) as usize;
-    let phentsize = u16::from_le_bytes([bytes[54], bytes[55]]) as usize;
-    let phnum = u16::from_le_bytes([bytes[56], bytes[57]]) as usize;
-    for index in 0..phnum {
-        let at = phoff + index * phentsize;
-        let kind = bytes
-            .get(at..at + 4)
-            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
-        // PT_INTERP = 3: a dynamic loader is named, so the binary is not static.
-        if kind == Some(3) {
-            bail!("dynamically linked (has a PT_INTERP program header)");
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn elf_check_tells_machines_and_dynamic_binaries_apart() {
-        // This test binary is a dynamically linked executable for the host.
-        let own = fs::read(std::env::current_exe().unwrap()).unwrap();
-        let host = if cfg!(target_arch = "x86_64") {
-            Arch::X86_64
-        } else {
-            Arch::Aarch64
-        };
-        let other = if host == Arch::X86_64 {
-            Arch::Aarch64
-        } else {
-            Arch::X86_64
-        };
-        let err = check_elf(&own, other).unwrap_err().to_string();
-        assert!(err.contains("e_machine"), "{err}");
-        if cfg!(target_env = "gnu") {
-            let err = check_elf(&own, host).unwrap_err().to_string();
-            assert!(err.contains("dynamically linked"), "{err}");
-        }
-        assert!(check_elf(b"#!/bin/sh\n", host).is_err());
-    }
 }
