@@ -111,42 +111,72 @@ pub struct Findings {
 /// a reader and to an LLM judge.
 const EVIDENCE_PER_NODE: usize = 5;
 
-/// Phrases for the signals a fault most often moves, so the description reads as a cause, not a
-/// column name (the column name stays beside it for the precise reader). Data, not code.
+/// Phrases for the window fields a fault most often moves (the daemon's names, see
+/// docs/window-record.md), so the description reads as a cause, not a column name (the column
+/// name stays beside it for the precise reader). The first prefix a field starts with wins, so
+/// the specific ones come first. Data, not code.
 const SIGNAL_WORDS: &[(&str, &str)] = &[
     ("psi_io", "I/O pressure"),
     ("psi_cpu", "CPU pressure"),
     ("psi_memory", "memory pressure"),
+    ("cpu_throttled", "CPU throttling"),
     ("proc_exits_nonzero", "processes exiting with an error"),
     ("proc_fatal_signals", "processes killed by fatal signals"),
-    ("oom", "OOM kills"),
-    ("syscall_errors", "failing syscalls"),
-    ("open_errors", "failing opens"),
-    ("errno_enospc", "no space left on device (ENOSPC)"),
-    ("errno_emfile", "file-descriptor exhaustion (EMFILE)"),
-    ("errno_enfile", "file-table exhaustion (ENFILE)"),
+    ("mem_oom_kills", "OOM kills"),
+    ("mem_reclaim", "memory reclaim stalls"),
+    ("mem_major_faults", "major page faults"),
+    ("block_error", "failing block I/O"),
+    ("block_latency", "slow block I/O"),
+    ("block_slow_io", "slow block I/O"),
+    ("fsync_latency", "slow fsyncs"),
+    ("syscall_enospc", "no space left on device (ENOSPC)"),
     (
-        "errno_eaddrnotavail",
+        "syscall_emfile",
+        "file-descriptor exhaustion (EMFILE/ENFILE)",
+    ),
+    ("syscall_eio", "I/O errors (EIO)"),
+    ("syscall_econnrefused", "refused connections (ECONNREFUSED)"),
+    (
+        "syscall_eaddrnotavail",
         "ephemeral port exhaustion (EADDRNOTAVAIL)",
     ),
-    ("errno_econnrefused", "refused connections (ECONNREFUSED)"),
-    ("tcp_retransmit", "TCP retransmits"),
-    ("tcp_connect_fail", "failing TCP connects"),
-    ("tcp_reset", "TCP resets"),
-    ("skb_drops", "dropped packets"),
-    ("cpu_throttled", "CPU throttling"),
-    ("runqueue", "run-queue waits"),
-    ("block_", "block I/O latency"),
-    ("fsync", "slow fsyncs"),
-    ("reclaim", "memory reclaim stalls"),
+    ("syscall_etimedout", "timed-out calls (ETIMEDOUT)"),
+    ("syscall_errors", "failing syscalls"),
+    ("sched_runqueue_latency", "run-queue waits"),
+    ("net_drops", "dropped packets"),
+    ("net_tx_errors", "failing transmits"),
+    ("tcp_retransmits", "TCP retransmits"),
+    ("tcp_connect_failures", "failing TCP connects"),
+    ("tcp_resets", "TCP resets"),
+    ("conntrack_fill", "a filling connection-tracking table"),
 ];
 
-/// The phrase for a signal, when one of [`SIGNAL_WORDS`] names it.
+/// The phrase for a window field, when one of [`SIGNAL_WORDS`] names it.
 pub fn signal_words(signal: &str) -> Option<&'static str> {
     SIGNAL_WORDS
         .iter()
-        .find(|(prefix, _)| signal.starts_with(prefix) || signal.contains(prefix))
+        .find(|(prefix, _)| signal.starts_with(prefix))
         .map(|(_, words)| *words)
+}
+
+/// The per-workload signals attribution ranks culprits by (the daemon's `Signal` names), in
+/// words.
+const CULPRIT_SIGNAL_WORDS: &[(&str, &str)] = &[
+    ("oncpu_time", "on-CPU time"),
+    ("io_issued", "I/O issued"),
+    ("errors", "syscall errors"),
+    ("exits_nonzero", "non-zero exits"),
+    ("fatal_signals", "fatal signals"),
+    ("oom_victims", "OOM kills"),
+    ("tcp_failures", "TCP failures"),
+];
+
+/// A culprit's signal in words: its phrase, else its name with spaces.
+fn culprit_signal_words(signal: &str) -> String {
+    CULPRIT_SIGNAL_WORDS
+        .iter()
+        .find(|(name, _)| *name == signal)
+        .map_or_else(|| signal.replace('_', " "), |(_, words)| words.to_string())
 }
 
 /// A share as 0–1, whether it came as a fraction or as a percentage.
@@ -243,10 +273,13 @@ pub fn findings_from_state(state: &serde_json::Value) -> anyhow::Result<Findings
 }
 
 impl Findings {
-    /// Sorts (largest |z| and share first), keeps [`EVIDENCE_PER_NODE`] signals per node, and
-    /// gives each node's evidence the share of its top culprit.
+    /// Keeps the signals that rose (a fault is what went up: a signal below its baseline, e.g.
+    /// fewer writes while a disk stalls, is its effect, not evidence of it), sorts them
+    /// (largest z and share first), keeps [`EVIDENCE_PER_NODE`] per node, and gives each
+    /// node's evidence the share of its top culprit.
     fn tidy(mut self) -> Self {
-        self.evidence.retain(|evidence| evidence.z.is_finite());
+        self.evidence
+            .retain(|evidence| evidence.z.is_finite() && evidence.z > 0.0);
         self.evidence
             .sort_by(|a, b| a.node.cmp(&b.node).then(b.z.abs().total_cmp(&a.z.abs())));
         let mut kept: BTreeMap<String, usize> = BTreeMap::new();
@@ -354,7 +387,7 @@ pub fn diagnose(findings: &Findings, namespaces: &[String]) -> Diagnosis {
                     culprit.label(),
                     culprit.node,
                     culprit.share * 100.0,
-                    culprit.signal.replace('_', " ")
+                    culprit_signal_words(&culprit.signal)
                 )
             })
             .collect();
@@ -485,13 +518,15 @@ mod tests {
             "score": 14.2,
             "threshold": 4.0,
             "since": "2026-12-03T10:00:00Z",
-            "explanation": [["syscall_errors_per_s", 3.5], ["errno_enospc_per_s", 11.0]],
+            // A signal that fell (the disk is written less while it fails) is no evidence.
+            "explanation": [["syscall_errors_per_s", 3.5], ["syscall_enospc_per_s", 11.0],
+                            ["block_write_bytes_per_s", -14.0]],
             "culprits": [
                 {"workload": {"namespace": "other", "pod": "batch-1", "container": "job"},
-                 "signal": "errors_returned", "share": 0.1},
+                 "signal": "errors", "share": 0.1},
                 {"workload": {"namespace": "shop", "pod": "db-0", "container": "postgres",
                               "owner": "statefulset/db"},
-                 "signal": "errors_returned", "share": 0.87}
+                 "signal": "errors", "share": 0.87}
             ]
         })
     }
@@ -506,7 +541,13 @@ mod tests {
         );
         assert_eq!(diagnosis.namespace.as_deref(), Some("shop"));
         // Largest |z| first, with the top culprit's share and the state's since.
-        assert_eq!(diagnosis.evidence[0].signal, "errno_enospc_per_s");
+        assert_eq!(diagnosis.evidence[0].signal, "syscall_enospc_per_s");
+        let signals: Vec<&str> = diagnosis
+            .evidence
+            .iter()
+            .map(|e| e.signal.as_str())
+            .collect();
+        assert_eq!(signals, ["syscall_enospc_per_s", "syscall_errors_per_s"]);
         assert_eq!(diagnosis.evidence[0].share, Some(0.87));
         assert_eq!(
             diagnosis.evidence[0].since.as_deref(),
@@ -520,7 +561,7 @@ mod tests {
         assert!(
             diagnosis
                 .description
-                .contains("shop/db-0 (postgres) on node worker-2 (87% of errors returned)"),
+                .contains("shop/db-0 (postgres) on node worker-2 (87% of syscall errors)"),
             "{}",
             diagnosis.description
         );

@@ -10,6 +10,7 @@ pub mod netns;
 pub mod conductor;
 pub mod http;
 
+pub mod podman;
 pub mod process;
 
 pub mod xdp_daemon;

@@ -9,7 +9,6 @@
 use std::{
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
@@ -22,76 +21,13 @@ use collector::{
     workload::{CgroupPaths, ContainerNames, PodNames, Resolver},
 };
 use collector_common::CgroupStats;
-use integration_test::{LoopDevice, privileged};
+use integration_test::{
+    LoopDevice,
+    podman::{self, Container, Image},
+    privileged,
+};
 
 const CGROUP_FS: &str = "/sys/fs/cgroup";
-
-fn podman(args: &[&str]) -> String {
-    let output = Command::new("podman")
-        .args(args)
-        .output()
-        .expect("podman runs");
-    assert!(
-        output.status.success(),
-        "podman {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
-/// A container removed when dropped.
-struct Container(String);
-
-impl Container {
-    fn run(name: &str, image: &str, extra: &[&str], script: &str) -> Self {
-        let _ = Command::new("podman")
-            .args(["rm", "-f", "-t", "0", name])
-            .output();
-        let mut args = vec![
-            // crun refuses this host's hybrid cgroup layout; runc runs (see xtask/src/image.rs).
-            "--runtime",
-            "runc",
-            "run",
-            "-d",
-            "--network=none",
-            "--name",
-            name,
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-        ];
-        args.extend_from_slice(extra);
-        args.extend_from_slice(&[image, "/bin/sh", "-c", script]);
-        podman(&args);
-        Container(name.to_string())
-    }
-
-    /// Its cgroup path in the memory hierarchy, from its first process.
-    fn cgroup_path(&self) -> String {
-        let pid = podman(&["inspect", "-f", "{{.State.Pid}}", &self.0]);
-        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        cgroups
-            .lines()
-            .find_map(|line| {
-                let (_, rest) = line.split_once(':')?;
-                let (controllers, path) = rest.split_once(':')?;
-                controllers
-                    .split(',')
-                    .any(|c| c == "memory")
-                    .then(|| path.trim_start_matches('/').to_string())
-            })
-            .expect("a memory cgroup")
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = Command::new("podman")
-            .args(["rm", "-f", "-t", "0", &self.0])
-            .output();
-    }
-}
 
 /// What cgroupfs counts for a cgroup: CPU time and block requests issued.
 fn cgroupfs_stats(path: &str) -> CgroupStats {
@@ -134,34 +70,11 @@ fn the_container_that_burns_and_writes_is_named_not_its_neighbour() {
     if !privileged("the_container_that_burns_and_writes_is_named_not_its_neighbour") {
         return;
     }
+    if !podman::available("the_container_that_burns_and_writes_is_named_not_its_neighbour") {
+        return;
+    }
     let tag = std::process::id();
-    let image = format!("localhost/nodestate-attribution-test:{tag}");
-    let root = tempfile::tempdir().unwrap();
-    let bin = root.path().join("rootfs/bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::fs::create_dir_all(root.path().join("rootfs/tmp")).unwrap();
-    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static is installed");
-    for applet in ["sh", "sleep", "dd", "true"] {
-        std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-    }
-    let tarball = root.path().join("rootfs.tar");
-    let status = Command::new("tar")
-        .arg("-C")
-        .arg(root.path().join("rootfs"))
-        .arg("-cf")
-        .arg(&tarball)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    podman(&["import", tarball.to_str().unwrap(), &image]);
-    struct Image(String);
-    impl Drop for Image {
-        fn drop(&mut self) {
-            let _ = Command::new("podman").args(["rmi", "-f", &self.0]).output();
-        }
-    }
-    let _image = Image(image.clone());
+    let image = Image::busybox("attribution-test");
 
     let disk = LoopDevice::new(64 << 20);
     let device = disk.path.to_str().unwrap().to_string();
@@ -186,7 +99,7 @@ fn the_container_that_burns_and_writes_is_named_not_its_neighbour() {
     let cgroups: Vec<(u64, String)> = [&faulty, &neighbour]
         .iter()
         .map(|container| {
-            let path = container.cgroup_path();
+            let path = container.cgroup_path("memory");
             let id = std::fs::metadata(Path::new(CGROUP_FS).join("memory").join(&path))
                 .unwrap()
                 .ino();
@@ -230,7 +143,7 @@ fn the_container_that_burns_and_writes_is_named_not_its_neighbour() {
     }
 
     // The fault: the first container writes to its disk as fast as it can.
-    podman(&["exec", &faulty_name, "/bin/sh", "-c", "echo > /tmp/go"]);
+    faulty.exec("echo > /tmp/go");
     std::thread::sleep(Duration::from_millis(300));
     previous = snapshot(&cgroups);
     std::thread::sleep(Duration::from_secs(1));

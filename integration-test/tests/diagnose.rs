@@ -37,13 +37,13 @@ fn degraded_node() -> serde_json::Value {
         "score": 9.5,
         "threshold": 3.0,
         "since": "2026-12-03T10:00:00Z",
-        "explanation": [["syscall_errors_per_s", 4.0], ["errno_emfile_per_s", 12.5]],
+        "explanation": [["syscall_errors_per_s", 4.0], ["syscall_emfile_per_s", 12.5]],
         "culprits": [
             {"workload": {"namespace": "shop", "pod": "cart-7d9f", "container": "cart",
                           "owner": "deployment/cart"},
-             "signal": "errors_returned", "share": 0.9},
+             "signal": "errors", "share": 0.9},
             {"workload": {"namespace": "batch", "pod": "report-1", "container": "report"},
-             "signal": "errors_returned", "share": 0.05}
+             "signal": "errors", "share": 0.05}
         ]
     })
 }
@@ -109,7 +109,7 @@ fn json_output_has_the_benchmarks_fields_and_the_evidence() {
     assert_eq!(json["namespace"], "shop");
     let evidence = json["evidence"].as_array().unwrap();
     assert_eq!(
-        evidence[0]["signal"], "errno_emfile_per_s",
+        evidence[0]["signal"], "syscall_emfile_per_s",
         "largest z first"
     );
     assert_eq!(evidence[0]["z"], 12.5);

@@ -243,6 +243,12 @@ pub const MIN_SHARE: f64 = 0.05;
 const ALPHA: f64 = 0.2;
 /// A rise within this many deviations of the baseline is noise.
 const STEADY_DEVIATIONS: f64 = 3.0;
+/// A normal window is learned only once this many later windows were normal too: the onset
+/// of a fault (its first, partial window, still under the threshold) must not become the
+/// baseline the fault is then measured against. Learned, it raises the faulty workload's mean
+/// and spread at once (one window weighs [`ALPHA`]), and its rise in the degraded windows
+/// after is then partly or wholly within its "noise" (seen end to end with real containers).
+const CONFIRM_AFTER: usize = 3;
 /// Workloads unseen for this many windows are forgotten.
 const FORGET_AFTER: u64 = 120;
 /// At most this many workloads keep a baseline (the least recently seen go first).
@@ -283,12 +289,25 @@ struct Baseline {
     last_seen: u64,
 }
 
+/// One window's per-signal rates, per workload and unattributed.
+type Rates = [f64; Signal::ALL.len()];
+
+/// A normal window waiting for [`CONFIRM_AFTER`] more before it is learned.
+#[derive(Debug)]
+struct Pending {
+    window: u64,
+    rows: Vec<(Workload, Rates)>,
+    unattributed: Rates,
+}
+
 /// Keeps the baselines and ranks each degraded window.
 #[derive(Debug, Default)]
 pub struct CulpritRanker {
     workloads: HashMap<Workload, Baseline>,
     unattributed: Baseline,
     window: u64,
+    /// Normal windows not learned yet, oldest first (at most [`CONFIRM_AFTER`]).
+    pending: std::collections::VecDeque<Pending>,
 }
 
 fn rates(stats: &CgroupStats, window_s: f64) -> [f64; Signal::ALL.len()] {
@@ -307,7 +326,8 @@ impl CulpritRanker {
     }
 
     /// One window: rank it when the verdict is degraded, then learn from it when it was not
-    /// anomalous (a fault's windows never become the baseline it is measured against).
+    /// anomalous and the next [`CONFIRM_AFTER`] windows were not either (a fault's windows,
+    /// its onset included, never become the baseline it is measured against).
     pub fn window(
         &mut self,
         rows: &[WorkloadWindow],
@@ -329,7 +349,22 @@ impl CulpritRanker {
             }
         });
         if !verdict.anomalous && verdict.state != NodeState::Degraded {
-            self.learn(&rows, &unattributed);
+            self.pending.push_back(Pending {
+                window: self.window,
+                rows: rows
+                    .iter()
+                    .map(|(workload, rates)| ((*workload).clone(), *rates))
+                    .collect(),
+                unattributed,
+            });
+            if self.pending.len() > CONFIRM_AFTER
+                && let Some(confirmed) = self.pending.pop_front()
+            {
+                self.learn(&confirmed);
+            }
+        } else {
+            // The windows just before an anomalous one may already carry the fault.
+            self.pending.clear();
         }
         attribution
     }
@@ -402,17 +437,18 @@ impl CulpritRanker {
             .collect()
     }
 
-    fn learn(
-        &mut self,
-        rows: &[(&Workload, [f64; Signal::ALL.len()])],
-        unattributed: &[f64; Signal::ALL.len()],
-    ) {
-        let window = self.window;
+    fn learn(&mut self, pending: &Pending) {
+        let Pending {
+            window,
+            rows,
+            unattributed,
+        } = pending;
+        let window = *window;
         for (workload, rates) in rows {
-            if !self.workloads.contains_key(*workload) && self.workloads.len() >= MAX_WORKLOADS {
+            if !self.workloads.contains_key(workload) && self.workloads.len() >= MAX_WORKLOADS {
                 self.forget_oldest();
             }
-            let baseline = self.workloads.entry((*workload).clone()).or_default();
+            let baseline = self.workloads.entry(workload.clone()).or_default();
             for (ewma, rate) in baseline.signals.iter_mut().zip(rates) {
                 ewma.update(*rate);
             }
@@ -429,8 +465,9 @@ impl CulpritRanker {
         for (ewma, rate) in self.unattributed.signals.iter_mut().zip(unattributed) {
             ewma.update(*rate);
         }
+        let now = self.window;
         self.workloads
-            .retain(|_, baseline| window.saturating_sub(baseline.last_seen) < FORGET_AFTER);
+            .retain(|_, baseline| now.saturating_sub(baseline.last_seen) < FORGET_AFTER);
     }
 
     fn forget_oldest(&mut self) {
@@ -554,6 +591,49 @@ mod tests {
             .window(&rows, &unattributed, 1.0, &degraded)
             .expect("attributed");
         assert_eq!(again.culprits[0].workload.name, "batch");
+    }
+
+    /// A crash loop starts late in a window: that window is still judged normal (its share of
+    /// the fault is too small to cross the threshold), the next ones are degraded. The onset
+    /// window is not learned, so the crashing job's baseline stays at its quiet one and it is
+    /// named with its whole rise; a normal window is learned only after later normal ones.
+    #[test]
+    fn the_onset_of_a_fault_is_not_learned_as_normal() {
+        let crashing = |exits: u64| {
+            let mut row = row("job", 10, 0, 0);
+            row.delta.exits_nonzero = exits;
+            row
+        };
+        let mut ranker = CulpritRanker::new();
+        let healthy = verdict(NodeState::Healthy, &[]);
+        for _ in 0..10 {
+            let rows = [crashing(0), row("web", 100, 10, 0)];
+            ranker.window(&rows, &CgroupStats::default(), 1.0, &healthy);
+        }
+        // The onset: 40 crashes in the window's last moments, judged normal.
+        let rows = [crashing(40), row("web", 100, 10, 0)];
+        assert_eq!(
+            ranker.window(&rows, &CgroupStats::default(), 1.0, &healthy),
+            None
+        );
+        let degraded = verdict(NodeState::Degraded, &[("proc_exits_nonzero_per_s", 20.0)]);
+        let rows = [crashing(200), row("web", 100, 10, 0)];
+        let named = ranker
+            .window(&rows, &CgroupStats::default(), 1.0, &degraded)
+            .expect("attributed");
+        assert_eq!(named.culprits.len(), 1, "{named:?}");
+        assert_eq!(named.culprits[0].to_string(), "100% of non-zero exits: job");
+        assert_eq!(named.culprits[0].baseline, 0.0);
+
+        // After the fault: a window is learned once three more normal ones followed it.
+        let mut ranker = CulpritRanker::new();
+        let rows = [crashing(5)];
+        for _ in 0..CONFIRM_AFTER {
+            ranker.window(&rows, &CgroupStats::default(), 1.0, &healthy);
+        }
+        assert_eq!(ranker.tracked(), 0, "nothing learned yet");
+        ranker.window(&rows, &CgroupStats::default(), 1.0, &healthy);
+        assert_eq!(ranker.tracked(), 1);
     }
 
     #[test]

@@ -280,8 +280,27 @@ pub fn cgroup_id(dir: &Path) -> std::io::Result<u64> {
     Ok(std::fs::metadata(dir)?.ino())
 }
 
+/// `PF_KTHREAD` of `include/linux/sched.h`: the task is a kernel thread.
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Whether `/proc/PID/stat` is a kernel thread's (its flags, the 9th field, carry
+/// `PF_KTHREAD`). The command name in parentheses may hold spaces and parentheses: the fields
+/// are counted after the last `)`.
+pub fn is_kernel_thread(stat: &str) -> bool {
+    stat.rsplit_once(')')
+        .and_then(|(_, fields)| fields.split_whitespace().nth(6))
+        .and_then(|flags| flags.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
 /// Every thread's cgroup id, read from `/proc/PID/task/TID/cgroup` (threads of one process
 /// may sit in different v1 cgroups). Threads that exit during the scan are skipped.
+///
+/// Kernel threads are left out: they sit in the root cgroup but work on behalf of no one in
+/// it (the loop driver's workers write a container's I/O to the backing file, kswapd
+/// reclaims for everyone), so their events count as unattributed, not as the root
+/// workload's. Kernel threads started later are children of kthreadd, which is not in the
+/// table either, so the fork program does not add them.
 pub fn scan_tasks(attribution: &Attribution) -> Vec<(u32, u64)> {
     let (controller, root) = match attribution {
         Attribution::Unified { root } => (None, root),
@@ -303,6 +322,11 @@ pub fn scan_tasks(attribution: &Attribution) -> Vec<(u32, u64)> {
         else {
             continue;
         };
+        match std::fs::read_to_string(process.path().join("stat")) {
+            Ok(stat) if !is_kernel_thread(&stat) => {}
+            // A kernel thread, or gone.
+            _ => continue,
+        }
         let Ok(threads) = std::fs::read_dir(process.path().join("task")) else {
             continue;
         };
@@ -533,6 +557,46 @@ mod tests {
 
     const PROC_CGROUPS: &str = "#subsys_name\thierarchy\tnum_cgroups\tenabled\n\
         cpuset\t3\t3\t1\ncpu\t1\t3\t1\nmemory\t4\t16\t1\nnet_cls\t0\t2\t1\nblkio\t7\t3\t0\n";
+
+    #[test]
+    fn kernel_threads_are_told_by_their_stat_flags() {
+        // kthreadd and a kworker (flags 0x208040), a shell (0x400100), a command with
+        // parentheses and spaces in its name.
+        assert!(is_kernel_thread(
+            "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 2 0 0"
+        ));
+        assert!(is_kernel_thread(
+            "93 (kworker/u4:3-loop0) I 2 0 0 0 -1 2129984 0 0 0 0 3 9 0 0 20 0"
+        ));
+        assert!(!is_kernel_thread(
+            "412 (sh) S 1 412 412 34816 412 4194560 301 0 0 0 0 0 0 0 20 0 1 0"
+        ));
+        assert!(!is_kernel_thread(
+            "77 (a) b (c) S 1 77 77 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0"
+        ));
+        assert!(!is_kernel_thread(""));
+        assert!(!is_kernel_thread("5 (x) S"));
+        // This machine's own: pid 2 is kthreadd, this test is not a kernel thread, and a
+        // scan of the v1 memory hierarchy (where there is one) lists no kernel thread.
+        let stat = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        assert!(is_kernel_thread(&stat("2")));
+        assert!(!is_kernel_thread(&stat("self")));
+        let memory = Path::new("/sys/fs/cgroup/memory");
+        if memory.join("memory.limit_in_bytes").exists() {
+            let tasks = scan_tasks(&Attribution::V1 {
+                controller: "memory",
+                hierarchy_id: 0,
+                root: memory.to_path_buf(),
+            });
+            assert!(!tasks.is_empty());
+            let own = std::process::id();
+            assert!(
+                tasks.iter().any(|(tid, _)| *tid == own),
+                "this test is scanned"
+            );
+            assert!(tasks.iter().all(|(tid, _)| *tid != 2), "kthreadd is not");
+        }
+    }
 
     #[test]
     fn hierarchy_ids_come_from_proc_cgroups_enabled_and_not_unified() {
