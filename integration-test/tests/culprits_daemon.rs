@@ -46,6 +46,7 @@ struct Fault {
 #[derive(Debug)]
 struct Seen {
     state: String,
+    #[expect(dead_code, reason = "read only in failure messages, through Debug")]
     explanation: Vec<String>,
     culprits: Vec<String>,
 }
