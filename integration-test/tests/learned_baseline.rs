@@ -5,6 +5,7 @@
 //! makes or explains a verdict, and `--baseline-fields '*'` still asks for the old behaviour.
 
 use std::{
+    os::unix::process::CommandExt as _,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -58,7 +59,7 @@ fn watch(address: &str, span: Duration) -> Vec<Seen> {
 }
 
 /// A daemon learning for 15 one-second windows, then a `dd oflag=dsync` writer for `span`
-/// (bounded: 4 KiB blocks, at most 64 MiB, in a tempdir). Returns the windows judged while
+/// (bounded: 4 KiB blocks, one 64 MiB file rewritten, in a tempdir). Returns the windows judged while
 /// the writer ran.
 fn dd_after_learning(test: &str, extra: &[&str], span: Duration) -> Vec<Seen> {
     let address = format!("127.0.0.1:{}", free_port());
@@ -84,16 +85,24 @@ fn dd_after_learning(test: &str, extra: &[&str], span: Duration) -> Vec<Seen> {
     let quiet = watch(&address, Duration::from_secs(3));
     assert!(!quiet.is_empty(), "{}", daemon.log());
     let dir = tempfile::tempdir().unwrap();
-    let mut dd = Command::new("dd")
-        .arg("if=/dev/zero")
-        .arg(format!("of={}", dir.path().join("dsync").display()))
-        .args(["bs=4k", "count=16384", "oflag=dsync"])
+    // dd again each time it is done, for as long as the test watches: on a fast disk one
+    // 64 MiB pass takes only a few seconds. Its own process group, so that one kill stops
+    // the loop and the dd running in it.
+    let file = dir.path().join("dsync");
+    let mut dd = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "while :; do dd if=/dev/zero of='{}' bs=4k count=16384 oflag=dsync 2>/dev/null; done",
+            file.display()
+        ))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .process_group(0)
         .spawn()
         .expect("starting dd");
     let during = watch(&address, span);
-    let _ = dd.kill();
+    // SAFETY: kill(2) on the process group this test made; no memory is involved.
+    unsafe { libc::kill(-(dd.id() as i32), libc::SIGKILL) };
     let _ = dd.wait();
     // Judged while dd ran, after its first window (the one it started in).
     during.into_iter().skip(1).collect()
