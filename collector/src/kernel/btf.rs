@@ -244,6 +244,23 @@ impl Btf {
     }
 }
 
+/// For tests that read this machine's BTF: the kernel's, or `None` after saying loudly why
+/// the test skips (a panic where the run demands every kernel-facing test).
+#[cfg(test)]
+pub(crate) fn kernel_btf_or_skip() -> Option<Btf> {
+    match Btf::from_kernel() {
+        Ok(btf) => Some(btf),
+        Err(err) => {
+            assert!(
+                std::env::var_os("NODESTATE_REQUIRE_PRIVILEGED_TESTS").is_none(),
+                "the kernel's BTF is unreadable: {err:#}"
+            );
+            eprintln!("skipping test - the kernel's BTF is unreadable: {err:#}");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,16 +339,8 @@ mod tests {
     /// and has no arm64 `syscallno`.
     #[test]
     fn reads_pt_regs_from_the_running_kernel() {
-        let btf = match Btf::from_kernel() {
-            Ok(btf) => btf,
-            Err(err) => {
-                assert!(
-                    std::env::var_os("NODESTATE_REQUIRE_PRIVILEGED_TESTS").is_none(),
-                    "the kernel's BTF is unreadable: {err:#}"
-                );
-                eprintln!("skipping test - the kernel's BTF is unreadable: {err:#}");
-                return;
-            }
+        let Some(btf) = kernel_btf_or_skip() else {
+            return;
         };
         assert!(btf.member("task_struct", "pid").is_ok_and(|m| m.size == 4));
         if cfg!(target_arch = "x86_64") {

@@ -197,16 +197,8 @@ mod tests {
     /// the width the programs read, a wrong width or a missing member is an error.
     #[test]
     fn syscall_number_slot_comes_from_btf_with_its_width() {
-        let btf = match Btf::from_kernel() {
-            Ok(btf) => btf,
-            Err(err) => {
-                assert!(
-                    std::env::var_os("NODESTATE_REQUIRE_PRIVILEGED_TESTS").is_none(),
-                    "the kernel's BTF is unreadable: {err:#}"
-                );
-                eprintln!("skipping test - the kernel's BTF is unreadable: {err:#}");
-                return;
-            }
+        let Some(btf) = crate::kernel::btf::kernel_btf_or_skip() else {
+            return;
         };
         let (member, bytes, offset) = if cfg!(target_arch = "x86_64") {
             ("orig_ax", 8, 120)
