@@ -140,7 +140,7 @@ fn a_new_dsync_writers_volume_makes_no_verdict() {
     }
 }
 
-/// The old default, asked for: every field judged, and the writer's flushes alone are
+/// The old default, asked for: every field judged, and the writer's volume alone is
 /// enough to make the node degraded. This is what the test above would see without the
 /// change of default.
 #[test]
@@ -153,11 +153,12 @@ fn every_field_judged_sees_the_writer_as_a_fault() {
         &["--baseline-fields", "*"],
         Duration::from_secs(10),
     );
+    // Which volume leads the explanation depends on the disk (on a fast one the write
+    // bytes and fsyncs outscore the flushes): any field the default leaves unjudged proves
+    // the point, and the default test above proves none of them explains its verdicts.
     assert!(
-        windows
-            .iter()
-            .any(|w| w.state == "degraded"
-                && w.explanation.iter().any(|f| f.starts_with("block_flush"))),
+        windows.iter().any(|w| w.state == "degraded"
+            && w.explanation.iter().any(|f| !model::baseline::is_judged(f))),
         "{windows:?}"
     );
 }
