@@ -1,0 +1,344 @@
+//! Scoring: a window's distance to the nearest healthy centroid, its state and the features
+//! that explain it, with missing values left out rather than read as 0.
+
+use super::{
+    Assessment, Contribution, EXPLANATION_LENGTH, HealthState, Model, distance::nearest_of,
+};
+use crate::{
+    error::{ModelError, Result},
+    features::positions_in,
+    input::{Table, WindowFields},
+};
+
+impl Model {
+    /// Judges one window: anything with named fields ([`WindowFields`]: the collector's
+    /// window record, a JSON record, a `BTreeMap<String, f64>`, a `[(String, f64)]`). With
+    /// [`Model::score_table`] (many rows), the one way to score.
+    ///
+    /// Every field of [`Model::required_fields`] must be there: an absent one is an error,
+    /// never a silent 0, which would read as an idle (or a broken) node; so is a value that is
+    /// not finite. A field the window marks missing ([`WindowFields::is_missing`]: a read the
+    /// collector could not make, `null` in a JSON record) is left out: every feature computed
+    /// from it is left out of the score, the distances and the explanation, never read as 0.
+    /// Distances over fewer features are never larger, so the threshold calibrated on whole
+    /// windows stays a conservative bound. A window in which every feature is missing is an
+    /// error.
+    pub fn score(&self, window: &impl WindowFields) -> Result<Assessment> {
+        let (inputs, missing) = self.gather(window)?;
+        self.score_partial_checked(&inputs, &missing)
+    }
+
+    /// A window's feature vector, standardized, in [`Model::feature_names`] order (what the
+    /// score is computed from; for export or debugging). A missing value is an error here.
+    pub fn feature_vector(&self, window: &impl WindowFields) -> Result<Vec<f64>> {
+        let (inputs, missing) = self.gather(window)?;
+        self.check_missing(&missing)?;
+        Ok(self.standardize(&inputs))
+    }
+
+    /// The window's raw inputs in [`Model::required_fields`] order (0 in a missing value's
+    /// slot) and the positions of its missing values. An absent field, or a value that is not
+    /// finite, is an error.
+    fn gather(&self, window: &impl WindowFields) -> Result<(Vec<f64>, Vec<usize>)> {
+        let names = &self.prepared.schema.inputs;
+        let mut inputs = Vec::with_capacity(names.len());
+        let mut missing = Vec::new();
+        let mut absent = Vec::new();
+        for (index, name) in names.iter().enumerate() {
+            match window.field(name) {
+                Some(value) if value.is_finite() => inputs.push(value),
+                Some(value) => {
+                    return Err(ModelError::InvalidRecord(format!(
+                        "field `{name}` is {value}, not finite"
+                    )));
+                }
+                None => {
+                    if window.is_missing(name) {
+                        missing.push(index);
+                    } else {
+                        absent.push(index);
+                    }
+                    inputs.push(0.0);
+                }
+            }
+        }
+        self.check_missing(&absent)?;
+        Ok((inputs, missing))
+    }
+
+    fn standardize(&self, inputs: &[f64]) -> Vec<f64> {
+        let mut x = vec![0.0; self.scaler.mean.len()];
+        self.prepared.schema.extract(inputs, &mut x);
+        for ((value, mean), inverse_std) in x
+            .iter_mut()
+            .zip(&self.scaler.mean)
+            .zip(&self.prepared.inverse_std)
+        {
+            *value = (*value - mean) * inverse_std;
+        }
+        x
+    }
+
+    /// Judges raw inputs in [`Model::required_fields`] order, those at positions `missing`
+    /// being missing values, left out as in [`Model::score`] (their slots in `inputs` are
+    /// ignored). The baseline learner's way in: it gathers fields itself.
+    pub(crate) fn score_inputs_partial(
+        &self,
+        inputs: &[f64],
+        missing: &[usize],
+    ) -> Result<Assessment> {
+        let expected = self.prepared.schema.inputs.len();
+        if inputs.len() != expected {
+            return Err(ModelError::InvalidRecord(format!(
+                "{} values given, the model needs {expected}",
+                inputs.len()
+            )));
+        }
+        if let Some(index) =
+            (0..inputs.len()).find(|index| !missing.contains(index) && !inputs[*index].is_finite())
+        {
+            return Err(ModelError::InvalidRecord(format!(
+                "field `{}` is {}, not finite",
+                self.prepared.schema.inputs[index], inputs[index]
+            )));
+        }
+        self.score_partial_checked(inputs, missing)
+    }
+
+    fn score_partial_checked(&self, inputs: &[f64], missing: &[usize]) -> Result<Assessment> {
+        if missing.is_empty() {
+            return Ok(self.score_checked(inputs));
+        }
+        // Placeholders in the missing slots, so no NaN reaches a masked feature's transform.
+        let mut filled = inputs.to_vec();
+        for &index in missing {
+            filled[index] = 0.0;
+        }
+        let left_out = self.prepared.schema.features_missing(missing);
+        if left_out.iter().all(|&out| out) {
+            return Err(ModelError::InvalidRecord(
+                "every feature the model uses is missing in this window".into(),
+            ));
+        }
+        Ok(self.assess_masked(&self.standardize(&filled), &left_out))
+    }
+
+    /// [`Model::assess_scaled`] over the features not `left_out`.
+    fn assess_masked(&self, x: &[f64], left_out: &[bool]) -> Assessment {
+        let distance = |centroid: &[f64]| -> f64 {
+            x.iter()
+                .zip(centroid)
+                .zip(left_out)
+                .filter(|(_, out)| !**out)
+                .map(|((value, center), _)| (value - center) * (value - center))
+                .sum::<f64>()
+        };
+        let mut healthy = (self.prepared.healthy[0], f64::INFINITY);
+        for &c in &self.prepared.healthy {
+            let d = distance(&self.clusters[c].centroid);
+            if d < healthy.1 {
+                healthy = (c, d);
+            }
+        }
+        let score = healthy.1.sqrt();
+        let mut cluster = (0, f64::INFINITY);
+        for (c, candidate) in self.clusters.iter().enumerate() {
+            let d = distance(&candidate.centroid);
+            if d < cluster.1 {
+                cluster = (c, d);
+            }
+        }
+        let cluster = cluster.0;
+        let anomalous =
+            score > self.threshold.value || self.clusters[cluster].state == HealthState::Degraded;
+        let centroid = &self.clusters[healthy.0].centroid;
+        let mut contributions: Vec<(usize, f64)> = x
+            .iter()
+            .zip(centroid)
+            .enumerate()
+            .filter(|(index, _)| !left_out[*index])
+            .map(|(index, (value, center))| (index, value - center))
+            .collect();
+        contributions.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+        Assessment {
+            score,
+            threshold: self.threshold.value,
+            cluster,
+            state: if anomalous {
+                HealthState::Degraded
+            } else {
+                HealthState::Healthy
+            },
+            explanation: contributions
+                .into_iter()
+                .take(EXPLANATION_LENGTH)
+                .map(|(index, z)| Contribution {
+                    feature: self.schema.features[index].name.clone(),
+                    z,
+                })
+                .collect(),
+        }
+    }
+
+    fn check_missing(&self, missing: &[usize]) -> Result<()> {
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = missing
+            .iter()
+            .map(|&i| self.prepared.schema.inputs[i].as_str())
+            .collect();
+        Err(ModelError::InvalidRecord(format!(
+            "missing or non-numeric field(s) the model needs: {}",
+            names.join(", ")
+        )))
+    }
+
+    /// Scores inputs known to be complete and finite.
+    fn score_checked(&self, inputs: &[f64]) -> Assessment {
+        self.assess_scaled(&self.standardize(inputs))
+    }
+
+    fn assess_scaled(&self, x: &[f64]) -> Assessment {
+        let (healthy, score) = self.nearest_healthy(x);
+        let (cluster, _) = nearest_of(&self.clusters, x);
+        let anomalous =
+            score > self.threshold.value || self.clusters[cluster].state == HealthState::Degraded;
+        // Top |z| by a small insertion sort: no allocation beyond the three names.
+        let centroid = &self.clusters[healthy].centroid;
+        let mut top: [(usize, f64); EXPLANATION_LENGTH] = [(usize::MAX, 0.0); EXPLANATION_LENGTH];
+        for (index, (value, center)) in x.iter().zip(centroid).enumerate() {
+            let z = value - center;
+            if top[EXPLANATION_LENGTH - 1].0 != usize::MAX
+                && z.abs() <= top[EXPLANATION_LENGTH - 1].1.abs()
+            {
+                continue;
+            }
+            let mut slot = EXPLANATION_LENGTH - 1;
+            top[slot] = (index, z);
+            while slot > 0 && (top[slot - 1].0 == usize::MAX || z.abs() > top[slot - 1].1.abs()) {
+                top.swap(slot, slot - 1);
+                slot -= 1;
+            }
+        }
+        let explanation = top
+            .iter()
+            .filter(|(index, _)| *index != usize::MAX)
+            .map(|&(index, z)| Contribution {
+                feature: self.schema.features[index].name.clone(),
+                z,
+            })
+            .collect();
+        Assessment {
+            score,
+            threshold: self.threshold.value,
+            cluster,
+            state: if anomalous {
+                HealthState::Degraded
+            } else {
+                HealthState::Healthy
+            },
+            explanation,
+        }
+    }
+
+    /// Scores every row of a table read from a file. A model whose fields the file lacks is a
+    /// [`ModelError::FeatureMismatch`] naming the file.
+    pub fn score_table(&self, table: &Table) -> Result<Vec<Assessment>> {
+        let missing = self.missing_fields(&table.columns);
+        if !missing.is_empty() {
+            return Err(ModelError::FeatureMismatch {
+                path: table.path().to_path_buf(),
+                line: 1,
+                missing: missing.into_iter().map(str::to_string).collect(),
+            });
+        }
+        let positions = positions_in(&table.columns, self.required_fields());
+        let mut inputs = vec![0.0; positions.len()];
+        Ok((0..table.len())
+            .map(|row| {
+                let values = table.row(row);
+                for (slot, &position) in inputs.iter_mut().zip(&positions) {
+                    *slot = values[position];
+                }
+                self.score_checked(&inputs)
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{input::Row, model::TrainOptions};
+    use std::collections::BTreeMap;
+
+    /// A model of a steady node: ~1000 context switches/s, ~20 % CPU pressure.
+    fn steady_model() -> Model {
+        let rows: Vec<Row> = (0..200)
+            .map(|i| Row {
+                values: BTreeMap::from([
+                    (
+                        "sched_context_switches_per_s".to_string(),
+                        1000.0 + f64::from(i % 7) * 10.0,
+                    ),
+                    ("psi_cpu_some_pct".to_string(), 20.0 + f64::from(i % 5)),
+                ]),
+                line: i as usize + 1,
+                ..Row::default()
+            })
+            .collect();
+        Model::train(
+            &rows,
+            &TrainOptions {
+                k: 1,
+                ..TrainOptions::default()
+            },
+        )
+        .expect("trains")
+    }
+
+    #[test]
+    fn a_missing_value_is_left_out_of_the_score_not_read_as_zero() {
+        let model = steady_model();
+        // A missing value is a `null` (as the daemon writes one), or a field the collector's
+        // record marks missing: both reach the model through `WindowFields::is_missing`.
+        let window = |cs: f64| serde_json::json!({"sched_context_switches_per_s": cs, "psi_cpu_some_pct": null});
+        // Read as 0 % (what a failed read used to give), a steady node looks degraded.
+        let mut as_zero = BTreeMap::from([("sched_context_switches_per_s".to_string(), 1020.0)]);
+        as_zero.insert("psi_cpu_some_pct".into(), 0.0);
+        assert_eq!(model.score(&as_zero).unwrap().state, HealthState::Degraded);
+        // Left out, it is judged on what was read.
+        let partial = model.score(&window(1020.0)).unwrap();
+        assert_eq!(partial.state, HealthState::Healthy, "{partial:?}");
+        assert!(
+            partial
+                .explanation
+                .iter()
+                .all(|c| c.feature != "psi_cpu_some_pct"),
+            "{partial:?}"
+        );
+        // What was read still counts: a burst of context switches is still a fault.
+        let burst = model.score(&window(16_700_000.0)).unwrap();
+        assert_eq!(burst.state, HealthState::Degraded);
+        assert_eq!(burst.explanation[0].feature, "sched_context_switches_per_s");
+        // A field missing without being declared missing is still an error, and so is a
+        // window with nothing left to judge.
+        let undeclared = BTreeMap::from([("sched_context_switches_per_s".to_string(), 1020.0)]);
+        assert!(model.score(&undeclared).is_err());
+        let nothing =
+            serde_json::json!({"sched_context_switches_per_s": null, "psi_cpu_some_pct": null});
+        assert!(model.score(&nothing).is_err());
+        // The same through positions (the baseline learner's way in), NaN in a missing slot
+        // ignored.
+        let position = model
+            .required_fields()
+            .iter()
+            .position(|f| f == "psi_cpu_some_pct")
+            .unwrap();
+        let mut inputs = vec![1020.0; 2];
+        inputs[position] = f64::NAN;
+        let by_position = model.score_inputs_partial(&inputs, &[position]).unwrap();
+        assert_eq!(by_position.score, partial.score);
+    }
+}
