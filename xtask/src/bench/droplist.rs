@@ -65,7 +65,7 @@ fn start_daemon() -> anyhow::Result<Child> {
 
 /// utime + stime of `pid` in seconds.
 fn cpu_s(pid: u32) -> anyhow::Result<f64> {
-    super::overhead::process_cpu_seconds(pid).with_context(|| format!("reading /proc/{pid}/stat"))
+    super::system::process_cpu_seconds(pid).with_context(|| format!("reading /proc/{pid}/stat"))
 }
 
 /// Makes the list exactly `count` /32s from 100.64.0.0/10 (no packet comes from there).

@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd as _, FromRawFd as _};
 
 use super::{
     block::{median, start_collector, stop},
-    overhead::{bpf, process_cpu_seconds},
+    system::{bpf, machine_state, process_cpu_seconds},
 };
 
 /// Stretches per configuration.
@@ -145,7 +145,7 @@ fn stretch(extra: &[&str]) -> anyhow::Result<Sample> {
 }
 
 pub fn run() -> anyhow::Result<String> {
-    let (load_before, others) = super::overhead::machine_state();
+    let (load_before, others) = machine_state();
     if !others.is_empty() {
         anyhow::bail!(
             "another collector is running (pid {}): stop it first",

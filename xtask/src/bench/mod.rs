@@ -7,6 +7,7 @@ mod http;
 mod idle;
 mod model;
 mod overhead;
+mod system;
 mod xdp;
 
 pub use overhead::{
