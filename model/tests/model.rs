@@ -9,17 +9,8 @@ use model::{
 };
 use serde_json::json;
 
-/// A table from (column, values-per-row) built in memory.
-fn table(columns: &[&str], rows: &[Vec<f64>]) -> Table {
-    Table {
-        columns: columns.iter().map(|c| c.to_string()).collect(),
-        values: rows.iter().flatten().copied().collect(),
-        lines: (2..rows.len() + 2).collect(),
-        timestamps: vec![None; rows.len()],
-        labels: None,
-        files: vec![(PathBuf::from("<test>"), 0..rows.len())],
-    }
-}
+mod common;
+use common::table;
 
 /// `count` rows around `center` (relative noise 5 %).
 fn blob(noise: &mut Noise, count: usize, center: &[f64]) -> Vec<Vec<f64>> {

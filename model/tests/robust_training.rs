@@ -1,25 +1,18 @@
 //! Training on data that is not clean: per-feature scaling that one window far out cannot
 //! blow up, and trimming of unlabelled incidents inside the training windows.
 
-use std::path::PathBuf;
-
 use model::{
     Model, Table, TrainOptions,
     model::{DEFAULT_TRIM, Scaling, ThresholdRule},
     synthetic::Noise,
 };
 
+mod common;
+
 const COLUMNS: [&str; 3] = ["reads_per_s", "latency_p99_us", "psi_io_some_pct"];
 
 fn table(rows: &[[f64; 3]]) -> Table {
-    Table {
-        columns: COLUMNS.map(String::from).to_vec(),
-        values: rows.iter().flatten().copied().collect(),
-        lines: (2..rows.len() + 2).collect(),
-        timestamps: vec![None; rows.len()],
-        labels: None,
-        files: vec![(PathBuf::from("<test>"), 0..rows.len())],
-    }
+    common::table(&COLUMNS, rows)
 }
 
 fn healthy_row(noise: &mut Noise) -> [f64; 3] {
@@ -183,30 +176,19 @@ fn a_model_file_from_before_robust_training_still_loads_as_mean_and_deviation() 
 /// request is.
 fn windows_with_sparse_errors(rows: usize, sparse: f64, seed: u64) -> Table {
     let mut noise = Noise::new(seed);
-    let mut values = Vec::with_capacity(rows * 4);
-    for _ in 0..rows {
-        values.extend(healthy_row(&mut noise));
-        values.push(if noise.uniform() < sparse {
-            (1.0 + 2.0 * noise.uniform()).floor()
-        } else {
-            0.0
-        });
-    }
-    Table {
-        columns: [
-            "reads_per_s",
-            "latency_p99_us",
-            "psi_io_some_pct",
-            "errors_per_s",
-        ]
-        .map(String::from)
-        .to_vec(),
-        values,
-        lines: (2..rows + 2).collect(),
-        timestamps: vec![None; rows],
-        labels: None,
-        files: vec![(PathBuf::from("<test>"), 0..rows)],
-    }
+    let values: Vec<[f64; 4]> = (0..rows)
+        .map(|_| {
+            let [reads, latency, pressure] = healthy_row(&mut noise);
+            let errors = if noise.uniform() < sparse {
+                (1.0 + 2.0 * noise.uniform()).floor()
+            } else {
+                0.0
+            };
+            [reads, latency, pressure, errors]
+        })
+        .collect();
+    let [reads, latency, pressure] = COLUMNS;
+    common::table(&[reads, latency, pressure, "errors_per_s"], &values)
 }
 
 fn flagged_share(model: &Model, table: &Table) -> f64 {

@@ -1,20 +1,20 @@
 //! `ThresholdRule::Tail` end to end: a model trained on healthy windows alone sets the
 //! threshold for a false-alarm rate, and holds it on windows it never saw.
 
-use std::path::PathBuf;
-
 use model::{
     Model, Table, TrainOptions,
     model::{DEFAULT_FALSE_ALARM_RATE, ThresholdRule},
     synthetic::Noise,
 };
 
+mod common;
+
 /// `rows` healthy windows: three correlated-free features with log-normal noise, one of them
 /// heavy-tailed (a spread of 40 %), as latencies are.
 fn healthy(rows: usize, seed: u64) -> Table {
     let mut noise = Noise::new(seed);
-    let values: Vec<f64> = (0..rows)
-        .flat_map(|_| {
+    let values: Vec<[f64; 3]> = (0..rows)
+        .map(|_| {
             [
                 noise.around(200.0, 0.1),
                 noise.around(800.0, 0.4),
@@ -22,16 +22,10 @@ fn healthy(rows: usize, seed: u64) -> Table {
             ]
         })
         .collect();
-    Table {
-        columns: ["reads_per_s", "latency_p99_us", "psi_io_some_pct"]
-            .map(String::from)
-            .to_vec(),
-        values,
-        lines: (2..rows + 2).collect(),
-        timestamps: vec![None; rows],
-        labels: None,
-        files: vec![(PathBuf::from("<test>"), 0..rows)],
-    }
+    common::table(
+        &["reads_per_s", "latency_p99_us", "psi_io_some_pct"],
+        &values,
+    )
 }
 
 fn false_alarm_rate(model: &Model, table: &Table) -> f64 {
