@@ -456,7 +456,14 @@ pub struct CgroupTracepointLayout {
     pub retransmit_skaddr: u32,
     pub receive_reset_skaddr: u32,
     pub send_reset_skaddr: u32,
+    /// `task_struct.flags` (a u32), from the kernel's BTF, not a tracepoint: in unified mode
+    /// the programs read it to leave kernel threads ([`PF_KTHREAD`]) out of the root cgroup
+    /// ([`ABSENT`]: they are charged to it).
+    pub task_flags: u32,
 }
+
+/// `PF_KTHREAD` of `include/linux/sched.h`: the task is a kernel thread.
+pub const PF_KTHREAD: u32 = 0x0020_0000;
 
 impl CgroupTracepointLayout {
     /// Linux 6.x offsets; only a compiled-in default, overwritten at start-up.
@@ -475,6 +482,7 @@ impl CgroupTracepointLayout {
         retransmit_skaddr: 16,
         receive_reset_skaddr: 8,
         send_reset_skaddr: 16,
+        task_flags: ABSENT,
     };
 }
 

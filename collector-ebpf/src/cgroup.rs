@@ -3,7 +3,9 @@
 //!
 //! Which id ([`CGROUP_MODE`], set before load):
 //! - unified (cgroup v2 at `/sys/fs/cgroup`): `bpf_get_current_cgroup_id()` for events of the
-//!   current task;
+//!   current task, unless it is a kernel thread (its `task_struct.flags`, at an offset from
+//!   BTF, carry `PF_KTHREAD`): those sit in the root cgroup but work for everyone, so their
+//!   events are unattributed;
 //! - v1: the task → cgroup table [`TASK_CGROUP`], fed by `cgroup:cgroup_attach_task` (moves
 //!   within the one v1 hierarchy the daemon chose: memory, else cpu), by forks (a child starts
 //!   in its parent's cgroup) and by the daemon's `/proc` scan at start-up; a thread's entry
@@ -20,15 +22,18 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_cgroup_id, bpf_get_current_pid_tgid},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_probe_read_kernel,
+    },
     macros::{map, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap},
     programs::TracePointContext,
 };
 use collector_common::{
     ABSENT, BIO_ORIGIN_SLOTS, CGROUP_REFUSED, CGROUP_STATS_ENTRIES, CGROUP_UNATTRIBUTED,
-    CgroupStats, CgroupTracepointLayout, SOCK_CGROUP_ENTRIES, TASK_CGROUP_ENTRIES, cgroup_counter,
-    cgroup_errno, cgroup_mode, sampled_group,
+    CgroupStats, CgroupTracepointLayout, PF_KTHREAD, SOCK_CGROUP_ENTRIES, TASK_CGROUP_ENTRIES,
+    cgroup_counter, cgroup_errno, cgroup_mode, sampled_group,
 };
 
 use crate::util::{SAMPLED_SINCE, add};
@@ -122,10 +127,30 @@ pub fn of_task(pid: u32) -> u64 {
     unsafe { TASK_CGROUP.get(pid).copied() }.unwrap_or(CGROUP_UNATTRIBUTED)
 }
 
-/// The cgroup of the current task.
+/// Whether the current task is a kernel thread (unified mode; `task_flags` from BTF).
+#[inline(always)]
+fn current_is_kernel_thread() -> bool {
+    let offset = layout().task_flags;
+    if offset == ABSENT {
+        return false;
+    }
+    // SAFETY: no preconditions.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    // SAFETY: the helper checks the read; the offset is the running kernel's (BTF).
+    unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize).cast::<u32>()) }
+        .is_ok_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+/// The cgroup of the current task. In unified mode a kernel thread's is the root, but it works
+/// for everyone (the loop driver's workers submit a container's I/O to the backing file, the
+/// flushers write back everyone's pages): its events are unattributed, as on v1, where kernel
+/// threads are never in the task table. One probe read per event, in unified mode only.
 #[inline(always)]
 pub fn of_current() -> u64 {
     if mode() == cgroup_mode::UNIFIED {
+        if current_is_kernel_thread() {
+            return CGROUP_UNATTRIBUTED;
+        }
         // SAFETY: no preconditions.
         unsafe { bpf_get_current_cgroup_id() }
     } else {
@@ -250,8 +275,7 @@ pub fn switched(prev_pid: u32, now: u64) {
     if prev_pid != 0 && started != 0 && fresh && now > started {
         let cgroup = if mode() == cgroup_mode::UNIFIED {
             // The switch runs in the context of `prev`.
-            // SAFETY: no preconditions.
-            unsafe { bpf_get_current_cgroup_id() }
+            of_current()
         } else {
             of_task(prev_pid)
         };

@@ -718,15 +718,16 @@ pub struct CollectArgs {
     pub program_stats: ProgramStatsMode,
 
     /// Share of one CPU the busiest hooks may cost together: the syscall exit (every
-    /// syscall, ~140 ns each here), the scheduler (every context switch, ~300 ns) and block
-    /// I/O (every request, ~1 µs). When their events would cost more than this over a window
-    /// (at 0.5%: e.g. above ~36,000 syscalls/s, or ~5,000 block requests/s; the daemon looks
-    /// at the start of each window and every 100 ms after), the hooks whose events cost much
-    /// go off for the rest of the window once they have spent its share (those whose events
-    /// are cheap stay on): their rates are per second of the time they were on and their
-    /// latencies a sample of it (each window's `syscall_`, `sched_` and
-    /// `block_sample_fraction` say how much). Context switches then come from /proc/stat.
-    /// "0" keeps them on all the time.
+    /// syscall, ~140 ns each here), the scheduler (every context switch with its wake-up, ~450
+    /// ns here as the per-program statistics of `--metrics full` measure them) and block I/O
+    /// (every request, ~1 µs). When their events would cost more than this over a window (at
+    /// 0.5%: e.g. above ~36,000 syscalls/s, ~11,000 context switches/s or ~5,000 block
+    /// requests/s; the daemon looks at the start of each window and every 100 ms after), the
+    /// hooks whose events cost much go off for the rest of the window once they have spent its
+    /// share (those whose events are cheap stay on): their rates are per second of the time
+    /// they were on and their latencies a sample of it (each window's `syscall_`, `sched_` and
+    /// `block_sample_fraction` say how much), and per-workload counts are scaled to the window
+    /// alike. Context switches then come from /proc/stat. "0" keeps them on all the time.
     #[arg(long, visible_alias = "syscall-budget", env = "NODESTATE_HOOK_BUDGET", default_value = "0.5%", value_parser = crate::kernel::sampler::parse_budget)]
     pub hook_budget: f64,
 

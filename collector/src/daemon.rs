@@ -31,7 +31,7 @@ use crate::{
     },
     window::{
         DeviceWindow,
-        cgroups::{CgroupMode, CgroupTable, window_table},
+        cgroups::{CgroupMode, CgroupTable, SampledShares, window_table},
         counter_delta,
     },
 };
@@ -277,7 +277,14 @@ impl WindowMaker {
         }
         kernel.set_program_stats(kernel.program_stats_mode().on_in_window(self.closed));
         if let Some(cgroups) = cgroups {
-            self.cgroup_table = Some(window_table(&self.previous_cgroups, &cgroups, window_s));
+            // Scaled like the node's features: a sampled group's per-cgroup counters are of
+            // the time its hooks were on.
+            let on = SampledShares {
+                syscalls: share_on(crate::kernel::sampler::HookGroup::Syscalls),
+                scheduler: share_on(crate::kernel::sampler::HookGroup::Scheduler),
+                block: share_on(crate::kernel::sampler::HookGroup::Block),
+            };
+            self.cgroup_table = Some(window_table(&self.previous_cgroups, &cgroups, window_s, on));
             self.previous_cgroups = cgroups;
         }
         self.previous_system = system;

@@ -59,8 +59,64 @@ impl LoopDevice {
             .as_file()
             .set_len(size_bytes)
             .expect("sizing the backing file");
+        Self::attach(backing, &[])
+    }
+
+    /// A loop device whose requests the loop driver's worker (a kernel thread) turns into
+    /// direct I/O on the backing file's blocks: the file is written whole (no holes, which
+    /// would read as zeros without a request) and the device set up with `--direct-io=on`.
+    /// Whether those reads reach a disk: [`Self::backing_io_reaches_a_disk`].
+    pub fn with_direct_backing_io(size_bytes: u64) -> Self {
+        let backing = tempfile::NamedTempFile::new().expect("creating the backing file");
+        let chunk = vec![0x5a_u8; 1 << 20];
+        let mut left = size_bytes;
+        while left > 0 {
+            let n = left.min(chunk.len() as u64) as usize;
+            backing
+                .as_file()
+                .write_all(&chunk[..n])
+                .expect("filling the backing file");
+            left -= n as u64;
+        }
+        backing
+            .as_file()
+            .sync_all()
+            .expect("syncing the backing file");
+        Self::attach(backing, &["--direct-io=on"])
+    }
+
+    /// `Ok` if the loop driver reads the backing file with direct I/O on a block device (so
+    /// every request to this device makes one there, submitted by the driver's worker), else
+    /// why not: the loop driver or the file system refused direct I/O, or the backing file is
+    /// on a file system without a disk (tmpfs).
+    pub fn backing_io_reaches_a_disk(&self) -> Result<(), String> {
+        use std::os::unix::fs::MetadataExt as _;
+        let dio = std::fs::read_to_string(format!("/sys/block/{}/loop/dio", self.name()))
+            .map_err(|err| format!("reading the loop device's dio flag: {err}"))?;
+        if dio.trim() != "1" {
+            return Err(format!(
+                "{} reads its backing file through the page cache",
+                self.name()
+            ));
+        }
+        let dev = self
+            ._backing
+            .as_file()
+            .metadata()
+            .map_err(|err| format!("stat on the backing file: {err}"))?
+            .dev();
+        if libc::major(dev) == 0 {
+            return Err(
+                "the backing file's file system reports no block device (tmpfs?)".to_string(),
+            );
+        }
+        Ok(())
+    }
+
+    fn attach(backing: tempfile::NamedTempFile, options: &[&str]) -> Self {
         let output = Command::new("losetup")
             .args(["--find", "--show"])
+            .args(options)
             .arg(backing.path())
             .output()
             .expect("running losetup (util-linux)");

@@ -5,7 +5,9 @@
 //! before the daemon (found by the start-up /proc scan, its children by the fork hook), the
 //! neighbour after (found by `cgroup_attach_task`, or in unified mode by its current cgroup).
 //! Both paths: cgroup v1 (this machine's memory hierarchy) and the cgroup2 hierarchy wherever
-//! it is mounted.
+//! it is mounted. The loop device reads its backing file with direct I/O, from the loop
+//! driver's worker, a kernel thread: that I/O is unattributed, never charged to a workload (on
+//! cgroup2 kernel threads sit in the root cgroup, on v1 in no cgroup the task table knows).
 
 use std::{
     fs,
@@ -18,6 +20,7 @@ use std::{
 use collector::kernel::{
     Attribution, AttributionChoice, KernelCollector, KernelConfig, cgroups::cgroup_id,
 };
+use collector_common::CGROUP_UNATTRIBUTED;
 use integration_test::{LoopDevice, daemon::Daemon, http::get, privileged};
 use serde_json::Value;
 
@@ -129,7 +132,7 @@ fn culprit_and_neighbour_are_told_apart(test: &str, choice: AttributionChoice, f
     };
     let culprit = TestCgroup::new(&root, "culprit");
     let neighbour = TestCgroup::new(&root, "neighbour");
-    let device = LoopDevice::new(8 << 20);
+    let device = LoopDevice::with_direct_backing_io(8 << 20);
 
     // Started before the daemon: only the /proc scan can place it.
     let mut culprit_shell = shell_in(
@@ -243,6 +246,30 @@ fn culprit_and_neighbour_are_told_apart(test: &str, choice: AttributionChoice, f
         number(neighbour_row, "io_bytes") < DIRECT_READS * BLOCK,
         "neighbour charged with the culprit's I/O: {context}"
     );
+    // Each of the culprit's direct reads of the loop device became a read of the backing file
+    // on the disk beneath, submitted by the loop driver's worker (a kworker): unattributed, not
+    // the culprit's, not the root cgroup's (there it is only the kernel threads' home, and
+    // naming it would blame the node's own machinery). Without the kernel-thread check on
+    // cgroup2, none of the node's I/O is ever unattributed.
+    match device.backing_io_reaches_a_disk() {
+        Ok(()) => {
+            let unattributed = row(&table, CGROUP_UNATTRIBUTED)
+                .map_or(0, |unattributed| number(unattributed, "io_ops"));
+            assert!(
+                unattributed >= DIRECT_READS,
+                "the loop worker's {DIRECT_READS} reads of the backing file are not \
+                 unattributed ({unattributed}): {context}"
+            );
+        }
+        Err(why) => {
+            let reason =
+                format!("{test}: the kernel-thread check needs the loop worker's I/O: {why}");
+            if std::env::var_os(integration_test::REQUIRE_PRIVILEGED_TESTS).is_some() {
+                panic!("{reason}");
+            }
+            let _ = writeln!(std::io::stderr(), "SKIPPING {reason}");
+        }
+    }
 }
 
 #[test]

@@ -17,7 +17,7 @@ use collector::{
         NodeState, Verdict,
         culprits::{Attributor, Signal},
     },
-    window::cgroups::window_table,
+    window::cgroups::{SampledShares, window_table},
     workload::{CgroupPaths, ContainerNames, PodNames, Resolver},
 };
 use collector_common::CgroupStats;
@@ -125,7 +125,13 @@ fn the_container_that_burns_and_writes_is_named_not_its_neighbour() {
     for _ in 0..6 {
         std::thread::sleep(window);
         let current = snapshot(&cgroups);
-        let table = window_table(&previous, &current, window.as_secs_f64());
+        // No sampler runs here: the hooks are on for the whole window.
+        let table = window_table(
+            &previous,
+            &current,
+            window.as_secs_f64(),
+            SampledShares::WHOLE,
+        );
         let (rows, attribution) = attributor.window(&table, &healthy);
         assert!(attribution.is_none());
         previous = current;
@@ -148,7 +154,7 @@ fn the_container_that_burns_and_writes_is_named_not_its_neighbour() {
     previous = snapshot(&cgroups);
     std::thread::sleep(Duration::from_secs(1));
     let current = snapshot(&cgroups);
-    let table = window_table(&previous, &current, 1.0);
+    let table = window_table(&previous, &current, 1.0, SampledShares::WHOLE);
     // What the judge says when I/O pressure moved (the verdict is the model's; here given).
     let degraded = Verdict {
         state: NodeState::Degraded,

@@ -269,6 +269,8 @@ pub fn tracepoint_layout(tracefs: &Tracefs) -> (CgroupTracepointLayout, Vec<Stri
         retransmit_skaddr: offset("tcp", "tcp_retransmit_skb", "skaddr", 8),
         receive_reset_skaddr: offset("tcp", "tcp_receive_reset", "skaddr", 8),
         send_reset_skaddr: offset("tcp", "tcp_send_reset", "skaddr", 8),
+        // Not a tracepoint field: set from the kernel's BTF at load, in unified mode only.
+        task_flags: ABSENT,
     };
     (layout, absent)
 }
@@ -280,9 +282,6 @@ pub fn cgroup_id(dir: &Path) -> std::io::Result<u64> {
     Ok(std::fs::metadata(dir)?.ino())
 }
 
-/// `PF_KTHREAD` of `include/linux/sched.h`: the task is a kernel thread.
-const PF_KTHREAD: u64 = 0x0020_0000;
-
 /// Whether `/proc/PID/stat` is a kernel thread's (its flags, the 9th field, carry
 /// `PF_KTHREAD`). The command name in parentheses may hold spaces and parentheses: the fields
 /// are counted after the last `)`.
@@ -290,7 +289,7 @@ pub fn is_kernel_thread(stat: &str) -> bool {
     stat.rsplit_once(')')
         .and_then(|(_, fields)| fields.split_whitespace().nth(6))
         .and_then(|flags| flags.parse::<u64>().ok())
-        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+        .is_some_and(|flags| flags & u64::from(collector_common::PF_KTHREAD) != 0)
 }
 
 /// Every thread's cgroup id, read from `/proc/PID/task/TID/cgroup` (threads of one process

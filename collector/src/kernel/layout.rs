@@ -92,6 +92,35 @@ pub fn system_layout(tracefs: &Tracefs) -> (SystemTracepointLayout, Vec<String>)
     (layout, absent)
 }
 
+/// Where `task_struct.flags` is (a u32), from the kernel's BTF: in unified mode the
+/// attribution programs read the current task's flags to tell kernel threads apart. They sit in
+/// the root cgroup but work for everyone (the loop driver's workers, the flushers, kswapd), so
+/// their events count as unattributed rather than as the root's. `ABSENT` when the BTF lacks it
+/// (said here): kernel threads' events are then charged to the root cgroup.
+pub(super) fn kernel_thread_flags_offset(btf: Result<&Btf, &anyhow::Error>) -> u32 {
+    match btf
+        .map_err(|err| anyhow::anyhow!("{err:#}"))
+        .and_then(|btf| Ok(btf.member("task_struct", "flags")?))
+    {
+        Ok(member) if member.size == 4 => member.offset,
+        Ok(member) => {
+            warn!(
+                "task_struct.flags is {} bytes in the kernel's BTF, not 4: kernel threads' \
+                 events are charged to the root cgroup",
+                member.size
+            );
+            ABSENT
+        }
+        Err(err) => {
+            warn!(
+                "task_struct.flags not in the kernel's BTF ({err:#}): kernel threads' events \
+                 are charged to the root cgroup"
+            );
+            ABSENT
+        }
+    }
+}
+
 /// Where `struct pt_regs` keeps the syscall number the raw and BTF `sys_exit` programs read,
 /// for the architecture this daemon (and so its embedded eBPF object) is built for: x86_64's
 /// `orig_ax` is a stable uapi layout (byte 120, no BTF needed); arm64's `syscallno` (an `s32`,
@@ -216,5 +245,27 @@ mod tests {
         if cfg!(target_arch = "x86_64") {
             assert_eq!(pt_regs_syscall_nr_offset(Ok(&btf)), offset);
         }
+    }
+
+    /// `task_struct.flags` on this machine's kernel: a 4-byte member the programs can read,
+    /// inside the struct; without BTF the programs are told it is absent.
+    #[test]
+    fn kernel_thread_flags_come_from_btf() {
+        let Some(btf) = crate::kernel::btf::kernel_btf_or_skip() else {
+            return;
+        };
+        let offset = kernel_thread_flags_offset(Ok(&btf));
+        assert_ne!(offset, ABSENT);
+        assert_eq!(offset % 4, 0, "flags at {offset} is not u32-aligned");
+        let pid = btf
+            .member("task_struct", "pid")
+            .expect("task_struct.pid in BTF")
+            .offset;
+        // `flags` comes early in task_struct, well before `pid`.
+        assert!(offset < pid, "flags at {offset}, pid at {pid}");
+        assert_eq!(
+            kernel_thread_flags_offset(Err(&anyhow::anyhow!("no BTF here"))),
+            ABSENT
+        );
     }
 }

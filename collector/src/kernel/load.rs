@@ -18,7 +18,8 @@ use super::{
     config::KernelConfig,
     hooks::{SampledHooks, SampledLink},
     layout::{
-        block_layout, open_syscalls, pt_regs_syscall_nr_offset, system_layout, wait_syscalls,
+        block_layout, kernel_thread_flags_offset, open_syscalls, pt_regs_syscall_nr_offset,
+        system_layout, wait_syscalls,
     },
     privileges,
     probes::{Attacher, SIGNALS},
@@ -149,7 +150,10 @@ impl KernelCollector {
         });
 
         let mut attribution = super::cgroups::decide(config.cgroup_attribution);
-        let (cgroup_layout, cgroup_absent) = super::cgroups::tracepoint_layout(&tracefs);
+        let (mut cgroup_layout, cgroup_absent) = super::cgroups::tracepoint_layout(&tracefs);
+        if matches!(attribution, Attribution::Unified { .. }) {
+            cgroup_layout.task_flags = kernel_thread_flags_offset(kernel_btf.as_ref());
+        }
         if attribution.mode() != collector_common::cgroup_mode::OFF && !cgroup_absent.is_empty() {
             warn!(
                 "tracepoint fields missing for per-cgroup attribution ({}): the signals they \

@@ -89,14 +89,66 @@ pub fn stats_delta(previous: &CgroupStats, current: &CgroupStats) -> CgroupStats
     }
 }
 
+/// The share of a window each sampled hook group was on (1: all of it). The hook sampler
+/// (`crate::kernel::sampler`) takes the syscall exit, scheduler and block hooks off for part of
+/// a window when their events would cost more than `--hook-budget`; what the per-cgroup
+/// counters of those hooks hold is then what they saw while on.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampledShares {
+    /// The syscall exit hook: syscall errors by errno.
+    pub syscalls: f64,
+    /// The scheduler hooks (switch, wake-ups): on-CPU time and run-queue wait.
+    pub scheduler: f64,
+    /// The block hooks (bio submission, request completion): I/O issued, its bytes and its
+    /// latency.
+    pub block: f64,
+}
+
+impl SampledShares {
+    /// Every hook on for the whole window.
+    pub const WHOLE: Self = Self {
+        syscalls: 1.0,
+        scheduler: 1.0,
+        block: 1.0,
+    };
+}
+
+/// `stats` scaled to the whole window: each counter of a sampled hook divided by the share of
+/// the window its hook was on, as the node's own rates are, so that a workload's rate, its
+/// share against signals that are never sampled and its rise over its own baseline do not move
+/// when the sampler's share does. The others (exits, fatal signals, OOM kills, reclaim stalls,
+/// TCP events: hooks the sampler never takes off) are as counted. A share that is not in
+/// (0, 1) leaves its counters as they are (a hook that saw nothing counted nothing to scale).
+pub fn scaled_to_window(stats: &CgroupStats, on: SampledShares) -> CgroupStats {
+    let scale = |count: u64, share: f64| {
+        if share > 0.0 && share < 1.0 {
+            // Saturates at u64::MAX; estimates, so rounding is as good as any.
+            (count as f64 / share).round() as u64
+        } else {
+            count
+        }
+    };
+    CgroupStats {
+        oncpu_ns: scale(stats.oncpu_ns, on.scheduler),
+        runq_wait_ns: scale(stats.runq_wait_ns, on.scheduler),
+        io_ops: scale(stats.io_ops, on.block),
+        io_bytes: scale(stats.io_bytes, on.block),
+        io_latency_ns: scale(stats.io_latency_ns, on.block),
+        errors: stats.errors.map(|count| scale(count, on.syscalls)),
+        ..*stats
+    }
+}
+
 /// The window's table from two cumulative snapshots (`(cgroup id, counters)` as read from the
-/// per-cgroup map, summed over CPUs). A cgroup new in `current` counts from zero; one gone from
-/// `current` (its entry removed) did nothing more this window and is left out; rows whose
-/// delta is all zero are left out.
+/// per-cgroup map, summed over CPUs), scaled to the whole window by the share each sampled
+/// hook group was `on` ([`scaled_to_window`]). A cgroup new in `current` counts from zero; one
+/// gone from `current` (its entry removed) did nothing more this window and is left out; rows
+/// whose delta is all zero are left out.
 pub fn window_table(
     previous: &[(u64, CgroupStats)],
     current: &[(u64, CgroupStats)],
     window_s: f64,
+    on: SampledShares,
 ) -> CgroupTable {
     let before: std::collections::HashMap<u64, &CgroupStats> =
         previous.iter().map(|(id, stats)| (*id, stats)).collect();
@@ -110,6 +162,7 @@ pub fn window_table(
         if delta == zero {
             continue;
         }
+        let delta = scaled_to_window(&delta, on);
         match *id {
             CGROUP_UNATTRIBUTED => table.unattributed = delta,
             CGROUP_REFUSED => table.refused = delta,
@@ -144,7 +197,7 @@ mod tests {
             (CGROUP_UNATTRIBUTED, stats(0, 3, 0)),
             (CGROUP_REFUSED, stats(0, 0, 1)),
         ];
-        let table = window_table(&previous, &current, 5.0);
+        let table = window_table(&previous, &current, 5.0, SampledShares::WHOLE);
         assert_eq!(table.window_s, 5.0);
         assert_eq!(
             table.rows,
@@ -161,6 +214,96 @@ mod tests {
         );
         assert_eq!(table.unattributed, stats(0, 3, 0));
         assert_eq!(table.refused, stats(0, 0, 1));
+    }
+
+    fn everything(count: u64) -> CgroupStats {
+        CgroupStats {
+            oncpu_ns: count,
+            runq_wait_ns: count,
+            io_ops: count,
+            io_bytes: count,
+            io_latency_ns: count,
+            errors: [count; cgroup_errno::COUNT],
+            exits_nonzero: count,
+            fatal_signals: count,
+            oom_victims: count,
+            reclaim_stall_ns: count,
+            tcp_retransmits: count,
+            tcp_resets: count,
+            tcp_connect_failures: count,
+        }
+    }
+
+    #[test]
+    fn sampled_counters_are_scaled_by_their_own_hooks_share_and_the_rest_kept() {
+        // Syscalls on for a quarter of the window, the scheduler for half, block for a tenth.
+        let on = SampledShares {
+            syscalls: 0.25,
+            scheduler: 0.5,
+            block: 0.1,
+        };
+        let scaled = scaled_to_window(&everything(100), on);
+        let expected = CgroupStats {
+            oncpu_ns: 200,
+            runq_wait_ns: 200,
+            io_ops: 1000,
+            io_bytes: 1000,
+            io_latency_ns: 1000,
+            errors: [400; cgroup_errno::COUNT],
+            // Never sampled: as counted.
+            ..everything(100)
+        };
+        assert_eq!(scaled, expected);
+        // On all the time: nothing changes; a share that is no share changes nothing either.
+        assert_eq!(
+            scaled_to_window(&everything(100), SampledShares::WHOLE),
+            everything(100)
+        );
+        for share in [0.0, -1.0, f64::NAN, 1.5] {
+            let odd = SampledShares {
+                syscalls: share,
+                scheduler: share,
+                block: share,
+            };
+            assert_eq!(scaled_to_window(&everything(7), odd), everything(7));
+        }
+        // Huge counts saturate rather than wrap.
+        let huge = scaled_to_window(&everything(u64::MAX / 2), on);
+        assert_eq!(huge.io_ops, u64::MAX);
+    }
+
+    #[test]
+    fn a_workloads_rate_does_not_move_with_the_samplers_share() {
+        // A workload issuing 500 I/Os a second, seen by the block hooks for all of one 5 s
+        // window and for a fifth of the next: the same rate in both tables, and its unattributed
+        // neighbour (the same hooks) is scaled alike.
+        let whole = window_table(
+            &[(7, stats(0, 0, 0))],
+            &[
+                (7, stats(0, 2500, 0)),
+                (CGROUP_UNATTRIBUTED, stats(0, 100, 0)),
+            ],
+            5.0,
+            SampledShares::WHOLE,
+        );
+        let fifth = window_table(
+            &[
+                (7, stats(0, 2500, 0)),
+                (CGROUP_UNATTRIBUTED, stats(0, 100, 0)),
+            ],
+            &[
+                (7, stats(0, 3000, 0)),
+                (CGROUP_UNATTRIBUTED, stats(0, 120, 0)),
+            ],
+            5.0,
+            SampledShares {
+                block: 0.2,
+                ..SampledShares::WHOLE
+            },
+        );
+        assert_eq!(whole.rows[0].delta.io_ops, 2500);
+        assert_eq!(fifth.rows[0].delta.io_ops, 2500);
+        assert_eq!(whole.unattributed.io_ops, fifth.unattributed.io_ops);
     }
 
     #[test]
