@@ -20,14 +20,23 @@ pub const SOME_FILE: &str = "/etc/some-file";
 
 /// Runs podman; its trimmed stdout. Panics with its stderr when it fails.
 pub fn podman(args: &[&str]) -> String {
+    podman_in(args, None)
+}
+
+/// [`podman`] run in `dir`: the container monitor (conmon) `podman run -d` leaves behind
+/// inherits it and writes a file `oom` there when the container is OOM-killed, which would
+/// otherwise land in the test's working directory (the crate's source folder).
+fn podman_in(args: &[&str], dir: Option<&std::path::Path>) -> String {
+    let mut command = Command::new("podman");
+    command.args(args);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
     let Output {
         status,
         stdout,
         stderr,
-    } = Command::new("podman")
-        .args(args)
-        .output()
-        .expect("running podman");
+    } = command.output().expect("running podman");
     assert!(
         status.success(),
         "podman {args:?} failed ({status}): {}",
@@ -107,6 +116,8 @@ impl Drop for Image {
 /// A detached container, removed (killed at once) on drop.
 pub struct Container {
     pub name: String,
+    /// The monitor's working directory (see [`podman_in`]); removed after the container.
+    _monitor_dir: tempfile::TempDir,
 }
 
 impl Container {
@@ -135,8 +146,12 @@ impl Container {
         ];
         args.extend_from_slice(extra);
         args.extend_from_slice(&[image.name.as_str(), "/bin/sh", "-c", script]);
-        podman(&args);
-        Self { name: name.into() }
+        let monitor_dir = tempfile::tempdir().expect("a temporary directory for conmon");
+        podman_in(&args, Some(monitor_dir.path()));
+        Self {
+            name: name.into(),
+            _monitor_dir: monitor_dir,
+        }
     }
 
     /// Runs `/bin/sh -c SCRIPT` inside it; its stdout.
