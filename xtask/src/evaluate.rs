@@ -15,6 +15,7 @@ use anyhow::{Context as _, bail};
 use serde_json::Value;
 
 use crate::{
+    culprits::{self, Grade},
     scenario::{self, Kind, SCENARIOS, Scenario},
     util::{release_binary, workspace_root},
 };
@@ -37,9 +38,35 @@ pub struct Recorded {
     /// The fault's (or the benign burst's) start and end, seconds since the epoch.
     start_s: f64,
     end_s: f64,
+    /// What the daemon as shipped judged during the run (`None`: not recorded).
+    judged: Option<Vec<culprits::Judged>>,
 }
 
 impl Recorded {
+    /// The "culprit named first" grade (see the rule in culprits.rs).
+    pub fn culprit_grade(&self) -> Grade {
+        let expected = self.scenario.expected_culprit();
+        let service = scenario::lab::workload_name(scenario::lab::SERVICE_CGROUP);
+        match &self.judged {
+            Some(judged) => culprits::grade(
+                judged,
+                self.start_s,
+                self.end_s,
+                expected.as_deref(),
+                &service,
+            ),
+            None => Grade {
+                first: if expected.is_some() {
+                    culprits::First::NotRecorded
+                } else {
+                    culprits::First::NoCulprit
+                },
+                degraded: 0,
+                service_named: 0,
+            },
+        }
+    }
+
     /// Windows at least half inside the fault: the ones that should be flagged.
     pub fn truth(&self) -> Vec<bool> {
         self.windows
@@ -111,6 +138,7 @@ pub fn load(dir: &Path, scenario: &'static Scenario) -> anyhow::Result<Option<Re
         windows,
         start_s: field("start")?,
         end_s: field("end")?,
+        judged: culprits::load(&files.culprits)?,
     }))
 }
 
@@ -395,10 +423,20 @@ fn evaluate_in(
          points of pressure, a 65% change of a latency, are within any node's normal; and a \
          threshold of at least {BUILTIN_MIN_THRESHOLD} of them (`--min-threshold`).\n"
     )?;
-    let table = |md: &mut String, verdicts: &[(&Recorded, Verdict)]| -> anyhow::Result<()> {
+    // `with_culprits`: also the daemon's culprits (recorded with the run, the same whichever
+    // model this table scores with).
+    let table = |md: &mut String,
+                 verdicts: &[(&Recorded, Verdict)],
+                 with_culprits: bool|
+     -> anyhow::Result<()> {
+        let (head, rule) = if with_culprits {
+            (" culprit named first | service named |", "---|---|")
+        } else {
+            ("", "")
+        };
         writeln!(
             md,
-            "| scenario | kind | answer during fault/burst | answer before it | time to detect | precision | recall | F1 | top feature when flagged (z) |\n|---|---|---|---|---|---|---|---|---|"
+            "| scenario | kind | answer during fault/burst | answer before it | time to detect | precision | recall | F1 | top feature when flagged (z) |{head}\n|---|---|---|---|---|---|---|---|---|{rule}"
         )?;
         for (r, v) in verdicts {
             let fault = r.scenario.kind == Kind::Fault;
@@ -409,7 +447,7 @@ fn evaluate_in(
                     format!("**{answer}** ✗")
                 }
             };
-            writeln!(
+            write!(
                 md,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.scenario.name,
@@ -439,6 +477,20 @@ fn evaluate_in(
                 },
                 v.top,
             )?;
+            if with_culprits {
+                let grade = r.culprit_grade();
+                write!(
+                    md,
+                    " {} | {} |",
+                    grade.first,
+                    if r.judged.is_some() {
+                        format!("{} of {}", grade.service_named, grade.degraded)
+                    } else {
+                        "–".into()
+                    }
+                )?;
+            }
+            writeln!(md)?;
         }
         let faults: Vec<_> = verdicts
             .iter()
@@ -466,6 +518,30 @@ fn evaluate_in(
             faults.len(),
             verdicts.len()
         )?;
+        if with_culprits {
+            let grades: Vec<Grade> = faults.iter().map(|(r, _)| r.culprit_grade()).collect();
+            let expected = grades
+                .iter()
+                .filter(|g| {
+                    !matches!(
+                        g.first,
+                        culprits::First::NoCulprit | culprits::First::NotRecorded
+                    )
+                })
+                .count();
+            let named = grades
+                .iter()
+                .filter(|g| g.first == culprits::First::Yes)
+                .count();
+            let service: usize = grades.iter().map(|g| g.service_named).sum();
+            let degraded: usize = grades.iter().map(|g| g.degraded).sum();
+            writeln!(
+                md,
+                "Culprit named first: **{named} of {expected}** faults with a culprit workload \
+                 (and a culprits file). The service (the healthy neighbour) named as a culprit in \
+                 **{service} of {degraded}** degraded windows during faults."
+            )?;
+        }
         Ok(())
     };
     let mut verdicts = Vec::new();
@@ -475,7 +551,25 @@ fn evaluate_in(
         verdicts.push((r, verdict(r, &scored, ENTER_AFTER, LEAVE_AFTER)));
         scores.push(scored);
     }
-    table(&mut md, &verdicts)?;
+    table(&mut md, &verdicts, true)?;
+    writeln!(
+        md,
+        "\n**Culprit named first** is the daemon's, not a replay: while each run recorded, the \
+         daemon as shipped (`collector run --model builtin --window {}s`) ran beside the \
+         recorder, and its `/state` was read once per window (`datasets/NAME.culprits.jsonl`: \
+         verdict, culprits, victims). Each fault whose cause is a workload on the node runs in \
+         a cgroup of its own, beside the service's (`{}`); the daemon names a cgroup outside \
+         Kubernetes, containers and systemd by its path. The rule: among the daemon's degraded \
+         windows at least half inside the fault, the first that names any culprit must name the \
+         fault's cgroup first (a degraded window naming no one is passed over). `—`: no \
+         workload on the node causes the fault (network faults come from outside the node, \
+         slow-disk is the device's, disk-throttling is a cap put on the service, which the \
+         ranking lists as a victim by its I/O wait, not as a culprit). **Service named**: of \
+         those degraded windows, how many named the service among \
+         their culprits.",
+        scenario::WINDOW_S,
+        scenario::lab::workload_name(scenario::lab::SERVICE_CGROUP),
+    )?;
     writeln!(
         md,
         "\nThe model (`model train --features {} --floor-scale {BUILTIN_FLOOR_SCALE} \
@@ -561,7 +655,7 @@ fn evaluate_in(
         let scored = score(&model_file, r, work)?;
         loso.push((r, verdict(r, &scored, ENTER_AFTER, LEAVE_AFTER)));
     }
-    table(&mut md, &loso)?;
+    table(&mut md, &loso, false)?;
     writeln!(
         md,
         "\nReproduce: `cargo xtask scenarios` (as root, ~20 min; rewrites datasets/), then \
@@ -672,12 +766,12 @@ fn write_datasets_table(dir: &Path, recorded: &[Recorded]) -> anyhow::Result<()>
         bail!("{} lacks the {BEGIN} … {END} markers", readme.display());
     };
     let mut table = String::from(
-        "\n| scenario | kind | what happens (fault or burst) | fields it should move | windows |\n|---|---|---|---|---|\n",
+        "\n| scenario | kind | what happens (fault or burst) | fields it should move | culprit workload | windows |\n|---|---|---|---|---|---|\n",
     );
     for r in recorded {
         writeln!(
             table,
-            "| `{}` | {} | {} | {} | {} |",
+            "| `{}` | {} | {} | {} | {} | {} |",
             r.scenario.name,
             if r.scenario.kind == Kind::Fault {
                 "fault"
@@ -686,6 +780,12 @@ fn write_datasets_table(dir: &Path, recorded: &[Recorded]) -> anyhow::Result<()>
             },
             r.scenario.what,
             r.scenario.moves,
+            // No workload on the node causes it: the network faults come from outside, slow
+            // disk is the device's, disk-throttling a cap on the service.
+            r.scenario
+                .expected_culprit()
+                .map(|name| format!("`{name}`"))
+                .unwrap_or_else(|| "—".into()),
             r.windows.len()
         )?;
     }

@@ -3,6 +3,7 @@
 mod bench;
 mod build;
 mod calibration;
+mod culprits;
 mod deb_test;
 mod dist;
 mod evaluate;

@@ -118,6 +118,14 @@ impl Signal {
     }
 }
 
+/// Memory pressure's causes: OOM kills, and the time a workload spends in direct reclaim.
+/// Direct reclaim runs only in a task that is allocating while memory (the node's or its
+/// cgroup's) is short, so its time is the per-cgroup sign of who charges memory under
+/// pressure; there is no per-cgroup "memory charged" counter. It is a victim signal too: the
+/// job that thrashes its own memory limit is both. With OOM kills alone, a job reclaiming its
+/// page cache over and over (no kill) named no one.
+const MEMORY_CAUSES: &[Signal] = &[Signal::OomVictims, Signal::ReclaimStall];
+
 /// Which per-cgroup signals explain a node feature that moved: (feature pattern, causes,
 /// victims). The first pattern matching a feature wins.
 pub const FEATURE_SIGNALS: &[(&str, &[Signal], &[Signal])] = &[
@@ -127,16 +135,8 @@ pub const FEATURE_SIGNALS: &[(&str, &[Signal], &[Signal])] = &[
     ("psi_io_*", &[Signal::IoIssued], &[Signal::IoLatency]),
     ("block_*", &[Signal::IoIssued], &[Signal::IoLatency]),
     ("fsync_*", &[Signal::IoIssued], &[Signal::IoLatency]),
-    (
-        "psi_memory_*",
-        &[Signal::OomVictims],
-        &[Signal::ReclaimStall],
-    ),
-    (
-        "mem_reclaim*",
-        &[Signal::OomVictims],
-        &[Signal::ReclaimStall],
-    ),
+    ("psi_memory_*", MEMORY_CAUSES, &[Signal::ReclaimStall]),
+    ("mem_reclaim*", MEMORY_CAUSES, &[Signal::ReclaimStall]),
     (
         "mem_oom_kills",
         &[Signal::OomVictims],
@@ -677,6 +677,32 @@ mod tests {
             .map(|b| b.workload.name.as_str())
             .collect();
         assert_eq!(order, vec!["cron", "web"]);
+    }
+
+    /// A job rereading a file in a tight memory limit: reclaim all the time, no OOM kill. The
+    /// job stalls in direct reclaim because it allocates; the service, steady, does not. The
+    /// job is named by its reclaim time (once with OOM kills alone, no one was named).
+    #[test]
+    fn memory_pressure_without_kills_names_the_workload_in_reclaim() {
+        let reclaiming = |name: &str, stall_ms: u64| {
+            let mut row = row(name, 100, 10, 0);
+            row.delta.reclaim_stall_ns = stall_ms * 1_000_000;
+            row
+        };
+        let mut ranker = CulpritRanker::new();
+        let healthy = verdict(NodeState::Healthy, &[]);
+        for _ in 0..10 {
+            let rows = [reclaiming("job", 0), reclaiming("service", 0)];
+            ranker.window(&rows, &CgroupStats::default(), 2.0, &healthy);
+        }
+        let rows = [reclaiming("job", 180), reclaiming("service", 0)];
+        let degraded = verdict(NodeState::Degraded, &[("mem_reclaims_per_s", 16.0)]);
+        let named = ranker
+            .window(&rows, &CgroupStats::default(), 2.0, &degraded)
+            .expect("attributed");
+        assert_eq!(named.culprits.len(), 1, "{named:?}");
+        assert_eq!(named.culprits[0].to_string(), "100% of reclaim stalls: job");
+        assert_eq!(named.victims[0].workload.name, "job");
     }
 
     #[test]

@@ -6,9 +6,35 @@ use std::{any::Any, fs, path::Path, process::Command};
 use anyhow::Context as _;
 
 use super::lab::{
-    Cgroup, HOST_ADDR, HOST_IFACE, LISTENER_PORT, Lab, LoopDevice, Network, PEER_ADDR, PEER_IFACE,
-    Process, Tmpfs,
+    Cgroup, HOST_ADDR, HOST_IFACE, LISTENER_PORT, Lab, LoopDevice, NETNS, Network, PEER_ADDR,
+    PEER_IFACE, Process, Tmpfs, WORKLOAD_CONTROLLERS,
 };
+
+// The cgroup of each fault whose cause is a workload on the node: the daemon should name it
+// first (the Scenario table says which scenario expects which).
+pub const CPU_HOGS: &str = "nodestate-scenario-cpu-hogs";
+pub const THROTTLED: &str = "nodestate-scenario-throttled";
+pub const MEMORY_JOB: &str = "nodestate-scenario-memory";
+pub const OOM_LOOP: &str = "nodestate-scenario-oom";
+pub const CRASH_LOOP: &str = "nodestate-scenario-crash-loop";
+pub const VOLUME_WRITER: &str = "nodestate-scenario-volume-writer";
+pub const FD_LEAK: &str = "nodestate-scenario-fd-leak";
+pub const CONNECTION_CHURN: &str = "nodestate-scenario-connection-churn";
+pub const LOG_WRITER: &str = "nodestate-scenario-log-writer";
+pub const NOISY_WRITER: &str = "nodestate-scenario-noisy-writer";
+
+/// A fault's own cgroup, beside the service's.
+fn own_cgroup(name: &str) -> anyhow::Result<Cgroup> {
+    Cgroup::create(name, WORKLOAD_CONTROLLERS)
+}
+
+/// `xtask scenario-worker ARGS` started inside `cgroup`.
+fn worker_in(cgroup: &Cgroup, args: &[&str]) -> anyhow::Result<Command> {
+    let worker = super::worker_exe()?;
+    let mut all = vec!["scenario-worker"];
+    all.extend_from_slice(args);
+    Ok(cgroup.command(worker.to_str().context("xtask path")?, &all))
+}
 
 /// What a running fault holds; dropped last-in first-out, so processes stop before the
 /// cgroup, mount or device they use goes away.
@@ -47,12 +73,6 @@ impl Drop for Active {
     }
 }
 
-fn xtask_worker(args: &[&str]) -> anyhow::Result<Command> {
-    let mut command = Command::new(super::worker_exe()?);
-    command.arg("scenario-worker").args(args);
-    Ok(command)
-}
-
 fn cmd(program: &str, args: &[&str]) -> Command {
     let mut command = Command::new(program);
     command.args(args);
@@ -61,14 +81,14 @@ fn cmd(program: &str, args: &[&str]) -> Command {
 
 pub fn cpu_saturation(_lab: &mut Lab, active: &mut Active) -> anyhow::Result<()> {
     // Two workers per CPU: every runnable task waits for a CPU.
-    active.spawn(
-        "stress-ng --cpu",
-        cmd("stress-ng", &["--cpu", "4", "--quiet"]),
-    )
+    let cgroup = own_cgroup(CPU_HOGS)?;
+    let command = cgroup.command("stress-ng", &["--cpu", "4", "--quiet"]);
+    active.hold(cgroup);
+    active.spawn("stress-ng --cpu", command)
 }
 
 pub fn cpu_throttling(_lab: &mut Lab, active: &mut Active) -> anyhow::Result<()> {
-    let cgroup = Cgroup::create("nodestate-scenario-throttled", &["cpu"])?;
+    let cgroup = own_cgroup(THROTTLED)?;
     cgroup.set_cpu_quota(0.2)?;
     let command = cgroup.command("stress-ng", &["--cpu", "2", "--quiet"]);
     active.hold(cgroup);
@@ -80,7 +100,7 @@ pub fn memory_pressure(lab: &mut Lab, active: &mut Active) -> anyhow::Result<()>
     // plus a file it rereads, so the kernel reclaims the job's page cache over and over.
     let file = lab.dir.join("dataset.bin");
     crate::util::run(Command::new("fallocate").args(["-l", "512M"]).arg(&file))?;
-    let cgroup = Cgroup::create("nodestate-scenario-memory", &["memory"])?;
+    let cgroup = own_cgroup(MEMORY_JOB)?;
     cgroup.set_memory_limit(192 << 20)?;
     let hog = cgroup.command(
         "stress-ng",
@@ -100,7 +120,7 @@ pub fn memory_pressure(lab: &mut Lab, active: &mut Active) -> anyhow::Result<()>
 
 pub fn oom_kill_loop(_lab: &mut Lab, active: &mut Active) -> anyhow::Result<()> {
     // A service that asks for more than its limit at every start, is OOM-killed, restarts.
-    let cgroup = Cgroup::create("nodestate-scenario-oom", &["memory"])?;
+    let cgroup = own_cgroup(OOM_LOOP)?;
     cgroup.set_memory_limit(64 << 20)?;
     let command = cgroup.command(
         "sh",
@@ -116,16 +136,16 @@ pub fn oom_kill_loop(_lab: &mut Lab, active: &mut Active) -> anyhow::Result<()> 
 pub fn crash_loop(_lab: &mut Lab, active: &mut Active) -> anyhow::Result<()> {
     // A service that segfaults at start, and its wrapper that exits with an error, restarted
     // at once, like a pod in CrashLoopBackOff's early fast retries.
-    active.spawn(
-        "crash loop",
-        cmd(
-            "sh",
-            &[
-                "-c",
-                "while :; do sh -c 'kill -SEGV $$'; sh -c 'exit 1'; sleep 0.1; done",
-            ],
-        ),
-    )
+    let cgroup = own_cgroup(CRASH_LOOP)?;
+    let command = cgroup.command(
+        "sh",
+        &[
+            "-c",
+            "while :; do sh -c 'kill -SEGV $$'; sh -c 'exit 1'; sleep 0.1; done",
+        ],
+    );
+    active.hold(cgroup);
+    active.spawn("crash loop", command)
 }
 
 pub fn disk_throttling(lab: &mut Lab, _active: &mut Active) -> anyhow::Result<()> {
@@ -183,9 +203,11 @@ pub fn disk_errors(lab: &mut Lab, active: &mut Active) -> anyhow::Result<()> {
     let image = pool.path.join("volume.img");
     fs::File::create(&image)?.set_len(256 << 20)?;
     let volume = LoopDevice::attach(&image, false)?;
-    let writer = xtask_worker(&["random-writes", &volume.path])?;
+    let cgroup = own_cgroup(VOLUME_WRITER)?;
+    let writer = worker_in(&cgroup, &["random-writes", &volume.path])?;
     active.hold(pool);
     active.hold(volume);
+    active.hold(cgroup);
     active.spawn("a service writing to a volume whose pool is full", writer)
 }
 
@@ -270,10 +292,19 @@ pub fn packet_flood(lab: &mut Lab, active: &mut Active) -> anyhow::Result<()> {
 
 pub fn fd_exhaustion(_lab: &mut Lab, active: &mut Active) -> anyhow::Result<()> {
     // A service leaking descriptors hits its limit, then retries: EMFILE on every open.
-    let mut command = cmd("prlimit", &["--nofile=256:256", "--"]);
-    command
-        .arg(super::worker_exe()?)
-        .args(["scenario-worker", "open-files"]);
+    let cgroup = own_cgroup(FD_LEAK)?;
+    let worker = super::worker_exe()?;
+    let command = cgroup.command(
+        "prlimit",
+        &[
+            "--nofile=256:256",
+            "--",
+            worker.to_str().context("xtask path")?,
+            "scenario-worker",
+            "open-files",
+        ],
+    );
+    active.hold(cgroup);
     active.spawn("descriptor exhaustion", command)
 }
 
@@ -291,24 +322,68 @@ pub fn port_exhaustion(_lab: &mut Lab, active: &mut Active) -> anyhow::Result<()
             &["-q", "-w", "net.ipv4.ip_local_port_range=32768 60999"],
         ),
     );
+    // The client is a workload of the node in a network namespace of its own, as a pod is:
+    // its cgroup is the node's, its ports the namespace's.
+    let cgroup = own_cgroup(CONNECTION_CHURN)?;
     let worker = super::worker_exe()?;
-    let command = Network::command(
-        worker.to_str().context("xtask path")?,
+    let command = cgroup.command(
+        "ip",
         &[
+            "netns",
+            "exec",
+            NETNS,
+            worker.to_str().context("xtask path")?,
             "scenario-worker",
             "connect-loop",
             &format!("{HOST_ADDR}:{LISTENER_PORT}"),
         ],
     );
+    active.hold(cgroup);
     active.spawn("connection churn", command)
 }
 
 pub fn disk_full(lab: &mut Lab, active: &mut Active) -> anyhow::Result<()> {
     // A log volume that filled up: the writer keeps trying and gets ENOSPC.
     let volume = Tmpfs::mount(lab.dir.join("logs"), "8m")?;
-    let command = xtask_worker(&["fill-disk", volume.path.to_str().context("path")?])?;
+    let cgroup = own_cgroup(LOG_WRITER)?;
+    let command = worker_in(
+        &cgroup,
+        &["fill-disk", volume.path.to_str().context("path")?],
+    )?;
     active.hold(volume);
+    active.hold(cgroup);
     active.spawn("writer on a full file system", command)
+}
+
+pub fn noisy_neighbour(lab: &mut Lab, active: &mut Active) -> anyhow::Result<()> {
+    // A bulk loader beside the service: large direct writes, four at once, uncapped, to a
+    // file of its own on the file system that also holds the service's volume (the lab's
+    // disk image): the service's requests queue behind the loader's on the disk they share.
+    // Direct I/O is submitted by the loader's own tasks, so it is charged to its cgroup
+    // (buffered writes would be written back by flusher threads, which cgroup v1 cannot
+    // attribute); and not through a loop device, whose lower requests a kernel thread
+    // resubmits, charged to the root cgroup. The file is allocated first (no data written),
+    // so fio need not lay it out with buffered writes; its size bounds what the run writes.
+    let file = lab.dir.join("bulk-load.bin");
+    crate::util::run(Command::new("fallocate").args(["-l", "256M"]).arg(&file))?;
+    let cgroup = own_cgroup(NOISY_WRITER)?;
+    let command = cgroup.command(
+        "fio",
+        &[
+            "--name=bulk-load",
+            &format!("--filename={}", file.display()),
+            "--size=256M",
+            "--rw=randwrite",
+            "--bs=128k",
+            "--direct=1",
+            "--ioengine=psync",
+            "--numjobs=4",
+            "--time_based",
+            "--runtime=3600",
+        ],
+    );
+    active.hold(cgroup);
+    active.spawn("bulk loader writing beside the service's volume", command)
 }
 
 pub fn compile_burst(lab: &mut Lab, active: &mut Active) -> anyhow::Result<()> {

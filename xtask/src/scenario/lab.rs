@@ -130,6 +130,20 @@ pub struct Cgroup {
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
+/// The controllers of the service's cgroup and of every fault's own: memory and cpu at least,
+/// because on cgroup v1 attribution charges a task to its memory (else cpu) cgroup, and a
+/// process in a cgroup without them would be charged to the root `/` with everything else.
+pub const WORKLOAD_CONTROLLERS: &[&str] = &["cpu", "memory", "blkio"];
+
+/// The background service's cgroup (the healthy neighbour of every fault).
+pub const SERVICE_CGROUP: &str = "nodestate-scenario-workload";
+
+/// The name the daemon's resolver gives a cgroup of ours: outside Kubernetes, containers and
+/// systemd, a cgroup is named by its path.
+pub fn workload_name(cgroup: &str) -> String {
+    format!("/{cgroup}")
+}
+
 impl Cgroup {
     pub fn create(name: &str, controllers: &[&str]) -> anyhow::Result<Self> {
         let v2 = Path::new(CGROUP_ROOT).join("cgroup.controllers").exists();
@@ -415,8 +429,7 @@ impl Lab {
         drop(file);
         let lower_disk = LoopDevice::attach(&image, true)?;
         let disk = LoopDevice::attach(Path::new(&lower_disk.path), true)?;
-        let workload_cgroup =
-            Cgroup::create("nodestate-scenario-workload", &["cpu", "memory", "blkio"])?;
+        let workload_cgroup = Cgroup::create(SERVICE_CGROUP, WORKLOAD_CONTROLLERS)?;
         let mut lab = Lab {
             background: Vec::new(),
             workload_cgroup,
@@ -459,8 +472,12 @@ impl Lab {
                 &format!("--runtime={runtime}"),
             ],
         );
-        let mut iperf_server = Command::new("iperf3");
-        iperf_server.args(["-s", "-B", HOST_ADDR, "-p", &IPERF_PORT.to_string()]);
+        // The service's servers are the service's: in its cgroup, so that it is one workload
+        // beside the fault (the scraper and the stream's client are outside, in the namespace).
+        let iperf_server = lab.workload_cgroup.command(
+            "iperf3",
+            &["-s", "-B", HOST_ADDR, "-p", &IPERF_PORT.to_string()],
+        );
         let churn = lab.workload_cgroup.command(
             "sh",
             &[
@@ -468,15 +485,14 @@ impl Lab {
                 "while :; do /bin/true; ls / > /dev/null; sleep 0.25; done",
             ],
         );
-        let listener = {
-            let mut c = Command::new(&xtask);
-            c.args([
+        let listener = lab.workload_cgroup.command(
+            xtask.to_str().context("xtask path")?,
+            &[
                 "scenario-worker",
                 "listen",
                 &format!("{HOST_ADDR}:{LISTENER_PORT}"),
-            ]);
-            c
-        };
+            ],
+        );
         let poller = Network::command(
             xtask.to_str().context("xtask path")?,
             &[

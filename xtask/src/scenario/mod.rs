@@ -1,10 +1,12 @@
 //! `cargo xtask scenario NAME` / `cargo xtask scenarios`: a healthy period under a realistic
 //! background workload, then a real fault, then recovery, while `collector record` writes the
-//! node's windows. The windows (compressed), the ground truth and a description land in
-//! `datasets/`.
+//! node's windows, and the daemon as shipped (`collector run --model builtin`) judges the node
+//! and names culprits. The windows (compressed), the ground truth, the daemon's culprits and a
+//! description land in `datasets/`.
 
 pub mod faults;
 pub mod lab;
+pub mod shipped;
 pub mod worker;
 
 use std::{
@@ -51,6 +53,19 @@ pub struct Scenario {
     stop: Option<Stop>,
     /// Record with the XDP drop list on the host end, the flood's source listed.
     xdp_blocklist: bool,
+    /// The cgroup (under the hierarchy's root) of the workload that causes the fault, which
+    /// the daemon should name as the first culprit; `None` when no workload on the node is
+    /// the cause: faults from outside the node (the namespace is "outside"), of a device, or
+    /// of a limit put on the service (disk-throttling: the capped service issues less I/O,
+    /// not more; in the ranking it is a victim, by its I/O wait, not a culprit).
+    pub culprit: Option<&'static str>,
+}
+
+impl Scenario {
+    /// The name the daemon gives the culprit's cgroup (its path), if there is one.
+    pub fn expected_culprit(&self) -> Option<String> {
+        self.culprit.map(lab::workload_name)
+    }
 }
 
 const fn fault(
@@ -67,40 +82,56 @@ const fn fault(
         start,
         stop: None,
         xdp_blocklist: false,
+        culprit: None,
     }
 }
 
 pub const SCENARIOS: &[Scenario] = &[
-    fault(
-        "cpu-saturation",
-        "stress-ng, 4 CPU hogs on 2 CPUs",
-        "psi_cpu_some_pct, sched_runqueue_latency_p99_us",
-        faults::cpu_saturation,
-    ),
-    fault(
-        "cpu-throttling",
-        "2 CPU hogs in a cgroup with a 20% CFS quota",
-        "cpu_throttled_ms_per_s, cpu_throttled_periods_per_s",
-        faults::cpu_throttling,
-    ),
-    fault(
-        "memory-pressure",
-        "a job keeping 128 MiB and rereading a 512 MiB file in a 192 MiB cgroup",
-        "mem_reclaims_per_s, mem_reclaim_stall_ms_per_s, psi_memory_*",
-        faults::memory_pressure,
-    ),
-    fault(
-        "oom-kill-loop",
-        "a service asking for 128 MiB in a 64 MiB cgroup, restarted at once",
-        "mem_oom_kills, proc_fatal_signals_per_s, proc_exits_nonzero_per_s",
-        faults::oom_kill_loop,
-    ),
-    fault(
-        "crash-loop",
-        "a service that segfaults at start and its wrapper exiting 1, restarted every 0.1 s",
-        "proc_exits_nonzero_per_s, proc_fatal_signals_per_s, proc_forks_per_s",
-        faults::crash_loop,
-    ),
+    Scenario {
+        culprit: Some(faults::CPU_HOGS),
+        ..fault(
+            "cpu-saturation",
+            "stress-ng, 4 CPU hogs on 2 CPUs",
+            "psi_cpu_some_pct, sched_runqueue_latency_p99_us",
+            faults::cpu_saturation,
+        )
+    },
+    Scenario {
+        culprit: Some(faults::THROTTLED),
+        ..fault(
+            "cpu-throttling",
+            "2 CPU hogs in a cgroup with a 20% CFS quota",
+            "cpu_throttled_ms_per_s, cpu_throttled_periods_per_s",
+            faults::cpu_throttling,
+        )
+    },
+    Scenario {
+        culprit: Some(faults::MEMORY_JOB),
+        ..fault(
+            "memory-pressure",
+            "a job keeping 128 MiB and rereading a 512 MiB file in a 192 MiB cgroup",
+            "mem_reclaims_per_s, mem_reclaim_stall_ms_per_s, psi_memory_*",
+            faults::memory_pressure,
+        )
+    },
+    Scenario {
+        culprit: Some(faults::OOM_LOOP),
+        ..fault(
+            "oom-kill-loop",
+            "a service asking for 128 MiB in a 64 MiB cgroup, restarted at once",
+            "mem_oom_kills, proc_fatal_signals_per_s, proc_exits_nonzero_per_s",
+            faults::oom_kill_loop,
+        )
+    },
+    Scenario {
+        culprit: Some(faults::CRASH_LOOP),
+        ..fault(
+            "crash-loop",
+            "a service that segfaults at start and its wrapper exiting 1, restarted every 0.1 s",
+            "proc_exits_nonzero_per_s, proc_fatal_signals_per_s, proc_forks_per_s",
+            faults::crash_loop,
+        )
+    },
     Scenario {
         stop: Some(faults::disk_throttling_stop),
         ..fault(
@@ -119,12 +150,15 @@ pub const SCENARIOS: &[Scenario] = &[
             faults::slow_disk,
         )
     },
-    fault(
-        "disk-errors",
-        "a thin volume whose 16 MiB pool is full: writes fail with I/O errors",
-        "block_errors_per_s, syscall_eio_per_s",
-        faults::disk_errors,
-    ),
+    Scenario {
+        culprit: Some(faults::VOLUME_WRITER),
+        ..fault(
+            "disk-errors",
+            "a thin volume whose 16 MiB pool is full: writes fail with I/O errors",
+            "block_errors_per_s, syscall_eio_per_s",
+            faults::disk_errors,
+        )
+    },
     fault(
         "network-loss",
         "15% random loss (nftables numgen, netdev ingress) on the TCP stream into the node",
@@ -152,24 +186,42 @@ pub const SCENARIOS: &[Scenario] = &[
             faults::packet_flood,
         )
     },
-    fault(
-        "fd-exhaustion",
-        "a process at its descriptor limit retrying opens",
-        "syscall_emfile_per_s, file_open_errors_per_s",
-        faults::fd_exhaustion,
-    ),
-    fault(
-        "port-exhaustion",
-        "100 ephemeral ports and a client churning connections: connect() fails",
-        "syscall_eaddrnotavail_per_s, tcp_connects_per_s",
-        faults::port_exhaustion,
-    ),
-    fault(
-        "disk-full",
-        "a writer on a full 8 MiB file system retrying",
-        "syscall_enospc_per_s, syscall_errors_per_s",
-        faults::disk_full,
-    ),
+    Scenario {
+        culprit: Some(faults::FD_LEAK),
+        ..fault(
+            "fd-exhaustion",
+            "a process at its descriptor limit retrying opens",
+            "syscall_emfile_per_s, file_open_errors_per_s",
+            faults::fd_exhaustion,
+        )
+    },
+    Scenario {
+        culprit: Some(faults::CONNECTION_CHURN),
+        ..fault(
+            "port-exhaustion",
+            "100 ephemeral ports and a client churning connections: connect() fails",
+            "syscall_eaddrnotavail_per_s, tcp_connects_per_s",
+            faults::port_exhaustion,
+        )
+    },
+    Scenario {
+        culprit: Some(faults::LOG_WRITER),
+        ..fault(
+            "disk-full",
+            "a writer on a full 8 MiB file system retrying",
+            "syscall_enospc_per_s, syscall_errors_per_s",
+            faults::disk_full,
+        )
+    },
+    Scenario {
+        culprit: Some(faults::NOISY_WRITER),
+        ..fault(
+            "noisy-neighbour",
+            "a bulk loader beside the service: 128 KiB direct writes, 4 at once, uncapped, to the file system holding its volume",
+            "block_latency_*, fsync_latency_*, psi_io_*",
+            faults::noisy_neighbour,
+        )
+    },
     Scenario {
         kind: Kind::NoFault,
         ..fault(
@@ -229,6 +281,8 @@ pub struct Recording {
     pub windows: PathBuf,
     pub labels: PathBuf,
     pub meta: PathBuf,
+    /// Per window, the shipped daemon's verdict, culprits and victims.
+    pub culprits: PathBuf,
 }
 
 /// The dataset files of scenario `name` in `dir`.
@@ -237,6 +291,7 @@ pub fn dataset_files(dir: &Path, name: &str) -> Recording {
         windows: dir.join(format!("{name}.jsonl.gz")),
         labels: dir.join(format!("{name}.labels.csv")),
         meta: dir.join(format!("{name}.json")),
+        culprits: dir.join(format!("{name}.culprits.jsonl")),
     }
 }
 
@@ -307,6 +362,8 @@ pub fn run(scenario: &Scenario, timing: Timing, out_dir: &Path) -> anyhow::Resul
             SCENARIO_PIN_DIR,
         ]);
     }
+    // The daemon as shipped, beside the recorder: the culprits it names are graded.
+    let daemon = shipped::ShippedDaemon::start(&collector, &lab.dir, WINDOW_S)?;
     let mut recorder = record.spawn().context("starting collector record")?;
     let started = Instant::now();
     // Let the recorder attach before the healthy period starts counting.
@@ -343,6 +400,7 @@ pub fn run(scenario: &Scenario, timing: Timing, out_dir: &Path) -> anyhow::Resul
     }
 
     let files = dataset_files(out_dir, scenario.name);
+    let judged = daemon.finish(&files.culprits)?;
     let windows = fs::read(&raw)?;
     let mut gz = flate2::write::GzEncoder::new(
         fs::File::create(&files.windows)?,
@@ -371,6 +429,9 @@ pub fn run(scenario: &Scenario, timing: Timing, out_dir: &Path) -> anyhow::Resul
         "start": start,
         "end": end,
         "windows": windows.iter().filter(|&&b| b == b'\n').count(),
+        // The workload that causes the fault, as the daemon names it (null: none on the node).
+        "culprit": scenario.expected_culprit(),
+        "daemon_windows": judged,
     });
     fs::write(&files.meta, serde_json::to_string_pretty(&meta)? + "\n")?;
     println!(
