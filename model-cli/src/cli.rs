@@ -127,6 +127,13 @@ pub(crate) enum Command {
         /// windows far out cannot widen it) or `standard` (mean and standard deviation).
         #[arg(long, value_enum, default_value_t = ScalingArg::Robust)]
         scaling: ScalingArg,
+        /// Measure each cluster's own spread (median absolute deviation per feature, within
+        /// clusters of 50 windows or more) and score distances to a healthy centroid in it,
+        /// so a window far from its own mode stands out even where the modes lie far apart.
+        /// Experimental, off by default: on synthetic data it raised false alarms where a
+        /// machine drifts or has heavy tails.
+        #[arg(long)]
+        spread_per_mode: bool,
         /// "json" prints one JSON object on stdout ({"out", "model", and with --prometheus
         /// "fleet": what was read}) instead of the text summary, which then goes to stderr.
         #[arg(long, value_enum, default_value_t = Output::Table)]

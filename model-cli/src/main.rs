@@ -87,6 +87,7 @@ fn run() -> anyhow::Result<()> {
             false_alarm_rate,
             trim,
             scaling,
+            spread_per_mode,
             output,
             prometheus_client,
         } => {
@@ -182,6 +183,7 @@ fn run() -> anyhow::Result<()> {
                     ScalingArg::Robust => model::model::Scaling::Robust,
                     ScalingArg::Standard => model::model::Scaling::Standard,
                 },
+                spread_per_mode,
                 ..TrainOptions::default()
             };
             let bar = indicatif::ProgressBar::new(runs as u64).with_style(

@@ -18,9 +18,9 @@ use crate::features::{CompiledSchema, FeatureSchema};
 use distance::squared_distance;
 pub use options::{
     DEFAULT_FALSE_ALARM_RATE, DEFAULT_MIN_HEALTHY_SHARE, DEFAULT_THRESHOLD_MARGIN,
-    DEFAULT_THRESHOLD_PERCENTILE, DEFAULT_TRIM, MIN_CALIBRATION_WINDOWS, ROBUST_CLIP, Scaling,
-    TAIL_EPISODE_GAP, TAIL_LEVEL_QUANTILE, TRIM_CUTOFF_SPREADS, TRIM_ROUNDS, ThresholdRule,
-    TrainOptions,
+    DEFAULT_THRESHOLD_PERCENTILE, DEFAULT_TRIM, MIN_CALIBRATION_WINDOWS, MIN_MODE_WINDOWS,
+    ROBUST_CLIP, Scaling, TAIL_EPISODE_GAP, TAIL_LEVEL_QUANTILE, TRIM_CUTOFF_SPREADS, TRIM_ROUNDS,
+    ThresholdRule, TrainOptions,
 };
 
 /// What the `format` field of every model file says.
@@ -107,6 +107,12 @@ pub struct Cluster {
     pub size: usize,
     /// Of those, the ones labelled faulty (when trained with labels).
     pub labelled_faults: Option<usize>,
+    /// The cluster's own spread per feature, in standardized units (1 is the scaler's
+    /// spread), measured within the cluster: distances to this centroid are taken in it.
+    /// Absent (older files, or a cluster too small to measure one, see
+    /// [`MIN_MODE_WINDOWS`]): the scaler's spread, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<Vec<f64>>,
 }
 
 /// The anomaly threshold and how it was found.
@@ -198,6 +204,8 @@ struct Prepared {
     inverse_std: Vec<f64>,
     /// Indices of the healthy clusters.
     healthy: Vec<usize>,
+    /// Per cluster, 1 / its own spread per feature (`None`: the scaler's spread).
+    inverse_spread: Vec<Option<Vec<f64>>>,
 }
 
 /// Linear-interpolated percentile of sorted values.
@@ -220,6 +228,15 @@ impl Model {
             inverse_std: self.scaler.std.iter().map(|s| 1.0 / s).collect(),
             healthy: (0..self.clusters.len())
                 .filter(|&c| self.clusters[c].state == HealthState::Healthy)
+                .collect(),
+            inverse_spread: self
+                .clusters
+                .iter()
+                .map(|c| {
+                    c.spread
+                        .as_ref()
+                        .map(|spread| spread.iter().map(|s| 1.0 / s).collect())
+                })
                 .collect(),
         };
         self.features = self.prepared.schema.inputs.clone();
@@ -250,12 +267,40 @@ impl Model {
     fn nearest_healthy(&self, x: &[f64]) -> (usize, f64) {
         let mut best = (self.prepared.healthy[0], f64::INFINITY);
         for &c in &self.prepared.healthy {
-            let d = squared_distance(x, &self.clusters[c].centroid);
+            let d = self.mode_distance(c, x);
             if d < best.1 {
                 best = (c, d);
             }
         }
         (best.0, best.1.sqrt())
+    }
+
+    /// Squared distance from `x` to cluster `c`'s centroid in that cluster's own spread
+    /// (the scaler's, for a cluster without one).
+    fn mode_distance(&self, c: usize, x: &[f64]) -> f64 {
+        let centroid = &self.clusters[c].centroid;
+        match &self.prepared.inverse_spread[c] {
+            None => squared_distance(x, centroid),
+            Some(inverse) => x
+                .iter()
+                .zip(centroid)
+                .zip(inverse)
+                .map(|((value, center), inverse)| {
+                    let z = (value - center) * inverse;
+                    z * z
+                })
+                .sum(),
+        }
+    }
+
+    /// `x`'s deviation from cluster `c`'s centroid in feature `index`, in the cluster's own
+    /// spread: what explanations report.
+    fn mode_z(&self, c: usize, index: usize, value: f64) -> f64 {
+        let z = value - self.clusters[c].centroid[index];
+        match &self.prepared.inverse_spread[c] {
+            None => z,
+            Some(inverse) => z * inverse[index],
+        }
     }
 
     /// Cluster centroids back in feature units (the transforms undone), for people.

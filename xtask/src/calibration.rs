@@ -75,6 +75,7 @@ fn before(options: TrainOptions) -> TrainOptions {
         threshold_rule: ThresholdRule::Percentile,
         trim: 0.0,
         scaling: Scaling::Standard,
+        spread_per_mode: false,
         ..options
     }
 }

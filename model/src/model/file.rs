@@ -116,6 +116,18 @@ impl Model {
         if numbers.clone().any(|v| !v.is_finite()) {
             return Err("non-finite number in the scaler or a centroid".into());
         }
+        if self
+            .clusters
+            .iter()
+            .filter_map(|c| c.spread.as_ref())
+            .any(|spread| {
+                spread.len() != width || spread.iter().any(|s| !(s.is_finite() && *s > 0.0))
+            })
+        {
+            return Err(format!(
+                "a cluster's spread does not have {width} positive numbers"
+            ));
+        }
         if self.scaler.std.iter().any(|s| *s <= 0.0) {
             return Err("a standard deviation is not positive".into());
         }

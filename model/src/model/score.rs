@@ -133,9 +133,17 @@ impl Model {
                 .map(|((value, center), _)| (value - center) * (value - center))
                 .sum::<f64>()
         };
+        // To healthy: in each cluster's own spread, as whole windows are scored.
+        let mode_distance = |c: usize| -> f64 {
+            x.iter()
+                .enumerate()
+                .filter(|(index, _)| !left_out[*index])
+                .map(|(index, value)| self.mode_z(c, index, *value).powi(2))
+                .sum::<f64>()
+        };
         let mut healthy = (self.prepared.healthy[0], f64::INFINITY);
         for &c in &self.prepared.healthy {
-            let d = distance(&self.clusters[c].centroid);
+            let d = mode_distance(c);
             if d < healthy.1 {
                 healthy = (c, d);
             }
@@ -151,13 +159,11 @@ impl Model {
         let cluster = cluster.0;
         let anomalous =
             score > self.threshold.value || self.clusters[cluster].state == HealthState::Degraded;
-        let centroid = &self.clusters[healthy.0].centroid;
         let mut contributions: Vec<(usize, f64)> = x
             .iter()
-            .zip(centroid)
             .enumerate()
             .filter(|(index, _)| !left_out[*index])
-            .map(|(index, (value, center))| (index, value - center))
+            .map(|(index, value)| (index, self.mode_z(healthy.0, index, *value)))
             .collect();
         contributions.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
         Assessment {
@@ -205,10 +211,9 @@ impl Model {
         let anomalous =
             score > self.threshold.value || self.clusters[cluster].state == HealthState::Degraded;
         // Top |z| by a small insertion sort: no allocation beyond the three names.
-        let centroid = &self.clusters[healthy].centroid;
         let mut top: [(usize, f64); EXPLANATION_LENGTH] = [(usize::MAX, 0.0); EXPLANATION_LENGTH];
-        for (index, (value, center)) in x.iter().zip(centroid).enumerate() {
-            let z = value - center;
+        for (index, value) in x.iter().enumerate() {
+            let z = self.mode_z(healthy, index, *value);
             if top[EXPLANATION_LENGTH - 1].0 != usize::MAX
                 && z.abs() <= top[EXPLANATION_LENGTH - 1].1.abs()
             {
@@ -340,5 +345,109 @@ mod tests {
         inputs[position] = f64::NAN;
         let by_position = model.score_inputs_partial(&inputs, &[position]).unwrap();
         assert_eq!(by_position.score, partial.score);
+    }
+
+    /// Two modes, busy (CPU 55 % ± 3) and quiet (20 % ± 12), 500 windows each in runs of 50.
+    /// The CPU's scaler spread spans both (about 19 points) and the threshold is set by the
+    /// quiet mode's wandering, so a busy window at 65 % (half a spread from busy) is hidden;
+    /// within the busy mode (a spread of about 2 points) it is several spreads away.
+    fn two_modes() -> Vec<Row> {
+        (0..1000)
+            .map(|i: usize| {
+                let busy = (i / 50).is_multiple_of(2);
+                // Deterministic noise in [-3, 3).
+                let jitter = ((i * 7919 + 13) % 101) as f64 / 101.0 * 6.0 - 3.0;
+                let other = ((i * 104_729 + 7) % 97) as f64 / 97.0 * 6.0 - 3.0;
+                // A quiet node's CPU wanders (±12 points); a busy one's holds (±3).
+                let (cpu, load, width) = if busy {
+                    (55.0, 40.0, 1.0)
+                } else {
+                    (20.0, 10.0, 4.0)
+                };
+                Row {
+                    values: BTreeMap::from([
+                        ("cpu_busy_pct".to_string(), cpu + width * jitter),
+                        ("load_pct".to_string(), load + other),
+                    ]),
+                    line: i + 1,
+                    ..Row::default()
+                }
+            })
+            .collect()
+    }
+
+    fn train_two_modes(spread_per_mode: bool) -> Model {
+        Model::train(
+            &two_modes(),
+            &TrainOptions {
+                k: 2,
+                spread_per_mode,
+                threshold_rule: crate::model::ThresholdRule::Percentile,
+                trim: 0.0,
+                ..TrainOptions::default()
+            },
+        )
+        .expect("trains")
+    }
+
+    #[test]
+    fn a_spread_per_mode_finds_a_far_window_the_global_spread_hides() {
+        let far = BTreeMap::from([
+            ("cpu_busy_pct".to_string(), 65.0),
+            ("load_pct".to_string(), 40.0),
+        ]);
+        let ordinary = BTreeMap::from([
+            ("cpu_busy_pct".to_string(), 56.0),
+            ("load_pct".to_string(), 41.0),
+        ]);
+        let global = train_two_modes(false);
+        assert!(global.clusters.iter().all(|c| c.spread.is_none()));
+        let hidden = global.score(&far).unwrap();
+        assert_eq!(hidden.state, HealthState::Healthy, "{hidden:?}");
+        let per_mode = train_two_modes(true);
+        assert!(per_mode.clusters.iter().all(|c| c.spread.is_some()));
+        let found = per_mode.score(&far).unwrap();
+        assert_eq!(found.state, HealthState::Degraded, "{found:?}");
+        assert_eq!(found.explanation[0].feature, "cpu_busy_pct");
+        // The CPU's spread is measured within the busy mode: 10 points are several spreads.
+        assert!(found.explanation[0].z > 3.0, "{found:?}");
+        // An ordinary busy window stays healthy.
+        let calm = per_mode.score(&ordinary).unwrap();
+        assert_eq!(calm.state, HealthState::Healthy, "{calm:?}");
+        // The same judgment through a missing value's path (masked scoring).
+        let masked = per_mode
+            .score(&serde_json::json!({"cpu_busy_pct": 65.0, "load_pct": null}))
+            .unwrap();
+        assert_eq!(masked.state, HealthState::Degraded, "{masked:?}");
+    }
+
+    #[test]
+    fn spreads_per_mode_survive_the_file_and_old_files_score_as_before() {
+        let far = BTreeMap::from([
+            ("cpu_busy_pct".to_string(), 65.0),
+            ("load_pct".to_string(), 40.0),
+        ]);
+        let origin = std::path::Path::new("model.json");
+        let per_mode = train_two_modes(true);
+        let reloaded = Model::from_bytes(per_mode.to_json().as_bytes(), origin).unwrap();
+        let same = |a: Assessment, b: Assessment| {
+            assert_eq!(a.state, b.state);
+            assert!(
+                (a.score - b.score).abs() < 1e-9 * b.score.max(1.0),
+                "{a:?} {b:?}"
+            );
+        };
+        same(reloaded.score(&far).unwrap(), per_mode.score(&far).unwrap());
+        // A file written before the field existed has no `spread`: it loads and scores in the
+        // scaler's spread alone, exactly as a model trained without spreads per mode.
+        let global = train_two_modes(false);
+        let json = global.to_json();
+        assert!(!json.contains("\"spread\""), "{json}");
+        let old = Model::from_bytes(json.as_bytes(), origin).unwrap();
+        same(old.score(&far).unwrap(), global.score(&far).unwrap());
+        // A spread of the wrong length is a damaged file, not a bad model.
+        let mut value: serde_json::Value = serde_json::from_str(&per_mode.to_json()).unwrap();
+        value["clusters"][0]["spread"] = serde_json::json!([1.0]);
+        assert!(Model::from_bytes(value.to_string().as_bytes(), origin).is_err());
     }
 }

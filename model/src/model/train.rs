@@ -11,8 +11,8 @@ use super::{
     Threshold, TrainingInfo,
     distance::{RowEuclidean, nearest, nearest_of},
     options::{
-        TAIL_EPISODE_GAP, TAIL_LEVEL_QUANTILE, TRIM_CUTOFF_SPREADS, TRIM_ROUNDS, ThresholdRule,
-        TrainOptions,
+        MIN_MODE_WINDOWS, TAIL_EPISODE_GAP, TAIL_LEVEL_QUANTILE, TRIM_CUTOFF_SPREADS, TRIM_ROUNDS,
+        ThresholdRule, TrainOptions,
     },
     percentile,
 };
@@ -229,6 +229,8 @@ impl Model {
         }
         let mut mean = Vec::with_capacity(width);
         let mut std = Vec::with_capacity(width);
+        // Each feature's floor, in standardized units: no cluster's own spread is below it.
+        let mut floors = Vec::with_capacity(width);
         // Variance of each standardized feature: 1, or less where the deviation was floored.
         let mut scaled_variance = 0.0;
         let columns = columns_of(
@@ -242,6 +244,7 @@ impl Model {
             let variance = column.iter().map(|v| (v - center).powi(2)).sum::<f64>() / rows as f64;
             mean.push(center);
             std.push(s);
+            floors.push(floor / s);
             scaled_variance += variance / (s * s) / width as f64;
         }
         drop(columns);
@@ -313,6 +316,13 @@ impl Model {
             scattered_modes_are_healthy(&assignment, &mut states);
         }
 
+        let spreads: Vec<Option<Vec<f64>>> = (0..k)
+            .map(|cluster| {
+                (options.spread_per_mode && sizes[cluster] >= MIN_MODE_WINDOWS)
+                    .then(|| mode_spread(&scaled, &assignment, cluster, &floors))
+            })
+            .collect();
+
         let mut model = Self {
             format: MODEL_FORMAT.into(),
             version: MODEL_FORMAT_VERSION,
@@ -329,6 +339,7 @@ impl Model {
                     state: states[c],
                     size: sizes[c],
                     labelled_faults: options.labels.as_ref().map(|_| faults[c]),
+                    spread: spreads[c].clone(),
                 })
                 .collect(),
             threshold: Threshold {
@@ -424,6 +435,44 @@ impl Model {
         model.threshold.calibration_windows = scores.len();
         Ok(model)
     }
+}
+
+/// A cluster's own spread per feature in standardized units: 1.4826 times the median absolute
+/// deviation of its windows from their median (the standard deviation, for normal data), at
+/// least the feature's floor (a feature most of whose windows share one value keeps the
+/// scaler's spread, 1). A machine with a busy and a quiet mode has a scaler spread that
+/// spans both (CPU 55 % and 15 %): measured so, a CPU at 97 % is two spreads from busy and
+/// looks healthy, while within the busy mode it is many. The median and MAD ignore the few
+/// incident windows a cluster may hold, where a standard deviation would widen with them.
+fn mode_spread(
+    scaled: &Array2<f64>,
+    assignment: &[usize],
+    cluster: usize,
+    floors: &[f64],
+) -> Vec<f64> {
+    let members: Vec<usize> = (0..assignment.len())
+        .filter(|&row| assignment[row] == cluster)
+        .collect();
+    let mut column = Vec::with_capacity(members.len());
+    floors
+        .iter()
+        .enumerate()
+        .map(|(feature, &floor)| {
+            column.clear();
+            column.extend(members.iter().map(|&row| scaled[[row, feature]]));
+            column.sort_by(f64::total_cmp);
+            let median = percentile(&column, 50.0);
+            for value in column.iter_mut() {
+                *value = (*value - median).abs();
+            }
+            column.sort_by(f64::total_cmp);
+            let mad = 1.4826 * percentile(&column, 50.0);
+            // Half the mode's windows or more share one value (a counter that is mostly 0):
+            // its MAD says nothing of how far the rest spread, and the floor alone would make
+            // a first error many spreads away. Such a feature keeps the scaler's spread.
+            if mad == 0.0 { 1.0 } else { mad.max(floor) }
+        })
+        .collect()
 }
 
 /// Without labels, a cluster of less than [`TrainOptions::min_healthy_share`] of the windows
