@@ -25,13 +25,20 @@ pub struct Judged {
     pub culprits: Vec<String>,
 }
 
-/// Reads `NAME.culprits.jsonl`; `None` when the run has no such file (recorded before the
+/// Reads `NAME.culprits.jsonl.gz`; `None` when the run has no such file (recorded before the
 /// daemon ran beside the recorder).
 pub fn load(path: &Path) -> anyhow::Result<Option<Vec<Judged>>> {
     if !path.exists() {
         return Ok(None);
     }
-    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(
+        &mut flate2::read::GzDecoder::new(
+            fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
+        ),
+        &mut text,
+    )
+    .with_context(|| format!("reading {}", path.display()))?;
     let mut windows = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let row: Value = serde_json::from_str(line)

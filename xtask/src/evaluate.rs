@@ -556,7 +556,7 @@ fn evaluate_in(
         md,
         "\n**Culprit named first** is the daemon's, not a replay: while each run recorded, the \
          daemon as shipped (`collector run --model builtin --window {}s`) ran beside the \
-         recorder, and its `/state` was read once per window (`datasets/NAME.culprits.jsonl`: \
+         recorder, and its `/state` was read once per window (`datasets/NAME.culprits.jsonl.gz`: \
          verdict, culprits, victims). Each fault whose cause is a workload on the node runs in \
          a cgroup of its own, beside the service's (`{}`); the daemon names a cgroup outside \
          Kubernetes, containers and systemd by its path. The rule: among the daemon's degraded \

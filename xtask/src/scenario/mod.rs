@@ -291,7 +291,7 @@ pub fn dataset_files(dir: &Path, name: &str) -> Recording {
         windows: dir.join(format!("{name}.jsonl.gz")),
         labels: dir.join(format!("{name}.labels.csv")),
         meta: dir.join(format!("{name}.json")),
-        culprits: dir.join(format!("{name}.culprits.jsonl")),
+        culprits: dir.join(format!("{name}.culprits.jsonl.gz")),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The daemon as shipped, beside the recorder: `collector run --model builtin` judges the same
 //! node while a scenario runs, and its `/state` is read once per window. Its verdicts, culprits
-//! and victims land in `NAME.culprits.jsonl`, which `cargo xtask evaluate` grades ("culprit
+//! and victims land in `NAME.culprits.jsonl.gz`, which `cargo xtask evaluate` grades ("culprit
 //! named first"). Two sets of programs attached at once is fine: each has its own maps.
 
 use std::{
@@ -97,8 +97,15 @@ impl ShippedDaemon {
                 self.log_tail()
             );
         }
-        fs::copy(&self.out, dest)
-            .with_context(|| format!("copying the daemon's windows to {}", dest.display()))?;
+        // Compressed like the windows: datasets stay small.
+        let windows =
+            fs::read(&self.out).with_context(|| format!("reading {}", self.out.display()))?;
+        let mut gz = flate2::write::GzEncoder::new(
+            fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?,
+            flate2::Compression::best(),
+        );
+        std::io::Write::write_all(&mut gz, &windows)?;
+        gz.finish()?;
         Ok(lines)
     }
 
