@@ -9,7 +9,7 @@
 //! names no one when no workload rose beyond its own noise, e.g. the first window, whose
 //! verdict can come before the fault's volume shows); naming the wrong one first is a "no".
 
-use std::{fs, path::Path};
+use std::path::Path;
 
 use anyhow::Context as _;
 use serde_json::Value;
@@ -31,14 +31,7 @@ pub fn load(path: &Path) -> anyhow::Result<Option<Vec<Judged>>> {
     if !path.exists() {
         return Ok(None);
     }
-    let mut text = String::new();
-    std::io::Read::read_to_string(
-        &mut flate2::read::GzDecoder::new(
-            fs::File::open(path).with_context(|| format!("opening {}", path.display()))?,
-        ),
-        &mut text,
-    )
-    .with_context(|| format!("reading {}", path.display()))?;
+    let text = crate::util::read_gz(path)?;
     let mut windows = Vec::new();
     for (number, line) in text.lines().enumerate() {
         let row: Value = serde_json::from_str(line)

@@ -5,7 +5,6 @@
 use std::{
     fmt::Write as _,
     fs,
-    io::Read as _,
     path::{Path, PathBuf},
     process::Command,
     time::UNIX_EPOCH,
@@ -108,10 +107,7 @@ pub fn load(dir: &Path, scenario: &'static Scenario) -> anyhow::Result<Option<Re
     if !files.windows.exists() {
         return Ok(None);
     }
-    let mut text = String::new();
-    flate2::read::GzDecoder::new(fs::File::open(&files.windows)?)
-        .read_to_string(&mut text)
-        .with_context(|| format!("reading {}", files.windows.display()))?;
+    let text = crate::util::read_gz(&files.windows)?;
     let meta: Value = serde_json::from_str(&fs::read_to_string(&files.meta)?)
         .with_context(|| format!("reading {}", files.meta.display()))?;
     let field = |name: &str| -> anyhow::Result<f64> {

@@ -54,3 +54,41 @@ pub fn cargo() -> Command {
     command.current_dir(workspace_root());
     command
 }
+
+/// Writes `bytes` to `path` gzip-compressed (best compression): the datasets' files.
+pub fn write_gz(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::best());
+    gz.write_all(bytes)
+        .and_then(|()| gz.finish().map(drop))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Reads a gzip-compressed text file written by [`write_gz`].
+pub fn read_gz(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gz_files_read_back_what_was_written_and_are_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("windows.jsonl.gz");
+        let text = "{\"unix_ms\":1}\n".repeat(1000);
+        write_gz(&path, text.as_bytes()).unwrap();
+        assert!(std::fs::metadata(&path).unwrap().len() < text.len() as u64 / 10);
+        assert_eq!(read_gz(&path).unwrap(), text);
+        assert!(read_gz(&dir.path().join("missing.gz")).is_err());
+    }
+}

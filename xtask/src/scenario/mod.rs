@@ -11,7 +11,6 @@ pub mod worker;
 
 use std::{
     fs,
-    io::Write as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant, SystemTime},
@@ -402,12 +401,7 @@ pub fn run(scenario: &Scenario, timing: Timing, out_dir: &Path) -> anyhow::Resul
     let files = dataset_files(out_dir, scenario.name);
     let judged = daemon.finish(&files.culprits)?;
     let windows = fs::read(&raw)?;
-    let mut gz = flate2::write::GzEncoder::new(
-        fs::File::create(&files.windows)?,
-        flate2::Compression::best(),
-    );
-    gz.write_all(&windows)?;
-    gz.finish()?;
+    crate::util::write_gz(&files.windows, &windows)?;
     let (start, end) = (rfc3339(fault_start), rfc3339(fault_end));
     let mut labels = String::from("start,end\n");
     if scenario.kind == Kind::Fault {

@@ -100,12 +100,7 @@ impl ShippedDaemon {
         // Compressed like the windows: datasets stay small.
         let windows =
             fs::read(&self.out).with_context(|| format!("reading {}", self.out.display()))?;
-        let mut gz = flate2::write::GzEncoder::new(
-            fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?,
-            flate2::Compression::best(),
-        );
-        std::io::Write::write_all(&mut gz, &windows)?;
-        gz.finish()?;
+        crate::util::write_gz(dest, &windows)?;
         Ok(lines)
     }
 
