@@ -65,7 +65,6 @@ pub enum RunFor {
     Windows(u64),
 }
 
-/// Loads the programs and produces windows until a signal (or `run_for`) ends it.
 /// Test-only: while the file this names exists, the window loop blocks before closing a
 /// window, as a stuck kernel map or `/proc` read would (the stall-aware `/healthz` test).
 pub const STALL_FILE_VAR: &str = "NODESTATE_TEST_STALL_FILE";
@@ -81,6 +80,7 @@ fn stall_while_present(file: &std::path::Path) {
     }
 }
 
+/// Loads the programs and produces windows until a signal (or `run_for`) ends it.
 pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> anyhow::Result<()> {
     let mut kernel = KernelCollector::load(&options.kernel)?;
     kernel.log_attach_table();
