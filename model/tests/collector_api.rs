@@ -1,4 +1,4 @@
-//! The calls the collector (`collector/src/judge/mod.rs`, `cli.rs`) and the integration tests
+//! The calls the collector (`collector/src/judge/mod.rs`, `cli/`) and the integration tests
 //! make, written the way they make them: if this stops compiling, so do they.
 
 use std::collections::BTreeMap;
