@@ -1,7 +1,7 @@
 //! The k-means initialisations of [`crate::Model::train`]: greedy k-means++ seeding and Lloyd
 //! iterations with Hamerly's bounds, every initialisation on its own thread. The best run's
 //! centroids then go to linfa-clustering, which finishes the fit (see `fit_kmeans` in
-//! `model.rs`).
+//! `model/train.rs`).
 //!
 //! Every run gives exactly what plain Lloyd iterations from its seeding would give: Hamerly's
 //! bounds only skip distance computations whose result cannot change a window's nearest

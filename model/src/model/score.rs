@@ -156,9 +156,6 @@ impl Model {
                 cluster = (c, d);
             }
         }
-        let cluster = cluster.0;
-        let anomalous =
-            score > self.threshold.value || self.clusters[cluster].state == HealthState::Degraded;
         let mut contributions: Vec<(usize, f64)> = x
             .iter()
             .enumerate()
@@ -166,24 +163,11 @@ impl Model {
             .map(|(index, value)| (index, self.mode_z(healthy.0, index, *value)))
             .collect();
         contributions.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
-        Assessment {
+        self.assessment(
             score,
-            threshold: self.threshold.value,
-            cluster,
-            state: if anomalous {
-                HealthState::Degraded
-            } else {
-                HealthState::Healthy
-            },
-            explanation: contributions
-                .into_iter()
-                .take(EXPLANATION_LENGTH)
-                .map(|(index, z)| Contribution {
-                    feature: self.schema.features[index].name.clone(),
-                    z,
-                })
-                .collect(),
-        }
+            cluster.0,
+            contributions.into_iter().take(EXPLANATION_LENGTH),
+        )
     }
 
     fn check_missing(&self, missing: &[usize]) -> Result<()> {
@@ -208,8 +192,6 @@ impl Model {
     fn assess_scaled(&self, x: &[f64]) -> Assessment {
         let (healthy, score) = self.nearest_healthy(x);
         let (cluster, _) = nearest_of(&self.clusters, x);
-        let anomalous =
-            score > self.threshold.value || self.clusters[cluster].state == HealthState::Degraded;
         // Top |z| by a small insertion sort: no allocation beyond the three names.
         let mut top: [(usize, f64); EXPLANATION_LENGTH] = [(usize::MAX, 0.0); EXPLANATION_LENGTH];
         for (index, value) in x.iter().enumerate() {
@@ -226,14 +208,21 @@ impl Model {
                 slot -= 1;
             }
         }
-        let explanation = top
-            .iter()
-            .filter(|(index, _)| *index != usize::MAX)
-            .map(|&(index, z)| Contribution {
-                feature: self.schema.features[index].name.clone(),
-                z,
-            })
-            .collect();
+        let explanation = top.into_iter().filter(|(index, _)| *index != usize::MAX);
+        self.assessment(score, cluster, explanation)
+    }
+
+    /// The one verdict rule for whole and masked windows alike: degraded past the threshold,
+    /// or nearest a cluster labelled degraded. `explanation` is the (feature index, z) pairs
+    /// to name, largest |z| first, already cut to [`EXPLANATION_LENGTH`].
+    fn assessment(
+        &self,
+        score: f64,
+        cluster: usize,
+        explanation: impl Iterator<Item = (usize, f64)>,
+    ) -> Assessment {
+        let anomalous =
+            score > self.threshold.value || self.clusters[cluster].state == HealthState::Degraded;
         Assessment {
             score,
             threshold: self.threshold.value,
@@ -243,7 +232,12 @@ impl Model {
             } else {
                 HealthState::Healthy
             },
-            explanation,
+            explanation: explanation
+                .map(|(index, z)| Contribution {
+                    feature: self.schema.features[index].name.clone(),
+                    z,
+                })
+                .collect(),
         }
     }
 

@@ -1,0 +1,313 @@
+//! Training on synthetic data with known answers: clusters and their states, determinism,
+//! chosen features, floor scales, progress, and training data that cannot make a model.
+
+use model::{HealthState, Model, ModelError, TrainOptions, synthetic::Noise};
+use serde_json::json;
+
+mod common;
+use common::{COLUMNS, blob, table, two_blobs};
+
+#[test]
+fn recovers_the_centroids_of_known_clusters() {
+    let mut noise = Noise::new(3);
+    let centers = [[10.0, 200.0], [1000.0, 200.0], [10.0, 50_000.0]];
+    let mut rows = Vec::new();
+    for center in &centers {
+        rows.extend(blob(&mut noise, 100, center));
+    }
+    let model = Model::train(
+        &table(&["reads_per_s", "wait_us"], &rows),
+        &TrainOptions {
+            k: 3,
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        model.feature_names().collect::<Vec<_>>(),
+        vec!["reads_per_s", "wait_us"]
+    );
+    let recovered: Vec<Vec<f64>> = (0..3)
+        .map(|c| {
+            model
+                .centroid_values(c)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect()
+        })
+        .collect();
+    for want in &centers {
+        let relative_error = |got: &Vec<f64>| {
+            got.iter()
+                .zip(want)
+                .map(|(g, w)| (g / w - 1.0).abs())
+                .fold(0.0, f64::max)
+        };
+        let closest = recovered
+            .iter()
+            .min_by(|a, b| relative_error(a).total_cmp(&relative_error(b)))
+            .unwrap();
+        assert!(
+            relative_error(closest) < 0.05,
+            "expected a centroid near {want:?}, got {recovered:?}"
+        );
+    }
+    assert!(model.clusters.iter().all(|c| c.size == 100));
+    assert!(
+        model
+            .clusters
+            .iter()
+            .all(|c| c.state == HealthState::Healthy)
+    );
+}
+
+#[test]
+fn labels_decide_cluster_states() {
+    let data = two_blobs(200, 100);
+    let labels: Vec<bool> = (0..300).map(|i| i >= 200).collect();
+    let model = Model::train(
+        &data,
+        &TrainOptions {
+            k: 2,
+            labels: Some(labels),
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+    let mut by_size: Vec<(usize, HealthState, Option<usize>)> = model
+        .clusters
+        .iter()
+        .map(|c| (c.size, c.state, c.labelled_faults))
+        .collect();
+    by_size.sort_by_key(|c| c.0);
+    assert_eq!(
+        by_size,
+        vec![
+            (100, HealthState::Degraded, Some(100)),
+            (200, HealthState::Healthy, Some(0))
+        ]
+    );
+    // Windows near the degraded cluster are degraded even when the threshold alone would
+    // not say so.
+    let fault = json!({"ops_per_s": 100.0, "latency_p99_us": 20_000.0, "psi_io_some_pct": 30.0});
+    assert_eq!(model.score(&fault).unwrap().state, HealthState::Degraded);
+}
+
+#[test]
+fn without_labels_the_bulk_is_healthy_and_small_clusters_are_degraded() {
+    let data = two_blobs(290, 10);
+    let model = Model::train(
+        &data,
+        &TrainOptions {
+            k: 2,
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+    for cluster in &model.clusters {
+        let expected = if cluster.size == 10 {
+            HealthState::Degraded
+        } else {
+            HealthState::Healthy
+        };
+        assert_eq!(cluster.state, expected, "cluster of {}", cluster.size);
+    }
+    // The outliers do not raise the threshold: it is calibrated on the healthy bulk.
+    assert_eq!(model.threshold.calibration_windows, 290);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_model() {
+    let data = two_blobs(200, 100);
+    let train = |seed| {
+        let mut model = Model::train(
+            &data,
+            &TrainOptions {
+                k: 3,
+                seed,
+                ..TrainOptions::default()
+            },
+        )
+        .unwrap();
+        model.trained_at.clear();
+        model
+    };
+    assert_eq!(train(5), train(5));
+}
+
+#[test]
+fn the_model_does_not_depend_on_the_number_of_threads() {
+    let data = two_blobs(300, 60);
+    let train = |threads| {
+        let mut model = Model::train(
+            &data,
+            &TrainOptions {
+                k: 5,
+                seed: 9,
+                threads,
+                ..TrainOptions::default()
+            },
+        )
+        .unwrap();
+        model.trained_at.clear();
+        model
+    };
+    let one = train(1);
+    for threads in [2, 3, 16, 0] {
+        assert_eq!(train(threads), one, "{threads} threads");
+    }
+}
+
+#[test]
+fn identical_windows_train_without_panicking() {
+    let rows = vec![vec![0.0, 0.0, 1.0]; 50];
+    let model = Model::train(
+        &table(&COLUMNS, &rows),
+        &TrainOptions {
+            k: 4,
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(model.clusters.len(), 1, "one distinct window, one cluster");
+    let same = model
+        .score(&json!({"ops_per_s": 0.0, "latency_p99_us": 0.0, "psi_io_some_pct": 1.0}))
+        .unwrap();
+    assert_eq!(same.state, HealthState::Healthy);
+    let moved = model
+        .score(&json!({"ops_per_s": 50.0, "latency_p99_us": 0.0, "psi_io_some_pct": 1.0}))
+        .unwrap();
+    assert_eq!(moved.state, HealthState::Degraded);
+    assert_eq!(moved.explanation[0].feature, "ops_per_s");
+}
+
+#[test]
+fn training_on_chosen_features_needs_only_their_fields() {
+    let columns = [
+        "io_read_ops_per_s",
+        "io_errors_per_s",
+        "latency_p99_us",
+        "psi_io_some_pct",
+        "context_switches_per_s",
+    ];
+    let mut noise = Noise::new(5);
+    let rows = blob(&mut noise, 100, &[100.0, 1.0, 500.0, 2.0, 3000.0]);
+    let options = |features: &[&str]| TrainOptions {
+        features: features.iter().map(|f| f.to_string()).collect(),
+        ..TrainOptions::default()
+    };
+    let model = Model::train(
+        &table(&columns, &rows),
+        &options(&["psi_*", "*_fraction", "latency_p99_us"]),
+    )
+    .unwrap();
+    // The derived error fraction counts as a feature; its sources become required fields.
+    assert_eq!(
+        model.feature_names().collect::<Vec<_>>(),
+        vec!["latency_p99_us", "psi_io_some_pct", "io_error_fraction"]
+    );
+    let mut required = model.required_fields().to_vec();
+    required.sort();
+    assert_eq!(
+        required,
+        vec![
+            "io_errors_per_s",
+            "io_read_ops_per_s",
+            "latency_p99_us",
+            "psi_io_some_pct"
+        ]
+    );
+    // A window that moves only a left-out field (a thousandfold) is not judged by it, and
+    // needs no left-out field at all.
+    let busy = json!({"io_read_ops_per_s": 100.0, "io_errors_per_s": 1.0,
+                      "latency_p99_us": 500.0, "psi_io_some_pct": 2.0});
+    let busier = json!({"io_read_ops_per_s": 100.0, "io_errors_per_s": 1.0,
+                        "latency_p99_us": 500.0, "psi_io_some_pct": 2.0,
+                        "context_switches_per_s": 3e6});
+    assert_eq!(
+        model.score(&busy).unwrap().score,
+        model.score(&busier).unwrap().score
+    );
+    // A pattern that matches nothing is an error naming it, not a smaller model.
+    let err = Model::train(&table(&columns, &rows), &options(&["psi_*", "pis_*"])).unwrap_err();
+    assert!(matches!(err, ModelError::Training(_)), "{err}");
+    assert!(
+        err.to_string().contains("`pis_*` matches no feature"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_floor_scale_widens_only_the_spreads_at_their_floor() {
+    // A rate that never moved (at its floor of 0.1 log units), a share that moved a little
+    // (at its floor of one point), and a latency with a real spread (above any floor).
+    let mut noise = Noise::new(9);
+    let rows: Vec<Vec<f64>> = (0..200)
+        .map(|_| vec![0.0, noise.around(5.0, 0.02), noise.around(1000.0, 0.5)])
+        .collect();
+    let data = table(
+        &["oom_kills_per_s", "psi_cpu_some_pct", "latency_p99_us"],
+        &rows,
+    );
+    let train = |floor_scale: f64| {
+        Model::train(
+            &data,
+            &TrainOptions {
+                // One cluster: the threshold then reflects the latency's whole spread.
+                k: 1,
+                floor_scale,
+                ..TrainOptions::default()
+            },
+        )
+    };
+    let (narrow, wide) = (train(1.0).unwrap(), train(3.0).unwrap());
+    assert_eq!(narrow.scaler.std[0], 0.1);
+    assert_eq!(wide.scaler.std[0], 0.1 * 3.0);
+    assert_eq!(narrow.scaler.std[1], 1.0);
+    assert_eq!(wide.scaler.std[1], 3.0);
+    assert!(narrow.scaler.std[2] > 0.3, "{}", narrow.scaler.std[2]);
+    assert_eq!(narrow.scaler.std[2], wide.scaler.std[2]);
+    // Five points more pressure: far out for the lab's own model, ordinary for the wide one.
+    let busier = json!({"oom_kills_per_s": 0.0, "psi_cpu_some_pct": 10.0,
+                        "latency_p99_us": 1000.0});
+    assert_eq!(narrow.score(&busier).unwrap().state, HealthState::Degraded);
+    assert_eq!(wide.score(&busier).unwrap().state, HealthState::Healthy);
+    for bad in [0.0, -1.0, f64::NAN] {
+        let err = train(bad).unwrap_err();
+        assert!(err.to_string().contains("floor scale"), "{err}");
+    }
+}
+
+#[test]
+fn training_reports_progress_once_per_run() {
+    let mut calls = Vec::new();
+    Model::train_with_progress(
+        &two_blobs(100, 0),
+        &TrainOptions {
+            n_runs: 4,
+            ..TrainOptions::default()
+        },
+        |done, runs| calls.push((done, runs)),
+    )
+    .unwrap();
+    assert_eq!(calls, vec![(1, 4), (2, 4), (3, 4), (4, 4)]);
+}
+
+#[test]
+fn values_too_large_to_average_are_an_error_not_a_nan_model() {
+    let rows = vec![
+        vec![1e308, 1.0, 1.0],
+        vec![-1e308, 2.0, 1.0],
+        vec![1e308, 3.0, 1.0],
+    ];
+    let err = Model::train(
+        &table(&["x", "y", "z"], &rows),
+        &TrainOptions {
+            k: 1,
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, ModelError::Training(_)), "{err}");
+    assert!(err.to_string().contains("`x`"), "{err}");
+}
