@@ -220,6 +220,23 @@ pub const ERRNO_SLOTS: u32 = 256;
 /// `enum skb_drop_reason` values are counted in a per-CPU array of this many slots.
 pub const DROP_REASON_SLOTS: u32 = 256;
 
+/// `skb:kfree_skb` reasons (their names in the tracepoint's format, which change number from
+/// kernel to kernel, never name) that are housekeeping, not traffic lost on its way: the
+/// kernel freeing what a socket still held when it went away. They stay in the by-reason
+/// counts, and are left out of the node's drop rate, where a burst of short-lived
+/// connections made them look like loss. A reason a fault shows is never listed here
+/// (`TCP_CLOSE`, packets arriving for a closed TCP socket, is a fault's signal: port
+/// exhaustion).
+pub const HOUSEKEEPING_DROP_REASONS: &[&str] = &[
+    // "bulk free" (`skb_queue_purge`): the queues of a socket being destroyed (unread
+    // receive data, unsent writes, the error queue) and other queues emptied in one go.
+    // A steady background on an idle node, many more when many connections close.
+    "QUEUE_PURGE",
+    // Unread data in the receive queue of a Unix socket that was close()d (since Linux 6.14;
+    // `NOT_SPECIFIED` before): an application closing early, not the network.
+    "SOCKET_CLOSE",
+];
+
 /// A log2 latency histogram in microseconds (see [`LATENCY_BUCKETS`]).
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

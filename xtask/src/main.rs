@@ -8,6 +8,7 @@ mod deb_test;
 mod dist;
 mod evaluate;
 mod image;
+mod rederive;
 mod scenario;
 mod setup;
 mod soak;
@@ -110,6 +111,11 @@ enum Command {
     /// Train on the recorded datasets' healthy windows, replay every scenario as the daemon
     /// would judge it, write EVALUATION.md and the default model datasets/default-model.json.
     Evaluate,
+    /// Bring datasets/'s recorded windows to record schema 2: each `net_drops_per_s` re-derived
+    /// from the window's own `net_drops_by_reason`, leaving out the housekeeping reasons as the
+    /// daemon now does. Rewrites only the windows still at schema 1 (a second run changes
+    /// nothing); run `evaluate` after it.
+    RederiveDrops,
     /// Train before/after issue 24's calibration defaults on the named synthetic sets and
     /// the recorded scenarios; write the calibration section of EVALUATION.md (own-threshold
     /// F1 beside the test-tuned upper bound). `evaluate` runs it too.
@@ -243,6 +249,9 @@ fn main() -> anyhow::Result<()> {
         Command::Evaluate => {
             build::build_release()?;
             evaluate::evaluate()
+        }
+        Command::RederiveDrops => {
+            rederive::rederive_drops(&util::workspace_root().join("datasets"))
         }
         Command::Calibration => calibration::calibration(),
         Command::Soak {

@@ -77,7 +77,9 @@ fn merge_by_name<T>(
 }
 
 /// Version of the record's schema; bumped when a field changes meaning or is removed.
-pub const RECORD_SCHEMA_VERSION: u32 = 1;
+/// 2: `net_drops_per_s` leaves out housekeeping drop reasons (`HOUSEKEEPING_DROP_REASONS`);
+/// in 1 it counted every `skb:kfree_skb`.
+pub const RECORD_SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowRecord {

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fs, path::Path};
 
-use collector_common::{Histogram, event, hist};
+use collector_common::{HOUSEKEEPING_DROP_REASONS, Histogram, event, hist};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -316,6 +316,10 @@ pub struct SystemFeatures {
     pub net_tx_packets_per_s: f64,
     pub net_tx_bytes_per_s: f64,
     pub net_tx_errors_per_s: f64,
+    /// Packets freed as dropped (`skb:kfree_skb`) per second, less those whose reason is
+    /// housekeeping, not loss (`HOUSEKEEPING_DROP_REASONS`: queues purged as sockets close).
+    /// Where the kernel gives no reason (before 5.17), or its names could not be read, every
+    /// drop counts.
     pub net_drops_per_s: f64,
     pub tcp_retransmits_per_s: f64,
     pub tcp_connects_per_s: f64,
@@ -328,7 +332,8 @@ pub struct SystemFeatures {
     /// Failed syscalls seen in the window by errno name (only errnos seen; while the syscall
     /// sampler had the hook off, none are seen: see `syscall_sample_fraction`).
     pub syscall_errors_by_errno: BTreeMap<String, u64>,
-    /// Dropped packets in the window by kernel drop reason (only reasons seen).
+    /// Dropped packets in the window by kernel drop reason (only reasons seen), the
+    /// housekeeping ones included.
     pub net_drops_by_reason: BTreeMap<String, u64>,
 }
 
@@ -405,6 +410,17 @@ fn whole_window() -> f64 {
     1.0
 }
 
+/// The window's drops less the housekeeping ones (`HOUSEKEEPING_DROP_REASONS`) among them.
+/// The total and the by-reason counts are separate maps read one after the other, so the
+/// difference can come out a little under 0 in a quiet window: it stops at 0.
+fn drops_less_housekeeping(total: u64, by_reason: &BTreeMap<String, u64>) -> u64 {
+    let housekeeping: u64 = HOUSEKEEPING_DROP_REASONS
+        .iter()
+        .filter_map(|reason| by_reason.get(*reason))
+        .sum();
+    total.saturating_sub(housekeeping)
+}
+
 /// Differences two snapshots into one window's features.
 pub fn system_features(
     previous: &SystemSnapshot,
@@ -462,6 +478,13 @@ pub fn system_features(
             })
             .collect::<BTreeMap<_, _>>()
     };
+    // Unnamed reasons (no tracefs names) are `reason_N` and never housekeeping: counted.
+    let net_drops_by_reason = by_index(&previous.drop_reasons, &current.drop_reasons, &|reason| {
+        drop_reason_names
+            .get(&reason)
+            .cloned()
+            .unwrap_or_else(|| format!("reason_{reason}"))
+    });
     SystemFeatures {
         sched_context_switches_per_s: rate_across(
             previous.context_switches,
@@ -505,7 +528,10 @@ pub fn system_features(
         net_tx_packets_per_s: per_s(event::TX_PACKETS),
         net_tx_bytes_per_s: per_s(event::TX_BYTES),
         net_tx_errors_per_s: per_s(event::TX_ERRORS),
-        net_drops_per_s: per_s(event::SKB_DROPS),
+        net_drops_per_s: rate(
+            drops_less_housekeeping(delta(event::SKB_DROPS), &net_drops_by_reason),
+            window_s,
+        ),
         tcp_retransmits_per_s: per_s(event::TCP_RETRANSMITS),
         tcp_connects_per_s: per_s(event::TCP_CONNECTS),
         tcp_connect_failures_per_s: per_s(event::TCP_CONNECT_FAILURES),
@@ -519,12 +545,7 @@ pub fn system_features(
             Conntrack::Unreadable => None,
         },
         syscall_errors_by_errno: by_index(&previous.errnos, &current.errnos, &errno_name),
-        net_drops_by_reason: by_index(&previous.drop_reasons, &current.drop_reasons, &|reason| {
-            drop_reason_names
-                .get(&reason)
-                .cloned()
-                .unwrap_or_else(|| format!("reason_{reason}"))
-        }),
+        net_drops_by_reason,
     }
 }
 
@@ -582,6 +603,79 @@ mod tests {
         assert_eq!(features.syscall_errors_by_errno["ENOENT"], 7);
         assert_eq!(features.net_drops_by_reason["NO_SOCKET"], 4);
         assert_eq!(features.syscall_errors_by_errno.len(), 3);
+    }
+
+    /// The drop rate and the by-reason counts of one window with these counts: `total`
+    /// `skb:kfree_skb` events, `reasons` by `enum skb_drop_reason` value.
+    fn drops(
+        total: u64,
+        reasons: &[(usize, u64)],
+        names: &BTreeMap<usize, String>,
+        window_s: f64,
+    ) -> (f64, BTreeMap<String, u64>) {
+        let previous = snapshot();
+        let mut current = snapshot();
+        current.events[event::SKB_DROPS as usize] = total;
+        for &(reason, count) in reasons {
+            current.drop_reasons[reason] = count;
+        }
+        let features = system_features(
+            &previous,
+            &current,
+            window_s,
+            SyscallSampling::whole(window_s),
+            names,
+        );
+        (features.net_drops_per_s, features.net_drops_by_reason)
+    }
+
+    /// Names as this kernel's tracefs gives them (the numbers differ between kernels).
+    fn reason_names() -> BTreeMap<usize, String> {
+        BTreeMap::from([
+            (2, "NOT_SPECIFIED".to_string()),
+            (3, "NO_SOCKET".to_string()),
+            (4, "SOCKET_CLOSE".to_string()),
+            (47, "TCP_CLOSE".to_string()),
+            (105, "QUEUE_PURGE".to_string()),
+        ])
+    }
+
+    #[test]
+    fn housekeeping_drops_leave_the_rate_and_stay_in_the_reasons() {
+        let names = reason_names();
+        // 70 refused (no socket), 5 for a closed TCP socket, 20 purged queues, 5 unread on
+        // closed Unix sockets: 75 dropped in 2.5 s.
+        let reasons = [(3, 70), (47, 5), (105, 20), (4, 5)];
+        let (rate, by_reason) = drops(100, &reasons, &names, 2.5);
+        assert_eq!(rate, 30.0);
+        assert_eq!(by_reason["QUEUE_PURGE"], 20);
+        assert_eq!(by_reason["SOCKET_CLOSE"], 5);
+        assert_eq!(by_reason["NO_SOCKET"], 70);
+        assert_eq!(by_reason["TCP_CLOSE"], 5);
+        // Only purges: an idle node or a burst of short connections drops nothing.
+        let (rate, by_reason) = drops(800, &[(105, 800)], &names, 2.0);
+        assert_eq!(rate, 0.0);
+        assert_eq!(by_reason["QUEUE_PURGE"], 800);
+    }
+
+    #[test]
+    fn without_reasons_or_their_names_every_drop_counts() {
+        // A kernel without the tracepoint's reason field: the by-reason counts stay empty.
+        let (rate, by_reason) = drops(50, &[], &reason_names(), 5.0);
+        assert_eq!(rate, 10.0);
+        assert!(by_reason.is_empty());
+        // Reasons counted but no names (tracefs unreadable): nothing is known to be
+        // housekeeping, so nothing is left out.
+        let (rate, by_reason) = drops(40, &[(105, 40)], &BTreeMap::new(), 5.0);
+        assert_eq!(rate, 8.0);
+        assert_eq!(by_reason["reason_105"], 40);
+    }
+
+    #[test]
+    fn more_housekeeping_than_drops_read_is_zero_not_negative() {
+        // The reasons' map is read after the total's: a purge in between is in one only.
+        let (rate, _) = drops(10, &[(105, 12)], &reason_names(), 1.0);
+        assert_eq!(rate, 0.0);
     }
 
     #[test]
