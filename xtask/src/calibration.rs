@@ -165,15 +165,13 @@ fn outcome(model: &Model, tests: &[(Table, Vec<bool>)]) -> anyhow::Result<Outcom
             scored.push((assessment.score, in_degraded, label));
         }
     }
-    let Scores {
+    let Judged {
         precision,
         recall,
         f1,
-    } = Scores::of(&own, &truth);
-    let healthy = truth.iter().filter(|t| !**t).count();
-    let false_alarms =
-        own.iter().zip(&truth).filter(|(o, t)| **o && !**t).count() as f64 / healthy.max(1) as f64;
-    let best = best_f1(scored);
+        false_alarms,
+        best,
+    } = judged(&own, &truth, scored);
     let rule = match (&model.threshold.tail, model.threshold.raised_from) {
         (_, Some(_)) => "minimum".to_string(),
         (Some(tail), None) => format!("tail ({} episodes)", tail.peaks),
@@ -192,6 +190,35 @@ fn outcome(model: &Model, tests: &[(Table, Vec<bool>)]) -> anyhow::Result<Outcom
         trimmed: model.training.trimmed,
         false_alarms,
     })
+}
+
+/// Verdicts against labels: own precision, recall and F1, the share of healthy windows
+/// flagged, and the best F1 of any threshold on the same scores (the upper bound). Both the
+/// static and the streaming table read their figures from here.
+pub(crate) struct Judged {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub false_alarms: f64,
+    pub best: f64,
+}
+
+pub(crate) fn judged(own: &[bool], truth: &[bool], scored: Vec<(f64, bool, bool)>) -> Judged {
+    let Scores {
+        precision,
+        recall,
+        f1,
+    } = Scores::of(own, truth);
+    let healthy = truth.iter().filter(|t| !**t).count();
+    let false_alarms =
+        own.iter().zip(truth).filter(|(o, t)| **o && !**t).count() as f64 / healthy.max(1) as f64;
+    Judged {
+        precision,
+        recall,
+        f1,
+        false_alarms,
+        best: best_f1(scored),
+    }
 }
 
 /// The best point-wise F1 any single threshold on the scores gives: each entry is (score, in

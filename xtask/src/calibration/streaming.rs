@@ -13,11 +13,9 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, bail};
-use model::{
-    BaselineLearner, BaselineOptions, Model, Table, TrainOptions, eval::Scores, model::HealthState,
-};
+use model::{BaselineLearner, BaselineOptions, Model, Table, TrainOptions, model::HealthState};
 
-use super::best_f1;
+use super::{Judged, judged};
 
 /// What the learner's verdicts on the test windows give.
 pub struct Streamed {
@@ -160,19 +158,18 @@ pub fn stream(
             }
         }
     }
-    let Scores {
+    let Judged {
         precision,
         recall,
         f1,
-    } = Scores::of(&own, &truth);
-    let healthy = truth.iter().filter(|t| !**t).count();
-    let false_alarms =
-        own.iter().zip(&truth).filter(|(o, t)| **o && !**t).count() as f64 / healthy.max(1) as f64;
+        false_alarms,
+        best,
+    } = judged(&own, &truth, scored);
     Ok(Streamed {
         f1,
         precision,
         recall,
-        best: best_f1(scored),
+        best,
         false_alarms,
         threshold: learner.threshold(),
         trainings: learner.trainings(),
