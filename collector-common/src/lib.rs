@@ -262,6 +262,27 @@ pub const HOUSEKEEPING_DROP_REASONS: &[&str] = &[
     "SOCKET_CLOSE",
 ];
 
+/// The housekeeping drops ([`HOUSEKEEPING_DROP_REASONS`]) among one window's drops by reason,
+/// with `count` looking one reason's count up by name (0 for a reason not seen). The daemon's
+/// drop rate and the re-derivation of old recordings both take it from here, so the two
+/// cannot count different reasons. A lookup that fails (a recording whose count is not a
+/// whole number) stops the sum with its error. The sum saturates rather than wraps.
+pub fn try_housekeeping_drops<E>(mut count: impl FnMut(&str) -> Result<u64, E>) -> Result<u64, E> {
+    let mut sum: u64 = 0;
+    for reason in HOUSEKEEPING_DROP_REASONS {
+        sum = sum.saturating_add(count(reason)?);
+    }
+    Ok(sum)
+}
+
+/// [`try_housekeeping_drops`] for a lookup that cannot fail (the daemon's own counts).
+pub fn housekeeping_drops(mut count: impl FnMut(&str) -> u64) -> u64 {
+    match try_housekeeping_drops(|reason| Ok::<u64, core::convert::Infallible>(count(reason))) {
+        Ok(sum) => sum,
+        Err(never) => match never {},
+    }
+}
+
 /// A log2 latency histogram in microseconds (see [`LATENCY_BUCKETS`]).
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -734,5 +755,69 @@ pub mod xdp {
         unsafe impl aya::Pod for super::SourceKey {}
         unsafe impl aya::Pod for super::SourceTraffic {}
         unsafe impl aya::Pod for super::SourceConfig {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A window's drops by reason, looked up as the daemon does (0 for a reason not seen).
+    fn lookup<'a>(counts: &'a [(&'a str, u64)]) -> impl FnMut(&str) -> u64 + 'a {
+        |reason| {
+            counts
+                .iter()
+                .find(|(name, _)| *name == reason)
+                .map_or(0, |(_, count)| *count)
+        }
+    }
+
+    #[test]
+    fn only_the_housekeeping_reasons_are_summed() {
+        let counts = [
+            ("QUEUE_PURGE", 7),
+            ("TCP_CLOSE", 100),
+            ("SOCKET_CLOSE", 3),
+            ("NOT_SPECIFIED", 11),
+        ];
+        assert_eq!(housekeeping_drops(lookup(&counts)), 10);
+        assert_eq!(housekeeping_drops(lookup(&[("SOCKET_CLOSE", 4)])), 4);
+        assert_eq!(housekeeping_drops(lookup(&[("TCP_CLOSE", 9)])), 0);
+        assert_eq!(housekeeping_drops(lookup(&[])), 0);
+    }
+
+    #[test]
+    fn every_listed_reason_is_asked_once_in_order() {
+        let mut asked = [""; 8];
+        let mut n = 0;
+        let sum = housekeeping_drops(|reason| {
+            // The table's own strings come back: no copy is needed to remember them.
+            let listed = HOUSEKEEPING_DROP_REASONS
+                .iter()
+                .copied()
+                .find(|listed| *listed == reason)
+                .expect("asked for a reason that is not listed");
+            asked[n] = listed;
+            n += 1;
+            1
+        });
+        assert_eq!(&asked[..n], HOUSEKEEPING_DROP_REASONS);
+        assert_eq!(sum, HOUSEKEEPING_DROP_REASONS.len() as u64);
+    }
+
+    #[test]
+    fn a_failed_lookup_stops_the_sum_with_its_error() {
+        let result = try_housekeeping_drops(|reason| match reason {
+            "SOCKET_CLOSE" => Err("not a whole number"),
+            _ => Ok(5),
+        });
+        assert_eq!(result, Err("not a whole number"));
+        assert_eq!(try_housekeeping_drops(|_| Ok::<u64, ()>(5)), Ok(10));
+    }
+
+    #[test]
+    fn the_sum_saturates() {
+        let counts = [("QUEUE_PURGE", u64::MAX), ("SOCKET_CLOSE", 2)];
+        assert_eq!(housekeeping_drops(lookup(&counts)), u64::MAX);
     }
 }

@@ -15,7 +15,7 @@
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use collector_common::HOUSEKEEPING_DROP_REASONS;
+use collector_common::try_housekeeping_drops;
 
 /// The schema whose `net_drops_per_s` counted every drop.
 const OLD_SCHEMA: u64 = 1;
@@ -86,15 +86,13 @@ fn rederive_line(line: &str) -> anyhow::Result<Option<String>> {
         .context("no `net_drops_per_s`")?;
     // Absent in records from before the reasons were counted: nothing known to leave out.
     let by_reason = window["net_drops_by_reason"].as_object();
-    let housekeeping: u64 = HOUSEKEEPING_DROP_REASONS
-        .iter()
-        .filter_map(|reason| by_reason.and_then(|r| r.get(*reason)))
-        .map(|count| {
-            count
+    let housekeeping =
+        try_housekeeping_drops(|reason| match by_reason.and_then(|r| r.get(reason)) {
+            None => Ok(0),
+            Some(count) => count
                 .as_u64()
-                .context("a drop count that is not a whole number")
-        })
-        .sum::<anyhow::Result<_>>()?;
+                .context("a drop count that is not a whole number"),
+        })?;
     let drops = rate * window_s;
     if !(drops >= 0.0 && (drops - drops.round()).abs() < 1e-3) {
         bail!("net_drops_per_s {rate} x window_s {window_s} is not a whole count of drops");

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fs, path::Path};
 
-use collector_common::{HOUSEKEEPING_DROP_REASONS, Histogram, event, hist};
+use collector_common::{Histogram, event, hist, housekeeping_drops};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -414,10 +414,7 @@ fn whole_window() -> f64 {
 /// The total and the by-reason counts are separate maps read one after the other, so the
 /// difference can come out a little under 0 in a quiet window: it stops at 0.
 fn drops_less_housekeeping(total: u64, by_reason: &BTreeMap<String, u64>) -> u64 {
-    let housekeeping: u64 = HOUSEKEEPING_DROP_REASONS
-        .iter()
-        .filter_map(|reason| by_reason.get(*reason))
-        .sum();
+    let housekeeping = housekeeping_drops(|reason| by_reason.get(reason).copied().unwrap_or(0));
     total.saturating_sub(housekeeping)
 }
 
