@@ -10,6 +10,12 @@
 //!   Each refresh retrains the model and refits the tail from both halves.
 //! - **A streaming tail.** Between refreshes, the threshold is DSPOT's ([`crate::spot`]),
 //!   updated by every window judged healthy, never by one judged anomalous.
+//! - **Sooner refreshes while young.** A baseline of minutes has seen one or two of a node's
+//!   moods; the first build after it is judged against three minutes of idle. So the first
+//!   refreshes come when the windows seen have doubled since the last training (after twice
+//!   the learning, four times, …) until they are [`BaselineOptions::refresh_every`] apart:
+//!   each early refresh at least doubles what the baseline knows, and a grown baseline is
+//!   not retrained more often than asked.
 //! - **A conservative floor until enough windows.** One false episode a day at 5 s windows
 //!   is 6e-5 per window: a tail fitted to a few dozen windows cannot place that. Until
 //!   [`BaselineOptions::floor_windows`] windows were seen and a tail could be fitted, the
@@ -85,7 +91,8 @@ pub fn is_judged(name: &str) -> bool {
 pub struct BaselineOptions {
     /// Windows to learn from before the first judgement.
     pub learn_windows: usize,
-    /// Retrain every this many judged windows, from the healthy windows kept.
+    /// Retrain every this many judged windows, from the healthy windows kept (sooner while
+    /// the baseline is young: see [`BaselineLearner::refresh_interval`]).
     pub refresh_every: usize,
     /// At most this many windows are kept, half the most recent and half a sample of the
     /// older ones: the memory bound, about `max_kept × fields × 8` bytes.
@@ -229,6 +236,8 @@ pub struct BaselineLearner {
     spot: Option<Spot>,
     /// Windows since the last (attempted) training.
     since_training: usize,
+    /// Windows seen at the last (attempted) training.
+    seen_at_training: u64,
     trainings: usize,
     last_error: Option<String>,
 }
@@ -263,6 +272,7 @@ impl BaselineLearner {
             model: None,
             spot: None,
             since_training: 0,
+            seen_at_training: 0,
             trainings: 0,
             last_error: None,
         }
@@ -405,8 +415,18 @@ impl BaselineLearner {
         }
     }
 
+    /// Judged windows from one training to the next: as many as were seen before the last
+    /// one (so each refresh of a young baseline doubles what it was learned from), at least
+    /// the learning windows and at most `refresh_every`.
+    pub fn refresh_interval(&self) -> usize {
+        let every = self.options.refresh_every.max(1);
+        let doubling = usize::try_from(self.seen_at_training).unwrap_or(usize::MAX);
+        doubling.max(self.learn_windows()).min(every)
+    }
+
     fn train(&mut self) {
         self.since_training = 0;
+        self.seen_at_training = self.seen;
         let columns = self.columns.clone().unwrap_or_default();
         // In stream order, so that the tail fit's episodes are runs of windows.
         let mut rows: Vec<&Kept> = self.sampled.iter().chain(&self.recent).collect();
@@ -502,7 +522,7 @@ impl BaselineLearner {
     /// (`BTreeMap<String, f64>`). `Ok(None)` while learning; otherwise the judgement of the
     /// current model. The first window fixes the baseline's fields; a later one without them
     /// is an error (and is not kept). Training happens inside this call, every
-    /// `refresh_every` windows: milliseconds for the default sizes.
+    /// [`BaselineLearner::refresh_interval`] windows: milliseconds for the default sizes.
     pub fn observe(&mut self, record: impl WindowFields) -> Result<Option<Assessment>> {
         self.observe_partial(record, &[])
     }
@@ -577,7 +597,7 @@ impl BaselineLearner {
             }
             self.keep(row);
         }
-        if self.since_training >= self.options.refresh_every.max(1) {
+        if self.since_training >= self.refresh_interval() {
             self.train();
         }
         Ok(Some(assessment))
@@ -722,6 +742,58 @@ mod widening_tests {
         assert!(status.tail_peaks >= crate::tail::MIN_PEAKS, "{status:?}");
         assert_eq!(status.windows_seen, 1222);
         assert!(status.trainings >= 6, "{status:?}");
+    }
+
+    #[test]
+    fn a_young_baseline_refreshes_each_time_its_windows_double() {
+        let mut learner = BaselineLearner::new(options());
+        let mut noise = Noise::new(4);
+        let mut trained_at = Vec::new();
+        for seen in 1..=1000u64 {
+            let before = learner.trainings();
+            learner.observe(quiet_window(&mut noise)).unwrap();
+            if learner.trainings() > before {
+                trained_at.push(seen);
+            }
+        }
+        // Learning 20, then doubling (40, 80, 160, 320) until 200 apart.
+        assert_eq!(trained_at, [20, 40, 80, 160, 320, 520, 720, 920]);
+    }
+
+    #[test]
+    fn a_young_baseline_learns_a_new_benign_level_within_its_first_refreshes() {
+        let mut learner = BaselineLearner::new(options());
+        let mut noise = Noise::new(5);
+        for _ in 0..20 {
+            learner.observe(quiet_window(&mut noise)).unwrap();
+        }
+        // A build starts right after learning: pressure 3 points up, under the floor (3
+        // widened deviations), so judged healthy and kept.
+        let busier = |noise: &mut Noise| {
+            let mut window = quiet_window(noise);
+            window.insert("psi_cpu_some_pct".into(), noise.around(8.0, 0.05));
+            window
+        };
+        let first = learner
+            .observe(busier(&mut noise))
+            .unwrap()
+            .expect("judged");
+        assert_eq!(first.state, HealthState::Healthy, "{first:?}");
+        for _ in 0..30 {
+            learner.observe(busier(&mut noise)).unwrap();
+        }
+        // 51 windows seen: the refresh at 40 learned the build (refresh_every is 200).
+        assert_eq!(learner.trainings(), 2);
+        let later = learner
+            .observe(busier(&mut noise))
+            .unwrap()
+            .expect("judged");
+        assert!(
+            later.score < first.score / 2.0,
+            "the build's score went from {} to {}",
+            first.score,
+            later.score
+        );
     }
 
     #[test]
