@@ -252,6 +252,60 @@ struct LearnedModel {
     /// node's first fsync would otherwise be "infinitely" slower than none. They are left
     /// out of the score, as missing values are, until a refresh has seen them.
     unseen: Vec<usize>,
+    /// Of the model's required fields, the latencies: in a window without a sample of one
+    /// (0) it is left out of the score, as a missing value is (see [`LearnedModel::masked`]).
+    latencies: Vec<usize>,
+}
+
+impl LearnedModel {
+    /// The slots of `inputs` left out of its score: the latencies never sampled in the kept
+    /// windows, and those with no sample in this window. 0 is not a latency but "nothing
+    /// happened": a node whose only fsyncs are an occasional commit has mostly zeros, and
+    /// against that normal its next 8 ms fsync was z = +6.7, a false alarm in the soak. The
+    /// samples are compared with the samples. If that would leave nothing to score (a
+    /// baseline of latencies only, in an idle window), the zeros stay in.
+    fn masked(&self, inputs: &[f64]) -> Vec<usize> {
+        let mut masked = self.unseen.clone();
+        for &slot in &self.latencies {
+            if inputs.get(slot) == Some(&0.0) && !masked.contains(&slot) {
+                masked.push(slot);
+            }
+        }
+        if masked.len() >= inputs.len() {
+            return self.unseen.clone();
+        }
+        masked
+    }
+}
+
+/// The kept rows' values for a training, row after row. A latency of 0 is a window without a
+/// sample of it (see [`LearnedModel::masked`]); k-means needs a value there, so it takes the
+/// sample of another kept window, drawn at random (hot-deck imputation): the feature's spread
+/// is then the samples' own, not squeezed by a repeated value or widened by zeros. A latency
+/// never sampled stays 0 (and unseen).
+fn impute_latencies(columns: &[String], draws: &mut Draws, rows: &[&Kept]) -> Vec<f64> {
+    let mut values: Vec<f64> = rows.iter().flat_map(|(_, row)| row).copied().collect();
+    let width = columns.len();
+    for (p, column) in columns.iter().enumerate() {
+        if !is_latency(column) {
+            continue;
+        }
+        let samples: Vec<f64> = rows
+            .iter()
+            .map(|(_, row)| row[p])
+            .filter(|v| *v != 0.0)
+            .collect();
+        if samples.is_empty() {
+            continue;
+        }
+        for r in 0..rows.len() {
+            if values[r * width + p] == 0.0 {
+                let pick = (draws.uniform() * samples.len() as f64) as usize;
+                values[r * width + p] = samples[pick.min(samples.len() - 1)];
+            }
+        }
+    }
+    values
 }
 
 /// A latency field (`*_latency_*`): 0 when the window had no sample of it.
@@ -431,8 +485,9 @@ impl BaselineLearner {
         // In stream order, so that the tail fit's episodes are runs of windows.
         let mut rows: Vec<&Kept> = self.sampled.iter().chain(&self.recent).collect();
         rows.sort_by_key(|(at, _)| *at);
+        let values = impute_latencies(&columns, &mut self.draws, &rows);
         let table = Table {
-            values: rows.iter().flat_map(|(_, row)| row).copied().collect(),
+            values,
             lines: (1..=rows.len()).collect(),
             timestamps: vec![None; rows.len()],
             files: vec![(PathBuf::from("<baseline>"), 0..rows.len())],
@@ -459,6 +514,12 @@ impl BaselineLearner {
                     .iter()
                     .map(|f| table.columns.iter().position(|c| c == f).unwrap_or(0))
                     .collect();
+                let latencies: Vec<usize> = positions
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &p)| is_latency(&table.columns[p]))
+                    .map(|(slot, _)| slot)
+                    .collect();
                 let unseen: Vec<usize> = positions
                     .iter()
                     .enumerate()
@@ -467,12 +528,20 @@ impl BaselineLearner {
                     })
                     .map(|(slot, _)| slot)
                     .collect();
+                let learned = LearnedModel {
+                    model,
+                    positions,
+                    unseen,
+                    latencies,
+                };
+                // The kept windows scored as live ones are: with their own missing samples.
                 let scores: Vec<f64> = rows
                     .iter()
                     .filter_map(|(_, row)| {
-                        let inputs: Vec<f64> = positions.iter().map(|&p| row[p]).collect();
-                        model
-                            .score_inputs_partial(&inputs, &unseen)
+                        let inputs: Vec<f64> = learned.positions.iter().map(|&p| row[p]).collect();
+                        learned
+                            .model
+                            .score_inputs_partial(&inputs, &learned.masked(&inputs))
                             .ok()
                             .map(|a| a.score)
                     })
@@ -486,11 +555,7 @@ impl BaselineLearner {
                     ..self.options.spot
                 };
                 self.spot = Spot::initialize(&scores, spot_options);
-                self.model = Some(LearnedModel {
-                    model,
-                    positions,
-                    unseen,
-                });
+                self.model = Some(learned);
                 self.trainings += 1;
                 self.last_error = None;
             }
@@ -561,7 +626,7 @@ impl BaselineLearner {
                     }
                 }
             }
-            for &slot in &learned.unseen {
+            for slot in learned.masked(&inputs) {
                 if !missing.contains(&slot) {
                     missing.push(slot);
                 }
@@ -587,7 +652,7 @@ impl BaselineLearner {
         let assessment = self.rejudge(
             learned
                 .model
-                .score_inputs_partial(&inputs, &learned.unseen)?,
+                .score_inputs_partial(&inputs, &learned.masked(&inputs))?,
         );
         // Only windows judged healthy feed the refresh and the tail, so an incident does not
         // become the new normal. (A slow drift still can: the refresh is meant to follow it.)
@@ -797,6 +862,64 @@ mod widening_tests {
     }
 
     #[test]
+    fn a_window_without_a_latency_sample_is_no_evidence_and_samples_are_judged_among_samples() {
+        let mut learner = BaselineLearner::new(BaselineOptions {
+            learn_windows: 60,
+            ..options()
+        });
+        let mut noise = Noise::new(6);
+        // An occasional commit's fsync: one window in ten has a sample, 0.5-4 ms.
+        let occasional = |noise: &mut Noise, i: usize| {
+            let mut window = quiet_window(noise);
+            let latency = if i % 10 == 3 {
+                500.0 * 8f64.powf(noise.uniform())
+            } else {
+                0.0
+            };
+            window.insert("fsync_latency_p99_us".into(), latency);
+            window
+        };
+        for i in 0..60 {
+            assert!(
+                learner
+                    .observe(occasional(&mut noise, i))
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        // An 8 ms fsync: twice the largest sample seen, not a fault. Against a normal of
+        // mostly zeros it was z = +6.7 (the soak's false alarm).
+        let mut slower = occasional(&mut noise, 0);
+        slower.insert("fsync_latency_p99_us".into(), 8000.0);
+        let judged = learner.observe(slower).unwrap().expect("judged");
+        assert_eq!(judged.state, HealthState::Healthy, "{judged:?}");
+        let fsync_z = judged
+            .explanation
+            .iter()
+            .find(|c| c.feature == "fsync_latency_p99_us")
+            .map_or(0.0, |c| c.z);
+        assert!(fsync_z < 3.0, "8 ms among 0.5-4 ms samples: z = {fsync_z}");
+        // A window without a fsync says nothing of fsyncs.
+        let judged = learner
+            .observe(occasional(&mut noise, 1))
+            .unwrap()
+            .expect("judged");
+        assert!(
+            judged
+                .explanation
+                .iter()
+                .all(|c| c.feature != "fsync_latency_p99_us"),
+            "{judged:?}"
+        );
+        // A stalled fsync (2 s) is still a fault.
+        let mut stalled = occasional(&mut noise, 0);
+        stalled.insert("fsync_latency_p99_us".into(), 2_000_000.0);
+        let judged = learner.observe(stalled).unwrap().expect("judged");
+        assert_eq!(judged.state, HealthState::Degraded, "{judged:?}");
+        assert_eq!(judged.explanation[0].feature, "fsync_latency_p99_us");
+    }
+
+    #[test]
     fn a_latency_never_sampled_while_learning_is_not_judged_until_seen() {
         let mut learner = BaselineLearner::new(BaselineOptions {
             refresh_every: 30,
@@ -824,8 +947,7 @@ mod widening_tests {
             "{judged:?}"
         );
         // Fsyncs become part of the node's life; after a refresh they have a normal, and a
-        // stalled one (a minute) is judged. (The windows without a fsync, 0, are still part
-        // of that normal and widen it: a latency's "no sample" is a value to the model.)
+        // stalled one (a minute) is judged.
         for _ in 0..100 {
             let mut window = quiet(&mut noise);
             window.insert("fsync_latency_p99_us".into(), noise.around(2000.0, 0.1));
