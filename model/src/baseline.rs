@@ -16,6 +16,14 @@
 //!   the learning, four times, …) until they are [`BaselineOptions::refresh_every`] apart:
 //!   each early refresh at least doubles what the baseline knows, and a grown baseline is
 //!   not retrained more often than asked.
+//! - **An incident's onset is not learned.** A window just under the threshold is judged
+//!   healthy and kept; if it is the rising edge of an incident (connections piling up, a
+//!   disk filling), the next refresh learns it and the threshold climbs with each such
+//!   incident (the soak saw 5.4 → 12.9 → 18.7 from bursts scoring just under it). So a run
+//!   of windows over the tail's level that ends in a window judged anomalous is one episode,
+//!   as the tail fit declusters them: none of its windows is learned (those kept are
+//!   forgotten, all are counted in [`BaselineStatus::windows_forgotten`]) and it never
+//!   becomes a peak. A run that stays under the threshold (a build) is learned as before.
 //! - **A conservative floor until enough windows.** One false episode a day at 5 s windows
 //!   is 6e-5 per window: a tail fitted to a few dozen windows cannot place that. Until
 //!   [`BaselineOptions::floor_windows`] windows were seen and a tail could be fitted, the
@@ -203,6 +211,9 @@ pub struct BaselineStatus {
     /// From the oldest window kept to the newest.
     pub hours_covered: f64,
     pub trainings: usize,
+    /// Windows judged healthy but not learned from: those of runs over the tail's level that
+    /// had a window judged anomalous (an incident's onset and its end).
+    pub windows_forgotten: u64,
     /// The threshold is held at `floor_threshold` or above (too few windows seen, or no tail
     /// fitted yet).
     pub floor_applies: bool,
@@ -238,6 +249,12 @@ pub struct BaselineLearner {
     since_training: usize,
     /// Windows seen at the last (attempted) training.
     seen_at_training: u64,
+    /// The first window (its position in the stream) of the current run of judged windows
+    /// over the tail's level; `None` after a window under it.
+    run_start: Option<u64>,
+    /// The current run had a window judged anomalous: the rest of it is not learned.
+    run_degraded: bool,
+    forgotten: u64,
     trainings: usize,
     last_error: Option<String>,
 }
@@ -327,6 +344,9 @@ impl BaselineLearner {
             spot: None,
             since_training: 0,
             seen_at_training: 0,
+            run_start: None,
+            run_degraded: false,
+            forgotten: 0,
             trainings: 0,
             last_error: None,
         }
@@ -414,6 +434,7 @@ impl BaselineLearner {
             windows_sampled: self.sampled.len(),
             hours_covered,
             trainings: self.trainings,
+            windows_forgotten: self.forgotten,
             floor_applies: self.floor_applies(),
             floor_threshold: self.options.floor_threshold,
             threshold_rule: if self.spot.is_some() {
@@ -476,6 +497,18 @@ impl BaselineLearner {
         let every = self.options.refresh_every.max(1);
         let doubling = usize::try_from(self.seen_at_training).unwrap_or(usize::MAX);
         doubling.max(self.learn_windows()).min(every)
+    }
+
+    /// Forgets the kept windows from position `start` on (an incident's onset) and the tail's
+    /// episode in progress.
+    fn forget_since(&mut self, start: u64) {
+        while self.recent.back().is_some_and(|(at, _)| *at >= start) {
+            self.recent.pop_back();
+            self.forgotten += 1;
+        }
+        if let Some(spot) = &mut self.spot {
+            spot.forget_episode();
+        }
     }
 
     fn train(&mut self) {
@@ -656,7 +689,25 @@ impl BaselineLearner {
         );
         // Only windows judged healthy feed the refresh and the tail, so an incident does not
         // become the new normal. (A slow drift still can: the refresh is meant to follow it.)
-        if assessment.state == HealthState::Healthy {
+        let in_tail = self
+            .spot
+            .as_ref()
+            .is_some_and(|spot| assessment.score > spot.level());
+        if !in_tail {
+            self.run_start = None;
+            self.run_degraded = false;
+        } else if self.run_start.is_none() {
+            self.run_start = Some(self.seen);
+        }
+        if assessment.state == HealthState::Degraded {
+            if let Some(start) = self.run_start {
+                self.run_degraded = true;
+                self.forget_since(start);
+            }
+        } else if self.run_degraded {
+            // The rest of an incident's run, under the threshold again: not learned either.
+            self.forgotten += 1;
+        } else {
             if let Some(spot) = &mut self.spot {
                 spot.learn(assessment.score);
             }
@@ -917,6 +968,61 @@ mod widening_tests {
         let judged = learner.observe(stalled).unwrap().expect("judged");
         assert_eq!(judged.state, HealthState::Degraded, "{judged:?}");
         assert_eq!(judged.explanation[0].feature, "fsync_latency_p99_us");
+    }
+
+    #[test]
+    fn an_incidents_onset_under_the_threshold_is_not_learned() {
+        let mut learner = BaselineLearner::new(options());
+        let mut noise = Noise::new(7);
+        for _ in 0..1200 {
+            learner.observe(quiet_window(&mut noise)).unwrap();
+        }
+        let before = learner.status();
+        assert_eq!(before.threshold_rule, "tail", "{before:?}");
+        // Five incidents: a ramp from the tail's level to the threshold, then 30 windows that
+        // hug it (within 10%, like the soak's connection bursts at 13.42-13.44 against
+        // 13.43), each followed by quiet windows and a refresh. (The pressure's spread is
+        // floored at 5 points: a score of 1 is 5 points.)
+        let mut onset = 0;
+        for _ in 0..5 {
+            let level = learner.spot.as_ref().map(Spot::level).expect("a tail");
+            let threshold = learner.threshold();
+            for step in 1..=40 {
+                let score = if step <= 10 {
+                    level + (threshold - level) * f64::from(step) / 10.0
+                } else {
+                    threshold * (0.9 + 0.2 * noise.uniform())
+                };
+                let mut window = quiet_window(&mut noise);
+                window.insert("psi_cpu_some_pct".into(), 5.0 + 5.0 * score);
+                let judged = learner.observe(window).unwrap().expect("judged");
+                if judged.state == HealthState::Healthy && judged.score > level {
+                    onset += 1;
+                }
+            }
+            for _ in 0..250 {
+                learner.observe(quiet_window(&mut noise)).unwrap();
+            }
+        }
+        let after = learner.status();
+        // Learned, the windows hugging the threshold raise it at every refresh (0.225 to
+        // 0.268 in this run without the rule, +19%).
+        assert!(
+            after.threshold < before.threshold * 1.1,
+            "the threshold climbed from {} to {}",
+            before.threshold,
+            after.threshold
+        );
+        assert!(
+            onset > 5,
+            "the incidents had no window under the threshold ({onset})"
+        );
+        // Every incident window judged healthy, and the quiet windows over the level just
+        // before and after them (one run).
+        assert!(
+            (onset as u64..=onset as u64 + 25).contains(&after.windows_forgotten),
+            "{onset} onset windows; {after:?}"
+        );
     }
 
     #[test]
