@@ -10,6 +10,20 @@
 //!   Each refresh retrains the model and refits the tail from both halves.
 //! - **A streaming tail.** Between refreshes, the threshold is DSPOT's ([`crate::spot`]),
 //!   updated by every window judged healthy, never by one judged anomalous.
+//! - **Sooner refreshes while young.** A baseline of minutes has seen one or two of a node's
+//!   moods; the first build after it is judged against three minutes of idle. So the first
+//!   refreshes come when the windows seen have doubled since the last training (after twice
+//!   the learning, four times, …) until they are [`BaselineOptions::refresh_every`] apart:
+//!   each early refresh at least doubles what the baseline knows, and a grown baseline is
+//!   not retrained more often than asked.
+//! - **An incident's onset is not learned.** A window just under the threshold is judged
+//!   healthy and kept; if it is the rising edge of an incident (connections piling up, a
+//!   disk filling), the next refresh learns it and the threshold climbs with each such
+//!   incident (the soak saw 5.4 → 12.9 → 18.7 from bursts scoring just under it). So a run
+//!   of windows over the tail's level that ends in a window judged anomalous is one episode,
+//!   as the tail fit declusters them: none of its windows is learned (those kept are
+//!   forgotten, all are counted in [`BaselineStatus::windows_forgotten`]) and it never
+//!   becomes a peak. A run that stays under the threshold (a build) is learned as before.
 //! - **A conservative floor until enough windows.** One false episode a day at 5 s windows
 //!   is 6e-5 per window: a tail fitted to a few dozen windows cannot place that. Until
 //!   [`BaselineOptions::floor_windows`] windows were seen and a tail could be fitted, the
@@ -85,7 +99,8 @@ pub fn is_judged(name: &str) -> bool {
 pub struct BaselineOptions {
     /// Windows to learn from before the first judgement.
     pub learn_windows: usize,
-    /// Retrain every this many judged windows, from the healthy windows kept.
+    /// Retrain every this many judged windows, from the healthy windows kept (sooner while
+    /// the baseline is young: see [`BaselineLearner::refresh_interval`]).
     pub refresh_every: usize,
     /// At most this many windows are kept, half the most recent and half a sample of the
     /// older ones: the memory bound, about `max_kept × fields × 8` bytes.
@@ -196,6 +211,9 @@ pub struct BaselineStatus {
     /// From the oldest window kept to the newest.
     pub hours_covered: f64,
     pub trainings: usize,
+    /// Windows judged healthy but not learned from: those of runs over the tail's level that
+    /// had a window judged anomalous (an incident's onset and its end).
+    pub windows_forgotten: u64,
     /// The threshold is held at `floor_threshold` or above (too few windows seen, or no tail
     /// fitted yet).
     pub floor_applies: bool,
@@ -229,6 +247,14 @@ pub struct BaselineLearner {
     spot: Option<Spot>,
     /// Windows since the last (attempted) training.
     since_training: usize,
+    /// Windows seen at the last (attempted) training.
+    seen_at_training: u64,
+    /// The first window (its position in the stream) of the current run of judged windows
+    /// over the tail's level; `None` after a window under it.
+    run_start: Option<u64>,
+    /// The current run had a window judged anomalous: the rest of it is not learned.
+    run_degraded: bool,
+    forgotten: u64,
     trainings: usize,
     last_error: Option<String>,
 }
@@ -243,6 +269,60 @@ struct LearnedModel {
     /// node's first fsync would otherwise be "infinitely" slower than none. They are left
     /// out of the score, as missing values are, until a refresh has seen them.
     unseen: Vec<usize>,
+    /// Of the model's required fields, the latencies: in a window without a sample of one
+    /// (0) it is left out of the score, as a missing value is (see [`LearnedModel::masked`]).
+    latencies: Vec<usize>,
+}
+
+impl LearnedModel {
+    /// The slots of `inputs` left out of its score: the latencies never sampled in the kept
+    /// windows, and those with no sample in this window. 0 is not a latency but "nothing
+    /// happened": a node whose only fsyncs are an occasional commit has mostly zeros, and
+    /// against that normal its next 8 ms fsync was z = +6.7, a false alarm in the soak. The
+    /// samples are compared with the samples. If that would leave nothing to score (a
+    /// baseline of latencies only, in an idle window), the zeros stay in.
+    fn masked(&self, inputs: &[f64]) -> Vec<usize> {
+        let mut masked = self.unseen.clone();
+        for &slot in &self.latencies {
+            if inputs.get(slot) == Some(&0.0) && !masked.contains(&slot) {
+                masked.push(slot);
+            }
+        }
+        if masked.len() >= inputs.len() {
+            return self.unseen.clone();
+        }
+        masked
+    }
+}
+
+/// The kept rows' values for a training, row after row. A latency of 0 is a window without a
+/// sample of it (see [`LearnedModel::masked`]); k-means needs a value there, so it takes the
+/// sample of another kept window, drawn at random (hot-deck imputation): the feature's spread
+/// is then the samples' own, not squeezed by a repeated value or widened by zeros. A latency
+/// never sampled stays 0 (and unseen).
+fn impute_latencies(columns: &[String], draws: &mut Draws, rows: &[&Kept]) -> Vec<f64> {
+    let mut values: Vec<f64> = rows.iter().flat_map(|(_, row)| row).copied().collect();
+    let width = columns.len();
+    for (p, column) in columns.iter().enumerate() {
+        if !is_latency(column) {
+            continue;
+        }
+        let samples: Vec<f64> = rows
+            .iter()
+            .map(|(_, row)| row[p])
+            .filter(|v| *v != 0.0)
+            .collect();
+        if samples.is_empty() {
+            continue;
+        }
+        for r in 0..rows.len() {
+            if values[r * width + p] == 0.0 {
+                let pick = (draws.uniform() * samples.len() as f64) as usize;
+                values[r * width + p] = samples[pick.min(samples.len() - 1)];
+            }
+        }
+    }
+    values
 }
 
 /// A latency field (`*_latency_*`): 0 when the window had no sample of it.
@@ -263,6 +343,10 @@ impl BaselineLearner {
             model: None,
             spot: None,
             since_training: 0,
+            seen_at_training: 0,
+            run_start: None,
+            run_degraded: false,
+            forgotten: 0,
             trainings: 0,
             last_error: None,
         }
@@ -350,6 +434,7 @@ impl BaselineLearner {
             windows_sampled: self.sampled.len(),
             hours_covered,
             trainings: self.trainings,
+            windows_forgotten: self.forgotten,
             floor_applies: self.floor_applies(),
             floor_threshold: self.options.floor_threshold,
             threshold_rule: if self.spot.is_some() {
@@ -405,14 +490,37 @@ impl BaselineLearner {
         }
     }
 
+    /// Judged windows from one training to the next: as many as were seen before the last
+    /// one (so each refresh of a young baseline doubles what it was learned from), at least
+    /// the learning windows and at most `refresh_every`.
+    pub fn refresh_interval(&self) -> usize {
+        let every = self.options.refresh_every.max(1);
+        let doubling = usize::try_from(self.seen_at_training).unwrap_or(usize::MAX);
+        doubling.max(self.learn_windows()).min(every)
+    }
+
+    /// Forgets the kept windows from position `start` on (an incident's onset) and the tail's
+    /// episode in progress.
+    fn forget_since(&mut self, start: u64) {
+        while self.recent.back().is_some_and(|(at, _)| *at >= start) {
+            self.recent.pop_back();
+            self.forgotten += 1;
+        }
+        if let Some(spot) = &mut self.spot {
+            spot.forget_episode();
+        }
+    }
+
     fn train(&mut self) {
         self.since_training = 0;
+        self.seen_at_training = self.seen;
         let columns = self.columns.clone().unwrap_or_default();
         // In stream order, so that the tail fit's episodes are runs of windows.
         let mut rows: Vec<&Kept> = self.sampled.iter().chain(&self.recent).collect();
         rows.sort_by_key(|(at, _)| *at);
+        let values = impute_latencies(&columns, &mut self.draws, &rows);
         let table = Table {
-            values: rows.iter().flat_map(|(_, row)| row).copied().collect(),
+            values,
             lines: (1..=rows.len()).collect(),
             timestamps: vec![None; rows.len()],
             files: vec![(PathBuf::from("<baseline>"), 0..rows.len())],
@@ -439,6 +547,12 @@ impl BaselineLearner {
                     .iter()
                     .map(|f| table.columns.iter().position(|c| c == f).unwrap_or(0))
                     .collect();
+                let latencies: Vec<usize> = positions
+                    .iter()
+                    .enumerate()
+                    .filter(|&(_, &p)| is_latency(&table.columns[p]))
+                    .map(|(slot, _)| slot)
+                    .collect();
                 let unseen: Vec<usize> = positions
                     .iter()
                     .enumerate()
@@ -447,12 +561,20 @@ impl BaselineLearner {
                     })
                     .map(|(slot, _)| slot)
                     .collect();
+                let learned = LearnedModel {
+                    model,
+                    positions,
+                    unseen,
+                    latencies,
+                };
+                // The kept windows scored as live ones are: with their own missing samples.
                 let scores: Vec<f64> = rows
                     .iter()
                     .filter_map(|(_, row)| {
-                        let inputs: Vec<f64> = positions.iter().map(|&p| row[p]).collect();
-                        model
-                            .score_inputs_partial(&inputs, &unseen)
+                        let inputs: Vec<f64> = learned.positions.iter().map(|&p| row[p]).collect();
+                        learned
+                            .model
+                            .score_inputs_partial(&inputs, &learned.masked(&inputs))
                             .ok()
                             .map(|a| a.score)
                     })
@@ -466,11 +588,7 @@ impl BaselineLearner {
                     ..self.options.spot
                 };
                 self.spot = Spot::initialize(&scores, spot_options);
-                self.model = Some(LearnedModel {
-                    model,
-                    positions,
-                    unseen,
-                });
+                self.model = Some(learned);
                 self.trainings += 1;
                 self.last_error = None;
             }
@@ -502,7 +620,7 @@ impl BaselineLearner {
     /// (`BTreeMap<String, f64>`). `Ok(None)` while learning; otherwise the judgement of the
     /// current model. The first window fixes the baseline's fields; a later one without them
     /// is an error (and is not kept). Training happens inside this call, every
-    /// `refresh_every` windows: milliseconds for the default sizes.
+    /// [`BaselineLearner::refresh_interval`] windows: milliseconds for the default sizes.
     pub fn observe(&mut self, record: impl WindowFields) -> Result<Option<Assessment>> {
         self.observe_partial(record, &[])
     }
@@ -541,7 +659,7 @@ impl BaselineLearner {
                     }
                 }
             }
-            for &slot in &learned.unseen {
+            for slot in learned.masked(&inputs) {
                 if !missing.contains(&slot) {
                     missing.push(slot);
                 }
@@ -567,17 +685,35 @@ impl BaselineLearner {
         let assessment = self.rejudge(
             learned
                 .model
-                .score_inputs_partial(&inputs, &learned.unseen)?,
+                .score_inputs_partial(&inputs, &learned.masked(&inputs))?,
         );
         // Only windows judged healthy feed the refresh and the tail, so an incident does not
         // become the new normal. (A slow drift still can: the refresh is meant to follow it.)
-        if assessment.state == HealthState::Healthy {
+        let in_tail = self
+            .spot
+            .as_ref()
+            .is_some_and(|spot| assessment.score > spot.level());
+        if !in_tail {
+            self.run_start = None;
+            self.run_degraded = false;
+        } else if self.run_start.is_none() {
+            self.run_start = Some(self.seen);
+        }
+        if assessment.state == HealthState::Degraded {
+            if let Some(start) = self.run_start {
+                self.run_degraded = true;
+                self.forget_since(start);
+            }
+        } else if self.run_degraded {
+            // The rest of an incident's run, under the threshold again: not learned either.
+            self.forgotten += 1;
+        } else {
             if let Some(spot) = &mut self.spot {
                 spot.learn(assessment.score);
             }
             self.keep(row);
         }
-        if self.since_training >= self.options.refresh_every.max(1) {
+        if self.since_training >= self.refresh_interval() {
             self.train();
         }
         Ok(Some(assessment))
@@ -725,6 +861,171 @@ mod widening_tests {
     }
 
     #[test]
+    fn a_young_baseline_refreshes_each_time_its_windows_double() {
+        let mut learner = BaselineLearner::new(options());
+        let mut noise = Noise::new(4);
+        let mut trained_at = Vec::new();
+        for seen in 1..=1000u64 {
+            let before = learner.trainings();
+            learner.observe(quiet_window(&mut noise)).unwrap();
+            if learner.trainings() > before {
+                trained_at.push(seen);
+            }
+        }
+        // Learning 20, then doubling (40, 80, 160, 320) until 200 apart.
+        assert_eq!(trained_at, [20, 40, 80, 160, 320, 520, 720, 920]);
+    }
+
+    #[test]
+    fn a_young_baseline_learns_a_new_benign_level_within_its_first_refreshes() {
+        let mut learner = BaselineLearner::new(options());
+        let mut noise = Noise::new(5);
+        for _ in 0..20 {
+            learner.observe(quiet_window(&mut noise)).unwrap();
+        }
+        // A build starts right after learning: pressure 3 points up, under the floor (3
+        // widened deviations), so judged healthy and kept.
+        let busier = |noise: &mut Noise| {
+            let mut window = quiet_window(noise);
+            window.insert("psi_cpu_some_pct".into(), noise.around(8.0, 0.05));
+            window
+        };
+        let first = learner
+            .observe(busier(&mut noise))
+            .unwrap()
+            .expect("judged");
+        assert_eq!(first.state, HealthState::Healthy, "{first:?}");
+        for _ in 0..30 {
+            learner.observe(busier(&mut noise)).unwrap();
+        }
+        // 51 windows seen: the refresh at 40 learned the build (refresh_every is 200).
+        assert_eq!(learner.trainings(), 2);
+        let later = learner
+            .observe(busier(&mut noise))
+            .unwrap()
+            .expect("judged");
+        assert!(
+            later.score < first.score / 2.0,
+            "the build's score went from {} to {}",
+            first.score,
+            later.score
+        );
+    }
+
+    #[test]
+    fn a_window_without_a_latency_sample_is_no_evidence_and_samples_are_judged_among_samples() {
+        let mut learner = BaselineLearner::new(BaselineOptions {
+            learn_windows: 60,
+            ..options()
+        });
+        let mut noise = Noise::new(6);
+        // An occasional commit's fsync: one window in ten has a sample, 0.5-4 ms.
+        let occasional = |noise: &mut Noise, i: usize| {
+            let mut window = quiet_window(noise);
+            let latency = if i % 10 == 3 {
+                500.0 * 8f64.powf(noise.uniform())
+            } else {
+                0.0
+            };
+            window.insert("fsync_latency_p99_us".into(), latency);
+            window
+        };
+        for i in 0..60 {
+            assert!(
+                learner
+                    .observe(occasional(&mut noise, i))
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        // An 8 ms fsync: twice the largest sample seen, not a fault. Against a normal of
+        // mostly zeros it was z = +6.7 (the soak's false alarm).
+        let mut slower = occasional(&mut noise, 0);
+        slower.insert("fsync_latency_p99_us".into(), 8000.0);
+        let judged = learner.observe(slower).unwrap().expect("judged");
+        assert_eq!(judged.state, HealthState::Healthy, "{judged:?}");
+        let fsync_z = judged
+            .explanation
+            .iter()
+            .find(|c| c.feature == "fsync_latency_p99_us")
+            .map_or(0.0, |c| c.z);
+        assert!(fsync_z < 3.0, "8 ms among 0.5-4 ms samples: z = {fsync_z}");
+        // A window without a fsync says nothing of fsyncs.
+        let judged = learner
+            .observe(occasional(&mut noise, 1))
+            .unwrap()
+            .expect("judged");
+        assert!(
+            judged
+                .explanation
+                .iter()
+                .all(|c| c.feature != "fsync_latency_p99_us"),
+            "{judged:?}"
+        );
+        // A stalled fsync (2 s) is still a fault.
+        let mut stalled = occasional(&mut noise, 0);
+        stalled.insert("fsync_latency_p99_us".into(), 2_000_000.0);
+        let judged = learner.observe(stalled).unwrap().expect("judged");
+        assert_eq!(judged.state, HealthState::Degraded, "{judged:?}");
+        assert_eq!(judged.explanation[0].feature, "fsync_latency_p99_us");
+    }
+
+    #[test]
+    fn an_incidents_onset_under_the_threshold_is_not_learned() {
+        let mut learner = BaselineLearner::new(options());
+        let mut noise = Noise::new(7);
+        for _ in 0..1200 {
+            learner.observe(quiet_window(&mut noise)).unwrap();
+        }
+        let before = learner.status();
+        assert_eq!(before.threshold_rule, "tail", "{before:?}");
+        // Five incidents: a ramp from the tail's level to the threshold, then 30 windows that
+        // hug it (within 10%, like the soak's connection bursts at 13.42-13.44 against
+        // 13.43), each followed by quiet windows and a refresh. (The pressure's spread is
+        // floored at 5 points: a score of 1 is 5 points.)
+        let mut onset = 0;
+        for _ in 0..5 {
+            let level = learner.spot.as_ref().map(Spot::level).expect("a tail");
+            let threshold = learner.threshold();
+            for step in 1..=40 {
+                let score = if step <= 10 {
+                    level + (threshold - level) * f64::from(step) / 10.0
+                } else {
+                    threshold * (0.9 + 0.2 * noise.uniform())
+                };
+                let mut window = quiet_window(&mut noise);
+                window.insert("psi_cpu_some_pct".into(), 5.0 + 5.0 * score);
+                let judged = learner.observe(window).unwrap().expect("judged");
+                if judged.state == HealthState::Healthy && judged.score > level {
+                    onset += 1;
+                }
+            }
+            for _ in 0..250 {
+                learner.observe(quiet_window(&mut noise)).unwrap();
+            }
+        }
+        let after = learner.status();
+        // Learned, the windows hugging the threshold raise it at every refresh (0.225 to
+        // 0.268 in this run without the rule, +19%).
+        assert!(
+            after.threshold < before.threshold * 1.1,
+            "the threshold climbed from {} to {}",
+            before.threshold,
+            after.threshold
+        );
+        assert!(
+            onset > 5,
+            "the incidents had no window under the threshold ({onset})"
+        );
+        // Every incident window judged healthy, and the quiet windows over the level just
+        // before and after them (one run).
+        assert!(
+            (onset as u64..=onset as u64 + 25).contains(&after.windows_forgotten),
+            "{onset} onset windows; {after:?}"
+        );
+    }
+
+    #[test]
     fn a_latency_never_sampled_while_learning_is_not_judged_until_seen() {
         let mut learner = BaselineLearner::new(BaselineOptions {
             refresh_every: 30,
@@ -752,8 +1053,7 @@ mod widening_tests {
             "{judged:?}"
         );
         // Fsyncs become part of the node's life; after a refresh they have a normal, and a
-        // stalled one (a minute) is judged. (The windows without a fsync, 0, are still part
-        // of that normal and widen it: a latency's "no sample" is a value to the model.)
+        // stalled one (a minute) is judged.
         for _ in 0..100 {
             let mut window = quiet(&mut noise);
             window.insert("fsync_latency_p99_us".into(), noise.around(2000.0, 0.1));

@@ -142,6 +142,18 @@ impl Spot {
         self.average() + self.excess_threshold
     }
 
+    /// The level peaks are counted over, in scores: a window over it is in the tail.
+    pub fn level(&self) -> f64 {
+        self.average() + self.level
+    }
+
+    /// Drops the episode being built (its windows turned out to be an incident's onset, the
+    /// caller judged a later one anomalous): it never becomes a peak.
+    pub fn forget_episode(&mut self) {
+        self.episode = None;
+        self.below = 0;
+    }
+
     /// The excess over the drift-free level a healthy window passes with the asked probability.
     fn quantile(&self) -> Option<f64> {
         let over_level = self.peaks.len() as f64 / self.windows.max(1.0);

@@ -156,6 +156,13 @@ pub(in crate::export) fn encode(
                     baseline.hours_covered * 3600.0,
                 ),
                 (
+                    "nodestate_baseline_windows_forgotten",
+                    "Windows judged healthy that the learned baseline did not learn from: runs \
+                     over its tail's level that had a window judged anomalous (an incident's \
+                     onset and end)",
+                    baseline.windows_forgotten as f64,
+                ),
+                (
                     "nodestate_baseline_floor_applies",
                     "1 while the learned baseline's threshold is held at its conservative floor",
                     f64::from(u8::from(baseline.floor_applies)),
