@@ -12,6 +12,7 @@ mod rederive;
 mod scenario;
 mod setup;
 mod soak;
+mod soak_replay;
 mod test;
 mod util;
 mod vm;
@@ -150,6 +151,25 @@ enum Command {
         /// The JSON report (default target/soak-report.json).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+        /// Every window the daemon made, as JSON Lines for `soak-replay` (default
+        /// target/soak-windows.jsonl).
+        #[arg(long)]
+        windows: Option<std::path::PathBuf>,
+    },
+    /// Judge the windows a soak recorded again with this tree's learned baseline, as the
+    /// daemon does (its judged fields, defaults and hysteresis): how a change to the learner
+    /// fares on the same benign hours, without another soak (in-sample for any rule chosen by
+    /// looking at them).
+    SoakReplay {
+        /// The windows (`cargo xtask soak` writes target/soak-windows.jsonl).
+        file: std::path::PathBuf,
+        /// The soak's window length.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        window: std::time::Duration,
+        #[arg(long, default_value = "3m", value_parser = humantime::parse_duration)]
+        learn_for: std::time::Duration,
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        refresh_every: std::time::Duration,
     },
     /// Set up, build and run the benchmarks, writing their sections of BENCHMARKS.md.
     Bench {
@@ -254,11 +274,23 @@ fn main() -> anyhow::Result<()> {
             rederive::rederive_drops(&util::workspace_root().join("datasets"))
         }
         Command::Calibration => calibration::calibration(),
+        Command::SoakReplay {
+            file,
+            window,
+            learn_for,
+            refresh_every,
+        } => soak_replay::soak_replay(&soak_replay::ReplayOptions {
+            file,
+            window,
+            learn_for,
+            refresh_every,
+        }),
         Command::Soak {
             duration,
             window,
             learn_for,
             out,
+            windows,
         } => {
             setup::setup()?;
             build::build_release()?;
@@ -267,6 +299,7 @@ fn main() -> anyhow::Result<()> {
                 window,
                 learn_for,
                 out,
+                windows,
             })
         }
         Command::ScenarioWorker(worker) => scenario::worker::run(worker),

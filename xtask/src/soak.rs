@@ -29,6 +29,9 @@ pub struct SoakOptions {
     pub learn_for: Duration,
     /// Where the JSON report goes (besides the summary on stdout).
     pub out: Option<PathBuf>,
+    /// Where every window record the daemon made goes, as JSON Lines with the soak's phase
+    /// (`soak_phase`), learning included: `cargo xtask soak-replay` judges them again.
+    pub windows: Option<PathBuf>,
 }
 
 /// The benign work of one phase.
@@ -316,6 +319,14 @@ fn watch(options: &SoakOptions, address: &str, dir: &Path, started: Instant) -> 
     let mut running: Option<Running> = None;
     let mut phase_seconds: std::collections::BTreeMap<&str, f64> = Default::default();
     let mut last_window: Option<u64> = None;
+    let windows_path = options
+        .windows
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("target/soak-windows.jsonl"));
+    let mut windows_file = std::io::BufWriter::new(
+        std::fs::File::create(&windows_path)
+            .with_context(|| format!("creating {}", windows_path.display()))?,
+    );
     let mut windows_judged = 0usize;
     let mut windows_anomalous = 0usize;
     let mut episodes: Vec<Episode> = Vec::new();
@@ -374,6 +385,19 @@ fn watch(options: &SoakOptions, address: &str, dir: &Path, started: Instant) -> 
         if last_window == Some(unix_ms) {
             continue;
         }
+        // Every window not written yet (/state holds the last minute's): a poll that came
+        // late loses none.
+        for window in state["windows"].as_array().into_iter().flatten() {
+            if window["unix_ms"]
+                .as_u64()
+                .is_some_and(|at| last_window.is_none_or(|last| at > last))
+            {
+                let mut window = window.clone();
+                window["soak_phase"] = serde_json::Value::from(current.name());
+                writeln!(windows_file, "{window}")?;
+            }
+        }
+        windows_file.flush()?;
         last_window = Some(unix_ms);
         let health = state["state"].as_str().unwrap_or_default().to_string();
         if health == "learning" {

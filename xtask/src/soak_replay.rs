@@ -1,0 +1,240 @@
+//! `cargo xtask soak-replay FILE`: the windows a soak recorded (`target/soak-windows.jsonl`,
+//! learning included) judged again by this tree's learned baseline, as the daemon judges them:
+//! the fields it judges by default, its missing values, its hysteresis. It says how a change
+//! to the learner would have fared on the same hours of benign work without another soak.
+//! It is not one: the windows were made beside the daemon that ran then, and a rule chosen by
+//! looking at a recording is measured in-sample on it (say so when quoting a figure).
+
+use std::{
+    collections::BTreeMap,
+    io::BufRead as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use model::{
+    BaselineLearner, BaselineOptions,
+    baseline::is_judged,
+    hysteresis::{DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER, Hysteresis},
+    model::HealthState,
+};
+
+pub struct ReplayOptions {
+    pub file: PathBuf,
+    pub window: Duration,
+    pub learn_for: Duration,
+    pub refresh_every: Duration,
+}
+
+/// One degraded episode of the replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Episode {
+    /// Seconds after the first window.
+    pub started_s: f64,
+    pub windows: usize,
+    pub phase: String,
+    pub score: f64,
+    pub threshold: f64,
+    /// The first degraded window's top features (feature, z).
+    pub explanation: Vec<(String, f64)>,
+}
+
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub windows: usize,
+    pub judged: usize,
+    pub anomalous: usize,
+    pub episodes: Vec<Episode>,
+    pub baseline: serde_json::Value,
+}
+
+/// The learner's options as the daemon sets them (`collector run`: windows rounded up, at
+/// least 10 to learn from and between refreshes).
+fn learner_options(options: &ReplayOptions) -> BaselineOptions {
+    let windows =
+        |span: Duration| (span.as_secs_f64() / options.window.as_secs_f64()).ceil() as usize;
+    BaselineOptions {
+        learn_windows: windows(options.learn_for).max(10),
+        refresh_every: windows(options.refresh_every).max(10),
+        window_s: options.window.as_secs_f64(),
+        ..BaselineOptions::default()
+    }
+}
+
+/// Judges the window records of `lines` in order (JSON objects; other lines are an error).
+pub fn replay(
+    lines: impl Iterator<Item = std::io::Result<String>>,
+    options: &ReplayOptions,
+) -> anyhow::Result<Replay> {
+    let mut learner = BaselineLearner::new(learner_options(options));
+    let mut hysteresis = Hysteresis::new(DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER);
+    let mut replay = Replay::default();
+    let mut first_ms: Option<u64> = None;
+    let mut open: Option<Episode> = None;
+    for (number, line) in lines.enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("line {}: not a JSON window record", number + 1))?;
+        let Some(object) = record.as_object() else {
+            bail!("line {}: not a JSON object", number + 1);
+        };
+        let at_ms = record["unix_ms"].as_u64().unwrap_or(0);
+        let first = *first_ms.get_or_insert(at_ms);
+        // The daemon's view: the judged fields, and which of them the window could not read.
+        let mut fields = BTreeMap::new();
+        let mut absent = Vec::new();
+        for (name, value) in object {
+            if !is_judged(name) {
+                continue;
+            }
+            match value.as_f64() {
+                Some(value) => {
+                    fields.insert(name.clone(), value);
+                }
+                None if value.is_null() => absent.push(name.clone()),
+                None => {}
+            }
+        }
+        replay.windows += 1;
+        let assessment = learner
+            .observe_partial(fields, &absent)
+            .with_context(|| format!("line {}", number + 1))?;
+        let Some(assessment) = assessment else {
+            continue;
+        };
+        replay.judged += 1;
+        let anomalous = assessment.state == HealthState::Degraded;
+        replay.anomalous += usize::from(anomalous);
+        let degraded = hysteresis.update(anomalous) == HealthState::Degraded;
+        match (&mut open, degraded) {
+            (None, true) => {
+                open = Some(Episode {
+                    started_s: at_ms.saturating_sub(first) as f64 / 1000.0,
+                    windows: 1,
+                    phase: record["soak_phase"].as_str().unwrap_or("").to_string(),
+                    score: assessment.score,
+                    threshold: assessment.threshold,
+                    explanation: assessment
+                        .explanation
+                        .iter()
+                        .take(3)
+                        .map(|c| (c.feature.clone(), c.z))
+                        .collect(),
+                })
+            }
+            (Some(episode), true) => episode.windows += 1,
+            (Some(_), false) => replay.episodes.extend(open.take()),
+            (None, false) => {}
+        }
+    }
+    replay.episodes.extend(open.take());
+    replay.baseline = serde_json::to_value(learner.status())?;
+    Ok(replay)
+}
+
+pub fn soak_replay(options: &ReplayOptions) -> anyhow::Result<()> {
+    let file = open(&options.file)?;
+    let replay = replay(file.lines(), options)?;
+    for episode in &replay.episodes {
+        println!(
+            "  {:>6.0}s DEGRADED during {}: {} window(s), score {:.2} > {:.2}, {:?}",
+            episode.started_s,
+            episode.phase,
+            episode.windows,
+            episode.score,
+            episode.threshold,
+            episode.explanation
+        );
+    }
+    let hours = replay.judged as f64 * options.window.as_secs_f64() / 3600.0;
+    let upper = crate::soak::poisson_upper_95(replay.episodes.len(), hours);
+    println!(
+        "soak-replay: {} degraded episode(s) in {hours:.2} judged hours ({} windows of {}, {} \
+         over the threshold before hysteresis): {:.2}/hour, 95% upper bound {upper:.2}/hour",
+        replay.episodes.len(),
+        replay.judged,
+        replay.windows,
+        replay.anomalous,
+        replay.episodes.len() as f64 / hours.max(1e-9),
+    );
+    println!("soak-replay: baseline at the end: {}", replay.baseline);
+    Ok(())
+}
+
+fn open(path: &Path) -> anyhow::Result<std::io::BufReader<std::fs::File>> {
+    let file = std::fs::File::open(path).with_context(|| {
+        format!(
+            "opening {} (`cargo xtask soak` writes target/soak-windows.jsonl)",
+            path.display()
+        )
+    })?;
+    Ok(std::io::BufReader::new(file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> ReplayOptions {
+        ReplayOptions {
+            file: PathBuf::new(),
+            window: Duration::from_secs(5),
+            learn_for: Duration::from_secs(60),
+            refresh_every: Duration::from_secs(1800),
+        }
+    }
+
+    /// A window of a quiet node (pressure about 5%), or of one whose CPU pressure is `psi`;
+    /// window 50 could not read its block latency (null).
+    fn window(i: u64, psi: f64, phase: &str) -> std::io::Result<String> {
+        let wobble = (i % 7) as f64 * 0.2;
+        let latency = (i != 50).then_some(400.0 + 10.0 * wobble);
+        Ok(serde_json::json!({
+            "unix_ms": 1_000_000 + i * 5000,
+            "window_s": 5.0,
+            "psi_cpu_some_pct": psi + wobble,
+            "psi_io_some_pct": 1.0 + wobble,
+            "syscalls_per_s": 10_000.0 * (1.0 + (i % 3) as f64),
+            "block_latency_p99_us": latency,
+            "soak_phase": phase,
+        })
+        .to_string())
+    }
+
+    #[test]
+    fn a_plateau_of_pressure_after_learning_is_one_episode_in_its_phase() {
+        let lines = (0..12)
+            .map(|i| window(i, 5.0, "idle"))
+            .chain((12..40).map(|i| window(i, 5.0, "idle")))
+            .chain((40..46).map(|i| window(i, 90.0, "stall")))
+            .chain((46..80).map(|i| window(i, 5.0, "idle")));
+        let replay = replay(lines, &options()).unwrap();
+        assert_eq!(replay.windows, 80);
+        assert_eq!(replay.judged, 80 - 12, "12 windows to learn (60 s of 5 s)");
+        assert_eq!(replay.episodes.len(), 1, "{:?}", replay.episodes);
+        let episode = &replay.episodes[0];
+        assert_eq!(episode.phase, "stall");
+        assert_eq!(episode.explanation[0].0, "psi_cpu_some_pct");
+        // A volume is not judged; a window that could not read a field (null) is judged on
+        // the rest.
+        assert!(
+            episode
+                .explanation
+                .iter()
+                .all(|(f, _)| f != "syscalls_per_s")
+        );
+        // The learner counts the complete windows it saw (the partial one is judged only).
+        assert_eq!(replay.baseline["windows_seen"], 79);
+    }
+
+    #[test]
+    fn a_line_that_is_not_a_record_is_an_error_with_its_number() {
+        let lines = vec![window(0, 5.0, "idle"), Ok("not json".into())].into_iter();
+        let err = replay(lines, &options()).unwrap_err();
+        assert!(format!("{err:#}").contains("line 2"), "{err:#}");
+    }
+}
