@@ -541,7 +541,9 @@ impl BaselineLearner {
             ..self.options.train.clone()
         };
         match Model::train(&table, &options) {
-            Ok(model) => {
+            Ok(mut model) => {
+                // Saturation, error and latency signals: only a rise is evidence.
+                model.judge_rises_only(is_judged);
                 let positions: Vec<usize> = model
                     .required_fields()
                     .iter()
@@ -1023,6 +1025,40 @@ mod widening_tests {
             (onset as u64..=onset as u64 + 25).contains(&after.windows_forgotten),
             "{onset} onset windows; {after:?}"
         );
+    }
+
+    #[test]
+    fn a_node_quieter_than_its_normal_is_not_degraded_but_a_busier_one_is() {
+        let mut learner = BaselineLearner::new(options());
+        let mut noise = Noise::new(8);
+        let busy = |noise: &mut Noise, psi: f64, latency: f64| {
+            BTreeMap::from([
+                ("psi_cpu_some_pct".to_string(), psi + 2.0 * noise.normal()),
+                (
+                    "block_latency_p99_us".to_string(),
+                    noise.around(latency, 0.05),
+                ),
+            ])
+        };
+        for _ in 0..20 {
+            learner.observe(busy(&mut noise, 40.0, 4000.0)).unwrap();
+        }
+        // The busy work stops: pressure 40 points down (z = -8 in the floored spread),
+        // latency a tenth. Less is no fault.
+        let quiet = learner
+            .observe(busy(&mut noise, 0.0, 400.0))
+            .unwrap()
+            .expect("judged");
+        assert_eq!(quiet.state, HealthState::Healthy, "{quiet:?}");
+        assert!(quiet.score < 1.0, "{quiet:?}");
+        assert!(quiet.explanation.iter().all(|c| c.z >= 0.0), "{quiet:?}");
+        // 40 points up is.
+        let busier = learner
+            .observe(busy(&mut noise, 80.0, 4000.0))
+            .unwrap()
+            .expect("judged");
+        assert_eq!(busier.state, HealthState::Degraded, "{busier:?}");
+        assert_eq!(busier.explanation[0].feature, "psi_cpu_some_pct");
     }
 
     #[test]

@@ -206,6 +206,9 @@ struct Prepared {
     healthy: Vec<usize>,
     /// Per cluster, 1 / its own spread per feature (`None`: the scaler's spread).
     inverse_spread: Vec<Option<Vec<f64>>>,
+    /// Per feature, whether only a rise is evidence (see [`Model::judge_rises_only`]); empty:
+    /// every deviation is.
+    rises_only: Vec<bool>,
 }
 
 /// Linear-interpolated percentile of sorted values.
@@ -238,8 +241,35 @@ impl Model {
                         .map(|spread| spread.iter().map(|s| 1.0 / s).collect())
                 })
                 .collect(),
+            rises_only: Vec::new(),
         };
         self.features = self.prepared.schema.inputs.clone();
+    }
+
+    /// Judges the features named by `rises_only` on their rises only: below its normal such
+    /// a feature adds nothing to the score or the explanation. For saturation, error and
+    /// latency signals less is never a fault (pressure, errors and latency falling under a
+    /// busy hour's are the node getting quieter), and two-sided distances made a quiet
+    /// window far from a busy mode: in the soak, fsync latency at z = -1.4 tipped an episode
+    /// over the threshold. Set by the learned baseline; not stored in the model file (a
+    /// model read back judges both ways), and the clusters are still found both ways.
+    pub(crate) fn judge_rises_only(&mut self, rises_only: impl Fn(&str) -> bool) {
+        let flags: Vec<bool> = self.schema.names().map(rises_only).collect();
+        self.prepared.rises_only = if flags.iter().any(|&f| f) {
+            flags
+        } else {
+            Vec::new()
+        };
+    }
+
+    /// A feature's deviation `z` as evidence: none below normal for a rises-only feature.
+    #[inline]
+    fn evidence(&self, index: usize, z: f64) -> f64 {
+        if z < 0.0 && self.prepared.rises_only.get(index) == Some(&true) {
+            0.0
+        } else {
+            z
+        }
     }
 
     /// Feature names, in model order.
@@ -279,6 +309,11 @@ impl Model {
     /// (the scaler's, for a cluster without one).
     fn mode_distance(&self, c: usize, x: &[f64]) -> f64 {
         let centroid = &self.clusters[c].centroid;
+        if !self.prepared.rises_only.is_empty() {
+            return (0..x.len())
+                .map(|index| self.mode_z(c, index, x[index]).powi(2))
+                .sum();
+        }
         match &self.prepared.inverse_spread[c] {
             None => squared_distance(x, centroid),
             Some(inverse) => x
@@ -294,13 +329,14 @@ impl Model {
     }
 
     /// `x`'s deviation from cluster `c`'s centroid in feature `index`, in the cluster's own
-    /// spread: what explanations report.
+    /// spread, as evidence ([`Model::judge_rises_only`]): what explanations report.
     fn mode_z(&self, c: usize, index: usize, value: f64) -> f64 {
         let z = value - self.clusters[c].centroid[index];
-        match &self.prepared.inverse_spread[c] {
+        let z = match &self.prepared.inverse_spread[c] {
             None => z,
             Some(inverse) => z * inverse[index],
-        }
+        };
+        self.evidence(index, z)
     }
 
     /// Cluster centroids back in feature units (the transforms undone), for people.
