@@ -170,6 +170,9 @@ enum Command {
         learn_for: std::time::Duration,
         #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
         refresh_every: std::time::Duration,
+        /// Fail unless every window that carries the daemon's verdict is judged the same.
+        #[arg(long)]
+        check: bool,
     },
     /// Set up, build and run the benchmarks, writing their sections of BENCHMARKS.md.
     Bench {
@@ -279,8 +282,10 @@ fn main() -> anyhow::Result<()> {
             window,
             learn_for,
             refresh_every,
+            check,
         } => soak_replay::soak_replay(&soak_replay::ReplayOptions {
             file,
+            check,
             window,
             learn_for,
             refresh_every,

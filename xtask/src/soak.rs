@@ -268,6 +268,32 @@ pub fn poisson_upper_95(k: usize, exposure: f64) -> f64 {
     hi / exposure.max(1e-9)
 }
 
+/// The short form `cargo xtask test` runs: four minutes of 1 s windows, learning for 30 s, then
+/// one cycle of the benign work scaled to fit; then the windows it kept are judged again and
+/// every verdict of the daemon must be reproduced (`soak-replay --check`), so the figures a
+/// replay gives are the daemon's. Its episode rate is printed, not asserted: minutes on a
+/// shared CI machine say nothing of a rate per day.
+pub fn ci_check() -> anyhow::Result<()> {
+    crate::build::build_release()?;
+    let target = workspace_root().join("target");
+    let windows = target.join("ci-soak-windows.jsonl");
+    let (window, learn_for) = (Duration::from_secs(1), Duration::from_secs(30));
+    soak(&SoakOptions {
+        duration: Duration::from_secs(240),
+        window,
+        learn_for,
+        out: Some(target.join("ci-soak-report.json")),
+        windows: Some(windows.clone()),
+    })?;
+    crate::soak_replay::soak_replay(&crate::soak_replay::ReplayOptions {
+        file: windows,
+        check: true,
+        window,
+        learn_for,
+        refresh_every: Duration::from_secs(30 * 60),
+    })
+}
+
 pub fn soak(options: &SoakOptions) -> anyhow::Result<()> {
     if options.duration <= options.learn_for {
         bail!("--duration must be longer than --learn-for");
@@ -386,14 +412,20 @@ fn watch(options: &SoakOptions, address: &str, dir: &Path, started: Instant) -> 
             continue;
         }
         // Every window not written yet (/state holds the last minute's): a poll that came
-        // late loses none.
+        // late loses none. The last one carries the daemon's verdict on it (the window and
+        // the verdict change under one lock), which `soak-replay` checks it reproduces.
         for window in state["windows"].as_array().into_iter().flatten() {
-            if window["unix_ms"]
-                .as_u64()
-                .is_some_and(|at| last_window.is_none_or(|last| at > last))
-            {
+            let at = window["unix_ms"].as_u64();
+            if at.is_some_and(|at| last_window.is_none_or(|last| at > last)) {
                 let mut window = window.clone();
                 window["soak_phase"] = serde_json::Value::from(current.name());
+                if at == Some(unix_ms) {
+                    window["soak_verdict"] = serde_json::json!({
+                        "state": state["state"],
+                        "score": state["score"],
+                        "threshold": state["threshold"],
+                    });
+                }
                 writeln!(windows_file, "{window}")?;
             }
         }

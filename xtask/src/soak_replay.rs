@@ -22,6 +22,8 @@ use model::{
 
 pub struct ReplayOptions {
     pub file: PathBuf,
+    /// Fail unless every window that carries the daemon's verdict is judged the same here.
+    pub check: bool,
     pub window: Duration,
     pub learn_for: Duration,
     pub refresh_every: Duration,
@@ -47,6 +49,11 @@ pub struct Replay {
     pub anomalous: usize,
     pub episodes: Vec<Episode>,
     pub baseline: serde_json::Value,
+    /// Windows that carry the daemon's verdict (`soak_verdict`), and of those the ones
+    /// judged differently here (state, or a score more than 1e-9 apart): (line, daemon's
+    /// state and score, replay's).
+    pub verdicts: usize,
+    pub differences: Vec<(usize, String, f64, String, f64)>,
 }
 
 /// The learner's options as the daemon sets them (`collector run`: windows rounded up, at
@@ -103,13 +110,35 @@ pub fn replay(
         let assessment = learner
             .observe_partial(fields, &absent)
             .with_context(|| format!("line {}", number + 1))?;
+        // The daemon's verdict on this window, if the soak kept it: its node state (after
+        // hysteresis) and the window's score.
+        let verdict = &record["soak_verdict"];
+        let mut compare = |ours: &str, our_score: f64| {
+            if let (Some(state), Some(score)) =
+                (verdict["state"].as_str(), verdict["score"].as_f64())
+            {
+                replay.verdicts += 1;
+                if ours != state || (our_score - score).abs() > 1e-9 {
+                    replay.differences.push((
+                        number + 1,
+                        state.to_string(),
+                        score,
+                        ours.to_string(),
+                        our_score,
+                    ));
+                }
+            }
+        };
         let Some(assessment) = assessment else {
+            compare("learning", 0.0);
             continue;
         };
         replay.judged += 1;
         let anomalous = assessment.state == HealthState::Degraded;
         replay.anomalous += usize::from(anomalous);
-        let degraded = hysteresis.update(anomalous) == HealthState::Degraded;
+        let node_state = hysteresis.update(anomalous);
+        compare(&node_state.to_string(), assessment.score);
+        let degraded = node_state == HealthState::Degraded;
         match (&mut open, degraded) {
             (None, true) => {
                 open = Some(Episode {
@@ -162,6 +191,29 @@ pub fn soak_replay(options: &ReplayOptions) -> anyhow::Result<()> {
         replay.episodes.len() as f64 / hours.max(1e-9),
     );
     println!("soak-replay: baseline at the end: {}", replay.baseline);
+    println!(
+        "soak-replay: {} of {} windows with the daemon's verdict judged the same (state and \
+         score)",
+        replay.verdicts - replay.differences.len(),
+        replay.verdicts
+    );
+    for (line, state, score, ours, our_score) in replay.differences.iter().take(10) {
+        println!("  line {line}: the daemon {state} {score}, here {ours} {our_score}");
+    }
+    if options.check {
+        if replay.verdicts == 0 {
+            bail!("--check: no window carries the daemon's verdict (`soak_verdict`)");
+        }
+        if !replay.differences.is_empty() {
+            bail!(
+                "--check: {} of {} windows judged differently from the daemon (the learner \
+                 of this tree is not the one that ran, or the replay does not judge as the \
+                 daemon does)",
+                replay.differences.len(),
+                replay.verdicts
+            );
+        }
+    }
     Ok(())
 }
 
@@ -182,6 +234,7 @@ mod tests {
     fn options() -> ReplayOptions {
         ReplayOptions {
             file: PathBuf::new(),
+            check: false,
             window: Duration::from_secs(5),
             learn_for: Duration::from_secs(60),
             refresh_every: Duration::from_secs(1800),

@@ -53,6 +53,14 @@ pub fn test_all() -> anyhow::Result<()> {
         eprintln!("xtask test: NOT ROOT: skipping the scenario check (it needs root)");
     }
 
+    // The soak's short form: the learned baseline under one cycle of benign work, and its
+    // verdicts reproduced by `soak-replay`.
+    if is_root() {
+        crate::soak::ci_check().context("soak check failed")?;
+    } else {
+        eprintln!("xtask test: NOT ROOT: skipping the soak check (the daemon needs root)");
+    }
+
     // The kprobe path, in a VM whose kernel has kprobes (ours has none).
     crate::vm::vm_test(&crate::vm::VmOptions::default()).context("vm-test failed")?;
     println!("xtask test: unit, integration, image and vm tests passed");
