@@ -151,11 +151,36 @@ pub mod counter {
     pub const SLOW_IO_LOST: u32 = 1;
     /// Issues not tracked because the in-flight table could not take them.
     pub const INFLIGHT_TABLE_FULL: u32 = 2;
-    /// Completions with no recorded issue (issued before we attached, or evicted).
+    /// Completions with no recorded issue (issued before we attached or before the hooks
+    /// last came back on, evicted, or whose issue the kernel did not run the program for).
     pub const COMPLETE_UNMATCHED: u32 = 3;
     /// Devices not counted because the per-device table was full.
     pub const DEVICE_TABLE_FULL: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// `block_rq_issue` records the program could not read (the read of the record failed,
+    /// or a field lies outside the bytes read): that request is not counted.
+    pub const ISSUE_UNREADABLE: u32 = 5;
+    /// `block_rq_complete` records the program could not read: that completion is not
+    /// counted.
+    pub const COMPLETE_UNREADABLE: u32 = 6;
+    /// Completions with no sectors that are not flushes: the flush machinery completes a
+    /// request that carried a flush a second time, after its post-flush, when its data
+    /// completion has counted it already. Not an error; counted here so that every completion
+    /// the program saw is accounted for.
+    pub const COMPLETE_WITHOUT_SECTORS: u32 = 7;
+    pub const COUNT: u32 = 8;
+
+    /// Each counter's name where the daemon shows it (`nodestate_block_accounting_total`'s
+    /// `event` label), by index.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "slow_io_produced",
+        "slow_io_lost",
+        "inflight_table_full",
+        "complete_unmatched",
+        "device_table_full",
+        "issue_unreadable",
+        "complete_unreadable",
+        "complete_without_sectors",
+    ];
 }
 
 /// Indices into the `EVENTS` per-CPU array: node-wide event counts of the system programs.

@@ -215,10 +215,14 @@ fn device_stats(dev: u32) -> Option<*mut BlockDevStats> {
 
 #[tracepoint]
 pub fn block_rq_issue(ctx: TracePointContext) -> u32 {
-    let _ = try_block_rq_issue(&ctx);
+    // The only way out with an error is a record we could not read: nothing is lost silently.
+    if try_block_rq_issue(&ctx).is_err() {
+        bump(counter::ISSUE_UNREADABLE);
+    }
     0
 }
 
+/// Counts an issued request. `Err` only when its record cannot be read.
 fn try_block_rq_issue(ctx: &TracePointContext) -> Result<(), i32> {
     let layout = layout();
     let head = RecordHead::read(ctx)?;
@@ -269,10 +273,14 @@ fn try_block_rq_issue(ctx: &TracePointContext) -> Result<(), i32> {
 
 #[tracepoint]
 pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
-    let _ = try_block_rq_complete(&ctx);
+    if try_block_rq_complete(&ctx).is_err() {
+        bump(counter::COMPLETE_UNREADABLE);
+    }
     0
 }
 
+/// Counts a completion. `Err` only when its record cannot be read; every other way out
+/// bumps a counter of its own, so that each completion the program runs for is accounted for.
 fn try_block_rq_complete(ctx: &TracePointContext) -> Result<(), i32> {
     let layout = layout();
     let head = RecordHead::read(ctx)?;
@@ -282,8 +290,10 @@ fn try_block_rq_complete(ctx: &TracePointContext) -> Result<(), i32> {
     let error: i32 = head.at(layout.complete_error)?;
     let class = classify(head.at(layout.complete_rwbs)?).0;
     // The flush machinery completes a request that carried a flush a second time, with no
-    // sectors left, after its post-flush: the data completion already counted it.
+    // sectors left, after its post-flush: the data completion already counted it. Counted
+    // apart (not an error) so that the completions seen add up.
     if nr_sector == 0 && class != op::FLUSH {
+        bump(counter::COMPLETE_WITHOUT_SECTORS);
         return Ok(());
     }
     let key = inflight_key(dev, sector, class);

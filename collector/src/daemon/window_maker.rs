@@ -182,6 +182,14 @@ impl WindowMaker {
                 counter::DEVICE_TABLE_FULL,
                 "requests not counted (device table full)",
             ),
+            (
+                counter::ISSUE_UNREADABLE,
+                "block_rq_issue records the program could not read (requests not counted)",
+            ),
+            (
+                counter::COMPLETE_UNREADABLE,
+                "block_rq_complete records the program could not read (completions not counted)",
+            ),
         ] {
             let delta = counter_delta(
                 self.previous_counters[index as usize],

@@ -133,6 +133,14 @@ mod tests {
             syscalls: 1234,
             forks: 5,
         });
+        let mut block = [0; collector_common::counter::COUNT as usize];
+        block[collector_common::counter::SLOW_IO_PRODUCED as usize] = 99;
+        block[collector_common::counter::COMPLETE_UNMATCHED as usize] = 3;
+        block[collector_common::counter::COMPLETE_WITHOUT_SECTORS as usize] = 7;
+        state.kernel_accounting = Some(crate::kernel::KernelAccounting {
+            block,
+            runs_skipped: 2,
+        });
         let text = scrape(state);
         for expected in [
             r#"nodestate_state{node="node-a",state="degraded"} 1"#,
@@ -157,6 +165,10 @@ mod tests {
             r#"nodestate_autoblock_refused_total{node="node-a",reason="error"} 1"#,
             r#"nodestate_own_syscalls_total{node="node-a"} 1234"#,
             r#"nodestate_own_forks_total{node="node-a"} 5"#,
+            r#"nodestate_block_accounting_total{node="node-a",event="complete_unmatched"} 3"#,
+            r#"nodestate_block_accounting_total{node="node-a",event="complete_without_sectors"} 7"#,
+            r#"nodestate_block_accounting_total{node="node-a",event="issue_unreadable"} 0"#,
+            r#"nodestate_program_runs_skipped_total{node="node-a"} 2"#,
         ] {
             assert!(text.contains(expected), "missing {expected} in:\n{text}");
         }
@@ -282,6 +294,7 @@ mod tests {
             syscalls: 1,
             forks: 1,
         });
+        state.kernel_accounting = Some(crate::kernel::KernelAccounting::default());
         state.attribution = Some(AttributionView {
             mode: crate::window::cgroups::CgroupMode::V1 {
                 hierarchy: "memory",

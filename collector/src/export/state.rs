@@ -150,6 +150,9 @@ pub struct ExporterState {
     /// The daemon's own syscalls and thread spawns, which the programs leave out of the
     /// node's features (cumulative; see `kernel::KernelConfig::exclude_tgid`).
     pub own_events: Option<crate::kernel::OwnEvents>,
+    /// The block programs' bookkeeping and the program runs the kernel skipped (cumulative;
+    /// `None` until the first window).
+    pub kernel_accounting: Option<crate::kernel::KernelAccounting>,
     /// Which families `/metrics` serves.
     pub metric_set: MetricSet,
     /// The last hour's judgements, oldest first, for the page at `/`.
@@ -255,6 +258,7 @@ impl ExporterState {
             partial_windows_total: 0,
             http_connections_refused_total: 0,
             own_events: None,
+            kernel_accounting: None,
             culprits: Default::default(),
             workloads: None,
             attribution_stats: AttributionStats::default(),

@@ -112,6 +112,32 @@ impl KernelCollector {
     }
 }
 
+/// The kernel side's own bookkeeping, cumulative since load (see
+/// [`KernelCollector::accounting`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelAccounting {
+    /// The block programs' counters, by `collector_common::counter` index.
+    pub block: [u64; counter::COUNT as usize],
+    /// Program runs the kernel skipped, summed over the loaded programs (see
+    /// [`KernelCollector::program_runs_skipped`]).
+    pub runs_skipped: u64,
+}
+
+impl KernelCollector {
+    /// The block programs' counters and the program runs the kernel skipped, for the
+    /// daemon's metrics: what was not counted the usual way, and why.
+    pub fn accounting(&self) -> anyhow::Result<KernelAccounting> {
+        Ok(KernelAccounting {
+            block: self.counters()?,
+            runs_skipped: self
+                .program_runs_skipped()
+                .iter()
+                .map(|(_, skipped)| skipped)
+                .sum(),
+        })
+    }
+}
+
 /// The excluded process's own events (see [`KernelCollector::own_events`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OwnEvents {

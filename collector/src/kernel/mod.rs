@@ -28,7 +28,7 @@ pub use self::{
     hooks::SampledTime,
     layout::{block_layout, system_layout},
     load::{KernelCollector, KernelLogger, NoEbpfObject, validate_ringbuf_bytes},
-    maps::{OwnEvents, sum_cpus},
+    maps::{KernelAccounting, OwnEvents, sum_cpus},
     report::{AttachReport, HookOutcome},
     stats::{ProgramStats, ProgramStatsMode},
 };

@@ -1,5 +1,6 @@
 //! How collecting went: windows made, failed reads, partial windows, refused HTTP
-//! connections, lost events, the daemon's own events left out, slow-I/O events received.
+//! connections, lost events, the daemon's own events left out, slow-I/O events received, the
+//! block programs' bookkeeping and the program runs the kernel skipped.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +9,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use super::counters;
 use crate::export::ExporterState;
 
-/// `nodestate_windows` … `nodestate_slow_io_events`.
+/// `nodestate_windows` … `nodestate_program_runs_skipped`.
 pub(in crate::export) fn encode(
     encoder: &mut DescriptorEncoder,
     state: &ExporterState,
@@ -104,6 +105,51 @@ pub(in crate::export) fn encode(
         "Block requests over the slow-I/O threshold received",
         None,
         &[(none.clone(), state.slow_io_events_total as f64)],
+    )?;
+    if let Some(accounting) = &state.kernel_accounting {
+        encode_accounting(encoder, accounting)?;
+    }
+    Ok(())
+}
+
+/// The block programs' counters other than the slow-I/O events' (`nodestate_events_lost`
+/// and `nodestate_slow_io_events` show those), by name, and the runs the kernel skipped.
+/// Every series is there from the first window, 0 until it happens, so a rate() sees the
+/// first one.
+fn encode_accounting(
+    encoder: &mut DescriptorEncoder,
+    accounting: &crate::kernel::KernelAccounting,
+) -> Result<(), std::fmt::Error> {
+    use collector_common::counter;
+    let shown = (counter::SLOW_IO_LOST + 1) as usize..counter::COUNT as usize;
+    let by_event: Vec<(Vec<(&str, String)>, f64)> = shown
+        .map(|index| {
+            (
+                vec![("event", counter::NAMES[index].to_string())],
+                accounting.block[index] as f64,
+            )
+        })
+        .collect();
+    counters(
+        encoder,
+        "nodestate_block_accounting",
+        "Block requests and completions the programs did not count the usual way, by why: \
+         inflight_table_full (issued, not timed), complete_unmatched (a completion with no \
+         issue seen: issued before the hooks were on, or the issue's run skipped), device_table_full (not counted), \
+         issue_unreadable and complete_unreadable (a record the program could not read), \
+         complete_without_sectors (the flush machinery's second completion of a request \
+         counted already; not an error)",
+        None,
+        &by_event,
+    )?;
+    counters(
+        encoder,
+        "nodestate_program_runs_skipped",
+        "Runs of the daemon's programs the kernel skipped (recursion_misses summed over \
+         programs): a tracepoint program does not run while another BPF program runs on that \
+         CPU or a map is read there through the bpf syscall, and its event goes uncounted",
+        None,
+        &[(Vec::new(), accounting.runs_skipped as f64)],
     )?;
     Ok(())
 }
