@@ -6,7 +6,6 @@
 //! looking at a recording is measured in-sample on it (say so when quoting a figure).
 
 use std::{
-    collections::BTreeMap,
     io::BufRead as _,
     path::{Path, PathBuf},
     time::Duration,
@@ -17,8 +16,61 @@ use model::{
     BaselineLearner, BaselineOptions,
     baseline::is_judged,
     hysteresis::{DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER, Hysteresis},
+    input::{WindowFields, is_feature},
     model::HealthState,
 };
+
+/// A window record's judged fields in the order the daemon wrote them (its record's field
+/// order, which is the order the daemon's learner takes its columns in: a replay in another
+/// order would sum the same distances in another order and could differ in the last bits).
+/// `None` is a value the window could not read (`null`).
+struct Judged(Vec<(String, Option<f64>)>);
+
+impl<'de> serde::Deserialize<'de> for Judged {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Judged;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON window record")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<Judged, M::Error> {
+                let mut fields = Vec::new();
+                while let Some((name, value)) = map.next_entry::<String, serde_json::Value>()? {
+                    if is_judged(&name)
+                        && is_feature(&name)
+                        && (value.is_number() || value.is_null())
+                    {
+                        fields.push((name, value.as_f64()));
+                    }
+                }
+                Ok(Judged(fields))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+impl WindowFields for Judged {
+    fn field(&self, name: &str) -> Option<f64> {
+        self.0.iter().find(|(n, _)| n == name).and_then(|(_, v)| *v)
+    }
+
+    fn is_missing(&self, name: &str) -> bool {
+        self.0.iter().any(|(n, v)| n == name && v.is_none())
+    }
+
+    fn feature_fields(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
 
 pub struct ReplayOptions {
     pub file: PathBuf,
@@ -86,29 +138,23 @@ pub fn replay(
         }
         let record: serde_json::Value = serde_json::from_str(&line)
             .with_context(|| format!("line {}: not a JSON window record", number + 1))?;
-        let Some(object) = record.as_object() else {
+        if !record.is_object() {
             bail!("line {}: not a JSON object", number + 1);
-        };
+        }
         let at_ms = record["unix_ms"].as_u64().unwrap_or(0);
         let first = *first_ms.get_or_insert(at_ms);
         // The daemon's view: the judged fields, and which of them the window could not read.
-        let mut fields = BTreeMap::new();
-        let mut absent = Vec::new();
-        for (name, value) in object {
-            if !is_judged(name) {
-                continue;
-            }
-            match value.as_f64() {
-                Some(value) => {
-                    fields.insert(name.clone(), value);
-                }
-                None if value.is_null() => absent.push(name.clone()),
-                None => {}
-            }
-        }
+        let fields: Judged = serde_json::from_str(&line)
+            .with_context(|| format!("line {}: not a JSON window record", number + 1))?;
+        let absent: Vec<String> = fields
+            .0
+            .iter()
+            .filter(|(_, v)| v.is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
         replay.windows += 1;
         let assessment = learner
-            .observe_partial(fields, &absent)
+            .observe_partial(&fields, &absent)
             .with_context(|| format!("line {}", number + 1))?;
         // The daemon's verdict on this window, if the soak kept it: its node state (after
         // hysteresis) and the window's score.
