@@ -143,15 +143,28 @@ fn the_daemon_names_the_faulty_container(test: &str, fault: Fault) {
     let url = format!("http://{address}");
     daemon.wait_ready(Duration::from_secs(90));
 
-    // Every culprit list and gauge seen from here on: the neighbour is in none of them.
+    // Every culprit list and gauge seen while the fault runs: the neighbour is in none of them.
     let mut named: BTreeSet<String> = BTreeSet::new();
     let mut gauged: BTreeSet<String> = BTreeSet::new();
+    // While the fault runs, apart: once it stops, the disk's backlog still drains for a few
+    // windows, the node is still degraded on it, and whoever does I/O then (container logs,
+    // the neighbour, this test) is what moved the signal.
+    let stopped = std::cell::Cell::new(false);
+    let mut named_while_faulty: BTreeSet<String> = BTreeSet::new();
+    let mut gauged_while_faulty: BTreeSet<String> = BTreeSet::new();
     let mut observe = |address: &str| -> Option<(serde_json::Value, Seen)> {
         let seen = state(address);
+        let gauge = gauge_containers(address);
         if let Some((_, seen)) = &seen {
             named.extend(seen.culprits.iter().cloned());
+            if !stopped.get() {
+                named_while_faulty.extend(seen.culprits.iter().cloned());
+            }
         }
-        gauged.extend(gauge_containers(address));
+        if !stopped.get() {
+            gauged_while_faulty.extend(gauge.iter().cloned());
+        }
+        gauged.extend(gauge);
         seen
     };
 
@@ -231,6 +244,7 @@ fn the_daemon_names_the_faulty_container(test: &str, fault: Fault) {
     }
 
     // The fault stops; the node recovers and the gauge goes.
+    stopped.set(true);
     faulty.exec("rm -f /tmp/go");
     let stopped = Instant::now();
     loop {
@@ -252,8 +266,10 @@ fn the_daemon_names_the_faulty_container(test: &str, fault: Fault) {
 
     assert!(named.contains(&faulty_name), "{named:?}");
     assert!(
-        !named.contains(&neighbour_name) && !gauged.contains(&neighbour_name),
-        "the neighbour was named: culprits {named:?}, gauge {gauged:?}"
+        !named_while_faulty.contains(&neighbour_name)
+            && !gauged_while_faulty.contains(&neighbour_name),
+        "the neighbour was named while the fault ran: culprits {named_while_faulty:?}, gauge \
+         {gauged_while_faulty:?} (after it too: {named:?}, {gauged:?})"
     );
     let log = daemon.stop();
     assert!(

@@ -41,7 +41,8 @@ pub struct RunArgs {
 
     /// Without --model: how often the baseline is retrained from windows judged healthy.
     /// A young baseline is retrained sooner: each time the windows seen have doubled since
-    /// its last training (after twice the learning time, four times, …) until this often.
+    /// its last training (after twice the learning time, four times, …; at least 5 minutes
+    /// apart) until this often.
     #[arg(long, env = "NODESTATE_REFRESH_EVERY", default_value = "30m", value_parser = parse_duration)]
     pub refresh_every: Duration,
 
