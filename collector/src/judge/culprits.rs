@@ -10,6 +10,14 @@
 //! never add up to more than 100%). Which signals count is the verdict's: its top features
 //! map to the per-cgroup signals that explain them ([`FEATURE_SIGNALS`]). Victims (waits and
 //! latencies, which say who suffers, not who causes) are ranked the same way and listed apart.
+//!
+//! The rises add up over the episode ([`Episode`]): a degraded verdict names who rose in the
+//! anomalous windows since the node left normal, the recent ones weighing most. A window that
+//! is degraded only because hysteresis holds the state (the node recovering) adds nothing: its
+//! explanation is a normal window's, whose few small rises a steady neighbour's jitter can
+//! "explain" with a large share of a small total. Ranked window by window, such a window named
+//! whoever jittered (seen end to end: the neighbour, conmon and the test's own shell named
+//! while the node recovered from throttled writes, in about half the runs of a loaded CI).
 
 use std::collections::HashMap;
 
@@ -93,6 +101,11 @@ impl Signal {
         }
     }
 
+    /// Its index in [`Signal::ALL`] (and in a row of rates).
+    fn slot(self) -> usize {
+        self as usize
+    }
+
     pub fn parse(name: &str) -> Option<Signal> {
         Signal::ALL
             .into_iter()
@@ -161,8 +174,15 @@ pub const FEATURE_SIGNALS: &[(&str, &[Signal], &[Signal])] = &[
 
 /// The signals the verdict's moved features point to, each weighted by the largest |z| of a
 /// feature pointing to it; `(causes, victims)`. Nothing mapped: every signal, weight 1.
+/// A feature within [`MOVED_Z`] of its normal did not move and points nowhere.
 /// Signals with their weights.
 pub type Weighted = Vec<(Signal, f64)>;
+
+/// The least |z| of a feature that moved. An explanation lists its top features whatever
+/// their size: judged on rises only, a window with one feature up lists others at z = 0.0
+/// (seen: `psi_cpu_some_pct` at +0.02 beside I/O pressure at +5.5, which named a steady
+/// neighbour's CPU jitter as 100% of the node's on-CPU rise).
+pub const MOVED_Z: f64 = 1.0;
 
 pub fn moved_signals(explanation: &[(String, f64)]) -> (Weighted, Weighted) {
     let mut causes: Vec<(Signal, f64)> = Vec::new();
@@ -175,11 +195,10 @@ pub fn moved_signals(explanation: &[(String, f64)]) -> (Weighted, Weighted) {
         None => list.push((signal, weight)),
     };
     for (feature, z) in explanation {
-        let weight = if z.is_finite() {
-            z.abs().max(1e-3)
-        } else {
-            1.0
-        };
+        let weight = if z.is_finite() { z.abs() } else { 1.0 };
+        if weight < MOVED_Z {
+            continue;
+        }
         if let Some((_, cause, victim)) = FEATURE_SIGNALS
             .iter()
             .find(|(pattern, _, _)| field_matches(pattern, feature))
@@ -237,7 +256,9 @@ pub struct Attribution {
 
 /// How many culprits (and victims) are named.
 pub const TOP: usize = 3;
-/// A share below this names no one.
+/// A workload is named when its weighted share of the moved signals' rise (each signal
+/// weighted by how much it moved) is at least this: 100% of a signal that barely moved
+/// beside one that moved far is not a share of the verdict.
 pub const MIN_SHARE: f64 = 0.05;
 /// Weight of the newest window in a baseline (about the last ten windows count).
 const ALPHA: f64 = 0.2;
@@ -253,6 +274,11 @@ const CONFIRM_AFTER: usize = 3;
 const FORGET_AFTER: u64 = 120;
 /// At most this many workloads keep a baseline (the least recently seen go first).
 pub const MAX_WORKLOADS: usize = 4096;
+/// Each anomalous window, the episode's earlier rises count this much less: about the last
+/// ten anomalous windows count, as in a workload's own baseline ([`ALPHA`]). A cause that
+/// changes within one long episode is named after a few windows, and a short stretch in which
+/// others rise (a backlog draining after the fault stopped) does not outweigh the fault.
+const EPISODE_DECAY: f64 = 1.0 - ALPHA;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Ewma {
@@ -300,6 +326,159 @@ struct Pending {
     unattributed: Rates,
 }
 
+/// The rises of one episode: the run of windows that were anomalous or degraded, from its
+/// first anomalous window until the node is healthy again. Sums decay by [`EPISODE_DECAY`]
+/// each anomalous window.
+#[derive(Debug, Default)]
+struct Episode {
+    /// Per workload: its rises, per signal, and its rates in the last anomalous window.
+    workloads: HashMap<Workload, (Rates, Rates)>,
+    /// The node's rises per signal: every workload's and the unattributed events'.
+    node: Rates,
+    /// How much the verdicts moved each signal (the largest |z|, decayed), causes and victims.
+    causes: Rates,
+    victims: Rates,
+}
+
+impl Episode {
+    /// Adds one anomalous window: its workloads' rises above their baselines, in the signals
+    /// its verdict moved.
+    fn add(
+        &mut self,
+        baselines: &HashMap<Workload, Baseline>,
+        rows: &[(&Workload, Rates)],
+        unattributed: (&Baseline, &Rates),
+        verdict: &Verdict,
+    ) {
+        let (causes, victims) = moved_signals(&verdict.explanation);
+        let mut moved = [false; Signal::ALL.len()];
+        for (list, weights) in [(&causes, &mut self.causes), (&victims, &mut self.victims)] {
+            for weight in weights.iter_mut() {
+                *weight *= EPISODE_DECAY;
+            }
+            for &(signal, weight) in list {
+                let slot = signal.slot();
+                weights[slot] = weights[slot].max(weight);
+                moved[slot] = true;
+            }
+        }
+        for (rises, _) in self.workloads.values_mut() {
+            for rise in rises.iter_mut() {
+                *rise *= EPISODE_DECAY;
+            }
+        }
+        for rise in self.node.iter_mut() {
+            *rise *= EPISODE_DECAY;
+        }
+        let empty = Baseline::default();
+        let (unattributed_baseline, unattributed_rates) = unattributed;
+        for slot in (0..Signal::ALL.len()).filter(|&slot| moved[slot]) {
+            self.node[slot] += unattributed_baseline.signals[slot].excess(unattributed_rates[slot]);
+        }
+        for (workload, rates) in rows {
+            let baseline = baselines.get(*workload).unwrap_or(&empty);
+            let window_rises: Rates = std::array::from_fn(|slot| {
+                if moved[slot] {
+                    baseline.signals[slot].excess(rates[slot])
+                } else {
+                    0.0
+                }
+            });
+            for (node, rise) in self.node.iter_mut().zip(&window_rises) {
+                *node += rise;
+            }
+            if let Some((rises, last)) = self.workloads.get_mut(*workload) {
+                for (rise, window_rise) in rises.iter_mut().zip(&window_rises) {
+                    *rise += window_rise;
+                }
+                *last = *rates;
+            } else if window_rises.iter().any(|rise| *rise > 0.0) {
+                if self.workloads.len() >= MAX_WORKLOADS {
+                    self.forget_least();
+                }
+                self.workloads
+                    .insert((*workload).clone(), (window_rises, *rates));
+            }
+        }
+    }
+
+    /// At the bound, the workload with the least rise goes: it is the last that would be named.
+    fn forget_least(&mut self) {
+        let least = self
+            .workloads
+            .iter()
+            .min_by(|a, b| {
+                let sum = |rises: &Rates| rises.iter().sum::<f64>();
+                sum(&a.1.0).total_cmp(&sum(&b.1.0))
+            })
+            .map(|(workload, _)| workload.clone());
+        if let Some(least) = least {
+            self.workloads.remove(&least);
+        }
+    }
+
+    fn attribution(&self, baselines: &HashMap<Workload, Baseline>) -> Attribution {
+        Attribution {
+            culprits: self.rank(baselines, &self.causes),
+            victims: self.rank(baselines, &self.victims),
+        }
+    }
+
+    /// Workloads by their shares of the node's rise in the moved signals, weighted by how much
+    /// each signal moved; at most [`TOP`], each named for its largest weighted share.
+    fn rank(&self, baselines: &HashMap<Workload, Baseline>, weights: &Rates) -> Vec<Blame> {
+        let slots: Vec<usize> = (0..Signal::ALL.len())
+            .filter(|&slot| weights[slot] > 0.0 && self.node[slot] > 0.0)
+            .collect();
+        let total_weight: f64 = slots.iter().map(|&slot| weights[slot]).sum();
+        if total_weight <= 0.0 {
+            return Vec::new();
+        }
+        let mut blamed: Vec<(f64, Blame)> = self
+            .workloads
+            .iter()
+            .filter_map(|(workload, (rises, last))| {
+                let mut score = 0.0;
+                let mut best: Option<(f64, usize)> = None;
+                for &slot in &slots {
+                    let share = rises[slot] / self.node[slot];
+                    let weighted = weights[slot] * share;
+                    score += weighted;
+                    if share > 0.0 && best.is_none_or(|(w, _)| weighted > w) {
+                        best = Some((weighted, slot));
+                    }
+                }
+                let (_, slot) = best?;
+                let share = rises[slot] / self.node[slot];
+                let score = score / total_weight;
+                (score >= MIN_SHARE).then(|| {
+                    (
+                        score,
+                        Blame {
+                            workload: workload.clone(),
+                            signal: Signal::ALL[slot],
+                            share,
+                            rate: last[slot],
+                            baseline: baselines
+                                .get(workload)
+                                .map_or(0.0, |baseline| baseline.signals[slot].mean),
+                        },
+                    )
+                })
+            })
+            .collect();
+        blamed.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then_with(|| a.1.workload.cmp(&b.1.workload))
+        });
+        blamed
+            .into_iter()
+            .take(TOP)
+            .map(|(_, blame)| blame)
+            .collect()
+    }
+}
+
 /// Keeps the baselines and ranks each degraded window.
 #[derive(Debug, Default)]
 pub struct CulpritRanker {
@@ -308,6 +487,8 @@ pub struct CulpritRanker {
     window: u64,
     /// Normal windows not learned yet, oldest first (at most [`CONFIRM_AFTER`]).
     pending: std::collections::VecDeque<Pending>,
+    /// The rises since the node left normal (empty while it is healthy).
+    episode: Episode,
 }
 
 fn rates(stats: &CgroupStats, window_s: f64) -> [f64; Signal::ALL.len()] {
@@ -325,9 +506,10 @@ impl CulpritRanker {
         self.workloads.len()
     }
 
-    /// One window: rank it when the verdict is degraded, then learn from it when it was not
-    /// anomalous and the next [`CONFIRM_AFTER`] windows were not either (a fault's windows,
-    /// its onset included, never become the baseline it is measured against).
+    /// One window: adds its rises to the episode when it was anomalous and names the episode's
+    /// culprits when the verdict is degraded; then learns from it when it was not anomalous
+    /// and the next [`CONFIRM_AFTER`] windows were not either (a fault's windows, its onset
+    /// included, never become the baseline it is measured against).
     pub fn window(
         &mut self,
         rows: &[WorkloadWindow],
@@ -341,14 +523,18 @@ impl CulpritRanker {
             .map(|row| (&row.workload, rates(&row.delta, window_s)))
             .collect();
         let unattributed = rates(unattributed, window_s);
-        let attribution = (verdict.state == NodeState::Degraded).then(|| {
-            let (causes, victims) = moved_signals(&verdict.explanation);
-            Attribution {
-                culprits: self.rank(&rows, &unattributed, &causes),
-                victims: self.rank(&rows, &unattributed, &victims),
-            }
-        });
+        if verdict.anomalous {
+            self.episode.add(
+                &self.workloads,
+                &rows,
+                (&self.unattributed, &unattributed),
+                verdict,
+            );
+        }
+        let attribution = (verdict.state == NodeState::Degraded)
+            .then(|| self.episode.attribution(&self.workloads));
         if !verdict.anomalous && verdict.state != NodeState::Degraded {
+            self.episode = Episode::default();
             self.pending.push_back(Pending {
                 window: self.window,
                 rows: rows
@@ -367,74 +553,6 @@ impl CulpritRanker {
             self.pending.clear();
         }
         attribution
-    }
-
-    fn rank(
-        &self,
-        rows: &[(&Workload, [f64; Signal::ALL.len()])],
-        unattributed: &[f64; Signal::ALL.len()],
-        signals: &[(Signal, f64)],
-    ) -> Vec<Blame> {
-        let empty = Baseline::default();
-        let excess = |baseline: &Baseline, rates: &[f64; Signal::ALL.len()], slot: usize| {
-            baseline.signals[slot].excess(rates[slot])
-        };
-        // The node's rise per signal: every workload's, plus the unattributed events'.
-        let slots: Vec<(Signal, usize, f64, f64)> = signals
-            .iter()
-            .filter_map(|&(signal, weight)| {
-                let slot = Signal::ALL.iter().position(|s| *s == signal)?;
-                let node: f64 = rows
-                    .iter()
-                    .map(|(workload, rates)| {
-                        excess(self.workloads.get(*workload).unwrap_or(&empty), rates, slot)
-                    })
-                    .sum::<f64>()
-                    + excess(&self.unattributed, unattributed, slot);
-                (node > 0.0).then_some((signal, slot, weight, node))
-            })
-            .collect();
-        let total_weight: f64 = slots.iter().map(|(_, _, weight, _)| weight).sum();
-        if total_weight <= 0.0 {
-            return Vec::new();
-        }
-        let mut blamed: Vec<(f64, Blame)> = rows
-            .iter()
-            .filter_map(|(workload, rates)| {
-                let baseline = self.workloads.get(*workload).unwrap_or(&empty);
-                let mut score = 0.0;
-                let mut best: Option<(f64, Signal, f64, usize)> = None;
-                for &(signal, slot, weight, node) in &slots {
-                    let share = excess(baseline, rates, slot) / node;
-                    score += weight * share;
-                    if share > 0.0 && best.is_none_or(|(w, _, s, _)| weight * share > w * s) {
-                        best = Some((weight, signal, share, slot));
-                    }
-                }
-                let (_, signal, share, slot) = best?;
-                (share >= MIN_SHARE).then(|| {
-                    (
-                        score / total_weight,
-                        Blame {
-                            workload: (*workload).clone(),
-                            signal,
-                            share,
-                            rate: rates[slot],
-                            baseline: baseline.signals[slot].mean,
-                        },
-                    )
-                })
-            })
-            .collect();
-        blamed.sort_by(|a, b| {
-            b.0.total_cmp(&a.0)
-                .then_with(|| a.1.workload.cmp(&b.1.workload))
-        });
-        blamed
-            .into_iter()
-            .take(TOP)
-            .map(|(_, blame)| blame)
-            .collect()
     }
 
     fn learn(&mut self, pending: &Pending) {
@@ -514,256 +632,4 @@ impl Attributor {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn workload(name: &str) -> Workload {
-        Workload {
-            namespace: String::new(),
-            pod: String::new(),
-            container: name.into(),
-            name: name.into(),
-        }
-    }
-
-    fn row(name: &str, oncpu_ms: u64, io_ops: u64, enospc: u64) -> WorkloadWindow {
-        let mut delta = CgroupStats {
-            oncpu_ns: oncpu_ms * 1_000_000,
-            io_ops,
-            io_latency_ns: io_ops * 1_000_000,
-            ..CgroupStats::default()
-        };
-        delta.errors[collector_common::cgroup_errno::ENOSPC] = enospc;
-        WorkloadWindow {
-            workload: workload(name),
-            delta,
-            cgroups: 1,
-        }
-    }
-
-    fn verdict(state: NodeState, explanation: &[(&str, f64)]) -> Verdict {
-        Verdict {
-            state,
-            score: 0.0,
-            threshold: 1.0,
-            cluster: Some(0),
-            explanation: explanation
-                .iter()
-                .map(|(feature, z)| (feature.to_string(), *z))
-                .collect(),
-            anomalous: state == NodeState::Degraded,
-        }
-    }
-
-    /// A busy but steady database and a quiet batch job; the batch job starts hammering the
-    /// disk. The database issues more I/O in total, yet its volume is its usual one: the batch
-    /// job is named, the database is not, and the database shows up as a victim of I/O wait.
-    #[test]
-    fn the_workload_that_rose_is_blamed_not_the_busiest() {
-        let mut ranker = CulpritRanker::new();
-        let healthy = verdict(NodeState::Healthy, &[]);
-        for n in 0..10 {
-            let rows = [row("db", 400, 5000 + n * 10, 0), row("batch", 10, 20, 0)];
-            assert_eq!(
-                ranker.window(&rows, &CgroupStats::default(), 1.0, &healthy),
-                None
-            );
-        }
-        let mut db = row("db", 400, 5050, 0);
-        db.delta.io_latency_ns = 80_000_000_000;
-        let rows = [db, row("batch", 40, 1800, 0)];
-        let degraded = verdict(NodeState::Degraded, &[("psi_io_some_pct", 11.0)]);
-        let unattributed = CgroupStats {
-            io_ops: 200,
-            ..CgroupStats::default()
-        };
-        let attribution = ranker
-            .window(&rows, &unattributed, 1.0, &degraded)
-            .expect("a degraded window is attributed");
-        let culprits: Vec<String> = attribution.culprits.iter().map(|b| b.to_string()).collect();
-        // 1780 of the node's 1780 + 200 (unattributed) rise.
-        assert_eq!(culprits, vec!["90% of I/O issued: batch".to_string()]);
-        assert_eq!(attribution.victims.len(), 1, "{attribution:?}");
-        assert_eq!(attribution.victims[0].workload.name, "db");
-        assert_eq!(attribution.victims[0].signal, Signal::IoLatency);
-        // The fault's window did not become the baseline: the next one blames the same.
-        let again = ranker
-            .window(&rows, &unattributed, 1.0, &degraded)
-            .expect("attributed");
-        assert_eq!(again.culprits[0].workload.name, "batch");
-    }
-
-    /// A crash loop starts late in a window: that window is still judged normal (its share of
-    /// the fault is too small to cross the threshold), the next ones are degraded. The onset
-    /// window is not learned, so the crashing job's baseline stays at its quiet one and it is
-    /// named with its whole rise; a normal window is learned only after later normal ones.
-    #[test]
-    fn the_onset_of_a_fault_is_not_learned_as_normal() {
-        let crashing = |exits: u64| {
-            let mut row = row("job", 10, 0, 0);
-            row.delta.exits_nonzero = exits;
-            row
-        };
-        let mut ranker = CulpritRanker::new();
-        let healthy = verdict(NodeState::Healthy, &[]);
-        for _ in 0..10 {
-            let rows = [crashing(0), row("web", 100, 10, 0)];
-            ranker.window(&rows, &CgroupStats::default(), 1.0, &healthy);
-        }
-        // The onset: 40 crashes in the window's last moments, judged normal.
-        let rows = [crashing(40), row("web", 100, 10, 0)];
-        assert_eq!(
-            ranker.window(&rows, &CgroupStats::default(), 1.0, &healthy),
-            None
-        );
-        let degraded = verdict(NodeState::Degraded, &[("proc_exits_nonzero_per_s", 20.0)]);
-        let rows = [crashing(200), row("web", 100, 10, 0)];
-        let named = ranker
-            .window(&rows, &CgroupStats::default(), 1.0, &degraded)
-            .expect("attributed");
-        assert_eq!(named.culprits.len(), 1, "{named:?}");
-        assert_eq!(named.culprits[0].to_string(), "100% of non-zero exits: job");
-        assert_eq!(named.culprits[0].baseline, 0.0);
-
-        // After the fault: a window is learned once three more normal ones followed it.
-        let mut ranker = CulpritRanker::new();
-        let rows = [crashing(5)];
-        for _ in 0..CONFIRM_AFTER {
-            ranker.window(&rows, &CgroupStats::default(), 1.0, &healthy);
-        }
-        assert_eq!(ranker.tracked(), 0, "nothing learned yet");
-        ranker.window(&rows, &CgroupStats::default(), 1.0, &healthy);
-        assert_eq!(ranker.tracked(), 1);
-    }
-
-    #[test]
-    fn the_moved_features_choose_the_signals() {
-        let mut ranker = CulpritRanker::new();
-        let healthy = verdict(NodeState::Healthy, &[]);
-        for _ in 0..10 {
-            let rows = [row("web", 100, 10, 0), row("cron", 10, 10, 0)];
-            ranker.window(&rows, &CgroupStats::default(), 2.0, &healthy);
-        }
-        // web burns CPU, cron fails its writes with ENOSPC.
-        let rows = [row("web", 1900, 10, 0), row("cron", 10, 10, 500)];
-        let cpu = verdict(NodeState::Degraded, &[("psi_cpu_some_pct", 8.0)]);
-        let named = ranker
-            .window(&rows, &CgroupStats::default(), 2.0, &cpu)
-            .unwrap();
-        assert_eq!(named.culprits[0].workload.name, "web");
-        assert_eq!(named.culprits[0].signal, Signal::OncpuTime);
-        assert!(named.culprits.iter().all(|b| b.workload.name != "cron"));
-        let errors = verdict(NodeState::Degraded, &[("syscall_enospc_per_s", 30.0)]);
-        let named = ranker
-            .window(&rows, &CgroupStats::default(), 2.0, &errors)
-            .unwrap();
-        assert_eq!(named.culprits.len(), 1);
-        assert_eq!(
-            named.culprits[0].to_string(),
-            "100% of syscall errors: cron"
-        );
-        assert_eq!(named.culprits[0].rate, 250.0);
-        // Both moved: the larger z leads.
-        let both = verdict(
-            NodeState::Degraded,
-            &[("syscall_enospc_per_s", 30.0), ("psi_cpu_some_pct", 2.0)],
-        );
-        let named = ranker
-            .window(&rows, &CgroupStats::default(), 2.0, &both)
-            .unwrap();
-        let order: Vec<&str> = named
-            .culprits
-            .iter()
-            .map(|b| b.workload.name.as_str())
-            .collect();
-        assert_eq!(order, vec!["cron", "web"]);
-    }
-
-    /// A job rereading a file in a tight memory limit: reclaim all the time, no OOM kill. The
-    /// job stalls in direct reclaim because it allocates; the service, steady, does not. The
-    /// job is named by its reclaim time (once with OOM kills alone, no one was named).
-    #[test]
-    fn memory_pressure_without_kills_names_the_workload_in_reclaim() {
-        let reclaiming = |name: &str, stall_ms: u64| {
-            let mut row = row(name, 100, 10, 0);
-            row.delta.reclaim_stall_ns = stall_ms * 1_000_000;
-            row
-        };
-        let mut ranker = CulpritRanker::new();
-        let healthy = verdict(NodeState::Healthy, &[]);
-        for _ in 0..10 {
-            let rows = [reclaiming("job", 0), reclaiming("service", 0)];
-            ranker.window(&rows, &CgroupStats::default(), 2.0, &healthy);
-        }
-        let rows = [reclaiming("job", 180), reclaiming("service", 0)];
-        let degraded = verdict(NodeState::Degraded, &[("mem_reclaims_per_s", 16.0)]);
-        let named = ranker
-            .window(&rows, &CgroupStats::default(), 2.0, &degraded)
-            .expect("attributed");
-        assert_eq!(named.culprits.len(), 1, "{named:?}");
-        assert_eq!(named.culprits[0].to_string(), "100% of reclaim stalls: job");
-        assert_eq!(named.victims[0].workload.name, "job");
-    }
-
-    #[test]
-    fn healthy_windows_name_no_one_and_steady_volumes_earn_no_blame() {
-        let mut ranker = CulpritRanker::new();
-        let healthy = verdict(NodeState::Healthy, &[]);
-        for n in 0..10 {
-            let rows = [row("a", 100 + n % 3, 50, 0), row("b", 200, 80 + n % 2, 0)];
-            assert!(
-                ranker
-                    .window(&rows, &CgroupStats::default(), 1.0, &healthy)
-                    .is_none()
-            );
-        }
-        // Degraded, but no workload moved beyond its noise: nobody is named.
-        let rows = [row("a", 102, 50, 0), row("b", 200, 81, 0)];
-        let degraded = verdict(NodeState::Degraded, &[("psi_cpu_some_pct", 5.0)]);
-        let attribution = ranker
-            .window(&rows, &CgroupStats::default(), 1.0, &degraded)
-            .unwrap();
-        assert_eq!(attribution, Attribution::default());
-    }
-
-    #[test]
-    fn only_the_top_three_are_named_and_a_new_workload_starts_from_zero() {
-        let mut ranker = CulpritRanker::new();
-        let rows: Vec<WorkloadWindow> = (1..=5)
-            .map(|n| row(&format!("w{n}"), 0, n * 100, 0))
-            .collect();
-        let degraded = verdict(NodeState::Degraded, &[("block_latency_p99_us", 9.0)]);
-        let attribution = ranker
-            .window(&rows, &CgroupStats::default(), 1.0, &degraded)
-            .unwrap();
-        let named: Vec<(String, u64)> = attribution
-            .culprits
-            .iter()
-            .map(|b| (b.workload.name.clone(), (b.share * 1500.0).round() as u64))
-            .collect();
-        assert_eq!(
-            named,
-            vec![("w5".into(), 500), ("w4".into(), 400), ("w3".into(), 300)]
-        );
-    }
-
-    #[test]
-    fn every_moved_feature_the_baseline_judges_maps_to_signals() {
-        let judged: Vec<&str> = crate::window::record::WindowRecord::feature_names()
-            .filter(|feature| {
-                model::baseline::JUDGED_FIELDS
-                    .iter()
-                    .any(|pattern| field_matches(pattern, feature))
-            })
-            .collect();
-        assert!(judged.len() > 10, "{judged:?}");
-        for feature in judged {
-            assert!(
-                FEATURE_SIGNALS
-                    .iter()
-                    .any(|(p, _, _)| field_matches(p, feature)),
-                "{feature} maps to no per-cgroup signal"
-            );
-        }
-    }
-}
+mod tests;
