@@ -20,6 +20,8 @@ use model::{
     model::HealthState,
 };
 
+use crate::episodes::{Episode, Episodes};
+
 /// A window record's judged fields in the order the daemon wrote them (its record's field
 /// order, which is the order the daemon's learner takes its columns in: a replay in another
 /// order would sum the same distances in another order and could differ in the last bits).
@@ -81,19 +83,6 @@ pub struct ReplayOptions {
     pub refresh_every: Duration,
 }
 
-/// One degraded episode of the replay.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Episode {
-    /// Seconds after the first window.
-    pub started_s: f64,
-    pub windows: usize,
-    pub phase: String,
-    pub score: f64,
-    pub threshold: f64,
-    /// The first degraded window's top features (feature, z).
-    pub explanation: Vec<(String, f64)>,
-}
-
 #[derive(Debug, Default)]
 pub struct Replay {
     pub windows: usize,
@@ -130,7 +119,7 @@ pub fn replay(
     let mut hysteresis = Hysteresis::new(DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER);
     let mut replay = Replay::default();
     let mut first_ms: Option<u64> = None;
-    let mut open: Option<Episode> = None;
+    let mut episodes = Episodes::default();
     for (number, line) in lines.enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -185,28 +174,21 @@ pub fn replay(
         let node_state = hysteresis.update(anomalous);
         compare(&node_state.to_string(), assessment.score);
         let degraded = node_state == HealthState::Degraded;
-        match (&mut open, degraded) {
-            (None, true) => {
-                open = Some(Episode {
-                    started_s: at_ms.saturating_sub(first) as f64 / 1000.0,
-                    windows: 1,
-                    phase: record["soak_phase"].as_str().unwrap_or("").to_string(),
-                    score: assessment.score,
-                    threshold: assessment.threshold,
-                    explanation: assessment
-                        .explanation
-                        .iter()
-                        .take(3)
-                        .map(|c| (c.feature.clone(), c.z))
-                        .collect(),
-                })
-            }
-            (Some(episode), true) => episode.windows += 1,
-            (Some(_), false) => replay.episodes.extend(open.take()),
-            (None, false) => {}
-        }
+        episodes.update(degraded, || Episode {
+            started_s: at_ms.saturating_sub(first) as f64 / 1000.0,
+            windows: 1,
+            phase: record["soak_phase"].as_str().unwrap_or("").to_string(),
+            score: assessment.score,
+            threshold: assessment.threshold,
+            explanation: assessment
+                .explanation
+                .iter()
+                .take(3)
+                .map(|c| (c.feature.clone(), c.z))
+                .collect(),
+        });
     }
-    replay.episodes.extend(open.take());
+    replay.episodes = episodes.finish();
     replay.baseline = serde_json::to_value(learner.status())?;
     Ok(replay)
 }
