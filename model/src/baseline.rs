@@ -173,8 +173,34 @@ impl Default for BaselineOptions {
 }
 
 impl BaselineOptions {
+    /// The daemon's options (`collector run --window --learn-for --refresh-every`, and
+    /// `cargo xtask soak-replay`, which must judge as it does): as many windows of length
+    /// `window` as cover `learn_for` and `refresh_every`, rounded up and at least 10 each;
+    /// the rest are the defaults.
+    ///
+    /// Rounded up because a span that ends within a window still needs that window: a
+    /// `--learn-for` shorter than a window is one window, not none. At least 10 because a
+    /// baseline learned from fewer windows would be noise, and so would a retraining.
+    ///
+    /// `window` must not be zero (the daemon's `--window` is at least 1 s).
+    ///
+    /// [`BaselineOptions::for_durations`] differs and is kept as it is: it rounds to the
+    /// nearest window, refreshes after at least 1 window, treats a window under 1 ms as 1 ms
+    /// and also sets the memory bound (`keep`).
+    pub fn covering(window: Duration, learn_for: Duration, refresh_every: Duration) -> Self {
+        let windows = |span: Duration| (span.as_secs_f64() / window.as_secs_f64()).ceil() as usize;
+        Self {
+            learn_windows: windows(learn_for).max(10),
+            refresh_every: windows(refresh_every).max(10),
+            window_s: window.as_secs_f64(),
+            ..Self::default()
+        }
+    }
+
     /// The options for windows of length `window`: learn for `learn`, refresh every
     /// `refresh`, keep at most `keep` of windows. Each count is at least 1 (learning: 10).
+    /// Unlike [`BaselineOptions::covering`] (the daemon's), counts are rounded to the nearest
+    /// window.
     pub fn for_durations(
         window: Duration,
         learn: Duration,

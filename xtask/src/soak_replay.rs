@@ -97,25 +97,16 @@ pub struct Replay {
     pub differences: Vec<(usize, String, f64, String, f64)>,
 }
 
-/// The learner's options as the daemon sets them (`collector run`: windows rounded up, at
-/// least 10 to learn from and between refreshes).
-fn learner_options(options: &ReplayOptions) -> BaselineOptions {
-    let windows =
-        |span: Duration| (span.as_secs_f64() / options.window.as_secs_f64()).ceil() as usize;
-    BaselineOptions {
-        learn_windows: windows(options.learn_for).max(10),
-        refresh_every: windows(options.refresh_every).max(10),
-        window_s: options.window.as_secs_f64(),
-        ..BaselineOptions::default()
-    }
-}
-
 /// Judges the window records of `lines` in order (JSON objects; other lines are an error).
 pub fn replay(
     lines: impl Iterator<Item = std::io::Result<String>>,
     options: &ReplayOptions,
 ) -> anyhow::Result<Replay> {
-    let mut learner = BaselineLearner::new(learner_options(options));
+    let mut learner = BaselineLearner::new(BaselineOptions::covering(
+        options.window,
+        options.learn_for,
+        options.refresh_every,
+    ));
     let mut hysteresis = Hysteresis::new(DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER);
     let mut replay = Replay::default();
     let mut first_ms: Option<u64> = None;
