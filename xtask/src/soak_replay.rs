@@ -14,49 +14,47 @@ use std::{
 use anyhow::{Context as _, bail};
 use model::{
     BaselineLearner, BaselineOptions,
-    baseline::is_judged,
+    baseline::JUDGED_FIELDS,
     hysteresis::{DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER, Hysteresis},
-    input::{WindowFields, is_feature},
+    input::{Selected, WindowFields, is_feature},
     model::HealthState,
 };
 
 use crate::episodes::{Episode, Episodes};
 
-/// A window record's judged fields in the order the daemon wrote them (its record's field
+/// A window record's numeric fields in the order the daemon wrote them (its record's field
 /// order, which is the order the daemon's learner takes its columns in: a replay in another
 /// order would sum the same distances in another order and could differ in the last bits).
-/// `None` is a value the window could not read (`null`).
-struct Judged(Vec<(String, Option<f64>)>);
+/// `None` is a value the window could not read (`null`). The daemon's learner sees it through
+/// its default `--baseline-fields` ([`Selected`] by [`JUDGED_FIELDS`]), and so does the replay.
+struct Recorded(Vec<(String, Option<f64>)>);
 
-impl<'de> serde::Deserialize<'de> for Judged {
+impl<'de> serde::Deserialize<'de> for Recorded {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Judged;
+            type Value = Recorded;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON window record")
             }
             fn visit_map<M: serde::de::MapAccess<'de>>(
                 self,
                 mut map: M,
-            ) -> Result<Judged, M::Error> {
+            ) -> Result<Recorded, M::Error> {
                 let mut fields = Vec::new();
                 while let Some((name, value)) = map.next_entry::<String, serde_json::Value>()? {
-                    if is_judged(&name)
-                        && is_feature(&name)
-                        && (value.is_number() || value.is_null())
-                    {
+                    if value.is_number() || value.is_null() {
                         fields.push((name, value.as_f64()));
                     }
                 }
-                Ok(Judged(fields))
+                Ok(Recorded(fields))
             }
         }
         deserializer.deserialize_map(Visitor)
     }
 }
 
-impl WindowFields for Judged {
+impl WindowFields for Recorded {
     fn field(&self, name: &str) -> Option<f64> {
         self.0.iter().find(|(n, _)| n == name).and_then(|(_, v)| *v)
     }
@@ -68,7 +66,7 @@ impl WindowFields for Judged {
     fn feature_fields(&self) -> Vec<String> {
         self.0
             .iter()
-            .filter(|(_, v)| v.is_some())
+            .filter(|(n, v)| v.is_some() && is_feature(n))
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -111,6 +109,7 @@ pub fn replay(
     let mut replay = Replay::default();
     let mut first_ms: Option<u64> = None;
     let mut episodes = Episodes::default();
+    let judged_fields: Vec<String> = JUDGED_FIELDS.iter().map(ToString::to_string).collect();
     for (number, line) in lines.enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -124,12 +123,13 @@ pub fn replay(
         let at_ms = record["unix_ms"].as_u64().unwrap_or(0);
         let first = *first_ms.get_or_insert(at_ms);
         // The daemon's view: the judged fields, and which of them the window could not read.
-        let fields: Judged = serde_json::from_str(&line)
+        let recorded: Recorded = serde_json::from_str(&line)
             .with_context(|| format!("line {}: not a JSON window record", number + 1))?;
-        let absent: Vec<String> = fields
+        let fields = Selected::new(&recorded, &judged_fields);
+        let absent: Vec<String> = recorded
             .0
             .iter()
-            .filter(|(_, v)| v.is_none())
+            .filter(|(n, v)| v.is_none() && is_feature(n) && fields.kept(n))
             .map(|(n, _)| n.clone())
             .collect();
         replay.windows += 1;
