@@ -404,6 +404,47 @@ impl<T: WindowFields + ?Sized> WindowFields for &T {
     }
 }
 
+/// A window seen through field patterns (`*` is a wildcard, as in
+/// [`crate::features::name_matches`]): the fields no pattern matches are absent. The daemon's
+/// `--baseline-fields` (by default [`crate::baseline::JUDGED_FIELDS`]) is such a selection, and
+/// `cargo xtask soak-replay` judges a recording through the same one. No patterns keep every
+/// field.
+pub struct Selected<'a, W: ?Sized> {
+    record: &'a W,
+    patterns: &'a [String],
+}
+
+impl<'a, W: WindowFields + ?Sized> Selected<'a, W> {
+    pub fn new(record: &'a W, patterns: &'a [String]) -> Self {
+        Self { record, patterns }
+    }
+
+    /// Whether a pattern matches the field `name`.
+    pub fn kept(&self, name: &str) -> bool {
+        self.patterns.is_empty()
+            || self
+                .patterns
+                .iter()
+                .any(|pattern| crate::features::name_matches(pattern, name))
+    }
+}
+
+impl<W: WindowFields + ?Sized> WindowFields for Selected<'_, W> {
+    fn field(&self, name: &str) -> Option<f64> {
+        self.record.field(name).filter(|_| self.kept(name))
+    }
+
+    fn is_missing(&self, name: &str) -> bool {
+        self.kept(name) && self.record.is_missing(name)
+    }
+
+    fn feature_fields(&self) -> Vec<String> {
+        let mut fields = self.record.feature_fields();
+        fields.retain(|name| self.kept(name));
+        fields
+    }
+}
+
 /// RFC 3339 (`2026-11-25T08:00:05.123Z`) or plain seconds since the epoch.
 pub fn parse_timestamp(text: &str) -> std::result::Result<f64, String> {
     let text = text.trim();
@@ -474,4 +515,32 @@ pub fn read_tables(paths: &[PathBuf]) -> Result<(Table, Vec<String>)> {
         .map(|p| read_table(p))
         .collect::<Result<Vec<_>>>()?;
     Ok(Table::concat(tables))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_selection_keeps_only_the_fields_its_patterns_match() {
+        let window = serde_json::json!({
+            "unix_ms": 1,
+            "psi_cpu_some_pct": 5.0,
+            "psi_io_some_pct": null,
+            "syscalls_per_s": 1000.0,
+            "net_drops_per_s": null,
+        });
+        let patterns = vec!["psi_*".to_string()];
+        let selected = Selected::new(&window, &patterns);
+        assert_eq!(selected.feature_fields(), ["psi_cpu_some_pct"]);
+        assert_eq!(selected.field("psi_cpu_some_pct"), Some(5.0));
+        assert_eq!(selected.field("syscalls_per_s"), None);
+        assert!(selected.is_missing("psi_io_some_pct"));
+        // Missing but not selected: absent.
+        assert!(!selected.is_missing("net_drops_per_s"));
+        // No patterns: every field.
+        let all = Selected::new(&window, &[]);
+        assert_eq!(all.feature_fields().len(), 2);
+        assert!(all.is_missing("net_drops_per_s"));
+    }
 }

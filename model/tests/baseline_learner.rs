@@ -63,6 +63,20 @@ fn baseline_durations_become_window_counts() {
 }
 
 #[test]
+fn the_daemons_spans_become_the_windows_that_cover_them() {
+    let secs = std::time::Duration::from_secs;
+    let options = BaselineOptions::covering(secs(5), secs(180), secs(1800));
+    assert_eq!((options.learn_windows, options.refresh_every), (36, 360));
+    assert_eq!(options.window_s, 5.0);
+    // A span that ends within a window needs that window (181 s: 36.2 windows, 37); a span
+    // of fewer than 10 windows is 10, to learn from and between refreshes.
+    let options = BaselineOptions::covering(secs(5), secs(181), secs(20));
+    assert_eq!((options.learn_windows, options.refresh_every), (37, 10));
+    // Only the window counts come from the spans.
+    assert_eq!(options.max_kept, BaselineOptions::default().max_kept);
+}
+
+#[test]
 fn a_learning_period_longer_than_memory_ends_when_memory_is_full() {
     let records = synthetic::window_records(9, 40, 0..0);
     let mut learner = BaselineLearner::new(BaselineOptions {

@@ -6,6 +6,7 @@ mod calibration;
 mod culprits;
 mod deb_test;
 mod dist;
+mod episodes;
 mod evaluate;
 mod image;
 mod rederive;

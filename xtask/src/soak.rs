@@ -19,7 +19,10 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::util::{release_binary, workspace_root};
+use crate::{
+    episodes::{Episode, Episodes},
+    util::{release_binary, workspace_root},
+};
 
 /// What `cargo xtask soak` is asked for.
 #[derive(Debug, Clone)]
@@ -235,19 +238,6 @@ fn http_get(address: &str, path: &str) -> Option<String> {
         .then(|| body.to_string())
 }
 
-/// A degraded episode.
-#[derive(Debug, Clone)]
-struct Episode {
-    /// Seconds after the daemon started.
-    started_s: f64,
-    windows: usize,
-    phase: &'static str,
-    /// The first degraded window's top features (feature, z), and its score and threshold.
-    explanation: Vec<(String, f64)>,
-    score: f64,
-    threshold: f64,
-}
-
 /// The smallest rate λ (events per unit of exposure) with P(N ≤ k | λ·exposure) ≤ 0.05: the
 /// one-sided 95% upper bound on a Poisson rate after `k` events.
 pub fn poisson_upper_95(k: usize, exposure: f64) -> f64 {
@@ -355,8 +345,7 @@ fn watch(options: &SoakOptions, address: &str, dir: &Path, started: Instant) -> 
     );
     let mut windows_judged = 0usize;
     let mut windows_anomalous = 0usize;
-    let mut episodes: Vec<Episode> = Vec::new();
-    let mut open: Option<Episode> = None;
+    let mut episodes = Episodes::default();
     let mut judging_since: Option<Instant> = None;
     let mut last_state = serde_json::Value::Null;
     let polls = AtomicU64::new(0);
@@ -449,29 +438,23 @@ fn watch(options: &SoakOptions, address: &str, dir: &Path, started: Instant) -> 
             .flatten()
             .filter_map(|pair| Some((pair[0].as_str()?.to_string(), pair[1].as_f64()?)))
             .collect();
-        match (&mut open, health == "degraded") {
-            (None, true) => {
-                let episode = Episode {
-                    started_s: started.elapsed().as_secs_f64(),
-                    windows: 1,
-                    phase: current.name(),
-                    explanation,
-                    score,
-                    threshold,
-                };
-                println!(
-                    "  {:>6.0}s DEGRADED during {}: score {score:.2} > {threshold:.2}, {:?}",
-                    episode.started_s, episode.phase, episode.explanation
-                );
-                open = Some(episode);
-            }
-            (Some(episode), true) => episode.windows += 1,
-            (Some(_), false) => episodes.extend(open.take()),
-            (None, false) => {}
+        let opened = episodes.update(health == "degraded", || Episode {
+            started_s: started.elapsed().as_secs_f64(),
+            windows: 1,
+            phase: current.name().to_string(),
+            explanation,
+            score,
+            threshold,
+        });
+        if let Some(episode) = opened {
+            println!(
+                "  {:>6.0}s DEGRADED during {}: score {score:.2} > {threshold:.2}, {:?}",
+                episode.started_s, episode.phase, episode.explanation
+            );
         }
         last_state = state;
     }
-    episodes.extend(open.take());
+    let episodes = episodes.finish();
     drop(running);
     let judged_hours = judging_since.map_or(0.0, |since| since.elapsed().as_secs_f64() / 3600.0);
     let rate = episodes.len() as f64 / judged_hours.max(1e-9);

@@ -14,47 +14,47 @@ use std::{
 use anyhow::{Context as _, bail};
 use model::{
     BaselineLearner, BaselineOptions,
-    baseline::is_judged,
+    baseline::JUDGED_FIELDS,
     hysteresis::{DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER, Hysteresis},
-    input::{WindowFields, is_feature},
+    input::{Selected, WindowFields, is_feature},
     model::HealthState,
 };
 
-/// A window record's judged fields in the order the daemon wrote them (its record's field
+use crate::episodes::{Episode, Episodes};
+
+/// A window record's numeric fields in the order the daemon wrote them (its record's field
 /// order, which is the order the daemon's learner takes its columns in: a replay in another
 /// order would sum the same distances in another order and could differ in the last bits).
-/// `None` is a value the window could not read (`null`).
-struct Judged(Vec<(String, Option<f64>)>);
+/// `None` is a value the window could not read (`null`). The daemon's learner sees it through
+/// its default `--baseline-fields` ([`Selected`] by [`JUDGED_FIELDS`]), and so does the replay.
+struct Recorded(Vec<(String, Option<f64>)>);
 
-impl<'de> serde::Deserialize<'de> for Judged {
+impl<'de> serde::Deserialize<'de> for Recorded {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Visitor;
         impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Judged;
+            type Value = Recorded;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
                 f.write_str("a JSON window record")
             }
             fn visit_map<M: serde::de::MapAccess<'de>>(
                 self,
                 mut map: M,
-            ) -> Result<Judged, M::Error> {
+            ) -> Result<Recorded, M::Error> {
                 let mut fields = Vec::new();
                 while let Some((name, value)) = map.next_entry::<String, serde_json::Value>()? {
-                    if is_judged(&name)
-                        && is_feature(&name)
-                        && (value.is_number() || value.is_null())
-                    {
+                    if value.is_number() || value.is_null() {
                         fields.push((name, value.as_f64()));
                     }
                 }
-                Ok(Judged(fields))
+                Ok(Recorded(fields))
             }
         }
         deserializer.deserialize_map(Visitor)
     }
 }
 
-impl WindowFields for Judged {
+impl WindowFields for Recorded {
     fn field(&self, name: &str) -> Option<f64> {
         self.0.iter().find(|(n, _)| n == name).and_then(|(_, v)| *v)
     }
@@ -66,7 +66,7 @@ impl WindowFields for Judged {
     fn feature_fields(&self) -> Vec<String> {
         self.0
             .iter()
-            .filter(|(_, v)| v.is_some())
+            .filter(|(n, v)| v.is_some() && is_feature(n))
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -79,19 +79,6 @@ pub struct ReplayOptions {
     pub window: Duration,
     pub learn_for: Duration,
     pub refresh_every: Duration,
-}
-
-/// One degraded episode of the replay.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Episode {
-    /// Seconds after the first window.
-    pub started_s: f64,
-    pub windows: usize,
-    pub phase: String,
-    pub score: f64,
-    pub threshold: f64,
-    /// The first degraded window's top features (feature, z).
-    pub explanation: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Default)]
@@ -108,29 +95,21 @@ pub struct Replay {
     pub differences: Vec<(usize, String, f64, String, f64)>,
 }
 
-/// The learner's options as the daemon sets them (`collector run`: windows rounded up, at
-/// least 10 to learn from and between refreshes).
-fn learner_options(options: &ReplayOptions) -> BaselineOptions {
-    let windows =
-        |span: Duration| (span.as_secs_f64() / options.window.as_secs_f64()).ceil() as usize;
-    BaselineOptions {
-        learn_windows: windows(options.learn_for).max(10),
-        refresh_every: windows(options.refresh_every).max(10),
-        window_s: options.window.as_secs_f64(),
-        ..BaselineOptions::default()
-    }
-}
-
 /// Judges the window records of `lines` in order (JSON objects; other lines are an error).
 pub fn replay(
     lines: impl Iterator<Item = std::io::Result<String>>,
     options: &ReplayOptions,
 ) -> anyhow::Result<Replay> {
-    let mut learner = BaselineLearner::new(learner_options(options));
+    let mut learner = BaselineLearner::new(BaselineOptions::covering(
+        options.window,
+        options.learn_for,
+        options.refresh_every,
+    ));
     let mut hysteresis = Hysteresis::new(DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER);
     let mut replay = Replay::default();
     let mut first_ms: Option<u64> = None;
-    let mut open: Option<Episode> = None;
+    let mut episodes = Episodes::default();
+    let judged_fields: Vec<String> = JUDGED_FIELDS.iter().map(ToString::to_string).collect();
     for (number, line) in lines.enumerate() {
         let line = line?;
         if line.trim().is_empty() {
@@ -144,12 +123,13 @@ pub fn replay(
         let at_ms = record["unix_ms"].as_u64().unwrap_or(0);
         let first = *first_ms.get_or_insert(at_ms);
         // The daemon's view: the judged fields, and which of them the window could not read.
-        let fields: Judged = serde_json::from_str(&line)
+        let recorded: Recorded = serde_json::from_str(&line)
             .with_context(|| format!("line {}: not a JSON window record", number + 1))?;
-        let absent: Vec<String> = fields
+        let fields = Selected::new(&recorded, &judged_fields);
+        let absent: Vec<String> = recorded
             .0
             .iter()
-            .filter(|(_, v)| v.is_none())
+            .filter(|(n, v)| v.is_none() && is_feature(n) && fields.kept(n))
             .map(|(n, _)| n.clone())
             .collect();
         replay.windows += 1;
@@ -185,28 +165,21 @@ pub fn replay(
         let node_state = hysteresis.update(anomalous);
         compare(&node_state.to_string(), assessment.score);
         let degraded = node_state == HealthState::Degraded;
-        match (&mut open, degraded) {
-            (None, true) => {
-                open = Some(Episode {
-                    started_s: at_ms.saturating_sub(first) as f64 / 1000.0,
-                    windows: 1,
-                    phase: record["soak_phase"].as_str().unwrap_or("").to_string(),
-                    score: assessment.score,
-                    threshold: assessment.threshold,
-                    explanation: assessment
-                        .explanation
-                        .iter()
-                        .take(3)
-                        .map(|c| (c.feature.clone(), c.z))
-                        .collect(),
-                })
-            }
-            (Some(episode), true) => episode.windows += 1,
-            (Some(_), false) => replay.episodes.extend(open.take()),
-            (None, false) => {}
-        }
+        episodes.update(degraded, || Episode {
+            started_s: at_ms.saturating_sub(first) as f64 / 1000.0,
+            windows: 1,
+            phase: record["soak_phase"].as_str().unwrap_or("").to_string(),
+            score: assessment.score,
+            threshold: assessment.threshold,
+            explanation: assessment
+                .explanation
+                .iter()
+                .take(3)
+                .map(|c| (c.feature.clone(), c.z))
+                .collect(),
+        });
     }
-    replay.episodes.extend(open.take());
+    replay.episodes = episodes.finish();
     replay.baseline = serde_json::to_value(learner.status())?;
     Ok(replay)
 }

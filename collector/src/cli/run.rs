@@ -284,7 +284,6 @@ pub struct CollectArgs {
 }
 
 impl RunArgs {
-    /// How the daemon judges windows, from the flags.
     /// `--kube-api`, with its default.
     pub fn kube_api(&self) -> Option<crate::workload::kube::ApiSource> {
         use crate::workload::kube::ApiSource;
@@ -296,19 +295,15 @@ impl RunArgs {
         }
     }
 
+    /// How the daemon judges windows, from the flags.
     pub fn assessor_options(&self) -> crate::judge::AssessorOptions {
-        let windows = |span: Duration| {
-            (span.as_secs_f64() / self.collect.window.as_secs_f64()).ceil() as usize
-        };
         crate::judge::AssessorOptions {
             model_file: self.model.clone(),
-            baseline: model::BaselineOptions {
-                // A baseline from fewer than 10 windows would be noise.
-                learn_windows: windows(self.learn_for).max(10),
-                refresh_every: windows(self.refresh_every).max(10),
-                window_s: self.collect.window.as_secs_f64(),
-                ..model::BaselineOptions::default()
-            },
+            baseline: model::BaselineOptions::covering(
+                self.collect.window,
+                self.learn_for,
+                self.refresh_every,
+            ),
             baseline_fields: self.baseline_fields.clone(),
             enter_after: self.enter_after,
             leave_after: self.leave_after,
@@ -489,6 +484,20 @@ mod tests {
                 .to_string();
             assert!(err.contains(why), "{flag} {value}: {err}");
         }
+    }
+
+    #[test]
+    fn the_learning_flags_become_window_counts_rounded_up() {
+        let baseline = run_args(&[]).unwrap().assessor_options().baseline;
+        // 3 minutes and 30 minutes of 5 s windows.
+        assert_eq!((baseline.learn_windows, baseline.refresh_every), (36, 360));
+        let baseline = run_args(&["--window=7s", "--learn-for=100s", "--refresh-every=30s"])
+            .unwrap()
+            .assessor_options()
+            .baseline;
+        // 14.3 windows need 15; 4.3 are raised to the least of 10.
+        assert_eq!((baseline.learn_windows, baseline.refresh_every), (15, 10));
+        assert_eq!(baseline.window_s, 7.0);
     }
 
     #[test]

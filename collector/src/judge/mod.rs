@@ -5,7 +5,7 @@ pub mod culprits;
 
 use std::path::PathBuf;
 
-use model::{BaselineLearner, BaselineOptions, HealthState, Hysteresis, Model, WindowFields};
+use model::{BaselineLearner, BaselineOptions, HealthState, Hysteresis, Model, input::Selected};
 use tracing::{info, warn};
 
 use crate::window::record::WindowRecord;
@@ -112,38 +112,6 @@ pub struct Assessor {
     baseline_fields: Vec<String>,
     /// Why the last window was not judged: the same reason is logged once, not per window.
     last_refusal: Option<String>,
-}
-
-/// A record seen through `--baseline-fields`: the fields no pattern matches are absent.
-struct Selected<'a> {
-    record: &'a WindowRecord,
-    patterns: &'a [String],
-}
-
-impl Selected<'_> {
-    fn kept(&self, name: &str) -> bool {
-        self.patterns.is_empty()
-            || self
-                .patterns
-                .iter()
-                .any(|pattern| field_matches(pattern, name))
-    }
-}
-
-impl WindowFields for Selected<'_> {
-    fn field(&self, name: &str) -> Option<f64> {
-        self.record.field(name).filter(|_| self.kept(name))
-    }
-
-    fn is_missing(&self, name: &str) -> bool {
-        self.kept(name) && self.record.is_missing(name)
-    }
-
-    fn feature_fields(&self) -> Vec<String> {
-        let mut fields = self.record.feature_fields();
-        fields.retain(|name| self.kept(name));
-        fields
-    }
 }
 
 /// Refuses a model that wants features this collector does not produce.
@@ -283,11 +251,10 @@ impl Assessor {
         // read as 0.
         let assessment = match &mut self.judge {
             Judge::File { model, .. } => model.score(record).map(Some),
+            // The record seen through `--baseline-fields`: the fields no pattern matches are
+            // absent.
             Judge::Baseline(learner) => learner.observe_partial(
-                Selected {
-                    record,
-                    patterns: &self.baseline_fields,
-                },
+                Selected::new(record, &self.baseline_fields),
                 &record.missing,
             ),
         };

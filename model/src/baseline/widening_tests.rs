@@ -1,0 +1,332 @@
+//! How the baseline widens as it sees more: the floor, the early refreshes, the streaming
+//! tail, an incident's onset, the reservoir across hours.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::synthetic::Noise;
+
+fn quiet_window(noise: &mut Noise) -> BTreeMap<String, f64> {
+    BTreeMap::from([
+        (
+            "psi_cpu_some_pct".to_string(),
+            (5.0 + 0.3 * noise.normal()).max(0.0),
+        ),
+        (
+            "block_latency_p99_us".to_string(),
+            noise.around(400.0, 0.05),
+        ),
+    ])
+}
+
+/// Feeds the learner `windows` quiet windows, whatever it makes of them (learning, judging,
+/// refreshing): the setup most of these tests start from.
+fn feed_quiet(learner: &mut BaselineLearner, noise: &mut Noise, windows: usize) {
+    for _ in 0..windows {
+        learner.observe(quiet_window(noise)).unwrap();
+    }
+}
+
+fn options() -> BaselineOptions {
+    BaselineOptions {
+        learn_windows: 20,
+        refresh_every: 200,
+        max_kept: 400,
+        floor_windows: 1000,
+        ..BaselineOptions::default()
+    }
+}
+
+#[test]
+fn the_floor_holds_the_threshold_until_enough_windows_and_a_tail() {
+    let mut learner = BaselineLearner::new(options());
+    let mut noise = Noise::new(1);
+    for _ in 0..20 {
+        assert!(learner.observe(quiet_window(&mut noise)).unwrap().is_none());
+    }
+    let status = learner.status();
+    assert!(status.floor_applies, "{status:?}");
+    assert_eq!(status.threshold, DEFAULT_FLOOR_THRESHOLD, "{status:?}");
+    // Pressure 4 points up after three minutes of a quiet node: a build starting. The
+    // node's own spread (0.3 points) calls it 13 deviations; under the floor it is
+    // normal (the widened spread is 5 points, the floor 3 of them).
+    let mut busier = quiet_window(&mut noise);
+    busier.insert("psi_cpu_some_pct".into(), 9.0);
+    let judged = learner.observe(busier).unwrap().expect("judged");
+    assert_eq!(judged.state, HealthState::Healthy, "{judged:?}");
+    // A fault is still one: 40 points of pressure.
+    let mut fault = quiet_window(&mut noise);
+    fault.insert("psi_cpu_some_pct".into(), 45.0);
+    let judged = learner.observe(fault).unwrap().expect("judged");
+    assert_eq!(judged.state, HealthState::Degraded, "{judged:?}");
+    feed_quiet(&mut learner, &mut noise, 1200);
+    let status = learner.status();
+    assert!(!status.floor_applies, "{status:?}");
+    assert_eq!(status.threshold_rule, "tail", "{status:?}");
+    assert!(status.tail_peaks >= crate::tail::MIN_PEAKS, "{status:?}");
+    assert_eq!(status.windows_seen, 1222);
+    assert!(status.trainings >= 6, "{status:?}");
+}
+
+#[test]
+fn a_young_baseline_refreshes_each_time_its_windows_double() {
+    let mut learner = BaselineLearner::new(options());
+    let mut noise = Noise::new(4);
+    let mut trained_at = Vec::new();
+    for seen in 1..=1000u64 {
+        let before = learner.trainings();
+        learner.observe(quiet_window(&mut noise)).unwrap();
+        if learner.trainings() > before {
+            trained_at.push(seen);
+        }
+    }
+    // Learning 20; then at least 5 minutes (60 windows of 5 s), doubling (80, 160, 320)
+    // until 200 apart.
+    assert_eq!(trained_at, [20, 80, 160, 320, 520, 720, 920]);
+}
+
+#[test]
+fn a_young_baseline_learns_a_new_benign_level_within_its_first_refreshes() {
+    let mut learner = BaselineLearner::new(options());
+    let mut noise = Noise::new(5);
+    feed_quiet(&mut learner, &mut noise, 20);
+    // A build starts right after learning: pressure 3 points up, under the floor (3
+    // widened deviations), so judged healthy and kept.
+    let busier = |noise: &mut Noise| {
+        let mut window = quiet_window(noise);
+        window.insert("psi_cpu_some_pct".into(), noise.around(8.0, 0.05));
+        window
+    };
+    let first = learner
+        .observe(busier(&mut noise))
+        .unwrap()
+        .expect("judged");
+    assert_eq!(first.state, HealthState::Healthy, "{first:?}");
+    for _ in 0..70 {
+        learner.observe(busier(&mut noise)).unwrap();
+    }
+    // 91 windows seen: the refresh at 80 learned the build (refresh_every is 200).
+    assert_eq!(learner.trainings(), 2);
+    let later = learner
+        .observe(busier(&mut noise))
+        .unwrap()
+        .expect("judged");
+    assert!(
+        later.score < first.score / 2.0,
+        "the build's score went from {} to {}",
+        first.score,
+        later.score
+    );
+}
+
+#[test]
+fn a_window_without_a_latency_sample_is_no_evidence_and_samples_are_judged_among_samples() {
+    let mut learner = BaselineLearner::new(BaselineOptions {
+        learn_windows: 60,
+        ..options()
+    });
+    let mut noise = Noise::new(6);
+    // An occasional commit's fsync: one window in ten has a sample, 0.5-4 ms.
+    let occasional = |noise: &mut Noise, i: usize| {
+        let mut window = quiet_window(noise);
+        let latency = if i % 10 == 3 {
+            500.0 * 8f64.powf(noise.uniform())
+        } else {
+            0.0
+        };
+        window.insert("fsync_latency_p99_us".into(), latency);
+        window
+    };
+    for i in 0..60 {
+        assert!(
+            learner
+                .observe(occasional(&mut noise, i))
+                .unwrap()
+                .is_none()
+        );
+    }
+    // An 8 ms fsync: twice the largest sample seen, not a fault. Against a normal of
+    // mostly zeros it was z = +6.7 (the soak's false alarm).
+    let mut slower = occasional(&mut noise, 0);
+    slower.insert("fsync_latency_p99_us".into(), 8000.0);
+    let judged = learner.observe(slower).unwrap().expect("judged");
+    assert_eq!(judged.state, HealthState::Healthy, "{judged:?}");
+    let fsync_z = judged
+        .explanation
+        .iter()
+        .find(|c| c.feature == "fsync_latency_p99_us")
+        .map_or(0.0, |c| c.z);
+    assert!(fsync_z < 3.0, "8 ms among 0.5-4 ms samples: z = {fsync_z}");
+    // A window without a fsync says nothing of fsyncs.
+    let judged = learner
+        .observe(occasional(&mut noise, 1))
+        .unwrap()
+        .expect("judged");
+    assert!(
+        judged
+            .explanation
+            .iter()
+            .all(|c| c.feature != "fsync_latency_p99_us"),
+        "{judged:?}"
+    );
+    // A stalled fsync (2 s) is still a fault.
+    let mut stalled = occasional(&mut noise, 0);
+    stalled.insert("fsync_latency_p99_us".into(), 2_000_000.0);
+    let judged = learner.observe(stalled).unwrap().expect("judged");
+    assert_eq!(judged.state, HealthState::Degraded, "{judged:?}");
+    assert_eq!(judged.explanation[0].feature, "fsync_latency_p99_us");
+}
+
+#[test]
+fn an_incidents_onset_under_the_threshold_is_not_learned() {
+    let mut learner = BaselineLearner::new(options());
+    let mut noise = Noise::new(7);
+    feed_quiet(&mut learner, &mut noise, 1200);
+    let before = learner.status();
+    assert_eq!(before.threshold_rule, "tail", "{before:?}");
+    // Five incidents: a ramp from the tail's level to the threshold, then 30 windows that
+    // hug it (within 10%, like the soak's connection bursts at 13.42-13.44 against
+    // 13.43), each followed by quiet windows and a refresh. (The pressure's spread is
+    // floored at 5 points: a score of 1 is 5 points.)
+    let mut onset = 0;
+    for _ in 0..5 {
+        let level = learner.spot.as_ref().map(Spot::level).expect("a tail");
+        let threshold = learner.threshold();
+        for step in 1..=40 {
+            let score = if step <= 10 {
+                level + (threshold - level) * f64::from(step) / 10.0
+            } else {
+                threshold * (0.9 + 0.2 * noise.uniform())
+            };
+            let mut window = quiet_window(&mut noise);
+            window.insert("psi_cpu_some_pct".into(), 5.0 + 5.0 * score);
+            let judged = learner.observe(window).unwrap().expect("judged");
+            if judged.state == HealthState::Healthy && judged.score > level {
+                onset += 1;
+            }
+        }
+        feed_quiet(&mut learner, &mut noise, 250);
+    }
+    let after = learner.status();
+    // Learned, the windows hugging the threshold raise it at every refresh (0.225 to
+    // 0.268 in this run without the rule, +19%).
+    assert!(
+        after.threshold < before.threshold * 1.1,
+        "the threshold climbed from {} to {}",
+        before.threshold,
+        after.threshold
+    );
+    assert!(
+        onset > 5,
+        "the incidents had no window under the threshold ({onset})"
+    );
+    // Every incident window judged healthy, and the quiet windows over the level just
+    // before and after them (one run).
+    assert!(
+        (onset as u64..=onset as u64 + 25).contains(&after.windows_forgotten),
+        "{onset} onset windows; {after:?}"
+    );
+}
+
+#[test]
+fn a_node_quieter_than_its_normal_is_not_degraded_but_a_busier_one_is() {
+    let mut learner = BaselineLearner::new(options());
+    let mut noise = Noise::new(8);
+    let busy = |noise: &mut Noise, psi: f64, latency: f64| {
+        BTreeMap::from([
+            ("psi_cpu_some_pct".to_string(), psi + 2.0 * noise.normal()),
+            (
+                "block_latency_p99_us".to_string(),
+                noise.around(latency, 0.05),
+            ),
+        ])
+    };
+    for _ in 0..20 {
+        learner.observe(busy(&mut noise, 40.0, 4000.0)).unwrap();
+    }
+    // The busy work stops: pressure 40 points down (z = -8 in the floored spread),
+    // latency a tenth. Less is no fault.
+    let quiet = learner
+        .observe(busy(&mut noise, 0.0, 400.0))
+        .unwrap()
+        .expect("judged");
+    assert_eq!(quiet.state, HealthState::Healthy, "{quiet:?}");
+    assert!(quiet.score < 1.0, "{quiet:?}");
+    assert!(quiet.explanation.iter().all(|c| c.z >= 0.0), "{quiet:?}");
+    // 40 points up is.
+    let busier = learner
+        .observe(busy(&mut noise, 80.0, 4000.0))
+        .unwrap()
+        .expect("judged");
+    assert_eq!(busier.state, HealthState::Degraded, "{busier:?}");
+    assert_eq!(busier.explanation[0].feature, "psi_cpu_some_pct");
+}
+
+#[test]
+fn a_latency_never_sampled_while_learning_is_not_judged_until_seen() {
+    let mut learner = BaselineLearner::new(BaselineOptions {
+        refresh_every: 30,
+        ..options()
+    });
+    let mut noise = Noise::new(3);
+    let quiet = |noise: &mut Noise| {
+        let mut window = quiet_window(noise);
+        window.insert("fsync_latency_p99_us".into(), 0.0);
+        window
+    };
+    for _ in 0..20 {
+        learner.observe(quiet(&mut noise)).unwrap();
+    }
+    // The node's first fsyncs: 2 ms each. Not slower than a normal never seen.
+    let mut first = quiet(&mut noise);
+    first.insert("fsync_latency_p99_us".into(), 2000.0);
+    let judged = learner.observe(first.clone()).unwrap().expect("judged");
+    assert_eq!(judged.state, HealthState::Healthy, "{judged:?}");
+    assert!(
+        judged
+            .explanation
+            .iter()
+            .all(|c| c.feature != "fsync_latency_p99_us"),
+        "{judged:?}"
+    );
+    // Fsyncs become part of the node's life; after a refresh they have a normal, and a
+    // stalled one (a minute) is judged.
+    for _ in 0..100 {
+        let mut window = quiet(&mut noise);
+        window.insert("fsync_latency_p99_us".into(), noise.around(2000.0, 0.1));
+        learner.observe(window).unwrap();
+    }
+    let mut slow = quiet(&mut noise);
+    slow.insert("fsync_latency_p99_us".into(), 60_000_000.0);
+    let judged = learner.observe(slow).unwrap().expect("judged");
+    assert_eq!(judged.state, HealthState::Degraded, "{judged:?}");
+    assert_eq!(judged.explanation[0].feature, "fsync_latency_p99_us");
+}
+
+#[test]
+fn the_kept_windows_span_every_hour_seen_in_bounded_memory() {
+    let mut learner = BaselineLearner::new(options());
+    let mut noise = Noise::new(2);
+    let total = 5000;
+    feed_quiet(&mut learner, &mut noise, total);
+    let status = learner.status();
+    assert_eq!(status.windows_kept, 400, "{status:?}");
+    assert_eq!((status.windows_recent, status.windows_sampled), (200, 200));
+    let hours = total as f64 * 5.0 / 3600.0;
+    // A queue of the last 400 would cover 0.56 hours of the 6.9.
+    assert!(
+        status.hours_covered > 0.9 * hours,
+        "{status:?} of {hours} hours"
+    );
+    // The sample is uniform over what left the recent half: about half from each half.
+    let middle = (total - 200) as u64 / 2;
+    let early = learner
+        .sampled
+        .iter()
+        .filter(|(at, _)| *at <= middle)
+        .count();
+    assert!(
+        (70..=130).contains(&early),
+        "{early} of 200 from the first half"
+    );
+}
