@@ -267,6 +267,9 @@ pub struct BaselineLearner {
     options: BaselineOptions,
     /// The numeric fields of the first window: the baseline's columns for good.
     columns: Option<Vec<String>>,
+    /// Partial windows seen before the columns were fixed (see
+    /// [`BaselineLearner::observe_partial`]).
+    partial_before_columns: usize,
     /// The most recent windows judged healthy (all windows while learning).
     recent: VecDeque<Kept>,
     /// A uniform sample of the windows that left `recent`.
@@ -373,6 +376,7 @@ impl BaselineLearner {
             seen: 0,
             options,
             columns: None,
+            partial_before_columns: 0,
             model: None,
             spot: None,
             since_training: 0,
@@ -666,12 +670,27 @@ impl BaselineLearner {
     /// it has (as [`Model::score`] judges a window with missing values) and never learned
     /// from: it is not kept for a (re)training and does not fix the baseline's fields. While
     /// learning it is skipped.
+    ///
+    /// Only the baseline's own fields count: a missing field the baseline does not judge (not
+    /// among its columns) leaves the window whole. And a field missing from every window
+    /// before the fields are fixed is one this node does not have (a kernel booted without
+    /// PSI reports no pressure, ever): after [`BaselineOptions::learn_windows`] such windows
+    /// in a row, the fields are fixed on those the windows have, and learning goes on. Before,
+    /// the learner skipped every window of such a node and never left learning.
     pub fn observe_partial(
         &mut self,
         record: impl WindowFields,
         absent: &[String],
     ) -> Result<Option<Assessment>> {
-        if !absent.is_empty() {
+        let absent_columns = match &self.columns {
+            Some(columns) => absent.iter().any(|name| columns.contains(name)),
+            None => !absent.is_empty(),
+        };
+        let never_read = absent_columns && self.columns.is_none() && {
+            self.partial_before_columns += 1;
+            self.partial_before_columns >= self.learn_windows()
+        };
+        if absent_columns && !never_read {
             let Some(columns) = &self.columns else {
                 return Ok(None);
             };

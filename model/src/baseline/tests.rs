@@ -73,3 +73,43 @@ fn partial_windows_are_judged_on_what_they_have_and_never_learned_from() {
     // A field gone without being declared missing is still an error.
     assert!(learner.observe_partial(window(1010.0, None), &[]).is_err());
 }
+
+/// A node without PSI (a kernel booted without it) reads no pressure in any window: every
+/// window is partial. The learner skipped them all and never left learning; now, after a
+/// learning's worth of such windows, it learns from the fields the node has, and a missing
+/// field it does not judge never makes a window partial.
+#[test]
+fn a_field_missing_from_every_window_does_not_hold_the_learner_forever() {
+    let mut learner = BaselineLearner::new(BaselineOptions {
+        learn_windows: 20,
+        refresh_every: 1000,
+        ..BaselineOptions::default()
+    });
+    let absent = vec!["psi_cpu_some_pct".to_string()];
+    let mut judged = None;
+    for i in 0..60 {
+        let wobble = f64::from(i % 5);
+        judged = learner
+            .observe_partial(window(1000.0 + wobble * 10.0, None), &absent)
+            .unwrap();
+        if judged.is_some() {
+            // 19 skipped; the 20th fixes the fields and starts a learning of 20.
+            assert_eq!(i, 39, "judged from the 40th window on");
+            break;
+        }
+    }
+    let judged = judged.expect("the learner left learning");
+    assert_eq!(judged.state, HealthState::Healthy, "{judged:?}");
+    let burst = learner
+        .observe_partial(window(16_700_000.0, None), &absent)
+        .unwrap()
+        .expect("judged");
+    assert_eq!(burst.state, HealthState::Degraded);
+    // Its missing field is not one of the baseline's: the window is whole, and kept.
+    let kept = learner.kept();
+    learner
+        .observe_partial(window(1010.0, None), &absent)
+        .unwrap()
+        .expect("judged");
+    assert_eq!(learner.kept(), kept + 1);
+}
