@@ -8,8 +8,8 @@
 mod counters;
 
 pub use counters::{
-    DROP_REASON_SLOTS, ERRNO_SLOTS, HOUSEKEEPING_DROP_REASONS, counter, event, housekeeping_drops,
-    try_housekeeping_drops,
+    DROP_REASON_SLOTS, ERRNO_SLOTS, HOUSEKEEPING_DROP_REASONS, TCP_TIME_WAIT_DROP_REASON, counter,
+    event, housekeeping_drops, try_housekeeping_drops,
 };
 
 /// Number of log2 latency buckets. Bucket `i` counts requests whose latency in microseconds
@@ -200,6 +200,14 @@ pub struct SystemTracepointLayout {
     pub sys_exit_id: u32,
     pub sys_exit_ret: u32,
     pub kfree_skb_reason: u32,
+    /// `rx_sk` (the receiving socket, Linux 6.12+), a pointer.
+    pub kfree_skb_rx_sk: u32,
+    /// The value of `enum skb_drop_reason`'s `NOT_SPECIFIED` on this kernel (from the
+    /// format's names), [`ABSENT`] when unknown.
+    pub kfree_skb_not_specified: u32,
+    /// Byte offset of `skc_state` (a u8) in `struct sock_common`, from the kernel's BTF,
+    /// [`ABSENT`] when unknown. Not a tracepoint field: the programs read it through `rx_sk`.
+    pub sock_common_state: u32,
     pub set_state_oldstate: u32,
     pub set_state_newstate: u32,
     pub set_state_protocol: u32,
@@ -232,6 +240,9 @@ impl SystemTracepointLayout {
         sys_exit_id: 8,
         sys_exit_ret: 16,
         kfree_skb_reason: 36,
+        kfree_skb_rx_sk: ABSENT,
+        kfree_skb_not_specified: ABSENT,
+        sock_common_state: ABSENT,
         set_state_oldstate: 16,
         set_state_newstate: 20,
         set_state_protocol: 30,

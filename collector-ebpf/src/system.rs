@@ -613,12 +613,50 @@ pub fn net_dev_xmit(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn kfree_skb(ctx: TracePointContext) -> u32 {
     count(event::SKB_DROPS);
-    if let Ok(reason) = field::<u32>(&ctx, layout().kfree_skb_reason)
+    let layout = layout();
+    if let Ok(reason) = field::<u32>(&ctx, layout.kfree_skb_reason)
         && reason < DROP_REASON_SLOTS
     {
-        add(&DROP_REASONS, reason, 1);
+        // `tcp_v4_rcv` frees a segment a TIME_WAIT socket handled (ACKed or ignored) with the
+        // generic reason: the protocol's housekeeping after a close, not loss.
+        if reason == layout.kfree_skb_not_specified && in_time_wait(&ctx, &layout) {
+            count(event::TCP_TIME_WAIT_SEGMENTS);
+        } else {
+            add(&DROP_REASONS, reason, 1);
+        }
     }
     0
+}
+
+/// TCP_TIME_WAIT from include/net/tcp_states.h.
+const TCP_TIME_WAIT: u8 = 6;
+
+/// Whether the freed packet's receiving socket (`rx_sk`, Linux 6.12+) is in TIME_WAIT. Every
+/// kind of socket `rx_sk` can be (full, request, timewait) starts with `struct sock_common`,
+/// whose `skc_state` is read. False when the kernel has no `rx_sk`, no BTF offset, or no
+/// socket; a failed read is counted ([`event::SOCK_STATE_UNREADABLE`]) and is false.
+#[inline(always)]
+fn in_time_wait(ctx: &TracePointContext, layout: &SystemTracepointLayout) -> bool {
+    if layout.kfree_skb_rx_sk == ABSENT || layout.sock_common_state == ABSENT {
+        return false;
+    }
+    let Ok(socket) = field::<u64>(ctx, layout.kfree_skb_rx_sk) else {
+        count(event::SOCK_STATE_UNREADABLE);
+        return false;
+    };
+    if socket == 0 {
+        return false;
+    }
+    let state = (socket as usize as *const u8).wrapping_add(layout.sock_common_state as usize);
+    // SAFETY: the helper checks the read; `state` is `skc_state` of a live socket the kernel
+    // passed to the tracepoint.
+    match unsafe { bpf_probe_read_kernel(state) } {
+        Ok(state) => state == TCP_TIME_WAIT,
+        Err(_) => {
+            count(event::SOCK_STATE_UNREADABLE);
+            false
+        }
+    }
 }
 
 #[tracepoint]

@@ -447,3 +447,178 @@ fn tcp_over_a_lossy_link_retransmits_and_refused_connects_fail() {
     assert!(features.net_rx_bytes_per_s >= BYTES as f64, "{features:?}");
     assert!(features.net_drops_per_s >= 1.0, "{features:?}");
 }
+
+/// A network namespace of the test's own with only its loopback up, deleted on drop.
+struct LoopbackNamespace(String);
+
+impl LoopbackNamespace {
+    fn new() -> Self {
+        let ns = Self(format!("nodestate-lo-{}", std::process::id()));
+        for args in [
+            vec!["netns", "add", &ns.0],
+            vec!["-n", &ns.0, "link", "set", "lo", "up"],
+        ] {
+            let status = Command::new("ip").args(&args).status().expect("running ip");
+            assert!(status.success(), "ip {args:?} failed");
+        }
+        ns
+    }
+
+    /// Applies nftables `rules` inside the namespace.
+    fn nft(&self, rules: &str) {
+        let mut nft = Command::new("ip")
+            .args(["netns", "exec", &self.0, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("running nft (nftables)");
+        std::io::Write::write_all(&mut nft.stdin.take().unwrap(), rules.as_bytes()).unwrap();
+        assert!(nft.wait().unwrap().success(), "nft failed on:\n{rules}");
+    }
+
+    /// The packets counted by the one `counter` of nftables table `inet <table>`.
+    fn nft_counted(&self, table: &str) -> u64 {
+        let output = Command::new("ip")
+            .args([
+                "netns", "exec", &self.0, "nft", "list", "table", "inet", table,
+            ])
+            .output()
+            .expect("running nft (nftables)");
+        assert!(output.status.success(), "nft list table {table} failed");
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.split_once("counter packets ")
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .and_then(|packets| packets.parse().ok())
+            .unwrap_or_else(|| panic!("no packet counter in:\n{text}"))
+    }
+}
+
+impl Drop for LoopbackNamespace {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Under connection churn where the server closes first, segments that reach a socket in
+/// TIME_WAIT are handled there (ACKed, or ignored when old) and then freed by `tcp_v4_rcv`
+/// with reason `NOT_SPECIFIED`: about one per thousand connections, measured on 6.18, which
+/// made a burst of connections look like loss. The programs tell them apart by `rx_sk`'s
+/// state: they show as `TCP_TIME_WAIT` and are not drops. Organic ones are too rare to count
+/// on in a short test, so the namespace also loses a tenth of the server's bare ACKs (the
+/// one answering the client's FIN, the loss TIME_WAIT exists for): each loss makes the
+/// client retransmit its FIN into the server's TIME_WAIT socket, a count the kernel's own
+/// nftables counter gives.
+#[test]
+fn segments_handled_in_time_wait_are_not_counted_as_drops() {
+    const TEST: &str = "segments_handled_in_time_wait_are_not_counted_as_drops";
+    const CONNECTIONS: usize = 20_000;
+    const CLIENTS: usize = 4;
+    const LONGEST: Duration = Duration::from_secs(20);
+    const PORT: u16 = 7100;
+    if !privileged(TEST) {
+        return;
+    }
+    let tracefs = collector::kernel::tracefs::Tracefs::find_or_mount().expect("tracefs");
+    let format = fs::read_to_string(tracefs.root().join("events/skb/kfree_skb/format"))
+        .expect("reading the skb:kfree_skb format");
+    if !format.contains("rx_sk;") {
+        let why = "skb:kfree_skb has no rx_sk field on this kernel (Linux 6.12+)";
+        if std::env::var_os("NODESTATE_REQUIRE_PRIVILEGED_TESTS").is_some() {
+            panic!("{TEST}: required in this run but {why}");
+        }
+        eprintln!("SKIPPING {TEST}: {why}");
+        return;
+    }
+    let names = collector::window::system::parse_symbolic_names(&format);
+    let kernel = KernelCollector::load(&KernelConfig::default()).expect("loading programs");
+    let ns = LoopbackNamespace::new();
+    ns.nft(&format!(
+        "table inet nodestate_tw {{\n chain output {{\n  type filter hook output priority 0;\n  \
+         tcp sport {PORT} tcp flags == ack numgen random mod 100 < 10 counter drop\n }}\n}}\n"
+    ));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server_stop = stop.clone();
+    let server = VethPair::in_namespace(&ns.0, move || {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", PORT)).unwrap();
+        ready_tx.send(()).unwrap();
+        let mut served = 0usize;
+        for stream in listener.incoming() {
+            if server_stop.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            // Answer and close first: this side's socket ends in TIME_WAIT.
+            let mut stream = stream.unwrap();
+            let _ = std::io::Write::write_all(&mut stream, b"bye");
+            served += 1;
+        }
+        served
+    });
+    ready_rx.recv().unwrap();
+
+    let before = SystemSnapshot::read(&kernel).expect("snapshot");
+    let started = std::time::Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            VethPair::in_namespace(&ns.0, move || {
+                let mut made = 0usize;
+                while made < CONNECTIONS / CLIENTS && started.elapsed() < LONGEST {
+                    let mut stream = std::net::TcpStream::connect(("127.0.0.1", PORT)).unwrap();
+                    let mut answer = Vec::new();
+                    std::io::Read::read_to_end(&mut stream, &mut answer).unwrap();
+                    assert_eq!(answer, b"bye");
+                    made += 1;
+                }
+                made
+            })
+        })
+        .collect();
+    let made: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    // Wake the server's accept with one last connection.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    VethPair::in_namespace(&ns.0, move || {
+        std::net::TcpStream::connect(("127.0.0.1", PORT)).unwrap();
+    })
+    .join()
+    .unwrap();
+    let served = server.join().unwrap();
+    // The clients' FIN retransmissions back off from 200 ms; three losses in a row (one in a
+    // thousand) are done within 1.4 s.
+    std::thread::sleep(Duration::from_secs(3));
+    let after = SystemSnapshot::read(&kernel).expect("snapshot");
+    let window_s = started.elapsed().as_secs_f64();
+    let lost_acks = ns.nft_counted("nodestate_tw");
+    drop(ns);
+    assert_eq!(made, served);
+
+    let features = system_features(
+        &before,
+        &after,
+        window_s,
+        SyscallSampling::whole(window_s),
+        &names,
+    );
+    let by_reason = &features.net_drops_by_reason;
+    let time_wait = by_reason.get("TCP_TIME_WAIT").copied().unwrap_or(0);
+    let not_specified = by_reason.get("NOT_SPECIFIED").copied().unwrap_or(0);
+    eprintln!(
+        "{made} connections in {window_s:.1} s, {lost_acks} ACKs lost: {time_wait} segments \
+         handled in TIME_WAIT, {not_specified} NOT_SPECIFIED drops, {by_reason:?}"
+    );
+    assert!(made >= 1000, "only {made} connections in {LONGEST:?}");
+    assert!(
+        lost_acks > 0,
+        "the rule lost no ACK over {made} connections"
+    );
+    // Each lost ACK brings a FIN back into a TIME_WAIT socket. Measured on 6.18: 96.4 to
+    // 98.8% of the losses showed up (the rest is not explained yet, and no other drop reason
+    // grew); a few organic ones, here or elsewhere on the host, may add to them.
+    assert!(
+        time_wait * 10 >= lost_acks * 9 && time_wait <= lost_acks * 2,
+        "{lost_acks} ACKs lost but {time_wait} segments handled in TIME_WAIT: {by_reason:?}"
+    );
+    // Were they still counted as NOT_SPECIFIED too, that count would be at least theirs.
+    assert!(
+        not_specified < time_wait,
+        "{not_specified} NOT_SPECIFIED drops for {time_wait} TIME_WAIT segments: {by_reason:?}"
+    );
+}

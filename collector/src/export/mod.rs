@@ -140,6 +140,7 @@ mod tests {
         state.kernel_accounting = Some(crate::kernel::KernelAccounting {
             block,
             runs_skipped: 2,
+            socket_state_unreadable: 4,
         });
         let text = scrape(state);
         for expected in [
@@ -169,6 +170,7 @@ mod tests {
             r#"nodestate_block_accounting_total{node="node-a",event="complete_without_sectors"} 7"#,
             r#"nodestate_block_accounting_total{node="node-a",event="issue_unreadable"} 0"#,
             r#"nodestate_program_runs_skipped_total{node="node-a"} 2"#,
+            r#"nodestate_socket_state_unreadable_total{node="node-a"} 4"#,
         ] {
             assert!(text.contains(expected), "missing {expected} in:\n{text}");
         }

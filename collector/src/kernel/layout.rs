@@ -80,6 +80,10 @@ pub fn system_layout(tracefs: &Tracefs) -> (SystemTracepointLayout, Vec<String>)
         sys_exit_id: offset("raw_syscalls", "sys_exit", "id", 8),
         sys_exit_ret: offset("raw_syscalls", "sys_exit", "ret", 8),
         kfree_skb_reason: offset("skb", "kfree_skb", "reason", 4),
+        kfree_skb_rx_sk: offset("skb", "kfree_skb", "rx_sk", 8),
+        kfree_skb_not_specified: ABSENT,
+        // From BTF, set by the loader.
+        sock_common_state: ABSENT,
         set_state_oldstate: offset("sock", "inet_sock_set_state", "oldstate", 4),
         set_state_newstate: offset("sock", "inet_sock_set_state", "newstate", 4),
         set_state_protocol: offset("sock", "inet_sock_set_state", "protocol", 2),
@@ -87,9 +91,54 @@ pub fn system_layout(tracefs: &Tracefs) -> (SystemTracepointLayout, Vec<String>)
         tx_len: offset("net", "net_dev_xmit", "len", 4),
         tx_rc: offset("net", "net_dev_xmit", "rc", 4),
     };
+    // The reason's value, which changes between kernels (the name does not).
+    let mut layout = layout;
+    if let Ok(format) = std::fs::read_to_string(tracefs.root().join("events/skb/kfree_skb/format"))
+    {
+        layout.kfree_skb_not_specified = not_specified_value(&format);
+    }
     // Older kernels have no `group_dead`: the program then counts every thread's exit.
-    absent.retain(|field| !field.ends_with("group_dead"));
+    // Kernels before 6.12 have no `rx_sk`: segments a TIME_WAIT socket handled then stay
+    // `NOT_SPECIFIED` drops, as they always were.
+    absent.retain(|field| !field.ends_with("group_dead") && !field.ends_with("rx_sk"));
     (layout, absent)
+}
+
+/// The value of `NOT_SPECIFIED` among the kfree_skb format's reason names, `ABSENT` if none.
+fn not_specified_value(format: &str) -> u32 {
+    crate::window::system::parse_symbolic_names(format)
+        .into_iter()
+        .find(|(_, name)| name == "NOT_SPECIFIED")
+        .and_then(|(value, _)| u32::try_from(value).ok())
+        .unwrap_or(ABSENT)
+}
+
+/// Where `struct sock_common.skc_state` (a u8) is, from the kernel's BTF: the kfree_skb
+/// program reads it through the tracepoint's `rx_sk` to tell segments a TIME_WAIT socket
+/// handled from drops. `ABSENT` when the BTF lacks it (said here): they then count as
+/// `NOT_SPECIFIED` drops.
+pub(super) fn sock_common_state_offset(btf: Result<&Btf, &anyhow::Error>) -> u32 {
+    match btf
+        .map_err(|err| anyhow::anyhow!("{err:#}"))
+        .and_then(|btf| Ok(btf.member("sock_common", "skc_state")?))
+    {
+        Ok(member) if member.size == 1 => member.offset,
+        Ok(member) => {
+            warn!(
+                "sock_common.skc_state is {} bytes in the kernel's BTF, not 1: segments handled \
+                 in TIME_WAIT count as NOT_SPECIFIED drops",
+                member.size
+            );
+            ABSENT
+        }
+        Err(err) => {
+            warn!(
+                "sock_common.skc_state not in the kernel's BTF ({err:#}): segments handled in \
+                 TIME_WAIT count as NOT_SPECIFIED drops"
+            );
+            ABSENT
+        }
+    }
 }
 
 /// Where `task_struct.flags` is (a u32), from the kernel's BTF: in unified mode the
@@ -245,6 +294,36 @@ mod tests {
         if cfg!(target_arch = "x86_64") {
             assert_eq!(pt_regs_syscall_nr_offset(Ok(&btf)), offset);
         }
+    }
+
+    /// `sock_common.skc_state` on this machine's kernel: one byte, after the address pair
+    /// (8), hash (4), port pair (4) and family (2) on 64-bit, where it has been for over a
+    /// decade; without BTF the programs are told it is absent.
+    #[test]
+    fn socket_state_comes_from_btf() {
+        let Some(btf) = crate::kernel::btf::kernel_btf_or_skip() else {
+            return;
+        };
+        let offset = sock_common_state_offset(Ok(&btf));
+        let family = btf
+            .member("sock_common", "skc_family")
+            .expect("sock_common.skc_family in BTF");
+        assert_eq!(offset, family.offset + family.size, "{family:?}");
+        if cfg!(target_pointer_width = "64") {
+            assert_eq!(offset, 18);
+        }
+        assert_eq!(
+            sock_common_state_offset(Err(&anyhow::anyhow!("no BTF here"))),
+            ABSENT
+        );
+    }
+
+    #[test]
+    fn not_specified_is_found_by_name() {
+        let format = "print fmt: \"reason: %s\", __print_symbolic(REC->reason, \
+                      { 2, \"NOT_SPECIFIED\" }, { 3, \"NO_SOCKET\" })";
+        assert_eq!(not_specified_value(format), 2);
+        assert_eq!(not_specified_value("{ 1, \"NO_SOCKET\" }"), ABSENT);
     }
 
     /// `task_struct.flags` on this machine's kernel: a 4-byte member the programs can read,

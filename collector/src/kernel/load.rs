@@ -19,7 +19,7 @@ use super::{
     hooks::{SampledHooks, SampledLink},
     layout::{
         block_layout, kernel_thread_flags_offset, open_syscalls, pt_regs_syscall_nr_offset,
-        system_layout, wait_syscalls,
+        sock_common_state_offset, system_layout, wait_syscalls,
     },
     privileges,
     probes::{Attacher, SIGNALS},
@@ -102,7 +102,7 @@ impl KernelCollector {
         };
         let layout_value = layout.unwrap_or(BlockTracepointLayout::LINUX_6);
 
-        let (system_layout, absent_fields) = system_layout(&tracefs);
+        let (mut system_layout, absent_fields) = system_layout(&tracefs);
         for field in &absent_fields {
             warn!("tracepoint field {field} missing on this kernel: the features it feeds read 0");
         }
@@ -144,6 +144,9 @@ impl KernelCollector {
             }
         };
         let syscall_nr_offset = pt_regs_syscall_nr_offset(kernel_btf.as_ref());
+        if system_layout.kfree_skb_rx_sk != ABSENT {
+            system_layout.sock_common_state = sock_common_state_offset(kernel_btf.as_ref());
+        }
         let exit_code_offsets_value = exit_code_offsets.unwrap_or(ExitCodeOffsets {
             task_signal: ABSENT,
             signal_group_exit_code: ABSENT,

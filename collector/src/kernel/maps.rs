@@ -121,6 +121,9 @@ pub struct KernelAccounting {
     /// Program runs the kernel skipped, summed over the loaded programs (see
     /// [`KernelCollector::program_runs_skipped`]).
     pub runs_skipped: u64,
+    /// `NOT_SPECIFIED` drops whose socket's state the kfree_skb program could not read
+    /// (`collector_common::event::SOCK_STATE_UNREADABLE`): counted as drops, maybe wrongly.
+    pub socket_state_unreadable: u64,
 }
 
 impl KernelCollector {
@@ -134,6 +137,11 @@ impl KernelCollector {
                 .iter()
                 .map(|(_, skipped)| skipped)
                 .sum(),
+            socket_state_unreadable: self
+                .events()?
+                .get(event::SOCK_STATE_UNREADABLE as usize)
+                .copied()
+                .unwrap_or(0),
         })
     }
 }

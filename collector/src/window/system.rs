@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, fs, path::Path};
 
-use collector_common::{Histogram, event, hist, housekeeping_drops};
+use collector_common::{Histogram, TCP_TIME_WAIT_DROP_REASON, event, hist, housekeeping_drops};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -333,7 +333,9 @@ pub struct SystemFeatures {
     /// sampler had the hook off, none are seen: see `syscall_sample_fraction`).
     pub syscall_errors_by_errno: BTreeMap<String, u64>,
     /// Dropped packets in the window by kernel drop reason (only reasons seen), the
-    /// housekeeping ones included.
+    /// housekeeping ones included, and `TCP_TIME_WAIT` (the daemon's own name, not the
+    /// kernel's: segments a TIME_WAIT socket handled, which the kernel frees as
+    /// `NOT_SPECIFIED`).
     pub net_drops_by_reason: BTreeMap<String, u64>,
 }
 
@@ -476,12 +478,19 @@ pub fn system_features(
             .collect::<BTreeMap<_, _>>()
     };
     // Unnamed reasons (no tracefs names) are `reason_N` and never housekeeping: counted.
-    let net_drops_by_reason = by_index(&previous.drop_reasons, &current.drop_reasons, &|reason| {
-        drop_reason_names
-            .get(&reason)
-            .cloned()
-            .unwrap_or_else(|| format!("reason_{reason}"))
-    });
+    let mut net_drops_by_reason =
+        by_index(&previous.drop_reasons, &current.drop_reasons, &|reason| {
+            drop_reason_names
+                .get(&reason)
+                .cloned()
+                .unwrap_or_else(|| format!("reason_{reason}"))
+        });
+    // Segments a TIME_WAIT socket handled: the kernel says `NOT_SPECIFIED`, the programs
+    // count them apart under a name of the daemon's own (housekeeping, left out of the rate).
+    let time_wait = delta(event::TCP_TIME_WAIT_SEGMENTS);
+    if time_wait > 0 {
+        net_drops_by_reason.insert(TCP_TIME_WAIT_DROP_REASON.to_string(), time_wait);
+    }
     SystemFeatures {
         sched_context_switches_per_s: rate_across(
             previous.context_switches,
@@ -653,6 +662,36 @@ mod tests {
         let (rate, by_reason) = drops(800, &[(105, 800)], &names, 2.0);
         assert_eq!(rate, 0.0);
         assert_eq!(by_reason["QUEUE_PURGE"], 800);
+    }
+
+    #[test]
+    fn segments_handled_in_time_wait_show_by_name_and_leave_the_rate() {
+        let previous = snapshot();
+        let mut current = snapshot();
+        // 30 freed: 10 segments for TIME_WAIT sockets, 4 unspecified, 16 refused.
+        current.events[event::SKB_DROPS as usize] = 30;
+        current.events[event::TCP_TIME_WAIT_SEGMENTS as usize] = 10;
+        current.drop_reasons[2] = 4;
+        current.drop_reasons[3] = 16;
+        let features = system_features(
+            &previous,
+            &current,
+            2.0,
+            SyscallSampling::whole(2.0),
+            &reason_names(),
+        );
+        assert_eq!(features.net_drops_by_reason["TCP_TIME_WAIT"], 10);
+        assert_eq!(features.net_drops_by_reason["NOT_SPECIFIED"], 4);
+        assert_eq!(features.net_drops_per_s, 10.0);
+        // None in the window: no entry (a window without them reads as before).
+        let features = system_features(
+            &current,
+            &current,
+            2.0,
+            SyscallSampling::whole(2.0),
+            &reason_names(),
+        );
+        assert!(features.net_drops_by_reason.is_empty());
     }
 
     #[test]

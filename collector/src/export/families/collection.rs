@@ -9,7 +9,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use super::counters;
 use crate::export::ExporterState;
 
-/// `nodestate_windows` … `nodestate_program_runs_skipped`.
+/// `nodestate_windows` … `nodestate_socket_state_unreadable`.
 pub(in crate::export) fn encode(
     encoder: &mut DescriptorEncoder,
     state: &ExporterState,
@@ -150,6 +150,15 @@ fn encode_accounting(
          CPU or a map is read there through the bpf syscall, and its event goes uncounted",
         None,
         &[(Vec::new(), accounting.runs_skipped as f64)],
+    )?;
+    counters(
+        encoder,
+        "nodestate_socket_state_unreadable",
+        "NOT_SPECIFIED packet drops whose socket's state the program could not read: they \
+         count as drops, though some may be segments a TIME_WAIT socket handled \
+         (housekeeping, shown as the TCP_TIME_WAIT reason)",
+        None,
+        &[(Vec::new(), accounting.socket_state_unreadable as f64)],
     )?;
     Ok(())
 }

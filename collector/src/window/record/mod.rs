@@ -27,7 +27,9 @@ pub use fields::{Numeric, NumericField};
 
 /// Version of the record's schema; bumped when a field changes meaning or is removed.
 /// 2: `net_drops_per_s` leaves out housekeeping drop reasons (`HOUSEKEEPING_DROP_REASONS`);
-/// in 1 it counted every `skb:kfree_skb`.
+/// in 1 it counted every `skb:kfree_skb`. The list may grow within a schema when the daemon
+/// learns to tell a kind of housekeeping apart under a name of its own (`TCP_TIME_WAIT`):
+/// a recording made before has no such name, so it reads the same.
 pub const RECORD_SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
