@@ -518,9 +518,10 @@ fn segments_handled_in_time_wait_are_not_counted_as_drops() {
         return;
     }
     let tracefs = collector::kernel::tracefs::Tracefs::find_or_mount().expect("tracefs");
-    let format = fs::read_to_string(tracefs.root().join("events/skb/kfree_skb/format"))
+    let format = tracefs
+        .event_format("skb", "kfree_skb")
         .expect("reading the skb:kfree_skb format");
-    if !format.contains("rx_sk;") {
+    if format.field("rx_sk").is_err() {
         let why = "skb:kfree_skb has no rx_sk field on this kernel (Linux 6.12+)";
         if std::env::var_os("NODESTATE_REQUIRE_PRIVILEGED_TESTS").is_some() {
             panic!("{TEST}: required in this run but {why}");
@@ -528,7 +529,7 @@ fn segments_handled_in_time_wait_are_not_counted_as_drops() {
         eprintln!("SKIPPING {TEST}: {why}");
         return;
     }
-    let names = collector::window::system::parse_symbolic_names(&format);
+    let names = format.symbolic_names;
     let kernel = KernelCollector::load(&KernelConfig::default()).expect("loading programs");
     let ns = LoopbackNamespace::new();
     ns.nft(&format!(

@@ -17,8 +17,7 @@ use crate::{
     window::procfile::ReadErrors,
     window::record::{DeviceSample, ProgramWindow, WindowInputs, WindowRecord},
     window::system::{
-        SyscallSampling, SystemFeatures, SystemFiles, SystemSnapshot, parse_symbolic_names,
-        system_features,
+        SyscallSampling, SystemFeatures, SystemFiles, SystemSnapshot, system_features,
     },
     window::{
         DeviceWindow,
@@ -89,10 +88,8 @@ impl WindowMaker {
             previous_programs: program_stats_by_name(kernel),
             drop_reason_names: crate::kernel::tracefs::Tracefs::find_or_mount()
                 .ok()
-                .and_then(|tracefs| {
-                    std::fs::read_to_string(tracefs.root().join("events/skb/kfree_skb/format")).ok()
-                })
-                .map(|format| parse_symbolic_names(&format))
+                .and_then(|tracefs| tracefs.event_format("skb", "kfree_skb").ok())
+                .map(|format| format.symbolic_names)
                 .unwrap_or_default(),
             closed: 0,
         })

@@ -7,7 +7,10 @@ use collector_common::{
 
 use tracing::warn;
 
-use super::{btf::Btf, tracefs::Tracefs};
+use super::{
+    btf::Btf,
+    tracefs::{EventFormat, Tracefs},
+};
 
 /// The tracepoint record layout of the block events on the running kernel.
 pub fn block_layout(tracefs: &Tracefs) -> anyhow::Result<BlockTracepointLayout> {
@@ -93,8 +96,7 @@ pub fn system_layout(tracefs: &Tracefs) -> (SystemTracepointLayout, Vec<String>)
     };
     // The reason's value, which changes between kernels (the name does not).
     let mut layout = layout;
-    if let Ok(format) = std::fs::read_to_string(tracefs.root().join("events/skb/kfree_skb/format"))
-    {
+    if let Ok(format) = tracefs.event_format("skb", "kfree_skb") {
         layout.kfree_skb_not_specified = not_specified_value(&format);
     }
     // Older kernels have no `group_dead`: the program then counts every thread's exit.
@@ -105,11 +107,12 @@ pub fn system_layout(tracefs: &Tracefs) -> (SystemTracepointLayout, Vec<String>)
 }
 
 /// The value of `NOT_SPECIFIED` among the kfree_skb format's reason names, `ABSENT` if none.
-fn not_specified_value(format: &str) -> u32 {
-    crate::window::system::parse_symbolic_names(format)
-        .into_iter()
-        .find(|(_, name)| name == "NOT_SPECIFIED")
-        .and_then(|(value, _)| u32::try_from(value).ok())
+fn not_specified_value(format: &EventFormat) -> u32 {
+    format
+        .symbolic_names
+        .iter()
+        .find(|(_, name)| *name == "NOT_SPECIFIED")
+        .and_then(|(value, _)| u32::try_from(*value).ok())
         .unwrap_or(ABSENT)
 }
 
@@ -118,27 +121,11 @@ fn not_specified_value(format: &str) -> u32 {
 /// handled from drops. `ABSENT` when the BTF lacks it (said here): they then count as
 /// `NOT_SPECIFIED` drops.
 pub(super) fn sock_common_state_offset(btf: Result<&Btf, &anyhow::Error>) -> u32 {
-    match btf
-        .map_err(|err| anyhow::anyhow!("{err:#}"))
-        .and_then(|btf| Ok(btf.member("sock_common", "skc_state")?))
-    {
-        Ok(member) if member.size == 1 => member.offset,
-        Ok(member) => {
-            warn!(
-                "sock_common.skc_state is {} bytes in the kernel's BTF, not 1: segments handled \
-                 in TIME_WAIT count as NOT_SPECIFIED drops",
-                member.size
-            );
-            ABSENT
-        }
-        Err(err) => {
-            warn!(
-                "sock_common.skc_state not in the kernel's BTF ({err:#}): segments handled in \
-                 TIME_WAIT count as NOT_SPECIFIED drops"
-            );
-            ABSENT
-        }
-    }
+    offset_or_absent(
+        btf,
+        ("sock_common", "skc_state", 1),
+        "segments handled in TIME_WAIT count as NOT_SPECIFIED drops",
+    )
 }
 
 /// Where `task_struct.flags` is (a u32), from the kernel's BTF: in unified mode the
@@ -147,24 +134,28 @@ pub(super) fn sock_common_state_offset(btf: Result<&Btf, &anyhow::Error>) -> u32
 /// their events count as unattributed rather than as the root's. `ABSENT` when the BTF lacks it
 /// (said here): kernel threads' events are then charged to the root cgroup.
 pub(super) fn kernel_thread_flags_offset(btf: Result<&Btf, &anyhow::Error>) -> u32 {
+    offset_or_absent(
+        btf,
+        ("task_struct", "flags", 4),
+        "kernel threads' events are charged to the root cgroup",
+    )
+}
+
+/// The byte offset of `structure.member` from the kernel's BTF when it has the width the
+/// programs read (`bytes`); else [`ABSENT`], with a warning that ends in what the programs
+/// then do without it (`without`).
+fn offset_or_absent(
+    btf: Result<&Btf, &anyhow::Error>,
+    (structure, member, bytes): (&str, &str, u32),
+    without: &str,
+) -> u32 {
     match btf
         .map_err(|err| anyhow::anyhow!("{err:#}"))
-        .and_then(|btf| Ok(btf.member("task_struct", "flags")?))
+        .and_then(|btf| member_slot(btf, structure, member, bytes))
     {
-        Ok(member) if member.size == 4 => member.offset,
-        Ok(member) => {
-            warn!(
-                "task_struct.flags is {} bytes in the kernel's BTF, not 4: kernel threads' \
-                 events are charged to the root cgroup",
-                member.size
-            );
-            ABSENT
-        }
+        Ok(offset) => offset,
         Err(err) => {
-            warn!(
-                "task_struct.flags not in the kernel's BTF ({err:#}): kernel threads' events \
-                 are charged to the root cgroup"
-            );
+            warn!("{structure}.{member} not usable from the kernel's BTF ({err:#}): {without}");
             ABSENT
         }
     }
@@ -188,19 +179,11 @@ pub(super) fn pt_regs_syscall_nr_offset(btf: Result<&Btf, &anyhow::Error>) -> u3
         );
         return ABSENT;
     };
-    match btf
-        .map_err(|err| anyhow::anyhow!("{err:#}"))
-        .and_then(|btf| syscall_nr_slot(btf, member, SYSCALL_NR_BYTES))
-    {
-        Ok(offset) => offset,
-        Err(err) => {
-            warn!(
-                "pt_regs.{member} not usable from the kernel's BTF ({err:#}): opens are not \
-                 counted from the syscall exit and timed waits read as errors"
-            );
-            ABSENT
-        }
-    }
+    offset_or_absent(
+        btf,
+        ("pt_regs", member, SYSCALL_NR_BYTES),
+        "opens are not counted from the syscall exit and timed waits read as errors",
+    )
 }
 
 /// The `struct pt_regs` member with the syscall number and its width, as the eBPF object
@@ -214,13 +197,19 @@ const SYSCALL_NR_BYTES: u32 = 4;
 #[cfg(not(target_arch = "aarch64"))]
 const SYSCALL_NR_BYTES: u32 = 8;
 
-/// The byte offset of `pt_regs.<member>`, if the kernel's BTF gives it the width the programs
-/// read: a different width would read a neighbouring field's bytes as the syscall number.
-pub(super) fn syscall_nr_slot(btf: &Btf, member: &str, bytes: u32) -> anyhow::Result<u32> {
-    let found = btf.member("pt_regs", member)?;
+/// The byte offset of `structure.member`, if the kernel's BTF gives it the width the programs
+/// read: a different width would read a neighbouring field's bytes (as the syscall number, the
+/// socket's state, the task's flags).
+pub(super) fn member_slot(
+    btf: &Btf,
+    structure: &str,
+    member: &str,
+    bytes: u32,
+) -> anyhow::Result<u32> {
+    let found = btf.member(structure, member)?;
     if found.size != bytes {
         anyhow::bail!(
-            "pt_regs.{member} is {} bytes in the kernel's BTF, the programs read {bytes}",
+            "{structure}.{member} is {} bytes in the kernel's BTF, the programs read {bytes}",
             found.size
         );
     }
@@ -283,13 +272,13 @@ mod tests {
         } else {
             ("syscallno", 4, 280)
         };
-        assert_eq!(syscall_nr_slot(&btf, member, bytes).unwrap(), offset);
-        let err = syscall_nr_slot(&btf, member, bytes / 2).unwrap_err();
+        assert_eq!(member_slot(&btf, "pt_regs", member, bytes).unwrap(), offset);
+        let err = member_slot(&btf, "pt_regs", member, bytes / 2).unwrap_err();
         assert!(
             err.to_string().contains("bytes in the kernel's BTF"),
             "{err}"
         );
-        assert!(syscall_nr_slot(&btf, "no_such_member", bytes).is_err());
+        assert!(member_slot(&btf, "pt_regs", "no_such_member", bytes).is_err());
         // What the loader hands the programs: the x86 constant agrees with the BTF lookup.
         if cfg!(target_arch = "x86_64") {
             assert_eq!(pt_regs_syscall_nr_offset(Ok(&btf)), offset);
@@ -322,8 +311,14 @@ mod tests {
     fn not_specified_is_found_by_name() {
         let format = "print fmt: \"reason: %s\", __print_symbolic(REC->reason, \
                       { 2, \"NOT_SPECIFIED\" }, { 3, \"NO_SOCKET\" })";
-        assert_eq!(not_specified_value(format), 2);
-        assert_eq!(not_specified_value("{ 1, \"NO_SOCKET\" }"), ABSENT);
+        assert_eq!(
+            not_specified_value(&EventFormat::parse("skb:kfree_skb", format)),
+            2
+        );
+        assert_eq!(
+            not_specified_value(&EventFormat::parse("skb:kfree_skb", "{ 1, \"NO_SOCKET\" }")),
+            ABSENT
+        );
     }
 
     /// `task_struct.flags` on this machine's kernel: a 4-byte member the programs can read,

@@ -1,6 +1,7 @@
 //! tracefs: where the tracepoints live, and the record layouts the kernel describes there.
 
 use std::{
+    collections::BTreeMap,
     fs, io,
     path::{Path, PathBuf},
 };
@@ -108,6 +109,9 @@ pub struct Field {
 pub struct EventFormat {
     pub tracepoint: String,
     pub fields: Vec<Field>,
+    /// The `__print_symbolic` names of its print format, by value (`skb:kfree_skb`'s drop
+    /// reasons: the values change between kernels, the names do not). Empty without any.
+    pub symbolic_names: BTreeMap<usize, String>,
 }
 
 impl EventFormat {
@@ -130,6 +134,7 @@ impl EventFormat {
         Self {
             tracepoint: tracepoint.to_string(),
             fields,
+            symbolic_names: parse_symbolic_names(text),
         }
     }
 
@@ -154,6 +159,25 @@ impl EventFormat {
         }
         Ok(field.offset)
     }
+}
+
+/// The `{ value, "NAME" }` pairs of a format file's `__print_symbolic` lists.
+fn parse_symbolic_names(format: &str) -> BTreeMap<usize, String> {
+    let mut names = BTreeMap::new();
+    let mut rest = format;
+    while let Some(open) = rest.find("{ ") {
+        rest = &rest[open + 2..];
+        let Some(close) = rest.find(" }") else { break };
+        let entry = &rest[..close];
+        if let Some((number, name)) = entry.split_once(", ")
+            && let Ok(number) = number.trim().parse::<usize>()
+            && name.starts_with('"')
+        {
+            names.insert(number, name.trim_matches('"').to_string());
+        }
+        rest = &rest[close..];
+    }
+    names
 }
 
 #[cfg(test)]
@@ -195,5 +219,14 @@ print fmt: \"%d,%d %s\", REC->dev";
         );
         let err = format.offset("dev", 8).unwrap_err().to_string();
         assert!(err.contains("dev (8 bytes; kernel has 4)"), "{err}");
+    }
+
+    #[test]
+    fn drop_reason_names_come_from_the_format_file() {
+        let format = r#"print fmt: "skbaddr=%p reason: %s", REC->skbaddr, __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 3, "NO_SOCKET" }, { 77, "MAX" })"#;
+        let names = EventFormat::parse("skb:kfree_skb", format).symbolic_names;
+        assert_eq!(names[&2], "NOT_SPECIFIED");
+        assert_eq!(names[&3], "NO_SOCKET");
+        assert_eq!(names.len(), 3);
     }
 }

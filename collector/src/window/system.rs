@@ -240,26 +240,6 @@ pub fn errno_name(errno: usize) -> String {
         .map_or_else(|| format!("E{errno}"), |(_, name)| (*name).to_string())
 }
 
-/// `enum skb_drop_reason` names, parsed from the `__print_symbolic` list in the kfree_skb
-/// format file (the values change between kernels; the names do not).
-pub fn parse_symbolic_names(format: &str) -> BTreeMap<usize, String> {
-    let mut names = BTreeMap::new();
-    let mut rest = format;
-    while let Some(open) = rest.find("{ ") {
-        rest = &rest[open + 2..];
-        let Some(close) = rest.find(" }") else { break };
-        let entry = &rest[..close];
-        if let Some((number, name)) = entry.split_once(", ")
-            && let Ok(number) = number.trim().parse::<usize>()
-            && name.starts_with('"')
-        {
-            names.insert(number, name.trim_matches('"').to_string());
-        }
-        rest = &rest[close..];
-    }
-    names
-}
-
 /// Flat per-window features of the system signals (the window record flattens them in).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SystemFeatures {
@@ -774,15 +754,6 @@ mod tests {
         assert_eq!(unreadable.conntrack, Conntrack::Unreadable);
         assert_eq!(features(&next, &unreadable).conntrack_fill_pct, None);
         assert_eq!(errors.total[source::CONNTRACK], 1);
-    }
-
-    #[test]
-    fn drop_reason_names_come_from_the_format_file() {
-        let format = r#"print fmt: "skbaddr=%p reason: %s", REC->skbaddr, __print_symbolic(REC->reason, { 2, "NOT_SPECIFIED" }, { 3, "NO_SOCKET" }, { 77, "MAX" })"#;
-        let names = parse_symbolic_names(format);
-        assert_eq!(names[&2], "NOT_SPECIFIED");
-        assert_eq!(names[&3], "NO_SOCKET");
-        assert_eq!(names.len(), 3);
     }
 
     #[test]
