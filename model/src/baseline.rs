@@ -682,15 +682,17 @@ impl BaselineLearner {
         record: impl WindowFields,
         absent: &[String],
     ) -> Result<Option<Assessment>> {
-        let absent_columns = match &self.columns {
+        let partial = match &self.columns {
             Some(columns) => absent.iter().any(|name| columns.contains(name)),
-            None => !absent.is_empty(),
+            None => {
+                if !absent.is_empty() {
+                    self.partial_before_columns += 1;
+                }
+                // Missing so long: never read on this node. The fields are fixed without it.
+                !absent.is_empty() && self.partial_before_columns < self.learn_windows()
+            }
         };
-        let never_read = absent_columns && self.columns.is_none() && {
-            self.partial_before_columns += 1;
-            self.partial_before_columns >= self.learn_windows()
-        };
-        if absent_columns && !never_read {
+        if partial {
             let Some(columns) = &self.columns else {
                 return Ok(None);
             };

@@ -122,14 +122,15 @@ pub fn replay(
         }
         let at_ms = record["unix_ms"].as_u64().unwrap_or(0);
         let first = *first_ms.get_or_insert(at_ms);
-        // The daemon's view: the judged fields, and which of them the window could not read.
+        // The daemon's view: the judged fields, and every field the window could not read
+        // (the daemon passes its record's whole `missing` list; the learner heeds its own).
         let recorded: Recorded = serde_json::from_str(&line)
             .with_context(|| format!("line {}: not a JSON window record", number + 1))?;
         let fields = Selected::new(&recorded, &judged_fields);
         let absent: Vec<String> = recorded
             .0
             .iter()
-            .filter(|(n, v)| v.is_none() && is_feature(n) && fields.kept(n))
+            .filter(|(_, v)| v.is_none())
             .map(|(n, _)| n.clone())
             .collect();
         replay.windows += 1;
