@@ -350,26 +350,21 @@ impl Episode {
         unattributed: (&Baseline, &Rates),
         verdict: &Verdict,
     ) {
+        let decay = |sums: &mut Rates| sums.iter_mut().for_each(|sum| *sum *= EPISODE_DECAY);
         let (causes, victims) = moved_signals(&verdict.explanation);
         let mut moved = [false; Signal::ALL.len()];
         for (list, weights) in [(&causes, &mut self.causes), (&victims, &mut self.victims)] {
-            for weight in weights.iter_mut() {
-                *weight *= EPISODE_DECAY;
-            }
+            decay(weights);
             for &(signal, weight) in list {
                 let slot = signal.slot();
                 weights[slot] = weights[slot].max(weight);
                 moved[slot] = true;
             }
         }
-        for (rises, _) in self.workloads.values_mut() {
-            for rise in rises.iter_mut() {
-                *rise *= EPISODE_DECAY;
-            }
-        }
-        for rise in self.node.iter_mut() {
-            *rise *= EPISODE_DECAY;
-        }
+        self.workloads
+            .values_mut()
+            .for_each(|(rises, _)| decay(rises));
+        decay(&mut self.node);
         let empty = Baseline::default();
         let (unattributed_baseline, unattributed_rates) = unattributed;
         for slot in (0..Signal::ALL.len()).filter(|&slot| moved[slot]) {
@@ -439,17 +434,16 @@ impl Episode {
             .iter()
             .filter_map(|(workload, (rises, last))| {
                 let mut score = 0.0;
-                let mut best: Option<(f64, usize)> = None;
+                let mut best: Option<(f64, usize, f64)> = None;
                 for &slot in &slots {
                     let share = rises[slot] / self.node[slot];
                     let weighted = weights[slot] * share;
                     score += weighted;
-                    if share > 0.0 && best.is_none_or(|(w, _)| weighted > w) {
-                        best = Some((weighted, slot));
+                    if share > 0.0 && best.is_none_or(|(w, _, _)| weighted > w) {
+                        best = Some((weighted, slot, share));
                     }
                 }
-                let (_, slot) = best?;
-                let share = rises[slot] / self.node[slot];
+                let (_, slot, share) = best?;
                 let score = score / total_weight;
                 (score >= MIN_SHARE).then(|| {
                     (

@@ -26,6 +26,15 @@ fn row(name: &str, oncpu_ms: u64, io_ops: u64, enospc: u64) -> WorkloadWindow {
     }
 }
 
+/// The culprits' names, first first.
+fn culprit_names(attribution: &Attribution) -> Vec<&str> {
+    attribution
+        .culprits
+        .iter()
+        .map(|blame| blame.workload.name.as_str())
+        .collect()
+}
+
 fn verdict(state: NodeState, explanation: &[(&str, f64)]) -> Verdict {
     Verdict {
         state,
@@ -160,11 +169,7 @@ fn the_moved_features_choose_the_signals() {
     let named = ranker
         .window(&rows, &CgroupStats::default(), 2.0, &both)
         .unwrap();
-    let order: Vec<&str> = named
-        .culprits
-        .iter()
-        .map(|b| b.workload.name.as_str())
-        .collect();
+    let order = culprit_names(&named);
     assert_eq!(order, vec!["cron", "web"]);
 }
 
@@ -265,11 +270,7 @@ fn a_recovering_node_names_the_episodes_culprit_not_a_neighbours_jitter() {
         let named = ranker
             .window(&rows, &CgroupStats::default(), 1.0, &draining)
             .expect("attributed");
-        let names: Vec<&str> = named
-            .culprits
-            .iter()
-            .map(|b| b.workload.name.as_str())
-            .collect();
+        let names = culprit_names(&named);
         assert_eq!(names, vec!["writer"], "{named:?}");
     }
     // Normal again but held degraded: the neighbour's CPU jitters over its steady baseline
@@ -283,11 +284,7 @@ fn a_recovering_node_names_the_episodes_culprit_not_a_neighbours_jitter() {
     let named = ranker
         .window(&rows, &CgroupStats::default(), 1.0, &held)
         .expect("still degraded: attributed");
-    let names: Vec<&str> = named
-        .culprits
-        .iter()
-        .map(|b| b.workload.name.as_str())
-        .collect();
+    let names = culprit_names(&named);
     assert_eq!(names, vec!["writer"], "{named:?}");
     // Healthy: the episode is over, and the next one starts from nothing.
     assert_eq!(
@@ -299,11 +296,7 @@ fn a_recovering_node_names_the_episodes_culprit_not_a_neighbours_jitter() {
     let named = ranker
         .window(&rows, &CgroupStats::default(), 1.0, &cpu)
         .expect("attributed");
-    let names: Vec<&str> = named
-        .culprits
-        .iter()
-        .map(|b| b.workload.name.as_str())
-        .collect();
+    let names = culprit_names(&named);
     assert_eq!(names, vec!["neighbour"], "{named:?}");
 }
 
@@ -392,11 +385,7 @@ fn a_feature_that_did_not_move_names_no_one() {
     let named = ranker
         .window(&rows, &CgroupStats::default(), 1.0, &mostly_io)
         .expect("attributed");
-    let names: Vec<&str> = named
-        .culprits
-        .iter()
-        .map(|b| b.workload.name.as_str())
-        .collect();
+    let names = culprit_names(&named);
     assert_eq!(names, vec!["writer"], "{named:?}");
 }
 
