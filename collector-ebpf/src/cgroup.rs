@@ -247,11 +247,17 @@ pub fn forked(ctx: &TracePointContext) {
     }
 }
 
-/// The current thread exits: its entry goes.
+/// The current thread exits at `now`: its on-CPU time so far is charged, then its entry goes.
+///
+/// Charged here because after the entry goes the final switch-out finds no cgroup for it: a
+/// short-lived busy process that nothing preempted (a CPU to itself) would otherwise have all
+/// its on-CPU time counted as unattributed.
 #[inline(always)]
-pub fn thread_exited() {
+pub fn thread_exited(now: u64) {
     if enabled() {
-        let _ = TASK_CGROUP.remove(bpf_get_current_pid_tgid() as u32);
+        let tid = bpf_get_current_pid_tgid() as u32;
+        settle_oncpu(tid, now);
+        let _ = TASK_CGROUP.remove(tid);
     }
 }
 
@@ -260,9 +266,15 @@ pub fn thread_exited() {
 /// A context switch at `now`: `prev` (current, unless the idle task) ran since its switch-in.
 #[inline(always)]
 pub fn switched(prev_pid: u32, now: u64) {
-    if !enabled() {
-        return;
+    if enabled() {
+        settle_oncpu(prev_pid, now);
     }
+}
+
+/// Charges the current task (`pid`, the idle task when 0) its on-CPU time up to `now` and
+/// starts its next stretch there.
+#[inline(always)]
+fn settle_oncpu(prev_pid: u32, now: u64) {
     let Some(since) = ONCPU_SINCE.get_ptr_mut(0) else {
         return;
     };

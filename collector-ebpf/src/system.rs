@@ -311,7 +311,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     // Without `group_dead` (older kernels) every thread exit counts.
     let process_gone = offset == ABSENT || field::<u8>(&ctx, offset).is_ok_and(|dead| dead != 0);
     if !process_gone {
-        cgroup::thread_exited();
+        cgroup::thread_exited(now_ns());
         return 0;
     }
     count(event::EXITS);
@@ -329,7 +329,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         cgroup::exited_nonzero();
     }
     // After the charge above, which looks the exiting task up.
-    cgroup::thread_exited();
+    cgroup::thread_exited(now_ns());
     0
 }
 

@@ -37,10 +37,16 @@ impl KernelCollector {
             return;
         }
         for group in crate::kernel::sampler::HookGroup::ALL {
-            if groups.contains(group)
-                && let Some(since) = hooks.on_since[group as usize].take()
-            {
-                hooks.on_for[group as usize] += since.elapsed();
+            if groups.contains(group) {
+                if let Some(since) = hooks.on_since[group as usize].take() {
+                    hooks.on_for[group as usize] += since.elapsed();
+                }
+                // "Off": a program outside the group (the exit hook charging on-CPU time)
+                // must not take the last switch-in, made before the pause, as the start of a
+                // stretch that ran unseen since. `resume_sampled_hooks` writes the real time.
+                if let Err(err) = hooks.sampled_since.set(group as u32, u64::MAX, 0) {
+                    tracing::warn!("marking sampled hooks off: {err}");
+                }
             }
         }
         std::thread::spawn(move || {
