@@ -9,7 +9,8 @@
 //!   judged healthy, so last night's backup stays in the baseline next to the last hour.
 //!   Each refresh retrains the model and refits the tail from both halves.
 //! - **A streaming tail.** Between refreshes, the threshold is DSPOT's ([`crate::spot`]),
-//!   updated by every window judged healthy, never by one judged anomalous.
+//!   updated by every window judged healthy, never by one judged anomalous (once the floor
+//!   below is lifted).
 //! - **Sooner refreshes while young.** A baseline of minutes has seen one or two of a node's
 //!   moods; the first build after it is judged against three minutes of idle. So the first
 //!   refreshes come when the windows seen have doubled since the last training (after twice
@@ -28,8 +29,9 @@
 //! - **A conservative floor until enough windows.** One false episode a day at 5 s windows
 //!   is 6e-5 per window: a tail fitted to a few dozen windows cannot place that. Until
 //!   [`BaselineOptions::floor_windows`] windows were seen and a tail could be fitted, the
-//!   threshold is never below [`BaselineOptions::floor_threshold`] (the built-in model's
-//!   minimum threshold, over its widened floors).
+//!   threshold is the trained model's own (the percentile rule at those sizes), never below
+//!   [`BaselineOptions::floor_threshold`] (the built-in model's minimum threshold, over its
+//!   widened floors); the tail is fitted and updated meanwhile but sets nothing.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -251,7 +253,8 @@ pub struct BaselineStatus {
     /// fitted yet).
     pub floor_applies: bool,
     pub floor_threshold: f64,
-    /// "tail" (the streaming fit) or "percentile" (no tail could be fitted yet).
+    /// "tail" (the streaming fit) or "percentile" (the trained model's own threshold: fewer
+    /// than `floor_windows` windows seen, or no tail could be fitted yet).
     pub threshold_rule: &'static str,
     /// Episodes in the streaming tail's peaks set (0 without a fit).
     pub tail_peaks: usize,
@@ -429,7 +432,17 @@ impl BaselineLearner {
 
     /// Whether the conservative floor still holds the threshold up.
     pub fn floor_applies(&self) -> bool {
-        self.seen < self.options.floor_windows as u64 || self.spot.is_none()
+        !self.tail_sets_threshold()
+    }
+
+    /// Whether the streaming tail sets the threshold: once a tail is fitted and
+    /// [`BaselineOptions::floor_windows`] windows were seen. Before, a tail fitted on a few
+    /// hundred windows is an extrapolation to 6e-5 per window from a handful of episodes
+    /// (on the scenario recordings' 270 windows it put the threshold at 17.9, over most of
+    /// their faults), so the trained model's own threshold (the percentile rule at such
+    /// sizes) serves, held at the floor.
+    fn tail_sets_threshold(&self) -> bool {
+        self.spot.is_some() && self.seen >= self.options.floor_windows as u64
     }
 
     /// The threshold windows are judged against now (0 while learning).
@@ -437,10 +450,10 @@ impl BaselineLearner {
         let Some(learned) = &self.model else {
             return 0.0;
         };
-        let own = self
-            .spot
-            .as_ref()
-            .map_or(learned.model.threshold.value, Spot::threshold);
+        let own = match &self.spot {
+            Some(spot) if self.tail_sets_threshold() => spot.threshold(),
+            _ => learned.model.threshold.value,
+        };
         let floor = if self.floor_applies() {
             self.options.floor_threshold
         } else {
@@ -474,7 +487,7 @@ impl BaselineLearner {
             windows_forgotten: self.forgotten,
             floor_applies: self.floor_applies(),
             floor_threshold: self.options.floor_threshold,
-            threshold_rule: if self.spot.is_some() {
+            threshold_rule: if self.tail_sets_threshold() {
                 "tail"
             } else {
                 "percentile"

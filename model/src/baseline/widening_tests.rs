@@ -330,3 +330,54 @@ fn the_kept_windows_span_every_hour_seen_in_bounded_memory() {
         "{early} of 200 from the first half"
     );
 }
+
+/// A tail fitted from a few hundred windows does not set the threshold: one false episode a
+/// day is 6e-5 per window, which so few windows cannot place (the scenario recordings' 270
+/// windows put it at 17.9, over most of their faults). Until `floor_windows` the threshold is
+/// the trained model's own (the percentile rule at these sizes), held at the floor.
+#[test]
+fn a_young_tail_does_not_set_the_threshold() {
+    let mut learner = BaselineLearner::new(options());
+    let mut noise = Noise::new(8);
+    // Pressure with an exponential tail (mean 10 points over 5): a tail asked for 6e-5 sits
+    // near 10 means out, the percentile rule (p99 x 1.2) near 5.5.
+    let mut feed = |learner: &mut BaselineLearner, windows: usize| {
+        for _ in 0..windows {
+            let mut window = quiet_window(&mut noise);
+            let burst = -10.0 * (1.0 - noise.uniform()).ln();
+            window.insert("psi_cpu_some_pct".into(), 5.0 + burst);
+            learner.observe(window).unwrap();
+        }
+    };
+    feed(&mut learner, 600);
+    let status = learner.status();
+    assert!(status.floor_applies, "{status:?}");
+    let spot = learner
+        .spot
+        .as_ref()
+        .expect("a tail from 400 windows")
+        .threshold();
+    let model = learner
+        .model
+        .as_ref()
+        .expect("a model")
+        .model
+        .threshold
+        .value;
+    assert_eq!(
+        status.threshold,
+        model.max(DEFAULT_FLOOR_THRESHOLD),
+        "{status:?}"
+    );
+    // The young tail would have set another threshold (so this test tells the rules apart).
+    assert!(
+        (spot.max(DEFAULT_FLOOR_THRESHOLD) - status.threshold).abs() > 0.1,
+        "tail {spot}, percentile {model}: {status:?}"
+    );
+    // Past `floor_windows` the tail takes over.
+    feed(&mut learner, 1000);
+    let status = learner.status();
+    let spot = learner.spot.as_ref().expect("a tail").threshold();
+    assert!(!status.floor_applies, "{status:?}");
+    assert_eq!(status.threshold, spot.max(0.1), "{status:?}");
+}
