@@ -84,8 +84,9 @@ pub fn record_latency(histograms: &PerCpuArray<Histogram>, index: u32, latency_n
 /// it each time it puts the group back on.
 /// A start time recorded before it belongs to a wait or a request whose end may have passed
 /// while the hooks were off: pairing it with a later end would measure the off-period, so such
-/// starts are dropped. 0 (never written): every start counts. `u64::MAX` while the group is
-/// off: every start is dropped.
+/// starts are dropped. 0 (never written): every start counts. The scheduler group's slot is
+/// `u64::MAX` while its hooks are off, for the exit hook, which stays on (see
+/// `cgroup::thread_exited`).
 #[map]
 pub static SAMPLED_SINCE: Array<u64> =
     Array::with_max_entries(collector_common::sampled_group::COUNT, 0);

@@ -41,11 +41,14 @@ impl KernelCollector {
                 if let Some(since) = hooks.on_since[group as usize].take() {
                     hooks.on_for[group as usize] += since.elapsed();
                 }
-                // "Off": a program outside the group (the exit hook charging on-CPU time)
-                // must not take the last switch-in, made before the pause, as the start of a
-                // stretch that ran unseen since. `resume_sampled_hooks` writes the real time.
-                if let Err(err) = hooks.sampled_since.set(group as u32, u64::MAX, 0) {
-                    tracing::warn!("marking sampled hooks off: {err}");
+                // "Off": the exit hook, which is not sampled, charges on-CPU time since the
+                // last switch-in; one made before the pause is not the start of a stretch
+                // watched since. `resume_sampled_hooks` writes the real time. (The block and
+                // syscall groups' slots are read by their own programs only, which are off.)
+                if group == crate::kernel::sampler::HookGroup::Scheduler
+                    && let Err(err) = hooks.sampled_since.set(group as u32, u64::MAX, 0)
+                {
+                    tracing::warn!("marking the scheduler hooks off: {err}");
                 }
             }
         }
