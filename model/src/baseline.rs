@@ -452,15 +452,15 @@ impl BaselineLearner {
         };
         let own = match &self.spot {
             Some(spot) if self.tail_sets_threshold() => spot.threshold(),
-            _ => learned.model.threshold.value,
-        };
-        let floor = if self.floor_applies() {
-            self.options.floor_threshold
-        } else {
-            0.0
+            // The floor holds exactly while the tail does not set the threshold.
+            _ => learned
+                .model
+                .threshold
+                .value
+                .max(self.options.floor_threshold),
         };
         // The smallest threshold worth reporting, as in training: a tenth of a deviation.
-        own.max(floor).max(0.1)
+        own.max(0.1)
     }
 
     /// How much the baseline has seen.

@@ -415,8 +415,8 @@ fn streaming_table(md: &mut String, rows: &[Row]) -> anyhow::Result<()> {
          The daemon without a model file learns its node's baseline and follows it \
          (`model::baseline::BaselineLearner`: retrained every {refresh} windows from the windows \
          it judged healthy; until {floor_windows} windows were seen, the percentile rule held at \
-         a floor of {floor}; then a DSPOT tail between refreshes). Here it learns from the whole training part, in order, then judges every test \
-         window in order; its verdict (degraded or healthy, before hysteresis) is the flag. It \
+         a floor of {floor}; then a DSPOT tail between refreshes). Here it learns from the \
+         whole training part, in order, then judges every test window in order; its verdict (degraded or healthy, before hysteresis) is the flag. It \
          runs at its defaults as they are (k = {k}, floors x {scale}, mean and standard deviation, \
          one false episode a day for the set's window length): only the number of windows \
          learned from, the window length and the fields (those the \"after\" model judges on \

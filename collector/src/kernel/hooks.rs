@@ -37,20 +37,21 @@ impl KernelCollector {
             return;
         }
         for group in crate::kernel::sampler::HookGroup::ALL {
-            if groups.contains(group) {
-                if let Some(since) = hooks.on_since[group as usize].take() {
-                    hooks.on_for[group as usize] += since.elapsed();
-                }
-                // "Off": the exit hook, which is not sampled, charges on-CPU time since the
-                // last switch-in; one made before the pause is not the start of a stretch
-                // watched since. `resume_sampled_hooks` writes the real time. (The block and
-                // syscall groups' slots are read by their own programs only, which are off.)
-                if group == crate::kernel::sampler::HookGroup::Scheduler
-                    && let Err(err) = hooks.sampled_since.set(group as u32, u64::MAX, 0)
-                {
-                    tracing::warn!("marking the scheduler hooks off: {err}");
-                }
+            if groups.contains(group)
+                && let Some(since) = hooks.on_since[group as usize].take()
+            {
+                hooks.on_for[group as usize] += since.elapsed();
             }
+        }
+        // "Off": the exit hook, which is not sampled, charges on-CPU time since the last
+        // switch-in; one made before the pause is not the start of a stretch watched since.
+        // `resume_sampled_hooks` writes the real time. (The block and syscall groups' slots are
+        // read by their own programs only, which are off.)
+        let scheduler = crate::kernel::sampler::HookGroup::Scheduler;
+        if groups.contains(scheduler)
+            && let Err(err) = hooks.sampled_since.set(scheduler as u32, u64::MAX, 0)
+        {
+            tracing::warn!("marking the scheduler hooks off: {err}");
         }
         std::thread::spawn(move || {
             std::thread::scope(|scope| {
