@@ -89,22 +89,34 @@ impl Drop for Running {
     }
 }
 
-/// Runs `command` to its end unless `stop` is set first (then it is killed).
+/// Runs `command` to its end unless `stop` is set first (then it is killed), in a process group
+/// of its own that goes with it: killing a `sh -c` leaves its children running, and soak 4's
+/// "backup" episodes were the package phase's `dpkg-deb` (xz on both CPUs) outliving its phase
+/// by 10-20 s under the backup's `gzip`: two phases at once, which the cycle does not mean.
 fn run_until(mut command: Command, stop: &AtomicBool) {
-    let Ok(mut child) = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn() else {
+    use std::os::unix::process::CommandExt as _;
+    let Ok(mut child) = command
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
         return;
     };
+    let group = child.id() as libc::pid_t;
     loop {
         if let Ok(Some(_)) = child.try_wait() {
-            return;
+            break;
         }
         if stop.load(Ordering::Relaxed) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return;
+            break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Also after a normal end: anything the script left in the background goes too.
+    // SAFETY: kill(2) on a negative pid signals that process group; it only reads its arguments.
+    unsafe { libc::kill(-group, libc::SIGKILL) };
+    let _ = child.wait();
 }
 
 fn sh(script: &str) -> Command {
@@ -511,5 +523,56 @@ mod tests {
         assert!((poisson_upper_95(0, 1.0) - 2.996).abs() < 0.01);
         assert!((poisson_upper_95(1, 1.0) - 4.744).abs() < 0.01);
         assert!((poisson_upper_95(5, 2.0) - 10.513 / 2.0).abs() < 0.01);
+    }
+
+    /// Whether process `pid` is still running (a zombie left for init to reap is not).
+    fn running(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            // The state follows the command name's closing parenthesis.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+        })
+    }
+
+    #[test]
+    fn a_stopped_phase_leaves_no_process_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("pid");
+        // The shell's child, like `dpkg-deb` under the package phase's script.
+        let script = format!("sleep 60 & echo $! > {}; wait", pid_file.display());
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopper = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(500));
+                stop.store(true, Ordering::Relaxed);
+            })
+        };
+        let started = Instant::now();
+        run_until(sh(&script), &stop);
+        stopper.join().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the phase was not stopped"
+        );
+        let pid: u32 = std::fs::read_to_string(&pid_file)
+            .expect("the script wrote its child's pid")
+            .trim()
+            .parse()
+            .unwrap();
+        // SIGKILL is delivered before kill(2) returns, but the process may take a moment to go.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let alive = running(pid);
+        if alive {
+            // SAFETY: as in run_until; the test cleans up what it started.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        assert!(
+            !alive,
+            "the script's child {pid} outlived its stopped phase"
+        );
     }
 }
