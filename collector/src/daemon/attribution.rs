@@ -64,6 +64,8 @@ pub(super) fn attribute(
         pod_name_fallbacks: resolver.pod_name_fallbacks,
         kube_api_errors: resolver.pods.api_errors(),
         tracked_workloads: attributor.ranker.tracked() as u64,
+        baselines_evicted: attributor.ranker.baselines_evicted,
+        episode_workloads_evicted: attributor.ranker.episode_workloads_evicted,
     };
     (view, attribution.unwrap_or_default(), stats)
 }

@@ -207,6 +207,10 @@ pub struct AttributionStats {
     pub kube_api_errors: u64,
     /// Workloads with a baseline in the culprit ranking.
     pub tracked_workloads: u64,
+    /// Baselines dropped at the ranking's bound of workloads (the least recently seen first).
+    pub baselines_evicted: u64,
+    /// Workloads an episode stopped following at the same bound (the least risen first).
+    pub episode_workloads_evicted: u64,
 }
 
 /// Per-signal rates of one window's counters.

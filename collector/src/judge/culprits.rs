@@ -342,14 +342,15 @@ struct Episode {
 
 impl Episode {
     /// Adds one anomalous window: its workloads' rises above their baselines, in the signals
-    /// its verdict moved.
+    /// its verdict moved. Returns how many workloads it stopped following at the bound.
     fn add(
         &mut self,
         baselines: &HashMap<Workload, Baseline>,
         rows: &[(&Workload, Rates)],
         unattributed: (&Baseline, &Rates),
         verdict: &Verdict,
-    ) {
+    ) -> u64 {
+        let mut evicted = 0;
         let decay = |sums: &mut Rates| sums.iter_mut().for_each(|sum| *sum *= EPISODE_DECAY);
         let (causes, victims) = moved_signals(&verdict.explanation);
         let mut moved = [false; Signal::ALL.len()];
@@ -390,11 +391,13 @@ impl Episode {
             } else if window_rises.iter().any(|rise| *rise > 0.0) {
                 if self.workloads.len() >= MAX_WORKLOADS {
                     self.forget_least();
+                    evicted += 1;
                 }
                 self.workloads
                     .insert((*workload).clone(), (window_rises, *rates));
             }
         }
+        evicted
     }
 
     /// At the bound, the workload with the least rise goes: it is the last that would be named.
@@ -483,6 +486,12 @@ pub struct CulpritRanker {
     pending: std::collections::VecDeque<Pending>,
     /// The rises since the node left normal (empty while it is healthy).
     episode: Episode,
+    /// Workloads whose baseline went at the [`MAX_WORKLOADS`] bound (the least recently seen):
+    /// they are measured against nothing until they have a baseline again.
+    pub baselines_evicted: u64,
+    /// Workloads an episode stopped following at the [`MAX_WORKLOADS`] bound (the least
+    /// risen): they can no longer be named for it.
+    pub episode_workloads_evicted: u64,
 }
 
 fn rates(stats: &CgroupStats, window_s: f64) -> [f64; Signal::ALL.len()] {
@@ -518,7 +527,7 @@ impl CulpritRanker {
             .collect();
         let unattributed = rates(unattributed, window_s);
         if verdict.anomalous {
-            self.episode.add(
+            self.episode_workloads_evicted += self.episode.add(
                 &self.workloads,
                 &rows,
                 (&self.unattributed, &unattributed),
@@ -559,6 +568,7 @@ impl CulpritRanker {
         for (workload, rates) in rows {
             if !self.workloads.contains_key(workload) && self.workloads.len() >= MAX_WORKLOADS {
                 self.forget_oldest();
+                self.baselines_evicted += 1;
             }
             let baseline = self.workloads.entry(workload.clone()).or_default();
             for (ewma, rate) in baseline.signals.iter_mut().zip(rates) {

@@ -47,6 +47,13 @@ pub(in crate::export) fn encode(
     )?;
     let stats = &state.attribution_stats;
     let none: Vec<(&str, String)> = Vec::new();
+    let bound = crate::judge::culprits::MAX_WORKLOADS;
+    let baselines_help = format!(
+        "Workload baselines dropped at the culprit ranking's bound of {bound} workloads (the least recently seen first)"
+    );
+    let episode_help = format!(
+        "Workloads an episode stopped following at the bound of {bound} (the least risen first): they can no longer be named for it"
+    );
     for (name, help, value) in [
         (
             "nodestate_cgroup_walks",
@@ -77,6 +84,16 @@ pub(in crate::export) fn encode(
             "nodestate_kube_api_errors",
             "Failed list or watch calls of the Kubernetes API (unreachable, refused, garbage): pods are named by their UID meanwhile",
             stats.kube_api_errors,
+        ),
+        (
+            "nodestate_culprit_baselines_evicted",
+            baselines_help.as_str(),
+            stats.baselines_evicted,
+        ),
+        (
+            "nodestate_culprit_episode_workloads_evicted",
+            episode_help.as_str(),
+            stats.episode_workloads_evicted,
         ),
     ] {
         counters(encoder, name, help, None, &[(none.clone(), value as f64)])?;

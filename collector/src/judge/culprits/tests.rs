@@ -415,3 +415,34 @@ fn every_moved_feature_the_baseline_judges_maps_to_signals() {
         );
     }
 }
+
+/// More workloads than the bound: what is dropped is counted, in the baselines and in an
+/// episode, never silently.
+#[test]
+fn workloads_past_the_bound_are_counted_when_dropped() {
+    let over = 10;
+    let names: Vec<String> = (0..MAX_WORKLOADS + over).map(|i| format!("w{i}")).collect();
+    let quiet: Vec<WorkloadWindow> = names.iter().map(|name| row(name, 1, 0, 0)).collect();
+    let mut ranker = CulpritRanker::new();
+    let healthy = verdict(NodeState::Healthy, &[]);
+    let windows = CONFIRM_AFTER + 2;
+    for _ in 0..windows {
+        ranker.window(&quiet, &CgroupStats::default(), 1.0, &healthy);
+    }
+    let learned = (windows - CONFIRM_AFTER) as u64;
+    assert_eq!(ranker.tracked(), MAX_WORKLOADS);
+    // Each learned window drops at least `over` (the workloads it brings back drop others).
+    assert!(
+        ranker.baselines_evicted >= over as u64 * learned,
+        "{} evicted",
+        ranker.baselines_evicted
+    );
+    assert_eq!(ranker.episode_workloads_evicted, 0);
+
+    let busy: Vec<WorkloadWindow> = names.iter().map(|name| row(name, 500, 0, 0)).collect();
+    let degraded = verdict(NodeState::Degraded, &[("psi_cpu_some_pct", 9.0)]);
+    ranker
+        .window(&busy, &CgroupStats::default(), 1.0, &degraded)
+        .expect("a degraded window is attributed");
+    assert_eq!(ranker.episode_workloads_evicted, over as u64);
+}
