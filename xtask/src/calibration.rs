@@ -53,7 +53,13 @@ flag 4, 1 and 4 windows: 1.7e-5 to 6.7e-5 per window, 5.8e-5 asked. The healthy 
 1 - 5.8e-5 quantile on those windows is 15.9-23.9: a threshold that holds the rate sits \
 there or higher, while the best-F1 threshold on a 2000-window test part sits near its largest healthy score, the 1 - 5e-4 quantile \
 (11.5-17.2 there), about 9 times the false-alarm rate asked. On a machine this heavy-tailed, \
-one false episode per day and this F1 cannot both be had.\n\
+one false episode per day and this F1 cannot both be had. Measured directly: a tail fitted \
+to the smallest score of each two windows in a row (the runs the daemon's hysteresis enters, \
+so that lone far windows spend none of the rate) gave seed 7 an own F1 of 0.78 against 0.80, \
+but on the held-out training parts of seeds 100-104 the models of seeds 11-13 (thresholds \
+4.6-5.2) entered 16 false episodes of two windows or more in 45,000 windows (3.6e-4 per \
+window, 6 times the rate asked; the rule as it is: none), and `drift` fell to 0.24 (its \
+threshold 5.13 to 3.65). Not kept.\n\
 - `contaminated`: not fixed. The error-burst and disk-stall incidents are degraded clusters \
 of their own; the CPU-saturation incidents (1.3% of the windows, 4 runs of 10) are not far: \
 each feature's spread is measured across the busy and the quiet halves (CPU 55% and 15%), so \
@@ -113,6 +119,18 @@ not an extrapolated tail, until some thousand windows), and no value of a knob c
 minutes pooled from 18 runs is still not a node's first hour: no recording of hours on one \
 node, healthy then faults, exists yet to judge the learner fairly.";
 
+/// What the hysteresis table shows (written from the figures of `cargo xtask calibration`).
+const DAEMON: &str = "What it shows: the hysteresis changes the picture where a model's false \
+alarms are lone windows. The static `drift` model's healthy windows over its threshold (the \
+test part's drift beyond its training) come mostly alone: after the hysteresis its precision \
+rises from 0.55 to 0.74, and its state is within 0.01 of its upper bound, where its windows \
+were 0.19 below. The static `shapes` model and the \
+scenario recordings stay within the goal, `heavy-tails` and `contaminated` miss it for the \
+reasons above, and the streaming learner misses it on every synthetic set (`drift` by a \
+hair) while it meets it on the scenario recordings. The state turns degraded at a fault's second \
+window and stays until the third normal one after it: on the scenario recordings' short \
+faults that costs F1 (0.89 against 0.95).";
+
 /// "Before": the rule the model had (p99 x 1.2), no trimming, mean and standard deviation.
 fn before(options: TrainOptions) -> TrainOptions {
     TrainOptions {
@@ -147,6 +165,8 @@ struct Outcome {
     trimmed: usize,
     /// Share of the healthy test windows flagged.
     false_alarms: f64,
+    /// The same verdicts after the daemon's hysteresis, and their upper bound.
+    daemon: Judged,
 }
 
 /// The model's own verdicts on `test`, and the best F1 any threshold on the same scores
@@ -155,14 +175,18 @@ fn outcome(model: &Model, tests: &[(Table, Vec<bool>)]) -> anyhow::Result<Outcom
     let mut own = Vec::new();
     let mut truth = Vec::new();
     let mut scored = Vec::new();
+    let mut runs = Vec::new();
     for (table, labels) in tests {
-        for (assessment, &label) in model.score_table(table)?.iter().zip(labels) {
+        let assessments = model.score_table(table)?;
+        runs.push(assessments.len().min(labels.len()));
+        for (assessment, &label) in assessments.iter().zip(labels) {
             own.push(assessment.is_anomalous());
             truth.push(label);
             let in_degraded = model.clusters[assessment.cluster].state == HealthState::Degraded;
             scored.push((assessment.score, in_degraded, label));
         }
     }
+    let daemon = judged_after_hysteresis(&own, &truth, &scored, &runs);
     let Judged {
         precision,
         recall,
@@ -187,18 +211,66 @@ fn outcome(model: &Model, tests: &[(Table, Vec<bool>)]) -> anyhow::Result<Outcom
         rule,
         trimmed: model.training.trimmed,
         false_alarms,
+        daemon,
     })
 }
 
 /// Verdicts against labels: own precision, recall and F1, the share of healthy windows
 /// flagged, and the best F1 of any threshold on the same scores (the upper bound). Both the
 /// static and the streaming table read their figures from here.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Judged {
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
     pub false_alarms: f64,
     pub best: f64,
+}
+
+/// The daemon's states from per-window judgements: its hysteresis (enter after
+/// `DEFAULT_ENTER_AFTER` anomalous windows in a row, leave after `DEFAULT_LEAVE_AFTER` normal
+/// ones), started afresh at each run (`runs`: the test tables' lengths, in order).
+pub(crate) fn with_hysteresis(anomalous: &[bool], runs: &[usize]) -> Vec<bool> {
+    let mut states = Vec::with_capacity(anomalous.len());
+    let mut start = 0;
+    for &length in runs {
+        let mut hysteresis = model::Hysteresis::default();
+        for &window in &anomalous[start..(start + length).min(anomalous.len())] {
+            states.push(hysteresis.update(window) == HealthState::Degraded);
+        }
+        start += length;
+    }
+    states
+}
+
+/// As [`judged`], but of the daemon's verdicts after its hysteresis, and the upper bound the
+/// best F1 of any single threshold with the same hysteresis after it. Each threshold is
+/// tried: a few thousand windows.
+pub(crate) fn judged_after_hysteresis(
+    own: &[bool],
+    truth: &[bool],
+    scored: &[(f64, bool, bool)],
+    runs: &[usize],
+) -> Judged {
+    let own = with_hysteresis(own, runs);
+    let mut thresholds: Vec<f64> = scored.iter().map(|s| s.0).collect();
+    thresholds.push(f64::INFINITY);
+    thresholds.sort_by(f64::total_cmp);
+    thresholds.dedup();
+    let best = thresholds
+        .iter()
+        .map(|&threshold| {
+            let anomalous: Vec<bool> = scored
+                .iter()
+                .map(|&(score, degraded, _)| degraded || score > threshold)
+                .collect();
+            Scores::of(&with_hysteresis(&anomalous, runs), truth).f1
+        })
+        .fold(0.0, f64::max);
+    Judged {
+        best,
+        ..judged(&own, truth, Vec::new())
+    }
 }
 
 pub(crate) fn judged(own: &[bool], truth: &[bool], scored: Vec<(f64, bool, bool)>) -> Judged {
@@ -403,6 +475,7 @@ pub fn section(recorded: &[Recorded]) -> anyhow::Result<String> {
     }
     writeln!(md, "\n{WHY}")?;
     streaming_table(&mut md, &rows)?;
+    daemon_table(&mut md, &rows)?;
     writeln!(md, "{END}")?;
     Ok(md)
 }
@@ -462,6 +535,57 @@ fn streaming_table(md: &mut String, rows: &[Row]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The same verdicts as the daemon gives them: after its hysteresis.
+fn daemon_table(md: &mut String, rows: &[Row]) -> anyhow::Result<()> {
+    writeln!(
+        md,
+        "\n### As the daemon says it: the same verdicts after its hysteresis\n\n\
+         The tables above count every window over the threshold, as the issue's goal does. \
+         The daemon reports its state after hysteresis: degraded after {enter} anomalous \
+         windows in a row, healthy again after {leave} normal ones, so a lone window over the \
+         threshold pages nobody and an episode is held a little past a fault's end. Here each \
+         model's per-window verdicts above go through that hysteresis (afresh for each test \
+         part), and F1 is that of the node's state, window by window: what a person on call \
+         would have been told. Nothing in the models changes. **Upper bound**: the best F1 of \
+         any single threshold on the same scores with the same hysteresis after it, on the \
+         test labels. This is a second view, not the goal's measure.\n",
+        enter = model::hysteresis::DEFAULT_ENTER_AFTER,
+        leave = model::hysteresis::DEFAULT_LEAVE_AFTER,
+    )?;
+    writeln!(
+        md,
+        "| data | after (static): F1 (P / R) | upper bound | within {GOAL}? | streaming: F1 (P / R) | upper bound | within {GOAL}? |\n|---|---|---|---|---|---|---|"
+    )?;
+    let verdict = |j: &Judged| {
+        let gap = j.best - j.f1;
+        if gap <= GOAL {
+            format!("yes ({gap:.2} below)")
+        } else {
+            format!("**no** ({gap:.2} below)")
+        }
+    };
+    for row in rows {
+        let (a, s) = (&row.after.daemon, &row.streaming.daemon);
+        writeln!(
+            md,
+            "| {} | {:.2} ({:.2} / {:.2}) | {:.2} | {} | {:.2} ({:.2} / {:.2}) | {:.2} | {} |",
+            row.name,
+            a.f1,
+            a.precision,
+            a.recall,
+            a.best,
+            verdict(a),
+            s.f1,
+            s.precision,
+            s.recall,
+            s.best,
+            verdict(s),
+        )?;
+    }
+    writeln!(md, "\n{DAEMON}")?;
+    Ok(())
+}
+
 /// Replaces the section in EVALUATION.md (appends it when absent).
 pub fn write_section(section: &str) -> anyhow::Result<()> {
     let path = workspace_root().join("EVALUATION.md");
@@ -500,7 +624,39 @@ pub fn calibration() -> anyhow::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::best_f1;
+    use super::{best_f1, judged_after_hysteresis, with_hysteresis};
+
+    #[test]
+    fn the_hysteresis_enters_after_two_and_starts_afresh_per_run() {
+        let (t, f) = (true, false);
+        // A lone window over the threshold: nothing; two in a row: degraded until three
+        // normal ones; a run boundary between two anomalous windows: no episode.
+        let anomalous = [f, t, f, t, t, f, f, f, f, t, t];
+        let states = with_hysteresis(&anomalous, &[10, 1]);
+        assert_eq!(states, [f, f, f, f, t, t, t, f, f, f, f]);
+    }
+
+    #[test]
+    fn the_upper_bound_after_hysteresis_ignores_lone_healthy_peaks() {
+        // A lone healthy window over every fault's score: point-wise it costs precision at
+        // any threshold that finds the fault; after the hysteresis it pages nobody.
+        let labels = [
+            false, false, false, false, true, true, true, true, false, false, false, false,
+        ];
+        let scores = [1.0, 9.0, 1.0, 1.0, 5.0, 5.0, 5.0, 5.0, 1.0, 1.0, 1.0, 1.0];
+        let scored: Vec<(f64, bool, bool)> = scores
+            .iter()
+            .zip(&labels)
+            .map(|(&s, &l)| (s, false, l))
+            .collect();
+        let own: Vec<bool> = scores.iter().map(|&s| s > 4.0).collect();
+        let judged = judged_after_hysteresis(&own, &labels, &scored, &[12]);
+        // Degraded from the second faulty window, held two windows after the fault ends.
+        assert!((judged.precision - 3.0 / 5.0).abs() < 1e-12, "{judged:?}");
+        assert!((judged.recall - 3.0 / 4.0).abs() < 1e-12, "{judged:?}");
+        assert!((judged.best - judged.f1).abs() < 1e-12, "{judged:?}");
+        assert!(best_f1(scored) < 1.0);
+    }
 
     #[test]
     fn the_upper_bound_is_the_best_single_threshold() {

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context as _, bail};
 use model::{BaselineLearner, BaselineOptions, Model, Table, TrainOptions, model::HealthState};
 
-use super::{Judged, judged};
+use super::{Judged, judged, judged_after_hysteresis};
 
 /// What the learner's verdicts on the test windows give.
 pub struct Streamed {
@@ -31,6 +31,8 @@ pub struct Streamed {
     /// (the first one and the refreshes).
     pub threshold: f64,
     pub trainings: usize,
+    /// The same verdicts after the daemon's hysteresis, and their upper bound.
+    pub daemon: Judged,
 }
 
 /// The length of a window, in seconds: the median gap between consecutive timestamps
@@ -136,7 +138,9 @@ pub fn stream(
     let mut degraded = degraded_clusters(&learner);
     let mut trainings = learner.trainings();
     let (mut own, mut truth, mut scored) = (Vec::new(), Vec::new(), Vec::new());
+    let mut runs = Vec::new();
     for (table, labels) in tests {
+        runs.push(labels.len().min(table.len()));
         let columns = positions(table, &fields)?;
         for (index, &label) in labels.iter().enumerate().take(table.len()) {
             let assessment = learner
@@ -158,6 +162,7 @@ pub fn stream(
             }
         }
     }
+    let daemon = judged_after_hysteresis(&own, &truth, &scored, &runs);
     let Judged {
         precision,
         recall,
@@ -173,6 +178,7 @@ pub fn stream(
         false_alarms,
         threshold: learner.threshold(),
         trainings: learner.trainings(),
+        daemon,
     })
 }
 
