@@ -128,11 +128,12 @@ pub(crate) enum Command {
         #[arg(long, value_enum, default_value_t = ScalingArg::Robust)]
         scaling: ScalingArg,
         /// Measure each cluster's own spread (median absolute deviation per feature, within
-        /// clusters of 50 windows or more) and score distances to a healthy centroid in it,
-        /// so a window far from its own mode stands out even where the modes lie far apart.
-        /// Experimental, off by default: on synthetic data it raised false alarms where a
-        /// machine drifts or has heavy tails.
-        #[arg(long)]
+        /// clusters of 50 windows or more) in the features whose healthy modes lie apart (a
+        /// busy and a quiet half), and score distances to a healthy centroid in it, so a
+        /// window far from its own mode stands out (a CPU at 97% beside a busy mode at 55%
+        /// and a quiet one at 15%). On by default; `--spread-per-mode=false`: the scaler's
+        /// spread alone, as models before it.
+        #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
         spread_per_mode: bool,
         /// "json" prints one JSON object on stdout ({"out", "model", and with --prometheus
         /// "fleet": what was read}) instead of the text summary, which then goes to stderr.

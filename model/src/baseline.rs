@@ -167,6 +167,9 @@ impl Default for BaselineOptions {
                 // (z ~11) that the scrape test causes: robust scaling for the on-node
                 // baseline needs its own evaluation before it becomes its default.
                 scaling: crate::model::Scaling::Standard,
+                // Likewise for spreads per mode (`model train`'s default): the soak and the
+                // scenarios have not judged the learner with them.
+                spread_per_mode: false,
                 ..TrainOptions::default()
             },
             spot: SpotOptions::default(),

@@ -42,6 +42,29 @@ pub fn summary(model: &Model) -> String {
             "no trimming".to_string()
         }
     );
+    // Spreads per mode: the features measured within their cluster (any cluster's spread
+    // other than the scaler's 1), named so a reader sees why a score is what it is.
+    let per_mode: Vec<&str> = (0..model.schema.features.len())
+        .filter(|&f| {
+            model.clusters.iter().any(|c| {
+                c.state == HealthState::Healthy
+                    && c.spread
+                        .as_ref()
+                        .is_some_and(|s| s.get(f).is_some_and(|v| *v != 1.0))
+            })
+        })
+        .map(|f| model.schema.features[f].name.as_str())
+        .collect();
+    if !per_mode.is_empty() {
+        let _ = writeln!(
+            text,
+            "spreads per mode (each healthy cluster of {}+ windows) in {} feature(s) whose healthy \
+             modes lie apart: {}",
+            crate::model::MIN_MODE_WINDOWS,
+            per_mode.len(),
+            per_mode.join(", ")
+        );
+    }
     let calibration = match &model.threshold.tail {
         Some(tail) => format!(
             "tail rule: the tail of {} healthy training scores, for a false-alarm rate of {:.2e} \

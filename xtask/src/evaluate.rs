@@ -168,6 +168,8 @@ fn train_builtin(input: &Path, labels: Option<&Path>, out: &Path) -> anyhow::Res
         BUILTIN_FLOOR_SCALE,
         "--min-threshold",
         BUILTIN_MIN_THRESHOLD,
+        // As the scenarios judged it: spreads per mode need their own scenario run first.
+        "--spread-per-mode=false",
         "--out",
         out.to_str().context("path")?,
     ]);

@@ -415,6 +415,47 @@ mod tests {
         assert_eq!(masked.state, HealthState::Degraded, "{masked:?}");
     }
 
+    /// A feature with one mode and a long tail beside the two-mode CPU: it keeps the scaler's
+    /// spread in every cluster (measured within the bulk of its cluster, its healthy tail
+    /// would be many spreads out), while the CPU is measured within its mode.
+    #[test]
+    fn only_features_whose_modes_lie_apart_get_spreads_per_mode() {
+        let rows: Vec<Row> = two_modes()
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut row)| {
+                // Exponential, the same in busy and quiet windows.
+                let u = ((i * 48_271 + 11) % 1000) as f64 / 1000.0 + 0.0005;
+                row.values
+                    .insert("latency_ms".to_string(), 5.0 - 3.0 * u.ln());
+                row
+            })
+            .collect();
+        let model = Model::train(
+            &rows,
+            &TrainOptions {
+                k: 2,
+                threshold_rule: crate::model::ThresholdRule::Percentile,
+                trim: 0.0,
+                ..TrainOptions::default()
+            },
+        )
+        .expect("trains");
+        let position = |name: &str| model.features.iter().position(|f| f == name).unwrap();
+        for cluster in &model.clusters {
+            let spread = cluster
+                .spread
+                .as_ref()
+                .expect("spreads per mode by default");
+            assert_eq!(spread.len(), model.features.len());
+            assert!(
+                spread[position("cpu_busy_pct")] < crate::model::MULTIMODAL_SHARE,
+                "{spread:?}"
+            );
+            assert_eq!(spread[position("latency_ms")], 1.0, "{spread:?}");
+        }
+    }
+
     #[test]
     fn spreads_per_mode_survive_the_file_and_old_files_score_as_before() {
         let far = BTreeMap::from([

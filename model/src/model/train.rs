@@ -11,8 +11,8 @@ use super::{
     Threshold, TrainingInfo,
     distance::{RowEuclidean, nearest, nearest_of},
     options::{
-        MIN_MODE_WINDOWS, TAIL_EPISODE_GAP, TAIL_LEVEL_QUANTILE, TRIM_CUTOFF_SPREADS, TRIM_ROUNDS,
-        ThresholdRule, TrainOptions,
+        MIN_MODE_WINDOWS, MULTIMODAL_SHARE, TAIL_EPISODE_GAP, TAIL_LEVEL_QUANTILE,
+        TRIM_CUTOFF_SPREADS, TRIM_ROUNDS, ThresholdRule, TrainOptions,
     },
     percentile,
 };
@@ -316,12 +316,13 @@ impl Model {
             scattered_modes_are_healthy(&assignment, &mut states);
         }
 
-        let spreads: Vec<Option<Vec<f64>>> = (0..k)
+        let mut spreads: Vec<Option<Vec<f64>>> = (0..k)
             .map(|cluster| {
                 (options.spread_per_mode && sizes[cluster] >= MIN_MODE_WINDOWS)
                     .then(|| mode_spread(&scaled, &assignment, cluster, &floors))
             })
             .collect();
+        keep_scaler_spread_unless_multimodal(&mut spreads, &sizes, &states);
 
         let mut model = Self {
             format: MODEL_FORMAT.into(),
@@ -434,6 +435,43 @@ impl Model {
         }
         model.threshold.calibration_windows = scores.len();
         Ok(model)
+    }
+}
+
+/// Per feature, the spreads per mode are kept only where the feature's healthy modes are
+/// apart ([`MULTIMODAL_SHARE`]); elsewhere every cluster uses the scaler's spread (1).
+fn keep_scaler_spread_unless_multimodal(
+    spreads: &mut [Option<Vec<f64>>],
+    sizes: &[usize],
+    states: &[HealthState],
+) {
+    let healthy: Vec<usize> = (0..spreads.len())
+        .filter(|&c| states[c] == HealthState::Healthy && spreads[c].is_some())
+        .collect();
+    let Some(features) = healthy
+        .first()
+        .and_then(|&c| spreads[c].as_ref())
+        .map(Vec::len)
+    else {
+        return;
+    };
+    let weight: f64 = healthy.iter().map(|&c| sizes[c] as f64).sum();
+    let apart: Vec<bool> = (0..features)
+        .map(|f| {
+            let within: f64 = healthy
+                .iter()
+                .filter_map(|&c| spreads[c].as_ref().map(|s| s[f] * sizes[c] as f64))
+                .sum::<f64>()
+                / weight.max(1.0);
+            healthy.len() >= 2 && within < MULTIMODAL_SHARE
+        })
+        .collect();
+    for spread in spreads.iter_mut().flatten() {
+        for (value, &apart) in spread.iter_mut().zip(&apart) {
+            if !apart {
+                *value = 1.0;
+            }
+        }
     }
 }
 
