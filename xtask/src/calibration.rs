@@ -243,11 +243,13 @@ pub(crate) fn with_hysteresis(anomalous: &[bool], runs: &[usize]) -> Vec<bool> {
     let mut states = Vec::with_capacity(anomalous.len());
     let mut start = 0;
     for &length in runs {
-        let mut hysteresis = model::Hysteresis::default();
-        for &window in &anomalous[start..(start + length).min(anomalous.len())] {
-            states.push(hysteresis.update(window) == HealthState::Degraded);
-        }
-        start += length;
+        let end = (start + length).min(anomalous.len());
+        states.extend(model::eval::debounce(
+            &anomalous[start..end],
+            model::hysteresis::DEFAULT_ENTER_AFTER,
+            model::hysteresis::DEFAULT_LEAVE_AFTER,
+        ));
+        start = end;
     }
     states
 }
