@@ -265,7 +265,8 @@ pub(crate) fn judged_after_hysteresis(
 ) -> Judged {
     let own = with_hysteresis(own, runs);
     let mut thresholds: Vec<f64> = scored.iter().map(|s| s.0).collect();
-    thresholds.push(f64::INFINITY);
+    // Flagging none and flagging every window are thresholds too, as in `best_f1`'s sweep.
+    thresholds.extend([f64::INFINITY, f64::NEG_INFINITY]);
     thresholds.sort_by(f64::total_cmp);
     thresholds.dedup();
     let best = thresholds
@@ -648,6 +649,18 @@ mod tests {
         let anomalous = [f, t, f, t, t, f, f, f, f, t, t];
         let states = with_hysteresis(&anomalous, &[10, 1]);
         assert_eq!(states, [f, f, f, f, t, t, t, f, f, f, f]);
+    }
+
+    #[test]
+    fn the_upper_bound_after_hysteresis_may_flag_every_window() {
+        // Every window faulty, all scoring alike: only a threshold under every score finds
+        // them, as `best_f1` would.
+        let scored = vec![(2.0, false, true); 6];
+        let labels = [true; 6];
+        let judged = judged_after_hysteresis(&[false; 6], &labels, &scored, &[6]);
+        assert_eq!(best_f1(scored), 1.0);
+        // Degraded from the second window on: 5 of 6 found, none false.
+        assert!((judged.best - 10.0 / 11.0).abs() < 1e-12, "{judged:?}");
     }
 
     #[test]
