@@ -158,6 +158,11 @@ pub(crate) enum Command {
         /// Deprecated spelling of --output (`--format jsonl` is `--output json`).
         #[arg(long, value_enum, hide = true, conflicts_with = "output")]
         format: Option<Format>,
+        /// Judge as the daemon judges a model of saturation, error and latency signals (its
+        /// built-in model): only a rise of such a signal is evidence, and a latency of 0 (no
+        /// sample in the window) is left out of that window's score.
+        #[arg(long)]
+        signals: bool,
     },
     /// Compare the model's verdicts with labels: precision, recall, F1, point-adjusted F1,
     /// time to detect per fault segment, and a hysteresis sweep.
@@ -184,6 +189,11 @@ pub(crate) enum Command {
         /// Deprecated spelling of `--output json` (kept for one release).
         #[arg(long, hide = true, conflicts_with = "output")]
         json: bool,
+        /// Judge as the daemon judges a model of saturation, error and latency signals (its
+        /// built-in model): only a rise of such a signal is evidence, and a latency of 0 (no
+        /// sample in the window) is left out of that window's score.
+        #[arg(long)]
+        signals: bool,
     },
     /// Show what a model holds.
     Inspect {

@@ -224,6 +224,7 @@ fn run() -> anyhow::Result<()> {
             out,
             output,
             format,
+            signals,
         } => {
             if format.is_some() {
                 deprecated("--format", "--output (csv or json)");
@@ -236,7 +237,10 @@ fn run() -> anyhow::Result<()> {
                     &[("--model", model.as_path()), ("--input", input.as_path())],
                 )?;
             }
-            let model = Model::load(&model)?;
+            let mut model = Model::load(&model)?;
+            if signals {
+                model.judge_signals();
+            }
             let table = read_table(&input)?;
             let assessments = model.score_table(&table)?;
             let format = match format {
@@ -263,11 +267,15 @@ fn run() -> anyhow::Result<()> {
             leave_after,
             output,
             json,
+            signals,
         } => {
             if json {
                 deprecated("--json", "--output json");
             }
-            let model = Model::load(&model)?;
+            let mut model = Model::load(&model)?;
+            if signals {
+                model.judge_signals();
+            }
             let table = read_table(&input)?;
             let truth = Labels::read(&labels)?.per_row(&table, &labels)?;
             let assessments = model.score_table(&table)?;

@@ -368,7 +368,7 @@ fn impute_latencies(columns: &[String], draws: &mut Draws, rows: &[&Kept]) -> Ve
 }
 
 /// A latency field (`*_latency_*`): 0 when the window had no sample of it.
-fn is_latency(field: &str) -> bool {
+pub(crate) fn is_latency(field: &str) -> bool {
     field.contains("_latency_")
 }
 

@@ -209,6 +209,9 @@ struct Prepared {
     /// Per feature, whether only a rise is evidence (see [`Model::judge_rises_only`]); empty:
     /// every deviation is.
     rises_only: Vec<bool>,
+    /// Positions among the inputs of the latencies whose 0 is "no sample in this window"
+    /// (see [`Model::judge_signals`]); empty: a 0 is a value like any other.
+    unsampled_latencies: Vec<usize>,
 }
 
 /// Linear-interpolated percentile of sorted values.
@@ -242,6 +245,7 @@ impl Model {
                 })
                 .collect(),
             rises_only: Vec::new(),
+            unsampled_latencies: Vec::new(),
         };
         self.features = self.prepared.schema.inputs.clone();
     }
@@ -260,6 +264,48 @@ impl Model {
         } else {
             Vec::new()
         };
+    }
+
+    /// Judges windows as the daemon judges a model of saturation, error and latency signals
+    /// (the built-in model; the learned baseline's own models work the same way): only a
+    /// rise of such a signal is evidence ([`crate::baseline::is_judged`]), and a latency of
+    /// 0 (no I/O or fsync sampled in the window: nothing happened) is left out of that
+    /// window's score as a missing value is, unless nothing else would be left. The
+    /// built-in model's lab always had fsyncs, so on a quiet node that never fsyncs its
+    /// `fsync_latency_p99_us` of 0 was z = -6.5: 127 of 132 idle windows of soak 6 judged
+    /// anomalous. Not stored in the model file: call it after loading.
+    pub fn judge_signals(&mut self) {
+        self.judge_rises_only(crate::baseline::is_judged);
+        self.prepared.unsampled_latencies = self
+            .prepared
+            .schema
+            .inputs
+            .iter()
+            .enumerate()
+            .filter(|(_, name)| crate::baseline::is_latency(name))
+            .map(|(index, _)| index)
+            .collect();
+    }
+
+    /// Adds to `missing` the latencies of `inputs` without a sample (see
+    /// [`Model::judge_signals`]), unless every feature would then be missing.
+    pub(crate) fn leave_out_unsampled(&self, inputs: &[f64], missing: &mut Vec<usize>) {
+        let before = missing.len();
+        for &index in &self.prepared.unsampled_latencies {
+            if inputs.get(index) == Some(&0.0) && !missing.contains(&index) {
+                missing.push(index);
+            }
+        }
+        if missing.len() > before
+            && self
+                .prepared
+                .schema
+                .features_missing(missing)
+                .iter()
+                .all(|&out| out)
+        {
+            missing.truncate(before);
+        }
     }
 
     /// A feature's deviation `z` as evidence: none below normal for a rises-only feature.

@@ -24,7 +24,8 @@ impl Model {
     /// windows stays a conservative bound. A window in which every feature is missing is an
     /// error.
     pub fn score(&self, window: &impl WindowFields) -> Result<Assessment> {
-        let (inputs, missing) = self.gather(window)?;
+        let (inputs, mut missing) = self.gather(window)?;
+        self.leave_out_unsampled(&inputs, &mut missing);
         self.score_partial_checked(&inputs, &missing)
     }
 
@@ -254,15 +255,22 @@ impl Model {
         }
         let positions = positions_in(&table.columns, self.required_fields());
         let mut inputs = vec![0.0; positions.len()];
-        Ok((0..table.len())
+        let mut unsampled = Vec::new();
+        (0..table.len())
             .map(|row| {
                 let values = table.row(row);
                 for (slot, &position) in inputs.iter_mut().zip(&positions) {
                     *slot = values[position];
                 }
-                self.score_checked(&inputs)
+                unsampled.clear();
+                self.leave_out_unsampled(&inputs, &mut unsampled);
+                if unsampled.is_empty() {
+                    Ok(self.score_checked(&inputs))
+                } else {
+                    self.score_partial_checked(&inputs, &unsampled)
+                }
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -345,6 +353,90 @@ mod tests {
     /// The CPU's scaler spread spans both (about 19 points) and the threshold is set by the
     /// quiet mode's wandering, so a busy window at 65 % (half a spread from busy) is hidden;
     /// within the busy mode (a spread of about 2 points) it is several spreads away.
+    /// A lab node that always fsyncs (2 ms) under 20 % CPU pressure, and processes that
+    /// exit: the built-in model's kind of training.
+    fn lab_model() -> Model {
+        let rows: Vec<Row> = (0..200)
+            .map(|i| Row {
+                values: BTreeMap::from([
+                    (
+                        "fsync_latency_p99_us".to_string(),
+                        2000.0 + f64::from(i % 7) * 50.0,
+                    ),
+                    ("psi_cpu_some_pct".to_string(), 20.0 + f64::from(i % 5)),
+                ]),
+                line: i as usize + 1,
+                ..Row::default()
+            })
+            .collect();
+        Model::train(&rows, &TrainOptions::default()).expect("trains")
+    }
+
+    #[test]
+    fn judged_as_signals_a_node_quieter_than_the_lab_is_not_degraded() {
+        let window = |fsync: f64, psi: f64| {
+            BTreeMap::from([
+                ("fsync_latency_p99_us".to_string(), fsync),
+                ("psi_cpu_some_pct".to_string(), psi),
+            ])
+        };
+        let table = |windows: &[BTreeMap<String, f64>]| {
+            let records: Vec<serde_json::Value> = windows
+                .iter()
+                .map(|w| serde_json::to_value(w).unwrap())
+                .collect();
+            Table::from_records(&records).unwrap()
+        };
+        // No fsync in the window, little pressure: a quiet node.
+        let quiet = window(0.0, 2.0);
+        let two_sided = lab_model();
+        assert_eq!(
+            two_sided.score(&quiet).unwrap().state,
+            HealthState::Degraded
+        );
+        let mut signals = lab_model();
+        signals.judge_signals();
+        let judged = signals.score(&quiet).unwrap();
+        assert_eq!(judged.state, HealthState::Healthy, "{judged:?}");
+        assert!(
+            judged
+                .explanation
+                .iter()
+                .all(|c| c.feature != "fsync_latency_p99_us" && c.z >= 0.0),
+            "{judged:?}"
+        );
+        // A rise is still a fault: pressure, or fsyncs ten times slower.
+        for fault in [window(0.0, 90.0), window(20_000.0, 20.0)] {
+            assert_eq!(signals.score(&fault).unwrap().state, HealthState::Degraded);
+        }
+        // The table path (`model score --signals`) judges as the window path does.
+        let windows = [quiet, window(0.0, 90.0), window(2100.0, 21.0)];
+        let by_table = signals.score_table(&table(&windows)).unwrap();
+        for (window, judged) in windows.iter().zip(&by_table) {
+            assert_eq!(&signals.score(window).unwrap(), judged);
+        }
+        // A window with nothing but an unsampled latency keeps it (nothing else to judge).
+        let only = lab_model_of_latency();
+        let judged = only.score(&BTreeMap::from([("fsync_latency_p99_us".to_string(), 0.0)]));
+        assert!(judged.is_ok(), "{judged:?}");
+    }
+
+    fn lab_model_of_latency() -> Model {
+        let rows: Vec<Row> = (0..100)
+            .map(|i| Row {
+                values: BTreeMap::from([(
+                    "fsync_latency_p99_us".to_string(),
+                    2000.0 + f64::from(i % 7) * 50.0,
+                )]),
+                line: i as usize + 1,
+                ..Row::default()
+            })
+            .collect();
+        let mut model = Model::train(&rows, &TrainOptions::default()).expect("trains");
+        model.judge_signals();
+        model
+    }
+
     fn two_modes() -> Vec<Row> {
         (0..1000)
             .map(|i: usize| {
