@@ -402,7 +402,12 @@ fn scenario_row(recorded: &[Recorded]) -> anyhow::Result<Row> {
         spread_per_mode: false,
         ..TrainOptions::default()
     };
-    let after_model = Model::train(&train, &builtin)?;
+    // Judged as the daemon judges its built-in model (`model score --signals`).
+    let signals = |mut model: Model| {
+        model.judge_signals();
+        model
+    };
+    let after_model = signals(Model::train(&train, &builtin)?);
     let faults = recorded
         .iter()
         .filter(|r| r.scenario.kind == Kind::Fault)
@@ -411,13 +416,17 @@ fn scenario_row(recorded: &[Recorded]) -> anyhow::Result<Row> {
         name: "scenario recordings".into(),
         what: format!(
             "all {} runs pooled ({faults} faults), trained like the built-in model on the {} \
-             healthy windows before each fault",
+             healthy windows before each fault and judged as the daemon judges it (rises of \
+             the signals only, a latency without a sample left out)",
             recorded.len(),
             healthy.len()
         ),
         windows,
         faulty,
-        before: outcome(&Model::train(&train, &before(builtin.clone()))?, &tests)?,
+        before: outcome(
+            &signals(Model::train(&train, &before(builtin.clone()))?),
+            &tests,
+        )?,
         after: outcome(&after_model, &tests)?,
         streaming: streaming::stream(&train, &tests, &after_model, &builtin.features)
             .context("streaming the scenario recordings")?,
