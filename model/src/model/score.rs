@@ -349,12 +349,8 @@ mod tests {
         assert_eq!(by_position.score, partial.score);
     }
 
-    /// Two modes, busy (CPU 55 % ± 3) and quiet (20 % ± 12), 500 windows each in runs of 50.
-    /// The CPU's scaler spread spans both (about 19 points) and the threshold is set by the
-    /// quiet mode's wandering, so a busy window at 65 % (half a spread from busy) is hidden;
-    /// within the busy mode (a spread of about 2 points) it is several spreads away.
-    /// A lab node that always fsyncs (2 ms) under 20 % CPU pressure, and processes that
-    /// exit: the built-in model's kind of training.
+    /// A lab node that always fsyncs (2 ms) under 20 % CPU pressure: the built-in model's
+    /// kind of training.
     fn lab_model() -> Model {
         let rows: Vec<Row> = (0..200)
             .map(|i| Row {
@@ -421,6 +417,7 @@ mod tests {
         assert!(judged.is_ok(), "{judged:?}");
     }
 
+    /// The lab's fsync latency alone, judged as signals.
     fn lab_model_of_latency() -> Model {
         let rows: Vec<Row> = (0..100)
             .map(|i| Row {
@@ -437,6 +434,10 @@ mod tests {
         model
     }
 
+    /// Two modes, busy (CPU 55 % ± 3) and quiet (20 % ± 12), 500 windows each in runs of 50.
+    /// The CPU's scaler spread spans both (about 19 points) and the threshold is set by the
+    /// quiet mode's wandering, so a busy window at 65 % (half a spread from busy) is hidden;
+    /// within the busy mode (a spread of about 2 points) it is several spreads away.
     fn two_modes() -> Vec<Row> {
         (0..1000)
             .map(|i: usize| {
