@@ -152,7 +152,7 @@ fn load_model(path: &std::path::Path) -> anyhow::Result<Model> {
             std::path::Path::new("builtin model (datasets/default-model.json)"),
         )?;
         // A model of saturation, error and latency signals, judged as such: on a node
-        // quieter than the lab (no fsync at all) it judged every window degraded.
+        // quieter than the lab (no fsync at all) it judged nearly every window degraded.
         model.judge_signals();
         model
     } else {
