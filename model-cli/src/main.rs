@@ -53,6 +53,16 @@ fn emit(text: &str) -> std::io::Result<()> {
     out.flush()
 }
 
+/// The model file, judged as signals (`--signals`: as the daemon judges its built-in model)
+/// or both ways, as stored.
+fn load_judging(path: &std::path::Path, signals: bool) -> anyhow::Result<Model> {
+    let mut model = Model::load(path)?;
+    if signals {
+        model.judge_signals();
+    }
+    Ok(model)
+}
+
 fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -237,10 +247,7 @@ fn run() -> anyhow::Result<()> {
                     &[("--model", model.as_path()), ("--input", input.as_path())],
                 )?;
             }
-            let mut model = Model::load(&model)?;
-            if signals {
-                model.judge_signals();
-            }
+            let model = load_judging(&model, signals)?;
             let table = read_table(&input)?;
             let assessments = model.score_table(&table)?;
             let format = match format {
@@ -272,10 +279,7 @@ fn run() -> anyhow::Result<()> {
             if json {
                 deprecated("--json", "--output json");
             }
-            let mut model = Model::load(&model)?;
-            if signals {
-                model.judge_signals();
-            }
+            let model = load_judging(&model, signals)?;
             let table = read_table(&input)?;
             let truth = Labels::read(&labels)?.per_row(&table, &labels)?;
             let assessments = model.score_table(&table)?;

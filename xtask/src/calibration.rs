@@ -1,8 +1,8 @@
 //! `cargo xtask calibration`: where each model's own threshold lands, before and after issue
-//! 24's calibration (tail rule, trimming, robust scaling, spreads per mode), on the named synthetic sets and on
-//! the recorded scenarios, beside the best F1 a threshold tuned on the test labels would
-//! reach. Writes its section of EVALUATION.md (between markers, so `cargo xtask evaluate`
-//! keeps it and calls it too).
+//! 24's calibration (tail rule, trimming, robust scaling, spreads per mode), on the named
+//! synthetic sets and on the recorded scenarios, beside the best F1 a threshold tuned on the
+//! test labels would reach. Writes its section of EVALUATION.md (between markers, so `cargo
+//! xtask evaluate` keeps it and calls it too).
 //!
 //! The upper bound uses the test labels and is only that: no default is set from it. Every
 //! default of the "after" column (the tail rule's false-alarm rate, the trimmed share and its

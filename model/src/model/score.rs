@@ -264,11 +264,8 @@ impl Model {
                 }
                 unsampled.clear();
                 self.leave_out_unsampled(&inputs, &mut unsampled);
-                if unsampled.is_empty() {
-                    Ok(self.score_checked(&inputs))
-                } else {
-                    self.score_partial_checked(&inputs, &unsampled)
-                }
+                // With nothing left out this is `score_checked`.
+                self.score_partial_checked(&inputs, &unsampled)
             })
             .collect()
     }
@@ -280,29 +277,43 @@ mod tests {
     use crate::{input::Row, model::TrainOptions};
     use std::collections::BTreeMap;
 
-    /// A model of a steady node: ~1000 context switches/s, ~20 % CPU pressure.
-    fn steady_model() -> Model {
-        let rows: Vec<Row> = (0..200)
+    /// A model trained on `windows` windows, the `i`-th with the fields `values(i)`.
+    fn trained_on(
+        windows: u32,
+        values: impl Fn(u32) -> Vec<(&'static str, f64)>,
+        options: &TrainOptions,
+    ) -> Model {
+        let rows: Vec<Row> = (0..windows)
             .map(|i| Row {
-                values: BTreeMap::from([
-                    (
-                        "sched_context_switches_per_s".to_string(),
-                        1000.0 + f64::from(i % 7) * 10.0,
-                    ),
-                    ("psi_cpu_some_pct".to_string(), 20.0 + f64::from(i % 5)),
-                ]),
+                values: values(i)
+                    .into_iter()
+                    .map(|(name, value)| (name.to_string(), value))
+                    .collect(),
                 line: i as usize + 1,
                 ..Row::default()
             })
             .collect();
-        Model::train(
-            &rows,
+        Model::train(&rows, options).expect("trains")
+    }
+
+    /// A model of a steady node: ~1000 context switches/s, ~20 % CPU pressure.
+    fn steady_model() -> Model {
+        trained_on(
+            200,
+            |i| {
+                vec![
+                    (
+                        "sched_context_switches_per_s",
+                        1000.0 + f64::from(i % 7) * 10.0,
+                    ),
+                    ("psi_cpu_some_pct", 20.0 + f64::from(i % 5)),
+                ]
+            },
             &TrainOptions {
                 k: 1,
                 ..TrainOptions::default()
             },
         )
-        .expect("trains")
     }
 
     #[test]
@@ -352,20 +363,16 @@ mod tests {
     /// A lab node that always fsyncs (2 ms) under 20 % CPU pressure: the built-in model's
     /// kind of training.
     fn lab_model() -> Model {
-        let rows: Vec<Row> = (0..200)
-            .map(|i| Row {
-                values: BTreeMap::from([
-                    (
-                        "fsync_latency_p99_us".to_string(),
-                        2000.0 + f64::from(i % 7) * 50.0,
-                    ),
-                    ("psi_cpu_some_pct".to_string(), 20.0 + f64::from(i % 5)),
-                ]),
-                line: i as usize + 1,
-                ..Row::default()
-            })
-            .collect();
-        Model::train(&rows, &TrainOptions::default()).expect("trains")
+        trained_on(
+            200,
+            |i| {
+                vec![
+                    ("fsync_latency_p99_us", 2000.0 + f64::from(i % 7) * 50.0),
+                    ("psi_cpu_some_pct", 20.0 + f64::from(i % 5)),
+                ]
+            },
+            &TrainOptions::default(),
+        )
     }
 
     #[test]
@@ -419,17 +426,11 @@ mod tests {
 
     /// The lab's fsync latency alone, judged as signals.
     fn lab_model_of_latency() -> Model {
-        let rows: Vec<Row> = (0..100)
-            .map(|i| Row {
-                values: BTreeMap::from([(
-                    "fsync_latency_p99_us".to_string(),
-                    2000.0 + f64::from(i % 7) * 50.0,
-                )]),
-                line: i as usize + 1,
-                ..Row::default()
-            })
-            .collect();
-        let mut model = Model::train(&rows, &TrainOptions::default()).expect("trains");
+        let mut model = trained_on(
+            100,
+            |i| vec![("fsync_latency_p99_us", 2000.0 + f64::from(i % 7) * 50.0)],
+            &TrainOptions::default(),
+        );
         model.judge_signals();
         model
     }
