@@ -53,7 +53,8 @@ pub mod event {
     pub const FORKS: u32 = 1;
     /// Processes whose last thread exited (`sched:sched_process_exit`, group_dead).
     pub const EXITS: u32 = 2;
-    /// `exit_group` with a non-zero status: the crash-loop signal of a failing service.
+    /// A process that ran at least [`crate::BRIEF_EXIT_NS`] and exited with a non-zero
+    /// status: a program that did work and failed (a job, a service crashing after start).
     pub const EXITS_NONZERO: u32 = 3;
     /// Fault signals generated (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGSYS).
     pub const FATAL_SIGNALS: u32 = 4;
@@ -107,7 +108,12 @@ pub mod event {
     /// `NOT_SPECIFIED` drops whose socket's state could not be read (`bpf_probe_read_kernel`
     /// failed): counted as `NOT_SPECIFIED` as before, and here, so no read fails silently.
     pub const SOCK_STATE_UNREADABLE: u32 = 31;
-    pub const COUNT: u32 = 32;
+    /// Non-zero exits of processes that lived under [`crate::BRIEF_EXIT_NS`]: a build's
+    /// compiler probes, `grep` finding nothing, `test` answering no, a service failing at
+    /// once. Counted here and not in [`EXITS_NONZERO`]: a burst of them is how a build or a
+    /// configure script works, and paged an idle node's young baseline (z = +7.3).
+    pub const EXITS_NONZERO_BRIEF: u32 = 32;
+    pub const COUNT: u32 = 33;
 }
 
 /// Errno values are counted in a per-CPU array of this many slots (errno 1..=255).

@@ -253,13 +253,34 @@ impl SystemTracepointLayout {
 }
 
 /// Where the kernel keeps an exiting process's status: `task_struct.signal` and
-/// `signal_struct.group_exit_code` byte offsets from BTF, [`ABSENT`] when unknown.
+/// `signal_struct.group_exit_code` byte offsets from BTF, [`ABSENT`] when unknown; and where
+/// it keeps when the process started (`task_struct.group_leader`, `task_struct.start_time`),
+/// to tell a brief command's non-zero exit from a program's (see [`event::EXITS_NONZERO`]).
 #[repr(C)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct ExitCodeOffsets {
     pub task_signal: u32,
     pub signal_group_exit_code: u32,
+    pub task_group_leader: u32,
+    pub task_start_time: u32,
 }
+
+impl ExitCodeOffsets {
+    /// Nothing known: exit codes need the per-syscall tracepoint, and every non-zero exit
+    /// counts as a program's.
+    pub const UNKNOWN: Self = Self {
+        task_signal: ABSENT,
+        signal_group_exit_code: ABSENT,
+        task_group_leader: ABSENT,
+        task_start_time: ABSENT,
+    };
+}
+
+/// A process that exits non-zero within this long of its start is a brief command (a build's
+/// probe, `grep` finding nothing, a check that answers "no"): counted as
+/// [`event::EXITS_NONZERO_BRIEF`], not as [`event::EXITS_NONZERO`]. The daemon's
+/// `--brief-exit` sets it before load; this is its default.
+pub const BRIEF_EXIT_NS: u64 = 1_000_000_000;
 
 /// Syscall numbers of the open family on this architecture (-1: none), set before load.
 #[repr(C)]
@@ -458,6 +479,9 @@ pub mod names {
     pub const BLOCK_BIO_QUEUE: &str = "block_bio_queue";
     /// Byte offset of `pid` in `struct task_struct` (from BTF) for the BTF tracepoints.
     pub const TASK_PID_OFFSET: &str = "TASK_PID_OFFSET";
+    /// Where [`crate::ExitCodeOffsets`] go, and the brief-exit limit ([`crate::BRIEF_EXIT_NS`]).
+    pub const EXIT_CODE_OFFSETS: &str = "EXIT_CODE_OFFSETS";
+    pub const BRIEF_EXIT_NS: &str = "BRIEF_EXIT_NS";
     pub const SAMPLED_SINCE: &str = "SAMPLED_SINCE";
     /// The process id (TGID) whose syscalls, opens and forks the programs count apart from
     /// the node's (the daemon's own); 0 counts every process alike.

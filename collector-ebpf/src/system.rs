@@ -300,10 +300,50 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
 /// Offsets of `signal` in `struct task_struct` and of `group_exit_code` in
 /// `struct signal_struct`, from the kernel's BTF; set before load.
 #[unsafe(no_mangle)]
-static EXIT_CODE_OFFSETS: ExitCodeOffsets = ExitCodeOffsets {
-    task_signal: ABSENT,
-    signal_group_exit_code: ABSENT,
-};
+static EXIT_CODE_OFFSETS: ExitCodeOffsets = ExitCodeOffsets::UNKNOWN;
+
+/// Non-zero exits within this long of the process's start are brief commands'. Set before load.
+#[unsafe(no_mangle)]
+static BRIEF_EXIT_NS: u64 = collector_common::BRIEF_EXIT_NS;
+
+#[inline(always)]
+fn exit_code_offsets() -> ExitCodeOffsets {
+    // SAFETY: a plain read of a static the loader rewrites.
+    unsafe { core::ptr::read_volatile(&EXIT_CODE_OFFSETS) }
+}
+
+/// Counts the current process's non-zero exit: as a brief command's when it started under
+/// [`BRIEF_EXIT_NS`] ago, else as a program's. The process's start is its thread group
+/// leader's (the exiting thread may be one started just now); when that cannot be read
+/// (offsets unknown, a failed read) the exit counts as a program's, as before the split.
+#[inline(always)]
+fn count_nonzero_exit() {
+    // SAFETY: see `exit_code_offsets`.
+    let brief_ns = unsafe { core::ptr::read_volatile(&BRIEF_EXIT_NS) };
+    let brief = process_start_ns(exit_code_offsets())
+        .is_ok_and(|started| now_ns().saturating_sub(started) < brief_ns);
+    count(if brief {
+        event::EXITS_NONZERO_BRIEF
+    } else {
+        event::EXITS_NONZERO
+    });
+    // Every non-zero exit is charged to its cgroup: attribution names who fails, briefly or not.
+    cgroup::exited_nonzero();
+}
+
+/// `current->group_leader->start_time`: monotonic ns, the clock of `bpf_ktime_get_ns`.
+#[inline(always)]
+fn process_start_ns(offsets: ExitCodeOffsets) -> Result<u64, i32> {
+    if offsets.task_group_leader == ABSENT || offsets.task_start_time == ABSENT {
+        return Err(0);
+    }
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    // SAFETY: the helper checks each read; the offsets are the running kernel's (BTF).
+    let leader: *const u8 = unsafe {
+        bpf_probe_read_kernel(task.wrapping_add(offsets.task_group_leader as usize).cast())
+    }?;
+    unsafe { bpf_probe_read_kernel(leader.wrapping_add(offsets.task_start_time as usize).cast()) }
+}
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
@@ -318,15 +358,13 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let from_task = HOOK_CONFIG
         .get(hook_config::EXIT_CODE_FROM_TASK)
         .is_some_and(|enabled| *enabled != 0);
-    // SAFETY: a plain read of a static the loader rewrites.
-    let offsets = unsafe { core::ptr::read_volatile(&EXIT_CODE_OFFSETS) };
+    let offsets = exit_code_offsets();
     if from_task
         && offsets.task_signal != ABSENT
         && offsets.signal_group_exit_code != ABSENT
         && group_exit_status(offsets).is_ok_and(|status| (status >> 8) & 0xff != 0)
     {
-        count(event::EXITS_NONZERO);
-        cgroup::exited_nonzero();
+        count_nonzero_exit();
     }
     // After the charge above, which looks the exiting task up.
     cgroup::thread_exited(now_ns());
@@ -355,8 +393,7 @@ fn group_exit_status(offsets: ExitCodeOffsets) -> Result<i32, i32> {
 #[tracepoint]
 pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
     if field::<i64>(&ctx, layout().exit_group_error_code).is_ok_and(|code| code != 0) {
-        count(event::EXITS_NONZERO);
-        cgroup::exited_nonzero();
+        count_nonzero_exit();
     }
     0
 }

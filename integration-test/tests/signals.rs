@@ -18,10 +18,19 @@ use integration_test::privileged;
 
 /// Loads every program, runs `cause`, and returns the features of that span.
 fn features_of(test: &str, cause: impl FnOnce()) -> Option<SystemFeatures> {
+    features_with(test, &KernelConfig::default(), cause)
+}
+
+/// [`features_of`] with the programs loaded with `config`.
+fn features_with(
+    test: &str,
+    config: &KernelConfig,
+    cause: impl FnOnce(),
+) -> Option<SystemFeatures> {
     if !privileged(test) {
         return None;
     }
-    let kernel = KernelCollector::load(&KernelConfig::default()).expect("loading programs");
+    let kernel = KernelCollector::load(config).expect("loading programs");
     let before = SystemSnapshot::read(&kernel).expect("snapshot");
     let started = std::time::Instant::now();
     cause();
@@ -110,11 +119,91 @@ fn forks_and_non_zero_exits_are_counted() {
     assert!(features.proc_exits_per_s >= children, "{features:?}");
     // The failing ones, and not the successful ones: were those counted too, there would be
     // at least FAILING + SUCCEEDING. The gap tolerates other processes of the node failing
-    // meanwhile.
-    let nonzero = features.proc_exits_nonzero_per_s;
+    // meanwhile. Each lived a few milliseconds: brief commands, not programs that failed.
+    let brief = features.proc_brief_exits_nonzero_per_s;
     assert!(
-        (FAILING as f64..children).contains(&nonzero),
-        "{nonzero} non-zero exits for {FAILING} failing and {SUCCEEDING} successful children"
+        (FAILING as f64..children).contains(&brief),
+        "{brief} brief non-zero exits for {FAILING} failing and {SUCCEEDING} successful \
+         children: {features:?}"
+    );
+    let programs = features.proc_exits_nonzero_per_s;
+    assert!(
+        programs < FAILING as f64,
+        "{programs} non-zero exits counted as programs' for {FAILING} brief failing children"
+    );
+}
+
+/// Compiles `source` (C) with the C compiler every Rust build has (`cc`, its linker) into
+/// `dir/name`, and returns the program's path.
+fn compile_c(dir: &std::path::Path, name: &str, source: &str) -> PathBuf {
+    let source_path = dir.join(format!("{name}.c"));
+    fs::write(&source_path, source).unwrap();
+    let program = dir.join(name);
+    let status = Command::new("cc")
+        .arg("-pthread")
+        .arg("-o")
+        .arg(&program)
+        .arg(&source_path)
+        .status()
+        .expect("cc (the C compiler Rust links with)");
+    assert!(status.success(), "cc failed on {}", source_path.display());
+    program
+}
+
+#[test]
+fn a_program_that_ran_before_failing_is_not_a_brief_command() {
+    // A short limit keeps the test short; the default (1 s) is the same comparison.
+    let config = KernelConfig {
+        brief_exit_ns: 300_000_000,
+        ..KernelConfig::default()
+    };
+    const RAN: u64 = 3;
+    const BRIEF: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let leader_gone = compile_c(
+        dir.path(),
+        "leader_gone",
+        "#include <pthread.h>\n#include <stdlib.h>\n#include <unistd.h>\n\
+         static void *last(void *unused) { usleep(100000); exit(4); }\n\
+         int main(void) { pthread_t t; usleep(400000); pthread_create(&t, 0, last, 0); \
+         pthread_exit(0); }\n",
+    );
+    let Some(features) = features_with(
+        "a_program_that_ran_before_failing_is_not_a_brief_command",
+        &config,
+        || {
+            for _ in 0..RAN {
+                let status = Command::new("sh")
+                    .args(["-c", "sleep 0.4; exit 3"])
+                    .status()
+                    .unwrap();
+                assert_eq!(status.code(), Some(3));
+            }
+            // The process ran 0.5 s, but the thread that ends it (its last: the first one
+            // left) started 0.1 s before: the process's start is its first thread's, so this
+            // is a program's failure too.
+            let status = Command::new(&leader_gone).status().unwrap();
+            assert_eq!(status.code(), Some(4));
+            for _ in 0..BRIEF {
+                let status = Command::new("sh").args(["-c", "exit 3"]).status().unwrap();
+                assert_eq!(status.code(), Some(3));
+            }
+        },
+    ) else {
+        return;
+    };
+    // At least ours; fewer than ours and the brief ones (other processes of the node may fail
+    // meanwhile, but not ten of them in a second).
+    let programs = features.proc_exits_nonzero_per_s;
+    assert!(
+        ((RAN + 1) as f64..(RAN + 1 + BRIEF) as f64).contains(&programs),
+        "{programs} programs' non-zero exits for {} that ran 0.4 s or more: {features:?}",
+        RAN + 1
+    );
+    let brief = features.proc_brief_exits_nonzero_per_s;
+    assert!(
+        (BRIEF as f64..(BRIEF + RAN + 1) as f64).contains(&brief),
+        "{brief} brief non-zero exits for {BRIEF} brief children: {features:?}"
     );
 }
 

@@ -71,13 +71,14 @@ fn rederive_text(text: &str) -> anyhow::Result<(String, usize)> {
     Ok((out, changed))
 }
 
-/// One window at schema 2, or `None` when it already is.
+/// One window at schema 2, or `None` when it already is (or is later: schema 3 changed
+/// another field, its drops are schema 2's).
 fn rederive_line(line: &str) -> anyhow::Result<Option<String>> {
     let window: serde_json::Value = serde_json::from_str(line).context("not a JSON object")?;
     let schema = window["schema"].as_u64().context("no integer `schema`")?;
     match schema {
-        NEW_SCHEMA => return Ok(None),
         OLD_SCHEMA => {}
+        newer if newer >= NEW_SCHEMA => return Ok(None),
         other => bail!("schema {other}: only {OLD_SCHEMA} is re-derived"),
     }
     let window_s = window["window_s"].as_f64().context("no `window_s`")?;
@@ -188,11 +189,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(new, window(2, "5.0", "2.0", "{}"));
+        // Schema 3 changed the exits, not the drops: left alone.
+        assert_eq!(rederive_line(&window(3, "0.5", "1.0", "{}")).unwrap(), None);
     }
 
     #[test]
     fn what_it_cannot_read_is_an_error_not_a_guess() {
-        assert!(rederive_line(&window(3, "1.0", "1.0", "{}")).is_err());
+        assert!(rederive_line(&window(0, "1.0", "1.0", "{}")).is_err());
         assert!(rederive_line(&window(1, "0.3", "1.0", "{}")).is_err());
         assert!(rederive_line("{\"schema\":1}").is_err());
         assert!(rederive_line("not json").is_err());

@@ -223,6 +223,15 @@ pub struct CollectArgs {
     #[arg(long, env = "NODESTATE_SLOW_IO_THRESHOLD", default_value = "10ms", value_parser = parse_duration)]
     pub slow_io_threshold: Duration,
 
+    /// A process that exits non-zero within this long of its start is a brief command (a
+    /// build's compiler probe, `grep` finding nothing, a check answering "no"): counted in
+    /// `proc_brief_exits_nonzero_per_s`, which explains a verdict but does not make one, and
+    /// not in `proc_exits_nonzero_per_s` (a program that ran and failed), which is judged.
+    /// Every failing process of two cold builds of this project lived under 0.13 s. "0s"
+    /// counts every non-zero exit as a program's.
+    #[arg(long, env = "NODESTATE_BRIEF_EXIT", default_value = "1s", value_parser = parse_duration)]
+    pub brief_exit: Duration,
+
     /// Size in bytes of the kernel → daemon ring buffer for slow-I/O events: a power of two,
     /// at least one page. Events that do not fit are counted as lost, never dropped silently.
     #[arg(long, env = "NODESTATE_RINGBUF_BYTES", default_value_t = 256 * 1024, value_parser = parse_ringbuf_bytes)]
@@ -325,6 +334,7 @@ impl CollectArgs {
             slow_io_threshold_ns: u64::try_from(self.slow_io_threshold.as_nanos())
                 .unwrap_or(u64::MAX),
             ringbuf_bytes: self.ringbuf_bytes,
+            brief_exit_ns: u64::try_from(self.brief_exit.as_nanos()).unwrap_or(u64::MAX),
             signals: self.signals.clone(),
             disabled_signals: self.disable_signals.clone(),
             program_stats: self.program_stats,
@@ -523,6 +533,10 @@ mod tests {
         assert_eq!(
             args.collect.kernel_config().slow_io_threshold_ns,
             10_000_000
+        );
+        assert_eq!(
+            args.collect.kernel_config().brief_exit_ns,
+            collector_common::BRIEF_EXIT_NS
         );
     }
 }

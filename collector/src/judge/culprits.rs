@@ -162,6 +162,13 @@ pub const FEATURE_SIGNALS: &[(&str, &[Signal], &[Signal])] = &[
         &[Signal::ExitsNonzero, Signal::FatalSignals],
         &[],
     ),
+    // Not judged by default; named when a user's model judges it (the per-cgroup count holds
+    // every non-zero exit, brief or not).
+    (
+        "proc_brief_exits_nonzero_*",
+        &[Signal::ExitsNonzero, Signal::FatalSignals],
+        &[],
+    ),
     (
         "proc_fatal_signals_*",
         &[Signal::FatalSignals, Signal::ExitsNonzero],

@@ -10,6 +10,10 @@ pub struct KernelConfig {
     pub slow_io_threshold_ns: u64,
     /// Size of the slow-I/O ring buffer: a power of two, a multiple of the page size.
     pub ringbuf_bytes: u32,
+    /// A process exiting non-zero within this long of its start counts as a brief command's
+    /// failure (`proc_brief_exits_nonzero_per_s`), not a program's (`proc_exits_nonzero_per_s`);
+    /// 0 counts every non-zero exit as a program's.
+    pub brief_exit_ns: u64,
     /// Attach only these signals (ids from `probes::SIGNALS`); all when `None`.
     pub signals: Option<Vec<String>>,
     /// Never attach these signals (ids), e.g. to shed a hook too costly for a node.
@@ -37,6 +41,7 @@ impl Default for KernelConfig {
         Self {
             slow_io_threshold_ns: 10_000_000,
             ringbuf_bytes: 256 * 1024,
+            brief_exit_ns: collector_common::BRIEF_EXIT_NS,
             signals: None,
             disabled_signals: Vec::new(),
             program_stats: ProgramStatsMode::default(),

@@ -113,17 +113,34 @@ impl KernelCollector {
             .as_ref()
             .map_err(|err| anyhow::anyhow!("{err:#}"))
             .and_then(|btf| {
-                Ok(ExitCodeOffsets {
-                    task_signal: btf.member_offset("task_struct", "signal")?,
-                    signal_group_exit_code: btf
-                        .member_offset("signal_struct", "group_exit_code")?,
-                })
+                Ok((
+                    btf.member_offset("task_struct", "signal")?,
+                    btf.member_offset("signal_struct", "group_exit_code")?,
+                ))
             }) {
             Ok(offsets) => Some(offsets),
             Err(err) => {
                 warn!(
                     "exit-code offsets not in the kernel's BTF ({err:#}): exit codes need the \
                      per-syscall exit_group tracepoint"
+                );
+                None
+            }
+        };
+        let process_start_offsets = match kernel_btf
+            .as_ref()
+            .map_err(|err| anyhow::anyhow!("{err:#}"))
+            .and_then(|btf| {
+                Ok((
+                    btf.member_offset("task_struct", "group_leader")?,
+                    btf.member_offset("task_struct", "start_time")?,
+                ))
+            }) {
+            Ok(offsets) => Some(offsets),
+            Err(err) => {
+                warn!(
+                    "process start offsets not in the kernel's BTF ({err:#}): every non-zero \
+                     exit counts as a program's, brief commands' included"
                 );
                 None
             }
@@ -147,10 +164,15 @@ impl KernelCollector {
         if system_layout.kfree_skb_rx_sk != ABSENT {
             system_layout.sock_common_state = sock_common_state_offset(kernel_btf.as_ref());
         }
-        let exit_code_offsets_value = exit_code_offsets.unwrap_or(ExitCodeOffsets {
-            task_signal: ABSENT,
-            signal_group_exit_code: ABSENT,
-        });
+        let mut exit_code_offsets_value = ExitCodeOffsets::UNKNOWN;
+        if let Some((task_signal, signal_group_exit_code)) = exit_code_offsets {
+            exit_code_offsets_value.task_signal = task_signal;
+            exit_code_offsets_value.signal_group_exit_code = signal_group_exit_code;
+        }
+        if let Some((task_group_leader, task_start_time)) = process_start_offsets {
+            exit_code_offsets_value.task_group_leader = task_group_leader;
+            exit_code_offsets_value.task_start_time = task_start_time;
+        }
 
         let mut attribution = super::cgroups::decide(config.cgroup_attribution);
         let (mut cgroup_layout, cgroup_absent) = super::cgroups::tracepoint_layout(&tracefs);
@@ -179,7 +201,8 @@ impl KernelCollector {
             .override_global(names::SYSTEM_LAYOUT, &system_layout, true)
             .override_global(names::OPEN_SYSCALLS, &open_syscalls, true)
             .override_global(names::WAIT_SYSCALLS, &wait_syscalls, true)
-            .override_global("EXIT_CODE_OFFSETS", &exit_code_offsets_value, true)
+            .override_global(names::EXIT_CODE_OFFSETS, &exit_code_offsets_value, true)
+            .override_global(names::BRIEF_EXIT_NS, &config.brief_exit_ns, true)
             .override_global(
                 names::TASK_PID_OFFSET,
                 &task_pid_offset.unwrap_or(ABSENT),

@@ -251,6 +251,9 @@ pub struct SystemFeatures {
     pub proc_forks_per_s: f64,
     pub proc_exits_per_s: f64,
     pub proc_exits_nonzero_per_s: f64,
+    /// Non-zero exits of processes that lived under `--brief-exit`: how builds and checks
+    /// work, so a volume that explains and is not judged (`event::EXITS_NONZERO_BRIEF`).
+    pub proc_brief_exits_nonzero_per_s: f64,
     pub proc_fatal_signals_per_s: f64,
     /// OOM kills in the window (a count: one is already news).
     pub mem_oom_kills: u64,
@@ -340,6 +343,7 @@ impl SystemFeatures {
         net_tx_bytes_per_s,
         net_tx_errors_per_s,
         net_tx_packets_per_s,
+        proc_brief_exits_nonzero_per_s,
         proc_exits_nonzero_per_s,
         proc_exits_per_s,
         proc_fatal_signals_per_s,
@@ -482,6 +486,7 @@ pub fn system_features(
         proc_forks_per_s: per_s(event::FORKS),
         proc_exits_per_s: per_s(event::EXITS),
         proc_exits_nonzero_per_s: per_s(event::EXITS_NONZERO),
+        proc_brief_exits_nonzero_per_s: per_s(event::EXITS_NONZERO_BRIEF),
         proc_fatal_signals_per_s: per_s(event::FATAL_SIGNALS),
         mem_oom_kills: delta(event::OOM_KILLS),
         mem_reclaims_per_s: per_s(event::RECLAIMS),
@@ -557,6 +562,7 @@ mod tests {
         let mut current = snapshot();
         current.context_switches = Some(5000);
         current.events[event::EXITS_NONZERO as usize] = 10;
+        current.events[event::EXITS_NONZERO_BRIEF as usize] = 35;
         current.events[event::OOM_KILLS as usize] = 1;
         current.events[event::RECLAIM_NS as usize] = 300_000_000;
         current.errnos[libc::EMFILE as usize] = 40;
@@ -579,6 +585,7 @@ mod tests {
         );
         assert_eq!(features.sched_context_switches_per_s, Some(1000.0));
         assert_eq!(features.proc_exits_nonzero_per_s, 2.0);
+        assert_eq!(features.proc_brief_exits_nonzero_per_s, 7.0);
         assert_eq!(features.mem_oom_kills, 1);
         assert_eq!(features.mem_reclaim_stall_ms_per_s, 60.0);
         assert_eq!(features.syscall_emfile_per_s, 10.0);

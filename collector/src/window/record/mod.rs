@@ -30,7 +30,11 @@ pub use fields::{Numeric, NumericField};
 /// in 1 it counted every `skb:kfree_skb`. The list may grow within a schema when the daemon
 /// learns to tell a kind of housekeeping apart under a name of its own (`TCP_TIME_WAIT`):
 /// a recording made before has no such name, so it reads the same.
-pub const RECORD_SCHEMA_VERSION: u32 = 2;
+/// 3: `proc_exits_nonzero_per_s` leaves out the non-zero exits of processes that lived under
+/// `--brief-exit`, counted in `proc_brief_exits_nonzero_per_s` (new); in 2 it counted every
+/// non-zero exit. A schema-2 recording cannot be brought to 3: it does not say how long the
+/// failing processes lived.
+pub const RECORD_SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowRecord {
