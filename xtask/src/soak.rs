@@ -1,8 +1,8 @@
 //! `cargo xtask soak`: the daemon with its learned baseline on this machine for a set time,
-//! while benign work changes under it (a compile loop, package building and unpacking, a
-//! backup-like copy, a burst of loopback connections, idle stretches). Every degraded episode
-//! is a false one here: the report gives their rate per hour, a Poisson 95% upper bound on
-//! it, and what each episode's explanation was.
+//! while benign work changes under it (a configure script's probes and a compile loop, package
+//! building and unpacking, a backup-like copy, a burst of loopback connections, idle
+//! stretches). Every degraded episode is a false one here: the report gives their rate per
+//! hour, a Poisson 95% upper bound on it, and what each episode's explanation was.
 
 use std::{
     io::{Read as _, Write as _},
@@ -41,7 +41,8 @@ pub struct SoakOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Work {
     Idle,
-    /// `rustc -O` of a generated crate, again and again.
+    /// A configure script's probes (100 header checks, as autoconf's: half fail, each a brief
+    /// command exiting non-zero), then `rustc -O` of a generated crate, again and again.
     Build,
     /// Building a .deb of 140 MB of documentation (xz), unpacking it, `dpkg --verify`.
     Package,
@@ -146,7 +147,16 @@ fn start(work: Work, dir: &Path) -> Running {
                 if std::fs::write(&source, text).is_err() {
                     return;
                 }
+                // A burst of a few hundred non-zero exits in two seconds, as a configure
+                // script makes: a young baseline paged on one (z = +7.3, soak 6).
+                let d = dir.display();
+                let configure = format!(
+                    "cd {d} && for i in $(seq 1 50); do for h in stdio.h nodestate_absent_$i.h; \
+                     do printf '#include <%s>\\nint main(void) {{ return 0; }}\\n' $h > probe.c \
+                     && cc -c probe.c -o probe.o 2>/dev/null; done; done; rm -f probe.c probe.o"
+                );
                 while !stop.load(Ordering::Relaxed) {
+                    run_until(sh(&configure), &stop);
                     let mut rustc = Command::new("rustc");
                     rustc
                         .args(["--crate-type", "lib", "-O", "-C", "codegen-units=2", "-o"])
