@@ -225,7 +225,7 @@ pub struct CollectArgs {
 
     /// A process that exits non-zero within this long of its start is a brief command (a
     /// build's compiler probe, `grep` finding nothing, a check answering "no"): counted in
-    /// `proc_brief_exits_nonzero_per_s`, which explains a verdict but does not make one, and
+    /// `proc_brief_exits_nonzero_per_s`, which explains a verdict but by default makes none, and
     /// not in `proc_exits_nonzero_per_s` (a program that ran and failed), which is judged.
     /// Every failing process of two cold builds of this project lived under 0.13 s. "0s"
     /// counts every non-zero exit as a program's.

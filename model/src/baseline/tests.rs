@@ -10,10 +10,18 @@ fn judged_fields_are_the_saturation_error_and_latency_signals_not_the_volumes() 
         "psi_cpu_some_pct",
         "mem_reclaim_stall_ms_per_s",
         "tcp_resets_per_s",
+        "proc_exits_nonzero_per_s",
+        "proc_exits_nonzero_fraction",
     ] {
         assert!(is_judged(judged), "{judged}");
     }
-    for volume in ["syscalls_per_s", "sched_context_switches_per_s", "window_s"] {
+    // A brief command's non-zero exit (a build's probe) is how work is done, not a failure.
+    for volume in [
+        "syscalls_per_s",
+        "sched_context_switches_per_s",
+        "window_s",
+        "proc_brief_exits_nonzero_per_s",
+    ] {
         assert!(!is_judged(volume), "{volume}");
     }
 }
