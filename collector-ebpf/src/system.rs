@@ -298,7 +298,8 @@ pub fn sched_process_fork(ctx: TracePointContext) -> u32 {
 }
 
 /// Offsets of `signal` in `struct task_struct` and of `group_exit_code` in
-/// `struct signal_struct`, from the kernel's BTF; set before load.
+/// `struct signal_struct`, and of `group_leader` and `start_time` in `struct task_struct`,
+/// from the kernel's BTF; set before load.
 #[unsafe(no_mangle)]
 static EXIT_CODE_OFFSETS: ExitCodeOffsets = ExitCodeOffsets::UNKNOWN;
 
@@ -337,6 +338,7 @@ fn process_start_ns(offsets: ExitCodeOffsets) -> Result<u64, i32> {
     if offsets.task_group_leader == ABSENT || offsets.task_start_time == ABSENT {
         return Err(0);
     }
+    // SAFETY: no preconditions; the exiting task is current.
     let task = unsafe { bpf_get_current_task() } as *const u8;
     // SAFETY: the helper checks each read; the offsets are the running kernel's (BTF).
     let leader: *const u8 = unsafe {

@@ -44,7 +44,7 @@ fn record_writes_one_json_line_per_window_with_the_io_we_made() {
         assert!(window["timestamp"].is_string());
         assert!(window["window_s"].as_f64().unwrap() > 0.5);
         assert!(window["block_write_ops_per_s"].is_number());
-        assert_eq!(window["schema"], 2);
+        assert_eq!(window["schema"], 3);
     }
     // Program statistics are sampled: on in the first window of every twelve, off otherwise.
     let programs = windows[0]["programs"].as_object().expect("programs object");

@@ -21,14 +21,24 @@ fn query(prometheus: &str, promql: &str) -> Option<(serde_json::Value, f64)> {
     Some((series["metric"].clone(), series_value(&series)?))
 }
 
-/// Failing child processes, for at most `limit`: the crash-loop a service in trouble makes.
-fn crash_loop(limit: Duration) {
+/// The crash loop a service in trouble makes, until `done`: eight replicas, each failing 1.1 s
+/// after it starts (past the daemon's `--brief-exit`, 1 s: a program that ran and failed, not
+/// a brief command answering "no") and restarted at once, their starts spread over the second.
+fn crash_loop(done: &std::sync::atomic::AtomicBool, limit: Duration) {
     let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        for _ in 0..20 {
-            let _ = Command::new("sh").args(["-c", "exit 1"]).status();
+    std::thread::scope(|scope| {
+        for replica in 0..8u64 {
+            scope.spawn(move || {
+                std::thread::sleep(Duration::from_millis(replica * 140));
+                while !done.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline
+                {
+                    let _ = Command::new("sh")
+                        .args(["-c", "sleep 1.1; exit 1"])
+                        .status();
+                }
+            });
         }
-    }
+    });
 }
 
 /// `collector diagnose ... --output json` during the crash loop: the node is the component,
@@ -134,16 +144,9 @@ fn prometheus_scrapes_the_state_and_sees_a_fault_the_test_causes() {
     assert_eq!(ready, 1.0, "nodestate_ready after learning");
 
     // A crash loop: the daemon must call it degraded, and Prometheus must see that.
-    let fault_started = Instant::now();
     let done = std::sync::atomic::AtomicBool::new(false);
     let degraded = std::thread::scope(|scope| {
-        scope.spawn(|| {
-            while !done.load(std::sync::atomic::Ordering::Relaxed)
-                && fault_started.elapsed() < Duration::from_secs(90)
-            {
-                crash_loop(Duration::from_millis(500));
-            }
-        });
+        scope.spawn(|| crash_loop(&done, Duration::from_secs(90)));
         let seen = wait_for(Duration::from_secs(40), "degraded in Prometheus", || {
             query(
                 &prometheus_address,
