@@ -570,11 +570,7 @@ fn evaluate_in(
          slow-disk is the device's, disk-throttling is a cap put on the service, which the \
          ranking lists as a victim by its I/O wait, not as a culprit). **Service named**: of \
          those degraded windows, how many named the service among \
-         their culprits. The recordings' daemon judged the built-in model both ways (before \
-         it judged rises of the signals only); on these runs, where the service always \
-         fsyncs, the two ways differ in 2 of the 630 windows (one of cpu-throttling's, one of \
-         network-loss's, anomalous before and not now; the table's other columns are computed \
-         as the daemon judges now). Not recorded again.",
+         their culprits.",
         scenario::WINDOW_S,
         scenario::lab::workload_name(scenario::lab::SERVICE_CGROUP),
     )?;
