@@ -141,6 +141,18 @@ pub(super) fn kernel_thread_flags_offset(btf: Result<&Btf, &anyhow::Error>) -> u
     )
 }
 
+/// Where `task_struct.group_leader` (a pointer) and `task_struct.start_time` (u64) are, from the
+/// kernel's BTF: the exit programs read the exiting process's start to tell a brief command's
+/// non-zero exit from a program's. `ABSENT` when the BTF lacks one (said here): every
+/// non-zero exit then counts as a program's.
+pub(super) fn process_start_offsets(btf: Result<&Btf, &anyhow::Error>) -> (u32, u32) {
+    let without = "every non-zero exit counts as a program's, brief commands' included";
+    (
+        offset_or_absent(btf, ("task_struct", "group_leader", 8), without),
+        offset_or_absent(btf, ("task_struct", "start_time", 8), without),
+    )
+}
+
 /// The byte offset of `structure.member` from the kernel's BTF when it has the width the
 /// programs read (`bytes`); else [`ABSENT`], with a warning that ends in what the programs
 /// then do without it (`without`).

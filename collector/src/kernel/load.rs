@@ -18,8 +18,8 @@ use super::{
     config::KernelConfig,
     hooks::{SampledHooks, SampledLink},
     layout::{
-        block_layout, kernel_thread_flags_offset, open_syscalls, pt_regs_syscall_nr_offset,
-        sock_common_state_offset, system_layout, wait_syscalls,
+        block_layout, kernel_thread_flags_offset, open_syscalls, process_start_offsets,
+        pt_regs_syscall_nr_offset, sock_common_state_offset, system_layout, wait_syscalls,
     },
     privileges,
     probes::{Attacher, SIGNALS},
@@ -127,24 +127,6 @@ impl KernelCollector {
                 None
             }
         };
-        let process_start_offsets = match kernel_btf
-            .as_ref()
-            .map_err(|err| anyhow::anyhow!("{err:#}"))
-            .and_then(|btf| {
-                Ok((
-                    btf.member_offset("task_struct", "group_leader")?,
-                    btf.member_offset("task_struct", "start_time")?,
-                ))
-            }) {
-            Ok(offsets) => Some(offsets),
-            Err(err) => {
-                warn!(
-                    "process start offsets not in the kernel's BTF ({err:#}): every non-zero \
-                     exit counts as a program's, brief commands' included"
-                );
-                None
-            }
-        };
         // For the BTF tracepoints, which read `pid` through the task pointers they get.
         let task_pid_offset = match kernel_btf
             .as_ref()
@@ -169,10 +151,10 @@ impl KernelCollector {
             exit_code_offsets_value.task_signal = task_signal;
             exit_code_offsets_value.signal_group_exit_code = signal_group_exit_code;
         }
-        if let Some((task_group_leader, task_start_time)) = process_start_offsets {
-            exit_code_offsets_value.task_group_leader = task_group_leader;
-            exit_code_offsets_value.task_start_time = task_start_time;
-        }
+        (
+            exit_code_offsets_value.task_group_leader,
+            exit_code_offsets_value.task_start_time,
+        ) = process_start_offsets(kernel_btf.as_ref());
 
         let mut attribution = super::cgroups::decide(config.cgroup_attribution);
         let (mut cgroup_layout, cgroup_absent) = super::cgroups::tracepoint_layout(&tracefs);
