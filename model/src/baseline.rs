@@ -315,9 +315,6 @@ struct LearnedModel {
     /// node's first fsync would otherwise be "infinitely" slower than none. They are left
     /// out of the score, as missing values are, until a refresh has seen them.
     unseen: Vec<usize>,
-    /// Of the model's required fields, the latencies: in a window without a sample of one
-    /// (0) it is left out of the score, as a missing value is (see [`LearnedModel::masked`]).
-    latencies: Vec<usize>,
 }
 
 impl LearnedModel {
@@ -326,17 +323,12 @@ impl LearnedModel {
     /// happened": a node whose only fsyncs are an occasional commit has mostly zeros, and
     /// against that normal its next 8 ms fsync was z = +6.7, a false alarm in the soak. The
     /// samples are compared with the samples. If that would leave nothing to score (a
-    /// baseline of latencies only, in an idle window), the zeros stay in.
+    /// baseline of latencies only, in an idle window), the zeros stay in. The rule is the
+    /// model's own ([`Model::judge_signals`]), so the built-in model and the learned baseline
+    /// leave out the same latencies.
     fn masked(&self, inputs: &[f64]) -> Vec<usize> {
         let mut masked = self.unseen.clone();
-        for &slot in &self.latencies {
-            if inputs.get(slot) == Some(&0.0) && !masked.contains(&slot) {
-                masked.push(slot);
-            }
-        }
-        if masked.len() >= inputs.len() {
-            return self.unseen.clone();
-        }
+        self.model.leave_out_unsampled(inputs, &mut masked);
         masked
     }
 }
@@ -600,18 +592,13 @@ impl BaselineLearner {
         };
         match Model::train(&table, &options) {
             Ok(mut model) => {
-                // Saturation, error and latency signals: only a rise is evidence.
-                model.judge_rises_only(is_judged);
+                // Saturation, error and latency signals: only a rise is evidence, and a
+                // latency without a sample is left out (see [`LearnedModel::masked`]).
+                model.judge_signals();
                 let positions: Vec<usize> = model
                     .required_fields()
                     .iter()
                     .map(|f| table.columns.iter().position(|c| c == f).unwrap_or(0))
-                    .collect();
-                let latencies: Vec<usize> = positions
-                    .iter()
-                    .enumerate()
-                    .filter(|&(_, &p)| is_latency(&table.columns[p]))
-                    .map(|(slot, _)| slot)
                     .collect();
                 let unseen: Vec<usize> = positions
                     .iter()
@@ -625,7 +612,6 @@ impl BaselineLearner {
                     model,
                     positions,
                     unseen,
-                    latencies,
                 };
                 // The kept windows scored as live ones are: with their own missing samples.
                 let scores: Vec<f64> = rows
@@ -736,11 +722,12 @@ impl BaselineLearner {
                     }
                 }
             }
-            for slot in learned.masked(&inputs) {
-                if !missing.contains(&slot) {
-                    missing.push(slot);
+            for slot in &learned.unseen {
+                if !missing.contains(slot) {
+                    missing.push(*slot);
                 }
             }
+            learned.model.leave_out_unsampled(&inputs, &mut missing);
             let assessment = learned.model.score_inputs_partial(&inputs, &missing)?;
             return Ok(Some(self.rejudge(assessment)));
         }
