@@ -153,6 +153,29 @@ pub(super) fn process_start_offsets(btf: Result<&Btf, &anyhow::Error>) -> (u32, 
     )
 }
 
+/// Where `task_struct.signal` (a pointer) and `signal_struct.group_exit_code` (an int) are,
+/// from the kernel's BTF: `sched_process_exit` reads the exiting process's exit code through
+/// them. Both or neither: without either (said here) exit codes come from the per-syscall
+/// `exit_group` tracepoint instead.
+pub(super) fn exit_code_offsets(btf: Result<&Btf, &anyhow::Error>) -> Option<(u32, u32)> {
+    let without = "exit codes need the per-syscall exit_group tracepoint";
+    let signal = offset_or_absent(btf, ("task_struct", "signal", 8), without);
+    let code = offset_or_absent(btf, ("signal_struct", "group_exit_code", 4), without);
+    (signal != ABSENT && code != ABSENT).then_some((signal, code))
+}
+
+/// Where `task_struct.pid` (an int) is, from the kernel's BTF: the BTF scheduler programs read
+/// it through the task pointers they get. `None` when the BTF lacks it (said here): the
+/// scheduler programs then use the classic tracepoints.
+pub(super) fn task_pid_offset(btf: Result<&Btf, &anyhow::Error>) -> Option<u32> {
+    let offset = offset_or_absent(
+        btf,
+        ("task_struct", "pid", 4),
+        "the scheduler programs use the classic tracepoints",
+    );
+    (offset != ABSENT).then_some(offset)
+}
+
 /// The byte offset of `structure.member` from the kernel's BTF when it has the width the
 /// programs read (`bytes`); else [`ABSENT`], with a warning that ends in what the programs
 /// then do without it (`without`).
@@ -353,5 +376,24 @@ mod tests {
             kernel_thread_flags_offset(Err(&anyhow::anyhow!("no BTF here"))),
             ABSENT
         );
+    }
+
+    #[test]
+    fn exit_code_and_pid_offsets_come_from_btf_with_their_widths() {
+        let Some(btf) = crate::kernel::btf::kernel_btf_or_skip() else {
+            return;
+        };
+        let member = |structure: &str, name: &str| {
+            let found = btf.member(structure, name).expect("member in BTF");
+            (found.offset, found.size)
+        };
+        let (signal, code) = exit_code_offsets(Ok(&btf)).expect("exit-code offsets");
+        assert_eq!((signal, 8), member("task_struct", "signal"));
+        assert_eq!((code, 4), member("signal_struct", "group_exit_code"));
+        let pid = task_pid_offset(Ok(&btf)).expect("task_struct.pid");
+        assert_eq!((pid, 4), member("task_struct", "pid"));
+        let none = anyhow::anyhow!("no BTF here");
+        assert_eq!(exit_code_offsets(Err(&none)), None);
+        assert_eq!(task_pid_offset(Err(&none)), None);
     }
 }

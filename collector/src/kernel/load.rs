@@ -18,8 +18,9 @@ use super::{
     config::KernelConfig,
     hooks::{SampledHooks, SampledLink},
     layout::{
-        block_layout, kernel_thread_flags_offset, open_syscalls, process_start_offsets,
-        pt_regs_syscall_nr_offset, sock_common_state_offset, system_layout, wait_syscalls,
+        block_layout, exit_code_offsets, kernel_thread_flags_offset, open_syscalls,
+        process_start_offsets, pt_regs_syscall_nr_offset, sock_common_state_offset, system_layout,
+        task_pid_offset, wait_syscalls,
     },
     privileges,
     probes::{Attacher, SIGNALS},
@@ -109,39 +110,9 @@ impl KernelCollector {
         let open_syscalls = open_syscalls();
         let wait_syscalls = wait_syscalls();
         let kernel_btf = crate::kernel::btf::Btf::from_kernel();
-        let exit_code_offsets = match kernel_btf
-            .as_ref()
-            .map_err(|err| anyhow::anyhow!("{err:#}"))
-            .and_then(|btf| {
-                Ok((
-                    btf.member_offset("task_struct", "signal")?,
-                    btf.member_offset("signal_struct", "group_exit_code")?,
-                ))
-            }) {
-            Ok(offsets) => Some(offsets),
-            Err(err) => {
-                warn!(
-                    "exit-code offsets not in the kernel's BTF ({err:#}): exit codes need the \
-                     per-syscall exit_group tracepoint"
-                );
-                None
-            }
-        };
+        let exit_code_offsets = exit_code_offsets(kernel_btf.as_ref());
         // For the BTF tracepoints, which read `pid` through the task pointers they get.
-        let task_pid_offset = match kernel_btf
-            .as_ref()
-            .map_err(|err| anyhow::anyhow!("{err:#}"))
-            .and_then(|btf| Ok(btf.member_offset("task_struct", "pid")?))
-        {
-            Ok(offset) => Some(offset),
-            Err(err) => {
-                warn!(
-                    "task_struct.pid not in the kernel's BTF ({err:#}): the scheduler programs \
-                     use the classic tracepoints"
-                );
-                None
-            }
-        };
+        let task_pid_offset = task_pid_offset(kernel_btf.as_ref());
         let syscall_nr_offset = pt_regs_syscall_nr_offset(kernel_btf.as_ref());
         if system_layout.kfree_skb_rx_sk != ABSENT {
             system_layout.sock_common_state = sock_common_state_offset(kernel_btf.as_ref());
