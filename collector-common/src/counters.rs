@@ -113,7 +113,13 @@ pub mod event {
     /// once. Counted here and not in [`EXITS_NONZERO`]: a burst of them is how a build or a
     /// configure script works, and paged an idle node's young baseline (z = +7.3).
     pub const EXITS_NONZERO_BRIEF: u32 = 32;
-    pub const COUNT: u32 = 33;
+    /// Process exits the exit programs could not read in full (`bpf_probe_read_kernel`
+    /// failed, or the tracepoint's record): an unreadable exit status is not counted as
+    /// non-zero; an unreadable process start counts the non-zero exit as a program's
+    /// ([`EXITS_NONZERO`]), as before brief exits were told apart. Counted so that no read
+    /// fails silently.
+    pub const EXIT_UNREADABLE: u32 = 33;
+    pub const COUNT: u32 = 34;
 }
 
 /// Errno values are counted in a per-CPU array of this many slots (errno 1..=255).

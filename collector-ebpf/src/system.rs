@@ -316,13 +316,20 @@ fn exit_code_offsets() -> ExitCodeOffsets {
 /// Counts the current process's non-zero exit: as a brief command's when it started under
 /// [`BRIEF_EXIT_NS`] ago, else as a program's. The process's start is its thread group
 /// leader's (the exiting thread may be one started just now); when that cannot be read
-/// (offsets unknown, a failed read) the exit counts as a program's, as before the split.
+/// (offsets unknown, a failed read) the exit counts as a program's, as before the split, and
+/// a failed read is counted (`EXIT_UNREADABLE`).
 #[inline(always)]
 fn count_nonzero_exit() {
     // SAFETY: see `exit_code_offsets`.
     let brief_ns = unsafe { core::ptr::read_volatile(&BRIEF_EXIT_NS) };
-    let brief = process_start_ns(exit_code_offsets())
-        .is_ok_and(|started| now_ns().saturating_sub(started) < brief_ns);
+    let brief = match process_start_ns(exit_code_offsets()) {
+        Ok(Some(started)) => now_ns().saturating_sub(started) < brief_ns,
+        Ok(None) => false,
+        Err(_) => {
+            count(event::EXIT_UNREADABLE);
+            false
+        }
+    };
     count(if brief {
         event::EXITS_NONZERO_BRIEF
     } else {
@@ -333,10 +340,11 @@ fn count_nonzero_exit() {
 }
 
 /// `current->group_leader->start_time`: monotonic ns, the clock of `bpf_ktime_get_ns`.
+/// `Ok(None)` when the offsets are unknown (the loader said so), `Err` when a read failed.
 #[inline(always)]
-fn process_start_ns(offsets: ExitCodeOffsets) -> Result<u64, i32> {
+fn process_start_ns(offsets: ExitCodeOffsets) -> Result<Option<u64>, i32> {
     if offsets.task_group_leader == ABSENT || offsets.task_start_time == ABSENT {
-        return Err(0);
+        return Ok(None);
     }
     // SAFETY: no preconditions; the exiting task is current.
     let task = unsafe { bpf_get_current_task() } as *const u8;
@@ -344,7 +352,10 @@ fn process_start_ns(offsets: ExitCodeOffsets) -> Result<u64, i32> {
     let leader: *const u8 = unsafe {
         bpf_probe_read_kernel(task.wrapping_add(offsets.task_group_leader as usize).cast())
     }?;
-    unsafe { bpf_probe_read_kernel(leader.wrapping_add(offsets.task_start_time as usize).cast()) }
+    let started: u64 = unsafe {
+        bpf_probe_read_kernel(leader.wrapping_add(offsets.task_start_time as usize).cast())
+    }?;
+    Ok(Some(started))
 }
 
 #[tracepoint]
@@ -361,12 +372,12 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         .get(hook_config::EXIT_CODE_FROM_TASK)
         .is_some_and(|enabled| *enabled != 0);
     let offsets = exit_code_offsets();
-    if from_task
-        && offsets.task_signal != ABSENT
-        && offsets.signal_group_exit_code != ABSENT
-        && group_exit_status(offsets).is_ok_and(|status| (status >> 8) & 0xff != 0)
-    {
-        count_nonzero_exit();
+    if from_task && offsets.task_signal != ABSENT && offsets.signal_group_exit_code != ABSENT {
+        match group_exit_status(offsets) {
+            Ok(status) if (status >> 8) & 0xff != 0 => count_nonzero_exit(),
+            Ok(_) => {}
+            Err(_) => count(event::EXIT_UNREADABLE),
+        }
     }
     // After the charge above, which looks the exiting task up.
     cgroup::thread_exited(now_ns());
@@ -394,8 +405,15 @@ fn group_exit_status(offsets: ExitCodeOffsets) -> Result<i32, i32> {
 
 #[tracepoint]
 pub fn sys_enter_exit_group(ctx: TracePointContext) -> u32 {
-    if field::<i64>(&ctx, layout().exit_group_error_code).is_ok_and(|code| code != 0) {
-        count_nonzero_exit();
+    let offset = layout().exit_group_error_code;
+    if offset == ABSENT {
+        // The loader said so: no exit codes from this tracepoint.
+        return 0;
+    }
+    match field::<i64>(&ctx, offset) {
+        Ok(0) => {}
+        Ok(_) => count_nonzero_exit(),
+        Err(_) => count(event::EXIT_UNREADABLE),
     }
     0
 }

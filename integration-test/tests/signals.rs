@@ -36,6 +36,11 @@ fn features_with(
     cause();
     let after = SystemSnapshot::read(&kernel).expect("snapshot");
     let window_s = started.elapsed().as_secs_f64();
+    // Every process exit since load (the test's and the node's) was read in full: a failed
+    // read of an exit status or a process start is counted, never silent, and none is
+    // expected on a kernel whose BTF gave the offsets.
+    let unreadable = kernel.accounting().expect("accounting").exit_unreadable;
+    assert_eq!(unreadable, 0, "process exits the programs could not read");
     let features = system_features(
         &before,
         &after,

@@ -141,6 +141,7 @@ mod tests {
             block,
             runs_skipped: 2,
             socket_state_unreadable: 4,
+            exit_unreadable: 6,
         });
         let text = scrape(state);
         for expected in [
@@ -171,6 +172,7 @@ mod tests {
             r#"nodestate_block_accounting_total{node="node-a",event="issue_unreadable"} 0"#,
             r#"nodestate_program_runs_skipped_total{node="node-a"} 2"#,
             r#"nodestate_socket_state_unreadable_total{node="node-a"} 4"#,
+            r#"nodestate_exit_unreadable_total{node="node-a"} 6"#,
         ] {
             assert!(text.contains(expected), "missing {expected} in:\n{text}");
         }

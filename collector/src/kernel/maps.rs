@@ -124,12 +124,18 @@ pub struct KernelAccounting {
     /// `NOT_SPECIFIED` drops whose socket's state the kfree_skb program could not read
     /// (`collector_common::event::SOCK_STATE_UNREADABLE`): counted as drops, maybe wrongly.
     pub socket_state_unreadable: u64,
+    /// Process exits whose status or start the exit programs could not read
+    /// (`collector_common::event::EXIT_UNREADABLE`): an unreadable status is not counted as
+    /// non-zero, an unreadable start counts a non-zero exit as a program's.
+    pub exit_unreadable: u64,
 }
 
 impl KernelCollector {
     /// The block programs' counters and the program runs the kernel skipped, for the
     /// daemon's metrics: what was not counted the usual way, and why.
     pub fn accounting(&self) -> anyhow::Result<KernelAccounting> {
+        let events = self.events()?;
+        let event = |index: u32| events.get(index as usize).copied().unwrap_or(0);
         Ok(KernelAccounting {
             block: self.counters()?,
             runs_skipped: self
@@ -137,11 +143,8 @@ impl KernelCollector {
                 .iter()
                 .map(|(_, skipped)| skipped)
                 .sum(),
-            socket_state_unreadable: self
-                .events()?
-                .get(event::SOCK_STATE_UNREADABLE as usize)
-                .copied()
-                .unwrap_or(0),
+            socket_state_unreadable: event(event::SOCK_STATE_UNREADABLE),
+            exit_unreadable: event(event::EXIT_UNREADABLE),
         })
     }
 }

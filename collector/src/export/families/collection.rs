@@ -9,7 +9,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use super::counters;
 use crate::export::ExporterState;
 
-/// `nodestate_windows` … `nodestate_socket_state_unreadable`.
+/// `nodestate_windows` … `nodestate_exit_unreadable`.
 pub(in crate::export) fn encode(
     encoder: &mut DescriptorEncoder,
     state: &ExporterState,
@@ -159,6 +159,15 @@ fn encode_accounting(
          (housekeeping, shown as the TCP_TIME_WAIT reason)",
         None,
         &[(Vec::new(), accounting.socket_state_unreadable as f64)],
+    )?;
+    counters(
+        encoder,
+        "nodestate_exit_unreadable",
+        "Process exits whose exit status or start the programs could not read: an unreadable \
+         status is not counted as a non-zero exit, and an unreadable start counts a non-zero \
+         exit as a program's failure rather than a brief command's",
+        None,
+        &[(Vec::new(), accounting.exit_unreadable as f64)],
     )?;
     Ok(())
 }
