@@ -68,6 +68,51 @@ fn the_floor_holds_the_threshold_until_enough_windows_and_a_tail() {
     assert!(status.trainings >= 6, "{status:?}");
 }
 
+/// A node whose I/O latency wanders widely (its own spread over the young floor) and whose CPU
+/// pressure wanders a little (under it): seven points more pressure is 1.4 floored deviations
+/// for a young baseline, within the noise the latency puts in its scores, and 3.5 of the
+/// node's own once it has seen enough windows.
+#[test]
+fn a_baseline_that_saw_enough_windows_floors_its_spreads_as_model_train_does() {
+    let mut learner = BaselineLearner::new(BaselineOptions {
+        floor_windows: 300,
+        refresh_every: 100,
+        ..options()
+    });
+    let mut noise = Noise::new(5);
+    let mut feed = |learner: &mut BaselineLearner, windows: usize| {
+        for _ in 0..windows {
+            let psi = 10.0 + 2.0 * noise.normal();
+            let latency = 400.0 * (0.8 * noise.normal()).exp();
+            learner.observe(pressed(psi, latency)).unwrap();
+        }
+    };
+    feed(&mut learner, 200);
+    let young = learner.status();
+    assert_eq!(young.floor_scale, DEFAULT_FLOOR_SCALE, "{young:?}");
+    let judged = learner
+        .observe(pressed(17.0, 400.0))
+        .unwrap()
+        .expect("judged");
+    assert_eq!(judged.state, HealthState::Healthy, "young: {judged:?}");
+    // The scale is the training's: the refreshes after 300 windows seen change it.
+    feed(&mut learner, 600);
+    let status = learner.status();
+    assert_eq!(status.floor_scale, DEFAULT_MATURE_FLOOR_SCALE, "{status:?}");
+    let judged = learner
+        .observe(pressed(17.0, 400.0))
+        .unwrap()
+        .expect("judged");
+    assert_eq!(judged.state, HealthState::Degraded, "mature: {judged:?}");
+}
+
+fn pressed(psi: f64, latency: f64) -> BTreeMap<String, f64> {
+    BTreeMap::from([
+        ("psi_cpu_some_pct".to_string(), psi),
+        ("block_latency_p99_us".to_string(), latency),
+    ])
+}
+
 #[test]
 fn a_young_baseline_refreshes_each_time_its_windows_double() {
     let mut learner = BaselineLearner::new(options());
@@ -186,12 +231,13 @@ fn an_incidents_onset_under_the_threshold_is_not_learned() {
     assert_eq!(before.threshold_rule, "tail", "{before:?}");
     // Five incidents: a ramp from the tail's level to the threshold, then 30 windows that
     // hug it (within 10%, like the soak's connection bursts at 13.42-13.44 against
-    // 13.43), each followed by quiet windows and a refresh. (The pressure's spread is
-    // floored at 5 points: a score of 1 is 5 points.)
+    // 13.43), each followed by quiet windows and a refresh. (The pressure's spread is its
+    // floor, 1 point times the model's floor scale: a score of 1 is that many points.)
     let mut onset = 0;
     for _ in 0..5 {
         let level = learner.spot.as_ref().map(Spot::level).expect("a tail");
         let threshold = learner.threshold();
+        let points = learner.status().floor_scale;
         for step in 1..=40 {
             let score = if step <= 10 {
                 level + (threshold - level) * f64::from(step) / 10.0
@@ -199,7 +245,7 @@ fn an_incidents_onset_under_the_threshold_is_not_learned() {
                 threshold * (0.9 + 0.2 * noise.uniform())
             };
             let mut window = quiet_window(&mut noise);
-            window.insert("psi_cpu_some_pct".into(), 5.0 + 5.0 * score);
+            window.insert("psi_cpu_some_pct".into(), 5.0 + points * score);
             let judged = learner.observe(window).unwrap().expect("judged");
             if judged.state == HealthState::Healthy && judged.score > level {
                 onset += 1;
