@@ -14,7 +14,7 @@ use std::{
 };
 
 use collector::{
-    kernel::{HookOutcome, KernelCollector, KernelConfig},
+    kernel::{HookOutcome, KernelCollector, KernelConfig, ProgramStatsMode},
     window::DeviceWindow,
 };
 use collector_common::{BlockDevStats, counter, op};
@@ -23,13 +23,13 @@ use integration_test::{LoopDevice, direct_reads, direct_writes, privileged};
 /// Metadata or probing I/O the kernel may add on a fresh loop device (partition scan, udev).
 const TOLERANCE_REQUESTS: u64 = 16;
 
-fn device_stats(kernel: &KernelCollector, dev: u32) -> BlockDevStats {
-    kernel
-        .block_snapshot()
-        .expect("reading block stats")
-        .get(&dev)
-        .copied()
-        .unwrap_or(BlockDevStats::ZERO)
+/// Per-program statistics on for the whole test: the snapshots read the kernel's run count
+/// of `block_rq_complete` (see [`Completions::assert_every_completion_accounted_for`]).
+fn config() -> KernelConfig {
+    KernelConfig {
+        program_stats: ProgramStatsMode::Always,
+        ..KernelConfig::default()
+    }
 }
 
 /// The kernel's own count of a block device's finished requests, and of those in flight.
@@ -71,6 +71,12 @@ struct Snapshot {
     counters: [u64; counter::COUNT as usize],
     issue_skipped: u64,
     complete_skipped: u64,
+    /// Matched completions of every device, summed: with the counters, where each run of
+    /// `block_rq_complete` went.
+    completed_anywhere: u64,
+    /// Runs of `block_rq_complete` the kernel made (its `run_cnt`; statistics must be on).
+    /// Read after the maps: a run adds to its map before the kernel counts it.
+    complete_runs: u64,
 }
 
 impl Snapshot {
@@ -92,12 +98,25 @@ impl Snapshot {
                         panic!("no recursion_misses for {program} in its fdinfo: {skipped:?}")
                     })
             };
+            let devices = kernel.block_snapshot().expect("reading block stats");
+            let counters = kernel.counters().expect("reading the block counters");
+            let complete_runs = kernel
+                .program_stats()
+                .into_iter()
+                .find(|program| program.name == "block_rq_complete")
+                .map(|program| program.runs)
+                .expect("no run count for block_rq_complete");
             let snapshot = Self {
                 disk,
-                device: device_stats(kernel, device.kernel_dev()),
-                counters: kernel.counters().expect("reading the block counters"),
+                device: devices
+                    .get(&device.kernel_dev())
+                    .copied()
+                    .unwrap_or(BlockDevStats::ZERO),
+                counters,
                 issue_skipped: skipped_of("block_rq_issue"),
                 complete_skipped: skipped_of("block_rq_complete"),
+                completed_anywhere: devices.values().map(|stats| stats.completed).sum(),
+                complete_runs,
             };
             if disk.in_flight == 0 && DiskStat::read(device) == disk {
                 return snapshot;
@@ -121,9 +140,14 @@ struct Completions {
     kernel_finished: u64,
     kernel_data_finished: u64,
     matched: u64,
+    /// Requests of this device the program saw issued and never saw complete.
+    left_in_flight: u64,
     counters: [u64; counter::COUNT as usize],
     issue_skipped: u64,
     complete_skipped: u64,
+    /// Runs of `block_rq_complete`, node-wide, and where the program put them.
+    complete_runs: u64,
+    runs_accounted: u64,
 }
 
 impl Completions {
@@ -137,6 +161,14 @@ impl Completions {
             kernel_finished: after.disk.finished - before.disk.finished,
             kernel_data_finished: after.disk.data_finished - before.disk.data_finished,
             matched: after.device.completed - before.device.completed,
+            left_in_flight: (after.device.tracked_issued - before.device.tracked_issued)
+                .saturating_sub(after.device.completed - before.device.completed),
+            complete_runs: after.complete_runs - before.complete_runs,
+            runs_accounted: after.completed_anywhere - before.completed_anywhere
+                + counters[counter::COMPLETE_UNMATCHED as usize]
+                + counters[counter::COMPLETE_UNREADABLE as usize]
+                + counters[counter::COMPLETE_WITHOUT_SECTORS as usize]
+                + counters[counter::DEVICE_TABLE_FULL as usize],
             counters,
             issue_skipped: after.issue_skipped - before.issue_skipped,
             complete_skipped: after.complete_skipped - before.complete_skipped,
@@ -151,16 +183,36 @@ impl Completions {
             + self.complete_skipped
     }
 
-    /// Every finished data request is a matched completion of this device or an accounted
-    /// miss (flushes aside: see [`DiskStat::data_finished`]); and the program matched no more
-    /// completions than the kernel finished requests, flushes included.
+    /// Every run of `block_rq_complete` the kernel made is counted somewhere (a matched
+    /// completion of some device, or one of the program's own counters); every finished data
+    /// request is a matched completion of this device, an accounted miss, or a request the
+    /// kernel never ran the program for (flushes aside: see [`DiskStat::data_finished`]); and
+    /// the program matched no more completions than the kernel finished requests.
+    ///
+    /// The kernel does not always run a tracepoint program, nor count it as skipped: on 6.18
+    /// one completion now and then (in 1 run of the slow-I/O test in 25 to 400 here; each
+    /// time a completion handled in the block softirq on top of an unrelated task, where
+    /// most run in ksoftirqd) moves neither the program's `run_cnt` nor its
+    /// `recursion_misses`, though sysfs counts the request finished and its issue was seen.
+    /// That request stays in flight in the program's books (`left_in_flight`), which is what
+    /// the last check allows for, and only that: a run the program makes and does not count
+    /// fails the check on runs, whatever the in-flight books say.
     fn assert_every_completion_accounted_for(&self) {
+        assert!(
+            self.complete_runs > 0,
+            "no runs of block_rq_complete counted: program statistics off? {self}"
+        );
+        assert!(
+            self.complete_runs <= self.runs_accounted,
+            "runs of block_rq_complete the program did not count: {self}"
+        );
         assert!(
             self.matched <= self.kernel_finished,
             "the program counted more completions than the kernel finished requests: {self}"
         );
         assert!(
-            self.kernel_data_finished <= self.matched + self.accounted_misses(),
+            self.kernel_data_finished
+                <= self.matched + self.accounted_misses() + self.left_in_flight,
             "completions lost without a count: {self}"
         );
     }
@@ -171,8 +223,15 @@ impl fmt::Display for Completions {
         write!(
             f,
             "{}: the kernel finished {} requests ({} of data, sysfs stat), the program matched \
-             {} completions of it; node-wide in the same time: ",
-            self.device, self.kernel_finished, self.kernel_data_finished, self.matched
+             {} completions of it and saw {} issued that it never saw complete; node-wide in \
+             the same time: block_rq_complete runs {} (counted by the program: {}), ",
+            self.device,
+            self.kernel_finished,
+            self.kernel_data_finished,
+            self.matched,
+            self.left_in_flight,
+            self.complete_runs,
+            self.runs_accounted
         )?;
         for (name, count) in counter::NAMES.iter().zip(self.counters) {
             write!(f, "{name} {count}, ")?;
@@ -191,7 +250,7 @@ fn direct_io_on_a_loop_device_is_counted_exactly() {
         return;
     }
     let device = LoopDevice::new(64 << 20);
-    let kernel = KernelCollector::load(&KernelConfig::default()).expect("loading programs");
+    let kernel = KernelCollector::load(&config()).expect("loading programs");
     for report in kernel.attach_reports() {
         assert_eq!(
             report.outcome,
@@ -278,7 +337,7 @@ fn slow_io_events_lost_to_a_full_ring_buffer_are_counted() {
     let config = KernelConfig {
         slow_io_threshold_ns: 0,
         ringbuf_bytes: 4096,
-        ..KernelConfig::default()
+        ..config()
     };
     let mut kernel = KernelCollector::load(&config).expect("loading programs");
     let mut ring = kernel.take_slow_io_events().expect("ring buffer");
