@@ -112,8 +112,10 @@ any kept recording): soak 6's 840 windows replayed with maturity at 400 windows 
 one episode with floors x1 as with x5 (the first backup, while young), the tail's threshold \
 at 42.1 against 12.6; the pooled scenario recordings with maturity at 200 windows (a tail \
 fitted to 270 windows, the rule the daemon does not use that young) give 0.73 (0.97 / 0.59) \
-with floors x1 against 0.50 (1.00 / 0.33) with x5. No soak has yet run a mature baseline \
-with them on this machine.\n\
+with floors x1 against 0.50 (1.00 / 0.33) with x5. Soak 8 (BENCHMARKS.md, 1 s windows so \
+that its baseline passed 1,000 windows in 17 minutes) ran one: over the second cycle's build, \
+package, backup and connections the mature model (floors x1) raised no episode, where the \
+young one (floors x5) had paged five times in the first backup.\n\
 - `drift`: the learner follows it, which the static model cannot: 0.95 (0.98 / 0.92), 0.01 \
 below its upper bound; 0.1% of the healthy test windows flagged (the static model 8.2%). \
 Spreads per mode (its growth reads as modes) took it from 0.83 to 0.98 with the wide floors \
