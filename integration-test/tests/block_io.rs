@@ -9,6 +9,7 @@
 //! interrupt at that moment is never seen, and only the program's `recursion_misses` say so).
 
 use std::{
+    collections::BTreeMap,
     fmt,
     time::{Duration, Instant},
 };
@@ -30,6 +31,11 @@ fn config() -> KernelConfig {
         program_stats: ProgramStatsMode::Always,
         ..KernelConfig::default()
     }
+}
+
+/// Completions the program matched on every device, summed.
+fn completed_anywhere(devices: &BTreeMap<u32, BlockDevStats>) -> u64 {
+    devices.values().map(|stats| stats.completed).sum()
 }
 
 /// The kernel's own count of a block device's finished requests, and of those in flight.
@@ -115,7 +121,7 @@ impl Snapshot {
                 counters,
                 issue_skipped: skipped_of("block_rq_issue"),
                 complete_skipped: skipped_of("block_rq_complete"),
-                completed_anywhere: devices.values().map(|stats| stats.completed).sum(),
+                completed_anywhere: completed_anywhere(&devices),
                 complete_runs,
             };
             if disk.in_flight == 0 && DiskStat::read(device) == disk {
@@ -361,12 +367,8 @@ fn slow_io_events_lost_to_a_full_ring_buffer_are_counted() {
     let counters = kernel.counters().expect("counters");
     let produced = counters[counter::SLOW_IO_PRODUCED as usize];
     let lost = counters[counter::SLOW_IO_LOST as usize];
-    let completed_anywhere: u64 = kernel
-        .block_snapshot()
-        .expect("reading block stats")
-        .values()
-        .map(|stats| stats.completed)
-        .sum();
+    let completed_anywhere =
+        completed_anywhere(&kernel.block_snapshot().expect("reading block stats"));
     let mut from_our_device = 0u64;
     while let Some(item) = ring.next() {
         let event = collector::daemon::parse_slow_io_event(&item).expect("whole event");

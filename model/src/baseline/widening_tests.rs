@@ -6,17 +6,19 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::synthetic::Noise;
 
-fn quiet_window(noise: &mut Noise) -> BTreeMap<String, f64> {
+/// A window of CPU pressure `psi` (%) and block latency `latency` (µs).
+fn window(psi: f64, latency: f64) -> BTreeMap<String, f64> {
     BTreeMap::from([
-        (
-            "psi_cpu_some_pct".to_string(),
-            (5.0 + 0.3 * noise.normal()).max(0.0),
-        ),
-        (
-            "block_latency_p99_us".to_string(),
-            noise.around(400.0, 0.05),
-        ),
+        ("psi_cpu_some_pct".to_string(), psi),
+        ("block_latency_p99_us".to_string(), latency),
     ])
+}
+
+fn quiet_window(noise: &mut Noise) -> BTreeMap<String, f64> {
+    window(
+        (5.0 + 0.3 * noise.normal()).max(0.0),
+        noise.around(400.0, 0.05),
+    )
 }
 
 /// Feeds the learner `windows` quiet windows, whatever it makes of them (learning, judging,
@@ -84,33 +86,27 @@ fn a_baseline_that_saw_enough_windows_floors_its_spreads_as_model_train_does() {
         for _ in 0..windows {
             let psi = 10.0 + 2.0 * noise.normal();
             let latency = 400.0 * (0.8 * noise.normal()).exp();
-            learner.observe(pressed(psi, latency)).unwrap();
+            learner.observe(window(psi, latency)).unwrap();
         }
+    };
+    // Seven points over the pressure's normal, the latency at its median.
+    let judge_pressed = |learner: &mut BaselineLearner| {
+        learner
+            .observe(window(17.0, 400.0))
+            .unwrap()
+            .expect("judged")
     };
     feed(&mut learner, 200);
     let young = learner.status();
     assert_eq!(young.floor_scale, DEFAULT_FLOOR_SCALE, "{young:?}");
-    let judged = learner
-        .observe(pressed(17.0, 400.0))
-        .unwrap()
-        .expect("judged");
+    let judged = judge_pressed(&mut learner);
     assert_eq!(judged.state, HealthState::Healthy, "young: {judged:?}");
     // The scale is the training's: the refreshes after 300 windows seen change it.
     feed(&mut learner, 600);
     let status = learner.status();
     assert_eq!(status.floor_scale, DEFAULT_MATURE_FLOOR_SCALE, "{status:?}");
-    let judged = learner
-        .observe(pressed(17.0, 400.0))
-        .unwrap()
-        .expect("judged");
+    let judged = judge_pressed(&mut learner);
     assert_eq!(judged.state, HealthState::Degraded, "mature: {judged:?}");
-}
-
-fn pressed(psi: f64, latency: f64) -> BTreeMap<String, f64> {
-    BTreeMap::from([
-        ("psi_cpu_some_pct".to_string(), psi),
-        ("block_latency_p99_us".to_string(), latency),
-    ])
 }
 
 #[test]
