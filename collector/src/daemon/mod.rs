@@ -216,19 +216,17 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                     }
                     _ => None,
                 };
-                let own_events = kernel.own_events();
                 let accounting = kernel.accounting();
                 {
                     let mut state = shared.write().expect("exporter state lock");
                     state.add_window(&record);
                     state.read_errors = windows.read_errors().clone();
                     state.partial_windows_total = windows.partial_windows();
-                    match own_events {
-                        Ok(own) => state.own_events = Some(own),
-                        Err(err) => warn!("reading the daemon's own event counts: {err:#}"),
-                    }
                     match accounting {
-                        Ok(accounting) => state.kernel_accounting = Some(accounting),
+                        Ok(accounting) => {
+                            state.own_events = Some(accounting.own);
+                            state.kernel_accounting = Some(accounting);
+                        }
                         Err(err) => warn!("reading the kernel side's bookkeeping: {err:#}"),
                     }
                     if let Some((verdict, model)) = &verdict {

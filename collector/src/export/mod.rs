@@ -142,6 +142,7 @@ mod tests {
             runs_skipped: 2,
             socket_state_unreadable: 4,
             exit_unreadable: 6,
+            own: crate::kernel::OwnEvents::default(),
         });
         let text = scrape(state);
         for expected in [

@@ -25,7 +25,7 @@ pub struct KernelConfig {
     pub hook_budget: f64,
     /// A process (TGID) whose syscalls, opens and forks are not the node's: the daemon's own,
     /// which `collector run` and `collector record` set to their process id. The programs
-    /// count them apart ([`KernelCollector::own_events`]). `None` (the default) counts every
+    /// count them apart ([`crate::kernel::KernelAccounting::own`]). `None` (the default) counts every
     /// process: for a caller that causes the events it measures, as tests and
     /// `collector probes --exercise` do.
     pub exclude_tgid: Option<u32>,

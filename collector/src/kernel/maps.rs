@@ -93,23 +93,6 @@ impl KernelCollector {
         let slot = |index: u32| events.get(index as usize).copied().unwrap_or(0);
         Ok(slot(event::SYSCALLS) + slot(event::OWN_SYSCALLS))
     }
-
-    /// What the excluded process ([`KernelConfig::exclude_tgid`]) did so far, counted apart
-    /// from the node's (cumulative; its syscalls only while the syscall hook was on).
-    pub fn own_events(&self) -> anyhow::Result<OwnEvents> {
-        let slot = |index: u32| -> anyhow::Result<u64> {
-            Ok(self
-                .events
-                .get(&index, 0)
-                .context("reading a per-CPU counter array")?
-                .iter()
-                .sum())
-        };
-        Ok(OwnEvents {
-            syscalls: slot(event::OWN_SYSCALLS)?,
-            forks: slot(event::OWN_FORKS)?,
-        })
-    }
 }
 
 /// The kernel side's own bookkeeping, cumulative since load (see
@@ -128,6 +111,10 @@ pub struct KernelAccounting {
     /// (`collector_common::event::EXIT_UNREADABLE`): an unreadable status is not counted as
     /// non-zero, an unreadable start counts a non-zero exit as a program's.
     pub exit_unreadable: u64,
+    /// What the excluded process ([`super::KernelConfig::exclude_tgid`]) did so far, counted apart
+    /// from the node's (its syscalls only while the syscall hook was on). Read here, from the
+    /// same read of the events array, so that a window reads that array once.
+    pub own: OwnEvents,
 }
 
 impl KernelCollector {
@@ -145,11 +132,15 @@ impl KernelCollector {
                 .sum(),
             socket_state_unreadable: event(event::SOCK_STATE_UNREADABLE),
             exit_unreadable: event(event::EXIT_UNREADABLE),
+            own: OwnEvents {
+                syscalls: event(event::OWN_SYSCALLS),
+                forks: event(event::OWN_FORKS),
+            },
         })
     }
 }
 
-/// The excluded process's own events (see [`KernelCollector::own_events`]).
+/// The excluded process's own events, cumulative (see [`KernelAccounting::own`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct OwnEvents {
     pub syscalls: u64,
