@@ -158,7 +158,7 @@ fn every_field_judged_sees_the_writer_as_a_fault() {
     // the point, and the default test above proves none of them explains its verdicts.
     assert!(
         windows.iter().any(|w| w.state == "degraded"
-            && w.explanation.iter().any(|f| !model::baseline::is_judged(f))),
+            && w.explanation.iter().any(|f| !model::signals::is_judged(f))),
         "{windows:?}"
     );
 }

@@ -329,7 +329,7 @@ fn rank_extender_and_fleet_training_against_a_real_prometheus() {
     );
     for feature in &features {
         assert!(
-            model::baseline::is_judged(feature),
+            model::signals::is_judged(feature),
             "{feature} is not a judged field: the default set served a volume"
         );
     }

@@ -53,12 +53,13 @@ use crate::{
 mod learned;
 mod options;
 
-pub(crate) use learned::is_latency;
+use crate::signals::is_latency;
+
 use learned::{Draws, Kept, LearnedModel, impute_latencies};
 pub use options::{
     BaselineOptions, BaselineStatus, DEFAULT_FLOOR_SCALE, DEFAULT_FLOOR_THRESHOLD,
     DEFAULT_FLOOR_WINDOWS, DEFAULT_LEARN_WINDOWS, DEFAULT_MATURE_FLOOR_SCALE, DEFAULT_MAX_KEPT,
-    DEFAULT_REFRESH_EVERY, JUDGED_FIELDS, MIN_REFRESH_SECONDS, is_judged,
+    DEFAULT_REFRESH_EVERY, MIN_REFRESH_SECONDS,
 };
 
 /// Learns, then judges, then refreshes. Feed it every window with [`BaselineLearner::observe`].

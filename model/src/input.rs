@@ -406,7 +406,7 @@ impl<T: WindowFields + ?Sized> WindowFields for &T {
 
 /// A window seen through field patterns (`*` is a wildcard, as in
 /// [`crate::features::name_matches`]): the fields no pattern matches are absent. The daemon's
-/// `--baseline-fields` (by default [`crate::baseline::JUDGED_FIELDS`]) is such a selection, and
+/// `--baseline-fields` (by default [`crate::signals::JUDGED_FIELDS`]) is such a selection, and
 /// `cargo xtask soak-replay` judges a recording through the same one. No patterns keep every
 /// field.
 pub struct Selected<'a, W: ?Sized> {

@@ -24,6 +24,7 @@ mod kmeans;
 pub mod model;
 pub mod rank;
 pub mod report;
+pub mod signals;
 pub mod spot;
 pub mod synthetic;
 pub mod tail;

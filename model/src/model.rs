@@ -268,21 +268,21 @@ impl Model {
 
     /// Judges windows as the daemon judges a model of saturation, error and latency signals
     /// (the built-in model; the learned baseline's own models work the same way): only a
-    /// rise of such a signal is evidence ([`crate::baseline::is_judged`]), and a latency of
+    /// rise of such a signal is evidence ([`crate::signals::is_judged`]), and a latency of
     /// 0 (no I/O or fsync sampled in the window: nothing happened) is left out of that
     /// window's score as a missing value is, unless nothing else would be left. The
     /// built-in model's lab always had fsyncs, so on a quiet node that never fsyncs its
     /// `fsync_latency_p99_us` of 0 was z = -6.5: 393 of 408 idle windows of soak 6 judged
     /// anomalous. Not stored in the model file: call it after loading.
     pub fn judge_signals(&mut self) {
-        self.judge_rises_only(crate::baseline::is_judged);
+        self.judge_rises_only(crate::signals::is_judged);
         self.prepared.unsampled_latencies = self
             .prepared
             .schema
             .inputs
             .iter()
             .enumerate()
-            .filter(|(_, name)| crate::baseline::is_latency(name))
+            .filter(|(_, name)| crate::signals::is_latency(name))
             .map(|(index, _)| index)
             .collect();
     }

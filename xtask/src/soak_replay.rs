@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use model::{
     BaselineLearner, BaselineOptions,
-    baseline::JUDGED_FIELDS,
+    signals::JUDGED_FIELDS,
     hysteresis::{DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER, Hysteresis},
     input::{Selected, WindowFields, is_feature},
     model::HealthState,

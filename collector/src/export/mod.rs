@@ -468,7 +468,7 @@ mod tests {
             .fields()
             .filter(|(_, value)| value.is_some())
             .map(|(name, _)| name)
-            .filter(|name| model::baseline::is_judged(name))
+            .filter(|name| model::signals::is_judged(name))
             .collect();
         assert!(judged.len() >= 15, "{judged:?}");
         for name in judged.iter().chain(&["window_s"]) {

@@ -32,7 +32,7 @@ pub struct AssessorOptions {
     pub baseline: BaselineOptions,
     /// Without a model file: learn and judge only the fields matching one of these patterns
     /// (`*` matches any run of characters); empty: the saturation, error and latency signals
-    /// ([`model::baseline::JUDGED_FIELDS`]), `*`: every field.
+    /// ([`model::signals::JUDGED_FIELDS`]), `*`: every field.
     pub baseline_fields: Vec<String>,
     pub enter_after: u32,
     pub leave_after: u32,
@@ -199,7 +199,7 @@ impl Assessor {
             judge,
             hysteresis: Hysteresis::new(options.enter_after, options.leave_after),
             baseline_fields: if options.baseline_fields.is_empty() {
-                model::baseline::JUDGED_FIELDS
+                model::signals::JUDGED_FIELDS
                     .iter()
                     .map(|field| field.to_string())
                     .collect()

@@ -2,7 +2,7 @@
 //! judges with (the latencies it leaves out) and how it fills a latency a window had no
 //! sample of before k-means sees it.
 
-use crate::model::Model;
+use crate::{model::Model, signals::is_latency};
 
 /// splitmix64: the reservoir's choices, seeded, so the same windows keep the same sample.
 #[derive(Debug, Clone)]
@@ -81,9 +81,4 @@ pub(super) fn impute_latencies(columns: &[String], draws: &mut Draws, rows: &[&K
         }
     }
     values
-}
-
-/// A latency field (`*_latency_*`): 0 when the window had no sample of it.
-pub(crate) fn is_latency(field: &str) -> bool {
-    field.contains("_latency_")
 }

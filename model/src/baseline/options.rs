@@ -5,50 +5,13 @@ use std::time::Duration;
 
 use crate::{model::TrainOptions, spot::SpotOptions};
 
-/// The fields the learned baseline judges by default: saturation, error and latency signals,
-/// the ones the built-in model uses (`cargo xtask evaluate` trains it on this very list).
-/// Volumes (syscalls, context switches, I/O operations, packets, bytes) change with the work a
-/// node is given, not with its health: a new `dd oflag=dsync` writer moved
-/// `block_flush_ops_per_s` by z = +86 on an idle node. The daemon's `--baseline-fields`
-/// asks for others (`*` for every field).
-pub const JUDGED_FIELDS: &[&str] = &[
-    "psi_*",
-    "cpu_throttled_*",
-    "proc_exits_nonzero_*",
-    "proc_fatal_signals_per_s",
-    "mem_oom_kills",
-    "mem_reclaim*",
-    "block_errors_per_s",
-    "block_error_fraction",
-    "block_latency_p99_us",
-    "fsync_latency_p99_us",
-    "syscall_enospc_per_s",
-    "syscall_emfile_per_s",
-    "syscall_eio_per_s",
-    "syscall_econnrefused_per_s",
-    "syscall_eaddrnotavail_per_s",
-    "net_drops_per_s",
-    "net_tx_error*",
-    "tcp_retransmits_per_s",
-    "tcp_connect_failure*",
-    "tcp_resets_per_s",
-    "conntrack_fill_pct",
-];
-
-/// Whether the field `name` is one of the [`JUDGED_FIELDS`] (a pattern there matches it).
-pub fn is_judged(name: &str) -> bool {
-    JUDGED_FIELDS
-        .iter()
-        .any(|pattern| crate::features::name_matches(pattern, name))
-}
-
-/// Settings of a [`BaselineLearner`], in windows.
+/// Settings of a [`super::BaselineLearner`], in windows.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BaselineOptions {
     /// Windows to learn from before the first judgement.
     pub learn_windows: usize,
     /// Retrain every this many judged windows, from the healthy windows kept (sooner while
-    /// the baseline is young: see [`BaselineLearner::refresh_interval`]).
+    /// the baseline is young: see [`super::BaselineLearner::refresh_interval`]).
     pub refresh_every: usize,
     /// At most this many windows are kept, half the most recent and half a sample of the
     /// older ones: the memory bound, about `max_kept × fields × 8` bytes.

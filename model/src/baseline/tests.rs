@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::signals::is_judged;
 
 #[test]
 fn judged_fields_are_the_saturation_error_and_latency_signals_not_the_volumes() {

@@ -10,14 +10,14 @@ use crate::export::{ExporterState, MetricSet};
 const ALWAYS: &[&str] = &["window_s"];
 
 /// Whether `name` is served in `set`. The default set keeps the fields the learned baseline
-/// and the built-in model judge ([`model::baseline::JUDGED_FIELDS`], about 25 on a node):
+/// and the built-in model judge ([`model::signals::JUDGED_FIELDS`], about 25 on a node):
 /// fleet training (`model train --prometheus`) trains a model on exactly those, which is what
 /// the built-in model is made of, from a fleet that scrapes only the default set. The volumes
 /// (syscalls, context switches, packets, bytes: about 40 more) are in `--metrics full`.
 pub(in crate::export) fn served(set: MetricSet, name: &str) -> bool {
     match set {
         MetricSet::Full => true,
-        MetricSet::Default => ALWAYS.contains(&name) || model::baseline::is_judged(name),
+        MetricSet::Default => ALWAYS.contains(&name) || model::signals::is_judged(name),
     }
 }
 

@@ -400,7 +400,7 @@ fn a_signals_slot_is_its_place_in_all() {
 fn every_moved_feature_the_baseline_judges_maps_to_signals() {
     let judged: Vec<&str> = crate::window::record::WindowRecord::feature_names()
         .filter(|feature| {
-            model::baseline::JUDGED_FIELDS
+            model::signals::JUDGED_FIELDS
                 .iter()
                 .any(|pattern| field_matches(pattern, feature))
         })
