@@ -339,7 +339,7 @@ fn verdict(recorded: &Recorded, scored: &Scored, enter_after: u32, leave_after: 
 /// metrics and the learned baseline, which is fitted to its own node.
 ///
 /// The same list is what the learned baseline judges by default, so it is defined once, there.
-pub const BUILTIN_FEATURES: &[&str] = model::baseline::JUDGED_FIELDS;
+pub const BUILTIN_FEATURES: &[&str] = model::signals::JUDGED_FIELDS;
 
 /// The built-in model's spread floors, times the defaults: five points of pressure, half a
 /// log unit (a 65% change) of a rate or latency, 0.05 of a fraction. The lab is quieter than
@@ -353,7 +353,9 @@ pub const BUILTIN_FLOOR_SCALE: &str = "5";
 /// bar lower than any node's ordinary wobble; every fault in EVALUATION.md is further out.
 pub const BUILTIN_MIN_THRESHOLD: &str = "3";
 
-pub fn evaluate() -> anyhow::Result<()> {
+/// Returns the recordings it read, for EVALUATION.md's calibration section
+/// ([`crate::calibration::section`]), which `cargo xtask evaluate` writes after it.
+pub fn evaluate() -> anyhow::Result<Vec<Recorded>> {
     let dir = workspace_root().join("datasets");
     let mut recorded = Vec::new();
     let mut missing = Vec::new();
@@ -370,7 +372,7 @@ pub fn evaluate() -> anyhow::Result<()> {
     fs::create_dir_all(&work)?;
     let result = evaluate_in(&dir, &work, &recorded, &missing);
     let _ = fs::remove_dir_all(&work);
-    result
+    result.map(|()| recorded)
 }
 
 fn evaluate_in(
@@ -667,7 +669,6 @@ fn evaluate_in(
     )?;
     let path: PathBuf = workspace_root().join("EVALUATION.md");
     fs::write(&path, md)?;
-    crate::calibration::write_section(&crate::calibration::section(recorded)?)?;
     write_datasets_table(dir, recorded)?;
     println!("evaluate: wrote EVALUATION.md and datasets/default-model.json");
     Ok(())

@@ -9,6 +9,7 @@ mod dist;
 mod episodes;
 mod evaluate;
 mod image;
+mod rate;
 mod rederive;
 mod scenario;
 mod setup;
@@ -272,7 +273,10 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Evaluate => {
             build::build_release()?;
-            evaluate::evaluate()
+            let recorded = evaluate::evaluate()?;
+            // The calibration section, on the same recordings: here, so that the evaluation
+            // does not depend on the calibration that depends on it.
+            calibration::write_section(&calibration::section(&recorded)?)
         }
         Command::RederiveDrops => {
             rederive::rederive_drops(&util::workspace_root().join("datasets"))

@@ -260,26 +260,6 @@ fn http_get(address: &str, path: &str) -> Option<String> {
         .then(|| body.to_string())
 }
 
-/// The smallest rate λ (events per unit of exposure) with P(N ≤ k | λ·exposure) ≤ 0.05: the
-/// one-sided 95% upper bound on a Poisson rate after `k` events.
-pub fn poisson_upper_95(k: usize, exposure: f64) -> f64 {
-    let cdf = |mean: f64| {
-        let mut term = (-mean).exp();
-        let mut sum = term;
-        for i in 1..=k {
-            term *= mean / i as f64;
-            sum += term;
-        }
-        sum
-    };
-    let (mut lo, mut hi) = (0.0, k as f64 + 50.0);
-    for _ in 0..200 {
-        let mid = (lo + hi) / 2.0;
-        if cdf(mid) > 0.05 { lo = mid } else { hi = mid }
-    }
-    hi / exposure.max(1e-9)
-}
-
 /// The short form `cargo xtask test` runs: four minutes of 1 s windows, learning for 30 s, then
 /// one cycle of the benign work scaled to fit; then the windows it kept are judged again and
 /// every verdict of the daemon must be reproduced (`soak-replay --check`), so the figures a
@@ -480,7 +460,7 @@ fn watch(options: &SoakOptions, address: &str, dir: &Path, started: Instant) -> 
     drop(running);
     let judged_hours = judging_since.map_or(0.0, |since| since.elapsed().as_secs_f64() / 3600.0);
     let rate = episodes.len() as f64 / judged_hours.max(1e-9);
-    let upper = poisson_upper_95(episodes.len(), judged_hours);
+    let upper = crate::rate::poisson_upper_95(episodes.len(), judged_hours);
     let baseline = last_state["model"]["baseline"].clone();
     let report = serde_json::json!({
         "duration_s": options.duration.as_secs_f64(),
@@ -510,7 +490,7 @@ fn watch(options: &SoakOptions, address: &str, dir: &Path, started: Instant) -> 
          of one per day only if it runs {:.0} hours without an episode.",
         episodes.len(),
         upper * 24.0,
-        poisson_upper_95(0, 1.0) * 24.0,
+        crate::rate::poisson_upper_95(0, 1.0) * 24.0,
     );
     println!("soak: baseline at the end: {baseline}");
     let out = options
@@ -526,14 +506,6 @@ fn watch(options: &SoakOptions, address: &str, dir: &Path, started: Instant) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_poisson_bound_is_the_textbook_one() {
-        // Zero events: -ln(0.05) = 3.00 per unit of exposure; one event: 4.74; five: 10.51.
-        assert!((poisson_upper_95(0, 1.0) - 2.996).abs() < 0.01);
-        assert!((poisson_upper_95(1, 1.0) - 4.744).abs() < 0.01);
-        assert!((poisson_upper_95(5, 2.0) - 10.513 / 2.0).abs() < 0.01);
-    }
 
     /// Whether process `pid` is still running (a zombie left for init to reap is not).
     fn running(pid: u32) -> bool {

@@ -14,10 +14,10 @@ use std::{
 use anyhow::{Context as _, bail};
 use model::{
     BaselineLearner, BaselineOptions,
-    signals::JUDGED_FIELDS,
     hysteresis::{DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER, Hysteresis},
     input::{Selected, WindowFields, is_feature},
     model::HealthState,
+    signals::JUDGED_FIELDS,
 };
 
 use crate::episodes::{Episode, Episodes};
@@ -200,7 +200,7 @@ pub fn soak_replay(options: &ReplayOptions) -> anyhow::Result<()> {
         );
     }
     let hours = replay.judged as f64 * options.window.as_secs_f64() / 3600.0;
-    let upper = crate::soak::poisson_upper_95(replay.episodes.len(), hours);
+    let upper = crate::rate::poisson_upper_95(replay.episodes.len(), hours);
     println!(
         "soak-replay: {} degraded episode(s) in {hours:.2} judged hours ({} windows of {}, {} \
          over the threshold before hysteresis): {:.2}/hour, 95% upper bound {upper:.2}/hour",
