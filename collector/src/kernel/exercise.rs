@@ -305,7 +305,7 @@ impl BlockTarget {
             path: path.to_path_buf(),
             file,
             size_bytes,
-            kernel_dev: crate::window::devices::kernel_dev(major, minor),
+            kernel_dev: super::dev::kernel_dev(major, minor),
         })
     }
 

@@ -209,7 +209,7 @@ impl KernelCollector {
                 if wanted {
                     attacher.attach(plan)
                 } else {
-                    AttachReport::disabled(plan)
+                    plan.disabled()
                 }
             })
             .collect();

@@ -7,6 +7,7 @@
 pub mod btf;
 pub mod cgroups;
 pub mod config;
+pub mod dev;
 pub mod exact;
 pub mod exercise;
 pub mod hooks;

@@ -73,6 +73,21 @@ pub struct SignalPlan {
     pub alternatives: &'static [Alternative],
 }
 
+impl SignalPlan {
+    /// The report of a signal turned off by configuration: its best hook, not tried.
+    pub(super) fn disabled(&self) -> AttachReport {
+        let (program, hook) = self.alternatives[0][0];
+        AttachReport {
+            signal: self.signal,
+            program,
+            hook: hook.describe(),
+            kind: "none",
+            outcome: HookOutcome::Disabled,
+            tried: Vec::new(),
+        }
+    }
+}
+
 use Hook::{BtfTracepoint, Kprobe, ProcessExitTask, RawTracepoint, SyscallExit, Tracepoint};
 
 /// The BTF scheduler programs, which need `task_struct.pid`'s offset from BTF.

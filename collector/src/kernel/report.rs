@@ -37,17 +37,3 @@ impl fmt::Display for HookOutcome {
         }
     }
 }
-
-impl AttachReport {
-    pub(super) fn disabled(plan: &crate::kernel::probes::SignalPlan) -> Self {
-        let (program, hook) = plan.alternatives[0][0];
-        Self {
-            signal: plan.signal,
-            program,
-            hook: hook.describe(),
-            kind: "none",
-            outcome: HookOutcome::Disabled,
-            tried: Vec::new(),
-        }
-    }
-}

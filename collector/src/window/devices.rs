@@ -8,15 +8,7 @@ use std::{
 
 use crate::window::procfile::{ReadErrors, source};
 
-/// The kernel's internal `dev_t` (as block tracepoints report it) packs the minor number in the
-/// low 20 bits (`MINORBITS`), unlike the userspace `dev_t` that `stat` returns.
-pub fn split_kernel_dev(dev: u32) -> (u32, u32) {
-    (dev >> 20, dev & ((1 << 20) - 1))
-}
-
-pub fn kernel_dev(major: u32, minor: u32) -> u32 {
-    (major << 20) | (minor & ((1 << 20) - 1))
-}
+pub use crate::kernel::dev::{kernel_dev, split_kernel_dev};
 
 /// Resolves `major:minor` to the name under /dev (`vda`, `loop3`, `nvme0n1p1`) through sysfs,
 /// caching the answers. Devices that sysfs does not know keep their numbers as a name.
@@ -115,13 +107,6 @@ mod tests {
         let names = DeviceNames::new(dir.path().join("dev"));
         assert_eq!(names.inflight(kernel_dev(254, 0)), Some(7));
         assert_eq!(names.inflight(kernel_dev(7, 0)), None);
-    }
-
-    #[test]
-    fn kernel_dev_round_trips() {
-        assert_eq!(split_kernel_dev(kernel_dev(254, 0)), (254, 0));
-        assert_eq!(split_kernel_dev(kernel_dev(7, 1_048_575)), (7, 1_048_575));
-        assert_eq!(kernel_dev(8, 1), (8 << 20) | 1);
     }
 
     #[test]

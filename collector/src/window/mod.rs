@@ -4,6 +4,7 @@
 
 pub mod cgroups;
 pub mod devices;
+pub mod numeric;
 pub mod pressure;
 pub mod procfile;
 pub mod record;

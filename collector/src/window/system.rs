@@ -326,7 +326,7 @@ impl SystemFeatures {
     /// Every numeric field, by its name in the window record, in name order: the record's
     /// typed fields (`WindowRecord::fields`) take these along with its own. A field added to
     /// the struct goes here too (a test compares this list with the record's JSON).
-    pub const NUMERIC_FIELDS: &[crate::window::record::NumericField<Self>] = crate::window::record::numeric_fields!(SystemFeatures:
+    pub const NUMERIC_FIELDS: &[crate::window::numeric::NumericField<Self>] = crate::window::numeric::numeric_fields!(SystemFeatures:
         block_sample_fraction,
         conntrack_fill_pct,
         file_open_errors_per_s,

@@ -25,9 +25,11 @@ use collector_common::xdp::{SourceConfig, SourceKey, SourceTraffic, names};
 use ipnet::IpNet;
 
 use super::{
-    Blocklist, BlocklistError, link,
+    Blocklist, BlocklistError,
+    clock::boot_ns,
+    layout::load_current,
+    link,
     pins::{EditLock, PinDir, lock_dir, lock_holders},
-    store::{boot_ns, load_current},
     upkeep::Upkeep,
 };
 

@@ -348,7 +348,7 @@ fn table(rules: &[ListedRule]) -> String {
         "{:<44} {:>12} {:>14} {:>10} {:>10} {:<6}  COMMENT\n",
         "RULE", "PACKETS", "BYTES", "AGE", "EXPIRES IN", "BY"
     );
-    let now = super::store::unix_now();
+    let now = super::clock::unix_now();
     for rule in rules {
         let expires = rule.expires_unix_s.map_or("never".to_string(), |at| {
             humantime::format_duration(Duration::from_secs(at.saturating_sub(now))).to_string()

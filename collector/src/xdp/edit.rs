@@ -12,7 +12,8 @@ use ipnet::IpNet;
 
 use super::{
     BlocklistError,
-    store::{Blocklist, MAX_TTL, Origin, boot_ns, unix_now},
+    clock::{boot_ns, unix_now},
+    store::{Blocklist, MAX_TTL, Origin},
 };
 
 /// The TTL checked against [`MAX_TTL`].

@@ -14,8 +14,9 @@ use ipnet::IpNet;
 
 use super::{
     BlocklistError,
+    clock::{boot_ns, unix_now},
     pins::PinDir,
-    store::{boot_ns, net, unix_now},
+    rules::net,
 };
 
 /// Loads the object with the drop-list maps bound to their pins: existing pins are reused,

@@ -8,6 +8,7 @@ pub mod attach;
 pub mod autoblock;
 mod batch;
 pub mod cli;
+mod clock;
 mod edit;
 mod layout;
 mod link;

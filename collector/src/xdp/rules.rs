@@ -177,6 +177,12 @@ pub fn parse_args(args: &[String]) -> Result<Vec<IpNet>, BlocklistError> {
     }
 }
 
+/// The network of a drop-list key: its address and prefix length.
+pub(super) fn net(addr: IpAddr, prefix_len: u32) -> IpNet {
+    // The kernel refuses keys longer than the address, so the prefix always fits.
+    IpNet::new(addr, prefix_len as u8).unwrap_or_else(|_| IpNet::from(addr))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ use std::{
     collections::BTreeMap,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     path::Path,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use aya::{
@@ -16,12 +16,12 @@ use collector_common::xdp::{COMMENT_BYTES, Rule, RuleHits, active, names, rule_f
 use ipnet::IpNet;
 use serde::Serialize;
 
-pub(super) use super::edit::rules_with_ids;
-pub(crate) use super::layout::load_current;
 use super::{
     BlocklistError,
-    layout::{check_layout, is_legacy, pins_current},
+    clock::unix_now,
+    layout::{check_layout, is_legacy, load_current, pins_current},
     pins::PinDir,
+    rules::net,
 };
 
 type V4Trie = LpmTrie<MapData, [u8; 4], Rule>;
@@ -43,20 +43,6 @@ pub struct Blocklist {
 /// rule meant to stay has no TTL. Ten years of nanoseconds (3.2e17) also fits the boot-time
 /// deadline (u64 nanoseconds: 584 years) with room to spare.
 pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-
-/// Nanoseconds of CLOCK_BOOTTIME, the clock of `bpf_ktime_get_boot_ns` (see
-/// `Rule::expires_boot_ns` for why this clock).
-pub(crate) fn boot_ns() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we pass; CLOCK_BOOTTIME exists since 2.6.39.
-    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) };
-    (now.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(now.tv_nsec as u64)
-}
 
 /// A rule with its counters, as `list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -120,12 +106,6 @@ pub struct DropMetrics {
     pub rules: u64,
     /// Windows whose TTL sweep was put off because another process held the edit lock.
     pub sweeps_postponed: u64,
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 fn comment_text(rule: &Rule) -> String {
@@ -333,22 +313,5 @@ impl Blocklist {
             }
         }
         Ok(metrics)
-    }
-}
-
-pub(super) fn net(addr: IpAddr, prefix_len: u32) -> IpNet {
-    // The kernel refuses keys longer than the address, so the prefix always fits.
-    IpNet::new(addr, prefix_len as u8).unwrap_or_else(|_| IpNet::from(addr))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn boot_time_moves_forward() {
-        let first = boot_ns();
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(boot_ns() >= first + 5_000_000);
     }
 }

@@ -23,7 +23,9 @@ use ipnet::IpNet;
 use super::{
     Blocklist, BlocklistError,
     batch::read_u32_percpu,
-    store::{DropMetrics, Origin, boot_ns, rules_with_ids},
+    clock::boot_ns,
+    edit::rules_with_ids,
+    store::{DropMetrics, Origin},
 };
 
 /// What the daemon knows of the list between edits.

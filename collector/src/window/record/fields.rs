@@ -2,52 +2,10 @@
 //! window's numbers without JSON.
 
 use super::WindowRecord;
-use crate::window::system::SystemFeatures;
-
-/// A numeric field of `T`: its name in the window record, and how its value is read (`None`:
-/// a missing value, `null` in the JSON Lines).
-pub type NumericField<T> = (&'static str, fn(&T) -> Option<f64>);
-
-/// A field's value as the model reads it. A value that is not finite is missing, as it is in
-/// the JSON Lines (serde_json writes NaN and infinities as `null`).
-pub trait Numeric {
-    fn number(self) -> Option<f64>;
-}
-
-impl Numeric for f64 {
-    fn number(self) -> Option<f64> {
-        self.is_finite().then_some(self)
-    }
-}
-
-impl Numeric for u64 {
-    fn number(self) -> Option<f64> {
-        Some(self as f64)
-    }
-}
-
-impl Numeric for u32 {
-    fn number(self) -> Option<f64> {
-        Some(f64::from(self))
-    }
-}
-
-impl<T: Numeric> Numeric for Option<T> {
-    fn number(self) -> Option<f64> {
-        self.and_then(Numeric::number)
-    }
-}
-
-/// `numeric_fields!(Type: a, b, …)`: the [`NumericField`]s of `Type`'s fields `a`, `b`, …
-/// (written in name order).
-macro_rules! numeric_fields {
-    ($type:ty: $($field:ident),+ $(,)?) => {
-        &[$((stringify!($field), |value: &$type| {
-            $crate::window::record::Numeric::number(value.$field)
-        })),+]
-    };
-}
-pub(crate) use numeric_fields;
+use crate::window::{
+    numeric::{NumericField, numeric_fields},
+    system::SystemFeatures,
+};
 
 /// Two lists of (name, …) in name order as one, in name order.
 fn merge_by_name<T>(

@@ -22,8 +22,6 @@ mod assemble;
 mod fields;
 
 pub use assemble::{DeviceSample, WindowInputs};
-pub(crate) use fields::numeric_fields;
-pub use fields::{Numeric, NumericField};
 
 /// Version of the record's schema; bumped when a field changes meaning or is removed.
 /// 2: `net_drops_per_s` leaves out housekeeping drop reasons (`HOUSEKEEPING_DROP_REASONS`);
