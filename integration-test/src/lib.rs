@@ -144,7 +144,7 @@ impl LoopDevice {
     /// The kernel-internal `dev_t` the block tracepoints report for this device.
     pub fn kernel_dev(&self) -> u32 {
         let (major, minor) = self.dev();
-        collector::window::devices::kernel_dev(major, minor)
+        collector::kernel::dev::kernel_dev(major, minor)
     }
 
     pub fn name(&self) -> String {

@@ -11,8 +11,8 @@ use tracing::warn;
 
 use super::SlowIoTally;
 use crate::{
-    kernel::{KernelCollector, ProgramStats},
-    window::devices::{DeviceNames, split_kernel_dev},
+    kernel::{KernelCollector, ProgramStats, dev::split_kernel_dev},
+    window::devices::DeviceNames,
     window::pressure::{PsiReader, ThrottlingReader},
     window::procfile::ReadErrors,
     window::record::{DeviceSample, ProgramWindow, WindowInputs, WindowRecord},

@@ -8,7 +8,7 @@ use std::{
 
 use crate::window::procfile::{ReadErrors, source};
 
-pub use crate::kernel::dev::{kernel_dev, split_kernel_dev};
+use crate::kernel::dev::split_kernel_dev;
 
 /// Resolves `major:minor` to the name under /dev (`vda`, `loop3`, `nvme0n1p1`) through sysfs,
 /// caching the answers. Devices that sysfs does not know keep their numbers as a name.
@@ -98,6 +98,7 @@ fn read_sysfs(path: &Path, errors: &mut ReadErrors) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernel::dev::kernel_dev;
 
     #[test]
     fn inflight_sums_both_directions() {
