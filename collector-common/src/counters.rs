@@ -28,7 +28,13 @@ pub mod counter {
     /// completion has counted it already. Not an error; counted here so that every completion
     /// the program saw is accounted for.
     pub const COMPLETE_WITHOUT_SECTORS: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// In-flight entries a new issue took over because they were older than the programs'
+    /// stale limit (120 s, four times the kernel's own request timeout): requests whose
+    /// completion the program never saw (the kernel did not run it, or ran it on a record it
+    /// could not match). Their latency is never measured; counted so that no lost completion
+    /// goes unseen.
+    pub const INFLIGHT_STALE_EVICTED: u32 = 8;
+    pub const COUNT: u32 = 9;
 
     /// Each counter's name where the daemon shows it (`nodestate_block_accounting_total`'s
     /// `event` label), by index.
@@ -41,6 +47,7 @@ pub mod counter {
         "issue_unreadable",
         "complete_unreadable",
         "complete_without_sectors",
+        "inflight_stale_evicted",
     ];
 }
 

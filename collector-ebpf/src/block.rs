@@ -37,8 +37,9 @@ static INFLIGHT: Array<InflightSlot> = Array::with_max_entries(INFLIGHT_SLOTS, 0
 
 /// A pending entry older than this is taken to belong to a request whose completion we never
 /// saw (the kernel's own request timeouts are 30 s), and its slot is reused: so a lost
-/// completion cannot hold a slot for ever. That request then stays counted as in flight, as a
-/// lost completion always does.
+/// completion cannot hold a slot for ever. The reuse is counted
+/// (`counter::INFLIGHT_STALE_EVICTED`). The request stays in the device's tracked count; the
+/// in-flight gauge comes from sysfs where the daemon can read it, so it is not held up.
 const INFLIGHT_STALE_NS: u64 = 120_000_000_000;
 
 /// Size is a default: the daemon sets it from `--ringbuf-bytes` before load.
@@ -162,19 +163,32 @@ fn track_issue(key: &InflightKey, now: u64) -> Issue {
     }
     for slot in [first, second] {
         let started = unsafe { core::ptr::read_volatile(&(*slot).started_ns) };
-        // A request issued before the hooks last came back on may have completed unseen.
-        if started == 0
-            || now.saturating_sub(started) > INFLIGHT_STALE_NS
-            || started_before_sampling(sampled_group::BLOCK, started)
-        {
-            unsafe {
-                (*slot).key = *key;
-                core::ptr::write_volatile(&mut (*slot).started_ns, now);
-            }
-            return Issue::Tracked(false);
+        if started == 0 {
+            return take_slot(slot, key, now);
+        }
+        // A request issued before the hooks last came back on may have completed unseen while
+        // they were off (if its completion comes later, it counts as unmatched).
+        if started_before_sampling(sampled_group::BLOCK, started) {
+            return take_slot(slot, key, now);
+        }
+        // A request pending past the stale limit lost its completion: counted, not silent.
+        if now.saturating_sub(started) > INFLIGHT_STALE_NS {
+            bump(counter::INFLIGHT_STALE_EVICTED);
+            return take_slot(slot, key, now);
         }
     }
     Issue::Full
+}
+
+/// Writes `key`, issued at `now`, into a free `slot`.
+#[inline(always)]
+fn take_slot(slot: *mut InflightSlot, key: &InflightKey, now: u64) -> Issue {
+    // SAFETY: a valid array slot; key first, start time last (the start time marks it taken).
+    unsafe {
+        (*slot).key = *key;
+        core::ptr::write_volatile(&mut (*slot).started_ns, now);
+    }
+    Issue::Tracked(false)
 }
 
 /// Takes `key` out of the in-flight table; its issue time if it was there.

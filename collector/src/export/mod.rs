@@ -137,6 +137,7 @@ mod tests {
         block[collector_common::counter::SLOW_IO_PRODUCED as usize] = 99;
         block[collector_common::counter::COMPLETE_UNMATCHED as usize] = 3;
         block[collector_common::counter::COMPLETE_WITHOUT_SECTORS as usize] = 7;
+        block[collector_common::counter::INFLIGHT_STALE_EVICTED as usize] = 11;
         state.kernel_accounting = Some(crate::kernel::KernelAccounting {
             block,
             runs_skipped: 2,
@@ -171,6 +172,7 @@ mod tests {
             r#"nodestate_block_accounting_total{node="node-a",event="complete_unmatched"} 3"#,
             r#"nodestate_block_accounting_total{node="node-a",event="complete_without_sectors"} 7"#,
             r#"nodestate_block_accounting_total{node="node-a",event="issue_unreadable"} 0"#,
+            r#"nodestate_block_accounting_total{node="node-a",event="inflight_stale_evicted"} 11"#,
             r#"nodestate_program_runs_skipped_total{node="node-a"} 2"#,
             r#"nodestate_socket_state_unreadable_total{node="node-a"} 4"#,
             r#"nodestate_exit_unreadable_total{node="node-a"} 6"#,

@@ -138,7 +138,8 @@ fn encode_accounting(
          issue seen: issued before the hooks were on, or the issue's run skipped), device_table_full (not counted), \
          issue_unreadable and complete_unreadable (a record the program could not read), \
          complete_without_sectors (the flush machinery's second completion of a request \
-         counted already; not an error)",
+         counted already; not an error), inflight_stale_evicted (a request pending over 120 s \
+         whose completion the program never saw: its latency is lost)",
         None,
         &by_event,
     )?;
