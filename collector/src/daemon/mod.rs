@@ -216,19 +216,14 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
                     }
                     _ => None,
                 };
-                let accounting = kernel.accounting();
+                let accounting = windows.accounting(&kernel);
                 {
                     let mut state = shared.write().expect("exporter state lock");
                     state.add_window(&record);
                     state.read_errors = windows.read_errors().clone();
                     state.partial_windows_total = windows.partial_windows();
-                    match accounting {
-                        Ok(accounting) => {
-                            state.own_events = Some(accounting.own);
-                            state.kernel_accounting = Some(accounting);
-                        }
-                        Err(err) => warn!("reading the kernel side's bookkeeping: {err:#}"),
-                    }
+                    state.own_events = Some(accounting.own);
+                    state.kernel_accounting = Some(accounting);
                     if let Some((verdict, model)) = &verdict {
                         state.set_health(verdict);
                         state.model = model.clone();

@@ -11,7 +11,7 @@ use tracing::warn;
 
 use super::SlowIoTally;
 use crate::{
-    kernel::{KernelCollector, ProgramStats, dev::split_kernel_dev},
+    kernel::{KernelAccounting, KernelCollector, ProgramStats, dev::split_kernel_dev},
     window::devices::DeviceNames,
     window::pressure::{PsiReader, ThrottlingReader},
     window::procfile::ReadErrors,
@@ -252,6 +252,17 @@ impl WindowMaker {
     /// read failed).
     pub fn take_cgroup_table(&mut self) -> Option<CgroupTable> {
         self.cgroup_table.take()
+    }
+
+    /// The kernel side's bookkeeping as of the window just closed, built from that window's
+    /// reads of the block counters and the events array (each array is read once a window);
+    /// only the program runs the kernel skipped are read here.
+    pub fn accounting(&self, kernel: &KernelCollector) -> KernelAccounting {
+        KernelAccounting::from_reads(
+            self.previous_counters,
+            &self.previous_system.events,
+            kernel.runs_skipped(),
+        )
     }
 
     /// The per-cgroup counters as last read (cumulative since load), for `/debug/cgroups`.

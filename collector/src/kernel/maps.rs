@@ -121,22 +121,43 @@ impl KernelCollector {
     /// The block programs' counters and the program runs the kernel skipped, for the
     /// daemon's metrics: what was not counted the usual way, and why.
     pub fn accounting(&self) -> anyhow::Result<KernelAccounting> {
-        let events = self.events()?;
+        Ok(KernelAccounting::from_reads(
+            self.counters()?,
+            &self.events()?,
+            self.runs_skipped(),
+        ))
+    }
+
+    /// Program runs the kernel skipped, summed over the loaded programs.
+    pub fn runs_skipped(&self) -> u64 {
+        self.program_runs_skipped()
+            .iter()
+            .map(|(_, skipped)| skipped)
+            .sum()
+    }
+}
+
+impl KernelAccounting {
+    /// The accounting from reads made already: the block programs' counters and the events
+    /// array (by `collector_common::event` index, cumulative; a short array reads as 0), so
+    /// the window loop builds it from the window's own reads instead of reading the maps
+    /// again.
+    pub fn from_reads(
+        block: [u64; counter::COUNT as usize],
+        events: &[u64],
+        runs_skipped: u64,
+    ) -> Self {
         let event = |index: u32| events.get(index as usize).copied().unwrap_or(0);
-        Ok(KernelAccounting {
-            block: self.counters()?,
-            runs_skipped: self
-                .program_runs_skipped()
-                .iter()
-                .map(|(_, skipped)| skipped)
-                .sum(),
+        Self {
+            block,
+            runs_skipped,
             socket_state_unreadable: event(event::SOCK_STATE_UNREADABLE),
             exit_unreadable: event(event::EXIT_UNREADABLE),
             own: OwnEvents {
                 syscalls: event(event::OWN_SYSCALLS),
                 forks: event(event::OWN_FORKS),
             },
-        })
+        }
     }
 }
 
@@ -157,4 +178,37 @@ fn sum_array(array: &PerCpuArray<MapData, u64>, slots: u32) -> anyhow::Result<Ve
                 .context("reading a per-CPU counter array")
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounting_takes_each_count_from_its_own_slot() {
+        let mut block = [0; counter::COUNT as usize];
+        block[counter::INFLIGHT_STALE_EVICTED as usize] = 3;
+        // Every slot a different value, so a wrong index cannot pass.
+        let events: Vec<u64> = (0..event::COUNT as u64).map(|index| 100 + index).collect();
+        let accounting = KernelAccounting::from_reads(block, &events, 9);
+        assert_eq!(accounting.block, block);
+        assert_eq!(accounting.runs_skipped, 9);
+        let slot = |index: u32| 100 + u64::from(index);
+        assert_eq!(
+            accounting.socket_state_unreadable,
+            slot(event::SOCK_STATE_UNREADABLE)
+        );
+        assert_eq!(accounting.exit_unreadable, slot(event::EXIT_UNREADABLE));
+        assert_eq!(
+            accounting.own,
+            OwnEvents {
+                syscalls: slot(event::OWN_SYSCALLS),
+                forks: slot(event::OWN_FORKS),
+            }
+        );
+        // A short array (an old program's) reads as zeros, not a panic.
+        let short = KernelAccounting::from_reads(block, &events[..2], 0);
+        assert_eq!(short.own, OwnEvents::default());
+        assert_eq!(short.exit_unreadable, 0);
+    }
 }
