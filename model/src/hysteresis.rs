@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::model::HealthState;
+use crate::state::HealthState;
 
 /// Default windows in a row that must be anomalous before the node is degraded.
 ///

@@ -26,6 +26,7 @@ pub mod rank;
 pub mod report;
 pub mod signals;
 pub mod spot;
+pub mod state;
 pub mod synthetic;
 pub mod tail;
 

@@ -30,28 +30,7 @@ pub const MODEL_FORMAT_VERSION: u32 = 1;
 /// Number of features named in an [`Assessment`]'s explanation.
 pub const EXPLANATION_LENGTH: usize = 3;
 
-/// A window's state, or the node's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HealthState {
-    Healthy,
-    Degraded,
-}
-
-impl HealthState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Healthy => "healthy",
-            Self::Degraded => "degraded",
-        }
-    }
-}
-
-impl std::fmt::Display for HealthState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::state::HealthState;
 
 /// One feature's part in a window's distance from healthy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
