@@ -255,8 +255,8 @@ impl WindowMaker {
     }
 
     /// The kernel side's bookkeeping as of the window just closed, built from that window's
-    /// reads of the block counters and the events array (each array is read once a window);
-    /// only the program runs the kernel skipped are read here.
+    /// reads of the block counters and the events array, not from reads of its own; only the
+    /// program runs the kernel skipped are read here.
     pub fn accounting(&self, kernel: &KernelCollector) -> KernelAccounting {
         KernelAccounting::from_reads(
             self.previous_counters,

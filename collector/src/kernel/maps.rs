@@ -112,8 +112,8 @@ pub struct KernelAccounting {
     /// non-zero, an unreadable start counts a non-zero exit as a program's.
     pub exit_unreadable: u64,
     /// What the excluded process ([`super::KernelConfig::exclude_tgid`]) did so far, counted apart
-    /// from the node's (its syscalls only while the syscall hook was on). Taken from the
-    /// accounting's own read of the events array rather than a read of its own.
+    /// from the node's (its syscalls only while the syscall hook was on). Taken from the same
+    /// read of the events array as the rest of the accounting (in the daemon, the window's).
     pub own: OwnEvents,
 }
 
