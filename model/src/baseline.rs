@@ -63,7 +63,9 @@ pub use options::{
 };
 
 /// Learns, then judges, then refreshes. Feed it every window with [`BaselineLearner::observe`].
-#[derive(Debug)]
+/// A clone learns on from where the original is (`cargo xtask soak-replay --faults` judges
+/// each fault with a copy of the same baseline).
+#[derive(Debug, Clone)]
 pub struct BaselineLearner {
     options: BaselineOptions,
     /// The numeric fields of the first window: the baseline's columns for good.

@@ -16,6 +16,7 @@ mod setup;
 mod soak;
 mod soak_replay;
 mod test;
+mod transplant;
 mod util;
 mod vm;
 
@@ -175,6 +176,11 @@ enum Command {
         /// Fail unless every window that carries the daemon's verdict is judged the same.
         #[arg(long)]
         check: bool,
+        /// Then judge each recorded scenario's fault (datasets/), carried onto the file's
+        /// last idle windows as the change it made to the judged signals, by a copy of the
+        /// baseline the file left: whether that baseline would still page on a fault.
+        #[arg(long)]
+        faults: bool,
     },
     /// Set up, build and run the benchmarks, writing their sections of BENCHMARKS.md.
     Bench {
@@ -288,12 +294,14 @@ fn main() -> anyhow::Result<()> {
             learn_for,
             refresh_every,
             check,
+            faults,
         } => soak_replay::soak_replay(&soak_replay::ReplayOptions {
             file,
             check,
             window,
             learn_for,
             refresh_every,
+            faults,
         }),
         Command::Soak {
             duration,

@@ -283,6 +283,9 @@ pub fn ci_check() -> anyhow::Result<()> {
         window,
         learn_for,
         refresh_every: Duration::from_secs(30 * 60),
+        // A soak shows the baseline pages on nothing benign; whether it still pages on a
+        // fault is the other half.
+        faults: true,
     })
 }
 

@@ -6,6 +6,7 @@
 //! looking at a recording is measured in-sample on it (say so when quoting a figure).
 
 use std::{
+    collections::VecDeque,
     io::BufRead as _,
     path::{Path, PathBuf},
     time::Duration,
@@ -19,6 +20,7 @@ use model::{
     model::HealthState,
     signals::JUDGED_FIELDS,
 };
+use serde_json::Value;
 
 use crate::episodes::{Episode, Episodes};
 
@@ -79,6 +81,9 @@ pub struct ReplayOptions {
     pub window: Duration,
     pub learn_for: Duration,
     pub refresh_every: Duration,
+    /// After the file, judge the recorded scenarios' faults carried onto the file's own
+    /// windows by the baseline it left (see [`crate::transplant`]).
+    pub faults: bool,
 }
 
 #[derive(Debug, Default)]
@@ -95,11 +100,46 @@ pub struct Replay {
     pub differences: Vec<(usize, String, f64, String, f64)>,
 }
 
+/// How many of the file's last windows of its idle phase (or last windows, without phases)
+/// are kept to carry the faults: minutes of the node's own quiet at any window length.
+const CARRIER_WINDOWS: usize = 300;
+
 /// Judges the window records of `lines` in order (JSON objects; other lines are an error).
-pub fn replay(
+#[cfg(test)]
+fn replay(
     lines: impl Iterator<Item = std::io::Result<String>>,
     options: &ReplayOptions,
 ) -> anyhow::Result<Replay> {
+    Ok(replay_keeping(lines, options)?.0)
+}
+
+/// The window's judged fields and the ones it could not read, as the daemon hands them to its
+/// learner, and the learner's judgement.
+fn judge(
+    learner: &mut BaselineLearner,
+    line: &str,
+    judged_fields: &[String],
+) -> anyhow::Result<Option<model::Assessment>> {
+    let recorded: Recorded = serde_json::from_str(line).context("not a JSON window record")?;
+    let fields = Selected::new(&recorded, judged_fields);
+    let absent: Vec<String> = recorded
+        .0
+        .iter()
+        .filter(|(_, v)| v.is_none())
+        .map(|(n, _)| n.clone())
+        .collect();
+    Ok(learner.observe_partial(&fields, &absent)?)
+}
+
+/// [`replay`], and the baseline it left with the windows kept to carry faults
+/// ([`CARRIER_WINDOWS`]).
+fn replay_keeping(
+    lines: impl Iterator<Item = std::io::Result<String>>,
+    options: &ReplayOptions,
+) -> anyhow::Result<(Replay, BaselineLearner, Vec<Value>)> {
+    // The last idle windows, and the last windows of any phase for a file without idle ones.
+    let mut carriers: VecDeque<Value> = VecDeque::with_capacity(CARRIER_WINDOWS);
+    let mut last: VecDeque<Value> = VecDeque::with_capacity(CARRIER_WINDOWS);
     let mut learner = BaselineLearner::new(BaselineOptions::covering(
         options.window,
         options.learn_for,
@@ -124,19 +164,18 @@ pub fn replay(
         let first = *first_ms.get_or_insert(at_ms);
         // The daemon's view: the judged fields, and every field the window could not read
         // (the daemon passes its record's whole `missing` list; the learner heeds its own).
-        let recorded: Recorded = serde_json::from_str(&line)
-            .with_context(|| format!("line {}: not a JSON window record", number + 1))?;
-        let fields = Selected::new(&recorded, &judged_fields);
-        let absent: Vec<String> = recorded
-            .0
-            .iter()
-            .filter(|(_, v)| v.is_none())
-            .map(|(n, _)| n.clone())
-            .collect();
         replay.windows += 1;
-        let assessment = learner
-            .observe_partial(&fields, &absent)
+        let assessment = judge(&mut learner, &line, &judged_fields)
             .with_context(|| format!("line {}", number + 1))?;
+        let idle = matches!(record["soak_phase"].as_str(), None | Some("idle"));
+        for (kept, wanted) in [(&mut carriers, idle), (&mut last, true)] {
+            if wanted {
+                if kept.len() == CARRIER_WINDOWS {
+                    kept.pop_front();
+                }
+                kept.push_back(record.clone());
+            }
+        }
         // The daemon's verdict on this window, if the soak kept it: its node state (after
         // hysteresis) and the window's score.
         let verdict = &record["soak_verdict"];
@@ -182,12 +221,79 @@ pub fn replay(
     }
     replay.episodes = episodes.finish();
     replay.baseline = serde_json::to_value(learner.status())?;
-    Ok(replay)
+    let carriers = if carriers.is_empty() { last } else { carriers };
+    Ok((replay, learner, carriers.into()))
+}
+
+/// What the baseline made of one fault carried onto the node's windows.
+#[derive(Debug)]
+pub struct Trial {
+    pub scenario: &'static str,
+    pub windows: usize,
+    pub over: usize,
+    /// The node state turned degraded (the daemon's hysteresis) within the fault.
+    pub paged: bool,
+    pub max_score: f64,
+    /// The threshold at the fault's first window.
+    pub threshold: f64,
+    /// The top feature of the highest-scoring window.
+    pub top: Option<(String, f64)>,
+}
+
+/// Judges `signature`'s fault carried onto the last of `carriers` (as many windows as the
+/// fault lasted, at least the hysteresis' entry plus one) by a copy of `learner`, from a
+/// healthy node state.
+pub fn trial(
+    learner: &BaselineLearner,
+    carriers: &[Value],
+    signature: &crate::transplant::Signature,
+    window: Duration,
+) -> anyhow::Result<Trial> {
+    anyhow::ensure!(
+        !carriers.is_empty(),
+        "no window of the file to carry a fault"
+    );
+    let mut learner = learner.clone();
+    let mut hysteresis = Hysteresis::new(DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER);
+    let judged_fields: Vec<String> = JUDGED_FIELDS.iter().map(ToString::to_string).collect();
+    let windows = ((signature.seconds / window.as_secs_f64()).ceil() as usize)
+        .max(DEFAULT_ENTER_AFTER as usize + 1);
+    let mut trial = Trial {
+        scenario: signature.scenario,
+        windows,
+        over: 0,
+        paged: false,
+        max_score: 0.0,
+        threshold: f64::NAN,
+        top: None,
+    };
+    let start = carriers.len().saturating_sub(windows);
+    for index in 0..windows {
+        let mut carrier = carriers[(start + index) % carriers.len()].clone();
+        crate::transplant::apply(&mut carrier, signature);
+        let Some(assessment) = judge(&mut learner, &carrier.to_string(), &judged_fields)? else {
+            continue;
+        };
+        if trial.threshold.is_nan() {
+            trial.threshold = assessment.threshold;
+        }
+        let anomalous = assessment.state == HealthState::Degraded;
+        trial.over += usize::from(anomalous);
+        trial.paged |= hysteresis.update(anomalous) == HealthState::Degraded;
+        if assessment.score >= trial.max_score {
+            trial.max_score = assessment.score;
+            trial.top = assessment
+                .explanation
+                .first()
+                .map(|c| (c.feature.clone(), c.z));
+        }
+    }
+    Ok(trial)
 }
 
 pub fn soak_replay(options: &ReplayOptions) -> anyhow::Result<()> {
     let file = open(&options.file)?;
-    let replay = replay(file.lines(), options)?;
+    let (replay, learner, carriers) = replay_keeping(file.lines(), options)?;
     for episode in &replay.episodes {
         println!(
             "  {:>6.0}s DEGRADED during {}: {} window(s), score {:.2} > {:.2}, {:?}",
@@ -219,6 +325,34 @@ pub fn soak_replay(options: &ReplayOptions) -> anyhow::Result<()> {
     );
     for (line, state, score, ours, our_score) in replay.differences.iter().take(10) {
         println!("  line {line}: the daemon {state} {score}, here {ours} {our_score}");
+    }
+    if options.faults {
+        let signatures = crate::transplant::recorded_signatures()?;
+        let mut paged = 0;
+        for signature in &signatures {
+            let trial = trial(&learner, &carriers, signature, options.window)?;
+            paged += usize::from(trial.paged);
+            println!(
+                "  fault {}: {} ({} of {} windows over; score up to {:.1} against {:.1}; {})",
+                trial.scenario,
+                if trial.paged { "paged" } else { "MISSED" },
+                trial.over,
+                trial.windows,
+                trial.max_score,
+                trial.threshold,
+                trial
+                    .top
+                    .as_ref()
+                    .map_or("-".to_string(), |(f, z)| format!("{f} {z:+.1}")),
+            );
+        }
+        println!(
+            "soak-replay: {paged} of {} recorded faults, carried onto {} of the file's last \
+             windows (its idle phase's), paged the baseline it left (each judged by a copy of \
+             it)",
+            signatures.len(),
+            carriers.len()
+        );
     }
     if options.check {
         if replay.verdicts == 0 {
@@ -258,6 +392,7 @@ mod tests {
             window: Duration::from_secs(5),
             learn_for: Duration::from_secs(60),
             refresh_every: Duration::from_secs(1800),
+            faults: false,
         }
     }
 
@@ -302,6 +437,31 @@ mod tests {
         );
         // The learner counts the complete windows it saw (the partial one is judged only).
         assert_eq!(replay.baseline["windows_seen"], 79);
+    }
+
+    #[test]
+    fn a_fault_carried_onto_the_files_windows_pages_a_copy_of_its_baseline() {
+        use crate::transplant::{Change, Signature};
+        let lines = (0..60).map(|i| window(i, 5.0, "idle"));
+        let (replay, learner, carriers) = replay_keeping(lines, &options()).unwrap();
+        assert!(replay.episodes.is_empty());
+        assert_eq!(carriers.len(), 60);
+        let fault = |delta: f64| Signature {
+            scenario: "test",
+            seconds: 24.0,
+            changes: vec![("psi_cpu_some_pct".into(), Change::Add(delta))],
+        };
+        let stall = trial(&learner, &carriers, &fault(80.0), options().window).unwrap();
+        assert!(stall.paged, "{stall:?}");
+        assert_eq!(stall.windows, 5, "24 s of 5 s windows");
+        assert_eq!(stall.over, 5, "{stall:?}");
+        assert_eq!(stall.top.as_ref().unwrap().0, "psi_cpu_some_pct");
+        // A change within the node's own wobble is no fault; and each trial judges a copy,
+        // so the first fault taught the baseline nothing.
+        let wobble = trial(&learner, &carriers, &fault(0.1), options().window).unwrap();
+        assert!(!wobble.paged, "{wobble:?}");
+        assert_eq!(wobble.over, 0, "{wobble:?}");
+        assert_eq!(learner.status().windows_seen, 59);
     }
 
     #[test]

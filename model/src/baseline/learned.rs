@@ -23,7 +23,7 @@ impl Draws {
 /// A window kept for retraining, with its position in the stream (windows seen before it).
 pub(super) type Kept = (u64, Vec<f64>);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct LearnedModel {
     pub(super) model: Model,
     /// Position in `columns` of each of the model's required fields.
