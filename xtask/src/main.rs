@@ -143,7 +143,9 @@ enum Command {
     /// Set up, build, and run the daemon with its learned baseline on this machine (as root)
     /// while benign work changes under it (compile loop, package build, backup-like copy,
     /// loopback connections, idle): reports degraded episodes per hour, their explanations,
-    /// and a 95% upper bound on the rate.
+    /// and a 95% upper bound on the rate; then `soak-replay --check --faults` on its windows
+    /// (every verdict reproduced, and whether the baseline it left still pages on the
+    /// recorded faults).
     Soak {
         #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
         duration: std::time::Duration,
@@ -312,7 +314,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             setup::setup()?;
             build::build_release()?;
-            soak::soak(&soak::SoakOptions {
+            soak::soak_then_replay(&soak::SoakOptions {
                 duration,
                 window,
                 learn_for,

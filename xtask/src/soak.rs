@@ -270,23 +270,37 @@ pub fn ci_check() -> anyhow::Result<()> {
     let target = workspace_root().join("target");
     let windows = target.join("ci-soak-windows.jsonl");
     let (window, learn_for) = (Duration::from_secs(1), Duration::from_secs(30));
-    soak(&SoakOptions {
+    soak_then_replay(&SoakOptions {
         duration: Duration::from_secs(240),
         window,
         learn_for,
         out: Some(target.join("ci-soak-report.json")),
-        windows: Some(windows.clone()),
-    })?;
+        windows: Some(windows),
+    })
+}
+
+/// [`soak`], then its windows judged again by this tree's learner (every verdict must be
+/// reproduced) and the recorded faults carried onto them (`soak-replay --check --faults`):
+/// a soak shows the baseline pages on nothing benign; whether it still pages on a fault is
+/// the other half.
+pub fn soak_then_replay(options: &SoakOptions) -> anyhow::Result<()> {
+    soak(options)?;
     crate::soak_replay::soak_replay(&crate::soak_replay::ReplayOptions {
-        file: windows,
+        file: windows_path(options),
         check: true,
-        window,
-        learn_for,
+        window: options.window,
+        learn_for: options.learn_for,
         refresh_every: Duration::from_secs(30 * 60),
-        // A soak shows the baseline pages on nothing benign; whether it still pages on a
-        // fault is the other half.
         faults: true,
     })
+}
+
+/// Where the soak writes its windows.
+fn windows_path(options: &SoakOptions) -> std::path::PathBuf {
+    options
+        .windows
+        .clone()
+        .unwrap_or_else(|| workspace_root().join("target/soak-windows.jsonl"))
 }
 
 pub fn soak(options: &SoakOptions) -> anyhow::Result<()> {
@@ -340,10 +354,7 @@ fn watch(options: &SoakOptions, address: &str, dir: &Path, started: Instant) -> 
     let mut running: Option<Running> = None;
     let mut phase_seconds: std::collections::BTreeMap<&str, f64> = Default::default();
     let mut last_window: Option<u64> = None;
-    let windows_path = options
-        .windows
-        .clone()
-        .unwrap_or_else(|| workspace_root().join("target/soak-windows.jsonl"));
+    let windows_path = windows_path(options);
     let mut windows_file = std::io::BufWriter::new(
         std::fs::File::create(&windows_path)
             .with_context(|| format!("creating {}", windows_path.display()))?,
