@@ -231,6 +231,8 @@ impl BaselineLearner {
                 "percentile"
             },
             tail_peaks: self.spot.as_ref().map_or(0, Spot::peaks),
+            tail_shape: self.spot.as_ref().map(|spot| spot.gpd().shape),
+            tail_scale: self.spot.as_ref().map(|spot| spot.gpd().scale),
             threshold: self.threshold(),
         }
     }

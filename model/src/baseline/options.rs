@@ -185,5 +185,10 @@ pub struct BaselineStatus {
     pub threshold_rule: &'static str,
     /// Episodes in the streaming tail's peaks set (0 without a fit).
     pub tail_peaks: usize,
+    /// The streaming tail's fitted shape (> 0: heavy, the further the faster the threshold
+    /// grows as the rate asked falls) and scale; `None` without a fit. What a climbing
+    /// threshold is read from.
+    pub tail_shape: Option<f64>,
+    pub tail_scale: Option<f64>,
     pub threshold: f64,
 }

@@ -49,6 +49,11 @@ fn the_floor_holds_the_threshold_until_enough_windows_and_a_tail() {
     let status = learner.status();
     assert!(status.floor_applies, "{status:?}");
     assert_eq!(status.threshold, DEFAULT_FLOOR_THRESHOLD, "{status:?}");
+    assert_eq!(
+        (status.tail_shape, status.tail_scale),
+        (None, None),
+        "no tail yet"
+    );
     // Pressure 4 points up after three minutes of a quiet node: a build starting. The
     // node's own spread (0.3 points) calls it 13 deviations; under the floor it is
     // normal (the widened spread is 5 points, the floor 3 of them).
@@ -66,6 +71,9 @@ fn the_floor_holds_the_threshold_until_enough_windows_and_a_tail() {
     assert!(!status.floor_applies, "{status:?}");
     assert_eq!(status.threshold_rule, "tail", "{status:?}");
     assert!(status.tail_peaks >= crate::tail::MIN_PEAKS, "{status:?}");
+    // The fitted tail, as the threshold is read from it.
+    let (shape, scale) = (status.tail_shape.unwrap(), status.tail_scale.unwrap());
+    assert!(shape.is_finite() && scale > 0.0, "{status:?}");
     assert_eq!(status.windows_seen, 1222);
     assert!(status.trainings >= 6, "{status:?}");
 }
