@@ -234,7 +234,8 @@ pub struct Trial {
     /// The node state turned degraded (the daemon's hysteresis) within the fault.
     pub paged: bool,
     pub max_score: f64,
-    /// The threshold at the fault's first window.
+    /// The threshold at the fault's first judged window (NaN when the baseline, still
+    /// learning, judged none).
     pub threshold: f64,
     /// The top feature of the highest-scoring window.
     pub top: Option<(String, f64)>,
@@ -332,14 +333,19 @@ pub fn soak_replay(options: &ReplayOptions) -> anyhow::Result<()> {
         for signature in &signatures {
             let trial = trial(&learner, &carriers, signature, options.window)?;
             paged += usize::from(trial.paged);
+            // A baseline still learning judges nothing: say so rather than print a threshold.
+            let against = if trial.threshold.is_nan() {
+                "no threshold yet: the baseline was still learning".to_string()
+            } else {
+                format!("against {:.1}", trial.threshold)
+            };
             println!(
-                "  fault {}: {} ({} of {} windows over; score up to {:.1} against {:.1}; {})",
+                "  fault {}: {} ({} of {} windows over; score up to {:.1} {against}; {})",
                 trial.scenario,
                 if trial.paged { "paged" } else { "MISSED" },
                 trial.over,
                 trial.windows,
                 trial.max_score,
-                trial.threshold,
                 trial
                     .top
                     .as_ref()
