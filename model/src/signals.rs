@@ -42,6 +42,6 @@ pub fn is_judged(name: &str) -> bool {
 }
 
 /// A latency field (`*_latency_*`): 0 when the window had no sample of it.
-pub(crate) fn is_latency(field: &str) -> bool {
+pub fn is_latency(field: &str) -> bool {
     field.contains("_latency_")
 }

@@ -10,10 +10,14 @@
 //! a fault found or missed as the baseline's reach, not as a detection rate.
 
 use anyhow::Context as _;
-use model::signals::is_judged;
+use model::signals::{is_judged, is_latency};
 use serde_json::Value;
 
-use crate::{evaluate, scenario::Kind, util::workspace_root};
+use crate::{
+    evaluate,
+    scenario::Kind,
+    util::{median, workspace_root},
+};
 
 /// How a fault moved one judged field.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,19 +38,6 @@ pub struct Signature {
     pub changes: Vec<(String, Change)>,
 }
 
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let middle = values.len() / 2;
-    Some(if values.len().is_multiple_of(2) {
-        (values[middle - 1] + values[middle]) / 2.0
-    } else {
-        values[middle]
-    })
-}
-
 /// The signature of the fault in `records` (in time order; `truth[i]`: window `i` is the
 /// fault's). The healthy windows are those before the fault's first. `None` without a fault
 /// window or a healthy one. Fields that did not move are left out.
@@ -62,9 +53,12 @@ pub fn signature(scenario: &'static str, records: &[Value], truth: &[bool]) -> O
         .filter(|(_, t)| **t)
         .map(|(r, _)| r)
         .collect();
-    let values = |rows: &mut dyn Iterator<Item = &Value>, field: &str| -> Vec<f64> {
-        rows.filter_map(|r| r[field].as_f64()).collect()
+    // The median of a field over the rows that could read it; `None` if none could.
+    let median_of = |rows: &[&Value], field: &str| -> Option<f64> {
+        let values: Vec<f64> = rows.iter().filter_map(|r| r[field].as_f64()).collect();
+        (!values.is_empty()).then(|| median(&values))
     };
+    let healthy: Vec<&Value> = healthy.iter().collect();
     let fields: Vec<&String> = records[0]
         .as_object()?
         .keys()
@@ -72,13 +66,11 @@ pub fn signature(scenario: &'static str, records: &[Value], truth: &[bool]) -> O
         .collect();
     let mut changes = Vec::new();
     for field in fields {
-        let Some(during) = median(values(&mut fault.iter().copied(), field)) else {
+        let (Some(during), Some(before)) = (median_of(&fault, field), median_of(&healthy, field))
+        else {
             continue;
         };
-        let Some(before) = median(values(&mut healthy.iter(), field)) else {
-            continue;
-        };
-        let change = if field.contains("_latency_") {
+        let change = if is_latency(field) {
             Change::AtLeast(during)
         } else {
             Change::Add(during - before)

@@ -77,6 +77,17 @@ pub fn read_gz(path: &std::path::Path) -> anyhow::Result<String> {
     Ok(text)
 }
 
+/// The middle value (the mean of the two middle ones of an even count); NaN if empty.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 0 => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        n => sorted[n / 2],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
