@@ -10,6 +10,12 @@
 //! so a fault is never learned as normal. What can still creep in is a change slower than the
 //! average's depth that never crosses the threshold: that is what "drift" means here.
 //!
+//! The threshold extrapolates the fitted tail only as far as its peaks reach; past them, as an
+//! exponential ([`crate::tail::Gpd::quantile_excess_within`]). Without that the streaming tail
+//! ratchets: a heavy fitted shape puts the threshold far past anything seen, every window under
+//! it is learned as healthy, the big ones fit a heavier tail, and the threshold climbs again
+//! (soak 10: to 124.8, over every recorded fault carried onto its windows).
+//!
 //! Memory is bounded: at most `max_peaks` peaks (the oldest go first, and the window count is
 //! scaled down with them so the rate of peaks per window stays what it was) and `depth` scores.
 
@@ -154,14 +160,18 @@ impl Spot {
         self.below = 0;
     }
 
-    /// The excess over the drift-free level a healthy window passes with the asked probability.
+    /// The excess over the drift-free level a healthy window passes with the asked probability
+    /// (past the rarest peak kept, an exponential tail: [`Gpd::quantile_excess_within`]).
     fn quantile(&self) -> Option<f64> {
         let over_level = self.peaks.len() as f64 / self.windows.max(1.0);
         let conditional = self.options.false_alarm / over_level;
         let value = if conditional >= 1.0 {
             self.level
         } else {
-            self.level + self.gpd.quantile_excess(conditional)
+            self.level
+                + self
+                    .gpd
+                    .quantile_excess_within(conditional, 1.0 / self.peaks.len() as f64)
         };
         value.is_finite().then_some(value)
     }
