@@ -92,12 +92,23 @@ pub struct Replay {
     pub judged: usize,
     pub anomalous: usize,
     pub episodes: Vec<Episode>,
+    /// Of the judged windows, anomalous ones and episodes (by their first window): those
+    /// judged by a model trained with `model train`'s floors (x1), once the baseline had seen
+    /// enough to be trained as a grown node's. What the soaks' "mature" rows count.
+    pub mature: Mature,
     pub baseline: serde_json::Value,
     /// Windows that carry the daemon's verdict (`soak_verdict`), and of those the ones
     /// judged differently here (state, or a score more than 1e-9 apart): (line, daemon's
     /// state and score, replay's).
     pub verdicts: usize,
     pub differences: Vec<(usize, String, f64, String, f64)>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Mature {
+    pub judged: usize,
+    pub anomalous: usize,
+    pub episodes: usize,
 }
 
 /// How many of the file's last windows of its idle phase (or last windows, without phases)
@@ -140,11 +151,10 @@ fn replay_keeping(
     // The last idle windows, and the last windows of any phase for a file without idle ones.
     let mut carriers: VecDeque<Value> = VecDeque::with_capacity(CARRIER_WINDOWS);
     let mut last: VecDeque<Value> = VecDeque::with_capacity(CARRIER_WINDOWS);
-    let mut learner = BaselineLearner::new(BaselineOptions::covering(
-        options.window,
-        options.learn_for,
-        options.refresh_every,
-    ));
+    let baseline_options =
+        BaselineOptions::covering(options.window, options.learn_for, options.refresh_every);
+    let mature_floor_scale = baseline_options.mature_floor_scale;
+    let mut learner = BaselineLearner::new(baseline_options);
     let mut hysteresis = Hysteresis::new(DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER);
     let mut replay = Replay::default();
     let mut first_ms: Option<u64> = None;
@@ -202,10 +212,15 @@ fn replay_keeping(
         replay.judged += 1;
         let anomalous = assessment.state == HealthState::Degraded;
         replay.anomalous += usize::from(anomalous);
+        let mature = learner.status().floor_scale == mature_floor_scale;
+        if mature {
+            replay.mature.judged += 1;
+            replay.mature.anomalous += usize::from(anomalous);
+        }
         let node_state = hysteresis.update(anomalous);
         compare(&node_state.to_string(), assessment.score);
         let degraded = node_state == HealthState::Degraded;
-        episodes.update(degraded, || Episode {
+        let opened = episodes.update(degraded, || Episode {
             started_s: at_ms.saturating_sub(first) as f64 / 1000.0,
             windows: 1,
             phase: record["soak_phase"].as_str().unwrap_or("").to_string(),
@@ -218,6 +233,7 @@ fn replay_keeping(
                 .map(|c| (c.feature.clone(), c.z))
                 .collect(),
         });
+        replay.mature.episodes += usize::from(opened.is_some() && mature);
     }
     replay.episodes = episodes.finish();
     replay.baseline = serde_json::to_value(learner.status())?;
@@ -317,6 +333,23 @@ pub fn soak_replay(options: &ReplayOptions) -> anyhow::Result<()> {
         replay.anomalous,
         replay.episodes.len() as f64 / hours.max(1e-9),
     );
+    let mature_hours = replay.mature.judged as f64 * options.window.as_secs_f64() / 3600.0;
+    if replay.mature.judged == 0 {
+        println!(
+            "soak-replay: no window was judged by a mature model (one trained with model \
+             train's floors, once the baseline has seen enough windows)"
+        );
+    } else {
+        println!(
+            "soak-replay: of them judged by a mature model (trained with model train's floors): {} \
+         episode(s) in {mature_hours:.2} hours ({} windows, {} over the threshold), 95% upper \
+         bound {:.2}/hour",
+            replay.mature.episodes,
+            replay.mature.judged,
+            replay.mature.anomalous,
+            crate::rate::poisson_upper_95(replay.mature.episodes, mature_hours),
+        );
+    }
     println!("soak-replay: baseline at the end: {}", replay.baseline);
     println!(
         "soak-replay: {} of {} windows with the daemon's verdict judged the same (state and \
