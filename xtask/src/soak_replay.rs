@@ -479,6 +479,28 @@ mod tests {
     }
 
     #[test]
+    fn windows_judged_by_a_mature_model_are_counted_apart() {
+        // Past 1,000 windows the first training is a mature one (model train's floors); a
+        // stall after it is a mature episode, one before it is not.
+        let lines = (0..400)
+            .map(|i| window(i, 5.0, "idle"))
+            .chain((400..406).map(|i| window(i, 90.0, "stall")))
+            .chain((406..1800).map(|i| window(i, 5.0, "idle")))
+            .chain((1800..1806).map(|i| window(i, 90.0, "stall")))
+            .chain((1806..1900).map(|i| window(i, 5.0, "idle")));
+        let replay = replay(lines, &options()).unwrap();
+        assert_eq!(replay.episodes.len(), 2, "{:?}", replay.episodes);
+        assert_eq!(replay.mature.episodes, 1, "{:?}", replay.mature);
+        assert_eq!(replay.baseline["floor_scale"], 1.0);
+        assert!(
+            replay.mature.judged > 400 && replay.mature.judged < 1000,
+            "{:?}",
+            replay.mature
+        );
+        assert!(replay.mature.anomalous >= 2 && replay.mature.anomalous < replay.anomalous);
+    }
+
+    #[test]
     fn a_fault_carried_onto_the_files_windows_pages_a_copy_of_its_baseline() {
         use crate::transplant::{Change, Signature};
         let lines = (0..60).map(|i| window(i, 5.0, "idle"));
