@@ -164,6 +164,13 @@ impl BaselineLearner {
         self.options.train.floor_scale
     }
 
+    /// The spreads' floor scale of the model judging now (the young one before a training).
+    pub fn floor_scale(&self) -> f64 {
+        self.model
+            .as_ref()
+            .map_or(self.young_floor_scale(), |learned| learned.floor_scale)
+    }
+
     /// Whether the conservative floor still holds the threshold up.
     pub fn floor_applies(&self) -> bool {
         !self.tail_sets_threshold()
@@ -221,10 +228,7 @@ impl BaselineLearner {
             windows_forgotten: self.forgotten,
             floor_applies: self.floor_applies(),
             floor_threshold: self.options.floor_threshold,
-            floor_scale: self
-                .model
-                .as_ref()
-                .map_or(self.young_floor_scale(), |learned| learned.floor_scale),
+            floor_scale: self.floor_scale(),
             threshold_rule: if self.tail_sets_threshold() {
                 "tail"
             } else {

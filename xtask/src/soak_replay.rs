@@ -212,7 +212,7 @@ fn replay_keeping(
         replay.judged += 1;
         let anomalous = assessment.state == HealthState::Degraded;
         replay.anomalous += usize::from(anomalous);
-        let mature = learner.status().floor_scale == mature_floor_scale;
+        let mature = learner.floor_scale() == mature_floor_scale;
         if mature {
             replay.mature.judged += 1;
             replay.mature.anomalous += usize::from(anomalous);
