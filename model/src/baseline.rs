@@ -59,7 +59,7 @@ use learned::{Draws, Kept, LearnedModel, impute_latencies};
 pub use options::{
     BaselineOptions, BaselineStatus, DEFAULT_FLOOR_SCALE, DEFAULT_FLOOR_THRESHOLD,
     DEFAULT_FLOOR_WINDOWS, DEFAULT_LEARN_WINDOWS, DEFAULT_MATURE_FLOOR_SCALE, DEFAULT_MAX_KEPT,
-    DEFAULT_REFRESH_EVERY, MIN_REFRESH_SECONDS,
+    DEFAULT_MOST_CLUSTERS, DEFAULT_REFRESH_EVERY, MIN_REFRESH_SECONDS,
 };
 
 /// Learns, then judges, then refreshes. Feed it every window with [`BaselineLearner::observe`].
@@ -229,6 +229,10 @@ impl BaselineLearner {
             floor_applies: self.floor_applies(),
             floor_threshold: self.options.floor_threshold,
             floor_scale: self.floor_scale(),
+            clusters: self
+                .model
+                .as_ref()
+                .map_or(0, |learned| learned.model.clusters.len()),
             threshold_rule: if self.tail_sets_threshold() {
                 "tail"
             } else {
@@ -329,6 +333,11 @@ impl BaselineLearner {
         };
         let options = TrainOptions {
             k: self.options.train.k.min(rows.len() / 10).max(1),
+            choose_k_up_to: self
+                .options
+                .train
+                .choose_k_up_to
+                .map(|most| most.min(rows.len() / 10).max(1)),
             floor_scale,
             // The threshold is the learner's own (tail, floor): none from training.
             min_threshold: 0.0,

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::features::{CompiledSchema, FeatureSchema};
 
+pub use distance::simplified_silhouette;
 use distance::squared_distance;
 pub use options::{
     DEFAULT_FALSE_ALARM_RATE, DEFAULT_MIN_HEALTHY_SHARE, DEFAULT_THRESHOLD_MARGIN,
@@ -146,6 +147,10 @@ pub struct TrainingInfo {
     /// The most that could have been dropped, as a share of `windows` (0: no trimming).
     #[serde(default)]
     pub trim: f64,
+    /// When k was chosen from the windows ([`TrainOptions::choose_k_up_to`]): each k tried
+    /// and its simplified silhouette; empty when k was given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub silhouettes: Vec<(usize, f64)>,
 }
 
 /// A trained model. Scoring needs only `&self`; see [`Model::score`].

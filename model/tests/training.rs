@@ -311,3 +311,63 @@ fn values_too_large_to_average_are_an_error_not_a_nan_model() {
     assert!(matches!(err, ModelError::Training(_)), "{err}");
     assert!(err.to_string().contains("`x`"), "{err}");
 }
+
+/// A node's moods are groups of windows of very different sizes (a long idle, a build, a
+/// backup, …): with k chosen from the windows, each group gets a centroid of its own, and no
+/// more centroids than groups.
+#[test]
+fn k_chosen_from_the_windows_is_the_number_of_their_modes() {
+    let centers = [
+        [10.0, 200.0],
+        [1000.0, 200.0],
+        [10.0, 50_000.0],
+        [1000.0, 50_000.0],
+        [100_000.0, 2_000.0],
+    ];
+    let sizes = [600, 150, 90, 60, 40];
+    for modes in 2..=centers.len() {
+        let mut noise = Noise::new(modes as u64);
+        let mut rows = Vec::new();
+        for (center, &size) in centers.iter().zip(&sizes).take(modes) {
+            rows.extend(blob(&mut noise, size, center));
+        }
+        let model = Model::train(
+            &table(&["reads_per_s", "wait_us"], &rows),
+            &TrainOptions {
+                choose_k_up_to: Some(8),
+                ..TrainOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            model.clusters.len(),
+            modes,
+            "silhouettes {:?}",
+            model.training.silhouettes
+        );
+        let tried: Vec<usize> = model.training.silhouettes.iter().map(|&(k, _)| k).collect();
+        assert_eq!(tried, (2..=8).collect::<Vec<_>>());
+        // Each group's windows are in one cluster of their own size.
+        let mut got: Vec<usize> = model.clusters.iter().map(|c| c.size).collect();
+        got.sort_unstable();
+        let mut want: Vec<usize> = sizes[..modes].to_vec();
+        want.sort_unstable();
+        assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn a_given_k_is_kept_and_no_silhouette_is_measured() {
+    let model = Model::train(
+        &two_blobs(200, 50),
+        &TrainOptions {
+            k: 3,
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(model.clusters.len(), 3);
+    assert!(model.training.silhouettes.is_empty());
+    // Not written to the file either: a model file of a given k reads as before.
+    assert!(!model.to_json().contains("silhouettes"));
+}

@@ -183,6 +183,11 @@ enum Command {
         /// baseline the file left: whether that baseline would still page on a fault.
         #[arg(long)]
         faults: bool,
+        /// Train the baseline's models with this many clusters instead of choosing k from
+        /// the windows as the daemon does (3: the daemon before it chose), to judge the same
+        /// windows both ways.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+        clusters: Option<u16>,
     },
     /// Set up, build and run the benchmarks, writing their sections of BENCHMARKS.md.
     Bench {
@@ -297,6 +302,7 @@ fn main() -> anyhow::Result<()> {
             refresh_every,
             check,
             faults,
+            clusters,
         } => soak_replay::soak_replay(&soak_replay::ReplayOptions {
             file,
             check,
@@ -304,6 +310,7 @@ fn main() -> anyhow::Result<()> {
             learn_for,
             refresh_every,
             faults,
+            clusters: clusters.map(usize::from),
         }),
         Command::Soak {
             duration,

@@ -292,6 +292,7 @@ pub fn soak_then_replay(options: &SoakOptions) -> anyhow::Result<()> {
         learn_for: options.learn_for,
         refresh_every: Duration::from_secs(30 * 60),
         faults: true,
+        clusters: None,
     })
 }
 

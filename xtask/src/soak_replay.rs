@@ -84,6 +84,9 @@ pub struct ReplayOptions {
     /// After the file, judge the recorded scenarios' faults carried onto the file's own
     /// windows by the baseline it left (see [`crate::transplant`]).
     pub faults: bool,
+    /// Train every model with this many clusters instead of choosing k from the windows (3
+    /// is the daemon's learner before it chose): the same windows judged both ways.
+    pub clusters: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -151,8 +154,12 @@ fn replay_keeping(
     // The last idle windows, and the last windows of any phase for a file without idle ones.
     let mut carriers: VecDeque<Value> = VecDeque::with_capacity(CARRIER_WINDOWS);
     let mut last: VecDeque<Value> = VecDeque::with_capacity(CARRIER_WINDOWS);
-    let baseline_options =
+    let mut baseline_options =
         BaselineOptions::covering(options.window, options.learn_for, options.refresh_every);
+    if let Some(k) = options.clusters {
+        baseline_options.train.k = k;
+        baseline_options.train.choose_k_up_to = None;
+    }
     let mature_floor_scale = baseline_options.mature_floor_scale;
     let mut learner = BaselineLearner::new(baseline_options);
     let mut hysteresis = Hysteresis::new(DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER);
@@ -432,6 +439,7 @@ mod tests {
             learn_for: Duration::from_secs(60),
             refresh_every: Duration::from_secs(1800),
             faults: false,
+            clusters: None,
         }
     }
 

@@ -25,6 +25,37 @@ pub(super) fn nearest(centroids: &Array2<f64>, x: &[f64]) -> (usize, f64) {
         .unwrap_or((0, f64::INFINITY))
 }
 
+/// The simplified silhouette of a clustering (Hruschka et al., 2004; Vendramin et al., 2010):
+/// the mean over windows of `1 - a / b`, `a` a window's distance to its nearest centroid and
+/// `b` to the next nearest. 1 when every window sits on its centroid far from the others, near
+/// 0 when the clusters cut one cloud. Measured against centroids rather than against every
+/// other window (the silhouette's own definition), so it costs what one k-means assignment
+/// costs: the daemon can measure it at every refresh. A window on two centroids at once (or
+/// with fewer than two centroids) counts 0.
+pub fn simplified_silhouette(centroids: &Array2<f64>, windows: &Array2<f64>) -> f64 {
+    if centroids.nrows() < 2 || windows.nrows() == 0 {
+        return 0.0;
+    }
+    let mut total = 0.0;
+    for window in windows.outer_iter() {
+        let x = window.as_slice().expect("rows are contiguous");
+        let (mut a, mut b) = (f64::INFINITY, f64::INFINITY);
+        for centroid in centroids.outer_iter() {
+            let d = squared_distance(x, centroid.as_slice().expect("contiguous"));
+            if d < a {
+                b = a;
+                a = d;
+            } else if d < b {
+                b = d;
+            }
+        }
+        if b > 0.0 {
+            total += 1.0 - (a / b).sqrt();
+        }
+    }
+    total / windows.nrows() as f64
+}
+
 pub(super) fn nearest_of(clusters: &[Cluster], x: &[f64]) -> (usize, f64) {
     let mut best = (0, f64::INFINITY);
     for (c, cluster) in clusters.iter().enumerate() {

@@ -8,8 +8,15 @@ use super::percentile;
 /// Settings of [`Model::train`](super::Model::train). The defaults are the CLI's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOptions {
-    /// Number of clusters.
+    /// Number of clusters (unless [`TrainOptions::choose_k_up_to`] chooses it).
     pub k: usize,
+    /// Choose the number of clusters from the windows instead: each k from 2 to this is
+    /// fitted and the one whose clusters are best separated is kept (the highest simplified
+    /// silhouette, see [`crate::model::simplified_silhouette`]; the smaller k on a tie).
+    /// `None` (the default for `model train`): `k` as given. The daemon's learned baseline
+    /// sets it ([`crate::baseline::DEFAULT_MOST_CLUSTERS`]): a node has as many moods as it
+    /// has, and a busy phase without a centroid of its own scores far and makes the tail.
+    pub choose_k_up_to: Option<usize>,
     /// Seed of the k-means++ initialisations: the same data, options and seed give the same
     /// model.
     pub seed: u64,
@@ -203,6 +210,7 @@ impl Default for TrainOptions {
     fn default() -> Self {
         Self {
             k: 4,
+            choose_k_up_to: None,
             seed: 42,
             n_runs: 10,
             max_iterations: 300,

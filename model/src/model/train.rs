@@ -9,7 +9,7 @@ use rand_xoshiro::{Xoshiro256Plus, rand_core::SeedableRng};
 use super::{
     Cluster, HealthState, MODEL_FORMAT, MODEL_FORMAT_VERSION, Model, Prepared, Scaler, TailFit,
     Threshold, TrainingInfo,
-    distance::{RowEuclidean, nearest, nearest_of},
+    distance::{RowEuclidean, nearest, nearest_of, simplified_silhouette},
     options::{
         MIN_MODE_WINDOWS, MULTIMODAL_SHARE, TAIL_EPISODE_GAP, TAIL_LEVEL_QUANTILE,
         TRIM_CUTOFF_SPREADS, TRIM_ROUNDS, ThresholdRule, TrainOptions,
@@ -264,21 +264,45 @@ impl Model {
         // k-means++ cannot place more centroids than there are distinct windows (an idle
         // node's windows can all be equal): ask for no more. Collecting up to k distinct rows
         // usually stops within the first few.
+        let most = options.choose_k_up_to.unwrap_or(options.k);
         let distinct = {
-            let mut seen: Vec<&[f64]> = Vec::with_capacity(options.k);
+            let mut seen: Vec<&[f64]> = Vec::with_capacity(most);
             for row in scaled.outer_iter() {
                 let row = row.to_slice().expect("rows are contiguous");
                 if !seen.contains(&row) {
                     seen.push(row);
-                    if seen.len() == options.k {
+                    if seen.len() == most {
                         break;
                     }
                 }
             }
             seen.len()
         };
-        let k = options.k.min(distinct);
-        let (centroids, inertia) = fit_kmeans(&scaled, k, scaled_variance, options, progress)?;
+        let mut silhouettes = Vec::new();
+        let (k, centroids, inertia) = match options.choose_k_up_to {
+            Some(most) if most.min(distinct) >= 2 => {
+                let mut best: Option<(usize, Array2<f64>, f64)> = None;
+                let mut best_silhouette = f64::NEG_INFINITY;
+                for k in 2..=most.min(distinct) {
+                    let (centroids, inertia) =
+                        fit_kmeans(&scaled, k, scaled_variance, options, progress)?;
+                    let silhouette = simplified_silhouette(&centroids, &scaled);
+                    silhouettes.push((k, silhouette));
+                    // Strictly better: on a tie the fewer clusters.
+                    if silhouette > best_silhouette {
+                        best_silhouette = silhouette;
+                        best = Some((k, centroids, inertia));
+                    }
+                }
+                best.expect("at least k = 2 was fitted")
+            }
+            _ => {
+                let k = options.k.min(distinct);
+                let (centroids, inertia) =
+                    fit_kmeans(&scaled, k, scaled_variance, options, progress)?;
+                (k, centroids, inertia)
+            }
+        };
         let assignment: Vec<usize> = scaled
             .outer_iter()
             .map(|x| nearest(&centroids, x.as_slice().expect("contiguous")).0)
@@ -362,6 +386,7 @@ impl Model {
                 labelled: options.labels.is_some(),
                 trimmed: 0,
                 trim: options.trim,
+                silhouettes,
             },
             features: Vec::new(),
             centroids: Vec::new(),

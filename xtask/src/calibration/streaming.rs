@@ -31,6 +31,8 @@ pub struct Streamed {
     /// (the first one and the refreshes).
     pub threshold: f64,
     pub trainings: usize,
+    /// The clusters of the model judging at the end (k, chosen from the windows).
+    pub clusters: usize,
     /// The same verdicts after the daemon's hysteresis, and their upper bound.
     pub daemon: Judged,
 }
@@ -178,6 +180,7 @@ pub fn stream(
         false_alarms,
         threshold: learner.threshold(),
         trainings: learner.trainings(),
+        clusters: learner.status().clusters,
         daemon,
     })
 }
