@@ -148,9 +148,10 @@ pub struct TrainingInfo {
     #[serde(default)]
     pub trim: f64,
     /// When k was chosen from the windows ([`TrainOptions::choose_k_up_to`]): each k tried
-    /// and its simplified silhouette; empty when k was given.
+    /// and its simplified silhouette (`None`: a cluster of under
+    /// [`crate::model::MIN_MODE_WINDOWS`] windows, no choice); empty when k was given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub silhouettes: Vec<(usize, f64)>,
+    pub silhouettes: Vec<(usize, Option<f64>)>,
 }
 
 /// A trained model. Scoring needs only `&self`; see [`Model::score`].

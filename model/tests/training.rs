@@ -324,7 +324,7 @@ fn k_chosen_from_the_windows_is_the_number_of_their_modes() {
         [1000.0, 50_000.0],
         [100_000.0, 2_000.0],
     ];
-    let sizes = [600, 150, 90, 60, 40];
+    let sizes = [600, 200, 120, 80, 60];
     for modes in 2..=centers.len() {
         let mut noise = Noise::new(modes as u64);
         let mut rows = Vec::new();
@@ -334,6 +334,7 @@ fn k_chosen_from_the_windows_is_the_number_of_their_modes() {
         let model = Model::train(
             &table(&["reads_per_s", "wait_us"], &rows),
             &TrainOptions {
+                k: 2,
                 choose_k_up_to: Some(8),
                 ..TrainOptions::default()
             },
@@ -370,4 +371,64 @@ fn a_given_k_is_kept_and_no_silhouette_is_measured() {
     assert!(model.training.silhouettes.is_empty());
     // Not written to the file either: a model file of a given k reads as before.
     assert!(!model.to_json().contains("silhouettes"));
+}
+
+/// An idle node's windows at 1 s take a few exact values (an error counter at 0 or 1): every
+/// window then sits on a centroid whatever k, and the silhouette alone would give each value
+/// a cluster of its own, however few its windows. Only moods of at least `MIN_MODE_WINDOWS`
+/// windows are clusters.
+#[test]
+fn a_handful_of_equal_windows_is_no_mood_of_its_own() {
+    let mut rows = Vec::new();
+    for (value, count) in [(10.0, 300), (20.0, 6), (40.0, 5), (1000.0, 200)] {
+        rows.extend((0..count).map(|_| vec![value, 200.0]));
+    }
+    let model = Model::train(
+        &table(&["reads_per_s", "wait_us"], &rows),
+        &TrainOptions {
+            k: 2,
+            choose_k_up_to: Some(8),
+            trim: 0.0,
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+    let sizes: Vec<usize> = model.clusters.iter().map(|c| c.size).collect();
+    assert_eq!(
+        model.clusters.len(),
+        2,
+        "{sizes:?} {:?}",
+        model.training.silhouettes
+    );
+    assert!(
+        sizes
+            .iter()
+            .all(|&size| size >= model::model::MIN_MODE_WINDOWS),
+        "{sizes:?}"
+    );
+    // k = 4 puts each value in a cluster of its own (silhouette 1): not a choice.
+    assert!(
+        model.training.silhouettes.contains(&(4, None)),
+        "{:?}",
+        model.training.silhouettes
+    );
+}
+
+/// Too few windows for two moods: k as given.
+#[test]
+fn with_too_few_windows_for_two_moods_k_is_as_given() {
+    let mut noise = Noise::new(5);
+    let mut rows = blob(&mut noise, 60, &[10.0, 200.0]);
+    rows.extend(blob(&mut noise, 20, &[1000.0, 200.0]));
+    let model = Model::train(
+        &table(&["reads_per_s", "wait_us"], &rows),
+        &TrainOptions {
+            k: 3,
+            choose_k_up_to: Some(8),
+            ..TrainOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(model.clusters.len(), 3);
+    assert!(model.training.silhouettes.iter().all(|(_, s)| s.is_none()));
 }

@@ -13,7 +13,7 @@ use std::{fmt::Write as _, fs, path::Path};
 
 use anyhow::{Context as _, bail};
 use model::{
-    Model, Table, TrainOptions,
+    BaselineOptions, Model, Table, TrainOptions,
     eval::Scores,
     model::{HealthState, Scaling, ThresholdRule},
     synthetic::{SyntheticSet, synthetic_set},
@@ -534,7 +534,7 @@ fn streaming_table(md: &mut String, rows: &[Row]) -> anyhow::Result<()> {
          it judged healthy; until {floor_windows} windows were seen, the percentile rule held at \
          a floor of {floor}; then a DSPOT tail between refreshes). Here it learns from the \
          whole training part, in order, then judges every test window in order; its verdict (degraded or healthy, before hysteresis) is the flag. It \
-         runs at its defaults as they are (k chosen from its windows at each training, 2 to {k}; spreads floored x {scale} while young, x \
+         runs at its defaults as they are (k = {k}; spreads floored x {scale} while young, x \
          {mature} in a training made once {floor_windows} windows were seen: from its first \
          training on the synthetic sets, which it learns from 3000 windows, never on the \
          scenario recordings' 270; spreads per mode; mean and standard deviation; one false \
@@ -546,7 +546,7 @@ fn streaming_table(md: &mut String, rows: &[Row]) -> anyhow::Result<()> {
         refresh = model::baseline::DEFAULT_REFRESH_EVERY,
         floor = model::baseline::DEFAULT_FLOOR_THRESHOLD,
         floor_windows = model::baseline::DEFAULT_FLOOR_WINDOWS,
-        k = model::baseline::DEFAULT_MOST_CLUSTERS,
+        k = BaselineOptions::default().train.k,
         scale = model::baseline::DEFAULT_FLOOR_SCALE,
         mature = model::baseline::DEFAULT_MATURE_FLOOR_SCALE,
     )?;

@@ -183,11 +183,16 @@ enum Command {
         /// baseline the file left: whether that baseline would still page on a fault.
         #[arg(long)]
         faults: bool,
-        /// Train the baseline's models with this many clusters instead of choosing k from
-        /// the windows as the daemon does (3: the daemon before it chose), to judge the same
-        /// windows both ways.
+        /// Train the baseline's models with this many clusters instead of the daemon's 3
+        /// (with --choose-k-up-to: the fewest).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
         clusters: Option<u16>,
+        /// Let the baseline choose its k from its windows once it has seen enough of them
+        /// (as many as lift the floor): of the k from --clusters to this whose every cluster
+        /// holds 50 windows or more, the best separated (simplified silhouette). The daemon
+        /// does not (BENCHMARKS.md, "Choosing k"): this measures it on recorded windows.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(2..=64))]
+        choose_k_up_to: Option<u16>,
     },
     /// Set up, build and run the benchmarks, writing their sections of BENCHMARKS.md.
     Bench {
@@ -303,6 +308,7 @@ fn main() -> anyhow::Result<()> {
             check,
             faults,
             clusters,
+            choose_k_up_to,
         } => soak_replay::soak_replay(&soak_replay::ReplayOptions {
             file,
             check,
@@ -311,6 +317,7 @@ fn main() -> anyhow::Result<()> {
             refresh_every,
             faults,
             clusters: clusters.map(usize::from),
+            choose_k_up_to: choose_k_up_to.map(usize::from),
         }),
         Command::Soak {
             duration,

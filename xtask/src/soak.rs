@@ -293,6 +293,7 @@ pub fn soak_then_replay(options: &SoakOptions) -> anyhow::Result<()> {
         refresh_every: Duration::from_secs(30 * 60),
         faults: true,
         clusters: None,
+        choose_k_up_to: None,
     })
 }
 

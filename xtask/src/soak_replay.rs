@@ -84,9 +84,11 @@ pub struct ReplayOptions {
     /// After the file, judge the recorded scenarios' faults carried onto the file's own
     /// windows by the baseline it left (see [`crate::transplant`]).
     pub faults: bool,
-    /// Train every model with this many clusters instead of choosing k from the windows (3
-    /// is the daemon's learner before it chose): the same windows judged both ways.
+    /// Train the baseline's models with this many clusters (the daemon's: 3).
     pub clusters: Option<usize>,
+    /// Let a baseline that has seen hours choose its k from its windows, from `clusters` to
+    /// this (`model::TrainOptions::choose_k_up_to`; the daemon does not).
+    pub choose_k_up_to: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -105,6 +107,9 @@ pub struct Replay {
     /// state and score, replay's).
     pub verdicts: usize,
     pub differences: Vec<(usize, String, f64, String, f64)>,
+    /// How long each window that trained a model took to judge, in milliseconds: what a
+    /// training holds the daemon's window loop for, on this machine.
+    pub training_ms: Vec<f64>,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -158,8 +163,8 @@ fn replay_keeping(
         BaselineOptions::covering(options.window, options.learn_for, options.refresh_every);
     if let Some(k) = options.clusters {
         baseline_options.train.k = k;
-        baseline_options.train.choose_k_up_to = None;
     }
+    baseline_options.train.choose_k_up_to = options.choose_k_up_to;
     let mature_floor_scale = baseline_options.mature_floor_scale;
     let mut learner = BaselineLearner::new(baseline_options);
     let mut hysteresis = Hysteresis::new(DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER);
@@ -182,8 +187,15 @@ fn replay_keeping(
         // The daemon's view: the judged fields, and every field the window could not read
         // (the daemon passes its record's whole `missing` list; the learner heeds its own).
         replay.windows += 1;
+        let trainings = learner.trainings();
+        let started = std::time::Instant::now();
         let assessment = judge(&mut learner, &line, &judged_fields)
             .with_context(|| format!("line {}", number + 1))?;
+        if learner.trainings() != trainings {
+            replay
+                .training_ms
+                .push(started.elapsed().as_secs_f64() * 1000.0);
+        }
         let idle = matches!(record["soak_phase"].as_str(), None | Some("idle"));
         for (kept, wanted) in [(&mut carriers, idle), (&mut last, true)] {
             if wanted {
@@ -357,6 +369,17 @@ pub fn soak_replay(options: &ReplayOptions) -> anyhow::Result<()> {
             crate::rate::poisson_upper_95(replay.mature.episodes, mature_hours),
         );
     }
+    let mut training_ms = replay.training_ms.clone();
+    training_ms.sort_by(f64::total_cmp);
+    if let Some(slowest) = training_ms.last() {
+        println!(
+            "soak-replay: {} trainings, each holding its window {:.0} ms (median), {:.0} ms at \
+             the slowest",
+            training_ms.len(),
+            training_ms[training_ms.len() / 2],
+            slowest
+        );
+    }
     println!("soak-replay: baseline at the end: {}", replay.baseline);
     println!(
         "soak-replay: {} of {} windows with the daemon's verdict judged the same (state and \
@@ -440,6 +463,7 @@ mod tests {
             refresh_every: Duration::from_secs(1800),
             faults: false,
             clusters: None,
+            choose_k_up_to: None,
         }
     }
 

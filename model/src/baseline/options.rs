@@ -64,18 +64,6 @@ pub const DEFAULT_FLOOR_SCALE: f64 = 5.0;
 /// (`contaminated` 0.65 to 0.90, `shapes` 0.02 to 0.55 on seed 7).
 pub const DEFAULT_MATURE_FLOOR_SCALE: f64 = 1.0;
 
-/// The learned baseline's k is chosen from its windows at every training, between 2 and this
-/// (and at most a tenth of the windows kept). With k fixed at 3, a node with more moods than
-/// that (the soak's machine: idle, a build, a package install, a backup-like copy, a burst of
-/// connections) had busy phases without a centroid of their own: the mature model scored them
-/// 15-50 (floors x1), learned them as healthy, and its tail climbed with the hours into the
-/// faults' range (20-100): soaks 8, 10 and 11 replayed as one stream ended at a threshold of
-/// 77.1, and 5 of 16 faults carried over paged (BENCHMARKS.md). Eight leaves room for those
-/// five moods and the transitions between them; the bound is on cost (each training fits every
-/// k up to it: 35 centroids' fits instead of 3, see BENCHMARKS.md "Choosing k"), not a figure
-/// read off any fault.
-pub const DEFAULT_MOST_CLUSTERS: usize = 8;
-
 impl Default for BaselineOptions {
     fn default() -> Self {
         Self {
@@ -87,9 +75,7 @@ impl Default for BaselineOptions {
             floor_threshold: DEFAULT_FLOOR_THRESHOLD,
             mature_floor_scale: DEFAULT_MATURE_FLOOR_SCALE,
             train: TrainOptions {
-                // Only where too few windows leave no choice (see `choose_k_up_to`).
                 k: 3,
-                choose_k_up_to: Some(DEFAULT_MOST_CLUSTERS),
                 n_runs: 5,
                 floor_scale: DEFAULT_FLOOR_SCALE,
                 // Mean and standard deviation, as the learner was built and soaked with. With
@@ -194,8 +180,7 @@ pub struct BaselineStatus {
     /// The spreads' floor scale of the model judging now: wide while the baseline is young,
     /// `model train`'s once it was trained on `floor_windows` windows seen.
     pub floor_scale: f64,
-    /// Clusters (the node's moods) of the model judging now, chosen from its windows at its
-    /// training (see [`DEFAULT_MOST_CLUSTERS`]); 0 before the first training.
+    /// Clusters of the model judging now (its k); 0 before the first training.
     pub clusters: usize,
     /// "tail" (the streaming fit) or "percentile" (the trained model's own threshold: fewer
     /// than `floor_windows` windows seen, or no tail could be fitted yet).

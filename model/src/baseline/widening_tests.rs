@@ -431,3 +431,40 @@ fn a_young_tail_does_not_set_the_threshold() {
     assert!(!status.floor_applies, "{status:?}");
     assert_eq!(status.threshold, spot.max(0.1), "{status:?}");
 }
+
+#[test]
+fn the_learning_periods_outliers_are_forgotten_not_learned_at_the_first_refresh() {
+    let mut learner = BaselineLearner::new(BaselineOptions {
+        learn_windows: 100,
+        ..options()
+    });
+    let mut noise = Noise::new(9);
+    let outlier = |noise: &mut Noise| {
+        let mut window = quiet_window(noise);
+        window.insert("psi_cpu_some_pct".into(), 60.0 + noise.normal());
+        window
+    };
+    // Three windows of a stall while learning: 3% of the windows, under the 5% a healthy
+    // cluster needs at the first training.
+    for i in 0..100 {
+        let window = if (40..43).contains(&i) {
+            outlier(&mut noise)
+        } else {
+            quiet_window(&mut noise)
+        };
+        assert!(learner.observe(window).unwrap().is_none());
+    }
+    let status = learner.status();
+    assert_eq!(status.trainings, 1, "{status:?}");
+    assert_eq!(status.windows_forgotten, 3, "{status:?}");
+    assert_eq!(status.windows_kept, 97, "{status:?}");
+    // The first refresh takes every kept window for healthy: the stall, kept, would have
+    // become a healthy mode of its own there.
+    feed_quiet(&mut learner, &mut noise, 150);
+    assert!(learner.trainings() >= 2, "{:?}", learner.status());
+    let judged = learner
+        .observe(outlier(&mut noise))
+        .unwrap()
+        .expect("judged");
+    assert_eq!(judged.state, HealthState::Degraded, "{judged:?}");
+}

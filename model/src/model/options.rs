@@ -8,12 +8,14 @@ use super::percentile;
 /// Settings of [`Model::train`](super::Model::train). The defaults are the CLI's.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOptions {
-    /// Number of clusters (unless [`TrainOptions::choose_k_up_to`] chooses it).
+    /// Number of clusters (the fewest, when [`TrainOptions::choose_k_up_to`] chooses).
     pub k: usize,
-    /// Choose the number of clusters from the windows instead: each k from 2 to this is
-    /// fitted and the one whose clusters are best separated is kept (the highest simplified
-    /// silhouette, see [`crate::model::simplified_silhouette`]; the smaller k on a tie).
-    /// `None` (the default for `model train`): `k` as given. The daemon's learned baseline
+    /// Choose the number of clusters from the windows instead: each k from `k` (at least 2)
+    /// to this is fitted and, of those whose every cluster holds at least [`MIN_MODE_WINDOWS`] windows
+    /// (a mood, not an incident or a handful of equal windows), the one whose clusters are
+    /// best separated is kept (the highest simplified silhouette, see
+    /// [`crate::model::simplified_silhouette`]; the smaller k on a tie). When none qualifies
+    /// (too few windows), `k` as given. `None` (the default for `model train`): `k` as given. The daemon's learned baseline
     /// sets it ([`crate::baseline::DEFAULT_MOST_CLUSTERS`]): a node has as many moods as it
     /// has, and a busy phase without a centroid of its own scores far and makes the tail.
     pub choose_k_up_to: Option<usize>,

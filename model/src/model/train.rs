@@ -264,7 +264,7 @@ impl Model {
         // k-means++ cannot place more centroids than there are distinct windows (an idle
         // node's windows can all be equal): ask for no more. Collecting up to k distinct rows
         // usually stops within the first few.
-        let most = options.choose_k_up_to.unwrap_or(options.k);
+        let most = options.choose_k_up_to.unwrap_or(0).max(options.k);
         let distinct = {
             let mut seen: Vec<&[f64]> = Vec::with_capacity(most);
             for row in scaled.outer_iter() {
@@ -279,24 +279,40 @@ impl Model {
             seen.len()
         };
         let mut silhouettes = Vec::new();
-        let (k, centroids, inertia) = match options.choose_k_up_to {
-            Some(most) if most.min(distinct) >= 2 => {
-                let mut best: Option<(usize, Array2<f64>, f64)> = None;
-                let mut best_silhouette = f64::NEG_INFINITY;
-                for k in 2..=most.min(distinct) {
-                    let (centroids, inertia) =
-                        fit_kmeans(&scaled, k, scaled_variance, options, progress)?;
-                    let silhouette = simplified_silhouette(&centroids, &scaled);
-                    silhouettes.push((k, silhouette));
-                    // Strictly better: on a tie the fewer clusters.
-                    if silhouette > best_silhouette {
-                        best_silhouette = silhouette;
-                        best = Some((k, centroids, inertia));
-                    }
+        let mut chosen: Option<(usize, Array2<f64>, f64)> = None;
+        if let Some(most) = options.choose_k_up_to {
+            let mut best_silhouette = f64::NEG_INFINITY;
+            for k in options.k.max(2)..=most.min(distinct) {
+                let (centroids, inertia) =
+                    fit_kmeans(&scaled, k, scaled_variance, options, progress)?;
+                // A mood is a cluster of at least MIN_MODE_WINDOWS windows: what a cluster
+                // needs to measure its own spread, and longer than the incidents a training
+                // part may hide. A k that leaves a smaller cluster is not a choice: on
+                // windows that take a few exact values (an idle node's error counters at 1 s)
+                // every window sits on a centroid and the silhouette is near 1 for as many
+                // clusters as values, each a handful of windows; the soak's first training
+                // split its idle minutes so, and the clusters under the outlier share paged.
+                let mut sizes = vec![0usize; k];
+                for window in scaled.outer_iter() {
+                    sizes[nearest(&centroids, window.as_slice().expect("contiguous")).0] += 1;
                 }
-                best.expect("at least k = 2 was fitted")
+                if sizes.iter().any(|&size| size < MIN_MODE_WINDOWS) {
+                    silhouettes.push((k, None));
+                    continue;
+                }
+                let silhouette = simplified_silhouette(&centroids, &scaled);
+                silhouettes.push((k, Some(silhouette)));
+                // Strictly better: on a tie the fewer clusters.
+                if silhouette > best_silhouette {
+                    best_silhouette = silhouette;
+                    chosen = Some((k, centroids, inertia));
+                }
             }
-            _ => {
+        }
+        // k as given: asked for, or no k chose (too few windows for two moods).
+        let (k, centroids, inertia) = match chosen {
+            Some(chosen) => chosen,
+            None => {
                 let k = options.k.min(distinct);
                 let (centroids, inertia) =
                     fit_kmeans(&scaled, k, scaled_variance, options, progress)?;
