@@ -166,7 +166,8 @@ enum Command {
     /// fares on the same benign hours, without another soak (in-sample for any rule chosen by
     /// looking at them).
     SoakReplay {
-        /// The windows (`cargo xtask soak` writes target/soak-windows.jsonl).
+        /// The windows (`cargo xtask soak` writes target/soak-windows.jsonl; a name ending in
+        /// `.gz` is read through gzip, as the soaks kept in datasets/soaks/).
         file: std::path::PathBuf,
         /// The soak's window length.
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]

@@ -440,14 +440,20 @@ pub fn soak_replay(options: &ReplayOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn open(path: &Path) -> anyhow::Result<std::io::BufReader<std::fs::File>> {
+/// The window file, read through gzip when its name ends in `.gz` (the soaks kept in
+/// `datasets/soaks/`).
+fn open(path: &Path) -> anyhow::Result<Box<dyn std::io::BufRead>> {
     let file = std::fs::File::open(path).with_context(|| {
         format!(
             "opening {} (`cargo xtask soak` writes target/soak-windows.jsonl)",
             path.display()
         )
     })?;
-    Ok(std::io::BufReader::new(file))
+    Ok(if path.extension().is_some_and(|ext| ext == "gz") {
+        Box::new(std::io::BufReader::new(flate2::read::GzDecoder::new(file)))
+    } else {
+        Box::new(std::io::BufReader::new(file))
+    })
 }
 
 #[cfg(test)]
@@ -562,5 +568,21 @@ mod tests {
         let lines = vec![window(0, 5.0, "idle"), Ok("not json".into())].into_iter();
         let err = replay(lines, &options()).unwrap_err();
         assert!(format!("{err:#}").contains("line 2"), "{err:#}");
+    }
+
+    #[test]
+    fn a_gzip_window_file_reads_as_the_plain_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let lines: Vec<String> = (0..5).map(|i| window(i, 5.0, "idle").unwrap()).collect();
+        let text = lines.join("\n") + "\n";
+        let plain = dir.path().join("w.jsonl");
+        std::fs::write(&plain, &text).unwrap();
+        let packed = dir.path().join("w.jsonl.gz");
+        crate::util::write_gz(&packed, text.as_bytes()).unwrap();
+        let read = |path: &Path| -> Vec<String> {
+            open(path).unwrap().lines().map(Result::unwrap).collect()
+        };
+        assert_eq!(read(&packed), lines);
+        assert_eq!(read(&plain), lines);
     }
 }
