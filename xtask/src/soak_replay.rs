@@ -369,15 +369,13 @@ pub fn soak_replay(options: &ReplayOptions) -> anyhow::Result<()> {
             crate::rate::poisson_upper_95(replay.mature.episodes, mature_hours),
         );
     }
-    let mut training_ms = replay.training_ms.clone();
-    training_ms.sort_by(f64::total_cmp);
-    if let Some(slowest) = training_ms.last() {
+    if !replay.training_ms.is_empty() {
         println!(
             "soak-replay: {} trainings, each holding its window {:.0} ms (median), {:.0} ms at \
              the slowest",
-            training_ms.len(),
-            training_ms[training_ms.len() / 2],
-            slowest
+            replay.training_ms.len(),
+            crate::util::median(&replay.training_ms),
+            replay.training_ms.iter().copied().fold(0.0, f64::max)
         );
     }
     println!("soak-replay: baseline at the end: {}", replay.baseline);
