@@ -128,6 +128,11 @@ pub struct TailFit {
     /// The generalized Pareto distribution fitted to their excesses.
     pub shape: f64,
     pub scale: f64,
+    /// The heavy shape fitted over the peaks of the scores' high quantile, when the tail was
+    /// refitted over their median peak (then `level` is that peak; see
+    /// [`crate::tail::threshold_tail`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whole_shape: Option<f64>,
 }
 
 /// How the model was trained, for `model inspect`.

@@ -69,13 +69,20 @@ pub fn summary(model: &Model) -> String {
         Some(tail) => format!(
             "tail rule: the tail of {} healthy training scores, for a false-alarm rate of {:.2e} \
              per window asked; {} episodes over the level {:.3}, generalized Pareto shape \
-             {:.3} scale {:.3}",
+             {:.3} scale {:.3}{}",
             model.threshold.calibration_windows,
             tail.false_alarm,
             tail.peaks,
             tail.level,
             tail.shape,
-            tail.scale
+            tail.scale,
+            match tail.whole_shape {
+                Some(shape) => format!(
+                    " (refitted over the median peak: over the high quantile the shape was \
+                     {shape:.3}, heavy, as a mix of small and large excursions reads)"
+                ),
+                None => String::new(),
+            }
         ),
         None => format!(
             "p{} of {} healthy training scores x {}{}",

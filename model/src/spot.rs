@@ -10,18 +10,18 @@
 //! so a fault is never learned as normal. What can still creep in is a change slower than the
 //! average's depth that never crosses the threshold: that is what "drift" means here.
 //!
-//! The threshold extrapolates the fitted tail only as far as its peaks reach; past them, as an
-//! exponential ([`crate::tail::Gpd::quantile_excess_within`]). Without that the streaming tail
-//! ratchets: a heavy fitted shape puts the threshold far past anything seen, every window under
-//! it is learned as healthy, the big ones fit a heavier tail, and the threshold climbs again
-//! (soak 10: to 124.8, over every recorded fault carried onto its windows).
+//! A heavy fitted shape is not extrapolated: the tail is then read as the exponential over the
+//! median peak ([`crate::tail::threshold_tail`]). Extrapolated, it ratchets the streaming
+//! tail: the threshold goes far past anything seen, every window under it is learned as
+//! healthy, the big ones fit a heavier tail, and the threshold climbs again (soak 10: to 124.8;
+//! soak 12's hour replayed three times: to 156 at one refresh, over every recorded fault).
 //!
 //! Memory is bounded: at most `max_peaks` peaks (the oldest go first, and the window count is
 //! scaled down with them so the rate of peaks per window stays what it was) and `depth` scores.
 
 use std::collections::VecDeque;
 
-use crate::tail::{Gpd, MIN_PEAKS, decluster, fit};
+use crate::tail::{Gpd, MIN_PEAKS, ThresholdTail, decluster, threshold_tail};
 
 /// Settings of a [`Spot`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,7 +75,7 @@ pub struct Spot {
     /// since its last peak.
     episode: Option<f64>,
     below: usize,
-    gpd: Gpd,
+    tail: ThresholdTail,
     /// In drift-free units: the threshold is `average + excess_threshold`.
     excess_threshold: f64,
     /// Peaks added and windows skipped as anomalous since the start.
@@ -110,7 +110,7 @@ impl Spot {
             .into_iter()
             .map(|p| p - level)
             .collect();
-        let gpd = fit(peaks.make_contiguous())?;
+        let tail = threshold_tail(peaks.make_contiguous())?;
         let recent: VecDeque<f64> = scores[scores.len().saturating_sub(options.depth)..]
             .iter()
             .copied()
@@ -124,7 +124,7 @@ impl Spot {
             recent,
             episode: None,
             below: 0,
-            gpd,
+            tail,
             excess_threshold: 0.0,
             updates: 0,
             skipped: 0,
@@ -160,19 +160,9 @@ impl Spot {
         self.below = 0;
     }
 
-    /// The excess over the drift-free level a healthy window passes with the asked probability
-    /// (past the rarest peak kept, an exponential tail: [`Gpd::quantile_excess_within`]).
+    /// The excess over the drift-free level a healthy window passes with the asked probability.
     fn quantile(&self) -> Option<f64> {
-        let over_level = self.peaks.len() as f64 / self.windows.max(1.0);
-        let conditional = self.options.false_alarm / over_level;
-        let value = if conditional >= 1.0 {
-            self.level
-        } else {
-            self.level
-                + self
-                    .gpd
-                    .quantile_excess_within(conditional, 1.0 / self.peaks.len() as f64)
-        };
+        let value = self.level + self.tail.excess(self.options.false_alarm, self.windows);
         value.is_finite().then_some(value)
     }
 
@@ -232,8 +222,8 @@ impl Spot {
         self.peaks.push_back(excess);
         self.trim();
         self.updates += 1;
-        if let Some(gpd) = fit(self.peaks.make_contiguous()) {
-            self.gpd = gpd;
+        if let Some(tail) = threshold_tail(self.peaks.make_contiguous()) {
+            self.tail = tail;
         }
         if let Some(value) = self.quantile() {
             self.excess_threshold = value;
@@ -250,9 +240,10 @@ impl Spot {
         (self.updates, self.skipped)
     }
 
-    /// The fitted tail.
+    /// The tail the threshold is extrapolated from (over the median peak when the fit over all
+    /// of them was heavy, see [`threshold_tail`]).
     pub fn gpd(&self) -> Gpd {
-        self.gpd
+        self.tail.gpd
     }
 }
 

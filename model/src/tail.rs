@@ -215,6 +215,86 @@ pub fn fit(excesses: &[f64]) -> Option<Gpd> {
     Some(gpd)
 }
 
+/// The tail a threshold is extrapolated from (see [`threshold_tail`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ThresholdTail {
+    /// The tail over `offset`.
+    pub gpd: Gpd,
+    /// Where the tail starts, as an excess over the level: 0, or the median peak's when the
+    /// fit over all the peaks was heavy and the tail was refitted over it.
+    pub offset: f64,
+    /// Peaks over `offset`: how rare the tail's start is.
+    pub peaks: usize,
+    /// The heavy shape fitted over all the peaks, when the tail was refitted over their median.
+    pub whole_shape: Option<f64>,
+}
+
+impl ThresholdTail {
+    /// The excess over the level a healthy window passes with probability `false_alarm`, the
+    /// peaks standing for `windows` windows (`offset` when the tail's start is rarer already).
+    /// Past the rarest peak, a heavy tail goes on as an exponential
+    /// ([`Gpd::quantile_excess_within`]).
+    pub fn excess(&self, false_alarm: f64, windows: f64) -> f64 {
+        let conditional = false_alarm * windows.max(1.0) / self.peaks.max(1) as f64;
+        if conditional >= 1.0 {
+            self.offset
+        } else {
+            self.offset
+                + self
+                    .gpd
+                    .quantile_excess_within(conditional, 1.0 / self.peaks.max(1) as f64)
+        }
+    }
+}
+
+/// The tail a threshold is extrapolated from: [`fit`]'s over all the excesses, unless its shape
+/// is heavy (`ξ > 0`) and there are peaks enough for a second fit over their median
+/// ([`MIN_PEAKS`] over it): then the fit over the median peak.
+///
+/// Why: the GPD holds over a level high enough, and a heavy shape over a low one is often the
+/// peaks' mix: a node's common small excursions (at 1 s an idle node's scores take a few exact
+/// values, and dozens of peaks share one) beside its rarer large ones (a build). The GPD reads
+/// the mix as a heavy tail, and past the peaks even the exponential continuation goes on with
+/// the heavy fit's slope: soak 12's hour replayed three times fitted 0.62 at one refresh and
+/// the threshold went from 25 to 156, over every recorded fault (BENCHMARKS.md). Raising the
+/// level, extreme-value practice's remedy, leaves the small excursions behind: over the median
+/// peak a mix of exponentials fits as its widest one, while a tail that truly is heavy keeps
+/// its shape (a GPD over a higher level is the same GPD). On generated scores with known tails
+/// (`tests`): the rate stays within a few times the one asked for on exponential tails, on such
+/// mixes (where the heavy shape extrapolated gave a hundredth of it) and on truly heavy ones.
+/// No constant: the median is the peaks' own, and [`MIN_PEAKS`] is what any fit needs.
+pub fn threshold_tail(excesses: &[f64]) -> Option<ThresholdTail> {
+    let gpd = fit(excesses)?;
+    let mut ys: Vec<f64> = excesses
+        .iter()
+        .copied()
+        .filter(|y| y.is_finite() && *y >= 0.0)
+        .collect();
+    let whole = ThresholdTail {
+        gpd,
+        offset: 0.0,
+        peaks: ys.len(),
+        whole_shape: None,
+    };
+    if gpd.shape <= 0.0 || ys.len() < 2 * MIN_PEAKS {
+        return Some(whole);
+    }
+    ys.sort_by(f64::total_cmp);
+    let median = ys[ys.len() / 2];
+    let over: Vec<f64> = ys
+        .iter()
+        .filter(|y| **y > median)
+        .map(|y| y - median)
+        .collect();
+    // Too few over the median (many peaks share its value): no second fit, the whole one.
+    Some(fit(&over).map_or(whole, |upper| ThresholdTail {
+        gpd: upper,
+        offset: median,
+        peaks: over.len(),
+        whole_shape: Some(gpd.shape),
+    }))
+}
+
 /// Fewer peaks than this fit no tail (SPOT's authors use some tens; so do we).
 pub const MIN_PEAKS: usize = 20;
 
@@ -246,12 +326,16 @@ pub fn decluster(scores: &[f64], level: f64, run: usize) -> Vec<f64> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TailThreshold {
     pub threshold: f64,
-    /// The level the excesses are counted over (a high quantile of the scores).
+    /// The level the tail starts at: a high quantile of the scores, or the median peak over
+    /// it when the fit over all the peaks was heavy ([`threshold_tail`]).
     pub level: f64,
     pub gpd: Gpd,
     /// Episodes (declustered peaks) over `level`, and windows seen.
     pub peaks: usize,
     pub windows: usize,
+    /// The heavy shape fitted over the quantile's peaks, when the tail was refitted over
+    /// their median.
+    pub whole_shape: Option<f64>,
 }
 
 /// The score a healthy window exceeds with probability `false_alarm` (per window, of an
@@ -275,22 +359,16 @@ pub fn pot_threshold(
     let level = sorted[index];
     let peaks = decluster(&finite, level, run);
     let excesses: Vec<f64> = peaks.iter().map(|p| p - level).collect();
-    let gpd = fit(&excesses)?;
+    let tail = threshold_tail(&excesses)?;
     let windows = finite.len();
-    // P(episode over level) per window = peaks / windows; beyond it the tail takes over.
-    let over_level = peaks.len() as f64 / windows as f64;
-    let conditional = false_alarm / over_level;
-    let threshold = if conditional >= 1.0 {
-        level
-    } else {
-        level + gpd.quantile_excess_within(conditional, 1.0 / peaks.len() as f64)
-    };
+    let threshold = level + tail.excess(false_alarm, windows as f64);
     threshold.is_finite().then_some(TailThreshold {
         threshold,
-        level,
-        gpd,
-        peaks: peaks.len(),
+        level: level + tail.offset,
+        gpd: tail.gpd,
+        peaks: tail.peaks,
         windows,
+        whole_shape: tail.whole_shape,
     })
 }
 
@@ -361,43 +439,186 @@ mod tests {
         }
     }
 
-    /// The price of not betting on a heavy fitted shape past the data: on scores whose tail
-    /// really is that heavy, the threshold passes more often than asked. Known scores (a GPD
-    /// of shape 0.4 from 0, the Pareto latencies of the synthetic `heavy-tails` set), so each
-    /// rate is exact, not sampled; one training's fitted shape is 0.4 give or take 0.2, so the
-    /// figure is the median over 41 trainings of 3000 windows (60 peaks). Measured when
-    /// written, median rate over asked, bounded rule against the fitted shape extrapolated:
-    /// 1e-4 1.6 against 1.3, 6e-5 (one a day at 5 s) 1.9 against 1.4, 1e-5 (33 times past
-    /// the rarest peak) 5.0 against 1.7.
+    #[test]
+    fn a_heavy_fit_over_a_mix_is_refitted_over_the_median_peak() {
+        // A node's excursions: many small ones (a few exact values, as 1 s windows of an idle
+        // node give) and rarer large ones, an exponential of mean 8 (its quantiles, so the
+        // figures are exact).
+        let mut excesses: Vec<f64> = (0..40).map(|i| [0.1, 0.2, 0.4, 0.7][i % 4]).collect();
+        excesses.extend((0..30).map(|i| -8.0 * (1.0 - (i as f64 + 0.5) / 30.0).ln()));
+        let whole = fit(&excesses).expect("a fit");
+        assert!(whole.shape > 0.3, "the mix reads as heavy: {whole:?}");
+        let tail = threshold_tail(&excesses).expect("a tail");
+        let mut sorted = excesses.clone();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        let over: Vec<f64> = sorted
+            .iter()
+            .filter(|y| **y > median)
+            .map(|y| y - median)
+            .collect();
+        assert_eq!(tail.offset, median);
+        assert_eq!(tail.peaks, over.len());
+        assert_eq!(tail.whole_shape, Some(whole.shape));
+        assert_eq!(tail.gpd, fit(&over).unwrap());
+        // Over the median the large excursions alone: about exponential, of about their scale.
+        assert!(tail.gpd.shape.abs() < 0.2, "{tail:?}");
+        assert!((5.0..12.0).contains(&tail.gpd.scale), "{tail:?}");
+        // The excess asked for: the median, then the refitted tail's quantile over it, far
+        // under the heavy fit's.
+        let (asked, windows) = (1e-4, 3000.0);
+        let conditional = asked * windows / over.len() as f64;
+        let expected = median
+            + tail
+                .gpd
+                .quantile_excess_within(conditional, 1.0 / over.len() as f64);
+        assert!((tail.excess(asked, windows) - expected).abs() < 1e-9);
+        let heavy = whole.quantile_excess_within(asked * windows / 70.0, 1.0 / 70.0);
+        assert!(
+            tail.excess(asked, windows) < 0.7 * heavy,
+            "{tail:?} {heavy}"
+        );
+        // A light fit is kept whole; so is a heavy one with too few peaks for a second fit.
+        let light = draw(
+            Gpd {
+                shape: -0.2,
+                scale: 2.0,
+            },
+            500,
+            4,
+        );
+        let kept = threshold_tail(&light).expect("a tail");
+        assert!(kept.gpd.shape <= 0.0, "{kept:?}");
+        assert_eq!(
+            (kept.offset, kept.peaks, kept.whole_shape),
+            (0.0, 500, None)
+        );
+        assert_eq!(kept.gpd, fit(&light).unwrap());
+        let few = &excesses[excesses.len() - 2 * MIN_PEAKS + 1..];
+        let kept = threshold_tail(few).expect("a tail");
+        assert_eq!((kept.offset, kept.whole_shape), (0.0, None));
+        assert_eq!(kept.gpd, fit(few).unwrap());
+    }
+
+    /// The threshold the fit over all the peaks extrapolated would set, for comparison.
+    fn extrapolated(scores: &[f64], asked: f64) -> f64 {
+        let mut sorted = scores.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let level = sorted[(0.98 * (sorted.len() - 1) as f64).round() as usize];
+        let excesses: Vec<f64> = decluster(scores, level, 1)
+            .iter()
+            .map(|p| p - level)
+            .collect();
+        let gpd = fit(&excesses).unwrap();
+        level + gpd.quantile_excess(asked * scores.len() as f64 / excesses.len() as f64)
+    }
+
+    /// Median over 41 trainings of the true rate of the threshold over the one asked for, ours
+    /// and the extrapolated one, on `n` scores drawn by `sample` whose survival is `survival`
+    /// (exact, not sampled).
+    fn median_ratios(
+        sample: impl Fn(&mut Noise) -> f64,
+        survival: impl Fn(f64) -> f64,
+        n: usize,
+        asked: f64,
+    ) -> (f64, f64) {
+        let (mut ours, mut heavy): (Vec<f64>, Vec<f64>) = (0..41)
+            .map(|seed| {
+                let mut noise = Noise::new(seed + 100);
+                let scores: Vec<f64> = (0..n).map(|_| sample(&mut noise)).collect();
+                let tail = pot_threshold(&scores, asked, 0.98, 1).unwrap();
+                (
+                    survival(tail.threshold) / asked,
+                    survival(extrapolated(&scores, asked)) / asked,
+                )
+            })
+            .unzip();
+        ours.sort_by(f64::total_cmp);
+        heavy.sort_by(f64::total_cmp);
+        (ours[20], heavy[20])
+    }
+
+    fn exponential(noise: &mut Noise, mean: f64) -> f64 {
+        -mean * (1.0 - noise.uniform()).ln()
+    }
+
+    /// Scores as an idle node's are: 90% quiet (0), 8% small excursions, 2% large ones
+    /// (exponentials of mean 1 and 6), and their exact survival.
+    fn mixed(noise: &mut Noise) -> f64 {
+        let u = noise.uniform();
+        if u < 0.9 {
+            0.0
+        } else if u < 0.98 {
+            exponential(noise, 1.0)
+        } else {
+            exponential(noise, 6.0)
+        }
+    }
+
+    fn mixed_survival(x: f64) -> f64 {
+        0.08 * (-x).exp() + 0.02 * (-x / 6.0).exp()
+    }
+
+    /// What the refit is for: on tails our scores can have (exponential, and a mix of small and
+    /// large excursions, also on a lattice of values as 1 s windows give), the rate stays within
+    /// a few times the one asked, at one a day of 5 s windows from 3000 windows and of 1 s
+    /// windows from 4096 (the learner's reservoir). The heavy shape the mix is fitted with over
+    /// all the peaks, extrapolated, put the threshold where a hundredth of the asked rate
+    /// passes: the climb. Measured when written, median rate over asked (ours, the whole fit
+    /// extrapolated), 3000 windows then 4096: exponential 1.44 / 1.31 and 1.79 / 1.11, mixed
+    /// 1.72 / 0.26 and 2.71 / 0.01, mixed on a lattice 2.65 / 1.25 and 4.13 / 0.44.
+    #[test]
+    fn on_tails_scores_can_have_the_rate_stays_near_the_one_asked_for() {
+        let lattice = |x: f64| (x / 0.5).ceil() * 0.5;
+        for (n, asked) in [(3000, 6e-5), (4096, 1.2e-5)] {
+            let (ours, heavy) =
+                median_ratios(|noise| exponential(noise, 1.0), |x| (-x).exp(), n, asked);
+            eprintln!("exponential, {n} at {asked}: {ours:.2} (extrapolated {heavy:.2})");
+            assert!((0.5..5.0).contains(&ours), "exponential: {ours}");
+            let (ours, heavy) = median_ratios(mixed, mixed_survival, n, asked);
+            eprintln!("mixed, {n} at {asked}: {ours:.2} (extrapolated {heavy:.2})");
+            assert!((0.5..5.0).contains(&ours), "mixed: {ours}");
+            assert!(
+                heavy < 0.3,
+                "the heavy extrapolation over-shoots the mix: {heavy}"
+            );
+            let (ours, heavy) = median_ratios(
+                |noise| lattice(mixed(noise)),
+                |x| mixed_survival((x / 0.5).floor() * 0.5),
+                n,
+                asked,
+            );
+            eprintln!("mixed on a lattice, {n} at {asked}: {ours:.2} (extrapolated {heavy:.2})");
+            assert!((0.5..5.0).contains(&ours), "mixed on a lattice: {ours}");
+        }
+    }
+
+    /// The price of not betting on a heavy fitted shape past the data (the exponential
+    /// continuation past the rarest peak): on scores whose tail truly is that heavy (a GPD of
+    /// shape 0.4 from 0, the Pareto latencies of the synthetic `heavy-tails` set), the
+    /// threshold passes more often than asked. One training's fitted shape is 0.4 give or take
+    /// 0.2, so the figure is the median over 41 trainings of 3000 windows (60 peaks, refitted
+    /// over the median when heavy). Measured when written, median rate over asked (ours, the
+    /// whole fit extrapolated): 1e-4 1.44 / 1.03, 6e-5 (one a day at 5 s) 1.76 / 1.13, 1e-5
+    /// (one a day at 1 s) 4.46 / 1.08.
     #[test]
     fn on_a_truly_heavy_tail_the_rate_is_a_small_multiple_of_the_one_asked_for() {
         let truth = Gpd {
             shape: 0.4,
             scale: 1.0,
         };
-        let median_ratio = |asked: f64, bounded: bool| {
-            let mut ratios: Vec<f64> = (0..41)
-                .map(|seed| {
-                    let tail = pot_threshold(&draw(truth, 3000, seed), asked, 0.98, 1).unwrap();
-                    let over = tail.peaks as f64 / tail.windows as f64;
-                    let threshold = if bounded {
-                        tail.threshold
-                    } else {
-                        tail.level + tail.gpd.quantile_excess(asked / over)
-                    };
-                    truth.survival(threshold) / asked
-                })
-                .collect();
-            ratios.sort_by(f64::total_cmp);
-            ratios[ratios.len() / 2]
-        };
         for (asked, at_most) in [(1e-4, 2.5), (6e-5, 2.5), (1e-5, 6.0)] {
-            let (bounded, unbounded) = (median_ratio(asked, true), median_ratio(asked, false));
-            eprintln!("asked {asked}: median rate / asked {bounded:.2} (unbounded {unbounded:.2})");
+            let (ours, heavy) = median_ratios(
+                |noise| truth.quantile_excess(1.0 - noise.uniform()),
+                |x| truth.survival(x),
+                3000,
+                asked,
+            );
+            eprintln!("asked {asked}: median rate / asked {ours:.2} (extrapolated {heavy:.2})");
             assert!(
-                bounded >= unbounded && bounded > 0.5 && bounded < at_most,
-                "asked {asked}: median true rate {bounded} times the one asked for \
-                 (unbounded {unbounded})"
+                ours >= heavy && ours > 1.0 && ours < at_most,
+                "asked {asked}: median true rate {ours} times the one asked for \
+                 (extrapolated {heavy})"
             );
         }
     }

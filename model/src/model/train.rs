@@ -452,6 +452,7 @@ impl Model {
                     peaks: fit.peaks,
                     shape: fit.gpd.shape,
                     scale: fit.gpd.scale,
+                    whole_shape: fit.whole_shape,
                 };
                 (kept, fit.threshold)
             }),
