@@ -10,11 +10,13 @@
 //! so a fault is never learned as normal. What can still creep in is a change slower than the
 //! average's depth that never crosses the threshold: that is what "drift" means here.
 //!
-//! A heavy fitted shape is not extrapolated: the tail is then read as the exponential over the
-//! median peak ([`crate::tail::threshold_tail`]). Extrapolated, it ratchets the streaming
-//! tail: the threshold goes far past anything seen, every window under it is learned as
-//! healthy, the big ones fit a heavier tail, and the threshold climbs again (soak 10: to 124.8;
-//! soak 12's hour replayed three times: to 156 at one refresh, over every recorded fault).
+//! The threshold extrapolates the fitted tail only as far as its peaks reach, past them as an
+//! exponential ([`crate::tail::Gpd::quantile_excess_within`]), and a heavy fit over many peaks
+//! is refitted over their median peak first ([`crate::tail::threshold_tail`]). Without these
+//! the streaming tail ratchets: a heavy fitted shape puts the threshold far past anything
+//! seen, every window under it is learned as healthy, the big ones fit a heavier tail, and the
+//! threshold climbs again (soak 10: to 124.8; soak 12's hour replayed three times, with the
+//! continuation alone: to 156 at one refresh, over every recorded fault).
 //!
 //! Memory is bounded: at most `max_peaks` peaks (the oldest go first, and the window count is
 //! scaled down with them so the rate of peaks per window stays what it was) and `depth` scores.

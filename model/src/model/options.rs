@@ -15,9 +15,10 @@ pub struct TrainOptions {
     /// (a mood, not an incident or a handful of equal windows), the one whose clusters are
     /// best separated is kept (the highest simplified silhouette, see
     /// [`crate::model::simplified_silhouette`]; the smaller k on a tie). When none qualifies
-    /// (too few windows), `k` as given. `None` (the default for `model train`): `k` as given. The daemon's learned baseline
-    /// sets it ([`crate::baseline::DEFAULT_MOST_CLUSTERS`]): a node has as many moods as it
-    /// has, and a busy phase without a centroid of its own scores far and makes the tail.
+    /// (too few windows), `k` as given. `None` (the default): `k` as given. The daemon's
+    /// learned baseline leaves it unset (measured, it cost detection on the synthetic sets and
+    /// paged an idle node: BENCHMARKS.md, "Choosing k"); `cargo xtask soak-replay
+    /// --choose-k-up-to` replays a soak with it.
     pub choose_k_up_to: Option<usize>,
     /// Seed of the k-means++ initialisations: the same data, options and seed give the same
     /// model.
@@ -172,7 +173,7 @@ pub const DEFAULT_TRIM: f64 = 0.05;
 /// Checked on training data only (`cargo xtask calibration`'s "windows trimmed"): of the clean
 /// training parts it found 0.2 % (`heavy-tails`), 0 (`drift`), 0.6 % (`shapes`) and 1 of the
 /// scenarios' 255 healthy windows far; all of those were lone windows, which are no longer
-/// trimmed (see [`Model::far_tail`](super::Model::far_tail)), so none of them is dropped
+/// trimmed (see `Model::far_tail`), so none of them is dropped
 /// now. The planted incidents of `tests/robust_training.rs` (episodes of 10 windows) all go.
 pub const TRIM_CUTOFF_SPREADS: f64 = 4.0;
 /// Rounds of fit-trim-refit at most. On the planted 5 % of `tests/robust_training.rs` the first
