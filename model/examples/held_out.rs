@@ -16,9 +16,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .unwrap_or_else(|| "heavy-tails".into());
     let set = SyntheticSet::from_name(&name).ok_or_else(|| format!("no synthetic set `{name}`"))?;
-    let dir = tempfile_dir()?;
+    let dir = tempfile::tempdir()?;
     let table = |seed: u64| -> Result<model::Table, Box<dyn std::error::Error>> {
-        let path = dir.join(format!("train-{seed}.csv"));
+        let path = dir.path().join(format!("train-{seed}.csv"));
         std::fs::write(&path, synthetic_set(set, seed).train_csv)?;
         Ok(model::read_table(&path)?)
     };
@@ -44,12 +44,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             over as f64 / windows as f64
         );
     }
-    std::fs::remove_dir_all(&dir)?;
     Ok(())
-}
-
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("nodestate-held-out-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
