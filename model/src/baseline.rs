@@ -42,6 +42,12 @@
 //!   node's own spreads over hours, and floors them as `model train` does
 //!   ([`BaselineOptions::mature_floor_scale`]): the wide floors hid faults within them (a
 //!   CPU saturation in a busy mode, a broken correlation) from a learner that had seen enough.
+//! - **A mode's own long tail is its normal.** A refresh learns from windows judged healthy,
+//!   so each cluster's spread there covers the cluster's tail, not only its bulk
+//!   ([`TrainOptions::spread_covers_tail`]): measured in the MAD alone, a build's minutes of
+//!   CPU pressure scored up to 33 within the busy mode and the tail fitted to them set 63
+//!   (soak 13; 16.8 with it, and 13-15 of the 16 recorded faults paging after every joining of
+//!   soaks 12 and 13 replayed, BENCHMARKS.md).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -359,6 +365,10 @@ impl BaselineLearner {
             } else {
                 0.0
             },
+            // A refresh learns from windows judged healthy: a mode's long tail there is the
+            // node's own (a build's CPU pressure), not an incident's (see
+            // [`TrainOptions::spread_covers_tail`]).
+            spread_covers_tail: self.trainings > 0,
             ..self.options.train.clone()
         };
         match Model::train(&table, &options) {

@@ -74,9 +74,17 @@ pub struct TrainOptions {
     /// apart and are judged as without it (4 and 112 of 45,000 flagged); `drift`'s growth
     /// looks like modes and it flags 13 of 45,000 (5 without), none two in a row. Measured in
     /// every feature (before the feature test), it flagged 25 on `heavy-tails` and 158 on
-    /// `shapes`. Off for the daemon's learned baseline and the built-in model until the soak
-    /// and the scenarios judge them with it.
+    /// `shapes`. On for the daemon's learned baseline (`baseline::BaselineOptions`); the
+    /// built-in model is trained without it.
     pub spread_per_mode: bool,
+    /// A cluster's own spread (with [`TrainOptions::spread_per_mode`]) covers its tail: in
+    /// each feature at least the [`MODE_TAIL_QUANTILE`] of its windows' absolute deviations
+    /// over a normal's ([`MODE_TAIL_Z`]), the same as the MAD's for normal data, wider for a
+    /// mode whose healthy windows spread far (a build's CPU pressure). Whether the modes lie
+    /// apart is still decided on the MAD. Off for `model train` (its training windows are not
+    /// known clean: a tenth of a cluster's windows may be an incident's); on for the learned
+    /// baseline's refreshes, whose every window was judged healthy.
+    pub spread_covers_tail: bool,
 }
 
 /// How training measures a feature's centre and spread (the scaler), before the floors.
@@ -199,6 +207,13 @@ pub const MIN_MODE_WINDOWS: usize = 50;
 /// (0.27-0.45).
 pub const MULTIMODAL_SHARE: f64 = 0.5;
 
+/// A cluster's scoring spread is at least this quantile of its windows' absolute deviations
+/// from its median, over [`MODE_TAIL_Z`] (`model::train`'s `ModeSpread`).
+pub const MODE_TAIL_QUANTILE: f64 = 0.9;
+/// The absolute deviation of a normal's [`MODE_TAIL_QUANTILE`] in standard deviations
+/// (its 0.95 quantile): for normal data the scoring spread is the bulk's.
+pub const MODE_TAIL_Z: f64 = 1.6449;
+
 /// Default percentile of the calibration (see [`TrainOptions::threshold_percentile`]).
 pub const DEFAULT_THRESHOLD_PERCENTILE: f64 = 99.0;
 /// Default margin over it (see [`TrainOptions::threshold_margin`]).
@@ -230,6 +245,7 @@ impl Default for TrainOptions {
             scaling: Scaling::Robust,
             trim: DEFAULT_TRIM,
             spread_per_mode: true,
+            spread_covers_tail: false,
         }
     }
 }

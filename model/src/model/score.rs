@@ -550,6 +550,82 @@ mod tests {
         }
     }
 
+    /// A busy mode whose CPU has a long healthy tail (a build: one busy window in five 4 to 24
+    /// points over the mode's ±3): measured in its MAD, the tail's windows are many spreads
+    /// out; in a spread that covers the tail ([`TrainOptions::spread_covers_tail`]) they are
+    /// within it, while a saturated CPU is still far, and the quiet mode (no tail) keeps its
+    /// spread.
+    #[test]
+    fn a_spread_that_covers_its_tail_takes_a_modes_own_long_tail_in() {
+        let rows: Vec<Row> = two_modes()
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut row)| {
+                if (i / 50).is_multiple_of(2) && i % 5 == 0 {
+                    let extra = 4.0 + ((i * 7 + 3) % 21) as f64;
+                    *row.values.get_mut("cpu_busy_pct").unwrap() += extra;
+                }
+                row
+            })
+            .collect();
+        let train = |covers: bool| {
+            Model::train(
+                &rows,
+                &TrainOptions {
+                    k: 2,
+                    spread_covers_tail: covers,
+                    threshold_rule: crate::model::ThresholdRule::Percentile,
+                    trim: 0.0,
+                    ..TrainOptions::default()
+                },
+            )
+            .expect("trains")
+        };
+        let (bulk, covering) = (train(false), train(true));
+        let cpu = bulk
+            .features
+            .iter()
+            .position(|f| f == "cpu_busy_pct")
+            .unwrap();
+        let busy = |model: &Model| {
+            (0..model.clusters.len())
+                .max_by(|&a, &b| {
+                    model.clusters[a].centroid[cpu].total_cmp(&model.clusters[b].centroid[cpu])
+                })
+                .unwrap()
+        };
+        let spread =
+            |model: &Model, cluster: usize| model.clusters[cluster].spread.as_ref().unwrap()[cpu];
+        let (b, c) = (busy(&bulk), busy(&covering));
+        assert!(
+            spread(&covering, c) > 2.0 * spread(&bulk, b),
+            "{} against {}",
+            spread(&covering, c),
+            spread(&bulk, b)
+        );
+        assert!(spread(&covering, c) <= 1.0, "never wider than the scaler's");
+        // The quiet mode's uniform wander has no tail: its spread is the MAD's either way.
+        assert_eq!(spread(&covering, 1 - c), spread(&bulk, 1 - b));
+        let window = |cpu: f64| {
+            BTreeMap::from([
+                ("cpu_busy_pct".to_string(), cpu),
+                ("load_pct".to_string(), 40.0),
+            ])
+        };
+        // A build's window, 18 points over busy.
+        let build = window(73.0);
+        let far_in_bulk = bulk.score(&build).unwrap();
+        let within = covering.score(&build).unwrap();
+        assert!(far_in_bulk.explanation[0].z > 5.0, "{far_in_bulk:?}");
+        assert!(within.explanation[0].z < 3.0, "{within:?}");
+        assert!(within.score < far_in_bulk.score / 2.0);
+        // A saturated CPU, twice as far over busy as the longest build, is still found.
+        let saturated = covering.score(&window(97.0)).unwrap();
+        assert_eq!(saturated.state, HealthState::Degraded, "{saturated:?}");
+        assert_eq!(saturated.explanation[0].feature, "cpu_busy_pct");
+        assert!(saturated.explanation[0].z > 4.0, "{saturated:?}");
+    }
+
     #[test]
     fn spreads_per_mode_survive_the_file_and_old_files_score_as_before() {
         let far = BTreeMap::from([

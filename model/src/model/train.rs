@@ -11,8 +11,8 @@ use super::{
     Threshold, TrainingInfo,
     distance::{RowEuclidean, nearest, nearest_of, simplified_silhouette},
     options::{
-        MIN_MODE_WINDOWS, MULTIMODAL_SHARE, TAIL_EPISODE_GAP, TAIL_LEVEL_QUANTILE,
-        TRIM_CUTOFF_SPREADS, TRIM_ROUNDS, ThresholdRule, TrainOptions,
+        MIN_MODE_WINDOWS, MODE_TAIL_QUANTILE, MODE_TAIL_Z, MULTIMODAL_SHARE, TAIL_EPISODE_GAP,
+        TAIL_LEVEL_QUANTILE, TRIM_CUTOFF_SPREADS, TRIM_ROUNDS, ThresholdRule, TrainOptions,
     },
     percentile,
 };
@@ -356,13 +356,20 @@ impl Model {
             scattered_modes_are_healthy(&assignment, &mut states);
         }
 
-        let mut spreads: Vec<Option<Vec<f64>>> = (0..k)
+        let measured: Vec<Option<ModeSpread>> = (0..k)
             .map(|cluster| {
-                (options.spread_per_mode && sizes[cluster] >= MIN_MODE_WINDOWS)
-                    .then(|| mode_spread(&scaled, &assignment, cluster, &floors))
+                (options.spread_per_mode && sizes[cluster] >= MIN_MODE_WINDOWS).then(|| {
+                    mode_spread(
+                        &scaled,
+                        &assignment,
+                        cluster,
+                        &floors,
+                        options.spread_covers_tail,
+                    )
+                })
             })
             .collect();
-        keep_scaler_spread_unless_multimodal(&mut spreads, &sizes, &states);
+        let spreads = spreads_where_modes_are_apart(measured, &sizes, &states);
 
         let mut model = Self {
             format: MODEL_FORMAT.into(),
@@ -480,79 +487,112 @@ impl Model {
     }
 }
 
+/// A cluster's spread per feature, measured two ways (standardized units, each at least the
+/// feature's floor; a feature most of whose windows share one value keeps the scaler's, 1).
+#[derive(Debug, Clone)]
+struct ModeSpread {
+    /// 1.4826 times the median absolute deviation from the cluster's median: the standard
+    /// deviation for normal data, blind to a tail. Whether a feature's modes lie apart is
+    /// decided on it ([`MULTIMODAL_SHARE`]).
+    bulk: Vec<f64>,
+    /// The bulk spread, or wider where the cluster's tail is: the
+    /// [`MODE_TAIL_QUANTILE`] of the absolute deviations over the normal's own
+    /// ([`MODE_TAIL_Z`]), which for normal data is the same standard deviation. Scores are
+    /// measured in it.
+    scoring: Vec<f64>,
+}
+
 /// Per feature, the spreads per mode are kept only where the feature's healthy modes are
-/// apart ([`MULTIMODAL_SHARE`]); elsewhere every cluster uses the scaler's spread (1).
-fn keep_scaler_spread_unless_multimodal(
-    spreads: &mut [Option<Vec<f64>>],
+/// apart ([`MULTIMODAL_SHARE`], on their bulk spreads); elsewhere every cluster uses the
+/// scaler's spread (1).
+fn spreads_where_modes_are_apart(
+    measured: Vec<Option<ModeSpread>>,
     sizes: &[usize],
     states: &[HealthState],
-) {
-    let healthy: Vec<usize> = (0..spreads.len())
-        .filter(|&c| states[c] == HealthState::Healthy && spreads[c].is_some())
+) -> Vec<Option<Vec<f64>>> {
+    let healthy: Vec<usize> = (0..measured.len())
+        .filter(|&c| states[c] == HealthState::Healthy && measured[c].is_some())
         .collect();
-    let Some(features) = healthy
+    let features = healthy
         .first()
-        .and_then(|&c| spreads[c].as_ref())
-        .map(Vec::len)
-    else {
-        return;
-    };
+        .and_then(|&c| measured[c].as_ref())
+        .map_or(0, |m| m.bulk.len());
     let weight: f64 = healthy.iter().map(|&c| sizes[c] as f64).sum();
     let apart: Vec<bool> = (0..features)
         .map(|f| {
             let within: f64 = healthy
                 .iter()
-                .filter_map(|&c| spreads[c].as_ref().map(|s| s[f] * sizes[c] as f64))
+                .filter_map(|&c| measured[c].as_ref().map(|m| m.bulk[f] * sizes[c] as f64))
                 .sum::<f64>()
                 / weight.max(1.0);
             healthy.len() >= 2 && within < MULTIMODAL_SHARE
         })
         .collect();
-    for spread in spreads.iter_mut().flatten() {
-        for (value, &apart) in spread.iter_mut().zip(&apart) {
-            if !apart {
-                *value = 1.0;
-            }
-        }
-    }
+    measured
+        .into_iter()
+        .map(|spread| {
+            spread.map(|spread| {
+                spread
+                    .scoring
+                    .iter()
+                    .zip(&apart)
+                    .map(|(&value, &apart)| if apart { value } else { 1.0 })
+                    .collect()
+            })
+        })
+        .collect()
 }
 
-/// A cluster's own spread per feature in standardized units: 1.4826 times the median absolute
-/// deviation of its windows from their median (the standard deviation, for normal data), at
-/// least the feature's floor (a feature most of whose windows share one value keeps the
-/// scaler's spread, 1). A machine with a busy and a quiet mode has a scaler spread that
-/// spans both (CPU 55 % and 15 %): measured so, a CPU at 97 % is two spreads from busy and
-/// looks healthy, while within the busy mode it is many. The median and MAD ignore the few
-/// incident windows a cluster may hold, where a standard deviation would widen with them.
+/// A cluster's own spread per feature in standardized units ([`ModeSpread`]). A machine with
+/// a busy and a quiet mode has a scaler spread that spans both (CPU 55 % and 15 %): measured
+/// so, a CPU at 97 % is two spreads from busy and looks healthy, while within the busy mode
+/// it is many. The median and MAD ignore the few incident windows a cluster may hold, where a
+/// standard deviation would widen with them; the scoring spread's quantile ignores up to a
+/// tenth of them too, but not a healthy mode's own long tail: a build's CPU pressure spans
+/// 1-15 % where its MAD says 2, and measured in the MAD its healthy windows scored up to 33,
+/// which set the learned threshold (soak 13: 63, BENCHMARKS.md).
 fn mode_spread(
     scaled: &Array2<f64>,
     assignment: &[usize],
     cluster: usize,
     floors: &[f64],
-) -> Vec<f64> {
+    covers_tail: bool,
+) -> ModeSpread {
     let members: Vec<usize> = (0..assignment.len())
         .filter(|&row| assignment[row] == cluster)
         .collect();
     let mut column = Vec::with_capacity(members.len());
-    floors
-        .iter()
-        .enumerate()
-        .map(|(feature, &floor)| {
-            column.clear();
-            column.extend(members.iter().map(|&row| scaled[[row, feature]]));
-            column.sort_by(f64::total_cmp);
-            let median = percentile(&column, 50.0);
-            for value in column.iter_mut() {
-                *value = (*value - median).abs();
-            }
-            column.sort_by(f64::total_cmp);
-            let mad = 1.4826 * percentile(&column, 50.0);
-            // Half the mode's windows or more share one value (a counter that is mostly 0):
-            // its MAD says nothing of how far the rest spread, and the floor alone would make
-            // a first error many spreads away. Such a feature keeps the scaler's spread.
-            if mad == 0.0 { 1.0 } else { mad.max(floor) }
-        })
-        .collect()
+    let (mut bulk, mut scoring) = (Vec::with_capacity(floors.len()), Vec::new());
+    for (feature, &floor) in floors.iter().enumerate() {
+        column.clear();
+        column.extend(members.iter().map(|&row| scaled[[row, feature]]));
+        column.sort_by(f64::total_cmp);
+        let median = percentile(&column, 50.0);
+        for value in column.iter_mut() {
+            *value = (*value - median).abs();
+        }
+        column.sort_by(f64::total_cmp);
+        let mad = 1.4826 * percentile(&column, 50.0);
+        // Half the mode's windows or more share one value (a counter that is mostly 0):
+        // its MAD says nothing of how far the rest spread, and the floor alone would make
+        // a first error many spreads away. Such a feature keeps the scaler's spread.
+        if mad == 0.0 {
+            bulk.push(1.0);
+            scoring.push(1.0);
+            continue;
+        }
+        let tail = if covers_tail {
+            percentile(&column, MODE_TAIL_QUANTILE * 100.0) / MODE_TAIL_Z
+        } else {
+            0.0
+        };
+        bulk.push(mad.max(floor));
+        // Never wider than the scaler's spread (1), which spans every mode: a cluster that
+        // straddles two modes in a feature (one made by another feature's spike, in busy and
+        // quiet windows alike) would otherwise take in anything between them.
+        scoring.push(mad.max(tail.min(1.0)).max(floor));
+    }
+    ModeSpread { bulk, scoring }
 }
 
 /// Without labels, a cluster of less than [`TrainOptions::min_healthy_share`] of the windows
