@@ -513,10 +513,17 @@ fn spreads_where_modes_are_apart(
     let healthy: Vec<usize> = (0..measured.len())
         .filter(|&c| states[c] == HealthState::Healthy && measured[c].is_some())
         .collect();
-    let features = healthy
+    let Some(features) = healthy
         .first()
         .and_then(|&c| measured[c].as_ref())
-        .map_or(0, |m| m.bulk.len());
+        .map(|m| m.bulk.len())
+    else {
+        // No healthy cluster measured its own: nothing to compare, each keeps what it measured.
+        return measured
+            .into_iter()
+            .map(|spread| spread.map(|spread| spread.scoring))
+            .collect();
+    };
     let weight: f64 = healthy.iter().map(|&c| sizes[c] as f64).sum();
     let apart: Vec<bool> = (0..features)
         .map(|f| {
@@ -683,4 +690,56 @@ fn fit_kmeans(
         .fit(&DatasetBase::from(scaled.view()))
         .map_err(|err| ModelError::Training(err.to_string()))?;
     Ok((fitted.centroids().clone(), fitted.inertia()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(bulk: &[f64], scoring: &[f64]) -> Option<ModeSpread> {
+        Some(ModeSpread {
+            bulk: bulk.to_vec(),
+            scoring: scoring.to_vec(),
+        })
+    }
+
+    #[test]
+    fn modes_apart_are_decided_on_the_bulk_and_scored_in_the_tail_covering_spread() {
+        use HealthState::{Degraded, Healthy};
+        // Feature 0 lies apart (bulk 0.2 and 0.3 of the scaler's), feature 1 does not (0.9):
+        // feature 0 is scored in each cluster's covering spread, feature 1 in the scaler's.
+        let spreads = spreads_where_modes_are_apart(
+            vec![
+                measured(&[0.2, 0.9], &[0.45, 0.95]),
+                measured(&[0.3, 0.9], &[0.3, 0.9]),
+                None,
+            ],
+            &[100, 100, 10],
+            &[Healthy, Healthy, Degraded],
+        );
+        assert_eq!(
+            spreads,
+            vec![Some(vec![0.45, 1.0]), Some(vec![0.3, 1.0]), None]
+        );
+        // Covering the tail does not decide the modes: a bulk under the share with a wide
+        // tail is still apart.
+        let spreads = spreads_where_modes_are_apart(
+            vec![measured(&[0.4], &[0.9]), measured(&[0.4], &[0.4])],
+            &[100, 100],
+            &[Healthy, Healthy],
+        );
+        assert_eq!(spreads, vec![Some(vec![0.9]), Some(vec![0.4])]);
+    }
+
+    #[test]
+    fn without_a_healthy_cluster_that_measured_its_own_each_keeps_what_it_measured() {
+        // A large degraded cluster (labelled faults) beside healthy ones too small to measure:
+        // its spreads stay whole, one per feature (never an empty list that would score 0).
+        let spreads = spreads_where_modes_are_apart(
+            vec![measured(&[0.2, 0.3], &[0.4, 0.3]), None],
+            &[200, 30],
+            &[HealthState::Degraded, HealthState::Healthy],
+        );
+        assert_eq!(spreads, vec![Some(vec![0.4, 0.3]), None]);
+    }
 }
