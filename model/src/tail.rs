@@ -453,6 +453,20 @@ mod tests {
         }
     }
 
+    /// The median peak and the excesses over it, as the refit's definition says: the tests'
+    /// oracle, written apart from [`threshold_tail`] so that it can disagree with it.
+    fn over_the_median(excesses: &[f64]) -> (f64, Vec<f64>) {
+        let mut sorted = excesses.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted[sorted.len() / 2];
+        let over = sorted
+            .iter()
+            .filter(|y| **y > median)
+            .map(|y| y - median)
+            .collect();
+        (median, over)
+    }
+
     #[test]
     fn a_heavy_fit_over_a_mix_is_refitted_over_the_median_peak() {
         // A node's excursions: many small ones (a few exact values, as 1 s windows of an idle
@@ -463,14 +477,7 @@ mod tests {
         let whole = fit(&excesses).expect("a fit");
         assert!(whole.shape > 0.3, "the mix reads as heavy: {whole:?}");
         let tail = threshold_tail(&excesses).expect("a tail");
-        let mut sorted = excesses.clone();
-        sorted.sort_by(f64::total_cmp);
-        let median = sorted[sorted.len() / 2];
-        let over: Vec<f64> = sorted
-            .iter()
-            .filter(|y| **y > median)
-            .map(|y| y - median)
-            .collect();
+        let (median, over) = over_the_median(&excesses);
         assert_eq!(tail.offset, median);
         assert_eq!(tail.peaks, over.len());
         assert_eq!(tail.whole_shape, Some(whole.shape));
@@ -528,14 +535,7 @@ mod tests {
         ];
         let whole = fit(&excesses).expect("a fit");
         assert!(whole.shape > 0.0, "heavy, so a refit is tried: {whole:?}");
-        let mut sorted = excesses.to_vec();
-        sorted.sort_by(f64::total_cmp);
-        let median = sorted[sorted.len() / 2];
-        let over: Vec<f64> = sorted
-            .iter()
-            .filter(|y| **y > median)
-            .map(|y| y - median)
-            .collect();
+        let (median, over) = over_the_median(&excesses);
         let refit = fit(&over).expect("enough peaks over the median");
         assert!(
             refit.shape > whole.shape + 0.2,

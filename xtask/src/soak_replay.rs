@@ -568,6 +568,42 @@ mod tests {
         assert!(format!("{err:#}").contains("line 2"), "{err:#}");
     }
 
+    /// A soak's windows kept in datasets/soaks/, as lines; `count` of them, or the file is not
+    /// the one the test was written for.
+    fn kept_soak(name: &str, count: usize) -> Vec<String> {
+        let path = crate::util::workspace_root().join(format!("datasets/soaks/{name}.jsonl.gz"));
+        let lines: Vec<String> = open(&path)
+            .unwrap()
+            .lines()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(lines.len(), count);
+        lines
+    }
+
+    /// How the soaks were run: 1 s windows, 3 minutes of learning.
+    fn as_soaked() -> ReplayOptions {
+        ReplayOptions {
+            window: Duration::from_secs(1),
+            learn_for: Duration::from_secs(180),
+            ..options()
+        }
+    }
+
+    /// The recorded faults that page the baseline a replay left, and how many there are.
+    fn faults_paged(learner: &BaselineLearner, carriers: &[Value]) -> (usize, usize) {
+        let signatures = crate::transplant::recorded_signatures().unwrap();
+        let paged = signatures
+            .iter()
+            .filter(|s| {
+                trial(learner, carriers, s, as_soaked().window)
+                    .unwrap()
+                    .paged
+            })
+            .count();
+        (paged, signatures.len())
+    }
+
     /// Soak 12's hour (kept in datasets/soaks/) three times over: nothing after the first
     /// hour is new, so nothing should carry the threshold past the faults. Before the tail was
     /// refitted over the median peak when heavy, a refresh in the second hour fitted a shape
@@ -577,34 +613,15 @@ mod tests {
     /// and the refit kept only when lighter, at 27.3 and 13 (`bandwidth-collapse` never does).
     #[test]
     fn the_same_hour_again_does_not_carry_the_threshold_past_the_faults() {
-        let path = crate::util::workspace_root().join("datasets/soaks/soak12-windows.jsonl.gz");
-        let lines: Vec<String> = open(&path)
-            .unwrap()
-            .lines()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(lines.len(), 3600);
-        let options = ReplayOptions {
-            window: Duration::from_secs(1),
-            learn_for: Duration::from_secs(180),
-            ..options()
-        };
+        let lines = kept_soak("soak12-windows", 3600);
         let thrice = lines.iter().cycle().take(3 * lines.len()).cloned().map(Ok);
-        let (replay, learner, carriers) = replay_keeping(thrice, &options).unwrap();
+        let (replay, learner, carriers) = replay_keeping(thrice, &as_soaked()).unwrap();
         let status = learner.status();
         assert_eq!(replay.episodes.len(), 0, "{:?}", replay.episodes);
         assert!(!status.floor_applies, "{status:?}");
         assert!(status.threshold < 60.0, "{status:?}");
-        let signatures = crate::transplant::recorded_signatures().unwrap();
-        let paged = signatures
-            .iter()
-            .filter(|s| trial(&learner, &carriers, s, options.window).unwrap().paged)
-            .count();
-        assert!(
-            paged >= 10,
-            "{paged} of {} faults paged: {status:?}",
-            signatures.len()
-        );
+        let (paged, faults) = faults_paged(&learner, &carriers);
+        assert!(paged >= 10, "{paged} of {faults} faults paged: {status:?}");
     }
 
     /// Soak 13's hour (kept in datasets/soaks/), whose builds and package installs hold the
@@ -615,36 +632,17 @@ mod tests {
     /// (`model::TrainOptions::spread_covers_tail`): it ends at 16.8 with 15 paging.
     #[test]
     fn a_busy_modes_own_long_tail_does_not_carry_the_threshold_past_the_faults() {
-        let path = crate::util::workspace_root().join("datasets/soaks/soak13-windows.jsonl.gz");
-        let lines: Vec<String> = open(&path)
-            .unwrap()
-            .lines()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(lines.len(), 4200);
-        let options = ReplayOptions {
-            window: Duration::from_secs(1),
-            learn_for: Duration::from_secs(180),
-            ..options()
-        };
+        let lines = kept_soak("soak13-windows", 4200);
         let (replay, learner, carriers) =
-            replay_keeping(lines.into_iter().map(Ok), &options).unwrap();
+            replay_keeping(lines.into_iter().map(Ok), &as_soaked()).unwrap();
         let status = learner.status();
         // The young baseline's one episode (its first heavy disk work) is the soak's own; a
         // grown one has none.
         assert_eq!(replay.mature.episodes, 0, "{:?}", replay.episodes);
         assert!(!status.floor_applies, "{status:?}");
         assert!(status.threshold < 30.0, "{status:?}");
-        let signatures = crate::transplant::recorded_signatures().unwrap();
-        let paged = signatures
-            .iter()
-            .filter(|s| trial(&learner, &carriers, s, options.window).unwrap().paged)
-            .count();
-        assert!(
-            paged >= 13,
-            "{paged} of {} faults paged: {status:?}",
-            signatures.len()
-        );
+        let (paged, faults) = faults_paged(&learner, &carriers);
+        assert!(paged >= 13, "{paged} of {faults} faults paged: {status:?}");
     }
 
     #[test]

@@ -464,15 +464,23 @@ mod tests {
             .collect()
     }
 
+    /// Two clusters for the two modes, the percentile threshold, nothing trimmed: what the
+    /// tests of spreads per mode vary the rest from.
+    fn two_clusters() -> TrainOptions {
+        TrainOptions {
+            k: 2,
+            threshold_rule: crate::model::ThresholdRule::Percentile,
+            trim: 0.0,
+            ..TrainOptions::default()
+        }
+    }
+
     fn train_two_modes(spread_per_mode: bool) -> Model {
         Model::train(
             &two_modes(),
             &TrainOptions {
-                k: 2,
                 spread_per_mode,
-                threshold_rule: crate::model::ThresholdRule::Percentile,
-                trim: 0.0,
-                ..TrainOptions::default()
+                ..two_clusters()
             },
         )
         .expect("trains")
@@ -525,16 +533,7 @@ mod tests {
                 row
             })
             .collect();
-        let model = Model::train(
-            &rows,
-            &TrainOptions {
-                k: 2,
-                threshold_rule: crate::model::ThresholdRule::Percentile,
-                trim: 0.0,
-                ..TrainOptions::default()
-            },
-        )
-        .expect("trains");
+        let model = Model::train(&rows, &two_clusters()).expect("trains");
         let position = |name: &str| model.features.iter().position(|f| f == name).unwrap();
         for cluster in &model.clusters {
             let spread = cluster
@@ -572,11 +571,8 @@ mod tests {
             Model::train(
                 &rows,
                 &TrainOptions {
-                    k: 2,
                     spread_covers_tail: covers,
-                    threshold_rule: crate::model::ThresholdRule::Percentile,
-                    trim: 0.0,
-                    ..TrainOptions::default()
+                    ..two_clusters()
                 },
             )
             .expect("trains")
