@@ -46,8 +46,8 @@
 //!   so each cluster's spread there covers the cluster's tail, not only its bulk
 //!   ([`TrainOptions::spread_covers_tail`]): measured in the MAD alone, a build's minutes of
 //!   CPU pressure scored up to 33 within the busy mode and the tail fitted to them set 63
-//!   (soak 13; 16.8 with it, and 13-15 of the 16 recorded faults paging after every joining of
-//!   soaks 12 and 13 replayed, BENCHMARKS.md).
+//!   (soak 13; 16.8 with it, and 14-15 of the 16 recorded faults paging after every joining of
+//!   soaks 12 and 13 replayed, 12-15 after every repeat, BENCHMARKS.md).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
