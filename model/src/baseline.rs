@@ -42,6 +42,12 @@
 //!   node's own spreads over hours, and floors them as `model train` does
 //!   ([`BaselineOptions::mature_floor_scale`]): the wide floors hid faults within them (a
 //!   CPU saturation in a busy mode, a broken correlation) from a learner that had seen enough.
+//! - **Across restarts.** What a restart needs is what a refresh trains from: the kept windows
+//!   and the counts ([`BaselineLearner::state`], [`BaselineState`]). A learner
+//!   [`BaselineLearner::restore`]d from them retrains at once and judges the next window, mature
+//!   again if it had seen [`BaselineOptions::floor_windows`]; without it every restart of the
+//!   daemon (a rollout, a reboot) learned its node from minutes again and was young for a
+//!   thousand windows, the phase most of the soaks' episodes came in.
 //! - **A mode's own long tail is its normal.** A refresh learns from windows judged healthy,
 //!   so each cluster's spread there covers the cluster's tail, not only its bulk
 //!   ([`TrainOptions::spread_covers_tail`]): measured in the MAD alone, a build's minutes of
@@ -50,7 +56,7 @@
 //!   soaks 12 and 13 replayed, 12-15 after every repeat, BENCHMARKS.md).
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::{
     error::{ModelError, Result},
@@ -61,6 +67,7 @@ use crate::{
 
 mod learned;
 mod options;
+mod saved;
 
 use crate::signals::is_latency;
 
@@ -70,6 +77,7 @@ pub use options::{
     DEFAULT_FLOOR_WINDOWS, DEFAULT_LEARN_WINDOWS, DEFAULT_MATURE_FLOOR_SCALE, DEFAULT_MAX_KEPT,
     DEFAULT_REFRESH_EVERY, MIN_REFRESH_SECONDS,
 };
+pub use saved::{BaselineState, STATE_FORMAT};
 
 /// Learns, then judges, then refreshes. Feed it every window with [`BaselineLearner::observe`].
 /// A clone learns on from where the original is (`cargo xtask soak-replay --faults` judges
@@ -105,6 +113,13 @@ pub struct BaselineLearner {
     forgotten: u64,
     trainings: usize,
     last_error: Option<String>,
+    /// Started from a saved state whose fields the first complete window has not yet
+    /// confirmed (see [`BaselineLearner::restore`]).
+    unconfirmed_restore: bool,
+    /// Started from a saved state (and still on it).
+    restored: bool,
+    /// Why a restored state was dropped for learning afresh, once it was.
+    restore_dropped: Option<String>,
 }
 
 impl BaselineLearner {
@@ -127,7 +142,108 @@ impl BaselineLearner {
             forgotten: 0,
             trainings: 0,
             last_error: None,
+            unconfirmed_restore: false,
+            restored: false,
+            restore_dropped: None,
         }
+    }
+
+    /// What a restart needs to go on from here ([`BaselineLearner::restore`]): the kept
+    /// windows and the counts. `None` before the first training (nothing learned yet worth
+    /// more than learning again).
+    pub fn state(&self) -> Option<BaselineState> {
+        self.model.as_ref()?;
+        Some(BaselineState {
+            format: STATE_FORMAT,
+            window_s: self.options.window_s,
+            columns: self.columns.clone()?,
+            windows_seen: self.seen,
+            windows_forgotten: self.forgotten,
+            trainings: self.trainings,
+            left_recent: self.left_recent,
+            draws: self.draws.0,
+            recent: self.recent.iter().cloned().collect(),
+            sampled: self.sampled.clone(),
+        })
+    }
+
+    /// A learner that goes on from a saved state: it retrains its model and tail from the
+    /// saved windows at once (a refresh, as if one came at the restart) and judges the next
+    /// window, with what it had seen counted (so a baseline past
+    /// [`BaselineOptions::floor_windows`] is mature again at once). Refused, with the reason,
+    /// when the state does not fit these options (another window length or layout, rows that
+    /// do not match their fields) or no model trains from it; the caller then learns afresh.
+    /// A state holding more windows than these options keep is cut to them, the oldest
+    /// recent ones and the last sampled ones left out.
+    ///
+    /// The fields are checked against the first complete window: if the node's windows no
+    /// longer have exactly the saved fields (another version of the collector, other
+    /// `--baseline-fields`), the state is dropped there and the learner learns afresh from
+    /// that window on ([`BaselineLearner::restore_dropped`] says why).
+    ///
+    /// `origin` names the state in errors (the file it was read from).
+    pub fn restore(options: BaselineOptions, state: BaselineState, origin: &Path) -> Result<Self> {
+        let refused = |message: String| ModelError::BaselineState {
+            path: origin.to_path_buf(),
+            message,
+        };
+        if let Some(reason) = state.refusal(options.window_s) {
+            return Err(refused(reason));
+        }
+        let mut learner = Self::new(options);
+        let mut recent = state.recent;
+        let over = recent
+            .len()
+            .saturating_sub(learner.options.recent_capacity());
+        recent.drain(..over);
+        let mut sampled = state.sampled;
+        sampled.truncate(learner.options.sampled_capacity());
+        learner.columns = Some(state.columns);
+        learner.recent = recent.into();
+        learner.sampled = sampled;
+        learner.left_recent = state.left_recent;
+        learner.draws = Draws(state.draws);
+        learner.seen = state.windows_seen;
+        learner.forgotten = state.windows_forgotten;
+        learner.trainings = state.trainings;
+        learner.train();
+        if learner.model.is_none() {
+            return Err(refused(format!(
+                "no model trained from it: {}",
+                learner.last_error.as_deref().unwrap_or("unknown error")
+            )));
+        }
+        learner.unconfirmed_restore = true;
+        learner.restored = true;
+        Ok(learner)
+    }
+
+    /// Why a restored state was dropped at the first complete window (its fields were not
+    /// the window's), if it was.
+    pub fn restore_dropped(&self) -> Option<&str> {
+        self.restore_dropped.as_deref()
+    }
+
+    /// Drops a restored state whose fields are not this window's, to learn afresh.
+    fn confirm_restore(&mut self, record: &impl WindowFields) {
+        self.unconfirmed_restore = false;
+        let mut fields = record.feature_fields();
+        fields.sort();
+        let mut columns = self.columns.clone().unwrap_or_default();
+        columns.sort();
+        if fields == columns {
+            return;
+        }
+        let missing: Vec<&String> = columns.iter().filter(|c| !fields.contains(c)).collect();
+        let new: Vec<&String> = fields.iter().filter(|f| !columns.contains(f)).collect();
+        let reason = format!(
+            "the saved baseline's fields are not this node's windows' (saved only: {}; windows \
+             only: {}): learning afresh",
+            list(&missing),
+            list(&new)
+        );
+        *self = Self::new(self.options.clone());
+        self.restore_dropped = Some(reason);
     }
 
     /// The current model, once learned (save it with [`Model::save`] to reuse it).
@@ -251,6 +367,7 @@ impl BaselineLearner {
             tail_shape: self.spot.as_ref().map(|spot| spot.gpd().shape),
             tail_scale: self.spot.as_ref().map(|spot| spot.gpd().scale),
             threshold: self.threshold(),
+            restored: self.restored,
         }
     }
 
@@ -534,6 +651,9 @@ impl BaselineLearner {
             let assessment = learned.model.score_inputs_partial(&inputs, &missing)?;
             return Ok(Some(self.rejudge(assessment)));
         }
+        if self.unconfirmed_restore {
+            self.confirm_restore(&record);
+        }
         let row = self.gather(&record)?;
         self.since_training += 1;
         self.seen += 1;
@@ -587,6 +707,20 @@ impl BaselineLearner {
     }
 }
 
+/// A short list of names for a message, "none" when empty.
+fn list(names: &[&String]) -> String {
+    if names.is_empty() {
+        return "none".into();
+    }
+    let mut shown: Vec<&str> = names.iter().take(5).map(|n| n.as_str()).collect();
+    let more = names.len().saturating_sub(shown.len());
+    let more = (more > 0).then(|| format!("and {more} more"));
+    shown.extend(more.as_deref());
+    shown.join(", ")
+}
+
+#[cfg(test)]
+mod saved_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -79,6 +79,10 @@ pub enum ModelError {
     /// Prometheus could not be asked, refused the query, or answered something else.
     #[error("Prometheus {url}: {message}")]
     Prometheus { url: String, message: String },
+    /// A saved learned baseline that cannot be restored (damaged, or saved by another layout,
+    /// window length or set of fields).
+    #[error("{}: the saved baseline is refused: {message}", path.display())]
+    BaselineState { path: PathBuf, message: String },
     /// k-means or calibration failed (too few rows, degenerate data).
     #[error("training: {0}")]
     Training(String),

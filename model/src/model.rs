@@ -7,6 +7,7 @@
 
 mod distance;
 mod file;
+pub(crate) use file::write_atomically;
 mod options;
 mod score;
 mod train;

@@ -193,4 +193,7 @@ pub struct BaselineStatus {
     pub tail_shape: Option<f64>,
     pub tail_scale: Option<f64>,
     pub threshold: f64,
+    /// The baseline goes on from a state saved before a restart
+    /// ([`super::BaselineLearner::restore`]) instead of having learned afresh.
+    pub restored: bool,
 }

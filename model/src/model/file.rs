@@ -16,25 +16,7 @@ impl Model {
     /// (the daemon) never sees half a model. On failure the temporary file is removed: a
     /// failed `model train` leaves nothing behind.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let io = |source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut temporary = path.as_os_str().to_owned();
-        temporary.push(".tmp");
-        let temporary = PathBuf::from(temporary);
-        let written = (|| {
-            let mut file = std::fs::File::create(&temporary)?;
-            std::io::Write::write_all(&mut file, self.to_json().as_bytes())?;
-            // On disk before the rename makes it the model: a crash then leaves the old
-            // model or the new one, never an empty file.
-            file.sync_all()?;
-            std::fs::rename(&temporary, path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temporary);
-        }
-        written.map_err(io)
+        write_atomically(path, self.to_json().as_bytes())
     }
 
     /// Reads and checks a model file.
@@ -143,4 +125,27 @@ impl Model {
         }
         Ok(())
     }
+}
+
+/// Writes a file through a temporary file (`PATH.tmp`) and a rename, so a reader never sees
+/// half of it. On failure the temporary file is removed: a failed write leaves nothing behind.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    let written = (|| {
+        let mut file = std::fs::File::create(&temporary)?;
+        std::io::Write::write_all(&mut file, bytes)?;
+        // On disk before the rename makes it the file: a crash then leaves the old one or
+        // the new one, never an empty file.
+        file.sync_all()?;
+        std::fs::rename(&temporary, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written.map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
