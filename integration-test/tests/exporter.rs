@@ -495,3 +495,90 @@ fn a_config_file_sets_options_and_flags_win_over_it() {
     );
     drop(daemon);
 }
+
+/// `--baseline-state`: the learned baseline is saved after its training and at SIGTERM, and a
+/// daemon started again on the file judges its first window instead of learning afresh; a
+/// file from another window length is refused, said so, and the daemon learns.
+#[test]
+fn a_restarted_daemon_goes_on_from_its_saved_baseline() {
+    if !privileged("a_restarted_daemon_goes_on_from_its_saved_baseline") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("baseline.json");
+    let file_arg = file.to_str().unwrap();
+    let state = |address: &str| -> serde_json::Value {
+        let (_, body) = get(address, "/state").unwrap();
+        serde_json::from_str(&body).unwrap()
+    };
+    let first = Daemon::builder()
+        .args(&["--learn-for", "3s", "--baseline-state", file_arg])
+        .start();
+    let address = first.address();
+    wait_for(
+        Duration::from_secs(30),
+        "the first training's state saved",
+        || {
+            let saved = &state(&address)["model"]["saved_baseline"];
+            (saved["saves"].as_u64() >= Some(1)).then_some(())
+        },
+    );
+    assert_eq!(
+        state(&address)["model"]["saved_baseline"]["restored"],
+        false
+    );
+    first.signal(libc::SIGTERM);
+    assert!(
+        first.wait_status(Duration::from_secs(10)).success(),
+        "{}",
+        first.log()
+    );
+    let seen_before = {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let saved: serde_json::Value = serde_json::from_str(&text).unwrap();
+        saved["windows_seen"].as_u64().unwrap()
+    };
+    assert!(
+        seen_before >= 3,
+        "saved at exit with every window: {seen_before}"
+    );
+
+    // Learning would take a minute here: a restored baseline judges the first window.
+    let second = Daemon::builder()
+        .args(&["--learn-for", "60s", "--baseline-state", file_arg])
+        .start();
+    let address = second.address();
+    second.wait_ready(Duration::from_secs(15));
+    let now = state(&address);
+    assert_ne!(now["state"], "learning", "{now}");
+    assert_eq!(now["model"]["saved_baseline"]["restored"], true, "{now}");
+    assert!(
+        now["model"]["baseline"]["windows_seen"].as_u64().unwrap() > seen_before,
+        "{now}"
+    );
+    assert!(
+        second.log().contains("baseline restored"),
+        "{}",
+        second.log()
+    );
+    let (_, metrics) = get(&address, "/metrics").unwrap();
+    assert!(
+        metrics.contains("nodestate_baseline_restored{"),
+        "{metrics}"
+    );
+    second.terminate();
+
+    // Another window length: refused with the reason, learning afresh.
+    let third = Daemon::builder()
+        .window("2s")
+        .args(&["--baseline-state", file_arg])
+        .start();
+    let log = third.wait_for_log(Duration::from_secs(15), "learning afresh");
+    assert!(
+        log.contains("1 s windows, this daemon makes 2 s windows"),
+        "{log}"
+    );
+    let (_, body) = get(&third.address(), "/state").unwrap();
+    assert!(body.contains("\"state\":\"learning\""), "{body}");
+    third.terminate();
+}

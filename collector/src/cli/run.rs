@@ -61,6 +61,15 @@ pub struct RunArgs {
     )]
     pub baseline_fields: Vec<String>,
 
+    /// Without --model: keep the learned baseline in this file across restarts (the windows
+    /// it keeps and its counts, a few MB; written after each training and at exit, by a
+    /// thread of its own). A restarted daemon then judges at once with what it had learned
+    /// instead of learning afresh; a file from another window length, other fields or a
+    /// damaged one is logged, shown in /state and replaced after the first training. The
+    /// DaemonSet keeps it under /var/lib/nodestate on the node. Default: not kept.
+    #[arg(long, env = "NODESTATE_BASELINE_STATE", value_name = "FILE")]
+    pub baseline_state: Option<PathBuf>,
+
     /// Consecutive anomalous windows before the node is reported degraded.
     #[arg(long, env = "NODESTATE_ENTER_AFTER", default_value_t = model::hysteresis::DEFAULT_ENTER_AFTER, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub enter_after: u32,
@@ -314,6 +323,7 @@ impl RunArgs {
                 self.refresh_every,
             ),
             baseline_fields: self.baseline_fields.clone(),
+            baseline_state: self.baseline_state.clone(),
             enter_after: self.enter_after,
             leave_after: self.leave_after,
         }

@@ -277,6 +277,9 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
             _ = sigint.recv() => { info!("SIGINT: detaching and exiting"); break; }
         }
     }
+    if let Some(assessor) = assessor.take() {
+        assessor.finish();
+    }
     if let Some(mut xdp) = xdp.take() {
         xdp.detach_all();
         info!("XDP drop list detached and its pinned links removed (its rules stay pinned)");

@@ -277,6 +277,12 @@ mod tests {
             trained_at: "2026-12-03T00:00:00Z".into(),
             k: 3,
             baseline: None,
+            saved_baseline: Some(crate::judge::saved::SavedBaselineInfo {
+                path: "/var/lib/nodestate/baseline.json".into(),
+                restored: true,
+                saves: 2,
+                ..Default::default()
+            }),
         });
         state.add_window(&WindowRecord::populated());
         state
@@ -435,6 +441,7 @@ mod tests {
                 trained_at: "2026-12-03T00:00:00Z".into(),
                 k: 3,
                 baseline: None,
+                saved_baseline: None,
             });
             state.add_window(&WindowRecord::populated());
             state

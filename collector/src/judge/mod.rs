@@ -2,6 +2,7 @@
 //! learns by itself), then hysteresis. The daemon calls [`Assessor::judge`] once per window.
 
 pub mod culprits;
+pub mod saved;
 
 use std::path::PathBuf;
 
@@ -22,6 +23,9 @@ pub struct ModelInfo {
     /// A learned baseline's: how much it has seen (windows, hours, trainings, the floor).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<model::baseline::BaselineStatus>,
+    /// With `--baseline-state`: the file the learned baseline is kept in across restarts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saved_baseline: Option<saved::SavedBaselineInfo>,
 }
 
 /// How the daemon judges windows.
@@ -34,6 +38,9 @@ pub struct AssessorOptions {
     /// (`*` matches any run of characters); empty: the saturation, error and latency signals
     /// ([`model::signals::JUDGED_FIELDS`]), `*`: every field.
     pub baseline_fields: Vec<String>,
+    /// Without a model file: keep the learned baseline in this file across restarts (see
+    /// [`saved`]).
+    pub baseline_state: Option<PathBuf>,
     pub enter_after: u32,
     pub leave_after: u32,
 }
@@ -112,6 +119,10 @@ pub struct Assessor {
     baseline_fields: Vec<String>,
     /// Why the last window was not judged: the same reason is logged once, not per window.
     last_refusal: Option<String>,
+    saver: Option<saved::BaselineSaver>,
+    /// A restored baseline dropped at the first window (its fields were not the window's)
+    /// was logged.
+    drop_logged: bool,
 }
 
 /// Refuses a model that wants features this collector does not produce.
@@ -164,6 +175,7 @@ fn load_model(path: &std::path::Path) -> anyhow::Result<Model> {
 
 impl Assessor {
     pub fn new(options: &AssessorOptions) -> anyhow::Result<Self> {
+        let mut saver_started = None;
         let judge = match &options.model_file {
             Some(path) => {
                 let model = load_model(path)?;
@@ -190,9 +202,19 @@ impl Assessor {
                     } else {
                         options.baseline_fields.join(",")
                     },
-                    "no model file: learning this node's baseline first"
+                    "no model file: judging with this node's own baseline (learned here first, \
+                     or restored with --baseline-state)"
                 );
-                Judge::Baseline(Box::new(BaselineLearner::new(options.baseline.clone())))
+                match &options.baseline_state {
+                    Some(path) => {
+                        let (learner, saver) = saved::BaselineSaver::start(path, &options.baseline);
+                        saver_started = Some(saver);
+                        Judge::Baseline(Box::new(learner))
+                    }
+                    None => {
+                        Judge::Baseline(Box::new(BaselineLearner::new(options.baseline.clone())))
+                    }
+                }
             }
         };
         Ok(Self {
@@ -207,7 +229,16 @@ impl Assessor {
                 options.baseline_fields.clone()
             },
             last_refusal: None,
+            saver: saver_started,
+            drop_logged: false,
         })
+    }
+
+    /// At a clean exit: a learned baseline kept in a file is saved as it is now.
+    pub fn finish(self) {
+        if let (Judge::Baseline(learner), Some(saver)) = (&self.judge, self.saver) {
+            saver.finish(learner);
+        }
     }
 
     /// What model is in use, once there is one.
@@ -226,6 +257,7 @@ impl Assessor {
                 Judge::Baseline(learner) => Some(learner.status()),
                 Judge::File { .. } => None,
             },
+            saved_baseline: self.saver.as_ref().map(saved::BaselineSaver::info),
         })
     }
 
@@ -262,6 +294,16 @@ impl Assessor {
                 &record.missing,
             ),
         };
+        if let (Judge::Baseline(learner), Some(saver)) = (&self.judge, self.saver.as_mut()) {
+            saver.after_window(learner);
+        }
+        if let Judge::Baseline(learner) = &self.judge
+            && let Some(reason) = learner.restore_dropped()
+            && !self.drop_logged
+        {
+            warn!("{reason}");
+            self.drop_logged = true;
+        }
         let assessment = match assessment {
             Ok(Some(assessment)) => assessment,
             Ok(None) => {
@@ -320,6 +362,7 @@ mod tests {
             model_file: Some(PathBuf::from(BUILTIN_MODEL)),
             baseline: BaselineOptions::default(),
             baseline_fields: Vec::new(),
+            baseline_state: None,
             enter_after: 2,
             leave_after: 3,
         })
@@ -337,6 +380,7 @@ mod tests {
             model_file: Some(PathBuf::from(BUILTIN_MODEL)),
             baseline: BaselineOptions::default(),
             baseline_fields: Vec::new(),
+            baseline_state: None,
             enter_after: 1,
             leave_after: 1,
         })
@@ -370,6 +414,7 @@ mod tests {
             },
             // Context switches are a volume, judged only when asked for.
             baseline_fields: vec!["*".into()],
+            baseline_state: None,
             enter_after: 1,
             leave_after: 1,
         };
@@ -411,6 +456,7 @@ mod tests {
                 ..BaselineOptions::default()
             },
             baseline_fields: Vec::new(),
+            baseline_state: None,
             enter_after: 1,
             leave_after: 1,
         };
@@ -469,6 +515,7 @@ mod tests {
             model_file: None,
             baseline: BaselineOptions::default(),
             baseline_fields: vec!["net_*".into(), "nte_*".into()],
+            baseline_state: None,
             enter_after: 1,
             leave_after: 1,
         };
@@ -485,6 +532,7 @@ mod tests {
                 ..BaselineOptions::default()
             },
             baseline_fields: vec!["net_*".into()],
+            baseline_state: None,
             enter_after: 1,
             leave_after: 1,
         };

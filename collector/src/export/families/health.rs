@@ -171,6 +171,35 @@ pub(in crate::export) fn encode(
                 gauges(encoder, name, help, None, &[(none.clone(), value)])?;
             }
         }
+        if let Some(saved) = &model.saved_baseline {
+            gauges(
+                encoder,
+                "nodestate_baseline_restored",
+                "1 while the learned baseline goes on from the state saved before a restart \
+                 (--baseline-state), 0 when it learned afresh",
+                None,
+                &[(none.clone(), f64::from(u8::from(saved.restored)))],
+            )?;
+            counters(
+                encoder,
+                "nodestate_baseline_saves",
+                "States of the learned baseline handed to its file (--baseline-state), by \
+                 result: written, failed (the log says why; the previous file stays) or \
+                 skipped (replaced by a newer state before the writer got to it)",
+                None,
+                &[
+                    (vec![("result", "written".to_string())], saved.saves as f64),
+                    (
+                        vec![("result", "failed".to_string())],
+                        saved.save_errors as f64,
+                    ),
+                    (
+                        vec![("result", "skipped".to_string())],
+                        saved.saves_skipped as f64,
+                    ),
+                ],
+            )?;
+        }
     }
     Ok(())
 }
