@@ -196,8 +196,12 @@ pub fn image_test() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The host path the DaemonSet keeps its learned baseline in; a directory of the test's here.
+const STATE_DIR: &str = "/var/lib/nodestate";
+
 /// Where the pod's host paths come from in the test: the host's own, except bpffs, which is a
-/// fresh mount of the test's so the node's pinned drop list is never touched.
+/// fresh mount of the test's so the node's pinned drop list is never touched, and the state
+/// directory, the test's own.
 struct PodRun<'a> {
     image: &'a str,
     /// (host path → what to mount instead).
@@ -407,9 +411,11 @@ fn pod_test(image: &str) -> anyhow::Result<()> {
     // Every signal attaches inside the pod's privileges as it does for full root.
     let host =
         capture(Command::new(release_binary("collector")).args(["probes", "--output", "json"]))?;
+    // The node's /var/lib/nodestate, where the daemon keeps its learned baseline: the test's.
+    let state_dir = tempfile::tempdir()?;
     let run_spec = PodRun {
         image,
-        host_path_overrides: Vec::new(),
+        host_path_overrides: vec![(STATE_DIR, state_dir.path().to_path_buf())],
         env_overrides: Vec::new(),
         network: "host",
         config_dir: config_dir.path(),
@@ -430,7 +436,13 @@ fn pod_test(image: &str) -> anyhow::Result<()> {
         .local_addr()?
         .port();
     let run_spec = PodRun {
-        env_overrides: vec![("NODESTATE_LISTEN", format!("127.0.0.1:{port}"))],
+        env_overrides: vec![
+            ("NODESTATE_LISTEN", format!("127.0.0.1:{port}")),
+            // Five windows of learning, so that a baseline is trained and saved within the
+            // test.
+            ("NODESTATE_WINDOW", "1s".into()),
+            ("NODESTATE_LEARN_FOR", "5s".into()),
+        ],
         ..run_spec
     };
     let mut args = vec!["run".to_string(), "--detach".to_string()];
@@ -448,6 +460,16 @@ fn pod_test(image: &str) -> anyhow::Result<()> {
     let (_, metrics) = http_get(port, "/metrics").context("GET /metrics")?;
     if !metrics.contains(r#"outcome="attached""#) || !metrics.contains("node=\"image-test\"") {
         bail!("/metrics in the pod shows no attached probe for node image-test:\n{metrics}");
+    }
+    // The baseline is saved through the pod's one writable mount (the root is read-only).
+    let saved = state_dir.path().join("baseline.json");
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while !saved.is_file() {
+        if Instant::now() > deadline {
+            let logs = podman_logs(&daemon.0);
+            bail!("the daemon in the pod saved no baseline in {STATE_DIR}:\n{logs}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
     podman(&["stop".into(), "--time".into(), "5".into(), daemon.0.clone()])?;
     let exit = podman(&[
@@ -496,9 +518,13 @@ fn xdp_pod_test(image: &str) -> anyhow::Result<()> {
         std::fs::write(config_dir.path().join(key), value)?;
     }
     let bpffs = Bpffs::mount()?;
+    let state_dir = tempfile::tempdir()?;
     let run_spec = PodRun {
         image,
-        host_path_overrides: vec![("/sys/fs/bpf", bpffs.0.path().to_path_buf())],
+        host_path_overrides: vec![
+            ("/sys/fs/bpf", bpffs.0.path().to_path_buf()),
+            (STATE_DIR, state_dir.path().to_path_buf()),
+        ],
         env_overrides: vec![("NODESTATE_XDP_IFACE", "lo".into())],
         network: "none",
         config_dir: config_dir.path(),

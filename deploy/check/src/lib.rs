@@ -407,6 +407,12 @@ pub const ALLOWED_HOST_PATHS: &[HostPath] = &[
         read_only: false,
         xdp_only: true,
     },
+    // The learned baseline kept across restarts: the one path the collector writes.
+    HostPath {
+        path: "/var/lib/nodestate",
+        read_only: false,
+        xdp_only: false,
+    },
 ];
 
 /// Capabilities a container may add; NET_ADMIN only with the XDP drop list.
