@@ -194,6 +194,13 @@ enum Command {
         /// does not (BENCHMARKS.md, "Choosing k"): this measures it on recorded windows.
         #[arg(long, value_parser = clap::value_parser!(u16).range(2..=64))]
         choose_k_up_to: Option<u16>,
+        /// Restart the daemon after this many windows (its learner and hysteresis anew), as a
+        /// rollout or a reboot does: learning afresh, or with --restart-keeps-state going on
+        /// from the baseline it saved (`collector run --baseline-state`).
+        #[arg(long, value_name = "WINDOWS")]
+        restart_at: Option<usize>,
+        #[arg(long, requires = "restart_at")]
+        restart_keeps_state: bool,
     },
     /// Set up, build and run the benchmarks, writing their sections of BENCHMARKS.md.
     Bench {
@@ -310,6 +317,8 @@ fn main() -> anyhow::Result<()> {
             faults,
             clusters,
             choose_k_up_to,
+            restart_at,
+            restart_keeps_state,
         } => soak_replay::soak_replay(&soak_replay::ReplayOptions {
             file,
             check,
@@ -319,6 +328,8 @@ fn main() -> anyhow::Result<()> {
             faults,
             clusters: clusters.map(usize::from),
             choose_k_up_to: choose_k_up_to.map(usize::from),
+            restart_at,
+            restart_keeps_state,
         }),
         Command::Soak {
             duration,

@@ -294,6 +294,8 @@ pub fn soak_then_replay(options: &SoakOptions) -> anyhow::Result<()> {
         faults: true,
         clusters: None,
         choose_k_up_to: None,
+        restart_at: None,
+        restart_keeps_state: false,
     })
 }
 

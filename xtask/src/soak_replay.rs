@@ -89,6 +89,13 @@ pub struct ReplayOptions {
     /// Let a baseline that has seen hours choose its k from its windows, from `clusters` to
     /// this (`model::TrainOptions::choose_k_up_to`; the daemon does not).
     pub choose_k_up_to: Option<usize>,
+    /// Restart the daemon after this many windows (its learner and hysteresis anew): what a
+    /// rollout or a reboot does to a baseline.
+    pub restart_at: Option<usize>,
+    /// At that restart, go on from the learner's saved state (`collector run
+    /// --baseline-state`, through its JSON as the daemon's file holds it) instead of learning
+    /// afresh.
+    pub restart_keeps_state: bool,
 }
 
 #[derive(Debug, Default)]
@@ -166,7 +173,7 @@ fn replay_keeping(
     }
     baseline_options.train.choose_k_up_to = options.choose_k_up_to;
     let mature_floor_scale = baseline_options.mature_floor_scale;
-    let mut learner = BaselineLearner::new(baseline_options);
+    let mut learner = BaselineLearner::new(baseline_options.clone());
     let mut hysteresis = Hysteresis::new(DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER);
     let mut replay = Replay::default();
     let mut first_ms: Option<u64> = None;
@@ -186,6 +193,10 @@ fn replay_keeping(
         let first = *first_ms.get_or_insert(at_ms);
         // The daemon's view: the judged fields, and every field the window could not read
         // (the daemon passes its record's whole `missing` list; the learner heeds its own).
+        if options.restart_at == Some(replay.windows) {
+            learner = restarted(&learner, &baseline_options, options.restart_keeps_state)?;
+            hysteresis = Hysteresis::new(DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER);
+        }
         replay.windows += 1;
         let trainings = learner.trainings();
         let started = std::time::Instant::now();
@@ -258,6 +269,26 @@ fn replay_keeping(
     replay.baseline = serde_json::to_value(learner.status())?;
     let carriers = if carriers.is_empty() { last } else { carriers };
     Ok((replay, learner, carriers.into()))
+}
+
+/// The learner a restarted daemon has: a new one, or with `keeps_state` the one restored from
+/// `learner`'s state written as the daemon's file holds it (a new one if it had no state yet,
+/// as the daemon finds no file before its first training).
+fn restarted(
+    learner: &BaselineLearner,
+    options: &BaselineOptions,
+    keeps_state: bool,
+) -> anyhow::Result<BaselineLearner> {
+    let Some(state) = learner.state().filter(|_| keeps_state) else {
+        return Ok(BaselineLearner::new(options.clone()));
+    };
+    let file: model::baseline::BaselineState =
+        serde_json::from_str(&serde_json::to_string(&state)?)?;
+    Ok(BaselineLearner::restore(
+        options.clone(),
+        file,
+        std::path::Path::new("<restart>"),
+    )?)
 }
 
 /// What the baseline made of one fault carried onto the node's windows.
@@ -468,6 +499,8 @@ mod tests {
             faults: false,
             clusters: None,
             choose_k_up_to: None,
+            restart_at: None,
+            restart_keeps_state: false,
         }
     }
 
@@ -643,6 +676,46 @@ mod tests {
         assert!(status.threshold < 30.0, "{status:?}");
         let (paged, faults) = faults_paged(&learner, &carriers);
         assert!(paged >= 13, "{paged} of {faults} faults paged: {status:?}");
+    }
+
+    /// Soak 13's hour with the daemon restarted 40 minutes in (its baseline mature by then):
+    /// learning afresh, the young baseline it restarts with paged 12 times in the last 30
+    /// minutes (its first build and backup again, judged against three minutes of idle);
+    /// going on from the state it saved (`collector run --baseline-state`), as often as
+    /// without a restart (0) and with the same faults paging at the end.
+    #[test]
+    fn a_restart_that_keeps_its_baseline_pages_no_more_than_no_restart() {
+        let lines = kept_soak("soak13-windows", 4200);
+        let run = |restart_at: Option<usize>, restart_keeps_state: bool| {
+            let options = ReplayOptions {
+                restart_at,
+                restart_keeps_state,
+                ..as_soaked()
+            };
+            let (replay, learner, carriers) =
+                replay_keeping(lines.iter().cloned().map(Ok), &options).unwrap();
+            let after: usize = replay
+                .episodes
+                .iter()
+                .filter(|e| e.started_s >= 2400.0)
+                .count();
+            (after, faults_paged(&learner, &carriers).0, learner)
+        };
+        let (went_on, went_on_paged, _) = run(None, false);
+        let (afresh, _, learned_again) = run(Some(2400), false);
+        let (kept, kept_paged, restored) = run(Some(2400), true);
+        assert!(
+            afresh >= 5,
+            "learning afresh pages the soak's work again: {afresh}"
+        );
+        assert!(kept <= went_on, "kept {kept}, without a restart {went_on}");
+        assert!(
+            kept_paged + 1 >= went_on_paged,
+            "{kept_paged} against {went_on_paged}"
+        );
+        assert!(restored.status().restored && !learned_again.status().restored);
+        assert_eq!(restored.status().windows_seen, 4200);
+        assert_eq!(learned_again.status().windows_seen, 1800);
     }
 
     #[test]
