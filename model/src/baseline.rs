@@ -116,6 +116,8 @@ pub struct BaselineLearner {
     /// Started from a saved state whose fields the first complete window has not yet
     /// confirmed (see [`BaselineLearner::restore`]).
     unconfirmed_restore: bool,
+    /// Partial windows in a row since the restore, before a complete one confirmed it.
+    partial_since_restore: usize,
     /// Started from a saved state (and still on it).
     restored: bool,
     /// Why a restored state was dropped for learning afresh, once it was.
@@ -143,6 +145,7 @@ impl BaselineLearner {
             trainings: 0,
             last_error: None,
             unconfirmed_restore: false,
+            partial_since_restore: 0,
             restored: false,
             restore_dropped: None,
         }
@@ -151,8 +154,13 @@ impl BaselineLearner {
     /// What a restart needs to go on from here ([`BaselineLearner::restore`]): the kept
     /// windows and the counts. `None` before the first training (nothing learned yet worth
     /// more than learning again).
+    ///
+    /// The windows of a run over the tail's level still open are left out: whether they are
+    /// an incident's onset (to be forgotten) is known only when the run ends, and a restored
+    /// learner, which starts outside any run, would learn them.
     pub fn state(&self) -> Option<BaselineState> {
         self.model.as_ref()?;
+        let settled = |(at, _): &&Kept| self.run_start.is_none_or(|start| *at < start);
         Some(BaselineState {
             format: STATE_FORMAT,
             window_s: self.options.window_s,
@@ -162,7 +170,7 @@ impl BaselineLearner {
             trainings: self.trainings,
             left_recent: self.left_recent,
             draws: self.draws.0,
-            recent: self.recent.iter().cloned().collect(),
+            recent: self.recent.iter().filter(settled).cloned().collect(),
             sampled: self.sampled.clone(),
         })
     }
@@ -618,6 +626,24 @@ impl BaselineLearner {
                 !absent.is_empty() && self.partial_before_columns < self.learn_windows()
             }
         };
+        if partial && self.unconfirmed_restore {
+            // A saved field this node no longer reads (PSI off after a reboot): as a new
+            // learner fixes its fields without one missing from every window, a restored
+            // state whose fields no window has had for as long as learning lasts is dropped.
+            self.partial_since_restore += 1;
+            if self.partial_since_restore >= self.learn_windows() {
+                let columns = self.columns.clone().unwrap_or_default();
+                let gone: Vec<&String> = columns.iter().filter(|c| absent.contains(c)).collect();
+                let reason = format!(
+                    "the saved baseline's fields {} have been missing from every window since \
+                     the restart: learning afresh",
+                    list(&gone)
+                );
+                *self = Self::new(self.options.clone());
+                self.restore_dropped = Some(reason);
+                return self.observe_partial(record, absent);
+            }
+        }
         if partial {
             let Some(columns) = &self.columns else {
                 return Ok(None);

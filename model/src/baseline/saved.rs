@@ -34,7 +34,8 @@ pub struct BaselineState {
     pub trainings: usize,
     /// Windows that left the recent half (the sample's count, algorithm R).
     pub left_recent: u64,
-    /// The reservoir's random state, so a restored baseline draws as the saved one would.
+    /// The reservoir's random state, so a restored baseline's draws go on from where the saved
+    /// one's were (after those its training at the restore takes).
     pub draws: u64,
     /// Each kept window: its position in the stream, its values in `columns`' order.
     pub recent: Vec<(u64, Vec<f64>)>,
@@ -86,7 +87,7 @@ impl BaselineState {
         if self.columns.is_empty() {
             return Some("it has no fields".into());
         }
-        if self.trainings == 0 || self.recent.is_empty() {
+        if self.trainings == 0 || self.recent.is_empty() && self.sampled.is_empty() {
             return Some("it was saved before its first training".into());
         }
         for (at, row) in self.recent.iter().chain(&self.sampled) {

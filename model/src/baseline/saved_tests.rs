@@ -214,3 +214,72 @@ fn a_state_larger_than_this_baseline_keeps_is_cut_to_it() {
     let newest = state.recent.last().unwrap().0;
     assert_eq!(restored.recent.back().unwrap().0, newest);
 }
+
+/// A run over the tail's level still open at the save may be an incident's onset (forgotten
+/// if a window of it is then judged degraded): its windows are not in the state, which a
+/// restored learner, starting outside any run, would learn.
+#[test]
+fn an_open_run_over_the_tails_level_is_not_saved() {
+    let mut noise = Noise::new(8);
+    let mut learner = learner_just_trained(&mut noise, 500);
+    let level = learner.spot.as_ref().expect("a tail").level();
+    // The smallest rise of CPU pressure that scores over the level and stays healthy.
+    let rising = (1..400)
+        .map(|step| window(5.0 + 0.05 * f64::from(step), 400.0))
+        .find(|record| {
+            let mut probe = learner.clone();
+            probe
+                .observe(record.clone())
+                .unwrap()
+                .is_some_and(|a| a.score > level && a.state == HealthState::Healthy)
+        })
+        .expect("a window between the level and the threshold");
+    learner.observe(rising).unwrap();
+    let at = learner.seen;
+    assert_eq!(learner.run_start, Some(at));
+    assert_eq!(learner.recent.back().unwrap().0, at, "kept for now");
+    let state = learner.state().unwrap();
+    assert!(state.recent.iter().all(|(p, _)| *p < at), "not saved");
+    // The run ends under the level: the window is settled, and saved.
+    learner.observe(window(5.0, 400.0)).unwrap();
+    assert!(learner.run_start.is_none());
+    assert!(
+        learner
+            .state()
+            .unwrap()
+            .recent
+            .iter()
+            .any(|(p, _)| *p == at)
+    );
+}
+
+/// A node that no longer reads a saved field (PSI off after a reboot): every window is
+/// partial against the saved fields, so none would confirm the state or be learned; after
+/// as many windows as learning takes, the state is dropped for learning afresh, as a new
+/// learner fixes its fields without one no window has.
+#[test]
+fn a_saved_field_no_window_has_any_more_drops_the_state_after_the_learning_windows() {
+    let mut noise = Noise::new(9);
+    let state = learner_just_trained(&mut noise, 100).state().unwrap();
+    let mut restored =
+        BaselineLearner::restore(options(), state, std::path::Path::new("b.json")).unwrap();
+    let absent = vec!["psi_cpu_some_pct".to_string()];
+    let without_psi = || BTreeMap::from([("block_latency_p99_us".to_string(), 400.0)]);
+    for _ in 0..19 {
+        let judged = restored.observe_partial(without_psi(), &absent).unwrap();
+        assert!(judged.is_some(), "judged on what it has meanwhile");
+        assert!(restored.restore_dropped().is_none());
+    }
+    assert!(
+        restored
+            .observe_partial(without_psi(), &absent)
+            .unwrap()
+            .is_none()
+    );
+    let reason = restored.restore_dropped().expect("dropped").to_string();
+    assert!(
+        reason.contains("psi_cpu_some_pct") && reason.contains("since the restart"),
+        "{reason}"
+    );
+    assert!(!restored.status().restored);
+}
