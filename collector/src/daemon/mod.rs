@@ -277,14 +277,16 @@ pub async fn run(options: CollectOptions, sink: SinkSpec, run_for: RunFor) -> an
             _ = sigint.recv() => { info!("SIGINT: detaching and exiting"); break; }
         }
     }
-    if let Some(assessor) = assessor.take() {
-        assessor.finish();
-    }
     if let Some(mut xdp) = xdp.take() {
         xdp.detach_all();
         info!("XDP drop list detached and its pinned links removed (its rules stay pinned)");
     }
     kernel.detach();
+    // Last: the save waits for a disk that may be slow (an I/O incident), and the programs
+    // must be off the node's hooks before the grace period's SIGKILL can come.
+    if let Some(assessor) = assessor.take() {
+        assessor.finish();
+    }
     Ok(())
 }
 

@@ -25,7 +25,8 @@ pub struct SavedBaselineInfo {
     pub path: String,
     /// The baseline was restored from the file at start (and its fields still hold).
     pub restored: bool,
-    /// Why the file was not used (damaged, another window length, other fields), if it was not.
+    /// Why the file was not used, or was dropped at the first windows (damaged, another window
+    /// length, other fields), if it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
     /// States written to the file.
@@ -126,8 +127,11 @@ impl BaselineSaver {
                 self.hand_on(state);
             }
         }
-        if learner.restore_dropped().is_some() {
+        if let Some(reason) = learner.restore_dropped()
+            && self.restored
+        {
             self.restored = false;
+            self.refused = Some(reason.to_string());
         }
     }
 
@@ -143,7 +147,9 @@ impl BaselineSaver {
     /// At a clean exit: the learner's last state, written before the daemon goes (the windows
     /// since the last training would be lost otherwise).
     pub fn finish(mut self, learner: &BaselineLearner) {
-        if let Some(state) = learner.state() {
+        let state = learner.state();
+        let saving = state.is_some();
+        if let Some(state) = state {
             self.hand_on(state);
         }
         {
@@ -154,7 +160,12 @@ impl BaselineSaver {
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
-        info!(file = %self.path.display(), "baseline saved");
+        if saving {
+            let info = self.info();
+            info!(file = %self.path.display(), saves = info.saves, failed = info.save_errors, "baseline handed to its file at exit");
+        } else {
+            info!(file = %self.path.display(), "nothing saved at exit: the baseline was still learning");
+        }
     }
 
     pub fn info(&self) -> SavedBaselineInfo {
@@ -286,6 +297,31 @@ mod tests {
         let mut stall = window(26);
         stall.psi_io_some_pct = Some(80.0);
         assert_eq!(second.judge(&stall).state, NodeState::Degraded);
+        let _ = std::fs::remove_dir_all(file.parent().unwrap());
+    }
+
+    #[test]
+    fn a_baseline_saved_with_other_fields_is_dropped_at_the_first_window_and_said_so() {
+        let file = scratch("fields");
+        let mut first = Assessor::new(&options(&file)).unwrap();
+        for n in 0..12 {
+            first.judge(&window(n));
+        }
+        first.finish();
+        // Restarted with other --baseline-fields: the windows' fields are not the saved ones.
+        let mut second = Assessor::new(&AssessorOptions {
+            baseline_fields: vec!["psi_*".into()],
+            ..options(&file)
+        })
+        .unwrap();
+        assert_eq!(second.judge(&window(12)).state, NodeState::Learning);
+        for n in 13..25 {
+            second.judge(&window(n));
+        }
+        let info = saved(&second);
+        assert!(!info.restored, "{info:?}");
+        let refused = info.refused.expect("said why");
+        assert!(refused.contains("saved only"), "{refused}");
         let _ = std::fs::remove_dir_all(file.parent().unwrap());
     }
 
