@@ -237,14 +237,6 @@ mod tests {
         record
     }
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir =
-            std::env::temp_dir().join(format!("nodestate-saver-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join("baseline.json")
-    }
-
     fn saved(assessor: &Assessor) -> SavedBaselineInfo {
         assessor
             .model_info()
@@ -265,7 +257,8 @@ mod tests {
 
     #[test]
     fn a_restarted_daemon_judges_its_first_window_with_what_it_had_learned() {
-        let file = scratch("restart");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("baseline.json");
         let mut first = Assessor::new(&options(&file)).unwrap();
         for n in 0..9 {
             assert_eq!(first.judge(&window(n)).state, NodeState::Learning);
@@ -297,12 +290,12 @@ mod tests {
         let mut stall = window(26);
         stall.psi_io_some_pct = Some(80.0);
         assert_eq!(second.judge(&stall).state, NodeState::Degraded);
-        let _ = std::fs::remove_dir_all(file.parent().unwrap());
     }
 
     #[test]
     fn a_baseline_saved_with_other_fields_is_dropped_at_the_first_window_and_said_so() {
-        let file = scratch("fields");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("baseline.json");
         let mut first = Assessor::new(&options(&file)).unwrap();
         for n in 0..12 {
             first.judge(&window(n));
@@ -322,12 +315,12 @@ mod tests {
         assert!(!info.restored, "{info:?}");
         let refused = info.refused.expect("said why");
         assert!(refused.contains("saved only"), "{refused}");
-        let _ = std::fs::remove_dir_all(file.parent().unwrap());
     }
 
     #[test]
     fn a_damaged_file_is_refused_said_why_and_replaced_after_the_first_training() {
-        let file = scratch("damaged");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("baseline.json");
         std::fs::write(&file, b"{\"format\": 1, \"window_s\": 5").unwrap();
         let mut assessor = Assessor::new(&options(&file)).unwrap();
         assert_eq!(assessor.judge(&window(0)).state, NodeState::Learning);
@@ -343,14 +336,12 @@ mod tests {
             BaselineState::load(&file).is_ok(),
             "replaced by a good state"
         );
-        let _ = std::fs::remove_dir_all(file.parent().unwrap());
     }
 
     #[test]
     fn a_file_that_cannot_be_written_is_counted_and_judging_goes_on() {
-        let file = scratch("unwritable")
-            .join("no-such-directory")
-            .join("baseline.json");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("no-such-directory").join("baseline.json");
         let mut assessor = Assessor::new(&options(&file)).unwrap();
         for n in 0..10 {
             assessor.judge(&window(n));
@@ -364,6 +355,5 @@ mod tests {
         let info = saved(&assessor);
         assert_eq!((info.saves, info.save_errors), (0, 1), "{info:?}");
         assert_eq!(assessor.judge(&window(10)).state, NodeState::Healthy);
-        let _ = std::fs::remove_dir_all(file.parent().unwrap().parent().unwrap());
     }
 }

@@ -2,24 +2,11 @@
 
 use std::collections::BTreeMap;
 
+// A quiet node's windows: every one has a latency sample, so no training draws a value for a
+// missing one, and two learners trained on the same windows train the same model.
+use super::widening_tests::{quiet_window, window};
 use super::*;
 use crate::synthetic::Noise;
-
-fn window(psi: f64, latency: f64) -> BTreeMap<String, f64> {
-    BTreeMap::from([
-        ("psi_cpu_some_pct".to_string(), psi),
-        ("block_latency_p99_us".to_string(), latency),
-    ])
-}
-
-/// A quiet node: every window has a latency sample, so no training draws a value for a
-/// missing one, and two learners trained on the same windows train the same model.
-fn quiet_window(noise: &mut Noise) -> BTreeMap<String, f64> {
-    window(
-        (5.0 + 0.3 * noise.normal()).max(0.0),
-        noise.around(400.0, 0.05),
-    )
-}
 
 fn options() -> BaselineOptions {
     BaselineOptions {
@@ -49,18 +36,13 @@ fn learner_just_trained(noise: &mut Noise, windows: usize) -> BaselineLearner {
     }
 }
 
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("nodestate-saved-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("baseline.json")
-}
-
 #[test]
 fn a_restarted_baseline_judges_every_later_window_as_the_one_that_went_on() {
     let mut noise = Noise::new(3);
     let mut went_on = learner_just_trained(&mut noise, 500);
     assert!(went_on.status().floor_scale == DEFAULT_MATURE_FLOOR_SCALE);
-    let path = scratch("same");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("baseline.json");
     went_on.state().unwrap().save(&path).unwrap();
     let saved = BaselineState::load(&path).unwrap();
     assert_eq!(
@@ -103,7 +85,6 @@ fn a_restarted_baseline_judges_every_later_window_as_the_one_that_went_on() {
             .unwrap()
             .is_none()
     );
-    let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
 #[test]
@@ -159,7 +140,8 @@ fn a_state_that_does_not_fit_is_refused_with_the_reason() {
     untrained.trainings = 0;
     assert!(refused(untrained, options()).contains("before its first training"));
 
-    let file = scratch("damaged");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("baseline.json");
     state.save(&file).unwrap();
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
@@ -168,7 +150,6 @@ fn a_state_that_does_not_fit_is_refused_with_the_reason() {
     std::fs::write(&file, b"{\"format\": 1}").unwrap();
     let message = BaselineState::load(&file).unwrap_err().to_string();
     assert!(message.contains("not a saved baseline"), "{message}");
-    let _ = std::fs::remove_dir_all(file.parent().unwrap());
 }
 
 #[test]

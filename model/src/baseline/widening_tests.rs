@@ -7,14 +7,14 @@ use super::*;
 use crate::synthetic::Noise;
 
 /// A window of CPU pressure `psi` (%) and block latency `latency` (µs).
-fn window(psi: f64, latency: f64) -> BTreeMap<String, f64> {
+pub(super) fn window(psi: f64, latency: f64) -> BTreeMap<String, f64> {
     BTreeMap::from([
         ("psi_cpu_some_pct".to_string(), psi),
         ("block_latency_p99_us".to_string(), latency),
     ])
 }
 
-fn quiet_window(noise: &mut Noise) -> BTreeMap<String, f64> {
+pub(super) fn quiet_window(noise: &mut Noise) -> BTreeMap<String, f64> {
     window(
         (5.0 + 0.3 * noise.normal()).max(0.0),
         noise.around(400.0, 0.05),
