@@ -120,12 +120,21 @@ fn the_daemon_names_the_faulty_container(test: &str, fault: Fault) {
     let image = Image::busybox("culprits-daemon");
     let faulty_name = format!("nodestate-faulty-{}", std::process::id());
     let neighbour_name = format!("nodestate-neighbour-{}", std::process::id());
-    // The fault runs while /tmp/go exists: the test starts and stops it from outside.
+    // The fault runs while `go` exists in a directory of the host's: the test starts and stops
+    // it from outside. Not through `podman exec`: the exec'd shell joins the container's
+    // cgroup, and in the OOM test's 32 MiB limit it was OOM-killed itself (exit 137).
+    let control = tempfile::tempdir().expect("a temporary directory for the fault's switch");
+    let go = control.path().join("go");
     let script = format!(
-        "while true; do if [ -e /tmp/go ]; then {}; else sleep 0.1; fi; done",
+        "while true; do if [ -e /control/go ]; then {}; else sleep 0.1; fi; done",
         fault.round
     );
-    let options: Vec<&str> = fault.options.iter().map(String::as_str).collect();
+    let volume = format!(
+        "{}:/control",
+        control.path().to_str().expect("a UTF-8 path")
+    );
+    let mut options: Vec<&str> = fault.options.iter().map(String::as_str).collect();
+    options.extend_from_slice(&["--volume", &volume]);
     let faulty = Container::run(&faulty_name, &image, &options, &script);
     let neighbour = Container::run(
         &neighbour_name,
@@ -173,7 +182,7 @@ fn the_daemon_names_the_faulty_container(test: &str, fault: Fault) {
         seen
     };
 
-    faulty.exec("touch /tmp/go");
+    std::fs::write(&go, "").expect("starting the fault");
     let started = Instant::now();
     let mut history = Vec::new();
     let degraded = loop {
@@ -250,7 +259,7 @@ fn the_daemon_names_the_faulty_container(test: &str, fault: Fault) {
 
     // The fault stops; the node recovers and the gauge goes.
     stopped.set(true);
-    faulty.exec("rm -f /tmp/go");
+    std::fs::remove_file(&go).expect("stopping the fault");
     let stopped = Instant::now();
     loop {
         assert!(!daemon.exited(), "the daemon exited:\n{}", daemon.log());
