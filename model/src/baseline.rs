@@ -34,7 +34,9 @@
 //!   [`BaselineOptions::floor_windows`] windows were seen and a tail could be fitted, the
 //!   threshold is the trained model's own (the percentile rule at those sizes), never below
 //!   [`BaselineOptions::floor_threshold`] (the built-in model's minimum threshold, over its
-//!   widened floors); the tail is fitted and updated meanwhile but sets nothing.
+//!   widened floors); the tail is fitted and updated meanwhile but sets nothing. The floor
+//!   belongs to those wide floors: a young model still judging once the tail sets the
+//!   threshold (until the first training after `floor_windows`) is held at it too.
 //! - **Wide floors while young.** A spread measured on minutes of an idle node is too narrow
 //!   for its busy hours, so until then every feature's spread is floored
 //!   [`BaselineOptions::train`]'s `floor_scale` (5) times as wide as a `model train` model's.
@@ -304,9 +306,11 @@ impl BaselineLearner {
             .map_or(self.young_floor_scale(), |learned| learned.floor_scale)
     }
 
-    /// Whether the conservative floor still holds the threshold up.
+    /// Whether the conservative floor still holds the threshold up: until the tail sets it,
+    /// and under the tail while a young model (trained before `floor_windows` windows were
+    /// seen, with the wide floors the floor belongs to) judges.
     pub fn floor_applies(&self) -> bool {
-        !self.tail_sets_threshold()
+        !self.tail_sets_threshold() || self.model.as_ref().is_some_and(|learned| !learned.mature)
     }
 
     /// Whether the streaming tail sets the threshold: once a tail is fitted and
@@ -325,8 +329,15 @@ impl BaselineLearner {
             return 0.0;
         };
         let own = match &self.spot {
+            // The floor is the built-in model's minimum over spreads floored as widely as a
+            // young model's: it holds as long as such a model judges, under its tail too (on
+            // soak 14 the young model's tail sat at 2.5-2.6 from window 1,000 to the first
+            // mature training, and eight backup episodes came in it; BENCHMARKS.md).
+            Some(spot) if self.tail_sets_threshold() && !learned.mature => {
+                spot.threshold().max(self.options.floor_threshold)
+            }
             Some(spot) if self.tail_sets_threshold() => spot.threshold(),
-            // The floor holds exactly while the tail does not set the threshold.
+            // Before the tail sets it: the trained model's own, held at the floor.
             _ => learned
                 .model
                 .threshold
@@ -519,6 +530,7 @@ impl BaselineLearner {
                     positions,
                     unseen,
                     floor_scale,
+                    mature,
                 };
                 // The kept windows scored as live ones are: with their own missing samples.
                 // Those the new model places in a degraded cluster (only the first training

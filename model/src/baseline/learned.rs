@@ -35,6 +35,8 @@ pub(super) struct LearnedModel {
     pub(super) unseen: Vec<usize>,
     /// The floor scale it was trained with.
     pub(super) floor_scale: f64,
+    /// Trained once `floor_windows` windows were seen (with the mature floors).
+    pub(super) mature: bool,
 }
 
 impl LearnedModel {

@@ -21,7 +21,8 @@ pub struct BaselineOptions {
     pub window_s: f64,
     /// The floor holds until this many windows were seen…
     pub floor_windows: usize,
-    /// …and the threshold is never below this until then (standardized units).
+    /// …and the threshold is never below this until then, nor while a model trained before
+    /// then judges (standardized units).
     pub floor_threshold: f64,
     /// The spreads' floor scale of a training made once `floor_windows` windows were seen
     /// (before, `train.floor_scale`'s wider floors hold).
@@ -173,8 +174,8 @@ pub struct BaselineStatus {
     /// Windows judged healthy but not learned from: those of runs over the tail's level that
     /// had a window judged anomalous (an incident's onset and its end).
     pub windows_forgotten: u64,
-    /// The threshold is held at `floor_threshold` or above (too few windows seen, or no tail
-    /// fitted yet).
+    /// The threshold is held at `floor_threshold` or above: too few windows seen, no tail
+    /// fitted yet, or a young model (trained with the wide floors) judging under the tail.
     pub floor_applies: bool,
     pub floor_threshold: f64,
     /// The spreads' floor scale of the model judging now: wide while the baseline is young,

@@ -468,3 +468,40 @@ fn the_learning_periods_outliers_are_forgotten_not_learned_at_the_first_refresh(
         .expect("judged");
     assert_eq!(judged.state, HealthState::Degraded, "{judged:?}");
 }
+
+/// The floor belongs to the young model's wide floors: once the tail sets the threshold, a
+/// young model (trained before `floor_windows` windows were seen, judging until the next
+/// refresh) is still held at the floor, however low the tail over its quiet windows sits.
+#[test]
+fn a_young_models_tail_is_held_at_the_floor() {
+    // Trainings at 20, 80, 160, 320, 620 and 920 windows seen: from 700 to 920 the tail
+    // (fitted since 620) sets the threshold and the model trained at 620 (young) judges.
+    let mut learner = BaselineLearner::new(BaselineOptions {
+        floor_windows: 700,
+        refresh_every: 300,
+        ..options()
+    });
+    let mut noise = Noise::new(11);
+    feed_quiet(&mut learner, &mut noise, 750);
+    let status = learner.status();
+    assert_eq!(status.floor_scale, DEFAULT_FLOOR_SCALE, "{status:?}");
+    assert_eq!(status.threshold_rule, "tail", "{status:?}");
+    assert!(status.floor_applies, "{status:?}");
+    assert_eq!(status.threshold, DEFAULT_FLOOR_THRESHOLD, "{status:?}");
+    // The tail itself sits under the floor: what the floor holds up.
+    let tail = learner.spot.as_ref().expect("a tail").threshold();
+    assert!(tail < DEFAULT_FLOOR_THRESHOLD, "tail {tail}");
+    // Pressure 4 points up (a build starting): over the quiet windows' tail, under the floor.
+    for _ in 0..3 {
+        let mut busier = quiet_window(&mut noise);
+        busier.insert("psi_cpu_some_pct".into(), 9.0);
+        let judged = learner.observe(busier).unwrap().expect("judged");
+        assert!(judged.score > tail, "{judged:?} tail {tail}");
+        assert_eq!(judged.state, HealthState::Healthy, "{judged:?}");
+    }
+    // A fault is still one.
+    let mut fault = quiet_window(&mut noise);
+    fault.insert("psi_cpu_some_pct".into(), 45.0);
+    let judged = learner.observe(fault).unwrap().expect("judged");
+    assert_eq!(judged.state, HealthState::Degraded, "{judged:?}");
+}
