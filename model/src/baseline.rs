@@ -329,20 +329,18 @@ impl BaselineLearner {
             return 0.0;
         };
         let own = match &self.spot {
-            // The floor is the built-in model's minimum over spreads floored as widely as a
-            // young model's: it holds as long as such a model judges, under its tail too (on
-            // soak 14 the young model's tail sat at 2.5-2.6 from window 1,000 to the first
-            // mature training, and eight backup episodes came in it; BENCHMARKS.md).
-            Some(spot) if self.tail_sets_threshold() && !learned.mature => {
-                spot.threshold().max(self.options.floor_threshold)
-            }
             Some(spot) if self.tail_sets_threshold() => spot.threshold(),
-            // Before the tail sets it: the trained model's own, held at the floor.
-            _ => learned
-                .model
-                .threshold
-                .value
-                .max(self.options.floor_threshold),
+            _ => learned.model.threshold.value,
+        };
+        // The floor is the built-in model's minimum over spreads floored as widely as a young
+        // model's: it holds before the tail sets the threshold, and under the tail as long as
+        // a young model judges (on soak 14 the young model's tail sat at 2.5-2.6 from window
+        // 1,000 to the first mature training, and eight backup episodes came in it;
+        // BENCHMARKS.md).
+        let own = if self.floor_applies() {
+            own.max(self.options.floor_threshold)
+        } else {
+            own
         };
         // The smallest threshold worth reporting, as in training: a tenth of a deviation.
         own.max(0.1)
