@@ -160,6 +160,16 @@ enum Command {
         /// target/soak-windows.jsonl).
         #[arg(long)]
         windows: Option<std::path::PathBuf>,
+        /// Go on from this saved baseline (`collector run --baseline-state`'s file, or one
+        /// `soak-replay --save-state` made from an earlier soak's windows) instead of
+        /// learning afresh: a node's daemon after a restart, its baseline grown. The file is
+        /// not changed.
+        #[arg(long, value_name = "FILE")]
+        baseline_state: Option<std::path::PathBuf>,
+        /// Write the state the baseline ended with here (for the next soak's
+        /// --baseline-state).
+        #[arg(long, value_name = "FILE")]
+        save_state: Option<std::path::PathBuf>,
     },
     /// Judge the windows a soak recorded again with this tree's learned baseline, as the
     /// daemon does (its judged fields, defaults and hysteresis): how a change to the learner
@@ -201,6 +211,14 @@ enum Command {
         restart_at: Option<usize>,
         #[arg(long, requires = "restart_at")]
         restart_keeps_state: bool,
+        /// Start from this saved baseline (`collector run --baseline-state`'s file, or one
+        /// --save-state wrote) instead of learning afresh.
+        #[arg(long, value_name = "FILE")]
+        start_state: Option<std::path::PathBuf>,
+        /// At the end, write the baseline's state here, in the daemon's layout: what a
+        /// daemon that judged these windows would go on from after a restart.
+        #[arg(long, value_name = "FILE")]
+        save_state: Option<std::path::PathBuf>,
     },
     /// Set up, build and run the benchmarks, writing their sections of BENCHMARKS.md.
     Bench {
@@ -319,6 +337,8 @@ fn main() -> anyhow::Result<()> {
             choose_k_up_to,
             restart_at,
             restart_keeps_state,
+            start_state,
+            save_state,
         } => soak_replay::soak_replay(&soak_replay::ReplayOptions {
             file,
             check,
@@ -330,6 +350,8 @@ fn main() -> anyhow::Result<()> {
             choose_k_up_to: choose_k_up_to.map(usize::from),
             restart_at,
             restart_keeps_state,
+            start_state,
+            save_state,
         }),
         Command::Soak {
             duration,
@@ -337,6 +359,8 @@ fn main() -> anyhow::Result<()> {
             learn_for,
             out,
             windows,
+            baseline_state,
+            save_state,
         } => {
             setup::setup()?;
             build::build_release()?;
@@ -346,6 +370,8 @@ fn main() -> anyhow::Result<()> {
                 learn_for,
                 out,
                 windows,
+                baseline_state,
+                save_state,
             })
         }
         Command::ScenarioWorker(worker) => scenario::worker::run(worker),

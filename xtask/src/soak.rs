@@ -35,6 +35,13 @@ pub struct SoakOptions {
     /// Where every window record the daemon made goes, as JSON Lines with the soak's phase
     /// (`soak_phase`), learning included: `cargo xtask soak-replay` judges them again.
     pub windows: Option<PathBuf>,
+    /// Start the daemon from this saved baseline (`collector run --baseline-state`), as a
+    /// node's daemon restarts after its first day, instead of learning afresh. The daemon
+    /// works on a copy: the file is left as it was, for the replay to start from.
+    pub baseline_state: Option<PathBuf>,
+    /// After the replay, write the state its baseline ended with here (the next soak's
+    /// `baseline_state`).
+    pub save_state: Option<PathBuf>,
 }
 
 /// The benign work of one phase.
@@ -276,6 +283,8 @@ pub fn ci_check() -> anyhow::Result<()> {
         learn_for,
         out: Some(target.join("ci-soak-report.json")),
         windows: Some(windows),
+        baseline_state: None,
+        save_state: None,
     })
 }
 
@@ -296,6 +305,8 @@ pub fn soak_then_replay(options: &SoakOptions) -> anyhow::Result<()> {
         choose_k_up_to: None,
         restart_at: None,
         restart_keeps_state: false,
+        start_state: options.baseline_state.clone(),
+        save_state: options.save_state.clone(),
     })
 }
 
@@ -318,8 +329,14 @@ pub fn soak(options: &SoakOptions) -> anyhow::Result<()> {
     let log = std::fs::File::create(dir.path().join("daemon.log"))?;
     let window = humantime::format_duration(options.window).to_string();
     let learn_for = humantime::format_duration(options.learn_for).to_string();
-    let mut daemon: Child = Command::new(&collector)
-        .args(["run", "--window", &window, "--learn-for", &learn_for])
+    let mut command = Command::new(&collector);
+    command.args(["run", "--window", &window, "--learn-for", &learn_for]);
+    if let Some(state) = &options.baseline_state {
+        let copy = dir.path().join("baseline-state.json");
+        std::fs::copy(state, &copy).with_context(|| format!("copying {}", state.display()))?;
+        command.arg("--baseline-state").arg(copy);
+    }
+    let mut daemon: Child = command
         .args(["--listen", &address])
         .env_remove("NODESTATE_CONFIG")
         .env_remove("NODESTATE_MODEL")
@@ -368,6 +385,7 @@ fn watch(options: &SoakOptions, address: &str, dir: &Path, started: Instant) -> 
     let mut episodes = Episodes::default();
     let mut judging_since: Option<Instant> = None;
     let mut last_state = serde_json::Value::Null;
+    let mut baseline_at_start: Option<serde_json::Value> = None;
     let polls = AtomicU64::new(0);
     let deadline = started + options.duration;
     println!(
@@ -410,6 +428,18 @@ fn watch(options: &SoakOptions, address: &str, dir: &Path, started: Instant) -> 
             continue;
         };
         let state: serde_json::Value = serde_json::from_str(&body).context("/state is JSON")?;
+        // A soak asked to go on from a saved baseline that learns afresh instead would report
+        // a young baseline's hours as a grown one's.
+        baseline_at_start.get_or_insert_with(|| state["model"]["baseline"].clone());
+        let saved = &state["model"]["saved_baseline"];
+        if options.baseline_state.is_some() && saved["restored"] != serde_json::Value::Bool(true) {
+            bail!(
+                "the daemon did not go on from --baseline-state: {}",
+                saved["refused"]
+                    .as_str()
+                    .unwrap_or("/state does not say it was restored")
+            );
+        }
         let Some(unix_ms) = state["windows"]
             .as_array()
             .and_then(|w| w.last())
@@ -500,6 +530,8 @@ fn watch(options: &SoakOptions, address: &str, dir: &Path, started: Instant) -> 
         "episodes_per_hour_upper_95": upper,
         "episodes_per_day_upper_95": upper * 24.0,
         "baseline": baseline,
+        "restored_from_state": options.baseline_state.is_some(),
+        "baseline_at_start": baseline_at_start,
     });
     println!(
         "soak: {} degraded episode(s) in {judged_hours:.2} judged hours ({windows_judged} \

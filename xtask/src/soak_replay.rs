@@ -96,6 +96,12 @@ pub struct ReplayOptions {
     /// --baseline-state`, through its JSON as the daemon's file holds it) instead of learning
     /// afresh.
     pub restart_keeps_state: bool,
+    /// Start from this saved baseline (`collector run --baseline-state`'s file) instead of
+    /// learning afresh: the file's first window is judged at once, as a restarted daemon's.
+    pub start_state: Option<PathBuf>,
+    /// At the end, write the state the learner holds to this file, in the daemon's layout:
+    /// what a daemon that judged these windows would start from after a restart.
+    pub save_state: Option<PathBuf>,
 }
 
 #[derive(Debug, Default)]
@@ -173,7 +179,15 @@ fn replay_keeping(
     }
     baseline_options.train.choose_k_up_to = options.choose_k_up_to;
     let mature_floor_scale = baseline_options.mature_floor_scale;
-    let mut learner = BaselineLearner::new(baseline_options.clone());
+    let mut learner = match &options.start_state {
+        None => BaselineLearner::new(baseline_options.clone()),
+        Some(path) => BaselineLearner::restore(
+            baseline_options.clone(),
+            model::baseline::BaselineState::load(path)?,
+            path,
+        )
+        .with_context(|| format!("starting from {}", path.display()))?,
+    };
     let mut hysteresis = Hysteresis::new(DEFAULT_ENTER_AFTER, DEFAULT_LEAVE_AFTER);
     let mut replay = Replay::default();
     let mut first_ms: Option<u64> = None;
@@ -410,6 +424,22 @@ pub fn soak_replay(options: &ReplayOptions) -> anyhow::Result<()> {
         );
     }
     println!("soak-replay: baseline at the end: {}", replay.baseline);
+    if let Some(path) = &options.save_state {
+        let Some(state) = learner.state() else {
+            bail!(
+                "--save-state: the baseline was still learning at the file's end: there is no \
+                 state to save"
+            );
+        };
+        state
+            .save(path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "soak-replay: the baseline's state ({} windows seen) in {}",
+            state.windows_seen,
+            path.display()
+        );
+    }
     println!(
         "soak-replay: {} of {} windows with the daemon's verdict judged the same (state and \
          score)",
@@ -501,6 +531,8 @@ mod tests {
             choose_k_up_to: None,
             restart_at: None,
             restart_keeps_state: false,
+            start_state: None,
+            save_state: None,
         }
     }
 
@@ -716,6 +748,77 @@ mod tests {
         assert!(restored.status().restored && !learned_again.status().restored);
         assert_eq!(restored.status().windows_seen, 4200);
         assert_eq!(learned_again.status().windows_seen, 1800);
+    }
+
+    /// A soak in two files, the second going on from the state the first one's replay saved
+    /// (`--save-state`, `--start-state`: how `cargo xtask soak --baseline-state` is replayed),
+    /// judges as one file with the daemon restarted there keeping its state.
+    #[test]
+    fn a_replay_started_from_a_saved_state_judges_as_a_restart_that_kept_it() {
+        let lines = kept_soak("soak13-windows", 4200);
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second, state) = (
+            dir.path().join("first.jsonl"),
+            dir.path().join("second.jsonl"),
+            dir.path().join("state.json"),
+        );
+        std::fs::write(&first, lines[..2400].join("\n")).unwrap();
+        std::fs::write(&second, lines[2400..].join("\n")).unwrap();
+        soak_replay(&ReplayOptions {
+            file: first,
+            save_state: Some(state.clone()),
+            ..as_soaked()
+        })
+        .unwrap();
+        let (split, split_learner, _) = replay_keeping(
+            open(&second).unwrap().lines(),
+            &ReplayOptions {
+                start_state: Some(state),
+                ..as_soaked()
+            },
+        )
+        .unwrap();
+        let (whole, whole_learner, _) = replay_keeping(
+            lines.iter().cloned().map(Ok),
+            &ReplayOptions {
+                restart_at: Some(2400),
+                restart_keeps_state: true,
+                ..as_soaked()
+            },
+        )
+        .unwrap();
+        let after: Vec<(usize, String)> = whole
+            .episodes
+            .iter()
+            .filter(|e| e.started_s >= 2400.0)
+            .map(|e| (e.windows, e.phase.clone()))
+            .collect();
+        let split_episodes: Vec<(usize, String)> = split
+            .episodes
+            .iter()
+            .map(|e| (e.windows, e.phase.clone()))
+            .collect();
+        assert_eq!(split_episodes, after);
+        assert_eq!(
+            split.judged, 1800,
+            "a restored baseline judges every window"
+        );
+        assert_eq!(split_learner.status(), whole_learner.status());
+        assert!(split_learner.status().restored);
+    }
+
+    #[test]
+    fn a_state_that_is_not_a_baseline_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        std::fs::write(&state, "{}").unwrap();
+        let lines = vec![window(0, 5.0, "idle")].into_iter();
+        let options = ReplayOptions {
+            start_state: Some(state),
+            ..options()
+        };
+        let err = replay(lines, &options).unwrap_err();
+        assert!(format!("{err:#}").contains("state.json"), "{err:#}");
     }
 
     #[test]
