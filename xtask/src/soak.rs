@@ -429,16 +429,21 @@ fn watch(options: &SoakOptions, address: &str, dir: &Path, started: Instant) -> 
         };
         let state: serde_json::Value = serde_json::from_str(&body).context("/state is JSON")?;
         // A soak asked to go on from a saved baseline that learns afresh instead would report
-        // a young baseline's hours as a grown one's.
-        baseline_at_start.get_or_insert_with(|| state["model"]["baseline"].clone());
-        let saved = &state["model"]["saved_baseline"];
-        if options.baseline_state.is_some() && saved["restored"] != serde_json::Value::Bool(true) {
-            bail!(
-                "the daemon did not go on from --baseline-state: {}",
-                saved["refused"]
-                    .as_str()
-                    .unwrap_or("/state does not say it was restored")
-            );
+        // a young baseline's hours as a grown one's. (`model` is there from the first window.)
+        let model = &state["model"];
+        if !model.is_null() {
+            baseline_at_start.get_or_insert_with(|| model["baseline"].clone());
+            let saved = &model["saved_baseline"];
+            if options.baseline_state.is_some()
+                && saved["restored"] != serde_json::Value::Bool(true)
+            {
+                bail!(
+                    "the daemon did not go on from --baseline-state: {}",
+                    saved["refused"]
+                        .as_str()
+                        .unwrap_or("/state does not say it was restored")
+                );
+            }
         }
         let Some(unix_ms) = state["windows"]
             .as_array()
