@@ -388,11 +388,19 @@ fn watch(options: &SoakOptions, address: &str, dir: &Path, started: Instant) -> 
     let mut baseline_at_start: Option<serde_json::Value> = None;
     let polls = AtomicU64::new(0);
     let deadline = started + options.duration;
+    // A restored baseline judges from its first window: the idle start is judged, not learnt.
+    let learning = match &options.baseline_state {
+        Some(state) => format!(
+            "going on from {}, idle for {}",
+            state.display(),
+            humantime::format_duration(options.learn_for)
+        ),
+        None => format!("learning {}", humantime::format_duration(options.learn_for)),
+    };
     println!(
-        "soak: {} with a learned baseline ({} windows, learning {}), then cycles of {}",
+        "soak: {} with a learned baseline ({} windows, {learning}), then cycles of {}",
         humantime::format_duration(options.duration),
         humantime::format_duration(options.window),
-        humantime::format_duration(options.learn_for),
         phases
             .iter()
             .map(|(w, d)| format!("{} {}s", w.name(), d.as_secs()))
