@@ -15,6 +15,20 @@ pub fn get(address: &str, path: &str) -> Option<(u16, String)> {
     )
 }
 
+/// The body of `GET http://{address}{path}` parsed as JSON when it answers 200; `None` if
+/// nothing answers or with another status (the callers poll until it does). A 200 whose body
+/// is not JSON panics with the body: every page the tests read this way is the daemon's (or
+/// Prometheus's) JSON, and a failure should show what came instead.
+pub fn get_json(address: &str, path: &str) -> Option<serde_json::Value> {
+    let (200, body) = get(address, path)? else {
+        return None;
+    };
+    Some(
+        serde_json::from_str(&body)
+            .unwrap_or_else(|err| panic!("GET {path}: not JSON ({err}): {body}")),
+    )
+}
+
 /// Status code and body of `POST http://{address}{path}` with a JSON body, or `None` if
 /// nothing answers.
 pub fn post_json(address: &str, path: &str, body: &str) -> Option<(u16, String)> {

@@ -21,7 +21,7 @@ use collector::kernel::{
     Attribution, AttributionChoice, KernelCollector, KernelConfig, cgroups::cgroup_id,
 };
 use collector_common::CGROUP_UNATTRIBUTED;
-use integration_test::{LoopDevice, daemon::Daemon, http::get, privileged};
+use integration_test::{LoopDevice, daemon::Daemon, http::get_json, privileged};
 use serde_json::Value;
 
 /// A cgroup the test made; on drop its remaining tasks go back to the root and it is removed.
@@ -207,10 +207,10 @@ fn culprit_and_neighbour_are_told_apart(test: &str, choice: AttributionChoice, f
     // The windows after both exited hold everything they did.
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(500));
-        let Some((200, body)) = get(&address, "/debug/cgroups") else {
+        let Some(answer) = get_json(&address, "/debug/cgroups") else {
             continue;
         };
-        table = serde_json::from_str(&body).expect("/debug/cgroups is JSON");
+        table = answer;
         if row(&table, culprit_id).is_some_and(|row| number(row, "exits_nonzero") >= 1)
             && row(&table, neighbour_id)
                 .is_some_and(|row| number(row, "oncpu_ns") >= neighbour_cpu_ns / 2)

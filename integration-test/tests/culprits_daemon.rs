@@ -18,7 +18,7 @@ use std::{
 use integration_test::{
     LoopDevice,
     daemon::Daemon,
-    http::get,
+    http::{get, get_json},
     podman::{self, Container, Image, SOME_FILE},
     privileged, workspace_binary,
 };
@@ -52,10 +52,7 @@ struct Seen {
 }
 
 fn state(address: &str) -> Option<(serde_json::Value, Seen)> {
-    let (200, body) = get(address, "/state")? else {
-        return None;
-    };
-    let value: serde_json::Value = serde_json::from_str(&body).expect("/state is JSON");
+    let value = get_json(address, "/state")?;
     let names = |key: &str| -> Vec<String> {
         value[key]
             .as_array()

@@ -9,7 +9,7 @@ use std::{
 
 use integration_test::{
     daemon::Daemon,
-    http::{encode, free_port, get, promql_first_series, series_value},
+    http::{encode, free_port, get, get_json, promql_first_series, series_value},
     privileged,
     process::{Process, prometheus_with_rules, wait_for},
     workspace_binary, write_synthetic_model,
@@ -206,9 +206,7 @@ fn prometheus_scrapes_the_state_and_sees_a_fault_the_test_causes() {
     );
 
     // /state explains it.
-    let (status, body) = get(&daemon_address, "/state").unwrap();
-    assert_eq!(status, 200);
-    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let state = get_json(&daemon_address, "/state").expect("/state answers 200");
     assert_eq!(state["node"], "nodestate-test-node");
     assert!(!state["windows"].as_array().unwrap().is_empty());
     assert_eq!(state["model"]["source"], "baseline");
@@ -282,8 +280,7 @@ fn sighup_reloads_the_model_and_refuses_a_bad_one() {
     // With a model file the daemon is ready as soon as a window is judged.
     daemon.wait_ready(Duration::from_secs(20));
     let model_source = || {
-        let (_, body) = get(&address, "/state").unwrap();
-        let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let state = get_json(&address, "/state").expect("/state answers 200");
         state["model"]["source"].as_str().map(str::to_string)
     };
     assert_eq!(model_source().as_deref(), Some("file"));
@@ -507,10 +504,7 @@ fn a_restarted_daemon_goes_on_from_its_saved_baseline() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("baseline.json");
     let file_arg = file.to_str().unwrap();
-    let state = |address: &str| -> serde_json::Value {
-        let (_, body) = get(address, "/state").unwrap();
-        serde_json::from_str(&body).unwrap()
-    };
+    let state = |address: &str| get_json(address, "/state").expect("/state answers 200");
     let first = Daemon::builder()
         .args(&["--learn-for", "3s", "--baseline-state", file_arg])
         .start();

@@ -11,7 +11,7 @@ use std::{
 };
 
 use integration_test::{
-    http::{free_port, get},
+    http::{free_port, get, get_json},
     privileged,
     process::{Process, wait_for},
     workspace_binary,
@@ -32,10 +32,9 @@ fn watch(address: &str, span: Duration) -> Vec<Seen> {
     let mut seen = Vec::new();
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
-        let Some((200, body)) = get(address, "/state") else {
+        let Some(state) = get_json(address, "/state") else {
             continue;
         };
-        let state: serde_json::Value = serde_json::from_str(&body).unwrap();
         let Some(window) = state["windows"].as_array().and_then(|w| w.last()) else {
             continue;
         };

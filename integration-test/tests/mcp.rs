@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use integration_test::{
-    http::{free_port, get, promql_first_series},
+    http::{free_port, get_json, promql_first_series},
     privileged,
     process::{Process, prometheus, wait_for},
     workspace_binary,
@@ -112,8 +112,7 @@ fn an_agent_asks_nodestate_over_mcp() {
             "nodestate_state{state=\"healthy\"} == 1",
         )
     });
-    let (_, state) = get(&daemon_address, "/state").expect("/state");
-    let state: serde_json::Value = serde_json::from_str(&state).unwrap();
+    let state = get_json(&daemon_address, "/state").expect("/state answers");
     assert_eq!(
         state["state"], "healthy",
         "the node stays healthy for this test: {state}"

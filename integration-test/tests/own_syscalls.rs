@@ -18,7 +18,7 @@ use std::{
 
 use integration_test::{
     daemon::Daemon,
-    http::{free_port, get},
+    http::{free_port, get, get_json},
     privileged,
     process::wait_for,
     read_windows, workspace_binary,
@@ -121,9 +121,7 @@ fn the_daemons_own_syscalls_are_left_out_of_the_node_and_counted_apart() {
     // counter after a window has closed past the flood's end.
     std::thread::sleep(Duration::from_millis(1100));
     let own_after = own_syscalls(&address);
-    let (status, body) = get(&address, "/state").expect("the daemon's /state");
-    assert_eq!(status, 200, "{body}");
-    let state: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let state = get_json(&address, "/state").expect("the daemon's /state answers 200");
     let daemon_windows = state["windows"].as_array().unwrap().clone();
     let recorder_windows = read_windows(&recording);
     drop(daemon);
