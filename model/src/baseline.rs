@@ -44,6 +44,13 @@
 //!   node's own spreads over hours, and floors them as `model train` does
 //!   ([`BaselineOptions::mature_floor_scale`]): the wide floors hid faults within them (a
 //!   CPU saturation in a busy mode, a broken correlation) from a learner that had seen enough.
+//! - **Pressure, not latency, judges a young model's disk.** A young model has not seen its
+//!   node's bulk writers: a backup's writeback took the disk's p99 from 1-3 ms to 60 ms
+//!   while hardly a task waited, and that latency led most of the young baselines' episodes
+//!   in the soaks, on their first backups and builds. A latency that harms is waited on, and waiting is
+//!   I/O pressure, which every recorded disk fault raised to 50-76 %. So a young model that
+//!   judges `psi_io_*` leaves its latencies out (`/state`: `latencies_judged`); a mature one
+//!   judges them against the node's own spreads, and a node without I/O pressure keeps them.
 //! - **Across restarts.** What a restart needs is what a refresh trains from: the kept windows
 //!   and the counts ([`BaselineLearner::state`], [`BaselineState`]). A learner
 //!   [`BaselineLearner::restore`]d from them retrains at once and judges the next window, mature
@@ -73,7 +80,7 @@ mod saved;
 
 use crate::signals::is_latency;
 
-use learned::{Draws, Kept, LearnedModel, impute_latencies};
+use learned::{Draws, Kept, LearnedModel, impute_latencies, young_latencies_left_out};
 pub use options::{
     BaselineOptions, BaselineStatus, DEFAULT_FLOOR_SCALE, DEFAULT_FLOOR_THRESHOLD,
     DEFAULT_FLOOR_WINDOWS, DEFAULT_LEARN_WINDOWS, DEFAULT_MATURE_FLOOR_SCALE, DEFAULT_MAX_KEPT,
@@ -385,6 +392,10 @@ impl BaselineLearner {
             tail_scale: self.spot.as_ref().map(|spot| spot.gpd().scale),
             threshold: self.threshold(),
             restored: self.restored,
+            latencies_judged: self
+                .model
+                .as_ref()
+                .is_some_and(|learned| !learned.latencies_left_out),
         }
     }
 
@@ -508,25 +519,29 @@ impl BaselineLearner {
         match Model::train(&table, &options) {
             Ok(mut model) => {
                 // Saturation, error and latency signals: only a rise is evidence, and a
-                // latency without a sample is left out (see [`LearnedModel::masked`]).
+                // latency without a sample is left out (see [`LearnedModel::masked`]), as is
+                // every latency of a young model that can judge the disk by its pressure.
                 model.judge_signals();
+                let young_left_out = !mature && young_latencies_left_out(model.required_fields());
                 let positions: Vec<usize> = model
                     .required_fields()
                     .iter()
                     .map(|f| table.columns.iter().position(|c| c == f).unwrap_or(0))
                     .collect();
-                let unseen: Vec<usize> = positions
+                let left_out: Vec<usize> = positions
                     .iter()
                     .enumerate()
                     .filter(|&(_, &p)| {
-                        is_latency(&table.columns[p]) && rows.iter().all(|(_, row)| row[p] == 0.0)
+                        is_latency(&table.columns[p])
+                            && (young_left_out || rows.iter().all(|(_, row)| row[p] == 0.0))
                     })
                     .map(|(slot, _)| slot)
                     .collect();
                 let learned = LearnedModel {
                     model,
                     positions,
-                    unseen,
+                    left_out,
+                    latencies_left_out: young_left_out,
                     floor_scale,
                     mature,
                 };
@@ -678,7 +693,7 @@ impl BaselineLearner {
                     }
                 }
             }
-            for slot in &learned.unseen {
+            for slot in &learned.left_out {
                 if !missing.contains(slot) {
                     missing.push(*slot);
                 }

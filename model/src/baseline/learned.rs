@@ -1,6 +1,7 @@
 //! The learned baseline's model and its training rows: what a [`super::BaselineLearner`]
-//! judges with (the latencies it leaves out) and how it fills a latency a window had no
-//! sample of before k-means sees it.
+//! judges with (the latencies it leaves out: never sampled, or judged by a young model on a
+//! node with I/O pressure) and how it fills a latency a window had no sample of before
+//! k-means sees it.
 
 use crate::{model::Model, signals::is_latency};
 
@@ -28,11 +29,16 @@ pub(super) struct LearnedModel {
     pub(super) model: Model,
     /// Position in `columns` of each of the model's required fields.
     pub(super) positions: Vec<usize>,
-    /// Of those (in the same order), the latencies no kept window had a sample of (0 in
-    /// every one): a latency with no history has no normal to be compared with, and a
-    /// node's first fsync would otherwise be "infinitely" slower than none. They are left
-    /// out of the score, as missing values are, until a refresh has seen them.
-    pub(super) unseen: Vec<usize>,
+    /// Of those (in the same order), the latencies left out of every score, as missing
+    /// values are:
+    /// - those no kept window had a sample of (0 in every one), until a refresh has seen
+    ///   them: a latency with no history has no normal to be compared with, and a node's
+    ///   first fsync would otherwise be "infinitely" slower than none;
+    /// - every latency of a young model (trained before `floor_windows` windows were seen)
+    ///   that judges I/O pressure: see [`young_latencies_left_out`].
+    pub(super) left_out: Vec<usize>,
+    /// Its latencies are all left out: young, it judges the disk by its pressure.
+    pub(super) latencies_left_out: bool,
     /// The floor scale it was trained with.
     pub(super) floor_scale: f64,
     /// Trained once `floor_windows` windows were seen (with the mature floors).
@@ -49,10 +55,27 @@ impl LearnedModel {
     /// model's own ([`Model::judge_signals`]), so the built-in model and the learned baseline
     /// leave out the same latencies.
     pub(super) fn masked(&self, inputs: &[f64]) -> Vec<usize> {
-        let mut masked = self.unseen.clone();
+        let mut masked = self.left_out.clone();
         self.model.leave_out_unsampled(inputs, &mut masked);
         masked
     }
+}
+
+/// Whether a model trained on `fields` leaves its latencies out while young: when it judges
+/// I/O pressure (`psi_io_*`), which says whether tasks waited on the disk.
+///
+/// A young model has seen minutes of its node, not the node's bulk writers: under a backup's
+/// writeback the disk's p99 rose from 1-3 ms to 60 ms while hardly a task waited
+/// (`psi_io_some_pct` z = +1.4), and `block_latency_p99_us` (z = +3.0 to +4.7 over the
+/// young floors) led most of the young baselines' episodes in soaks 15-17, on their first
+/// backups and builds (BENCHMARKS.md). A latency that harms is waited on, and a wait is
+/// pressure: in every recorded disk fault (a slow disk, a throttled one, a noisy neighbour)
+/// `psi_io_some_pct` rose from about 1 % to 50-76 %. So until the model is
+/// trained on a node's hours, pressure judges the disk and the latencies are left out; a
+/// mature model judges them again against the node's own spreads. A node without I/O
+/// pressure (a kernel booted without PSI) keeps its latencies: they are all it has.
+pub(super) fn young_latencies_left_out(fields: &[String]) -> bool {
+    fields.iter().any(|field| field.starts_with("psi_io_"))
 }
 
 /// The kept rows' values for a training, row after row. A latency of 0 is a window without a

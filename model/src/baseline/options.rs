@@ -197,4 +197,9 @@ pub struct BaselineStatus {
     /// The baseline goes on from a state saved before a restart
     /// ([`super::BaselineLearner::restore`]) instead of having learned afresh.
     pub restored: bool,
+    /// The model judging now scores its latencies (a sampled latency's rise is evidence).
+    /// False while learning, and while a young model judges the disk by its I/O pressure
+    /// instead (`model::baseline` says why): the latencies then neither make nor explain a
+    /// verdict until the first training on `floor_windows` windows seen.
+    pub latencies_judged: bool,
 }

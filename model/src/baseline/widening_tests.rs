@@ -505,3 +505,86 @@ fn a_young_models_tail_is_held_at_the_floor() {
     let judged = learner.observe(fault).unwrap().expect("judged");
     assert_eq!(judged.state, HealthState::Degraded, "{judged:?}");
 }
+
+/// A window of a node with I/O pressure: `psi` (% of time a task waited on I/O) and the
+/// disk's p99 `latency` (µs).
+fn disk_window(psi: f64, latency: f64) -> BTreeMap<String, f64> {
+    BTreeMap::from([
+        ("psi_io_some_pct".to_string(), psi),
+        ("block_latency_p99_us".to_string(), latency),
+    ])
+}
+
+fn quiet_disk_window(noise: &mut Noise) -> BTreeMap<String, f64> {
+    disk_window(noise.around(1.0, 0.2), noise.around(2000.0, 0.3))
+}
+
+#[test]
+fn a_young_model_judges_the_disk_by_its_pressure_and_a_mature_one_by_its_latency_too() {
+    let mut learner = BaselineLearner::new(options());
+    let mut noise = Noise::new(12);
+    for _ in 0..20 {
+        assert!(
+            learner
+                .observe(quiet_disk_window(&mut noise))
+                .unwrap()
+                .is_none()
+        );
+    }
+    let status = learner.status();
+    assert!(
+        !status.latencies_judged,
+        "young, with I/O pressure: {status:?}"
+    );
+    // A backup's writeback: the p99 thirty times the quiet disk's, hardly a task waiting.
+    let judged = learner
+        .observe(disk_window(1.5, 60_000.0))
+        .unwrap()
+        .expect("judged");
+    assert_eq!(judged.state, HealthState::Healthy, "{judged:?}");
+    assert!(
+        judged
+            .explanation
+            .iter()
+            .all(|c| c.feature != "block_latency_p99_us"),
+        "{judged:?}"
+    );
+    // A slow disk: the same latency and more, with the tasks waiting on it.
+    let judged = learner
+        .observe(disk_window(55.0, 128_000.0))
+        .unwrap()
+        .expect("judged");
+    assert_eq!(judged.state, HealthState::Degraded, "{judged:?}");
+    assert_eq!(judged.explanation[0].feature, "psi_io_some_pct");
+    // Mature (trained on 1,000 windows seen): the latency is judged against the node's own
+    // spread, and the backup-like rise alone is over it.
+    for _ in 0..1200 {
+        learner.observe(quiet_disk_window(&mut noise)).unwrap();
+    }
+    let status = learner.status();
+    assert!(
+        status.latencies_judged && !status.floor_applies,
+        "mature: {status:?}"
+    );
+    let judged = learner
+        .observe(disk_window(1.5, 60_000.0))
+        .unwrap()
+        .expect("judged");
+    assert_eq!(judged.state, HealthState::Degraded, "{judged:?}");
+    assert_eq!(judged.explanation[0].feature, "block_latency_p99_us");
+}
+
+#[test]
+fn a_young_model_without_io_pressure_judges_its_latencies() {
+    // A kernel booted without PSI for I/O: the latency is all the disk has to say.
+    let mut learner = BaselineLearner::new(options());
+    let mut noise = Noise::new(13);
+    feed_quiet(&mut learner, &mut noise, 20);
+    let status = learner.status();
+    assert!(status.latencies_judged, "{status:?}");
+    let mut stalled = quiet_window(&mut noise);
+    stalled.insert("block_latency_p99_us".into(), 2_000_000.0);
+    let judged = learner.observe(stalled).unwrap().expect("judged");
+    assert_eq!(judged.state, HealthState::Degraded, "{judged:?}");
+    assert_eq!(judged.explanation[0].feature, "block_latency_p99_us");
+}

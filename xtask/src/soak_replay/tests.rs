@@ -192,10 +192,12 @@ fn a_busy_modes_own_long_tail_does_not_carry_the_threshold_past_the_faults() {
 }
 
 /// Soak 13's hour with the daemon restarted 40 minutes in (its baseline mature by then):
-/// learning afresh, the young baseline it restarts with paged 12 times in the last 30
-/// minutes (its first build and backup again, judged against three minutes of idle);
-/// going on from the state it saved (`collector run --baseline-state`), as often as
-/// without a restart (0) and with the same faults paging at the end.
+/// learning afresh, the young baseline it restarts with pages the soak's work again, judged
+/// against three minutes of idle (its first package's I/O pressure: 2 episodes in the last 30
+/// minutes; 12 with the backup's latency too, before a young model that judges I/O pressure
+/// left its latencies out); going on from the state it saved (`collector run
+/// --baseline-state`), as often as without a restart (0) and with the same faults paging at
+/// the end.
 #[test]
 fn a_restart_that_keeps_its_baseline_pages_no_more_than_no_restart() {
     let lines = kept_soak("soak13-windows", 4200);
@@ -217,11 +219,11 @@ fn a_restart_that_keeps_its_baseline_pages_no_more_than_no_restart() {
     let (went_on, went_on_paged, _) = run(None, false);
     let (afresh, _, learned_again) = run(Some(2400), false);
     let (kept, kept_paged, restored) = run(Some(2400), true);
-    assert!(
-        afresh >= 5,
-        "learning afresh pages the soak's work again: {afresh}"
-    );
     assert!(kept <= went_on, "kept {kept}, without a restart {went_on}");
+    assert!(
+        afresh > kept,
+        "learning afresh pages the soak's work again: {afresh}, going on {kept}"
+    );
     assert!(
         kept_paged + 1 >= went_on_paged,
         "{kept_paged} against {went_on_paged}"
