@@ -46,11 +46,12 @@
 //!   CPU saturation in a busy mode, a broken correlation) from a learner that had seen enough.
 //! - **Pressure, not latency, judges a young model's disk.** A young model has not seen its
 //!   node's bulk writers: a backup's writeback took the disk's p99 from 1-3 ms to 60 ms
-//!   while hardly a task waited, and that latency led most of the young baselines' episodes
-//!   in the soaks, on their first backups and builds. A latency that harms is waited on, and waiting is
-//!   I/O pressure, which every recorded disk fault raised to 50-76 %. So a young model that
-//!   judges `psi_io_*` leaves its latencies out (`/state`: `latencies_judged`); a mature one
-//!   judges them against the node's own spreads, and a node without I/O pressure keeps them.
+//!   while hardly a task waited, and that latency led most of the young baselines'
+//!   episodes in the soaks, on their first backups and builds. A latency that harms is waited
+//!   on, and waiting is I/O pressure, which every recorded disk fault raised to 50-76 %. So
+//!   a young model that judges `psi_io_*` leaves its latencies out (`/state`:
+//!   `latencies_judged`); a mature one judges them against the node's own spreads, and a
+//!   node without I/O pressure keeps them.
 //! - **Across restarts.** What a restart needs is what a refresh trains from: the kept windows
 //!   and the counts ([`BaselineLearner::state`], [`BaselineState`]). A learner
 //!   [`BaselineLearner::restore`]d from them retrains at once and judges the next window, mature
@@ -80,7 +81,7 @@ mod saved;
 
 use crate::signals::is_latency;
 
-use learned::{Draws, Kept, LearnedModel, impute_latencies, young_latencies_left_out};
+use learned::{Draws, Kept, LearnedModel, impute_latencies, leaves_latencies_out};
 pub use options::{
     BaselineOptions, BaselineStatus, DEFAULT_FLOOR_SCALE, DEFAULT_FLOOR_THRESHOLD,
     DEFAULT_FLOOR_WINDOWS, DEFAULT_LEARN_WINDOWS, DEFAULT_MATURE_FLOOR_SCALE, DEFAULT_MAX_KEPT,
@@ -395,7 +396,7 @@ impl BaselineLearner {
             latencies_judged: self
                 .model
                 .as_ref()
-                .is_some_and(|learned| !learned.latencies_left_out),
+                .is_some_and(|learned| !learned.latencies_left_out()),
         }
     }
 
@@ -522,7 +523,7 @@ impl BaselineLearner {
                 // latency without a sample is left out (see [`LearnedModel::masked`]), as is
                 // every latency of a young model that can judge the disk by its pressure.
                 model.judge_signals();
-                let young_left_out = !mature && young_latencies_left_out(model.required_fields());
+                let young_left_out = leaves_latencies_out(mature, &model);
                 let positions: Vec<usize> = model
                     .required_fields()
                     .iter()
@@ -541,7 +542,6 @@ impl BaselineLearner {
                     model,
                     positions,
                     left_out,
-                    latencies_left_out: young_left_out,
                     floor_scale,
                     mature,
                 };

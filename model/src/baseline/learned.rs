@@ -35,10 +35,8 @@ pub(super) struct LearnedModel {
     ///   them: a latency with no history has no normal to be compared with, and a node's
     ///   first fsync would otherwise be "infinitely" slower than none;
     /// - every latency of a young model (trained before `floor_windows` windows were seen)
-    ///   that judges I/O pressure: see [`young_latencies_left_out`].
+    ///   that judges I/O pressure: see [`leaves_latencies_out`].
     pub(super) left_out: Vec<usize>,
-    /// Its latencies are all left out: young, it judges the disk by its pressure.
-    pub(super) latencies_left_out: bool,
     /// The floor scale it was trained with.
     pub(super) floor_scale: f64,
     /// Trained once `floor_windows` windows were seen (with the mature floors).
@@ -59,10 +57,15 @@ impl LearnedModel {
         self.model.leave_out_unsampled(inputs, &mut masked);
         masked
     }
+
+    /// Its latencies are all left out: young, it judges the disk by its pressure.
+    pub(super) fn latencies_left_out(&self) -> bool {
+        leaves_latencies_out(self.mature, &self.model)
+    }
 }
 
-/// Whether a model trained on `fields` leaves its latencies out while young: when it judges
-/// I/O pressure (`psi_io_*`), which says whether tasks waited on the disk.
+/// Whether `model` leaves its latencies out: while young (not `mature`), when it judges I/O
+/// pressure (`psi_io_*`), which says whether tasks waited on the disk.
 ///
 /// A young model has seen minutes of its node, not the node's bulk writers: under a backup's
 /// writeback the disk's p99 rose from 1-3 ms to 60 ms while hardly a task waited
@@ -70,12 +73,16 @@ impl LearnedModel {
 /// young floors) led most of the young baselines' episodes in soaks 15-17, on their first
 /// backups and builds (BENCHMARKS.md). A latency that harms is waited on, and a wait is
 /// pressure: in every recorded disk fault (a slow disk, a throttled one, a noisy neighbour)
-/// `psi_io_some_pct` rose from about 1 % to 50-76 %. So until the model is
-/// trained on a node's hours, pressure judges the disk and the latencies are left out; a
-/// mature model judges them again against the node's own spreads. A node without I/O
-/// pressure (a kernel booted without PSI) keeps its latencies: they are all it has.
-pub(super) fn young_latencies_left_out(fields: &[String]) -> bool {
-    fields.iter().any(|field| field.starts_with("psi_io_"))
+/// `psi_io_some_pct` rose from about 1 % to 50-76 %. So until the model is trained on a
+/// node's hours, pressure judges the disk and the latencies are left out; a mature model
+/// judges them again against the node's own spreads. A node without I/O pressure (a kernel
+/// booted without PSI) keeps its latencies: they are all it has.
+pub(super) fn leaves_latencies_out(mature: bool, model: &Model) -> bool {
+    !mature
+        && model
+            .required_fields()
+            .iter()
+            .any(|field| field.starts_with("psi_io_"))
 }
 
 /// The kept rows' values for a training, row after row. A latency of 0 is a window without a
